@@ -1,0 +1,81 @@
+"""The `medrl` console script: one parser, subcommands registered by each package's `cli.py`.
+
+Registration imports no torch, so `medrl --help` and `medrl kg ...` start fast; each handler imports
+what it needs. User errors (bad config, missing file, ...) print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module, function) pairs; each function takes the subparsers object and adds its commands.
+REGISTRARS = [
+    ("app.demo", "register"),
+    ("training.cli", "register"),
+    ("knowledge_graph.cli", "register"),
+    ("dermiq.cli", "register"),
+    ("clinical.cli", "register"),
+    ("bench.cli", "register"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medrl", description="Post-train medical reasoning models on one GPU, and inspect them (research use only).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module, fn in REGISTRARS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:  # a package whose issue has not landed yet
+            if e.name == module:
+                continue
+            raise
+        getattr(mod, fn)(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from training.errors import MedrlError
+
+    errors: list[type[BaseException]] = [MedrlError, FileNotFoundError, NotADirectoryError, PermissionError]
+    try:
+        from knowledge_graph.errors import KGError
+
+        errors.append(KGError)
+    except ModuleNotFoundError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere, not only before the subcommand
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.debug = debug
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    try:
+        rc = args.handler(args)
+    except _user_errors() as e:
+        if args.debug:
+            raise
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
+        print(f"medrl: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medrl: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The domain-free trainer core: models, rollouts, Prefix-Grouper, losses, trainers, checkpoints, export."""

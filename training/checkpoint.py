@@ -1,0 +1,161 @@
+"""Atomic checkpoints and exact resume.
+
+A checkpoint folder is written under a temporary name and renamed into place, so a crash never leaves a
+half-written `step-N/`. It holds the trainable weights (a peft adapter folder, safetensors), the optimizer
+and scheduler states (torch files loaded with `weights_only=True`), every RNG state and the trainer's own
+state (step, data position) as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.errors import MedrlError
+
+STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `final` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.rename(final, old)
+        os.rename(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+def capture_rng() -> dict[str, Any]:
+    import numpy as np
+
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    np_state = np.random.get_state()
+    state["numpy"] = [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]]
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    random.setstate(_tuplify(state["python"]))
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def save_trainable(model, out: Path) -> None:
+    """The adapter (peft) or, for full fine-tuning, the whole model, as safetensors."""
+    model.save_pretrained(str(out), safe_serialization=True)
+
+
+def load_trainable(model, src: Path) -> None:
+    """Load weights saved by `save_trainable` into an already-built model (same structure)."""
+    from safetensors.torch import load_file
+
+    adapter = src / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(str(adapter)))
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise MedrlError(f"{adapter}: {len(unexpected)} unexpected keys (e.g. {unexpected[0]}): the "
+                             "checkpoint was written by a different LoRA setup")
+        return
+    full = src / "model.safetensors"
+    if not full.is_file():
+        raise MedrlError(f"{src}: no adapter_model.safetensors or model.safetensors to resume from")
+    missing, unexpected = model.load_state_dict(load_file(str(full)), strict=False)
+    if unexpected:
+        raise MedrlError(f"{full}: unexpected keys (e.g. {unexpected[0]})")
+
+
+# ---------------------------------------------------------------------------------------------- folders
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_RE.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = [p for _, p in checkpoints(run_dir) if (p / "trainer_state.json").is_file()]
+    return found[-1] if found else None
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict[str, Any],
+                    keep: int = 0) -> Path:
+    final = Path(run_dir) / "checkpoints" / f"step-{step}"
+    with atomic_dir(final) as tmp:
+        save_trainable(model, tmp / "adapter")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(capture_rng(), tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+    if keep > 0:
+        for _, old in checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG from `path`; returns the trainer state."""
+    path = Path(path)
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        load_trainable(model, path / "adapter")
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+        if scheduler is not None and (path / "scheduler.pt").is_file():
+            scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        restore_rng(torch.load(path / "rng.pt", weights_only=True))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise MedrlError(f"{path}: cannot resume from this checkpoint ({str(e).splitlines()[0][:160]})") from None
+    return state

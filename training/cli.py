@@ -1,0 +1,63 @@
+"""`medrl train CONFIG [--key=value ...] [--resume]` and `medrl export RUN_DIR --out DIR [--merge]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+# trainer name (the recipe's `trainer:` key) -> (config class path, train function path)
+TRAINERS = {
+    "sft": ("training.sft_config:SFTConfig", "training.sft_trainer:train_sft"),
+}
+
+
+def _load(ref: str):
+    import importlib
+
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_recipe(path: str | None, overrides: list[str], resume: bool = False) -> dict:
+    """Load a recipe, pick its trainer, train; returns the last metrics."""
+    from training.config import merge, parse_overrides, read_yaml
+    from training.errors import ConfigError
+
+    raw = merge(read_yaml(path) if path else {}, parse_overrides(overrides))
+    name = raw.get("trainer", "sft")
+    if name not in TRAINERS:
+        raise ConfigError(f"{path}: trainer: expected one of {', '.join(TRAINERS)}, got {name!r}")
+    cfg_ref, fn_ref = TRAINERS[name]
+    from training.config import load_config
+
+    cfg = load_config(_load(cfg_ref), path, overrides)
+    return _load(fn_ref)(cfg, resume=resume)
+
+
+def _train(args: argparse.Namespace) -> int:
+    last = run_recipe(args.config, args.overrides, resume=args.resume)
+    print(json.dumps({k: v for k, v in last.items() if isinstance(v, (int, float, str))}))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.export import export_run
+
+    result = export_run(args.run_dir, args.out, merge=args.merge, dtype=args.dtype)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train from a YAML recipe (--key=value overrides, --resume)")
+    p.add_argument("config", help="YAML recipe, e.g. configs/sft_qwen2_tiny.yaml")
+    p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
+    p.set_defaults(handler=_train, accepts_overrides=True)
+
+    p = sub.add_parser("export", help="export a run's LoRA adapter (and optionally a merged 16-bit model)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="folder to write the adapter (and merged/) into")
+    p.add_argument("--merge", action="store_true", help="also merge onto a 16-bit copy of the base")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                   help="dtype of the merged model")
+    p.set_defaults(handler=_export)

@@ -1,0 +1,272 @@
+"""Dataclass configs: YAML recipes plus `--key=value` overrides, checked against the dataclass types.
+
+Every mistake (unknown key, wrong type, bad value, malformed YAML) is a `ConfigError` whose one line names
+the file and the dotted key, so a user fixes a recipe without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from training.errors import ConfigError
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------- sections
+@dataclass
+class LoraConfig:
+    """peft LoRA on the language model's linear layers (`auto`), never the vision tower."""
+
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "auto"
+    init_weights: bool = True  # peft default (B=0); tests turn it off to get non-zero gradients everywhere
+
+    def validate(self, key: str) -> None:
+        _check(self.r > 0, f"{key}.r", "a positive integer", self.r)
+        _check(self.alpha > 0, f"{key}.alpha", "a positive integer", self.alpha)
+        _check(0.0 <= self.dropout < 1.0, f"{key}.dropout", "a float in [0, 1)", self.dropout)
+
+
+@dataclass
+class ModelConfig:
+    """Which policy to load and how: hub id, local folder or `embedded:qwen25vl` / `embedded:qwen2`."""
+
+    name: str = "embedded:qwen2"
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    device: str = "auto"  # auto: cuda if available, else cpu
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def validate(self, key: str) -> None:
+        _check(bool(self.name), f"{key}.name", "a hub id, a local folder or embedded:<kind>", self.name)
+        if self.quantization != "none":
+            _check(self.lora.enabled, f"{key}.lora.enabled", "true when quantization is on (QLoRA: "
+                   "4/8-bit weights cannot be trained directly)", self.lora.enabled)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warm-up then cosine/linear/constant decay, and gradient clipping."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float = 1.0  # <= 0 disables clipping
+
+    def validate(self, key: str) -> None:
+        _check(self.lr > 0, f"{key}.lr", "a positive float", self.lr)
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{key}.betas",
+               "two floats in [0, 1)", self.betas)
+        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "an integer >= 0", self.warmup_steps)
+        _check(0.0 <= self.warmup_ratio < 1.0, f"{key}.warmup_ratio", "a float in [0, 1)", self.warmup_ratio)
+        _check(0.0 <= self.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio", "a float in [0, 1]", self.min_lr_ratio)
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes (runs/<name>/) and how often it logs and checkpoints."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    max_steps: int = 10
+    log_every: int = 1
+    save_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2  # newest N kept; 0 keeps all
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast; auto: bf16 on CUDA, fp32 on CPU
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self, key: str) -> None:
+        _check(bool(self.name) and "/" not in self.name, f"{key}.name", "a folder name without '/'", self.name)
+        _check(self.max_steps > 0, f"{key}.max_steps", "a positive integer", self.max_steps)
+        _check(self.log_every > 0, f"{key}.log_every", "a positive integer", self.log_every)
+        _check(self.save_every >= 0, f"{key}.save_every", "an integer >= 0", self.save_every)
+        _check(self.keep_checkpoints >= 0, f"{key}.keep_checkpoints", "an integer >= 0", self.keep_checkpoints)
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# ---------------------------------------------------------------------------------------------- machinery
+def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only where lossless (int -> float)."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, key)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arm in get_args(tp):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arm, key)
+            except ConfigError as e:
+                errors.append(e)
+        expected = " or ".join("null" if a is type(None) else _type_name(a) for a in get_args(tp))
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (arm, *_) = get_args(tp) or (Any,)
+        return [_coerce(v, arm, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        ktp, vtp = get_args(tp) or (Any, Any)
+        return {_coerce(k, ktp, key): _coerce(v, vtp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config type {tp!r} at {key} is not supported")  # a bug in a config class
+
+
+def from_dict(cls: type[T], data: dict, key: str = "") -> T:
+    """Build dataclass `cls` from a mapping: unknown keys and wrong types are `ConfigError`s naming the key."""
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for k, v in data.items():
+        full = f"{key}.{k}" if key else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            raise ConfigError(f"unknown key '{full}'{hint}")
+        kwargs[k] = _coerce(v, hints[k], full)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(key or cls.__name__)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`--a.b=1 --c=x` -> {"a": {"b": 1}, "c": "x"}; values are parsed as YAML scalars/lists."""
+    tree: dict = {}
+    for item in overrides:
+        if not item.startswith("--") or "=" not in item:
+            raise ConfigError(f"override '{item}': expected --key=value (nested keys with dots, e.g. --optim.lr=1e-4)")
+        dotted, raw = item[2:].split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{p}' is set to a value and used as a section")
+        node[parts[-1]] = value
+    return tree
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Recipe file + overrides -> validated `cls`; errors name the file."""
+    data = read_yaml(path) if path is not None else {}
+    data = merge(data, parse_overrides(overrides or []))
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    from training.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+__all__ = [
+    "LoraConfig", "ModelConfig", "OptimConfig", "RunConfig", "from_dict", "to_dict", "load_config",
+    "parse_overrides", "merge", "read_yaml", "save_config",
+]

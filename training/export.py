@@ -1,0 +1,145 @@
+"""Export a run's adapter for the ordinary Hugging Face tools, optionally merged onto a 16-bit base.
+
+The adapter folder loads with `peft.PeftModel.from_pretrained(base, DIR)`. `--merge` loads a fresh 16-bit
+(or fp32) copy of the base, never the 4-bit weights a QLoRA run trained against, and merges into that: merging
+into nf4 weights would re-quantise the update away.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from training.checkpoint import atomic_dir, latest_checkpoint
+from training.config import ModelConfig, from_dict
+from training.errors import MedrlError
+from training.run import DISCLAIMER
+from training.tracking import read_metrics
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def run_model_config(run_dir: Path) -> tuple[ModelConfig, dict]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise MedrlError(f"{run_dir}: not a run folder (no config.yaml)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return from_dict(ModelConfig, raw.get("model", {}), "model"), raw
+
+
+def find_adapter(run_dir: Path) -> Path:
+    final = run_dir / "adapter"
+    if (final / "adapter_model.safetensors").is_file():
+        return final
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and (ckpt / "adapter" / "adapter_model.safetensors").is_file():
+        return ckpt / "adapter"
+    raise MedrlError(f"{run_dir}: no adapter to export (no adapter/ and no checkpoint with an adapter)")
+
+
+def model_card(run_dir: Path, raw_cfg: dict, adapter_src: Path, base_path: str, merged: dict | None) -> str:
+    rows = read_metrics(run_dir)
+    start = next((r for r in rows if r.get("event") == "start"), {})
+    last = next((r for r in reversed(rows) if "loss" in r), {})
+    model = raw_cfg.get("model", {})
+    data = raw_cfg.get("data", {})
+    metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                        for k, v in last.items() if k not in ("time",)) or "| (none logged) | |"
+    merged_txt = ""
+    if merged:
+        merged_txt = (f"\n## Merged model\n`merged/` holds the adapter merged onto a {merged['dtype']} copy of the base "
+                      f"(max |logit difference| vs base+adapter on a probe: {merged['max_logit_diff']:.3g}).\n")
+    return f"""---
+library_name: peft
+base_model: {model.get('name', '')}
+tags: [medrl, lora, medical, research-only]
+---
+# {run_dir.name} (medrl LoRA adapter)
+
+> **{DISCLAIMER}**
+
+## Base model
+`{model.get('name', '')}` (loaded from `{base_path}`), quantization during training: `{model.get('quantization', 'none')}`.
+{"This is medrl's *embedded default*: a tiny randomly initialised model of the real architecture, for exercising the pipeline. It has no medical skill. Rebuild its base with `medrl` on the same version (`training.embedded.ensure_embedded`)." if str(model.get('name', '')).startswith('embedded:') else ""}
+
+## Data
+`{data.get('train', '')}`: {start.get('records', '?')} records used, {start.get('records_skipped', 0)} skipped.
+
+## Recipe
+Trainer `{raw_cfg.get('trainer', '?')}`; the full resolved config is `medrl_config.yaml` beside this card.
+LoRA r={model.get('lora', {}).get('r')}, alpha={model.get('lora', {}).get('alpha')}, targets: language-model projections.
+Exported from `{adapter_src}`.
+
+## Final metrics
+| metric | value |
+|---|---|
+{metrics}
+{merged_txt}
+## Use
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM  # AutoModelForImageTextToText for a VLM base
+base = AutoModelForCausalLM.from_pretrained("<base model>")
+model = PeftModel.from_pretrained(base, "<this folder>")
+```
+
+## Intended use and limits
+Research on medical reasoning post-training and its inspection by clinicians. Not validated for any clinical
+use; outputs can be wrong, incomplete or biased (training data, skin tones, populations).
+{DISCLAIMER}
+"""
+
+
+def _probe_inputs(tokenizer) -> dict:
+    text = "The lesion is an asymmetric macule with irregular border. Most likely diagnosis:"
+    return tokenizer(text, return_tensors="pt")
+
+
+def merge_adapter(base_cfg: ModelConfig, adapter_dir: Path, out: Path, dtype: str) -> dict:
+    """Merge onto a fresh unquantised base in `dtype`; returns the probe's max logit difference."""
+    from peft import PeftModel
+
+    from training.models import load_base
+
+    cfg = ModelConfig(**{**base_cfg.__dict__, "quantization": "none", "dtype": dtype, "device": "cpu"})
+    base, processor, tokenizer, _, _, _, _ = load_base(cfg)
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    model.eval()
+    probe = _probe_inputs(tokenizer)
+    with torch.no_grad():
+        before = model(**probe).logits.float()
+        merged = model.merge_and_unload()
+        after = merged(**probe).logits.float()
+    merged.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
+    return {"dtype": dtype, "max_logit_diff": float((before - after).abs().max())}
+
+
+def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype: str = "bfloat16") -> dict:
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise MedrlError(f"{run_dir}: run folder not found")
+    model_cfg, raw = run_model_config(run_dir)
+    src = find_adapter(run_dir)
+    adapter_cfg = json.loads((src / "adapter_config.json").read_text())
+    base_path = adapter_cfg.get("base_model_name_or_path", model_cfg.name)
+    result: dict = {"adapter": str(out), "source": str(src)}
+    with atomic_dir(out) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.name != "README.md":
+                shutil.copy2(f, tmp / f.name)
+        (tmp / "medrl_config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        merged = None
+        if merge:
+            merged = merge_adapter(model_cfg, src, tmp / "merged", dtype)
+            result["merged"] = str(out / "merged")
+            result.update(merged)
+        card = model_card(run_dir, raw, src, base_path, merged)
+        (tmp / "README.md").write_text(card)
+        if merge:
+            (tmp / "merged" / "README.md").write_text(card)
+    return result

@@ -1,0 +1,120 @@
+"""Supervised fine-tuning on chat records: DermIQ stage 2 and the Clinical-R1 cold start.
+
+Loss is the token mean over the assistant tokens of a whole optimizer step (all micro-batches), so gradient
+accumulation gives the same update as one big batch. Data order is a seeded permutation per epoch and the
+position is checkpointed, so `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+
+import torch
+
+from training.chat import IGNORE, count_label_tokens, encode_conversations
+from training.data import read_jsonl
+from training.models import describe, load_policy, trainable_parameters
+from training.optim import build_optimizer, build_scheduler
+from training.run import Run, seed_everything
+from training.sft_config import SFTConfig
+from training.tracking import progress
+
+
+class DataOrder:
+    """Record indices in a seeded per-epoch permutation; `pos` counts records consumed so far."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, pos: int = 0):
+        self.n, self.seed, self.shuffle, self.pos = n, seed, shuffle, pos
+        self._epoch, self._perm = -1, None
+
+    def _index(self, pos: int) -> int:
+        epoch, within = divmod(pos, self.n)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            self._perm = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
+            self._epoch = epoch
+        return self._perm[within]
+
+    def take(self, k: int) -> list[int]:
+        out = [self._index(self.pos + i) for i in range(k)]
+        self.pos += k
+        return out
+
+
+def autocast_context(precision: str, device: torch.device):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def sft_micro_loss(model, batch: dict, normalizer: int) -> tuple[torch.Tensor, int]:
+    """Sum of assistant-token cross-entropy / `normalizer` (the step's total label tokens)."""
+    labels = batch.pop("labels")
+    out = model(**batch, use_cache=False)
+    logits = out.logits[:, :-1].float()
+    target = labels[:, 1:]
+    loss_sum = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                 ignore_index=IGNORE, reduction="sum")
+    return loss_sum / max(1, normalizer), int((target != IGNORE).sum())
+
+
+def train_sft(cfg: SFTConfig, resume: bool = False) -> dict:
+    """Run SFT to `cfg.run.max_steps`; returns the last logged metrics."""
+    seed_everything(cfg.run.seed)
+    data = read_jsonl(cfg.data.train, "sft", limit=cfg.data.max_records)
+    run = Run.open(cfg, resume)
+    policy = load_policy(cfg.model)
+    model = policy.model
+    optimizer = build_optimizer([p for _, p in trainable_parameters(model)], cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.run.max_steps, cfg.optim)
+    state = run.restore(model, optimizer, scheduler)
+    step = int(state["step"])
+    order = DataOrder(len(data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
+    info = describe(policy)
+    if step == 0:
+        run.metrics.log(0, {"event": "start", **{k: v for k, v in info.items() if k != "path"},
+                            "records": len(data), "records_skipped": len(data.skipped)})
+    if data.skipped:
+        print(f"medrl: {data.summary()}")
+    model.train()
+    last: dict = {}
+    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"sft {cfg.run.name}", enabled=cfg.run.progress,
+                   unit="step")
+    while step < cfg.run.max_steps:
+        t0 = time.time()
+        micro = [encode_conversations(policy, [data.records[i] for i in order.take(cfg.batch_size)],
+                                      cfg.data.max_length) for _ in range(cfg.grad_accum)]
+        normalizer = sum(count_label_tokens(b) for b in micro)
+        loss_total, tokens = 0.0, 0
+        for batch in micro:
+            batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with autocast_context(cfg.run.precision, policy.device):
+                loss, n = sft_micro_loss(model, batch, normalizer)
+            loss.backward()
+            loss_total += float(loss.detach())
+            tokens += n
+        params = [p for _, p in trainable_parameters(model)]
+        max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if math.isfinite(loss_total) and math.isfinite(grad_norm):
+            optimizer.step()
+            skipped = 0
+        else:
+            skipped = 1  # a NaN/inf step changes nothing; counted in the metrics
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        dt = time.time() - t0
+        last = {"loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+                "label_tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
+                "skipped_nonfinite": skipped, "epoch": order.pos / len(data)}
+        if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
+            run.metrics.log(step, last)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_total:.3f}")
+        if run.should_save(step):
+            run.checkpoint(step, model, optimizer, scheduler, {"data_pos": order.pos})
+    bar.close()
+    run.finish(model, policy)
+    return last

@@ -66,7 +66,7 @@ def _load_config(path: str):
         raise ConfigError(f"model.name: '{path}' is not a local folder or a hub id (org/name)")
     try:
         return AutoConfig.from_pretrained(path)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         where = "folder has no readable config.json" if local.exists() else "could not be fetched from the hub"
         raise ConfigError(f"model.name: '{path}' {where} ({str(e).splitlines()[0][:160]})") from None
 

@@ -1,0 +1,50 @@
+"""Shared fixtures: small record files on disk and a way to run the real CLI in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MEDRL_PROGRESS", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def text_sft_file(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("text_sft")
+    rows = [{"messages": [{"role": "user", "content": f"A patient has fever and cough, case {i}. Diagnosis?"},
+                          {"role": "assistant", "content": f"<think>fever with cough</think><answer>pneumonia {i % 3}</answer>"}]}
+            for i in range(8)]
+    return write_jsonl(d / "sft.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def vlm_sft_file(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("vlm_sft")
+    rows = []
+    for i in range(4):
+        img = Image.new("RGB", (112, 112), (180 - 20 * i, 120, 90))
+        img.paste((60 + 10 * i, 40, 30), (40, 40, 72, 72))
+        img.save(d / f"lesion{i}.png")
+        rows.append({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the lesion."}]},
+                                  {"role": "assistant", "content": f"A dark brown macule, case {i}."}],
+                     "images": [f"lesion{i}.png"]})
+    return write_jsonl(d / "sft.jsonl", rows)
+
+
+@pytest.fixture
+def cli():
+    """Run `medrl ARGS...` through the real entry point; returns the exit code."""
+    from app.cli import main
+
+    return lambda *args: main([str(a) for a in args])

@@ -1,0 +1,68 @@
+import hashlib
+
+import torch
+from PIL import Image
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+from training import embedded
+from training.embedded import ensure_embedded, resolve_model_path
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
+    built = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("MEDRL_CACHE", str(tmp_path / name))
+        built.append(ensure_embedded("qwen2"))
+    a, b = built
+    assert a.name == b.name  # same fingerprint
+    for f in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert sha(a / f) == sha(b / f), f
+    mtime = (b / "model.safetensors").stat().st_mtime
+    assert ensure_embedded("qwen2") == b and (b / "model.safetensors").stat().st_mtime == mtime  # reused
+    assert not [p for p in b.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_tokenizer_has_qwen_specials_and_chat_template():
+    tok = AutoTokenizer.from_pretrained(ensure_embedded("qwen2"))
+    for t in embedded.SPECIAL_TOKENS:
+        assert len(tok(t, add_special_tokens=False).input_ids) == 1, t
+    text = tok.apply_chat_template([{"role": "user", "content": "Is the border irregular?"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    ids = tok(text).input_ids
+    assert tok.decode(ids) == text  # byte-level BPE round-trips
+    assert tok.eos_token == "<|im_end|>"
+    # trained on the project's text: a domain word is not spelled out byte by byte
+    assert len(tok(" lesion", add_special_tokens=False).input_ids) <= 2
+
+
+def test_text_model_loads_through_from_pretrained():
+    path = resolve_model_path("embedded:qwen2")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.model_type == "qwen2"
+    n = sum(p.numel() for p in model.parameters())
+    assert 1e6 < n < 2e7  # "a few million"
+    out = model(torch.tensor([[1, 2, 3]]))
+    assert out.logits.shape == (1, 3, model.config.vocab_size)
+
+
+def test_vlm_has_real_vision_tower_and_mrope():
+    path = ensure_embedded("qwen25vl")
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    proc = AutoProcessor.from_pretrained(path)
+    assert model.config.model_type == "qwen2_5_vl"
+    assert hasattr(model.model, "visual") and hasattr(model.model.visual, "merger")
+    assert sum(model.config.text_config.rope_parameters["mrope_section"]) * 2 == (
+        model.config.text_config.hidden_size // model.config.text_config.num_attention_heads)
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this lesion?"}]}]
+    text = proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    enc = proc(text=[text], images=[Image.new("RGB", (112, 112), (150, 90, 70))], return_tensors="pt")
+    n_img = int((enc["input_ids"] == model.config.image_token_id).sum())
+    assert n_img == int(enc["image_grid_thw"].prod()) // 4 == 16  # 112px -> 8x8 patches -> 2x2 merge
+    with torch.no_grad():
+        logits = model(**enc).logits
+    assert logits.shape[:2] == enc["input_ids"].shape and torch.isfinite(logits).all()

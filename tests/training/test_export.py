@@ -1,0 +1,100 @@
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+from training.checkpoint import load_trainable
+from training.config import ModelConfig
+from training.models import load_policy
+
+IDS = torch.tensor([[3, 25, 77, 140, 9, 61, 200, 18]])
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory, text_sft_file):
+    from app.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    for quant in ("none", "4bit"):
+        assert main(["train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}",
+                     f"--run.output_dir={out}", f"--run.name={quant}", "--run.max_steps=3", "--run.save_every=3",
+                     f"--model.quantization={quant}", "--optim.lr=1e-2"]) == 0
+    return out
+
+
+def training_logits(run_dir, quant):
+    """Logits of the weights as the trainer holds them: the training load path + the step-3 checkpoint."""
+    policy = load_policy(ModelConfig(name="embedded:qwen2", quantization=quant))
+    load_trainable(policy.model, run_dir / "checkpoints" / "step-3" / "adapter")
+    policy.model.eval()
+    with torch.no_grad():
+        return policy.model(input_ids=IDS).logits
+
+
+@pytest.mark.parametrize("quant", ["none", "4bit"])
+def test_exported_adapter_reloads_with_plain_peft(cli, trained_runs, tmp_path, quant):
+    run = trained_runs / quant
+    assert cli("export", run, "--out", tmp_path / "exp") == 0
+    exp = tmp_path / "exp"
+    cfg = json.loads((exp / "adapter_config.json").read_text())
+    kwargs = {}
+    if quant == "4bit":
+        from training.config import ModelConfig as MC
+        from training.models import quantization_config
+
+        kwargs = {"quantization_config": quantization_config(MC(quantization="4bit"), torch.float32),
+                  "device_map": {"": "cpu"}}
+    base = AutoModelForCausalLM.from_pretrained(cfg["base_model_name_or_path"], dtype=torch.float32, **kwargs)
+    model = PeftModel.from_pretrained(base, str(exp)).eval()
+    with torch.no_grad():
+        plain = model(input_ids=IDS).logits
+    torch.testing.assert_close(plain, training_logits(run, quant), rtol=0, atol=1e-5)
+    card = (exp / "README.md").read_text()
+    assert "For research use only" in card and "embedded:qwen2" in card and "| loss |" in card
+    assert (exp / "medrl_config.yaml").is_file()
+
+
+def test_adapter_changed_the_model(trained_runs):
+    base = AutoModelForCausalLM.from_pretrained(
+        json.loads((trained_runs / "none" / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"])
+    with torch.no_grad():
+        before = base(input_ids=IDS).logits
+    assert (training_logits(trained_runs / "none", "none") - before).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("quant, dtype, tol", [("none", "float32", 1e-4), ("4bit", "float32", 1e-4),
+                                               ("none", "bfloat16", 0.05)])
+def test_merge_matches_adapter(cli, trained_runs, tmp_path, quant, dtype, tol):
+    """Merged onto a 16/32-bit base (never the 4-bit weights): logits match base+adapter in that dtype."""
+    run = trained_runs / quant
+    assert cli("export", run, "--out", tmp_path / "m", "--merge", "--dtype", dtype) == 0
+    merged_dir = tmp_path / "m" / "merged"
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=getattr(torch, dtype))
+    assert all("lora" not in n for n, _ in merged.named_parameters())
+    assert not any(type(m).__name__ == "Linear4bit" for m in merged.modules())
+    base_path = json.loads((tmp_path / "m" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
+    ref = PeftModel.from_pretrained(base, str(tmp_path / "m")).eval()
+    with torch.no_grad():
+        a = merged(input_ids=IDS).logits.float()
+        b = ref(input_ids=IDS).logits.float()
+    assert (a - b).abs().max() <= tol
+    assert "Merged model" in (tmp_path / "m" / "README.md").read_text()
+
+
+def test_vlm_export_merge(cli, tmp_path, vlm_sft_file):
+    assert cli("train", "configs/sft_qwen25vl_tiny.yaml", f"--data.train={vlm_sft_file}",
+               f"--run.output_dir={tmp_path}", "--run.name=v", "--run.max_steps=2", "--optim.lr=1e-2") == 0
+    assert cli("export", tmp_path / "v", "--out", tmp_path / "e", "--merge", "--dtype", "float32") == 0
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "e" / "merged")
+    assert merged.config.model_type == "qwen2_5_vl"
+    assert (tmp_path / "e" / "merged" / "processor_config.json").is_file()
+
+
+def test_export_errors(cli, tmp_path):
+    assert cli("export", tmp_path / "missing", "--out", tmp_path / "o") == 2
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("model: {name: embedded:qwen2}\n")
+    assert cli("export", tmp_path / "r", "--out", tmp_path / "o") == 2

@@ -1,0 +1,400 @@
+"""Losses: clipped policy surrogate (+ KL, entropy), DPO, SFT, and memory-lean log-prob helpers.
+
+Gradient accumulation: every loss takes an optional ``normalizer``, the denominator of the FULL batch
+(all micro-batches of one optimizer step). Pass the same normalizer to every micro-batch and call
+``backward()`` on each loss as is (no extra division by the number of micro-batches): the micro-batch
+losses then sum to the full-batch loss, so the accumulated gradients equal the full-batch gradients.
+``loss_normalizer`` computes it for the policy loss from the micro-batches' completion masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from training.errors import ConfigError
+
+KLEstimator = Literal["k1", "k3"]
+LossAggregation = Literal["token_mean", "sequence_mean", "constant"]
+DPOLossType = Literal["sigmoid", "ipo", "hinge"]
+KL_ESTIMATORS: tuple[str, ...] = ("k1", "k3")
+AGGREGATIONS: tuple[str, ...] = ("token_mean", "sequence_mean", "constant")
+DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge")
+IGNORE_INDEX = -100
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
+
+
+@dataclass(frozen=True)
+class PolicyLossConfig:
+    """Settings of the clipped surrogate; validated on construction so bad recipes fail before a rollout.
+
+    epsilon / epsilon_high: the ratio is clipped to [1 - epsilon, 1 + epsilon_high]; epsilon_high=None
+    means epsilon (symmetric PPO clip), larger values are DAPO's clip-higher.
+    dual_clip: c > 1 or None; for A < 0 the per-token loss is capped at -c * A (see ``policy_loss``).
+    beta: KL coefficient, kl_estimator "k1" (logp - ref) or "k3" (exp(ref - logp) - (ref - logp) - 1).
+    entropy_coef: weight of the entropy bonus (subtracted from the loss).
+    aggregation: token_mean (DAPO), sequence_mean (GRPO), constant (Dr. GRPO, needs
+    max_completion_length).
+    """
+
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    dual_clip: float | None = None
+    beta: float = 0.0
+    kl_estimator: KLEstimator = "k3"
+    entropy_coef: float = 0.0
+    aggregation: LossAggregation = "token_mean"
+    max_completion_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (_is_number(self.epsilon) and 0 < self.epsilon < 1):
+            raise ConfigError(f"loss.epsilon: expected a float in (0, 1), got {self.epsilon!r}")
+        if self.epsilon_high is not None and not (_is_number(self.epsilon_high) and self.epsilon_high > 0):
+            raise ConfigError(f"loss.epsilon_high: expected a float > 0 or null, got {self.epsilon_high!r}")
+        if self.dual_clip is not None and not (_is_number(self.dual_clip) and self.dual_clip > 1):
+            raise ConfigError(f"loss.dual_clip: expected a float > 1 or null, got {self.dual_clip!r}")
+        if not (_is_number(self.beta) and self.beta >= 0):
+            raise ConfigError(f"loss.beta: expected a float >= 0, got {self.beta!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError(
+                f"loss.kl_estimator: expected one of {list(KL_ESTIMATORS)}, got {self.kl_estimator!r}"
+            )
+        if not (_is_number(self.entropy_coef) and self.entropy_coef >= 0):
+            raise ConfigError(f"loss.entropy_coef: expected a float >= 0, got {self.entropy_coef!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"loss.aggregation: expected one of {list(AGGREGATIONS)}, got {self.aggregation!r}"
+            )
+        length = self.max_completion_length
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ConfigError(f"loss.max_completion_length: expected an int >= 1 or null, got {length!r}")
+        if self.aggregation == "constant" and length is None:
+            raise ConfigError("loss.max_completion_length: required by aggregation 'constant', got null")
+
+    @property
+    def clip_high(self) -> float:
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+def kl_penalty(logps: Tensor, ref_logps: Tensor, estimator: KLEstimator = "k3") -> Tensor:
+    """Per-token estimate of KL(policy || ref) from samples of the policy.
+
+    k1 = logp - ref (unbiased, can be negative; as a loss its gradient is zero in expectation, so it
+    mostly matters as a reward-style penalty); k3 = exp(ref - logp) - (ref - logp) - 1 (>= 0, low
+    variance; TRL's choice).
+    """
+    log_ratio = ref_logps - logps
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k3":
+        return torch.exp(log_ratio) - log_ratio - 1
+    raise ConfigError(f"loss.kl_estimator: expected one of {list(KL_ESTIMATORS)}, got {estimator!r}")
+
+
+def loss_normalizer(masks: Tensor | Sequence[Tensor], config: PolicyLossConfig) -> float:
+    """The full-batch denominator of ``policy_loss`` for the micro-batches' completion masks.
+
+    token_mean: total real tokens; sequence_mean: total sequences; constant: total sequences times
+    max_completion_length.
+    """
+    masks = [masks] if isinstance(masks, Tensor) else list(masks)
+    if config.aggregation == "token_mean":
+        return float(sum(m.sum().item() for m in masks))
+    sequences = sum(m.shape[0] for m in masks)
+    if config.aggregation == "sequence_mean":
+        return float(sequences)
+    return float(sequences * config.max_completion_length)
+
+
+def aggregate(
+    per_token: Tensor,
+    mask: Tensor,
+    aggregation: LossAggregation,
+    *,
+    max_completion_length: int | None = None,
+    normalizer: float | None = None,
+) -> Tensor:
+    """Reduce a (B, T) per-token loss over real tokens to a scalar.
+
+    token_mean: sum / n_tokens (every token weighs the same; DAPO). sequence_mean: mean over each
+    sequence's tokens, then / n_sequences (GRPO; long answers are diluted). constant: sum /
+    (n_sequences * max_completion_length) (Dr. GRPO; no length bias). ``normalizer`` replaces the
+    denominator (n_tokens, n_sequences, n_sequences * max_completion_length) by the full batch's.
+    """
+    mask = mask.to(per_token.dtype)
+    masked = per_token * mask
+    if aggregation == "token_mean":
+        denominator = mask.sum().clamp(min=1) if normalizer is None else normalizer
+        return masked.sum() / denominator
+    if aggregation == "sequence_mean":
+        per_sequence = masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        return per_sequence.sum() / (per_token.shape[0] if normalizer is None else normalizer)
+    if aggregation == "constant":
+        if normalizer is None:
+            if max_completion_length is None:
+                raise ValueError("aggregation 'constant' needs max_completion_length or a normalizer")
+            normalizer = per_token.shape[0] * max_completion_length
+        return masked.sum() / normalizer
+    raise ConfigError(f"loss.aggregation: expected one of {list(AGGREGATIONS)}, got {aggregation!r}")
+
+
+def policy_loss(
+    logps: Tensor,
+    old_logps: Tensor | None,
+    advantages: Tensor,
+    mask: Tensor,
+    config: PolicyLossConfig | None = None,
+    *,
+    ref_logps: Tensor | None = None,
+    entropy: Tensor | None = None,
+    normalizer: float | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Clipped surrogate (PPO/GRPO/DAPO) + beta * KL - entropy_coef * entropy, aggregated.
+
+    Per token, with r = exp(logp - old_logp) and A the sequence's advantage:
+        objective = min(r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A)
+        dual clip (A < 0 only): objective = max(objective, c * A), so the loss is at most -c * A
+        loss_t = -objective + beta * kl_t - entropy_coef * entropy_t
+    ``old_logps=None`` means the sampling policy is the current one (one update per rollout): r = 1 with
+    the policy gradient intact. Inputs are (B, T) over completion tokens, ``mask`` 1 for real tokens,
+    ``advantages`` (B,). Stats are token-level over real tokens, as floats.
+    """
+    config = config or PolicyLossConfig()
+    if logps.dim() != 2 or mask.shape != logps.shape:
+        raise ValueError(
+            f"logps and mask must be the same (B, T), got {tuple(logps.shape)}, {tuple(mask.shape)}"
+        )
+    if advantages.shape != (logps.shape[0],):
+        raise ValueError(f"advantages must be ({logps.shape[0]},), got {tuple(advantages.shape)}")
+    if old_logps is None:
+        old_logps = logps.detach()
+    if config.beta > 0 and ref_logps is None:
+        raise ValueError("beta > 0 needs ref_logps")
+    if config.entropy_coef > 0 and entropy is None:
+        raise ValueError("entropy_coef > 0 needs the per-token entropy")
+
+    adv = advantages.to(device=logps.device, dtype=logps.dtype)[:, None]
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - config.epsilon, 1 + config.clip_high)
+    objective = torch.min(ratio * adv, clipped * adv)
+    if config.dual_clip is not None:
+        objective = torch.where(adv < 0, torch.max(objective, config.dual_clip * adv), objective)
+    per_token = -objective
+    kl = kl_penalty(logps, ref_logps, config.kl_estimator) if ref_logps is not None else None
+    if config.beta > 0:
+        per_token = per_token + config.beta * kl
+    if config.entropy_coef > 0:
+        per_token = per_token - config.entropy_coef * entropy
+    loss = aggregate(
+        per_token,
+        mask,
+        config.aggregation,
+        max_completion_length=config.max_completion_length,
+        normalizer=normalizer,
+    )
+    stats = _policy_stats(ratio, adv, mask, config, kl=kl, entropy=entropy)
+    return loss, stats
+
+
+@torch.no_grad()
+def _policy_stats(
+    ratio: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    config: PolicyLossConfig,
+    *,
+    kl: Tensor | None,
+    entropy: Tensor | None,
+) -> dict[str, float]:
+    real = mask.bool()
+    n = real.sum().clamp(min=1)
+
+    def frac(condition: Tensor) -> float:
+        return ((condition & real).sum() / n).item()
+
+    low = (ratio < 1 - config.epsilon) & (adv < 0)  # clipped: pushing further down gives no gradient
+    high = (ratio > 1 + config.clip_high) & (adv > 0)
+    stats = {
+        "clip/low_frac": frac(low),
+        "clip/high_frac": frac(high),
+        "clip/frac": frac(low | high),
+        "ratio/mean": (ratio * real).sum().div(n).item(),
+        "ratio/max": ratio[real].max().item() if real.any() else 1.0,
+        "ratio/min": ratio[real].min().item() if real.any() else 1.0,
+        "tokens": float(real.sum().item()),
+    }
+    if config.dual_clip is not None:
+        stats["clip/dual_frac"] = frac((ratio > config.dual_clip) & (adv < 0))
+    if kl is not None:
+        stats["kl/mean"] = (kl.detach() * real).sum().div(n).item()
+    if entropy is not None:
+        stats["entropy/mean"] = (entropy.detach() * real).sum().div(n).item()
+    return stats
+
+
+def dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float = 0.1,
+    loss_type: DPOLossType = "sigmoid",
+    label_smoothing: float = 0.0,
+    normalizer: float | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """DPO family on sequence-summed log-probs (B,); loss = sum over pairs / (normalizer or B).
+
+    With h = (pi_c - ref_c) - (pi_r - ref_r):
+    sigmoid: -(1 - ls) * logsigmoid(beta h) - ls * logsigmoid(-beta h) (DPO; ls > 0 is cDPO);
+    ipo: (h - 1 / (2 beta))^2 (TRL feeds IPO length-averaged log-probs: pass those for its recipe);
+    hinge: relu(1 - beta h) (SLiC). Stats: implicit rewards beta * (pi - ref), their margin and the
+    fraction of pairs where the chosen reward is higher.
+    """
+    if not (_is_number(beta) and beta > 0):
+        raise ConfigError(f"dpo.beta: expected a float > 0, got {beta!r}")
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ConfigError(f"dpo.loss_type: expected one of {list(DPO_LOSS_TYPES)}, got {loss_type!r}")
+    if not (_is_number(label_smoothing) and 0 <= label_smoothing < 0.5):
+        raise ConfigError(f"dpo.label_smoothing: expected a float in [0, 0.5), got {label_smoothing!r}")
+    if label_smoothing and loss_type != "sigmoid":
+        raise ConfigError(f"dpo.label_smoothing: only used by loss_type 'sigmoid', got {loss_type!r}")
+    shapes = {
+        tuple(t.shape)
+        for t in (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    }
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError(f"DPO log-probs must all be (B,), got shapes {sorted(shapes)}")
+
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    h = chosen_logratios - rejected_logratios
+    if loss_type == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif loss_type == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        losses = torch.relu(1 - beta * h)
+    loss = losses.sum() / (losses.shape[0] if normalizer is None else normalizer)
+
+    with torch.no_grad():
+        chosen_rewards = beta * chosen_logratios.detach()
+        rejected_rewards = beta * rejected_logratios.detach()
+        stats = {
+            "rewards/chosen": chosen_rewards.mean().item(),
+            "rewards/rejected": rejected_rewards.mean().item(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+        }
+    return loss, stats
+
+
+def sft_loss(logits: Tensor, labels: Tensor, normalizer: float | None = None) -> tuple[Tensor, int]:
+    """Token-mean cross-entropy over labelled positions; returns (loss, n_tokens).
+
+    ``labels`` (B, L) are already aligned with ``logits`` (B, L, V) (the caller shifts); -100 is
+    ignored. Built on ``selective_log_softmax``, so 16-bit logits get fp32 maths without a full fp32
+    copy of the logits being kept for backward.
+    """
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not align")
+    keep = labels != IGNORE_INDEX
+    n_tokens = int(keep.sum().item())
+    logps = selective_log_softmax(logits, labels.clamp(min=0))
+    total = -torch.where(keep, logps, 0.0).sum()  # ignored positions: 0, zero gradient, even at -inf
+    if n_tokens == 0 and normalizer is None:
+        return total, 0  # 0 with the graph intact, so backward() works on an all-ignored micro-batch
+    return total / (n_tokens if normalizer is None else normalizer), n_tokens
+
+
+def _row_blocks(x: Tensor, chunk_rows: int) -> Iterator[Tensor]:
+    """(rows, V) blocks of x (..., V) in row-major order, as views: a sliced ``logits[:, :-1]`` is not copied."""
+    try:
+        flat = x.view(-1, x.shape[-1])
+    except RuntimeError:  # leading dims not mergeable without a copy: walk the first one
+        for sub in x.unbind(0):
+            yield from _row_blocks(sub, chunk_rows)
+        return
+    yield from flat.split(chunk_rows)
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    return torch.promote_types(logits.dtype, torch.float32)  # 16-bit -> fp32, fp64 stays fp64
+
+
+def _chunk_rows(vocab: int, budget: int = 1 << 24) -> int:
+    return max(1, budget // max(vocab, 1))  # about 64 MB of fp32 temporaries per chunk
+
+
+class _SelectiveLogSoftmax(torch.autograd.Function):
+    """log_softmax(logits)[index] saving only the logits (by reference) and one logsumexp per row.
+
+    A plain ``log_softmax(logits.float()).gather(...)`` keeps a full fp32 (B, L, V) copy alive for
+    backward (2.5 GB at L=512, G=8, V=152k); here the softmax is recomputed block by block instead.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, index: Tensor, chunk_rows: int) -> Tensor:  # type: ignore[override]
+        dtype = _compute_dtype(logits)
+        lse = torch.cat([torch.logsumexp(rows.to(dtype), dim=-1) for rows in _row_blocks(logits, chunk_rows)])
+        picked = logits.gather(-1, index[..., None]).squeeze(-1).to(dtype)
+        ctx.save_for_backward(logits, index, lse)
+        ctx.chunk_rows = chunk_rows
+        return picked - lse.view(index.shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        logits, index, lse = ctx.saved_tensors
+        grad = grad_out.reshape(-1).to(lse.dtype)
+        flat_index = index.reshape(-1, 1)
+        grad_logits = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        grad_flat = grad_logits.view(-1, logits.shape[-1])
+        start = 0
+        for rows in _row_blocks(logits, ctx.chunk_rows):
+            stop = start + rows.shape[0]
+            g = grad[start:stop, None]
+            # d logp[i] / d logits = onehot(i) - softmax(logits)
+            block = -torch.exp(rows.to(lse.dtype) - lse[start:stop, None]) * g
+            block.scatter_add_(-1, flat_index[start:stop], g)
+            grad_flat[start:stop] = block.to(logits.dtype)
+            start = stop
+        return grad_logits, None, None
+
+
+def selective_log_softmax(logits: Tensor, index: Tensor, *, chunk_rows: int | None = None) -> Tensor:
+    """log p(index) under softmax(logits), fp32 (fp64 for fp64 logits); logits (..., V), index (...).
+
+    Computed as gather(logits) - logsumexp(logits) in fp32 blocks of ``chunk_rows`` positions (default:
+    about 64 MB of temporaries), never materialising a full-size fp32 log_softmax, forward or backward.
+    """
+    if logits.shape[:-1] != index.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and index {tuple(index.shape)} do not align")
+    if index.numel() == 0:
+        return logits.new_zeros(index.shape, dtype=_compute_dtype(logits)) + logits.sum() * 0.0
+    return _SelectiveLogSoftmax.apply(logits, index.long(), chunk_rows or _chunk_rows(logits.shape[-1]))
+
+
+def entropy_from_logits(logits: Tensor, *, chunk_rows: int | None = None) -> Tensor:
+    """Per-position entropy H = logsumexp(z) - sum softmax(z) * z, fp32 (...,), computed in row blocks.
+
+    Under no_grad (the usual case: entropy for stats) the fp32 temporaries are per block; with grad
+    (an entropy bonus) autograd keeps them for backward.
+    """
+    dtype = _compute_dtype(logits)
+    if logits.numel() == 0:
+        return logits.new_zeros(logits.shape[:-1], dtype=dtype)
+    parts = []
+    for rows in _row_blocks(logits, chunk_rows or _chunk_rows(logits.shape[-1])):
+        rows = rows.to(dtype)
+        probs = torch.softmax(rows, dim=-1)
+        # masked_fill: a -inf logit has probability 0 and contributes 0, not 0 * -inf = nan
+        parts.append(torch.logsumexp(rows, dim=-1) - (probs * rows.masked_fill(probs == 0, 0.0)).sum(-1))
+    return torch.cat(parts).view(logits.shape[:-1])

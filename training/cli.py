@@ -8,6 +8,7 @@ import json
 # trainer name (the recipe's `trainer:` key) -> (config class path, train function path)
 TRAINERS = {
     "sft": ("training.sft_config:SFTConfig", "training.sft_trainer:train_sft"),
+    "rl": ("training.rl_config:RLConfig", "training.rl_trainer:train_rl"),
 }
 
 

@@ -17,9 +17,11 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from training.embedded_pretrain import chat_transcripts, warm_up
+
 EMBEDDED_PREFIX = "embedded:"
 KINDS = ("qwen2", "qwen25vl")
-BUILDER_VERSION = 1  # bump when a change below alters the built files
+BUILDER_VERSION = 2  # bump when a change below (or in embedded_pretrain.py) alters the built files
 SEED = 1234
 VOCAB_SIZE = 2048  # BPE merges + bytes; the Qwen special tokens are added after
 
@@ -128,8 +130,9 @@ def _strings(obj: object) -> Iterator[str]:
 
 
 def corpus() -> list[str]:
-    """The tokenizer's training text: generic chat text plus every string of the curated KGs."""
+    """The tokenizer's (and warm-up's) text: generic chat text, simple Q/A and every string of the curated KGs."""
     texts = list(BASE_CORPUS)
+    texts.extend(m["content"] for chat in chat_transcripts(400, SEED) for m in chat)
     for path in _domain_text_files():
         try:
             texts.extend(s.replace("_", " ") for s in _strings(json.loads(path.read_text())))
@@ -140,7 +143,9 @@ def corpus() -> list[str]:
 
 def _fingerprint(kind: str, texts: Iterable[str]) -> str:
     h = hashlib.sha256()
-    payload = {"v": BUILDER_VERSION, "kind": kind, "text": TEXT_CONFIG, "vision": VISION_CONFIG,
+    from training import embedded_pretrain as wp
+
+    payload = {"v": BUILDER_VERSION, "warmup": [wp.PRETRAIN_STEPS, wp.BATCH, wp.SEQ, wp.LR], "kind": kind, "text": TEXT_CONFIG, "vision": VISION_CONFIG,
                "mrope": MROPE_SECTION, "vocab": VOCAB_SIZE, "seed": SEED, "template": CHAT_TEMPLATE}
     h.update(json.dumps(payload, sort_keys=True).encode())
     for t in texts:
@@ -186,7 +191,7 @@ def _text_model_config(tokenizer) -> dict:
     }
 
 
-def _build_qwen2(out: Path, tokenizer) -> None:
+def _build_qwen2(out: Path, tokenizer, texts: list[str]) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
@@ -196,9 +201,11 @@ def _build_qwen2(out: Path, tokenizer) -> None:
     config = AutoConfig.from_pretrained(out)
     torch.manual_seed(SEED)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    losses = warm_up(model, tokenizer, texts, SEED)
     model.generation_config = _generation_config(GenerationConfig, tokenizer)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    (out / "warmup_losses.json").write_text(json.dumps({"first": losses[:5], "last": losses[-5:]}))
 
 
 def _generation_config(cls, tokenizer):
@@ -206,7 +213,8 @@ def _generation_config(cls, tokenizer):
     return cls(eos_token_id=eos, pad_token_id=eos[1], do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
 
 
-def _build_qwen25vl(out: Path, tokenizer) -> None:
+def _build_qwen25vl(out: Path, tokenizer, texts: list[str]) -> None:
+    """The VLM's language model starts from the warmed-up text model (same sizes); the vision tower is random."""
     import torch
     from transformers import (
         AutoConfig,
@@ -232,6 +240,12 @@ def _build_qwen25vl(out: Path, tokenizer) -> None:
     config = AutoConfig.from_pretrained(out)
     torch.manual_seed(SEED)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    from safetensors.torch import load_file
+
+    text = load_file(str(ensure_embedded("qwen2") / "model.safetensors"))
+    lm = {k[len("model."):]: v for k, v in text.items() if k.startswith("model.")}
+    model.model.language_model.load_state_dict(lm, strict=True)
+    model.tie_weights()
     model.generation_config = _generation_config(GenerationConfig, tokenizer)
     model.save_pretrained(out)
     # Small images keep the CPU path fast: 56x56 .. 224x224 pixels -> 4 .. 64 visual tokens.
@@ -259,10 +273,11 @@ def ensure_embedded(kind: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
     try:
         tokenizer = build_tokenizer(texts)
-        (_build_qwen2 if kind == "qwen2" else _build_qwen25vl)(tmp, tokenizer)
+        (_build_qwen2 if kind == "qwen2" else _build_qwen25vl)(tmp, tokenizer, texts)
         (tmp / "EMBEDDED.md").write_text(
-            f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): random weights of the real "
-            "architecture, for exercising the pipeline on CPU. Not a medical model.\n")
+            f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): the real architecture, "
+            "randomly initialised, its language model warmed up for a few hundred CPU steps on the project's text "
+            "(training/embedded_pretrain.py). For exercising the pipeline on CPU. Not a medical model.\n")
         try:
             os.rename(tmp, target)
         except OSError:  # another process won the race: its build is identical

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medrl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `medrl kg stats | head`
+        sys.stderr.close()
+        return 0
     return int(rc or 0)
 
 

@@ -1,0 +1,1 @@
+"""Curated medical knowledge graphs (networkx only, never torch): schema, IO, queries, claim checking."""

@@ -1,0 +1,224 @@
+"""Load and save KGs as node-link JSON, GraphML or CSV triples; validate while loading.
+
+JSON (node-link): ``{"directed": true, "multigraph": true, "graph": {...}, "nodes": [{"id", "type", "label",
+"aliases", ...}], "links": [{"head", "relation", "tail", "source", "typicality"?, ...}]}``. Links name their
+endpoints ``head``/``tail`` because ``source`` is the citation; ``networkx.node_link_graph(data, source="head",
+target="tail", edges="links")`` reads the same file.
+CSV: ``head,relation,tail[,source[,typicality]]`` with an optional header row; node types come from the id prefix
+(``colour:red``), labels from the id. GraphML: node/edge attributes as written by networkx; lists as JSON strings.
+A user's KG in any of these formats can replace ours (``load``) or extend it (``merge``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from importlib import resources
+from pathlib import Path
+
+import networkx as nx
+
+from .errors import KGError
+from .kg import KnowledgeGraph
+from .schema import STRUCTURED_NODE_ATTRS, Edge, Node, label_from_id, node_type_of
+from .validate import add_edge, add_node, check_aliases
+
+BUILTIN = {"derm": "dermatology.json", "dermatology": "dermatology.json", "clinical": "clinical.json"}
+_NODE_KEYS = ("id", "type", "label", "aliases")
+_EDGE_KEYS = ("head", "relation", "tail", "source", "typicality", "key")
+
+
+def load_builtin(name: str) -> KnowledgeGraph:
+    """One of our curated graphs: 'derm' (dermatology) or 'clinical'."""
+    if name not in BUILTIN:
+        raise KGError(f"unknown built-in KG {name!r} (expected one of {', '.join(BUILTIN)})")
+    ref = resources.files("knowledge_graph") / "data" / BUILTIN[name]
+    with resources.as_file(ref) as path:
+        return load(path)
+
+
+def load(path: str | Path) -> KnowledgeGraph:
+    """Load and validate a KG; the format comes from the suffix (.json, .graphml/.xml, .csv)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        nodes, edges = _read_json(path)
+    elif suffix in (".graphml", ".xml"):
+        nodes, edges = _read_graphml(path)
+    elif suffix in (".csv", ".tsv"):
+        nodes, edges = _read_csv(path)
+    else:
+        raise KGError(f"{path.name}: unknown KG format {suffix!r} (expected .json, .graphml or .csv)")
+    g = nx.MultiDiGraph(name=path.stem)
+    for where, node in nodes:
+        add_node(g, node, where)
+    for where, edge in edges:
+        add_edge(g, edge, where)
+    check_aliases(g)
+    return KnowledgeGraph(g, name=path.stem)
+
+
+def merge(base: KnowledgeGraph, user: KnowledgeGraph) -> KnowledgeGraph:
+    """Our KG extended by a user's: user nodes/edges add to or replace ours with the same id/relation."""
+    g = base.graph.copy()
+    for nid, attrs in user.graph.nodes(data=True):
+        if attrs.get("_derived") and nid in g:
+            continue  # a CSV node only names an id: keep our label and synonyms
+        extra = _extra(attrs, _NODE_KEYS)
+        if attrs.get("_derived"):
+            extra["_derived"] = True
+        node = Node(nid, attrs["type"], attrs["label"], list(attrs.get("aliases", [])), extra)
+        add_node(g, node, attrs.get("_where", nid), replace=True)
+    for h, t, rel, attrs in user.graph.edges(keys=True, data=True):
+        edge = Edge(h, rel, t, attrs["source"], attrs.get("typicality"), _extra(attrs, _EDGE_KEYS))
+        add_edge(g, edge, attrs.get("_where", f"{h} {rel} {t}"), replace=True)
+    check_aliases(g)
+    return KnowledgeGraph(g, name=f"{base.name}+{user.name}")
+
+
+def save(kg: KnowledgeGraph, path: str | Path) -> Path:
+    """Write a KG; the format comes from the suffix (.json, .graphml, .csv)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        path.write_text(to_json_text(kg), encoding="utf-8")
+    elif suffix in (".graphml", ".xml"):
+        nx.write_graphml(_graphml_ready(kg.graph), path)
+    elif suffix in (".csv", ".tsv"):
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, delimiter="\t" if suffix == ".tsv" else ",")
+            w.writerow(["head", "relation", "tail", "source", "typicality"])
+            for h, t, rel, a in kg.graph.edges(keys=True, data=True):
+                w.writerow([h, rel, t, a.get("source", ""), a.get("typicality", "")])
+    else:
+        raise KGError(f"{path.name}: unknown KG format {suffix!r} (expected .json, .graphml or .csv)")
+    return path
+
+
+def to_json_text(kg: KnowledgeGraph) -> str:
+    """Node-link JSON with one node or link per line: diffable and hand-editable."""
+    graph = {k: v for k, v in kg.graph.graph.items() if k != "name"}
+    nodes = [{"id": n, **_public(a)} for n, a in kg.graph.nodes(data=True)]
+    links = [
+        {"head": h, "relation": rel, "tail": t, **{k: v for k, v in _public(a).items() if k != "relation"}}
+        for h, t, rel, a in kg.graph.edges(keys=True, data=True)
+    ]
+    for n in nodes:
+        if not n.get("aliases"):
+            n.pop("aliases", None)
+
+    def rows(items: list[dict]) -> str:
+        return ",\n".join("    " + json.dumps(i, ensure_ascii=False) for i in items)
+
+    head = json.dumps({"directed": True, "multigraph": True, "graph": graph}, ensure_ascii=False)[:-1]
+    return f'{head},\n  "nodes": [\n{rows(nodes)}\n  ],\n  "links": [\n{rows(links)}\n  ]\n}}\n'
+
+
+def _public(attrs: dict) -> dict:
+    return {k: v for k, v in attrs.items() if not k.startswith("_")}
+
+
+def _extra(attrs: dict, known: tuple[str, ...]) -> dict:
+    return {k: v for k, v in attrs.items() if k not in known and k != "relation" and not k.startswith("_")}
+
+
+def _read_json(path: Path) -> tuple[list, list]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise KGError(f"{path.name} line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+        raise KGError(f"{path.name}: expected a node-link object with 'nodes' and 'links' lists")
+    links = data.get("links", data.get("edges", []))
+    nodes = []
+    for i, n in enumerate(data["nodes"]):
+        where = f"{path.name} nodes[{i}]"
+        if not isinstance(n, dict) or "id" not in n:
+            raise KGError(f"{where}: expected an object with 'id' and 'type'")
+        nid = str(n["id"])
+        ntype = n.get("type") or node_type_of(nid)
+        aliases = n.get("aliases", [])
+        if isinstance(aliases, str) or not isinstance(aliases, list):
+            raise KGError(f"{where}: field 'aliases' of {nid!r} must be a list of strings")
+        nodes.append((where, Node(nid, ntype, n.get("label") or label_from_id(nid), aliases, _extra(n, _NODE_KEYS))))
+    edges = []
+    for i, e in enumerate(links):
+        where = f"{path.name} links[{i}]"
+        head, tail = e.get("head", e.get("source")), e.get("tail", e.get("target"))
+        if "head" not in e:  # standard networkx endpoints: the citation then lives in 'ref'
+            e = {**e, "source": e.get("ref", path.name)}
+        if head is None or tail is None or "relation" not in e:
+            raise KGError(f"{where}: expected fields 'head', 'relation' and 'tail'")
+        extra = _extra(e, _EDGE_KEYS + ("target", "ref"))
+        edges.append((where, Edge(str(head), e["relation"], str(tail), e.get("source") or path.name,
+                                  e.get("typicality"), extra)))
+    return nodes, edges
+
+
+def _read_csv(path: Path) -> tuple[list, list]:
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter=delim))
+    nodes: list = []
+    edges: list = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows, start=1):
+        row = [c.strip() for c in row]
+        if not row or not any(row) or row[0].startswith("#"):
+            continue
+        if i == 1 and row[0].lower() == "head":
+            continue
+        where = f"{path.name} row {i}"
+        if len(row) < 3 or not row[0] or not row[1] or not row[2]:
+            raise KGError(f"{where}: expected head,relation,tail[,source[,typicality]] (got {len(row)} fields)")
+        for nid in (row[0], row[2]):
+            if nid not in seen:
+                seen.add(nid)
+                ntype = node_type_of(nid)
+                if not ntype:
+                    raise KGError(f"{where}: node {nid!r} has no type prefix (expected '<type>:<name>')")
+                nodes.append((where, Node(nid, ntype, label_from_id(nid), extra={"_derived": True})))
+        source = row[3] if len(row) > 3 and row[3] else path.name
+        typicality = row[4] if len(row) > 4 and row[4] else None
+        edges.append((where, Edge(row[0], row[1], row[2], source, typicality)))
+    return nodes, edges
+
+
+def _read_graphml(path: Path) -> tuple[list, list]:
+    try:
+        g = nx.read_graphml(path, force_multigraph=True)
+    except Exception as e:  # ElementTree / networkx parse errors
+        raise KGError(f"{path.name}: invalid GraphML ({e})") from None
+    nodes = []
+    for nid, a in g.nodes(data=True):
+        where = f"{path.name} node {nid!r}"
+        a = dict(a)
+        for k in STRUCTURED_NODE_ATTRS:
+            if isinstance(a.get(k), str):
+                try:
+                    a[k] = json.loads(a[k])
+                except json.JSONDecodeError:
+                    raise KGError(f"{where}: field {k!r} is not a JSON list") from None
+        ntype = a.get("type") or node_type_of(nid)
+        nodes.append((where, Node(nid, ntype, a.get("label") or label_from_id(nid), a.get("aliases", []),
+                                  _extra(a, _NODE_KEYS))))
+    edges = []
+    for i, (h, t, k, a) in enumerate(g.edges(keys=True, data=True)):
+        where = f"{path.name} edge {i} ({h} -> {t})"
+        rel = a.get("relation", k)
+        edges.append((where, Edge(h, rel, t, a.get("source") or path.name, a.get("typicality") or None,
+                                  _extra(a, _EDGE_KEYS))))
+    return nodes, edges
+
+
+def _graphml_ready(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    out = nx.MultiDiGraph()
+    for n, a in g.nodes(data=True):
+        out.add_node(n, **{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                           for k, v in _public(a).items() if v is not None})
+    for h, t, k, a in g.edges(keys=True, data=True):
+        out.add_edge(h, t, key=k, **{kk: v for kk, v in _public(a).items() if v is not None})
+    return out

@@ -1,0 +1,103 @@
+"""Terms -> node ids: labels, synonyms and dataset codes, used for canonical labels and claim extraction."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .errors import KGError
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_SPELLING = {"gray": "grey", "color": "colour", "colors": "colours", "colored": "coloured", "hemorrhage": "haemorrhage"}
+
+
+def normalize(text: str) -> str:
+    """Lower-case words only, British spellings, so 'Blue-Gray' and 'blue grey' match."""
+    words = _WORD.findall(text.lower().replace("’", "'"))
+    return " ".join(_SPELLING.get(w, w) for w in words)
+
+
+def tokens(text: str) -> list[tuple[str, int, int]]:
+    """Normalized words with their character offsets in ``text``."""
+    out = []
+    for m in _WORD.finditer(text.lower().replace("’", "'")):
+        out.append((_SPELLING.get(m.group(), m.group()), m.start(), m.end()))
+    return out
+
+
+def _variants(term: str) -> list[str]:
+    """Cheap plural/singular forms so 'papules' finds 'papule'."""
+    if not term or term[-1].isdigit():
+        return []
+    if term.endswith("s") and not term.endswith("ss") and len(term) > 4:
+        return [term[:-1]]
+    return [term + "s"]
+
+
+@dataclass
+class Lexicon:
+    """Normalized term -> node id, with the longest term length for n-gram matching."""
+
+    terms: dict[str, str] = field(default_factory=dict)
+    max_len: int = 1
+
+    @classmethod
+    def from_graph(cls, g: nx.MultiDiGraph, strict: bool = False) -> Lexicon:
+        """Collect labels and aliases; dataset labels resolve through their alias_of edge.
+
+        ``strict`` raises KGError when one term names two different nodes (a duplicate alias).
+        """
+        lex = cls()
+        variants: list[tuple[str, str]] = []
+        for nid, attrs in g.nodes(data=True):
+            target = nid
+            if attrs.get("type") == "dataset_label":
+                targets = [t for _, t, r in g.out_edges(nid, keys=True) if r == "alias_of"]
+                if not targets:
+                    continue
+                target = targets[0]
+            derived = bool(attrs.get("_derived"))  # CSV label made from the id: a default, never a clash
+            for raw in [attrs.get("label", ""), *attrs.get("aliases", [])]:
+                term = normalize(str(raw))
+                if not term:
+                    continue
+                if derived:
+                    variants.append((term, target))
+                    continue
+                prev = lex.terms.get(term)
+                if prev is not None and prev != target:
+                    if strict:
+                        where = attrs.get("_where", nid)
+                        raise KGError(
+                            f"{where}: duplicate alias {raw!r} of {target!r} is already used by {prev!r}"
+                        )
+                    continue
+                lex.terms[term] = target
+                variants.extend((v, target) for v in _variants(term))
+        for term, target in variants:
+            lex.terms.setdefault(term, target)
+        lex.max_len = max((len(t.split()) for t in lex.terms), default=1)
+        return lex
+
+    def lookup(self, term: str) -> str | None:
+        """The node id a term names, or None."""
+        return self.terms.get(normalize(term))
+
+    def find(self, text: str) -> list[tuple[str, int, int, int, int]]:
+        """Longest non-overlapping term matches: (node_id, first token, end token, char start, char end)."""
+        toks = tokens(text)
+        words = [t[0] for t in toks]
+        out = []
+        i = 0
+        while i < len(words):
+            for n in range(min(self.max_len, len(words) - i), 0, -1):
+                nid = self.terms.get(" ".join(words[i : i + n]))
+                if nid is not None:
+                    out.append((nid, i, i + n, toks[i][1], toks[i + n - 1][2]))
+                    i += n
+                    break
+            else:
+                i += 1
+        return out

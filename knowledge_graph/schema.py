@@ -1,0 +1,80 @@
+"""The KG vocabulary: node types, relations and which node types each relation may join.
+
+Node ids are ``"<type>:<slug>"`` (e.g. ``condition:melanoma``, ``colour:blue_grey``) so CSV triples can carry
+node types without a separate node table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Findings a condition can have (has_feature / absent_feature targets), dermatology and clinical.
+FINDING_TYPES: tuple[str, ...] = (
+    "morphology",
+    "colour",
+    "border",
+    "shape",
+    "surface",
+    "size",
+    "distribution",
+    "body_site",
+    "symptom",
+    "dermoscopic_feature",
+    "risk_factor",
+    "sign",
+    "lab_finding",
+    "imaging_finding",
+)
+NODE_TYPES: tuple[str, ...] = ("condition", "category", "treatment", "dataset_label", *FINDING_TYPES)
+
+TYPICALITY: tuple[str, ...] = ("typical", "possible", "atypical")
+
+# relation -> (allowed head types, allowed tail types); None means any node type.
+RELATIONS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
+    "has_feature": (("condition",), FINDING_TYPES),
+    "absent_feature": (("condition",), FINDING_TYPES),
+    "typical_site": (("condition",), ("body_site",)),
+    "differential_of": (("condition",), ("condition",)),
+    "is_a": (("condition", "category"), ("condition", "category")),
+    "treated_by": (("condition",), ("treatment",)),
+    "alias_of": (("dataset_label",), None),
+}
+
+# Node attributes that hold lists/dicts (kept as JSON strings in GraphML).
+STRUCTURED_NODE_ATTRS: tuple[str, ...] = ("aliases", "age")
+
+
+@dataclass
+class Node:
+    """One KG node; ``extra`` carries optional attributes (dataset, direction, value, age, sex, ...)."""
+
+    id: str
+    type: str
+    label: str
+    aliases: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Edge:
+    """One typed edge with the textbook or guideline it comes from."""
+
+    head: str
+    relation: str
+    tail: str
+    source: str
+    typicality: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def node_type_of(node_id: str) -> str:
+    """The type prefix of a node id (``colour:red`` -> ``colour``); '' when there is none."""
+    return node_id.split(":", 1)[0] if ":" in node_id else ""
+
+
+def label_from_id(node_id: str) -> str:
+    """A readable default label for an id: ``colour:blue_grey`` -> ``blue grey``; dataset codes keep case."""
+    rest = node_id.split(":", 1)[1] if ":" in node_id else node_id
+    if node_type_of(node_id) == "dataset_label" and "/" in rest:
+        return rest.split("/", 1)[1]
+    return rest.replace("_", " ")

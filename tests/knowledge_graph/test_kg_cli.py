@@ -1,0 +1,43 @@
+"""`medrl kg stats` / `medrl kg check` through the real argument parser (and once as a fresh process)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from app.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_kg_stats_counts(capsys):
+    assert main(["kg", "stats"]) == 0
+    out = capsys.readouterr().out
+    assert "KG dermatology" in out
+    assert re.search(r"^  condition\s+48$", out, re.M) and "has_feature" in out and "alias_of" in out
+    assert main(["kg", "stats", "--kg", "clinical"]) == 0
+    out = capsys.readouterr().out
+    assert "lab_finding" in out and "treated_by" in out
+
+
+def test_kg_check_ok_and_error(tmp_path, capsys):
+    good = tmp_path / "mine.csv"
+    good.write_text("head,relation,tail,source\ncondition:x,has_feature,colour:red,notes\n")
+    assert main(["kg", "check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"OK {good}") and re.search(r"^  condition\s+1$", out, re.M)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("condition:x,has_feature,colour:red,notes\ncondition:x,has_feat,colour:red,notes\n")
+    assert main(["kg", "check", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medrl: error: bad.csv row 2: unknown relation 'has_feat'") and "\n" not in err
+    assert main(["kg", "check", str(tmp_path / "missing.json")]) == 2
+    assert main(["kg", "stats", "--kg", str(good), "--extend"]) == 0
+    assert re.search(r"^  condition\s+49$", capsys.readouterr().out, re.M)
+
+
+def test_kg_stats_fresh_process():
+    r = subprocess.run([sys.executable, "-m", "app.cli", "kg", "stats", "--kg", "clinical"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "KG clinical" in r.stdout

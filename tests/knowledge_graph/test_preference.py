@@ -1,0 +1,65 @@
+"""Response scoring and DPO pair building: ordering, margins, record format."""
+
+import json
+
+import pytest
+
+from knowledge_graph.io import load_builtin
+from knowledge_graph.preference import build_pairs, score_response, write_dpo_jsonl
+
+GOOD = ("Asymmetric dark brown and black plaque with an irregular border and a blue-white veil; no milia-like cysts. "
+        "<answer>melanoma</answer>")
+OK = "Dark brown lesion. <answer>melanoma</answer>"
+HALLU = "Silvery scale and honey-coloured crust with Wickham striae. <answer>melanoma</answer>"
+WRONG = "Stuck-on waxy papule with milia-like cysts and comedo-like openings. <answer>seborrheic keratosis</answer>"
+
+
+@pytest.fixture(scope="module")
+def kg():
+    return load_builtin("derm")
+
+
+def test_scores_order(kg):
+    s = {name: score_response(t, kg, "melanoma") for name, t in
+         [("good", GOOD), ("ok", OK), ("hallu", HALLU), ("wrong", WRONG)]}
+    assert s["good"].correct and s["ok"].correct and s["hallu"].correct and not s["wrong"].correct
+    assert s["good"].total > s["ok"].total > s["hallu"].total > s["wrong"].total
+    assert s["hallu"].hallucinated == 3 and s["hallu"].contradicted == 0
+    assert s["wrong"].contradicted >= 3
+    assert 0 < s["ok"].coverage < s["good"].coverage <= 1
+    assert s["good"].diagnosis == "condition:melanoma"
+
+
+def test_case_findings_drive_coverage(kg):
+    case = {"colour": ["colour:dark_brown"], "border": ["border:irregular"]}
+    full = score_response("Dark brown, irregular border. <answer>melanoma</answer>", kg, "melanoma", case)
+    assert full.coverage == 1.0 and full.contradicted == 0
+    extra = score_response("Dark brown and black, irregular border. <answer>melanoma</answer>", kg, "melanoma", case)
+    assert extra.contradicted == 1 and extra.total < full.total  # black is not in this image
+
+
+def test_pairs_ordering_and_margin(kg, tmp_path):
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Diagnose."}]}]
+    responses = [OK, WRONG, GOOD, HALLU, GOOD]
+    pairs = build_pairs(prompt, responses, kg, "melanoma", images=["img.png"], min_margin=0.5, max_pairs=None)
+    margins = [p["meta"]["margin"] for p in pairs]
+    assert margins == sorted(margins, reverse=True) and min(margins) >= 0.5
+    first = pairs[0]
+    assert first["chosen"] == [{"role": "assistant", "content": GOOD}]
+    assert first["rejected"] == [{"role": "assistant", "content": WRONG}]
+    assert first["meta"]["chosen_index"] == 2  # ties between identical samples go to the earlier one
+    for p in pairs:
+        assert p["meta"]["chosen_score"]["total"] - p["meta"]["rejected_score"]["total"] >= 0.5
+        assert p["chosen"] != p["rejected"] and p["images"] == ["img.png"] and p["prompt"] == prompt
+    assert not any(p["meta"]["chosen_index"] in (2, 4) and p["meta"]["rejected_index"] in (2, 4) for p in pairs)
+    assert len(build_pairs(prompt, responses, kg, "melanoma", max_pairs=2)) == 2
+    assert build_pairs("text prompt", [OK, OK], kg, "melanoma") == []
+    path = write_dpo_jsonl(pairs, tmp_path / "dpo.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == len(pairs) and set(rows[0]) == {"prompt", "chosen", "rejected", "images", "meta"}
+    assert rows[0]["meta"]["chosen_score"]["verdicts"]
+
+
+def test_string_prompt_gives_string_completions(kg):
+    pairs = build_pairs("Describe and diagnose.", [GOOD, WRONG], kg, "melanoma")
+    assert pairs[0]["chosen"] == GOOD and pairs[0]["rejected"] == WRONG

@@ -26,6 +26,7 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0
     stop_strings: list[str] = field(default_factory=list)
+    ignore_eos: bool = False  # sample exactly max_new_tokens (benchmarks)
 
     def validate(self, key: str) -> None:
         _check(self.num_generations >= 1, f"{key}.num_generations", "an integer >= 1", self.num_generations)

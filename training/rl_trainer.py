@@ -133,7 +133,8 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
     G = cfg.rollout.num_generations
     sampling = SamplingConfig(num_generations=G, max_new_tokens=cfg.rollout.max_new_tokens,
                               temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                              stop_strings=tuple(cfg.rollout.stop_strings))
+                              stop_strings=tuple(cfg.rollout.stop_strings),
+                              eos_token_ids=() if cfg.rollout.ignore_eos else None)
     loss_cfg = PolicyLossConfig(epsilon=cfg.loss.epsilon, epsilon_high=cfg.loss.epsilon_high,
                                 dual_clip=cfg.loss.dual_clip, beta=cfg.loss.beta, kl_estimator=cfg.loss.kl_estimator,
                                 entropy_coef=cfg.loss.entropy_coef, aggregation=cfg.loss.aggregation,

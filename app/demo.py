@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from training.errors import MedrlError
 from training.run import DISCLAIMER
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -58,8 +59,8 @@ def make_data(data_dir: Path, seed: int) -> dict[str, Path]:
              "toy": data_dir / "toy_numbers.jsonl"}
     write_jsonl(paths["derm_sft"], derm_sft_records(derm, kg))
     write_jsonl(paths["clinical_sft"], clinical_sft_records(generate_vignettes(24, seed=seed)))
-    write_records(paths["toy"], 128, seed=seed)
-    print(f"{len(derm)} synthetic lesion images, 24 clinical vignettes, 128 toy prompts in {data_dir}")
+    write_records(paths["toy"], 64, seed=seed)
+    print(f"{len(derm)} synthetic lesion images, 24 clinical vignettes, 64 toy prompts in {data_dir}")
     return paths
 
 
@@ -71,7 +72,7 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
 
     if out.exists():
         if not (out / MARKER).exists():
-            raise SystemExit(f"medrl: error: {out} exists and was not made by the demo; pass --out elsewhere")
+            raise MedrlError(f"{out} exists and was not made by the demo; pass --out elsewhere")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / MARKER).write_text("made by `medrl demo`; removed by the next demo run\n")

@@ -98,7 +98,7 @@ def disable_cpu_bf16_repack(model) -> int:
         return 0
     n = 0
     for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
             n += 1
     return n

@@ -1,0 +1,74 @@
+"""`medrl bench ...`: side-by-side benchmarks. Registration imports no torch; handlers import what they need."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks: prefix (Prefix-Grouper vs naive), grpo-step (vs TRL)")
+    sub = parser.add_subparsers(dest="bench_command", metavar="BENCH")
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+
+    prefix = sub.add_parser("prefix", help="forward+backward of completion log-probs: naive vs Prefix-Grouper")
+    prefix.add_argument("--p", type=int, default=1024, help="prompt tokens (headline config)")
+    prefix.add_argument("--s", type=int, default=128, help="tokens per completion")
+    prefix.add_argument("--g", type=int, default=8, help="completions per prompt")
+    prefix.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (median)")
+    prefix.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
+                        help="also P in {256,512,1024} x G in {4,8} at --s")
+    prefix.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    prefix.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
+    prefix.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    prefix.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    prefix.set_defaults(handler=_prefix)
+
+    step = sub.add_parser("grpo-step", help="one full RL step: ours vs TRL's GRPOTrainer")
+    step.add_argument("--p", type=int, default=512)
+    step.add_argument("--g", type=int, default=8)
+    step.add_argument("--s", type=int, default=64)
+    step.add_argument("--steps", type=int, default=5)
+    step.add_argument("--warmup", type=int, default=1)
+    step.add_argument("--threads", type=int, default=None)
+    step.add_argument("--model", default="embedded:qwen2")
+    step.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also run TRL")
+    step.add_argument("--json", action="store_true")
+    step.set_defaults(handler=_grpo_step)
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_positive(**values: int) -> None:
+    from training.errors import ConfigError
+
+    for key, v in values.items():
+        if v is not None and v < 1:
+            raise ConfigError(f"--{key}: must be >= 1, got {v}")
+
+
+def _prefix(args: argparse.Namespace) -> int:
+    from bench import prefix
+
+    _check_positive(p=args.p, s=args.s, g=args.g, repeats=args.repeats, threads=args.threads)
+    result = prefix.run(p=args.p, s=args.s, g=args.g, repeats=args.repeats, sweep=args.sweep,
+                        device=_device(args.device), threads=args.threads, dtype=args.dtype)
+    print(json.dumps(result, indent=2) if args.json else prefix.table(result))
+    return 0
+
+
+def _grpo_step(args: argparse.Namespace) -> int:
+    from bench import grpo_step
+    from bench.common import available_cpus
+
+    _check_positive(p=args.p, g=args.g, s=args.s, steps=args.steps, threads=args.threads)
+    result = grpo_step.run(p=args.p, g=args.g, s=args.s, steps=args.steps, warmup=args.warmup,
+                           threads=args.threads or available_cpus(), model=args.model, with_trl=args.trl)
+    print(json.dumps(result, indent=2) if args.json else grpo_step.table(result))
+    return 0

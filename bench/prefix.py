@@ -1,0 +1,150 @@
+"""`medrl bench prefix`: forward+backward of completion log-probs, naive vs Prefix-Grouper, on the tiny LM.
+
+The model is the embedded Qwen2 (the VLM's text sizes), fp32, LoRA r=16 on all projections with non-zero B, one
+prompt of P random tokens and G completions of S tokens. Each (config, path) runs in a fresh process: warm-up
+(which is also the peak-memory run: peak RSS delta on CPU, `max_memory_allocated` on CUDA), then the median of
+`repeats` timed runs. `ideal_token_ratio` = G(P+S) / (P+GS): how many fewer tokens the grouped row holds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.common import available_cpus, format_table, omp_wait_policy, peak_rss_bytes, run_child, time_median
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SWEEP_P = (256, 512, 1024)
+SWEEP_G = (4, 8)
+GOAL = 0.75  # speedup >= GOAL * ideal_token_ratio at the headline config
+COLUMNS = [("p", "P", "d"), ("s", "S", "d"), ("g", "G", "d"), ("naive_s", "naive s", ".3f"),
+           ("grouped_s", "grouped s", ".3f"), ("speedup", "speedup", ".2f"), ("ideal_token_ratio", "ideal", ".2f"),
+           ("of_ideal", "of ideal", ".0%"), ("naive_peak_mb", "naive MB", ".0f"),
+           ("grouped_peak_mb", "grouped MB", ".0f"), ("max_logprob_diff", "max |dlogp|", ".1e")]
+
+
+def ideal_token_ratio(p: int, s: int, g: int) -> float:
+    return g * (p + s) / (p + g * s)
+
+
+def _model(device: str, dtype_name: str):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.embedded import ensure_embedded
+
+    dtype = getattr(torch, dtype_name)
+    model = AutoModelForCausalLM.from_pretrained(ensure_embedded("qwen2"), dtype=dtype).to(device)
+    torch.manual_seed(0)  # lora_A's init draws from the global RNG: same adapter in every child
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            if "lora_B" in name:
+                prm.copy_(torch.randn(prm.shape, generator=gen) * 0.02)
+    return model
+
+
+def _batch(vocab: int, p: int, s: int, g: int):
+    import torch
+
+    from training.rollout import PromptInputs, RolloutBatch
+
+    gen = torch.Generator().manual_seed(1)
+    prompt = PromptInputs(torch.randint(0, vocab, (p,), generator=gen))
+    comps = [torch.randint(0, vocab, (s,), generator=gen).tolist() for _ in range(g)]
+    return RolloutBatch.from_completions([prompt], comps, pad_token_id=0)
+
+
+def worker(a: dict[str, Any]) -> dict[str, Any]:
+    """One path at one config, in its own process."""
+    import torch
+
+    from training.prefix_grouper import grouped_completion_logprobs, naive_completion_logprobs
+
+    torch.set_num_threads(a["threads"])
+    device = a["device"]
+    cuda = device.startswith("cuda")
+    model = _model(device, a["dtype"])
+    model.train()
+    batch = _batch(model.get_base_model().config.vocab_size, a["p"], a["s"], a["g"]).to(device)
+    fn = naive_completion_logprobs if a["path"] == "naive" else grouped_completion_logprobs
+
+    def step() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        out = fn(model, batch)
+        out.logprobs.sum().backward()
+        if cuda:
+            torch.cuda.synchronize()
+        return out.logprobs.detach()
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = peak_rss_bytes()
+    logprobs = step()  # warm-up and memory run
+    peak = (torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()) - before
+    median, times = time_median(step, a["repeats"])
+    torch.save(logprobs.float().cpu(), a["out"])
+    return {"median_s": median, "times": times, "peak_bytes": peak}
+
+
+def run(p: int = 1024, s: int = 128, g: int = 8, repeats: int = 3, sweep: bool = True, device: str = "cpu",
+        threads: int | None = None, dtype: str = "float32") -> dict[str, Any]:
+    import torch
+
+    from training.embedded import ensure_embedded
+
+    ensure_embedded("qwen2")  # build once, outside the measured children
+    threads = threads or available_cpus()
+    configs = [(p, s, g)]
+    if sweep:
+        configs += [(pp, s, gg) for pp in SWEEP_P for gg in SWEEP_G if (pp, s, gg) != (p, s, g)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="medrl-bench-prefix-") as tmp:
+        for cp, cs, cg in configs:
+            res, lps = {}, {}
+            for path in ("naive", "grouped"):
+                out = str(Path(tmp) / f"{path}-{cp}-{cs}-{cg}.pt")
+                res[path] = run_child("bench.prefix", {"p": cp, "s": cs, "g": cg, "path": path, "repeats": repeats,
+                                                       "device": device, "threads": threads, "dtype": dtype,
+                                                       "out": out})
+                lps[path] = torch.load(out)
+            ideal = ideal_token_ratio(cp, cs, cg)
+            speedup = res["naive"]["median_s"] / res["grouped"]["median_s"]
+            rows.append({"p": cp, "s": cs, "g": cg, "naive_s": res["naive"]["median_s"],
+                         "grouped_s": res["grouped"]["median_s"], "speedup": speedup, "ideal_token_ratio": ideal,
+                         "of_ideal": speedup / ideal,
+                         "naive_peak_mb": res["naive"]["peak_bytes"] / 2**20,
+                         "grouped_peak_mb": res["grouped"]["peak_bytes"] / 2**20,
+                         "max_logprob_diff": (lps["naive"] - lps["grouped"]).abs().max().item(),
+                         "naive_times": res["naive"]["times"], "grouped_times": res["grouped"]["times"]})
+    head = rows[0]
+    return {"config": {"p": p, "s": s, "g": g, "repeats": repeats, "device": device, "threads": threads,
+                       "dtype": dtype, "model": "embedded:qwen2 + LoRA r=16", "torch": torch.__version__,
+                       "omp_wait_policy": omp_wait_policy(),
+                       "memory": "peak RSS delta per fresh process" if device == "cpu" else "max_memory_allocated"},
+            "headline": {**{k: head[k] for k in ("p", "s", "g", "speedup", "ideal_token_ratio")},
+                         "goal": f"speedup >= {GOAL} x ideal", "goal_met": head["speedup"] >= GOAL * head["ideal_token_ratio"]},
+            "rows": [head] + sorted(rows[1:], key=lambda r: (r["p"], r["g"]))}
+
+
+def table(result: dict[str, Any]) -> str:
+    c, h = result["config"], result["headline"]
+    lines = [f"bench prefix: {c['model']}, {c['dtype']}, device={c['device']}, threads={c['threads']} "
+             f"(OMP_WAIT_POLICY={c['omp_wait_policy']}), "
+             f"median of {c['repeats']} after warm-up; memory = {c['memory']}",
+             format_table(result["rows"], COLUMNS),
+             f"headline P={h['p']} S={h['s']} G={h['g']}: speedup {h['speedup']:.2f}x vs ideal "
+             f"{h['ideal_token_ratio']:.2f}x -> goal ({h['goal']}) {'MET' if h['goal_met'] else 'NOT met'}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(json.dumps(worker(json.loads(sys.argv[1]))))

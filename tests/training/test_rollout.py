@@ -1,0 +1,217 @@
+"""Group rollouts: recorded log-probs equal a teacher-forced forward, greedy equals `generate`, masks and stops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.embedded import ensure_embedded
+from training.errors import MedrlError
+from training.prefix_grouper import naive_completion_logprobs
+from training.rollout import RolloutBatch, SamplingConfig, encode_prompts, generate_rollouts, sample_next
+
+TEXTS = ["Question: What is the most likely diagnosis? Answer with the letter.",
+         "The patient is a 45-year-old woman who presents with a 3-week history of"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: intra-op threads only add barrier waits, which explode when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def text_setup():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = ensure_embedded("qwen2")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model, tok, encode_prompts(tok, TEXTS)
+
+
+@pytest.fixture(scope="module")
+def vlm_setup():
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = ensure_embedded("qwen25vl")
+    proc = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+
+    def chat(text: str, n_images: int) -> str:
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
+        return proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                        tokenize=False)
+
+    images = [[Image.new("RGB", (56, 84), (200, 100, 50))], None,
+              [Image.new("RGB", (84, 56), (20, 120, 60)), Image.new("RGB", (56, 56), (0, 0, 250))]]
+    texts = [chat("Describe the lesion.", 1), chat("No image in this one, a longer question.", 0),
+             chat("Compare them.", 2)]
+    return model, proc, encode_prompts(proc, texts, images), texts, images
+
+
+def _teacher_forced(model, batch: RolloutBatch) -> torch.Tensor:
+    """Plain full forward of [prompt; completion] per row, log-softmax of its logits at the completion tokens."""
+    out = torch.zeros_like(batch.sampling_logprobs)
+    for r in range(batch.num_rows):
+        prompt = batch.prompts[int(batch.group_index[r])]
+        n, p = int(batch.completion_mask[r].sum()), len(prompt)
+        tokens = batch.completion_ids[r, :n]
+        kwargs = {}
+        if prompt.pixel_values is not None or prompt.mm_token_type_ids is not None:
+            kwargs["mm_token_type_ids"] = torch.cat([prompt.mm_token_type_ids, torch.zeros(n, dtype=torch.long)])[None]
+            if prompt.pixel_values is not None:
+                kwargs.update(pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw)
+        with torch.no_grad():
+            logits = model(input_ids=torch.cat([prompt.input_ids, tokens])[None], **kwargs).logits[0]
+        out[r, :n] = logits[p - 1 : p - 1 + n].log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+    return out
+
+
+def _check_layout(batch: RolloutBatch, g: int, n_prompts: int, eos: set[int]):
+    n = n_prompts * g
+    assert batch.completion_ids.shape[0] == n == batch.completion_mask.shape[0] == len(batch.texts)
+    assert torch.equal(batch.group_index, torch.arange(n_prompts).repeat_interleave(g))
+    lengths = batch.completion_mask.sum(-1)
+    t = batch.completion_ids.shape[1]
+    # the mask is a prefix; padding is the pad id with zero log-prob; EOS is counted and ends the row
+    assert torch.equal(batch.completion_mask, torch.arange(t)[None] < lengths[:, None])
+    assert torch.all(batch.completion_ids[~batch.completion_mask] == batch.pad_token_id)
+    assert torch.all(batch.sampling_logprobs[~batch.completion_mask] == 0)
+    assert torch.all(batch.sampling_logprobs[batch.completion_mask] <= 0)
+    for r in range(n):
+        toks = batch.completion_ids[r, : lengths[r]].tolist()
+        assert not any(x in eos for x in toks[:-1])
+        assert bool(batch.truncated[r]) == (toks[-1] not in eos)
+
+
+@pytest.mark.parametrize("setup", ["text_setup", "vlm_setup"])
+def test_sampling_logprobs_equal_teacher_forced_forward(request, setup):
+    model, proc, prompts, *_ = request.getfixturevalue(setup)
+    eos = {int(e) for e in model.generation_config.eos_token_id}
+    cfg = SamplingConfig(num_generations=3, max_new_tokens=10, temperature=1.3, top_p=0.95, top_k=50, seed=0)
+    batch = generate_rollouts(model, proc, prompts, cfg)
+    _check_layout(batch, 3, len(prompts), eos)
+    assert len(set(map(tuple, batch.completion_ids.tolist()))) > 1  # really sampled
+    ref = _teacher_forced(model, batch)
+    assert (batch.sampling_logprobs - ref).abs().max().item() < 1e-5
+    # and the loss-side naive forward (used by Prefix Grouper tests) agrees too
+    naive = naive_completion_logprobs(model, batch).logprobs.detach()
+    assert (batch.sampling_logprobs - naive).abs().max().item() < 1e-5
+
+
+def test_logprob_temperature_is_recorded(text_setup):
+    model, tok, prompts = text_setup
+    cfg = SamplingConfig(num_generations=2, max_new_tokens=6, seed=1, logprob_temperature=0.7)
+    batch = generate_rollouts(model, tok, prompts, cfg)
+    ref = naive_completion_logprobs(model, batch, temperature=0.7).logprobs.detach()
+    assert batch.logprob_temperature == 0.7
+    assert (batch.sampling_logprobs - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("setup", ["text_setup", "vlm_setup"])
+def test_greedy_equals_generate(request, setup):
+    model, proc, prompts, *rest = request.getfixturevalue(setup)
+    cfg = SamplingConfig(num_generations=2, max_new_tokens=12, top_k=1, temperature=0.8)
+    batch = generate_rollouts(model, proc, prompts, cfg)
+    for i, prompt in enumerate(prompts):
+        if rest:  # VLM: generate from the processor's own encoding
+            texts, images = rest
+            enc = (proc(text=[texts[i]], images=images[i], return_tensors="pt") if images[i]
+                   else proc(text=[texts[i]], return_tensors="pt"))
+        else:
+            enc = {"input_ids": prompt.input_ids[None], "attention_mask": torch.ones(1, len(prompt), dtype=torch.long)}
+        with torch.no_grad():
+            ref = model.generate(**enc, do_sample=False, max_new_tokens=12)[0, len(prompt):]
+        for r in (2 * i, 2 * i + 1):
+            n = int(batch.completion_mask[r].sum())
+            assert batch.completion_ids[r, :n].tolist() == ref[:n].tolist()
+            assert n == len(ref) or ref[n:].eq(model.generation_config.pad_token_id).all()
+
+
+def test_seeded_generator_reproducible(text_setup):
+    model, tok, prompts = text_setup
+    cfg = SamplingConfig(num_generations=4, max_new_tokens=8, temperature=1.5, seed=123)
+    a = generate_rollouts(model, tok, prompts, cfg)
+    b = generate_rollouts(model, tok, prompts, cfg)
+    c = generate_rollouts(model, tok, prompts, cfg, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a.completion_ids, b.completion_ids) and a.texts == b.texts
+    assert torch.equal(a.sampling_logprobs, b.sampling_logprobs)
+    assert not torch.equal(a.completion_ids, c.completion_ids)
+
+
+def test_eos_and_stop_strings_end_rows(text_setup):
+    """Uneven lengths: a frequent token made EOS, and a stop string checked on the decoded text."""
+    model, tok, prompts = text_setup
+    free = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=4, max_new_tokens=10, seed=3,
+                                                                 temperature=1.5, eos_token_ids=()))
+    assert torch.all(free.completion_mask) and torch.all(free.truncated)
+    # stop on the 4th token of row 0: rows that produce it end there, the token itself is kept
+    eos_tok = int(free.completion_ids[0, 3])
+    cfg = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=(eos_tok,))
+    batch = generate_rollouts(model, tok, prompts, cfg)
+    _check_layout(batch, 4, 2, {eos_tok})
+    assert int(batch.completion_mask[0].sum()) == 4 and not bool(batch.truncated[0])
+    assert torch.equal(batch.completion_ids[0, :4], free.completion_ids[0, :4])  # same seed, same draws
+    # a stop string: the text of row 1 up to some character
+    stop = free.texts[1][3:6]
+    assert stop
+    cfg = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=(),
+                         stop_strings=(stop,))
+    stopped = generate_rollouts(model, tok, prompts, cfg)
+    n = int(stopped.completion_mask[1].sum())
+    assert n < 10 and not bool(stopped.truncated[1]) and stopped.texts[1].endswith(stop)
+    assert stop not in tok.decode(stopped.completion_ids[1, : n - 1].tolist())  # ended at the first hit
+    assert torch.all(stopped.completion_ids[1, n:] == stopped.pad_token_id)
+
+
+def test_mode_restored_no_grad_and_progress(text_setup, capsys):
+    model, tok, prompts = text_setup
+    model.train()
+    try:
+        batch = generate_rollouts(model, tok, prompts,
+                                  SamplingConfig(num_generations=2, max_new_tokens=4, seed=0, progress=True))
+        assert model.training
+    finally:
+        model.eval()
+    assert not batch.sampling_logprobs.requires_grad
+    assert "rollout" in capsys.readouterr().err
+
+
+def test_sample_next_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(200, 4)
+    gen = torch.Generator().manual_seed(0)
+    top2 = sample_next(logits, SamplingConfig(top_k=2), gen)
+    assert set(top2.tolist()) == {0, 1}
+    nucleus = sample_next(logits, SamplingConfig(top_p=0.7), gen)  # 0.5 + 0.3 covers 0.7
+    assert set(nucleus.tolist()) == {0, 1}
+    assert set(sample_next(logits, SamplingConfig(top_p=0.4), gen).tolist()) == {0}
+    assert set(sample_next(logits, SamplingConfig(temperature=0), gen).tolist()) == {0}
+    assert len(set(sample_next(logits, SamplingConfig(), gen).tolist())) == 4
+
+
+def test_bad_config_is_a_user_error(text_setup):
+    model, tok, prompts = text_setup
+    with pytest.raises(MedrlError, match="top_p"):
+        generate_rollouts(model, tok, prompts, SamplingConfig(top_p=0))
+
+
+def test_4bit_model_rollout(text_setup):
+    """A bitsandbytes nf4 model (CPU here): sampling works and the recorded log-probs match the naive forward."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    _, tok, prompts = text_setup
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                           llm_int8_skip_modules=["lm_head"])
+    device_map = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(ensure_embedded("qwen2"), quantization_config=q,
+                                                 device_map=device_map)
+    batch = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=6, seed=0))
+    with torch.no_grad():
+        ref = naive_completion_logprobs(model, batch).logprobs
+    assert (batch.sampling_logprobs - ref).abs().max().item() < 1e-4

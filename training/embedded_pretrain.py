@@ -38,10 +38,11 @@ def chat_transcripts(n: int, seed: int) -> list[list[dict]]:
     return out
 
 
-def warm_up(model, tokenizer, texts: list[str], seed: int, steps: int = PRETRAIN_STEPS) -> list[float]:
+def warm_up(model, tokenizer, texts: list[str], seed: int, steps: int | None = None) -> list[float]:
     """Train all weights of `model` (in place) as a causal LM on `texts` + transcripts; returns the losses."""
     from training.tracking import progress
 
+    steps = PRETRAIN_STEPS if steps is None else steps
     chats = [tokenizer.apply_chat_template(c, tokenize=False) for c in chat_transcripts(2000, seed)]
     stream: list[int] = []
     rng = random.Random(seed)

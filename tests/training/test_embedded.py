@@ -13,6 +13,9 @@ def sha(path):
 
 
 def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
+    from training import embedded_pretrain
+
+    monkeypatch.setattr(embedded_pretrain, "PRETRAIN_STEPS", 10)  # the full warm-up is the same code, longer
     built = []
     for name in ("a", "b"):
         monkeypatch.setenv("MEDRL_CACHE", str(tmp_path / name))

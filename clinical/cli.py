@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -18,13 +19,15 @@ def register(subparsers) -> None:
 
 def _synth(args: argparse.Namespace) -> int:
     from knowledge_graph.io import BUILTIN, load, load_builtin
+    from training.data import write_jsonl
     from training.errors import DataError
 
-    from .synthetic import generate_vignettes, write_jsonl
+    from .synthetic import generate_vignettes
 
     if args.n < 1:
         raise DataError(f"--n must be >= 1 (got {args.n})")
     kg = load_builtin(args.kg) if args.kg in BUILTIN else load(args.kg)
-    path = write_jsonl(generate_vignettes(args.n, args.seed, kg), args.out)
+    path = Path(args.out)
+    write_jsonl(path, generate_vignettes(args.n, args.seed, kg))
     print(f"wrote {args.n} vignettes to {path}")
     return 0

@@ -7,9 +7,7 @@ the condition's KG features (typical ones likely, possible ones sometimes); dist
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 from knowledge_graph.kg import KnowledgeGraph
 
@@ -110,13 +108,3 @@ def generate_vignettes(n: int, seed: int = 0, kg: KnowledgeGraph | None = None,
         rec["seed"] = seed
         out.append(rec)
     return out
-
-
-def write_jsonl(records: list[dict], path: str | Path) -> Path:
-    """One MedQA record per line."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path

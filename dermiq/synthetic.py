@@ -6,13 +6,13 @@ machines, and any one image can be regenerated alone.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from knowledge_graph.kg import KnowledgeGraph
+from training.data import write_jsonl
 
 from .findings import sample_findings
 from .render import SUPPORTED, render
@@ -82,9 +82,7 @@ def generate_dataset(
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         img.save(out / rel, optimize=False, compress_level=1)
         records.append(make_record(rel, kg, meta))
-    with (out / "records.jsonl").open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_jsonl(out / "records.jsonl", records)
     return records
 
 

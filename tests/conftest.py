@@ -48,3 +48,14 @@ def cli():
     from app.cli import main
 
     return lambda *args: main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: intra-op threads only add barrier waits, which explode when other jobs share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

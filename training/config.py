@@ -33,9 +33,9 @@ class LoraConfig:
     init_weights: bool = True  # peft default (B=0); tests turn it off to get non-zero gradients everywhere
 
     def validate(self, key: str) -> None:
-        _check(self.r > 0, f"{key}.r", "a positive integer", self.r)
-        _check(self.alpha > 0, f"{key}.alpha", "a positive integer", self.alpha)
-        _check(0.0 <= self.dropout < 1.0, f"{key}.dropout", "a float in [0, 1)", self.dropout)
+        check(self.r > 0, f"{key}.r", "a positive integer", self.r)
+        check(self.alpha > 0, f"{key}.alpha", "a positive integer", self.alpha)
+        check(0.0 <= self.dropout < 1.0, f"{key}.dropout", "a float in [0, 1)", self.dropout)
 
 
 @dataclass
@@ -51,9 +51,9 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def validate(self, key: str) -> None:
-        _check(bool(self.name), f"{key}.name", "a hub id, a local folder or embedded:<kind>", self.name)
+        check(bool(self.name), f"{key}.name", "a hub id, a local folder or embedded:<kind>", self.name)
         if self.quantization != "none":
-            _check(self.lora.enabled, f"{key}.lora.enabled", "true when quantization is on (QLoRA: "
+            check(self.lora.enabled, f"{key}.lora.enabled", "true when quantization is on (QLoRA: "
                    "4/8-bit weights cannot be trained directly)", self.lora.enabled)
 
 
@@ -72,12 +72,12 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # <= 0 disables clipping
 
     def validate(self, key: str) -> None:
-        _check(self.lr > 0, f"{key}.lr", "a positive float", self.lr)
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{key}.betas",
+        check(self.lr > 0, f"{key}.lr", "a positive float", self.lr)
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{key}.betas",
                "two floats in [0, 1)", self.betas)
-        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "an integer >= 0", self.warmup_steps)
-        _check(0.0 <= self.warmup_ratio < 1.0, f"{key}.warmup_ratio", "a float in [0, 1)", self.warmup_ratio)
-        _check(0.0 <= self.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio", "a float in [0, 1]", self.min_lr_ratio)
+        check(self.warmup_steps >= 0, f"{key}.warmup_steps", "an integer >= 0", self.warmup_steps)
+        check(0.0 <= self.warmup_ratio < 1.0, f"{key}.warmup_ratio", "a float in [0, 1)", self.warmup_ratio)
+        check(0.0 <= self.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio", "a float in [0, 1]", self.min_lr_ratio)
 
 
 @dataclass
@@ -96,11 +96,11 @@ class RunConfig:
     progress: bool = True
 
     def validate(self, key: str) -> None:
-        _check(bool(self.name) and "/" not in self.name, f"{key}.name", "a folder name without '/'", self.name)
-        _check(self.max_steps > 0, f"{key}.max_steps", "a positive integer", self.max_steps)
-        _check(self.log_every > 0, f"{key}.log_every", "a positive integer", self.log_every)
-        _check(self.save_every >= 0, f"{key}.save_every", "an integer >= 0", self.save_every)
-        _check(self.keep_checkpoints >= 0, f"{key}.keep_checkpoints", "an integer >= 0", self.keep_checkpoints)
+        check(bool(self.name) and "/" not in self.name, f"{key}.name", "a folder name without '/'", self.name)
+        check(self.max_steps > 0, f"{key}.max_steps", "a positive integer", self.max_steps)
+        check(self.log_every > 0, f"{key}.log_every", "a positive integer", self.log_every)
+        check(self.save_every >= 0, f"{key}.save_every", "an integer >= 0", self.save_every)
+        check(self.keep_checkpoints >= 0, f"{key}.keep_checkpoints", "an integer >= 0", self.keep_checkpoints)
 
     @property
     def dir(self) -> Path:
@@ -108,7 +108,7 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------------------------------------- machinery
-def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+def check(ok: bool, key: str, expected: str, got: Any) -> None:
     if not ok:
         raise ConfigError(f"{key}: expected {expected}, got {got!r}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from training.config import ModelConfig, OptimConfig, RunConfig, _check
+from training.config import ModelConfig, OptimConfig, RunConfig, check
 
 
 @dataclass
@@ -15,7 +15,7 @@ class RLDataConfig:
     shuffle: bool = True
 
     def validate(self, key: str) -> None:
-        _check(bool(self.train), f"{key}.train", "a path to a JSONL file of RL records", self.train)
+        check(bool(self.train), f"{key}.train", "a path to a JSONL file of RL records", self.train)
 
 
 @dataclass
@@ -29,11 +29,11 @@ class RolloutConfig:
     ignore_eos: bool = False  # sample exactly max_new_tokens (benchmarks)
 
     def validate(self, key: str) -> None:
-        _check(self.num_generations >= 1, f"{key}.num_generations", "an integer >= 1", self.num_generations)
-        _check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an integer >= 1", self.max_new_tokens)
-        _check(self.temperature > 0, f"{key}.temperature", "a float > 0 (sampling)", self.temperature)
-        _check(0 < self.top_p <= 1, f"{key}.top_p", "a float in (0, 1]", self.top_p)
-        _check(self.top_k >= 0, f"{key}.top_k", "an integer >= 0", self.top_k)
+        check(self.num_generations >= 1, f"{key}.num_generations", "an integer >= 1", self.num_generations)
+        check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an integer >= 1", self.max_new_tokens)
+        check(self.temperature > 0, f"{key}.temperature", "a float > 0 (sampling)", self.temperature)
+        check(0 < self.top_p <= 1, f"{key}.top_p", "a float in (0, 1]", self.top_p)
+        check(self.top_k >= 0, f"{key}.top_k", "an integer >= 0", self.top_k)
 
 
 @dataclass
@@ -46,9 +46,9 @@ class AdvantageConfig:
     correct_threshold: float = 1.0
 
     def validate(self, key: str) -> None:
-        _check(self.eps > 0, f"{key}.eps", "a float > 0", self.eps)
+        check(self.eps > 0, f"{key}.eps", "a float > 0", self.eps)
         if self.estimator == "grpo++":
-            _check(self.correct_reward is not None, f"{key}.correct_reward",
+            check(self.correct_reward is not None, f"{key}.correct_reward",
                    "the name of a reward (grpo++ needs a correctness signal)", self.correct_reward)
 
 
@@ -71,7 +71,7 @@ class ReferenceConfig:
     as_old_policy: bool = False  # GRPO++: the lagged copy is also the ratio's denominator
 
     def validate(self, key: str) -> None:
-        _check(self.sync_every >= 1, f"{key}.sync_every", "an integer >= 1", self.sync_every)
+        check(self.sync_every >= 1, f"{key}.sync_every", "an integer >= 1", self.sync_every)
 
 
 @dataclass
@@ -93,14 +93,14 @@ class RLConfig:
     max_nonfinite_in_a_row: int = 3
 
     def validate(self, key: str) -> None:
-        _check(bool(self.rewards), "rewards", "at least one reward: {name: weight}", self.rewards)
-        _check(self.prompts_per_step >= 1, "prompts_per_step", "an integer >= 1", self.prompts_per_step)
-        _check(1 <= self.grad_accum <= self.prompts_per_step, "grad_accum",
+        check(bool(self.rewards), "rewards", "at least one reward: {name: weight}", self.rewards)
+        check(self.prompts_per_step >= 1, "prompts_per_step", "an integer >= 1", self.prompts_per_step)
+        check(1 <= self.grad_accum <= self.prompts_per_step, "grad_accum",
                f"an integer in [1, prompts_per_step={self.prompts_per_step}]", self.grad_accum)
-        _check(self.num_iterations >= 1, "num_iterations", "an integer >= 1", self.num_iterations)
+        check(self.num_iterations >= 1, "num_iterations", "an integer >= 1", self.num_iterations)
         if self.loss.beta > 0 or self.reference.as_old_policy:
-            _check(self.reference.kind != "none", "reference.kind", "base or lagged when loss.beta > 0 or "
+            check(self.reference.kind != "none", "reference.kind", "base or lagged when loss.beta > 0 or "
                    "reference.as_old_policy", self.reference.kind)
         if self.advantages.correct_reward is not None:
-            _check(self.advantages.correct_reward in self.rewards, "advantages.correct_reward",
+            check(self.advantages.correct_reward in self.rewards, "advantages.correct_reward",
                    f"one of the rewards ({', '.join(self.rewards)})", self.advantages.correct_reward)

@@ -20,7 +20,7 @@ from training.chat import render
 from training.data import load_images, read_jsonl
 from training.errors import MedrlError
 from training.losses import PolicyLossConfig, loss_normalizer, policy_loss
-from training.models import describe, load_policy, trainable_parameters
+from training.models import load_policy, trainable_parameters
 from training.optim import build_optimizer, build_scheduler
 from training.prefix_grouper import completion_logprobs
 from training.rewards import resolve, score
@@ -139,11 +139,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
                                 dual_clip=cfg.loss.dual_clip, beta=cfg.loss.beta, kl_estimator=cfg.loss.kl_estimator,
                                 entropy_coef=cfg.loss.entropy_coef, aggregation=cfg.loss.aggregation,
                                 max_completion_length=cfg.rollout.max_new_tokens)
-    if step == 0:
-        run.metrics.log(0, {"event": "start", **{k: v for k, v in describe(policy).items() if k != "path"},
-                            "records": len(data), "records_skipped": len(data.skipped)})
-    if data.skipped:
-        print(f"medrl: {data.summary()}")
+    run.start(policy, data, step)
     nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
     skipped_total = int(state.get("skipped_nonfinite", 0))
     model.train()

@@ -51,6 +51,16 @@ class Run:
         metrics = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard, resume_step=resume_step)
         return cls(dir=run_dir, cfg=cfg, metrics=metrics, resume_from=ckpt)
 
+    def start(self, policy, data, step: int) -> None:
+        """Log what is being trained (once per run) and say how many records were skipped."""
+        from training.models import describe
+
+        if step == 0:
+            self.metrics.log(0, {"event": "start", **{k: v for k, v in describe(policy).items() if k != "path"},
+                                 "records": len(data), "records_skipped": len(data.skipped)})
+        if data.skipped:
+            print(f"medrl: {data.summary()}")
+
     def restore(self, model, optimizer, scheduler) -> dict:
         if self.resume_from is None:
             return {"step": 0}

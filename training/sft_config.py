@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from training.config import ModelConfig, OptimConfig, RunConfig, _check
+from training.config import ModelConfig, OptimConfig, RunConfig, check
 
 
 @dataclass
@@ -16,8 +16,8 @@ class SFTDataConfig:
     shuffle: bool = True
 
     def validate(self, key: str) -> None:
-        _check(bool(self.train), f"{key}.train", "a path to a JSONL file", self.train)
-        _check(self.max_length > 8, f"{key}.max_length", "an integer > 8", self.max_length)
+        check(bool(self.train), f"{key}.train", "a path to a JSONL file", self.train)
+        check(self.max_length > 8, f"{key}.max_length", "an integer > 8", self.max_length)
 
 
 @dataclass
@@ -31,5 +31,5 @@ class SFTConfig:
     grad_accum: int = 1
 
     def validate(self, key: str) -> None:
-        _check(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
-        _check(self.grad_accum > 0, "grad_accum", "a positive integer", self.grad_accum)
+        check(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
+        check(self.grad_accum > 0, "grad_accum", "a positive integer", self.grad_accum)

@@ -15,7 +15,7 @@ import torch
 
 from training.chat import IGNORE, count_label_tokens, encode_conversations
 from training.data import read_jsonl
-from training.models import describe, load_policy, trainable_parameters
+from training.models import load_policy, trainable_parameters
 from training.optim import build_optimizer, build_scheduler
 from training.run import Run, seed_everything
 from training.sft_config import SFTConfig
@@ -71,12 +71,7 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict:
     state = run.restore(model, optimizer, scheduler)
     step = int(state["step"])
     order = DataOrder(len(data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
-    info = describe(policy)
-    if step == 0:
-        run.metrics.log(0, {"event": "start", **{k: v for k, v in info.items() if k != "path"},
-                            "records": len(data), "records_skipped": len(data.skipped)})
-    if data.skipped:
-        print(f"medrl: {data.summary()}")
+    run.start(policy, data, step)
     model.train()
     last: dict = {}
     bar = progress(total=cfg.run.max_steps, initial=step, desc=f"sft {cfg.run.name}", enabled=cfg.run.progress,

@@ -14,13 +14,7 @@ TEXTS = ["Question: What is the most likely diagnosis? Answer with the letter.",
          "The patient is a 45-year-old woman who presents with a 3-week history of"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: intra-op threads only add barrier waits, which explode when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medrl-installed
 export MEDRL_PROGRESS ?= 1
 
-.PHONY: demo test bench lint app install clean
+.PHONY: demo test bench lint install clean
 
 install: $(STAMP)
 
@@ -30,9 +30,6 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-
-app: $(STAMP)
-	$(VENV)/bin/medrl app
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache *.egg-info

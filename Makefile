@@ -9,8 +9,8 @@ export MEDRL_PROGRESS ?= 1
 
 install: $(STAMP)
 
-# Re-install when pyproject.toml changes. torch/torchvision are named first so pip takes the builds that
-# match each other (see ENVIRONMENT notes in the README).
+# Re-install when pyproject.toml changes. torch/torchvision are installed first, together, so pip picks a
+# matching pair (the Qwen-VL processors need torchvision).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

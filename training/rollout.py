@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from training.errors import ConfigError
+from training.errors import ConfigError, MedrlError
 from training.models import disable_cpu_bf16_repack
 
 
@@ -286,6 +286,9 @@ def _sample_group(base: torch.nn.Module, prompt: PromptInputs, config: SamplingC
         out = base(input_ids=step_ids, position_ids=step_pos, cache=cache, use_cache=True)
         cache = out.cache
         logits = out.logits[:, -1].float()
+        if not bool(torch.isfinite(logits).all()):
+            raise MedrlError(f"the policy's logits are not finite at sampling step {t}: the weights have diverged "
+                             "(lower optim.lr or check the last checkpoint)")
         nxt = sample_next(logits, config, generator)
         lp = torch.log_softmax(logits / config.logprob_temperature, -1).gather(-1, nxt[:, None])[:, 0]
         nxt = torch.where(alive, nxt, torch.full_like(nxt, pad_id))

@@ -209,3 +209,15 @@ def test_4bit_model_rollout(text_setup):
     with torch.no_grad():
         ref = naive_completion_logprobs(model, batch).logprobs
     assert (batch.sampling_logprobs - ref).abs().max().item() < 1e-4
+
+
+
+def test_diverged_weights_are_a_clear_error(text_setup):
+    from transformers import AutoModelForCausalLM
+
+    _, tok, prompts = text_setup
+    model = AutoModelForCausalLM.from_pretrained(ensure_embedded("qwen2"), dtype=torch.float32)
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    with pytest.raises(MedrlError, match="logits are not finite at sampling step 0"):
+        generate_rollouts(model, tok, prompts[:1], SamplingConfig(num_generations=2, max_new_tokens=3, seed=0))

@@ -45,9 +45,9 @@ class Run:
             raise MedrlError(f"{run_dir}: nothing to resume (the run finished; its adapter is in adapter/)")
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        resume_step = None
-        if ckpt is not None:
-            resume_step = int(ckpt.name.split("-")[1])
+        # Rows past the checkpoint we continue from (all rows, when starting over in a folder whose run died
+        # before its first checkpoint) are dropped, so metrics.jsonl never holds two histories.
+        resume_step = int(ckpt.name.split("-")[1]) if ckpt is not None else -1
         metrics = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard, resume_step=resume_step)
         return cls(dir=run_dir, cfg=cfg, metrics=metrics, resume_from=ckpt)
 

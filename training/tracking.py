@@ -53,7 +53,8 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=resume_step)
+                purge = resume_step + 1 if resume_step is not None and resume_step >= 0 else None
+                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
             except ImportError:  # tensorboard is a dependency; tolerate a broken install, keep the JSONL
                 self._tb = None
         self._t0 = time.time()

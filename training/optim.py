@@ -33,3 +33,16 @@ def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: OptimConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
+
+
+def clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, max_grad_norm: float,
+                  loss_value: float) -> tuple[float, bool]:
+    """Clip (max_grad_norm <= 0: no clipping), then step only if the loss and gradient are finite; always clears
+    the gradients. Returns (pre-clip gradient norm, whether the step was taken)."""
+    max_norm = max_grad_norm if max_grad_norm > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    ok = math.isfinite(loss_value) and math.isfinite(grad_norm)
+    if ok:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, ok

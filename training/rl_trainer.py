@@ -8,7 +8,6 @@ the run with a clear message.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 
@@ -21,7 +20,7 @@ from training.data import load_images, read_jsonl
 from training.errors import MedrlError
 from training.losses import PolicyLossConfig, loss_normalizer, policy_loss
 from training.models import load_policy, trainable_parameters
-from training.optim import build_optimizer, build_scheduler
+from training.optim import build_optimizer, build_scheduler, clip_and_step
 from training.prefix_grouper import completion_logprobs
 from training.rewards import resolve, score
 from training.rl_config import RLConfig
@@ -200,16 +199,13 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
                     sums[k] = sums.get(k, 0.0) + v * weight
             total_tokens = max(1.0, float(sum(float(m.completion_mask.sum()) for m in micro)))
             loss_stats = {k: v / total_tokens for k, v in sums.items() if k != "tokens"}
-            max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-            if math.isfinite(step_loss) and math.isfinite(grad_norm):
-                optimizer.step()
+            grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, step_loss)
+            if stepped:
                 nonfinite_in_a_row = 0
             else:
                 skipped += 1
                 skipped_total += 1
                 nonfinite_in_a_row += 1
-            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             if nonfinite_in_a_row > cfg.max_nonfinite_in_a_row:
                 raise MedrlError(f"{run.dir}: {nonfinite_in_a_row} policy updates in a row had a non-finite loss or "

@@ -7,7 +7,6 @@ position is checkpointed, so `--resume` continues exactly.
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 
@@ -16,7 +15,7 @@ import torch
 from training.chat import IGNORE, count_label_tokens, encode_conversations
 from training.data import read_jsonl
 from training.models import load_policy, trainable_parameters
-from training.optim import build_optimizer, build_scheduler
+from training.optim import build_optimizer, build_scheduler, clip_and_step
 from training.run import Run, seed_everything
 from training.sft_config import SFTConfig
 from training.tracking import progress
@@ -90,14 +89,8 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict:
             loss_total += float(loss.detach())
             tokens += n
         params = [p for _, p in trainable_parameters(model)]
-        max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        if math.isfinite(loss_total) and math.isfinite(grad_norm):
-            optimizer.step()
-            skipped = 0
-        else:
-            skipped = 1  # a NaN/inf step changes nothing; counted in the metrics
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss_total)
+        skipped = 0 if stepped else 1  # a NaN/inf step changes nothing; counted in the metrics
         scheduler.step()
         step += 1
         dt = time.time() - t0

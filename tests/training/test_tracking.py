@@ -20,3 +20,23 @@ def test_metrics_rows_and_truncation_on_resume(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
     assert read_metrics(tmp_path) == [{"step": 1}]
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0]) == {"step": 1}
+
+
+def test_clip_and_step_skips_nonfinite():
+    import torch
+
+    from training.optim import clip_and_step
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=0.1)
+    p.grad = torch.tensor([3.0, 4.0, 0.0])
+    norm, ok = clip_and_step([p], opt, 1.0, loss_value=1.0)
+    assert ok and norm == 5.0 and p.grad is None
+    torch.testing.assert_close(p.detach(), torch.tensor([1 - 0.06, 1 - 0.08, 1.0]))
+    p.grad = torch.tensor([float("nan"), 0.0, 0.0])
+    before = p.detach().clone()
+    _, ok = clip_and_step([p], opt, 1.0, loss_value=1.0)
+    assert not ok and torch.equal(p.detach(), before)
+    p.grad = torch.tensor([1.0, 0.0, 0.0])
+    _, ok = clip_and_step([p], opt, 0.0, loss_value=float("inf"))
+    assert not ok and torch.equal(p.detach(), before)

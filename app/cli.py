@@ -1,7 +1,7 @@
 """The `medrl` console script: one parser, subcommands registered by each package's `cli.py`.
 
 Registration imports no torch, so `medrl --help` and `medrl kg ...` start fast; each handler imports
-what it needs. User errors (bad config, missing file, ...) print one line on stderr and exit 2.
+what it needs (tests/app/test_cli.py checks). User errors (bad config, missing file, ...) print one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -26,28 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medrl", description="Post-train medical reasoning models on one GPU, and inspect them (research use only).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module, fn in REGISTRARS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:  # a package whose issue has not landed yet
-            if e.name == module:
-                continue
-            raise
-        getattr(mod, fn)(sub)
+    for module, fn in REGISTRARS:  # every package is here: a failing import is a bug to see, not to skip
+        getattr(importlib.import_module(module), fn)(sub)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from knowledge_graph.errors import KGError
     from training.errors import MedrlError
 
-    errors: list[type[BaseException]] = [MedrlError, FileNotFoundError, NotADirectoryError, PermissionError]
-    try:
-        from knowledge_graph.errors import KGError
-
-        errors.append(KGError)
-    except ModuleNotFoundError:
-        pass
-    return tuple(errors)
+    return (MedrlError, KGError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 Stages (each prints what it shows): build the embedded models; generate data from the KGs; SFT warm-up of the
 tiny VLM on synthetic lesions and of the tiny LM on synthetic vignettes; export both adapters (the VLM one
 merged too); a GRPO++ run on a verifiable toy task, reward before/after. The DermIQ and Clinical-R1 pipelines
-replace the toy stage when they land.
+replace the toy stage when they land. The records come from `dermiq.records` and `clinical.records`; this file
+only orders the stages. Importing it (command registration) imports no torch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 from training.errors import MedrlError
-from training.run import DISCLAIMER
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 MARKER = ".medrl-demo"
@@ -26,28 +26,10 @@ def _stage(title: str) -> float:
     return time.time()
 
 
-def clinical_sft_records(vignettes: list[dict]) -> list[dict]:
-    """MedQA-style vignettes -> chat records whose answer reasons over the findings, then names the option."""
-    out = []
-    for v in vignettes:
-        opts = "\n".join(f"{k}) {t}" for k, t in sorted(v["options"].items()))
-        findings = [f for part in ("history", "exam", "labs") for f in v["findings"].get(part, [])]
-        answer = (f"<think>Key findings: {', '.join(findings)}. These fit {v['answer']} best.</think>\n"
-                  f"<answer>{v['answer_idx']}) {v['answer']}</answer>")
-        out.append({"messages": [{"role": "user", "content": f"{v['question']}\n{opts}"},
-                                 {"role": "assistant", "content": answer}], "images": []})
-    return out
-
-
-def derm_sft_records(records: list[dict], kg) -> list[dict]:
-    from dermiq.explain import describe
-
-    return [{"messages": r["prompt"] + [{"role": "assistant", "content": describe(r, kg)}], "images": r["images"]}
-            for r in records]
-
-
 def make_data(data_dir: Path, seed: int) -> dict[str, Path]:
+    from clinical import records as clinical_records
     from clinical.synthetic import generate_vignettes
+    from dermiq import records as derm_records
     from dermiq.synthetic import generate_dataset
     from knowledge_graph.io import load_builtin
     from training.data import write_jsonl
@@ -57,8 +39,8 @@ def make_data(data_dir: Path, seed: int) -> dict[str, Path]:
     derm = generate_dataset(data_dir, n_per_class=2, seed=seed, kg=kg)
     paths = {"derm_sft": data_dir / "derm_sft.jsonl", "clinical_sft": data_dir / "clinical_sft.jsonl",
              "toy": data_dir / "toy_numbers.jsonl"}
-    write_jsonl(paths["derm_sft"], derm_sft_records(derm, kg))
-    write_jsonl(paths["clinical_sft"], clinical_sft_records(generate_vignettes(24, seed=seed)))
+    write_jsonl(paths["derm_sft"], derm_records.sft_records(derm, kg))
+    write_jsonl(paths["clinical_sft"], clinical_records.sft_records(generate_vignettes(24, seed=seed)))
     write_records(paths["toy"], 64, seed=seed)
     print(f"{len(derm)} synthetic lesion images, 24 clinical vignettes, 64 toy prompts in {data_dir}")
     return paths
@@ -68,6 +50,7 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
     from training.cli import run_recipe
     from training.embedded import ensure_embedded
     from training.export import export_run
+    from training.run import DISCLAIMER
     from training.tracking import read_metrics
 
     if out.exists():

@@ -1,10 +1,15 @@
 import json
 
+from training.data import read_jsonl
+
 
 def test_demo_quick_runs_every_stage(cli, tmp_path):
     out = tmp_path / "demo"
     assert cli("demo", "--out", out, "--quick") == 0
     summary = json.loads((out / "summary.json").read_text())
+    for name, n in (("derm_sft", 26), ("clinical_sft", 24)):  # built by dermiq.records / clinical.records
+        data = read_jsonl(out / "data" / f"{name}.jsonl", "sft")
+        assert len(data) == n and not data.skipped
     assert set(summary) >= {"sft_vlm_loss", "sft_lm_loss", "grpopp_reward"}
     for name in ("sft_vlm", "sft_lm"):
         assert (out / "exports" / name / "adapter_model.safetensors").is_file()

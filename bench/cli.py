@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     step.add_argument("--warmup", type=int, default=1)
     step.add_argument("--threads", type=int, default=None)
     step.add_argument("--model", default="embedded:qwen2")
+    step.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (both sides)")
+    step.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="weights and autocast precision (both sides)")
     step.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also run TRL")
     step.add_argument("--json", action="store_true")
     step.set_defaults(handler=_grpo_step)
@@ -65,10 +68,11 @@ def _prefix(args: argparse.Namespace) -> int:
 
 def _grpo_step(args: argparse.Namespace) -> int:
     from bench import grpo_step
-    from bench.common import available_cpus
+    from bench.common import available_cpus, resolve_device
 
     _check_positive(p=args.p, g=args.g, s=args.s, steps=args.steps, threads=args.threads)
     result = grpo_step.run(p=args.p, g=args.g, s=args.s, steps=args.steps, warmup=args.warmup,
-                           threads=args.threads or available_cpus(), model=args.model, with_trl=args.trl)
+                           threads=args.threads or available_cpus(), model=args.model, with_trl=args.trl,
+                           device=resolve_device(args.device), dtype=args.dtype)
     print(json.dumps(result, indent=2) if args.json else grpo_step.table(result))
     return 0

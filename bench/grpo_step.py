@@ -1,8 +1,11 @@
 """`medrl bench grpo-step`: one full RL step (rollout + loss + update), ours vs TRL's GRPOTrainer.
 
 Same tiny model folder, same prompts (about P prompt tokens), G completions of exactly S new tokens, LoRA r=16,
-no reference model (beta=0), token-mean loss, no gradient checkpointing, TRL without vLLM on CPU flags. Each
-side runs in its own process so peak RSS is its own; the median step time skips the first (warm-up) steps.
+no reference model (beta=0), token-mean loss, no gradient checkpointing, sdpa attention, TRL without vLLM. Both
+sides run on the same device and precision: `float32` = fp32 weights, no autocast; `bfloat16` = bf16 base weights
+(LoRA in fp32, as peft keeps it) under bf16 autocast. Each side runs in its own process that sees only that device
+(so peak RSS is its own and neither framework can pick another GPU); each reports the device, dtype and precision
+its model actually ran in, and a mismatch is an error, not a table. The median step time skips the warm-up steps.
 """
 
 from __future__ import annotations
@@ -10,11 +13,16 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
+
+from bench.common import omp_wait_policy, pin_device_env, run_child
+
+PRECISION = {"float32": "fp32", "bfloat16": "bf16"}  # --dtype -> autocast, ours' run.precision spelling
 
 FILLER = ("The patient is a 45-year-old woman with a 3-week history of an itchy, scaly plaque on the elbow. "
           "Examination shows a well-demarcated erythematous plaque with silvery scale. ")
@@ -31,6 +39,36 @@ def prompt_records(tokenizer, prompt_tokens: int, n: int) -> list[dict]:
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _sync(device: str) -> None:
+    """Step times on CUDA must include the queued kernels."""
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _machine(device: str, weights_device, weights_dtype, precision: str) -> dict[str, Any]:
+    """What one side actually ran on: recorded per side, compared by `run`."""
+    import torch
+
+    dev = torch.device(weights_device)
+    out = {"device": f"{dev.type}:{dev.index or 0}" if dev.type == "cuda" else dev.type,
+           "dtype": str(weights_dtype).replace("torch.", ""), "precision": precision,
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "trl": _version("trl"),
+           "peak_rss_mb": _peak_rss_mb()}
+    if device != "cpu":
+        out["gpu"] = torch.cuda.get_device_name(dev)
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return out
 
 
 def worker_ours(args: dict) -> dict:
@@ -57,13 +95,18 @@ def worker_ours(args: dict) -> dict:
             f"--rollout.max_new_tokens={args['s']}", "--rollout.ignore_eos=true", "--prompts_per_step=1",
             "--rewards={toy_correct: 1.0}", "--reward_modules=[training.toy_task]", "--loss.beta=0.0",
             "--model.lora.r=16", "--model.lora.alpha=32", "--model.lora.dropout=0.0", "--optim.lr=1e-5",
-            f"--loss.forward={args['forward']}", "--data.shuffle=false"])
+            f"--loss.forward={args['forward']}", "--data.shuffle=false", f"--model.device={args['device']}",
+            f"--model.dtype={args['dtype']}", f"--run.precision={PRECISION[args['dtype']]}"])
         train_rl(cfg)
-        times = [r["step_time_s"] for r in read_metrics(Path(d) / "bench") if "step_time_s" in r]
-        rollout = [r["rollout_s"] for r in read_metrics(Path(d) / "bench") if "rollout_s" in r]
+        rows = read_metrics(Path(d) / "bench")
+    times = [r["step_time_s"] for r in rows if "step_time_s" in r]
+    rollout = [r["rollout_s"] for r in rows if "rollout_s" in r]
+    start = next((r for r in rows if r.get("event") == "start"), {})  # the loaded policy's device and dtype
     skip = args["warmup"]
     return {"step_times": times, "median_step_s": statistics.median(times[skip:]),
-            "median_rollout_s": statistics.median(rollout[skip:]), "peak_rss_mb": _peak_rss_mb()}
+            "median_rollout_s": statistics.median(rollout[skip:]),
+            **_machine(args["device"], start.get("device", args["device"]), start.get("dtype", args["dtype"]),
+                       cfg.run.precision)}
 
 
 def worker_trl(args: dict) -> dict:
@@ -92,46 +135,69 @@ def worker_trl(args: dict) -> dict:
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
+            _sync(args["device"])
             self.t0 = time.perf_counter()
 
         def on_step_end(self, *a, **k):
+            _sync(args["device"])
             times.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = GRPOConfig(output_dir=d, use_cpu=True, bf16=False, per_device_train_batch_size=args["g"],
+        cfg = GRPOConfig(output_dir=d, use_cpu=args["device"] == "cpu", bf16=args["dtype"] == "bfloat16",
+                         fp16=False, per_device_train_batch_size=args["g"],
                          num_generations=args["g"], max_completion_length=args["s"], max_steps=args["steps"],
                          gradient_checkpointing=False, beta=0.0, learning_rate=1e-5, logging_steps=1000,
                          save_strategy="no", report_to=[], temperature=1.0, shuffle_dataset=False,
                          generation_kwargs={"min_new_tokens": args["s"]}, disable_tqdm=True)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args["dtype"]),
+                                                     attn_implementation="sdpa")
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=ds, processing_class=tok,
                               peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
                                                      target_modules=AUTO_TARGETS, task_type="CAUSAL_LM"),
                               callbacks=[Timer()])
         trainer.train()
+        base = next(p for n, p in trainer.model.named_parameters() if "lora_" not in n)
+        precision = {"no": "fp32"}.get(trainer.accelerator.mixed_precision, trainer.accelerator.mixed_precision)
+        machine = _machine(args["device"], base.device, base.dtype, precision)
     skip = args["warmup"]
-    return {"step_times": times, "median_step_s": statistics.median(times[skip:]), "peak_rss_mb": _peak_rss_mb()}
+    return {"step_times": times, "median_step_s": statistics.median(times[skip:]), **machine}
 
 
-def _spawn(impl: str, args: dict) -> dict:
-    cmd = [sys.executable, "-m", "bench.grpo_step", impl, json.dumps(args)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{impl} worker failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def _spawn(impl: str, args: dict[str, Any]) -> dict[str, Any]:
+    """One side in a fresh process that sees only the benchmark's device (as cuda:0) or no GPU at all."""
+    child = dict(args, device="cpu" if args["device"] == "cpu" else "cuda:0")
+    return run_child("bench.grpo_step", {"impl": impl, **child}, env=pin_device_env(args["device"]))
+
+
+def _check_same_machine(ours: dict[str, Any], trl: dict[str, Any]) -> None:
+    """A speedup between different devices or precisions measures the hardware, not the code."""
+    for key in ("device", "dtype", "precision", "threads"):
+        if ours[key] != trl[key]:
+            raise RuntimeError(f"grpo-step: the two sides ran with different {key} "
+                               f"(ours {ours[key]!r}, TRL {trl[key]!r}): not a fair comparison")
 
 
 def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, threads: int = 2,
-        model: str = "embedded:qwen2", with_trl: bool = True) -> dict:
+        model: str = "embedded:qwen2", with_trl: bool = True, device: str = "cpu",
+        dtype: str = "float32") -> dict[str, Any]:
+    """`device` is `cpu` or `cuda:N` (bench.common.resolve_device); `dtype` float32 or bfloat16, both sides."""
+    import torch
+
     from training.embedded import resolve_model_path
 
+    if dtype not in PRECISION:
+        raise ValueError(f"dtype: expected one of {sorted(PRECISION)}, got {dtype!r}")
     resolve_model_path(model)  # build once, outside the timed workers
     args = {"p": p, "g": g, "s": s, "steps": steps, "warmup": warmup, "threads": threads, "model": model,
-            "forward": "grouped"}
-    ours = _spawn("ours", args)
-    result = {"config": {k: v for k, v in args.items() if k != "forward"}, "ours": ours}
+            "forward": "grouped", "device": device, "dtype": dtype}
+    config = {**{k: v for k, v in args.items() if k != "forward"}, "precision": PRECISION[dtype],
+              "omp_wait_policy": omp_wait_policy(), "torch": torch.__version__, "trl": _version("trl"),
+              "transformers": _version("transformers"), "peft": _version("peft"),
+              **({} if device == "cpu" else pin_device_env(device))}
+    result: dict[str, Any] = {"config": config, "ours": _spawn("ours", args)}
     if with_trl:
-        trl = _spawn("trl", args)
+        ours, trl = result["ours"], _spawn("trl", args)
+        _check_same_machine(ours, trl)
         result["trl"] = trl
         result["speedup_vs_trl"] = trl["median_step_s"] / ours["median_step_s"]
         result["rss_ratio_vs_trl"] = ours["peak_rss_mb"] / trl["peak_rss_mb"]
@@ -141,7 +207,8 @@ def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, 
 def table(result: dict) -> str:
     c = result["config"]
     lines = [f"grpo-step: {c['model']}, P~{c['p']}, G={c['g']}, {c['s']} new tokens, LoRA r=16, "
-             f"{c['steps']} steps ({c['warmup']} warm-up), {c['threads']} threads",
+             f"{c['steps']} steps ({c['warmup']} warm-up), {c['threads']} threads, device={c['device']}, "
+             f"{c['dtype']} (autocast {c['precision']}), both sides; torch {c['torch']}, TRL {c['trl']}",
              f"{'impl':<8}{'median step s':>15}{'peak RSS MB':>14}"]
     for impl in ("ours", "trl"):
         if impl in result:
@@ -153,6 +220,5 @@ def table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    impl, raw = sys.argv[1], json.loads(sys.argv[2])
-    out = (worker_ours if impl == "ours" else worker_trl)(raw)
-    print(json.dumps(out))
+    payload = json.loads(sys.argv[1])
+    print(json.dumps((worker_ours if payload["impl"] == "ours" else worker_trl)(payload)))

@@ -1,45 +1,54 @@
-"""Free text -> claims (a diagnosis, findings by type, each possibly negated) -> verdicts against the KG.
+"""Free text -> claims (a diagnosis, differentials, findings, treatments, procedures) -> verdicts against the KG.
 
-Extraction uses the KG lexicon (labels, synonyms, dataset codes), so a user's KG brings its own vocabulary.
-Verdicts: ``supported`` (the KG or the case says so), ``contradicted`` (the KG or the case says otherwise),
-``unverifiable`` (neither says anything). A case's known findings, when given, outrank the KG: they are what is
-actually in front of the model.
+Extraction runs medspaCy (``nlp.py``): the KG lexicon is the target matcher, ConText gives each mention a polarity:
+``present``, ``absent`` (negated, also across lists: "no fever, cough or haemoptysis") or ``hedged`` ("melanoma cannot
+be ruled out", "possible PE", "r/o"). Verdicts: ``supported`` (the KG or the case says so), ``contradicted`` (the KG or
+the case says otherwise), ``unverifiable`` (neither says anything). A case's known findings, when given, outrank the
+KG: they are what is actually in front of the model. A finding's absence contradicts a condition only where the KG
+marks it required or highly sensitive; absent typical features are neutral.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .kg import KnowledgeGraph
-from .lexicon import tokens
+from .lexicon import UNLISTED
+from .nlp import ABSENT_MARK, CODE_MARK, pipeline
 
 SUPPORTED, CONTRADICTED, UNVERIFIABLE = "supported", "contradicted", "unverifiable"
+PRESENT, ABSENT, HEDGED = "present", "absent", "hedged"
 
-# Cues that negate the mentions after them (until the clause ends) or before them (post-position cues).
-PRE_NEGATION = [
-    "no", "not", "without", "absence of", "absent", "negative for", "denies", "denied", "lacks", "lacking",
-    "free of", "no evidence of", "no sign of", "no signs of", "never", "nor", "neither", "rather than", "ruled out",
-]
-POST_NEGATION = ["absent", "not seen", "not present", "not observed", "not identified", "ruled out", "is absent",
-                 "are absent", "was absent", "were absent", "not visible", "not found"]
-_CLAUSE_END = re.compile(r"[.;:!?,\n()]|\b(?:but|however|although|though|yet|whereas|while|with)\b", re.I)
 _DX_CUE = re.compile(
     r"\b(diagnosis|diagnose|dx|impression|consistent with|suggestive of|compatible with|most likely|likely|"
-    r"represents|probably|favou?r|in keeping with|answer)\b", re.I)
+    r"represents|probably|probable|favou?r|in keeping with|answer)\b", re.I)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.I | re.S)
+_KIND = {"condition": "differential", "treatment": "treatment", "procedure": "procedure"}
+# An ambiguous abbreviation ('PE', 'RA', 'MS') counts only right after a diagnostic or hedging cue: "possible PE",
+# "Dx: RA", "r/o MS" - never "SpO2 94% on RA" (room air) or "PE: chest clear" (physical examination).
+_CODE_CUE = re.compile(
+    r"\b(?:possible|probable|probably|likely|suspected|suspect|suspicion of|r/o|rule out|exclude|excluding|diagnosis|"
+    r"dx|impression|consistent with|in keeping with|query|favou?r|treat(?:ed)? (?:as|for)|known|history of|"
+    r"differential|ddx|vs|versus|than|not|no|of)\W+(?:\w+\W+){0,1}$|\?\s*$", re.I)
 
 
 @dataclass
 class Claim:
-    """One statement found in text: a diagnosis, a differential mention or a finding, maybe negated."""
+    """One statement found in text: a diagnosis, a differential mention, a finding, a treatment or a procedure.
 
-    kind: str  # "diagnosis" | "differential" | "finding"
+    ``polarity`` is present / absent / hedged; ``negated`` (absent) is kept for older callers. ``context`` lists
+    other ConText modifiers (historical, family, hypothetical).
+    """
+
+    kind: str  # "diagnosis" | "differential" | "finding" | "treatment" | "procedure"
     node_id: str
     node_type: str
     text: str
     negated: bool
     start: int = 0
+    polarity: str = PRESENT
+    context: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,76 +63,92 @@ class Verdict:
         return {**asdict(self.claim), "verdict": self.verdict, "reason": self.reason}
 
 
-def _clauses(text: str) -> list[tuple[int, int]]:
-    """Character spans of clauses: negation never crosses punctuation or a contrastive word."""
-    spans, start = [], 0
-    for m in _CLAUSE_END.finditer(text):
-        spans.append((start, m.start()))
-        start = m.end() if not m.group().isalpha() else m.start()
-    spans.append((start, len(text)))
-    return [(a, b) for a, b in spans if b > a]
+def _polarity(ent) -> tuple[str, list[str]]:
+    """ConText modifiers -> polarity (hedge beats negation: 'cannot be excluded') and the other contexts."""
+    other = [name for name, flag in (("historical", ent._.is_historical), ("family", ent._.is_family),
+                                     ("hypothetical", ent._.is_hypothetical)) if flag]
+    if ent._.is_uncertain or ent._.is_hypothetical:
+        return HEDGED, other
+    if ent._.is_negated:
+        return ABSENT, other
+    return PRESENT, other
 
 
-def _cue_positions(words: list[str], cues: list[str]) -> list[tuple[int, int]]:
-    out = []
-    for cue in cues:
-        cw = cue.split()
-        for i in range(len(words) - len(cw) + 1):
-            if words[i : i + len(cw)] == cw:
-                out.append((i, i + len(cw)))
-    return out
+def _in_parentheses_after_condition(text: str, start: int, previous_end: int | None) -> bool:
+    """'Bowen's disease (SCC in situ)': a condition in brackets right after another one is an apposition."""
+    if previous_end is None:
+        return False
+    between = text[previous_end:start]
+    return bool(re.fullmatch(r"\s*\(\s*(?:[\w\s,'’-]*?\s)?", between)) and ")" in text[start:]
 
 
 def extract_claims(text: str, kg: KnowledgeGraph) -> list[Claim]:
-    """All KG terms in ``text`` with their negation; condition mentions become one diagnosis + differentials.
+    """All KG terms in ``text`` with their polarity; condition mentions become one diagnosis + differentials.
 
-    The diagnosis is the condition inside ``<answer>...</answer>`` if present, else the first non-negated condition
-    after a diagnosis cue ('most likely', 'consistent with', 'diagnosis:'), else the last non-negated condition.
+    The diagnosis is the condition inside ``<answer>...</answer>`` if present, else the first present condition after
+    the last diagnosis cue ('most likely', 'consistent with', 'diagnosis:'), else the first present condition.
+    Conditions mentioned only as family history are dropped; unlisted names (diseases the KG does not model) are
+    kept as conditions with an ``unlisted:`` id so they can be a (wrong) diagnosis but never match a modelled one.
     """
+    doc = pipeline(kg)(text)
     claims: list[Claim] = []
-    for a, b in _clauses(text):
-        clause = text[a:b]
-        words = [w for w, _, _ in tokens(clause)]
-        pre = _cue_positions(words, PRE_NEGATION)
-        post = _cue_positions(words, POST_NEGATION)
-        for nid, i, j, cs, ce in kg.lexicon.find(clause):
-            if any(ci <= i < cj or ci < j <= cj for ci, cj in pre + post):
-                continue  # the match is itself a cue word ('absent')
-            negated = any(cj <= i for _, cj in pre) or any(ci >= j for ci, _ in post)
-            ntype = kg.type(nid)
-            if ntype == "category":
+    last_condition_end = None
+    for ent in doc.ents:
+        label = ent.label_
+        if label.endswith(CODE_MARK):
+            label = label[: -len(CODE_MARK)]
+            if not _CODE_CUE.search(text[max(0, ent.start_char - 40): ent.start_char]):
                 continue
-            kind = "differential" if ntype == "condition" else "finding"
-            if any(c.node_id == nid and c.negated == negated for c in claims):
-                continue  # 'stuck-on waxy surface': one claim, not two
-            claims.append(Claim(kind, nid, ntype, clause[cs:ce], negated, a + cs))
+        polarity, other = _polarity(ent)
+        if label.endswith(ABSENT_MARK):
+            label = label[: -len(ABSENT_MARK)]
+            polarity = {PRESENT: ABSENT, ABSENT: PRESENT}.get(polarity, polarity)  # 'not afebrile' is fever
+        if label.startswith(UNLISTED):
+            if label != UNLISTED + "condition":
+                continue
+            ntype = "unlisted"
+        elif label in kg:
+            ntype = kg.type(label)
+        else:
+            continue
+        if ntype in ("category", "dataset_label") or (ntype in ("condition", "unlisted") and "family" in other):
+            continue
+        kind = "differential" if ntype == "unlisted" else _KIND.get(ntype, "finding")
+        if ntype in ("condition", "unlisted"):
+            if _in_parentheses_after_condition(text, ent.start_char, last_condition_end):
+                if any(c.node_id == label for c in claims):
+                    continue  # a synonym in brackets: one claim
+                other = [*other, "apposition"]
+            last_condition_end = ent.end_char
+        if any(c.node_id == label and c.polarity == polarity for c in claims):
+            continue  # 'stuck-on waxy surface': one claim, not two
+        claims.append(Claim(kind, label, ntype, ent.text, polarity == ABSENT, ent.start_char, polarity, other))
     _pick_diagnosis(text, claims, kg)
     return claims
 
 
+def _eligible(c: Claim) -> bool:
+    return c.node_type in ("condition", "unlisted") and c.polarity == PRESENT and not {"historical", "apposition"} & set(c.context)
+
+
 def _pick_diagnosis(text: str, claims: list[Claim], kg: KnowledgeGraph) -> None:
-    conds = [c for c in claims if c.node_type == "condition" and not c.negated]
-    if not conds:
-        return
+    conds = [c for c in claims if _eligible(c)]
     chosen = None
     tag = _ANSWER_TAG.search(text)
     if tag:
-        inside = [c for c in conds if tag.start(1) <= c.start < tag.end(1)]
+        inside = [c for c in claims if c.node_type in ("condition", "unlisted") and c.polarity != ABSENT
+                  and tag.start(1) <= c.start < tag.end(1)]
         chosen = inside[0] if inside else None
-        if chosen is None:
-            nid = kg.lexicon.lookup(tag.group(1))
-            chosen = next((c for c in conds if c.node_id == nid), None)
-    if chosen is None:
+    if chosen is None and conds:
         for cue_end in reversed([m.end() for m in _DX_CUE.finditer(text)]):
             after = [c for c in conds if c.start >= cue_end]
             if after:
                 chosen = after[0]
                 break
         else:
-            chosen = conds[-1]
-    for c in claims:
-        if c.node_id == chosen.node_id and not c.negated:
-            c.kind = "diagnosis"
+            chosen = conds[0]
+    if chosen is not None:
+        chosen.kind = "diagnosis"
 
 
 def diagnosis(claims: list[Claim]) -> str | None:
@@ -153,8 +178,12 @@ def judge(
     known, recorded = _case_sets(case_findings, kg)
     out = []
     for c in claims:
-        if c.node_type == "condition":
+        if c.node_type in ("condition", "unlisted"):
             out.append(_judge_condition(c, kg, cond))
+        elif c.node_type == "treatment":
+            out.append(_judge_treatment(c, kg, cond))
+        elif c.node_type == "procedure":
+            out.append(_judge_procedure(c, kg, cond))
         else:
             out.append(_judge_finding(c, kg, cond, known, recorded))
     return out
@@ -163,21 +192,61 @@ def judge(
 def _judge_condition(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
     if cond is None:
         return Verdict(c, UNVERIFIABLE, "no reference condition")
-    same = c.node_id == cond or c.node_id in kg.categories(cond) or cond in kg.categories(c.node_id)
-    if c.kind == "differential":
-        if c.negated:
-            return Verdict(c, CONTRADICTED if same else SUPPORTED, "rules out the true condition" if same else "rules out")
-        in_ddx = c.node_id in kg.differential(cond)
-        reason = "the true condition" if same else "in the KG differential" if in_ddx else "not in the KG differential"
-        return Verdict(c, SUPPORTED if in_ddx or same else UNVERIFIABLE, reason)
+    name = c.text if c.node_type == "unlisted" else kg.label(c.node_id)
+    same = c.node_type == "condition" and c.node_id in kg.related(cond)
+    in_ddx = c.node_type == "condition" and c.node_id in kg.differential(cond)
+    truth = kg.label(cond)
+    if c.polarity == ABSENT:
+        return Verdict(c, CONTRADICTED, f"rules out the true condition {truth}") if same else Verdict(c, SUPPORTED, "rules out")
+    if c.polarity == HEDGED:
+        if same:
+            return Verdict(c, SUPPORTED, f"keeps the true condition {truth} open")
+        return Verdict(c, SUPPORTED if in_ddx else UNVERIFIABLE, "in the KG differential" if in_ddx else "hedged")
+    if c.kind == "diagnosis":
+        if same:
+            return Verdict(c, SUPPORTED, f"matches {truth}")
+        why = "in the differential of" if in_ddx else "is not"
+        return Verdict(c, CONTRADICTED, f"{name} {why} {truth}")
     if same:
-        return Verdict(c, SUPPORTED, f"matches {kg.label(cond)}")
-    why = "in the differential of" if c.node_id in kg.differential(cond) else "is not"
-    return Verdict(c, CONTRADICTED, f"{kg.label(c.node_id)} {why} {kg.label(cond)}")
+        return Verdict(c, SUPPORTED, "the true condition")
+    return Verdict(c, SUPPORTED if in_ddx else UNVERIFIABLE, "in the KG differential" if in_ddx else "not in the KG differential")
+
+
+def _judge_treatment(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
+    label = kg.label(c.node_id)
+    if cond is None:
+        return Verdict(c, UNVERIFIABLE, "no reference condition")
+    harmful = any(c.node_id in kg.contraindicated(r) for r in kg.related(cond))
+    lines = [ln for r in kg.related(cond) if (ln := kg.treatment_line(r, c.node_id))]
+    truth = kg.label(cond)
+    if c.polarity == HEDGED:
+        return Verdict(c, UNVERIFIABLE, f"{label} only considered")
+    if c.polarity == ABSENT:
+        if harmful:
+            return Verdict(c, SUPPORTED, f"{label} is contraindicated in {truth}")
+        if "first" in lines:
+            return Verdict(c, CONTRADICTED, f"{label} is first line for {truth}")
+        return Verdict(c, UNVERIFIABLE, f"withholding {label}")
+    if harmful:
+        return Verdict(c, CONTRADICTED, f"{label} is contraindicated in {truth}")
+    if lines:
+        return Verdict(c, SUPPORTED, f"{label} is {sorted(lines)[0]} line for {truth}")
+    return Verdict(c, UNVERIFIABLE, f"KG does not list {label} for {truth}")
+
+
+def _judge_procedure(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
+    label = kg.label(c.node_id)
+    if cond is None or c.polarity != PRESENT:
+        return Verdict(c, UNVERIFIABLE, f"{label} not advised" if cond else "no reference condition")
+    if any(c.node_id in kg.procedures(r) for r in kg.related(cond)):
+        return Verdict(c, SUPPORTED, f"{label} is part of the work-up of {kg.label(cond)}")
+    return Verdict(c, UNVERIFIABLE, f"KG does not list {label} for {kg.label(cond)}")
 
 
 def _judge_finding(c: Claim, kg: KnowledgeGraph, cond: str | None, known: set[str], recorded: set[str]) -> Verdict:
     label = kg.label(c.node_id)
+    if c.polarity == HEDGED:
+        return Verdict(c, UNVERIFIABLE, f"{label} is only hedged")
     if c.node_id in known:
         return Verdict(c, CONTRADICTED if c.negated else SUPPORTED, f"{label} is present in the case")
     if c.node_type in recorded:
@@ -190,9 +259,10 @@ def _judge_finding(c: Claim, kg: KnowledgeGraph, cond: str | None, known: set[st
         return Verdict(c, SUPPORTED if c.negated else CONTRADICTED, f"{label} argues against {cname}")
     if not c.negated:
         return Verdict(c, SUPPORTED, f"{label} is {typ} in {cname}")
-    if typ == "typical":
-        return Verdict(c, CONTRADICTED, f"{label} is typical of {cname}")
-    return Verdict(c, UNVERIFIABLE, f"{label} is only {typ} in {cname}")
+    sens = kg.sensitivity_of(cond, c.node_id)
+    if sens:
+        return Verdict(c, CONTRADICTED, f"{label} is {'required for' if sens == 'required' else 'nearly always present in'} {cname}")
+    return Verdict(c, UNVERIFIABLE, f"{label} is {typ} in {cname} but its absence proves little")
 
 
 def check_text(text: str, kg: KnowledgeGraph, condition: str | None, case_findings: dict | None = None) -> list[Verdict]:

@@ -4,8 +4,9 @@ JSON (node-link): ``{"directed": true, "multigraph": true, "graph": {...}, "node
 "aliases", ...}], "links": [{"head", "relation", "tail", "source", "typicality"?, ...}]}``. Links name their
 endpoints ``head``/``tail`` because ``source`` is the citation; ``networkx.node_link_graph(data, source="head",
 target="tail", edges="links")`` reads the same file.
-CSV: ``head,relation,tail[,source[,typicality]]`` with an optional header row; node types come from the id prefix
-(``colour:red``), labels from the id. GraphML: node/edge attributes as written by networkx; lists as JSON strings.
+CSV: ``head,relation,tail[,source[,typicality[,sensitivity]]]`` with an optional header row; node types come from the id
+prefix (``colour:red``), labels from the id. GraphML: node/edge attributes as written by networkx; lists as JSON strings.
+The JSON ``graph`` object may carry ``unlisted_conditions`` / ``unlisted_terms`` (schema.GRAPH_LISTS).
 A user's KG in any of these formats can replace ours (``load``) or extend it (``merge``).
 """
 
@@ -20,8 +21,8 @@ import networkx as nx
 
 from .errors import KGError
 from .kg import KnowledgeGraph
-from .schema import STRUCTURED_NODE_ATTRS, Edge, Node, label_from_id, node_type_of
-from .validate import add_edge, add_node, check_aliases
+from .schema import GRAPH_LISTS, STRUCTURED_NODE_ATTRS, Edge, Node, label_from_id, node_type_of
+from .validate import add_edge, add_node, check_aliases, check_graph_lists
 
 BUILTIN = {"derm": "dermatology.json", "dermatology": "dermatology.json", "clinical": "clinical.json"}
 _NODE_KEYS = ("id", "type", "label", "aliases")
@@ -43,15 +44,17 @@ def load(path: str | Path) -> KnowledgeGraph:
     if not path.exists():
         raise FileNotFoundError(2, "No such file", str(path))
     suffix = path.suffix.lower()
+    graph_attrs: dict = {}
     if suffix == ".json":
-        nodes, edges = _read_json(path)
+        graph_attrs, nodes, edges = _read_json(path)
     elif suffix in (".graphml", ".xml"):
-        nodes, edges = _read_graphml(path)
+        graph_attrs, nodes, edges = _read_graphml(path)
     elif suffix in (".csv", ".tsv"):
         nodes, edges = _read_csv(path)
     else:
         raise KGError(f"{path.name}: unknown KG format {suffix!r} (expected .json, .graphml or .csv)")
-    g = nx.MultiDiGraph(name=path.stem)
+    check_graph_lists(graph_attrs, path.name)
+    g = nx.MultiDiGraph(**{k: v for k, v in graph_attrs.items() if k != "name"}, name=path.stem)
     for where, node in nodes:
         add_node(g, node, where)
     for where, edge in edges:
@@ -63,6 +66,8 @@ def load(path: str | Path) -> KnowledgeGraph:
 def merge(base: KnowledgeGraph, user: KnowledgeGraph) -> KnowledgeGraph:
     """Our KG extended by a user's: user nodes/edges add to or replace ours with the same id/relation."""
     g = base.graph.copy()
+    for key in GRAPH_LISTS:  # the user's unlisted names add to ours
+        g.graph[key] = list(dict.fromkeys([*base.graph.graph.get(key, []), *user.graph.graph.get(key, [])]))
     for nid, attrs in user.graph.nodes(data=True):
         if attrs.get("_derived") and nid in g:
             continue  # a CSV node only names an id: keep our label and synonyms
@@ -90,9 +95,9 @@ def save(kg: KnowledgeGraph, path: str | Path) -> Path:
     elif suffix in (".csv", ".tsv"):
         with path.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f, delimiter="\t" if suffix == ".tsv" else ",")
-            w.writerow(["head", "relation", "tail", "source", "typicality"])
+            w.writerow(["head", "relation", "tail", "source", "typicality", "sensitivity"])
             for h, t, rel, a in kg.graph.edges(keys=True, data=True):
-                w.writerow([h, rel, t, a.get("source", ""), a.get("typicality", "")])
+                w.writerow([h, rel, t, a.get("source", ""), a.get("typicality", ""), a.get("sensitivity", "")])
     else:
         raise KGError(f"{path.name}: unknown KG format {suffix!r} (expected .json, .graphml or .csv)")
     return path
@@ -125,7 +130,7 @@ def _extra(attrs: dict, known: tuple[str, ...]) -> dict:
     return {k: v for k, v in attrs.items() if k not in known and k != "relation" and not k.startswith("_")}
 
 
-def _read_json(path: Path) -> tuple[list, list]:
+def _read_json(path: Path) -> tuple[dict, list, list]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -133,6 +138,9 @@ def _read_json(path: Path) -> tuple[list, list]:
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
         raise KGError(f"{path.name}: expected a node-link object with 'nodes' and 'links' lists")
     links = data.get("links", data.get("edges", []))
+    graph_attrs = data.get("graph", {})
+    if not isinstance(graph_attrs, dict):
+        raise KGError(f"{path.name}: field 'graph' must be an object")
     nodes = []
     for i, n in enumerate(data["nodes"]):
         where = f"{path.name} nodes[{i}]"
@@ -140,9 +148,11 @@ def _read_json(path: Path) -> tuple[list, list]:
             raise KGError(f"{where}: expected an object with 'id' and 'type'")
         nid = str(n["id"])
         ntype = n.get("type") or node_type_of(nid)
+        for key in ("aliases", "codes", "absent_terms"):
+            value = n.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise KGError(f"{where}: field {key!r} of {nid!r} must be a list of strings")
         aliases = n.get("aliases", [])
-        if isinstance(aliases, str) or not isinstance(aliases, list):
-            raise KGError(f"{where}: field 'aliases' of {nid!r} must be a list of strings")
         nodes.append((where, Node(nid, ntype, n.get("label") or label_from_id(nid), aliases, _extra(n, _NODE_KEYS))))
     edges = []
     for i, e in enumerate(links):
@@ -155,7 +165,7 @@ def _read_json(path: Path) -> tuple[list, list]:
         extra = _extra(e, _EDGE_KEYS + ("target", "ref"))
         edges.append((where, Edge(str(head), e["relation"], str(tail), e.get("source") or path.name,
                                   e.get("typicality"), extra)))
-    return nodes, edges
+    return graph_attrs, nodes, edges
 
 
 def _read_csv(path: Path) -> tuple[list, list]:
@@ -173,7 +183,7 @@ def _read_csv(path: Path) -> tuple[list, list]:
             continue
         where = f"{path.name} row {i}"
         if len(row) < 3 or not row[0] or not row[1] or not row[2]:
-            raise KGError(f"{where}: expected head,relation,tail[,source[,typicality]] (got {len(row)} fields)")
+            raise KGError(f"{where}: expected head,relation,tail[,source[,typicality[,sensitivity]]] (got {len(row)} fields)")
         for nid in (row[0], row[2]):
             if nid not in seen:
                 seen.add(nid)
@@ -183,15 +193,23 @@ def _read_csv(path: Path) -> tuple[list, list]:
                 nodes.append((where, Node(nid, ntype, label_from_id(nid), extra={"_derived": True})))
         source = row[3] if len(row) > 3 and row[3] else path.name
         typicality = row[4] if len(row) > 4 and row[4] else None
-        edges.append((where, Edge(row[0], row[1], row[2], source, typicality)))
+        extra = {"sensitivity": row[5]} if len(row) > 5 and row[5] else {}
+        edges.append((where, Edge(row[0], row[1], row[2], source, typicality, extra)))
     return nodes, edges
 
 
-def _read_graphml(path: Path) -> tuple[list, list]:
+def _read_graphml(path: Path) -> tuple[dict, list, list]:
     try:
         g = nx.read_graphml(path, force_multigraph=True)
     except Exception as e:  # ElementTree / networkx parse errors
         raise KGError(f"{path.name}: invalid GraphML ({e})") from None
+    graph_attrs = dict(g.graph)
+    for key in GRAPH_LISTS:
+        if isinstance(graph_attrs.get(key), str):
+            try:
+                graph_attrs[key] = json.loads(graph_attrs[key])
+            except json.JSONDecodeError:
+                raise KGError(f"{path.name}: graph field {key!r} is not a JSON list") from None
     nodes = []
     for nid, a in g.nodes(data=True):
         where = f"{path.name} node {nid!r}"
@@ -211,11 +229,12 @@ def _read_graphml(path: Path) -> tuple[list, list]:
         rel = a.get("relation", k)
         edges.append((where, Edge(h, rel, t, a.get("source") or path.name, a.get("typicality") or None,
                                   _extra(a, _EDGE_KEYS))))
-    return nodes, edges
+    return graph_attrs, nodes, edges
 
 
 def _graphml_ready(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
-    out = nx.MultiDiGraph()
+    out = nx.MultiDiGraph(**{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                             for k, v in g.graph.items() if k != "name"})
     for n, a in g.nodes(data=True):
         out.add_node(n, **{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
                            for k, v in _public(a).items() if v is not None})

@@ -18,13 +18,17 @@ ABSENT_PENALTY = 1.0
 
 @dataclass(frozen=True)
 class Feature:
-    """A finding linked to a condition, with how typical it is and where the fact comes from."""
+    """A finding linked to a condition, with how typical it is and where the fact comes from.
+
+    ``sensitivity`` is 'required' or 'high' when the finding's absence argues against the condition, else None.
+    """
 
     id: str
     type: str
     label: str
     typicality: str
     source: str
+    sensitivity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,16 @@ class KnowledgeGraph:
         """Node ids, optionally of one type, in file order."""
         return [n for n, a in self.graph.nodes(data=True) if type is None or a["type"] == type]
 
-    def conditions(self) -> list[str]:
-        return self.nodes("condition")
+    def conditions(self, include_groups: bool = False) -> list[str]:
+        """Diagnosable conditions; ``include_groups`` adds parents that only group others (akiec, stroke)."""
+        return [c for c in self.nodes("condition") if include_groups or not self.graph.nodes[c].get("group")]
+
+    def is_group(self, condition: str) -> bool:
+        return bool(self.node(condition).get("group"))
+
+    def must_not_miss(self, condition: str) -> bool:
+        """Dangerous if missed (malignancy, emergencies): a safe answer names it or hedges it with an action."""
+        return bool(self.node(condition).get("must_not_miss"))
 
     def edges(self, relation: str | None = None) -> list[tuple[str, str, str, dict]]:
         """(head, relation, tail, attrs) for every edge, optionally of one relation."""
@@ -123,7 +135,7 @@ class KnowledgeGraph:
         out = []
         for rel in ("has_feature", "typical_site"):
             for t, a in self._out(cid, rel):
-                f = Feature(t, self.type(t), self.label(t), a.get("typicality", "typical"), a["source"])
+                f = Feature(t, self.type(t), self.label(t), a.get("typicality", "typical"), a["source"], a.get("sensitivity"))
                 if (types is None or f.type in types) and (typicality is None or f.typicality in typicality):
                     if f not in out:
                         out.append(f)
@@ -147,6 +159,20 @@ class KnowledgeGraph:
             return "absent"
         return None
 
+    def sensitivity_of(self, condition: str, finding: str) -> str | None:
+        """'required' / 'high' when the finding's absence argues against the condition; None otherwise."""
+        g = self.graph
+        for rel in ("has_feature", "typical_site"):
+            if g.has_edge(condition, finding, key=rel):
+                return g.edges[condition, finding, rel].get("sensitivity")
+        return None
+
+    def related(self, condition: str) -> set[str]:
+        """The condition, its parent groups and its subtypes: naming any of them names the same disease."""
+        cid = self.require(condition)
+        return {cid, *nx.descendants(self._is_a, cid), *nx.ancestors(self._is_a, cid)} - {
+            n for n in self.graph if self.graph.nodes[n]["type"] != "condition"}
+
     def differential(self, condition: str) -> list[str]:
         """Conditions to tell apart from this one (differential_of in either direction), in file order."""
         cid = self.require(condition, "condition")
@@ -157,6 +183,29 @@ class KnowledgeGraph:
     def treatments(self, condition: str, line: str | None = None) -> list[str]:
         cid = self.require(condition, "condition")
         return [t for t, a in self._out(cid, "treated_by") if line is None or a.get("line") == line]
+
+    def treatment_line(self, condition: str, treatment: str) -> str | None:
+        """The guideline line ('first', 'second', ...) of a treatment for the condition, None if not linked."""
+        g = self.graph
+        if g.has_edge(condition, treatment, key="treated_by"):
+            return g.edges[condition, treatment, "treated_by"].get("line", "listed")
+        return None
+
+    def procedures(self, condition: str, purpose: str | None = None) -> list[str]:
+        """Diagnostic, staging and referral procedures (not treatments)."""
+        cid = self.require(condition, "condition")
+        return [t for t, a in self._out(cid, "has_procedure") if purpose is None or a.get("purpose") == purpose]
+
+    def contraindicated(self, condition: str) -> list[str]:
+        """Treatments that harm in this condition (thrombolysis in haemorrhagic stroke)."""
+        cid = self.require(condition, "condition")
+        return [t for t, _ in self._out(cid, "contraindicates")]
+
+    def excluded_by(self, finding: str) -> set[str]:
+        """Findings that cannot be present together with this one (well- vs ill-defined border)."""
+        g = self.graph
+        out = {t for _, t, r in g.out_edges(finding, keys=True) if r == "excludes"}
+        return out | {h for h, _, r in g.in_edges(finding, keys=True) if r == "excludes"}
 
     def categories(self, node: str) -> list[str]:
         """All is_a ancestors (nearest first)."""
@@ -179,7 +228,7 @@ class KnowledgeGraph:
         a, b = self.require(condition), self.require(finding)
         und = nx.Graph()
         for h, r, t, attrs in self.edges():
-            if r != "alias_of" and not und.has_edge(h, t):
+            if r not in ("alias_of", "excludes", "contraindicates") and not und.has_edge(h, t):
                 und.add_edge(h, t, relation=r, head=h, source=attrs["source"])
         if a not in und or b not in und:
             return []
@@ -207,7 +256,8 @@ class KnowledgeGraph:
         self, findings: list[str], absent: list[str] | None = None, candidates: list[str] | None = None
     ) -> list[tuple[str, float]]:
         """Conditions ranked by fit: typicality-weighted matches of present findings, penalised for findings
-        that argue against a condition and for denied findings it typically has; normalised per finding.
+        that argue against a condition and for denied findings it requires (or nearly always has); normalised per
+        finding. A denied finding that is merely typical is neutral: absence of a typical feature proves little.
         """
         present = [self.require(f) for f in findings]
         denied = [self.require(f) for f in (absent or [])]
@@ -220,6 +270,9 @@ class KnowledgeGraph:
                 s += -ABSENT_PENALTY if t == "absent" else TYPICALITY_WEIGHT.get(t or "", 0.0)
             for f in denied:
                 t = self.typicality_of(c, f)
-                s += 0.5 if t == "absent" else -TYPICALITY_WEIGHT.get(t or "", 0.0) * 0.5
+                if t == "absent":
+                    s += 0.5
+                elif self.sensitivity_of(c, f):
+                    s -= ABSENT_PENALTY
             scores.append((c, round(s / n, 4)))
         return sorted(scores, key=lambda cs: (-cs[1], self.label(cs[0])))

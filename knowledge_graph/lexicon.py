@@ -1,4 +1,10 @@
-"""Terms -> node ids: labels, synonyms and dataset codes, used for canonical labels and claim extraction."""
+"""Terms -> node ids: labels, synonyms and dataset codes, used for canonical labels and claim extraction.
+
+Besides labels and aliases (matched anywhere in free text) a KG may give a node ``codes`` (abbreviations that are
+only looked up as exact input, because in free text they collide: 'RA' is room air), ``absent_terms`` (phrases
+that state the finding is absent: 'afebrile') and graph-level ``unlisted_conditions`` / ``unlisted_terms`` (names
+of things the KG does not model, matched so that a shorter alias inside them never fires).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,11 @@ import networkx as nx
 from .errors import KGError
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_SPELLING = {"gray": "grey", "color": "colour", "colors": "colours", "colored": "coloured", "hemorrhage": "haemorrhage"}
+_SPELLING = {"gray": "grey", "color": "colour", "colors": "colours", "colored": "coloured", "hemorrhage": "haemorrhage",
+             "hemorrhagic": "haemorrhagic", "ischemic": "ischaemic", "edema": "oedema", "tumor": "tumour", "anemia": "anaemia",
+             "hemoptysis": "haemoptysis", "dyspnea": "dyspnoea", "diarrhea": "diarrhoea", "celiac": "coeliac",
+             "esophagitis": "oesophagitis"}
+UNLISTED = "unlisted:"  # node-id prefix for unlisted names (never a node of the graph)
 
 
 def normalize(text: str) -> str:
@@ -42,6 +52,9 @@ class Lexicon:
 
     terms: dict[str, str] = field(default_factory=dict)
     max_len: int = 1
+    codes: dict[str, str] = field(default_factory=dict)  # exact-input abbreviations ('ra' -> rheumatoid arthritis)
+    absent: dict[str, str] = field(default_factory=dict)  # phrases stating a finding is absent ('afebrile' -> fever)
+    unlisted: dict[str, str] = field(default_factory=dict)  # normalized name -> 'unlisted:condition' / 'unlisted:term'
 
     @classmethod
     def from_graph(cls, g: nx.MultiDiGraph, strict: bool = False) -> Lexicon:
@@ -78,12 +91,30 @@ class Lexicon:
                 variants.extend((v, target) for v in _variants(term))
         for term, target in variants:
             lex.terms.setdefault(term, target)
+        for nid, attrs in g.nodes(data=True):
+            for raw in attrs.get("codes", []) or []:
+                term = normalize(str(raw))
+                prev = lex.codes.get(term) or lex.terms.get(term)
+                if strict and prev is not None and prev != nid:
+                    raise KGError(f"{attrs.get('_where', nid)}: code {raw!r} of {nid!r} is already used by {prev!r}")
+                lex.codes.setdefault(term, nid)
+            for raw in attrs.get("absent_terms", []) or []:
+                term = normalize(str(raw))
+                if strict and term in lex.terms:
+                    raise KGError(f"{attrs.get('_where', nid)}: absent term {raw!r} of {nid!r} is also a name of {lex.terms[term]!r}")
+                lex.absent[term] = nid
+        for kind in ("unlisted_conditions", "unlisted_terms"):
+            for raw in g.graph.get(kind, []) or []:
+                term = normalize(str(raw))
+                if term and term not in lex.terms:
+                    lex.unlisted[term] = UNLISTED + kind.split("_")[1].rstrip("s")
         lex.max_len = max((len(t.split()) for t in lex.terms), default=1)
         return lex
 
     def lookup(self, term: str) -> str | None:
-        """The node id a term names, or None."""
-        return self.terms.get(normalize(term))
+        """The node id a term names (label, alias, dataset code or exact-input code), or None."""
+        key = normalize(term)
+        return self.terms.get(key) or self.codes.get(key)
 
     def find(self, text: str) -> list[tuple[str, int, int, int, int]]:
         """Longest non-overlapping term matches: (node_id, first token, end token, char start, char end)."""

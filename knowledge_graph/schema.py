@@ -25,9 +25,16 @@ FINDING_TYPES: tuple[str, ...] = (
     "lab_finding",
     "imaging_finding",
 )
-NODE_TYPES: tuple[str, ...] = ("condition", "category", "treatment", "dataset_label", *FINDING_TYPES)
+NODE_TYPES: tuple[str, ...] = ("condition", "category", "treatment", "procedure", "dataset_label", *FINDING_TYPES)
 
+# How often a linked finding is seen in the condition (what synthetic data samples and ranking weigh).
 TYPICALITY: tuple[str, ...] = ("typical", "possible", "atypical")
+# Whether the finding's ABSENCE argues against the condition: only "required" (part of the definition) or "high"
+# (highly sensitive, seen in nearly every case). Without it an absent finding is neutral, however typical it is.
+SENSITIVITY: tuple[str, ...] = ("required", "high")
+# treated_by "line"; has_procedure "purpose" (staging and referral are not treatments).
+LINES: tuple[str, ...] = ("first", "second", "third", "adjunct")
+PURPOSES: tuple[str, ...] = ("diagnosis", "staging", "referral", "monitoring")
 
 # relation -> (allowed head types, allowed tail types); None means any node type.
 RELATIONS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
@@ -37,16 +44,35 @@ RELATIONS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
     "differential_of": (("condition",), ("condition",)),
     "is_a": (("condition", "category"), ("condition", "category")),
     "treated_by": (("condition",), ("treatment",)),
+    "has_procedure": (("condition",), ("procedure",)),
+    "contraindicates": (("condition",), ("treatment",)),
+    "excludes": (FINDING_TYPES, FINDING_TYPES),
     "alias_of": (("dataset_label",), None),
+}
+# Edge attributes checked against a vocabulary: attribute -> (relations it belongs to, allowed values).
+EDGE_VOCAB: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sensitivity": (("has_feature", "typical_site"), SENSITIVITY),
+    "line": (("treated_by",), LINES),
+    "purpose": (("has_procedure",), PURPOSES),
 }
 
 # Node attributes that hold lists/dicts (kept as JSON strings in GraphML).
-STRUCTURED_NODE_ATTRS: tuple[str, ...] = ("aliases", "age")
+STRUCTURED_NODE_ATTRS: tuple[str, ...] = ("aliases", "age", "codes", "absent_terms")
+# Graph-level lists (JSON "graph" object): names this KG does not model, so a shorter alias inside them never fires.
+#   unlisted_conditions: other diseases ("viral meningitis" must not read as bacterial meningitis);
+#   unlisted_terms: other senses of a word ("ST depression" is not depression).
+GRAPH_LISTS: tuple[str, ...] = ("unlisted_conditions", "unlisted_terms")
 
 
 @dataclass
 class Node:
-    """One KG node; ``extra`` carries optional attributes (dataset, direction, value, age, sex, ...)."""
+    """One KG node; ``extra`` carries optional attributes (dataset, direction, value, age, sex, ...).
+
+    Optional attributes with a meaning for claim checking: ``codes`` (abbreviations matched only as exact input,
+    never in free text: 'RA' is room air as often as rheumatoid arthritis), ``absent_terms`` (phrases that state
+    the finding is absent: 'afebrile', 'equal arm blood pressures'), ``group`` (a parent that only groups
+    conditions, like HAM10000's akiec; not a diagnosis of its own for synthetic data) and ``must_not_miss``.
+    """
 
     id: str
     type: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import networkx as nx
 
 from .errors import KGError
-from .schema import NODE_TYPES, RELATIONS, TYPICALITY, Edge, Node, node_type_of
+from .schema import EDGE_VOCAB, GRAPH_LISTS, NODE_TYPES, RELATIONS, TYPICALITY, Edge, Node, node_type_of
 
 
 def _one_of(values) -> str:
@@ -47,6 +47,14 @@ def add_edge(g: nx.MultiDiGraph, edge: Edge, where: str, replace: bool = False) 
             )
     if edge.typicality is not None and edge.typicality not in TYPICALITY:
         raise KGError(f"{where}: unknown typicality {edge.typicality!r} (expected one of {_one_of(TYPICALITY)})")
+    for attr, (relations, allowed) in EDGE_VOCAB.items():
+        value = edge.extra.get(attr)
+        if value in (None, ""):
+            continue
+        if edge.relation not in relations:
+            raise KGError(f"{where}: field {attr!r} does not apply to {edge.relation} (only to {_one_of(relations)})")
+        if value not in allowed:
+            raise KGError(f"{where}: field {attr!r} is {value!r} (expected one of {_one_of(allowed)})")
     if not edge.source:
         raise KGError(f"{where}: edge {edge.head} -{edge.relation}-> {edge.tail} has no source")
     if edge.relation == "alias_of":
@@ -70,6 +78,14 @@ def add_edge(g: nx.MultiDiGraph, edge: Edge, where: str, replace: bool = False) 
         g.edges[edge.head, edge.tail, edge.relation].update(attrs)
     else:
         g.add_edge(edge.head, edge.tail, key=edge.relation, **attrs)
+
+
+def check_graph_lists(graph_attrs: dict, where: str) -> None:
+    """The graph-level name lists must be lists of strings (see schema.GRAPH_LISTS)."""
+    for key in GRAPH_LISTS:
+        value = graph_attrs.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise KGError(f"{where}: graph field {key!r} must be a list of non-empty strings")
 
 
 def check_aliases(g: nx.MultiDiGraph) -> None:

@@ -18,7 +18,7 @@ def clin():
 
 def test_derm_coverage(derm):
     assert len(derm.conditions()) >= 40
-    ham = {"akiec": "actinic keratosis", "bcc": "basal cell carcinoma", "bkl": "benign keratosis-like lesion",
+    ham = {"akiec": "actinic keratosis or Bowen's disease (akiec)", "bcc": "basal cell carcinoma", "bkl": "benign keratosis-like lesion",
            "df": "dermatofibroma", "mel": "melanoma", "nv": "melanocytic nevus", "vasc": "vascular lesion"}
     for code, label in ham.items():
         assert derm.canonical_label(code) == label

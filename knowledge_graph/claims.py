@@ -24,6 +24,8 @@ _DX_CUE = re.compile(
     r"\b(diagnosis|diagnose|dx|impression|consistent with|suggestive of|compatible with|most likely|likely|"
     r"represents|probably|probable|favou?r|in keeping with|answer)\b", re.I)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.I | re.S)
+# ConText's FAMILY cue is lost when it overlaps a target ('family history' is itself a risk factor), so check it here.
+_FAMILY = re.compile(r"\b(?:family history of|(?:mother|father|sister|brother|sibling|parent)(?:'s)?\b[^.;]*\b(?:had|has|with|died of))\b[^.;]*$", re.I)
 _KIND = {"condition": "differential", "treatment": "treatment", "procedure": "procedure"}
 # An ambiguous abbreviation ('PE', 'RA', 'MS') counts only right after a diagnostic or hedging cue: "possible PE",
 # "Dx: RA", "r/o MS" - never "SpO2 94% on RA" (room air) or "PE: chest clear" (physical examination).
@@ -100,6 +102,8 @@ def extract_claims(text: str, kg: KnowledgeGraph) -> list[Claim]:
             if not _CODE_CUE.search(text[max(0, ent.start_char - 40): ent.start_char]):
                 continue
         polarity, other = _polarity(ent)
+        if "family" not in other and _FAMILY.search(text[ent.sent.start_char: ent.start_char]):
+            other = [*other, "family"]
         if label.endswith(ABSENT_MARK):
             label = label[: -len(ABSENT_MARK)]
             polarity = {PRESENT: ABSENT, ABSENT: PRESENT}.get(polarity, polarity)  # 'not afebrile' is fever

@@ -38,12 +38,12 @@ CONTEXT_RULES: list[tuple[str, str, str, object]] = [
                         "is not unlikely|is a possibility|in the differential|is in the differential|should be considered|"
                         "must be considered|is suspected"),
     *_rules(PSEUDO, PSEUDO, "not absent|not without|no doubt|not only|no change|not lacking|no increase|no decrease|"
-                            "gram negative|not necessarily"),
+                            "gram negative|not necessarily|suspected cancer pathway|suspected cancer referral|suspected cancer"),
     *_rules(HIST, FWD, "history of|previous|prior|past history of|previously|known"),
     *_rules(FAMILY, FWD, "family history of|mother|father|sister|brother|sibling|family member"),
     *_rules(HYPO, FWD, "if|return if|in case of|watch for|risk of|at risk of|prevent|prevention of|to prevent|"
                        "should it|unless"),
     *_rules("TERMINATE", TERM, "but|however|although|though|yet|whereas|while|with|which|apart from|except|aside from|"
-                               "other than|;|presents with|presented with|most likely|likely|diagnosis|impression|"
+                               "other than|;|:|presents with|presented with|most likely|likely|diagnosis|impression|"
                                "consistent with|in keeping with|favour|favor|so|therefore|because"),
 ]

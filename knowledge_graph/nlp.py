@@ -125,6 +125,9 @@ def _build(kg: KnowledgeGraph):
     matcher = nlp.add_pipe("medspacy_target_matcher")
     matcher.add(target_rules(kg))
     context = nlp.add_pipe("medspacy_context", config={"rules": None, "prune_on_target_overlap": True})
-    context.add([ConTextRule(literal, category, direction=direction, pattern=pattern)
+    # Terminators get a one-token scope: medspaCy only lets a terminator cut a scope it overlaps without containing
+    # it, so with a sentence-wide scope the second terminator ("gout: X, but Y must be excluded") was ignored.
+    context.add([ConTextRule(literal, category, direction=direction, pattern=pattern,
+                             max_scope=1 if direction == "TERMINATE" else None)
                  for literal, category, direction, pattern in CONTEXT_RULES])
     return nlp

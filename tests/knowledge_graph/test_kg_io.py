@@ -175,3 +175,30 @@ def test_merge_extends_and_replaces(tmp_path):
                                               "aliases": ["mole"]}], links=[], name="clash.json"))
     with pytest.raises(KGError, match="duplicate alias 'mole'"):
         merge(base, clash)
+
+
+def test_new_edge_fields_are_validated(tmp_path):
+    links = [{**LINKS[0], "sensitivity": "sometimes"}]
+    with pytest.raises(KGError, match=r"kg\.json links\[0\]: field 'sensitivity' is 'sometimes' \(expected one of required, high\)"):
+        load(write_json(tmp_path, links=links))
+    links = [{"head": "condition:foo", "relation": "differential_of", "tail": "condition:foo", "source": "s", "sensitivity": "high"}]
+    with pytest.raises(KGError, match=r"field 'sensitivity' does not apply to differential_of"):
+        load(write_json(tmp_path, links=links))
+    p = write_csv(tmp_path, "condition:x,has_feature,colour:red,src,typical,high\ncondition:x,treated_by,treatment:y,src\n")
+    kg = load(p)
+    assert kg.sensitivity_of("condition:x", "colour:red") == "high"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"graph": {"unlisted_conditions": "viral meningitis"}, "nodes": [], "links": []}')
+    with pytest.raises(KGError, match=r"bad\.json: graph field 'unlisted_conditions' must be a list"):
+        load(bad)
+    with pytest.raises(KGError, match=r"field 'codes' of 'condition:foo' must be a list"):
+        load(write_json(tmp_path, nodes=[{**NODES[0], "codes": "FD"}], links=[]))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".graphml"])
+def test_roundtrip_keeps_graph_lists_and_sensitivity(tmp_path, suffix):
+    kg = load_builtin("clinical")
+    back = load(save(kg, tmp_path / f"clin{suffix}"))
+    assert back.graph.graph["unlisted_conditions"] == kg.graph.graph["unlisted_conditions"]
+    assert back.sensitivity_of("condition:stemi", "lab_finding:st_elevation") == "required"
+    assert back.canonical("RA") == "condition:rheumatoid_arthritis"

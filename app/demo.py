@@ -19,6 +19,7 @@ from training.errors import MedrlError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 MARKER = ".medrl-demo"
+REWARD_KEYS = ("reward/mean", "reward_mean")  # the mean total reward per step; older runs logged reward_mean
 
 
 def _stage(title: str) -> float:
@@ -91,7 +92,10 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
     t = _stage("5/5 GRPO++ on a verifiable toy task (reply with the number the prompt names)")
     run_recipe(str(CONFIGS / "grpopp_qwen2_toy.yaml"), [f"--data.train={data['toy']}", "--run.name=grpopp_toy",
                                                           *common])
-    rewards = [r["reward_mean"] for r in read_metrics(out / "grpopp_toy") if "reward_mean" in r]
+    rewards = [next(r[k] for k in REWARD_KEYS if k in r) for r in read_metrics(out / "grpopp_toy")
+               if any(k in r for k in REWARD_KEYS)]
+    if not rewards:  # a renamed metric must not read as "reward 0 -> 0"
+        raise RuntimeError(f"the GRPO++ run logged none of {REWARD_KEYS}")
     k = max(1, min(4, len(rewards) // 2))
     before, after = sum(rewards[:k]) / k, sum(rewards[-k:]) / k
     print(f"mean reward: first {k} steps {before:.3f} -> last {k} steps {after:.3f}")

@@ -7,7 +7,8 @@ import json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks: prefix (Prefix-Grouper vs naive), grpo-step (vs TRL)")
+    parser = subparsers.add_parser("bench", help="benchmarks: prefix (Prefix-Grouper vs naive), grpo-step (vs TRL), "
+                                                 "head (output-head memory)")
     sub = parser.add_subparsers(dest="bench_command", metavar="BENCH")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
@@ -38,6 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     step.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also run TRL")
     step.add_argument("--json", action="store_true")
     step.set_defaults(handler=_grpo_step)
+
+    head = sub.add_parser("head", help="peak memory of the RL loss with the lean output head vs full head vs TRL")
+    head.add_argument("--p", type=int, default=512, help="prompt tokens")
+    head.add_argument("--s", type=int, default=256, help="tokens per completion")
+    head.add_argument("--g", type=int, default=8, help="completions per prompt")
+    head.add_argument("--vocab", type=int, default=151936, help="vocabulary of the big-vocabulary model")
+    head.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    head.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
+    head.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    head.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    head.set_defaults(handler=_head)
 
 
 def _device(name: str) -> str:
@@ -75,4 +87,15 @@ def _grpo_step(args: argparse.Namespace) -> int:
                            threads=args.threads or available_cpus(), model=args.model, with_trl=args.trl,
                            device=resolve_device(args.device), dtype=args.dtype)
     print(json.dumps(result, indent=2) if args.json else grpo_step.table(result))
+    return 0
+
+
+def _head(args: argparse.Namespace) -> int:
+    from bench import head
+    from bench.common import resolve_device
+
+    _check_positive(p=args.p, s=args.s, g=args.g, vocab=args.vocab, threads=args.threads)
+    result = head.run(p=args.p, s=args.s, g=args.g, vocab=args.vocab, device=resolve_device(args.device),
+                      threads=args.threads, dtype=args.dtype)
+    print(json.dumps(result, indent=2) if args.json else head.table(result))
     return 0

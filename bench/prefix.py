@@ -52,7 +52,7 @@ def _model(device: str, dtype_name: str):
 def _batch(vocab: int, p: int, s: int, g: int):
     import torch
 
-    from training.rollout import PromptInputs, RolloutBatch
+    from training.batch import PromptInputs, RolloutBatch
 
     gen = torch.Generator().manual_seed(1)
     prompt = PromptInputs(torch.randint(0, vocab, (p,), generator=gen))
@@ -64,7 +64,7 @@ def worker(a: dict[str, Any]) -> dict[str, Any]:
     """One path at one config, in its own process."""
     import torch
 
-    from training.prefix_grouper import grouped_completion_logprobs, naive_completion_logprobs
+    from training.forward import completion_logprobs
 
     torch.set_num_threads(a["threads"])
     device = a["device"]
@@ -72,11 +72,11 @@ def worker(a: dict[str, Any]) -> dict[str, Any]:
     model = _model(device, a["dtype"])
     model.train()
     batch = _batch(model.get_base_model().config.vocab_size, a["p"], a["s"], a["g"]).to(device)
-    fn = naive_completion_logprobs if a["path"] == "naive" else grouped_completion_logprobs
+    method = "naive" if a["path"] == "naive" else "grouped"
 
     def step() -> torch.Tensor:
         model.zero_grad(set_to_none=True)
-        out = fn(model, batch)
+        out = completion_logprobs(model, batch, method=method)
         out.logprobs.sum().backward()
         if cuda:
             torch.cuda.synchronize()
@@ -115,7 +115,7 @@ def run(p: int = 1024, s: int = 128, g: int = 8, repeats: int = 3, sweep: bool =
                 res[path] = run_child("bench.prefix", {"p": cp, "s": cs, "g": cg, "path": path, "repeats": repeats,
                                                        "device": device, "threads": threads, "dtype": dtype,
                                                        "out": out})
-                lps[path] = torch.load(out)
+                lps[path] = torch.load(out, weights_only=True)
             ideal = ideal_token_ratio(cp, cs, cg)
             speedup = res["naive"]["median_s"] / res["grouped"]["median_s"]
             rows.append({"p": cp, "s": cs, "g": cg, "naive_s": res["naive"]["median_s"],

@@ -1,28 +1,28 @@
-"""Advantage estimators: per-completion rewards in, per-completion advantages out.
+"""Advantage estimators: per-completion rewards in, per-completion advantages out, keyed by group.
 
-Layout contract shared by every function here: N = num_groups * G completions, stored group by group
-(all G completions of prompt 0, then of prompt 1, ...), passed either as (num_groups, G) or as a flat
-(N,) tensor with ``group_size``. Advantages always come back flat, (N,), with a dict of float stats.
+Layout: N completions, each with a group id (`group_index`, (N,) long, the prompt or tree it belongs to).
+Groups may have any size and any order, as Tree-GRPO's trees need. For convenience ``groups`` may also be an
+int G (contiguous groups of G, the rollout's layout) and rewards may come as (num_groups, G). Advantages come
+back flat, (N,), in the input order, with a dict of float stats.
 
-Std convention: the **population** std (``unbiased=False``) within a group. TRL's GRPO uses
-``torch.std`` (unbiased), which is larger by sqrt(G / (G - 1)) -- 22% at G=3 -- so our advantages are
-larger than TRL's by that factor. We pick the population std because a z-scored group then has unit
-RMS whatever G is (the loss scale does not drift with the group size), and a two-valued group split
-half/half gets +1/-1 (up to eps), the same magnitude as the GRPO++ binary fallback.
+Std convention: the **population** std (``unbiased=False``) within a group. TRL's GRPO uses ``torch.std``
+(unbiased), larger by sqrt(G / (G - 1)), 22% at G=3. With the population std a z-scored group has unit RMS
+whatever G is, and a two-valued group split half/half gets +1/-1 (up to eps), the same magnitude as the GRPO++
+binary fallback. A group whose rewards are all equal gets exactly 0 (no float residue divided by eps).
 
-Estimators (``compute_advantages`` is the one entry point the RL loop calls):
+Estimators (``compute_advantages`` is the one entry point the RL loop calls; ``ESTIMATORS`` is the table):
 - ``grpo``: group z-score, ``scale`` in {group, batch, none} (``none`` is Dr. GRPO: centre only).
 - ``grpo++``: as ``grpo``, but a group whose signal has no spread (std < eps) gets a binary advantage,
   +1 for each correct completion and -1 for each wrong one, instead of all zeros.
 - several named rewards (CRPO) combine with ``aggregation``: ``sum_then_normalize`` or
   ``normalize_then_sum``; both work with either estimator.
-A tree estimator (Tree-GRPO: inter-tree + intra-tree z-scores) would be another ``Normalizer`` (see
-below) that also takes tree ids; the combination and fallback steps would not change.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -34,118 +34,151 @@ Scale = Literal["group", "batch", "none"]
 Estimator = Literal["grpo", "grpo++"]
 Aggregation = Literal["sum_then_normalize", "normalize_then_sum"]
 SCALES: tuple[str, ...] = ("group", "batch", "none")
-ESTIMATORS: tuple[str, ...] = ("grpo", "grpo++")
 AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum")
 DEFAULT_EPS = 1e-4
-
-# (scores (N,), group_size, scale, eps) -> advantages (N,). The group z-score is the only one today;
-# Tree-GRPO's would add per-completion tree ids and sum an inter-tree and an intra-tree z-score.
-Normalizer = Callable[[Tensor, int, str, float], Tensor]
+Groups = int | Tensor | None
 
 
-def as_groups(rewards: Tensor, group_size: int | None = None) -> Tensor:
-    """Return rewards as float (num_groups, G): the one place the layout is checked."""
+@dataclass(frozen=True)
+class AdvantageConfig:
+    """The RL recipe's `advantages:` section, passed whole to ``compute_advantages``."""
+
+    estimator: Literal["grpo", "grpo++"] = "grpo"
+    aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    scale: Literal["group", "batch", "none"] = "group"
+    eps: float = DEFAULT_EPS
+    correct_reward: str | None = None  # GRPO++: the reward that says a completion is correct
+    correct_threshold: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, key: str = "advantages") -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"{key}.estimator: expected one of {list(ESTIMATORS)}, got {self.estimator!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"{key}.aggregation: expected one of {list(AGGREGATIONS)}, got {self.aggregation!r}")
+        _check_options(self.scale, self.eps, key)  # correct_reward is checked by the recipe, which knows the rewards
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def group_layout(rewards: Tensor, groups: Groups = None) -> tuple[Tensor, Tensor, int]:
+    """(flat float rewards (N,), group ids (N,) in 0..K-1, K): the one place the layout is checked."""
     if rewards.dim() == 2:
-        if group_size is not None and rewards.shape[1] != group_size:
-            raise ValueError(f"rewards have groups of {rewards.shape[1]}, but group_size is {group_size}")
-        grouped = rewards
-    elif rewards.dim() == 1:
-        if group_size is None:
-            raise ValueError("flat (N,) rewards need group_size")
-        if group_size < 1 or rewards.numel() % group_size:
-            raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-        grouped = rewards.view(-1, group_size)
-    else:
+        if isinstance(groups, int) and rewards.shape[1] != groups:
+            raise ValueError(f"rewards have groups of {rewards.shape[1]}, but group_size is {groups}")
+        groups = rewards.shape[1] if not isinstance(groups, Tensor) else groups
+        rewards = rewards.reshape(-1)
+    elif rewards.dim() != 1:
         raise ValueError(f"rewards must be (N,) or (num_groups, G), got shape {tuple(rewards.shape)}")
-    if grouped.numel() == 0:
+    n = rewards.numel()
+    if n == 0:
         raise ValueError("no rewards")
-    if not grouped.is_floating_point():
-        grouped = grouped.float()
-    if torch.isnan(grouped).any():  # one NaN would silently poison its group's mean and std
+    if groups is None:
+        raise ValueError("flat (N,) rewards need group_size or group_index")
+    if isinstance(groups, Tensor):
+        if groups.shape != (n,):
+            raise ValueError(f"group_index must be ({n},), got {tuple(groups.shape)}")
+        uniq, ids = torch.unique(groups.to(rewards.device), return_inverse=True)
+        k = int(uniq.numel())
+    else:
+        if groups < 1 or n % groups:
+            raise ValueError(f"{n} rewards do not split into groups of {groups}")
+        ids = torch.arange(n, device=rewards.device) // groups
+        k = n // groups
+    flat = rewards if rewards.is_floating_point() else rewards.float()
+    if torch.isnan(flat).any():  # one NaN would silently poison its group's mean and std
         raise ValueError("rewards contain NaN (a reward function returned no score?)")
-    return grouped
+    return flat, ids, k
 
 
-def _check_options(scale: str, eps: float) -> None:
+def _check_options(scale: str, eps: float, key: str = "advantages") -> None:
     if scale not in SCALES:
-        raise ConfigError(f"advantages.scale: expected one of {list(SCALES)}, got {scale!r}")
+        raise ConfigError(f"{key}.scale: expected one of {list(SCALES)}, got {scale!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ConfigError(f"advantages.eps: expected a float > 0, got {eps!r}")
+        raise ConfigError(f"{key}.eps: expected a float > 0, got {eps!r}")
 
 
-def group_zscore(
-    rewards: Tensor, group_size: int | None = None, *, scale: Scale = "group", eps: float = DEFAULT_EPS
-) -> tuple[Tensor, dict[str, float]]:
+def _segment(x: Tensor, ids: Tensor, k: int, reduce: str) -> Tensor:
+    """Per-group reduction of x (N,) -> (K,): sum, mean, amax or amin."""
+    out = torch.zeros(k, dtype=x.dtype, device=x.device)
+    if reduce == "sum":
+        return out.index_add(0, ids, x)
+    return out.scatter_reduce(0, ids, x, reduce=reduce, include_self=False)
+
+
+def _group_std(x: Tensor, ids: Tensor, k: int) -> Tensor:
+    mean = _segment(x, ids, k, "mean")
+    return _segment((x - mean[ids]) ** 2, ids, k, "mean").sqrt()
+
+
+def _zscore(x: Tensor, ids: Tensor, k: int, scale: str, eps: float) -> Tensor:
+    mean = _segment(x, ids, k, "mean")
+    flat = _segment(x, ids, k, "amax") == _segment(x, ids, k, "amin")
+    centered = torch.where(flat[ids], torch.zeros_like(x), x - mean[ids])
+    if scale == "group":
+        return centered / (_group_std(x, ids, k)[ids] + eps)
+    if scale == "batch":
+        return centered / (x.std(unbiased=False) + eps)
+    return centered
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def group_zscore(rewards: Tensor, groups: Groups = None, *, scale: Scale = "group", eps: float = DEFAULT_EPS
+                 ) -> tuple[Tensor, dict[str, float]]:
     """GRPO's baseline: subtract the group mean, then divide by a std chosen by ``scale``.
 
     group: (r - mean_g) / (std_g + eps); batch: (r - mean_g) / (std_all + eps), which keeps easy and
     hard prompts on one scale; none: r - mean_g (Dr. GRPO, no per-prompt difficulty weighting).
-    Stds are population stds (see the module docstring).
     """
     _check_options(scale, eps)
-    grouped = as_groups(rewards, group_size)
-    advantages = _zscore(grouped, scale, eps).reshape(-1)
-    stats = {**_reward_stats(grouped.reshape(-1)), **_advantage_stats(advantages)}
-    stats["frac_zero_std_groups"] = zero_std_groups(grouped, eps=eps).float().mean().item()
+    flat, ids, k = group_layout(rewards, groups)
+    advantages = _zscore(flat, ids, k, scale, eps)
+    stats = {**_summary("reward", flat), **_advantage_stats(advantages)}
+    stats["frac_zero_std_groups"] = (_group_std(flat, ids, k) < eps).float().mean().item()
     return advantages, stats
 
 
-def _zscore(grouped: Tensor, scale: str, eps: float) -> Tensor:
-    centered = grouped - grouped.mean(dim=1, keepdim=True)
-    if scale == "group":
-        return centered / (grouped.std(dim=1, unbiased=False, keepdim=True) + eps)
-    if scale == "batch":
-        return centered / (grouped.std(unbiased=False) + eps)
-    return centered
+def group_normalizer(scores: Tensor, groups: Groups, scale: str, eps: float) -> Tensor:
+    """The group z-score as a flat (N,) tensor (the normaliser of every estimator here)."""
+    flat, ids, k = group_layout(scores, groups)
+    return _zscore(flat, ids, k, scale, eps)
 
 
-def group_normalizer(scores: Tensor, group_size: int, scale: str, eps: float) -> Tensor:
-    """The ``Normalizer`` for flat groups of G: the group z-score as a flat (N,) tensor."""
-    return _zscore(as_groups(scores, group_size), scale, eps).reshape(-1)
+Normalizer = Callable[[Tensor, Groups, str, float], Tensor]
 
 
-def zero_std_groups(rewards: Tensor, group_size: int | None = None, *, eps: float = DEFAULT_EPS) -> Tensor:
+def zero_std_groups(rewards: Tensor, groups: Groups = None, *, eps: float = DEFAULT_EPS) -> Tensor:
     """Bool (num_groups,): groups whose rewards have no spread (population std < eps), i.e. no signal."""
-    return as_groups(rewards, group_size).std(dim=1, unbiased=False) < eps
+    flat, ids, k = group_layout(rewards, groups)
+    return _group_std(flat, ids, k) < eps
 
 
-def binary_fallback(
-    advantages: Tensor, correct: Tensor, flat: Tensor, group_size: int
-) -> tuple[Tensor, dict[str, float]]:
+def binary_fallback(advantages: Tensor, correct: Tensor, flat: Tensor, groups: Groups
+                    ) -> tuple[Tensor, dict[str, float]]:
     """GRPO++: in ``flat`` groups replace the (zero) advantages by +1 if correct, -1 if not.
 
     With small groups (G=3) many groups are all right or all wrong; plain GRPO learns nothing from
     them, the fallback still reinforces right answers and pushes down wrong ones.
     """
-    grouped = as_groups(advantages, group_size)
-    correct_g = as_groups(correct.reshape(-1).to(device=grouped.device, dtype=torch.bool), group_size).bool()
-    if correct_g.shape != grouped.shape:
-        raise ValueError(f"correct has shape {tuple(correct.shape)}, advantages {tuple(advantages.shape)}")
-    if flat.shape != (grouped.shape[0],):
-        raise ValueError(f"flat must be ({grouped.shape[0]},), got {tuple(flat.shape)}")
-    binary = correct_g.to(grouped.dtype) * 2 - 1
-    out = torch.where(flat.to(grouped.device)[:, None], binary, grouped).reshape(-1)
-    stats = {
-        "frac_binary_groups": flat.float().mean().item(),
-        "frac_correct": correct_g.float().mean().item(),
-    }
+    adv, ids, k = group_layout(advantages, groups)
+    correct = correct.reshape(-1).to(device=adv.device, dtype=torch.bool)
+    if correct.shape != adv.shape:
+        raise ValueError(f"correct has shape {tuple(correct.shape)}, advantages {tuple(adv.shape)}")
+    if flat.shape != (k,):
+        raise ValueError(f"flat must be ({k},), got {tuple(flat.shape)}")
+    binary = correct.to(adv.dtype) * 2 - 1
+    out = torch.where(flat.to(adv.device)[ids], binary, adv)
+    stats = {"frac_binary_groups": flat.float().mean().item(), "frac_correct": correct.float().mean().item()}
     return out, stats
 
 
-def grpo_plus_plus(
-    rewards: Tensor,
-    correct: Tensor,
-    group_size: int | None = None,
-    *,
-    scale: Scale = "group",
-    eps: float = DEFAULT_EPS,
-) -> tuple[Tensor, dict[str, float]]:
+def grpo_plus_plus(rewards: Tensor, correct: Tensor, groups: Groups = None, *, scale: Scale = "group",
+                   eps: float = DEFAULT_EPS) -> tuple[Tensor, dict[str, float]]:
     """GRPO++ on one reward: group z-score where a group has spread, +-1 by correctness where not."""
-    grouped = as_groups(rewards, group_size)
-    advantages, stats = group_zscore(grouped, scale=scale, eps=eps)
-    advantages, fallback_stats = binary_fallback(
-        advantages, correct, zero_std_groups(grouped, eps=eps), grouped.shape[1]
-    )
+    flat, ids, k = group_layout(rewards, groups)
+    advantages, stats = group_zscore(flat, ids, scale=scale, eps=eps)
+    advantages, fallback_stats = binary_fallback(advantages, correct, zero_std_groups(flat, ids, eps=eps), ids)
     return advantages, {**stats, **fallback_stats, **_advantage_stats(advantages)}
 
 
@@ -163,9 +196,7 @@ def weighted_sum(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) ->
     sizes = {name: r.numel() for name, r in flat.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"reward components differ in size: {sizes}")
-    return sum(
-        (weights[name] * r for name, r in flat.items()), start=torch.zeros_like(next(iter(flat.values())))
-    )
+    return sum((weights[name] * r for name, r in flat.items()), start=torch.zeros_like(next(iter(flat.values()))))
 
 
 def _check_weights(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
@@ -178,33 +209,21 @@ def _check_weights(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) 
     if unknown:
         raise ConfigError(f"advantages.weights: {unknown} are not rewards; rewards are {sorted(rewards)}")
     for name, w in weights.items():
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or w != w:
-            raise ConfigError(f"advantages.weights.{name}: expected a number, got {w!r}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ConfigError(f"advantages.weights.{name}: expected a finite number, got {w!r}")
 
 
-def objective_advantages(
-    rewards: Mapping[str, Tensor],
-    group_size: int,
-    *,
-    scale: Scale = "group",
-    eps: float = DEFAULT_EPS,
-    normalizer: Normalizer = group_normalizer,
-) -> dict[str, Tensor]:
+def objective_advantages(rewards: Mapping[str, Tensor], groups: Groups, *, scale: Scale = "group",
+                         eps: float = DEFAULT_EPS, normalizer: Normalizer = group_normalizer) -> dict[str, Tensor]:
     """Each reward component normalised within its group on its own: {name: (N,)} (CRPO's first step)."""
     _check_options(scale, eps)
-    return {name: normalizer(r.reshape(-1), group_size, scale, eps) for name, r in rewards.items()}
+    return {name: normalizer(r.reshape(-1), groups, scale, eps) for name, r in rewards.items()}
 
 
-def multi_objective_advantages(
-    rewards: Mapping[str, Tensor],
-    weights: Mapping[str, float],
-    group_size: int,
-    *,
-    aggregation: Aggregation = "sum_then_normalize",
-    scale: Scale = "group",
-    eps: float = DEFAULT_EPS,
-    normalizer: Normalizer = group_normalizer,
-) -> tuple[Tensor, Tensor, dict[str, float]]:
+def multi_objective_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Groups, *,
+                               aggregation: Aggregation = "sum_then_normalize", scale: Scale = "group",
+                               eps: float = DEFAULT_EPS, normalizer: Normalizer = group_normalizer
+                               ) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Combine named rewards into one advantage; returns (advantages, flatness signal, stats).
 
     sum_then_normalize: z-score of sum_k w_k r_k (one reward, the usual GRPO setting).
@@ -215,73 +234,68 @@ def multi_objective_advantages(
 
     The flatness signal is what the last normalisation saw (the weighted raw sum, or the combined
     advantage for normalize_then_sum): GRPO++ treats a group as flat when that has std < eps.
+    Reward statistics are all here, under one prefix: `reward/...` (total) and `reward/<name>/...`.
     """
     if aggregation not in AGGREGATIONS:
-        raise ConfigError(
-            f"advantages.aggregation: expected one of {list(AGGREGATIONS)}, got {aggregation!r}"
-        )
+        raise ConfigError(f"advantages.aggregation: expected one of {list(AGGREGATIONS)}, got {aggregation!r}")
     _check_options(scale, eps)
     total = weighted_sum(rewards, weights)
-    as_groups(total, group_size)  # layout and NaN check before any work
-    per_objective = objective_advantages(rewards, group_size, scale=scale, eps=eps, normalizer=normalizer)
+    _, ids, _ = group_layout(total, groups)  # layout and NaN check before any work
+    per_objective = objective_advantages(rewards, ids, scale=scale, eps=eps, normalizer=normalizer)
     if aggregation == "sum_then_normalize":
-        advantages = normalizer(total, group_size, scale, eps)
+        advantages = normalizer(total, ids, scale, eps)
         signal = total
     else:
-        advantages = sum(
-            (weights[name] * adv for name, adv in per_objective.items()), start=torch.zeros_like(total)
-        )
+        advantages = sum((weights[name] * adv for name, adv in per_objective.items()), start=torch.zeros_like(total))
         signal = advantages
-    stats = {**_reward_stats(total), **_advantage_stats(advantages)}
-    stats["frac_zero_std_groups"] = zero_std_groups(signal, group_size, eps=eps).float().mean().item()
+    stats = {**_summary("reward", total), **_advantage_stats(advantages)}
+    stats["frac_zero_std_groups"] = zero_std_groups(signal, ids, eps=eps).float().mean().item()
     for name, r in rewards.items():
         r = r.reshape(-1).float()
         stats[f"reward/{name}/mean"] = r.mean().item()
         stats[f"reward/{name}/std"] = r.std(unbiased=False).item()
         stats[f"reward/{name}/weighted_mean"] = weights[name] * stats[f"reward/{name}/mean"]
-        stats[f"reward/{name}/frac_zero_std_groups"] = (
-            zero_std_groups(r, group_size, eps=eps).float().mean().item()
-        )
+        stats[f"reward/{name}/frac_zero_std_groups"] = zero_std_groups(r, ids, eps=eps).float().mean().item()
         stats[f"adv/{name}/abs_mean"] = per_objective[name].abs().mean().item()
     return advantages, signal, stats
 
 
-def compute_advantages(
-    rewards: Mapping[str, Tensor],
-    weights: Mapping[str, float],
-    group_size: int,
-    *,
-    estimator: Estimator = "grpo",
-    aggregation: Aggregation = "sum_then_normalize",
-    scale: Scale = "group",
-    eps: float = DEFAULT_EPS,
-    correct: Tensor | None = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """The RL loop's entry point: named rewards (each (N,)) -> advantages (N,) and float stats.
-
-    ``correct`` (bool (N,), e.g. from ``correct_from_reward``) is required by ``grpo++`` and only
-    logged by ``grpo``. A single reward is the one-component case with weight 1.
-    """
-    if estimator not in ESTIMATORS:
-        raise ConfigError(f"advantages.estimator: expected one of {list(ESTIMATORS)}, got {estimator!r}")
-    if estimator == "grpo++" and correct is None:
-        raise ValueError("estimator 'grpo++' needs the correct (N,) bool tensor")
-    advantages, signal, stats = multi_objective_advantages(
-        rewards, weights, group_size, aggregation=aggregation, scale=scale, eps=eps
-    )
-    if correct is not None:
-        flat = zero_std_groups(signal, group_size, eps=eps)
-        if estimator == "grpo++":
-            advantages, fallback_stats = binary_fallback(advantages, correct, flat, group_size)
-            stats.update(fallback_stats)
-            stats.update(_advantage_stats(advantages))
-        else:
-            stats["frac_correct"] = correct.reshape(-1).float().mean().item()
+# ---------------------------------------------------------------------------------------------- estimators
+def _grpo(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, cfg: AdvantageConfig
+          ) -> tuple[Tensor, dict[str, float]]:
+    stats = {} if correct is None else {"frac_correct": correct.reshape(-1).float().mean().item()}
     return advantages, stats
 
 
-def _reward_stats(rewards: Tensor) -> dict[str, float]:
-    return _summary("reward", rewards)
+def _grpo_plus_plus(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, cfg: AdvantageConfig
+                    ) -> tuple[Tensor, dict[str, float]]:
+    if correct is None:
+        raise ValueError("estimator 'grpo++' needs the correct (N,) bool tensor")
+    flat = zero_std_groups(signal, ids, eps=cfg.eps)
+    advantages, stats = binary_fallback(advantages, correct, flat, ids)
+    return advantages, {**stats, **_advantage_stats(advantages)}
+
+
+# name -> (combined advantages, flatness signal, group ids, correct, config) -> (advantages, extra stats).
+# Tree-GRPO adds its estimator here (inter-tree + intra-tree z-scores over its own ids).
+ESTIMATORS: dict[str, Callable[..., tuple[Tensor, dict[str, float]]]] = {"grpo": _grpo, "grpo++": _grpo_plus_plus}
+
+
+def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Groups,
+                       config: AdvantageConfig | None = None, *, correct: Tensor | None = None
+                       ) -> tuple[Tensor, dict[str, float]]:
+    """The RL loop's entry point: named rewards (each (N,)) -> advantages (N,) and float stats.
+
+    ``groups``: the batch's `group_index` (or G for contiguous groups). ``correct`` (bool (N,), e.g. from
+    ``correct_from_reward``) is required by ``grpo++`` and only logged by ``grpo``.
+    """
+    cfg = config or AdvantageConfig()
+    advantages, signal, stats = multi_objective_advantages(rewards, weights, groups, aggregation=cfg.aggregation,
+                                                           scale=cfg.scale, eps=cfg.eps)
+    _, ids, _ = group_layout(signal, groups)
+    advantages, extra = ESTIMATORS[cfg.estimator](advantages, signal, ids, correct, cfg)
+    stats.update(extra)
+    return advantages, stats
 
 
 def _advantage_stats(advantages: Tensor) -> dict[str, float]:
@@ -292,9 +306,5 @@ def _advantage_stats(advantages: Tensor) -> dict[str, float]:
 
 def _summary(prefix: str, x: Tensor) -> dict[str, float]:
     x = x.detach().float()
-    return {
-        f"{prefix}/mean": x.mean().item(),
-        f"{prefix}/std": x.std(unbiased=False).item(),
-        f"{prefix}/min": x.min().item(),
-        f"{prefix}/max": x.max().item(),
-    }
+    return {f"{prefix}/mean": x.mean().item(), f"{prefix}/std": x.std(unbiased=False).item(),
+            f"{prefix}/min": x.min().item(), f"{prefix}/max": x.max().item()}

@@ -13,8 +13,7 @@ from typing import Any
 import torch
 
 from training.data import load_images
-
-IGNORE = -100
+from training.losses import IGNORE_INDEX as IGNORE
 
 
 def render(processor, messages: list[dict], add_generation_prompt: bool = False) -> str:

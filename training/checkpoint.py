@@ -3,7 +3,7 @@
 A checkpoint folder is written under a temporary name and renamed into place, so a crash never leaves a
 half-written `step-N/`. It holds the trainable weights (a peft adapter folder, safetensors), the optimizer
 and scheduler states (torch files loaded with `weights_only=True`), every RNG state and the trainer's own
-state (step, data position) as JSON.
+state: step and data position as JSON, its tensors (sampling generator, reference adapter) as safetensors.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,8 +21,9 @@ from typing import Any
 import torch
 
 from training.errors import MedrlError
+from training.run import CHECKPOINT_MARKER, RunDir
 
-STEP_RE = re.compile(r"^step-(\d+)$")
+TRAINER_TENSORS = "trainer_state.safetensors"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -117,45 +117,43 @@ def load_trainable(model, src: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- folders
-def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_RE.match(p.name))]
-    return sorted(found)
+def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, state: dict[str, Any],
+                    tensors: dict[str, torch.Tensor] | None = None, keep: int = 0) -> Path:
+    """Everything a resume needs, in one atomically published folder: the trainer's own tensors (sampling
+    generator, reference adapter, ...) go in with the weights, and `trainer_state.json` is written last, so a
+    published `step-N/` is always complete. Older checkpoints are pruned only after it is published."""
+    from safetensors.torch import save_file
 
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = [p for _, p in checkpoints(run_dir) if (p / "trainer_state.json").is_file()]
-    return found[-1] if found else None
-
-
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict[str, Any],
-                    keep: int = 0) -> Path:
-    final = Path(run_dir) / "checkpoints" / f"step-{step}"
+    final = run.checkpoint_dir(step)
     with atomic_dir(final) as tmp:
         save_trainable(model, tmp / "adapter")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(capture_rng(), tmp / "rng.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+        if tensors:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                      str(tmp / TRAINER_TENSORS))
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({**state, "step": step}, indent=2))
     if keep > 0:
-        for _, old in checkpoints(run_dir)[:-keep]:
+        for _, old in run.checkpoints()[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG from `path`; returns the trainer state."""
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore weights, optimizer, scheduler and RNG from `path`; returns (trainer state, trainer tensors)."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     try:
-        state = json.loads((path / "trainer_state.json").read_text())
+        state = json.loads((path / CHECKPOINT_MARKER).read_text())
         load_trainable(model, path / "adapter")
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
         if scheduler is not None and (path / "scheduler.pt").is_file():
             scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         restore_rng(torch.load(path / "rng.pt", weights_only=True))
+        tensors = load_file(str(path / TRAINER_TENSORS)) if (path / TRAINER_TENSORS).is_file() else {}
     except (OSError, ValueError, RuntimeError) as e:
         raise MedrlError(f"{path}: cannot resume from this checkpoint ({str(e).splitlines()[0][:160]})") from None
-    return state
+    return state, tensors

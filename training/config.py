@@ -49,9 +49,13 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
+    adapter: str | None = None  # start from this adapter (exported, or a run's adapter/): SFT -> RL -> DPO
 
     def validate(self, key: str) -> None:
         check(bool(self.name), f"{key}.name", "a hub id, a local folder or embedded:<kind>", self.name)
+        if self.adapter is not None:
+            check(Path(self.adapter, "adapter_config.json").is_file(), f"{key}.adapter",
+                  "an adapter folder (with adapter_config.json), e.g. runs/<name>/adapter", self.adapter)
         if self.quantization != "none":
             check(self.lora.enabled, f"{key}.lora.enabled", "true when quantization is on (QLoRA: "
                    "4/8-bit weights cannot be trained directly)", self.lora.enabled)

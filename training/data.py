@@ -146,3 +146,27 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
     from training.checkpoint import atomic_write_text
 
     atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+class DataOrder:
+    """Record indices in a seeded per-epoch permutation; `pos` counts records consumed so far (checkpointed,
+    so a resumed run sees the same records in the same order)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, pos: int = 0):
+        self.n, self.seed, self.shuffle, self.pos = n, seed, shuffle, pos
+        self._epoch, self._perm = -1, None
+
+    def _index(self, pos: int) -> int:
+        import torch
+
+        epoch, within = divmod(pos, self.n)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            self._perm = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
+            self._epoch = epoch
+        return self._perm[within]
+
+    def take(self, k: int) -> list[int]:
+        out = [self._index(self.pos + i) for i in range(k)]
+        self.pos += k
+        return out

@@ -14,35 +14,30 @@ from pathlib import Path
 import torch
 import yaml
 
-from training.checkpoint import atomic_dir, latest_checkpoint
+from training.checkpoint import atomic_dir
 from training.config import ModelConfig, from_dict
 from training.errors import MedrlError
-from training.run import DISCLAIMER
-from training.tracking import read_metrics
+from training.run import DISCLAIMER, RunDir
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def run_model_config(run_dir: Path) -> tuple[ModelConfig, dict]:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise MedrlError(f"{run_dir}: not a run folder (no config.yaml)")
-    raw = yaml.safe_load(path.read_text()) or {}
+def run_model_config(run: RunDir) -> tuple[ModelConfig, dict]:
+    if not run.is_run():
+        raise MedrlError(f"{run.path}: not a run folder (no config.yaml)")
+    raw = run.read_config()
     return from_dict(ModelConfig, raw.get("model", {}), "model"), raw
 
 
-def find_adapter(run_dir: Path) -> Path:
-    final = run_dir / "adapter"
-    if (final / "adapter_model.safetensors").is_file():
-        return final
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None and (ckpt / "adapter" / "adapter_model.safetensors").is_file():
-        return ckpt / "adapter"
-    raise MedrlError(f"{run_dir}: no adapter to export (no adapter/ and no checkpoint with an adapter)")
+def find_adapter(run: RunDir) -> Path:
+    found = run.find_adapter()
+    if found is None:
+        raise MedrlError(f"{run.path}: no adapter to export (no adapter/ and no checkpoint with an adapter)")
+    return found
 
 
-def model_card(run_dir: Path, raw_cfg: dict, adapter_src: Path, base_path: str, merged: dict | None) -> str:
-    rows = read_metrics(run_dir)
+def model_card(run: RunDir, raw_cfg: dict, adapter_src: Path, base_path: str, merged: dict | None) -> str:
+    rows = run.read_metrics()
     start = next((r for r in rows if r.get("event") == "start"), {})
     last = next((r for r in reversed(rows) if "loss" in r), {})
     model = raw_cfg.get("model", {})
@@ -58,7 +53,7 @@ library_name: peft
 base_model: {model.get('name', '')}
 tags: [medrl, lora, medical, research-only]
 ---
-# {run_dir.name} (medrl LoRA adapter)
+# {run.name} (medrl LoRA adapter)
 
 > **{DISCLAIMER}**
 
@@ -72,6 +67,7 @@ tags: [medrl, lora, medical, research-only]
 ## Recipe
 Trainer `{raw_cfg.get('trainer', '?')}`; the full resolved config is `medrl_config.yaml` beside this card.
 LoRA r={model.get('lora', {}).get('r')}, alpha={model.get('lora', {}).get('alpha')}, targets: language-model projections.
+{f"Training started from the adapter `{model.get('adapter')}` (its LoRA settings apply)." if model.get('adapter') else ""}
 Exported from `{adapter_src}`.
 
 ## Final metrics
@@ -120,11 +116,11 @@ def merge_adapter(base_cfg: ModelConfig, adapter_dir: Path, out: Path, dtype: st
 
 
 def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype: str = "bfloat16") -> dict:
-    run_dir, out = Path(run_dir), Path(out)
-    if not run_dir.is_dir():
-        raise MedrlError(f"{run_dir}: run folder not found")
-    model_cfg, raw = run_model_config(run_dir)
-    src = find_adapter(run_dir)
+    run, out = RunDir(run_dir), Path(out)
+    if not run.path.is_dir():
+        raise MedrlError(f"{run.path}: run folder not found")
+    model_cfg, raw = run_model_config(run)
+    src = find_adapter(run)
     adapter_cfg = json.loads((src / "adapter_config.json").read_text())
     base_path = adapter_cfg.get("base_model_name_or_path", model_cfg.name)
     result: dict = {"adapter": str(out), "source": str(src)}
@@ -138,7 +134,7 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype:
             merged = merge_adapter(model_cfg, src, tmp / "merged", dtype)
             result["merged"] = str(out / "merged")
             result.update(merged)
-        card = model_card(run_dir, raw, src, base_path, merged)
+        card = model_card(run, raw, src, base_path, merged)
         (tmp / "README.md").write_text(card)
         if merge:
             (tmp / "merged" / "README.md").write_text(card)

@@ -22,12 +22,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from training.losses import IGNORE_INDEX, entropy_from_logits, selective_log_softmax
+from training.losses import HEADS, IGNORE_INDEX, entropy_from_logits, selective_log_softmax
 
 EntropyMode = Literal["none", "stats", "grad"]
 HeadMode = Literal["auto", "chunked", "full"]
 ENTROPY_MODES: tuple[str, ...] = ("none", "stats", "grad")
-HEAD_MODES: tuple[str, ...] = ("auto", "chunked", "full")
+HEAD_MODES = HEADS  # the recipe's loss.head values
 CHUNK_ELEMENTS = 1 << 24  # fp32 logits per chunk: 64 MB
 
 

@@ -146,10 +146,22 @@ def peft_lora_config(lora: LoraConfig):
                           task_type="CAUSAL_LM")
 
 
+def check_adapter(adapter: str | Path, key: str = "model.adapter") -> Path:
+    """An adapter folder (an exported adapter or a run's `adapter/`), or a one-line error naming it."""
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"{key}: '{adapter}' is not an adapter folder (no adapter_config.json)")
+    return path
+
+
 def load_policy(cfg: ModelConfig, adapter: str | Path | None = None, trainable: bool = True) -> Policy:
-    """Base + LoRA (fresh, or loaded from `adapter`), frozen base weights, optional gradient checkpointing."""
+    """Base + LoRA (fresh, or loaded from `adapter` / `cfg.adapter`: stages chain), frozen base weights,
+    optional gradient checkpointing. A loaded adapter keeps its own LoRA settings; `cfg.lora` is then unused."""
     from peft import PeftModel, get_peft_model
 
+    adapter = adapter if adapter is not None else cfg.adapter
+    if adapter is not None:
+        check_adapter(adapter)
     model, processor, tokenizer, vlm, device, dtype, path = load_base(cfg)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -157,8 +169,7 @@ def load_policy(cfg: ModelConfig, adapter: str | Path | None = None, trainable: 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if adapter is not None:
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ConfigError(f"{adapter}: not an adapter folder (no adapter_config.json)")
+        _warn_if_other_base(adapter, path)
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
     elif cfg.lora.enabled:
         model = get_peft_model(model, peft_lora_config(cfg.lora))
@@ -169,6 +180,21 @@ def load_policy(cfg: ModelConfig, adapter: str | Path | None = None, trainable: 
         disable_cpu_bf16_repack(model)  # LoRA wrapping keeps the bnb layers; set again to be sure
     return Policy(model=model, processor=processor, tokenizer=tokenizer, is_vlm=vlm, device=device,
                   dtype=dtype, base_path=path, config=cfg)
+
+
+def autocast_context(precision: str, device: torch.device):
+    """bf16 autocast where the run asks for it (`auto`: on CUDA); a no-op context otherwise."""
+    from contextlib import nullcontext
+
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def _warn_if_other_base(adapter: str | Path, base_path: str) -> None:
+    recorded = read_adapter_base(adapter)
+    if recorded and Path(recorded).exists() and Path(base_path).exists() and \
+            Path(recorded).resolve() != Path(base_path).resolve():
+        print(f"medrl: warning: {adapter} was trained on {recorded}, now loaded onto {base_path}")
 
 
 def trainable_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:

@@ -8,8 +8,8 @@ L x L mask. A dense 4-D mask path (`mode="dense"`) is kept as a fallback and for
 
 Positions restart after the prompt for every completion: P, P+1, ... for a text LM; for Qwen2.5-VL the prompt's
 3-D positions come from `get_rope_index` and each completion continues at the prompt's LAST position + 1 in all
-three rows. lm_head runs only on the positions that predict completion tokens. Output layout is the rollout's
-right-padded (N, T), identical to `naive_completion_logprobs`, so the loss does not care which forward ran.
+three rows. Only the hidden states that predict completion tokens leave this module (`grouped_hidden`), in the
+same order as the naive forward's, so `training.forward` applies one output head whichever forward ran.
 
 Registering the attention switches the model's (text) attention implementation to `medrl_prefix_grouper`; calls
 without a packing spec (generation, plain forwards) go to transformers' SDPA unchanged. The switch is permanent
@@ -24,11 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.rollout import (
+from training.batch import (
     RolloutBatch,
     continuation_positions,
-    is_mrope_model,
-    mm_token_types,
+    fed_lengths,
     model_device,
     prompt_positions,
     unwrap_model,
@@ -37,14 +36,6 @@ from training.rollout import (
 ATTN_NAME = "medrl_prefix_grouper"
 MODES = ("efficient", "dense")
 SPEC_KWARG = "prefix_grouper"
-
-
-@dataclass
-class CompletionLogProbs:
-    """Per-token log-probs (and entropies) of completions, (N, T), 0 where the completion mask is 0."""
-
-    logprobs: torch.Tensor
-    entropy: torch.Tensor | None = None
 
 
 @dataclass
@@ -182,10 +173,7 @@ def enable_prefix_grouper(model: torch.nn.Module) -> torch.nn.Module:
 
 def _group_rows(batch: RolloutBatch) -> tuple[list[int], list[list[int]], list[int]]:
     """(prompt index per group, row indices per group, fed length per row = last unmasked token + 1)."""
-    mask = batch.completion_mask.bool()
-    t = mask.shape[1]
-    last = torch.where(mask, torch.arange(1, t + 1, device=mask.device)[None], 0).amax(-1) if t else mask.sum(-1)
-    lengths = last.tolist()
+    lengths = fed_lengths(batch.completion_mask).tolist()
     order: dict[int, list[int]] = {}
     for r, gidx in enumerate(batch.group_index.tolist()):
         order.setdefault(int(gidx), []).append(r)
@@ -193,35 +181,12 @@ def _group_rows(batch: RolloutBatch) -> tuple[list[int], list[list[int]], list[i
     return groups, [[r for r in order[g] if lengths[r] > 0] for g in groups], lengths
 
 
-def _vision_kwargs(prompts: list[Any]) -> dict[str, torch.Tensor]:
+def vision_kwargs(prompts: list[Any]) -> dict[str, torch.Tensor]:
     pv = [p.pixel_values for p in prompts if p.pixel_values is not None]
     if not pv:
         return {}
     return {"pixel_values": torch.cat(pv, 0),
             "image_grid_thw": torch.cat([p.image_grid_thw for p in prompts if p.pixel_values is not None], 0)}
-
-
-def _head_logprobs(base: torch.nn.Module, hidden: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-                   temperature: float, return_entropy: bool) -> CompletionLogProbs:
-    """lm_head on the gathered (N, T, H) hidden states only: never full-vocabulary logits for prompts."""
-    logits = base.get_output_embeddings()(hidden).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp_all = torch.log_softmax(logits, -1)
-    m = mask.to(logp_all.dtype)
-    logps = logp_all.gather(-1, tokens[..., None])[..., 0] * m
-    ent = None
-    if return_entropy:
-        ent = -(logp_all.exp() * logp_all).sum(-1) * m
-    return CompletionLogProbs(logps, ent)
-
-
-def _decoder_hidden(base: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None,
-                    attention_mask: Any, **kwargs: Any) -> torch.Tensor:
-    """Last hidden states of the inner model (vision tower + decoder), without the lm_head."""
-    out = base.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False,
-                     **kwargs)
-    return out.last_hidden_state
 
 
 def pack_batch(base: torch.nn.Module, batch: RolloutBatch, mode: str = "efficient"
@@ -260,74 +225,27 @@ def pack_batch(base: torch.nn.Module, batch: RolloutBatch, mode: str = "efficien
     return input_ids, position_ids, spec, gather.to(device), prompts
 
 
-def grouped_completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, *, mode: str = "efficient",
-                                temperature: float = 1.0, return_entropy: bool = False) -> CompletionLogProbs:
-    """Completion log-probs with each group's prompt encoded once (see module docstring); differentiable."""
+def decoder_hidden(base: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None,
+                   attention_mask: Any, **kwargs: Any) -> torch.Tensor:
+    """Last hidden states of the inner model (vision tower + decoder), without the lm_head."""
+    out = base.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False,
+                     **kwargs)
+    return out.last_hidden_state
+
+
+def grouped_hidden(model: torch.nn.Module, batch: RolloutBatch, mode: str = "efficient") -> torch.Tensor:
+    """(M, H) hidden states that predict the M masked completion tokens (row-major over the mask), each group's
+    prompt encoded once (see module docstring); differentiable. The caller applies the output head."""
     base = enable_prefix_grouper(model)
-    if not bool(batch.completion_mask.any()):
-        zeros = torch.zeros(batch.completion_ids.shape, device=model_device(base))
-        return CompletionLogProbs(zeros, zeros.clone() if return_entropy else None)
+    mask = batch.completion_mask.bool()
+    if not bool(mask.any()):
+        hidden_size = base.config.get_text_config().hidden_size
+        return torch.zeros(0, hidden_size, device=model_device(base))
     input_ids, position_ids, spec, gather, prompts = pack_batch(base, batch, mode)
     text_cfg = base.config.get_text_config()
     layer_types = set(getattr(text_cfg, "layer_types", None) or ["full_attention"])
     if "sliding_attention" in layer_types:
         raise NotImplementedError("prefix grouping with sliding-window layers is not supported")
     masks = dict.fromkeys(layer_types)  # a dict skips transformers' mask building; the spec carries the layout
-    hidden = _decoder_hidden(base, input_ids, position_ids, masks, **_vision_kwargs(prompts), **{SPEC_KWARG: spec})
-    device = hidden.device
-    h = hidden[0].index_select(0, gather.flatten()).view(*gather.shape, -1)
-    return _head_logprobs(base, h, batch.completion_ids.to(device), batch.completion_mask.to(device), temperature,
-                          return_entropy)
-
-
-def naive_completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, *, temperature: float = 1.0,
-                              return_entropy: bool = False) -> CompletionLogProbs:
-    """The reference: every completion with its own copy of the prompt (and images), right-padded rows."""
-    base = unwrap_model(model)
-    device = model_device(base)
-    _, _, lengths = _group_rows(batch)
-    n, t = batch.completion_ids.shape
-    rows, types, prompts = [], [], []
-    gather = torch.zeros(n, t, dtype=torch.long)
-    for r in range(n):
-        prompt = batch.prompts[int(batch.group_index[r])].to(device)
-        prompts.append(prompt)
-        ln, p = lengths[r], len(prompt)
-        rows.append(torch.cat([prompt.input_ids, batch.completion_ids[r, :ln].to(device)]))
-        if is_mrope_model(base):
-            pt = prompt.mm_token_type_ids if prompt.mm_token_type_ids is not None else mm_token_types(
-                base.model, prompt.input_ids)
-            types.append(torch.cat([pt.to(device), torch.zeros(ln, dtype=pt.dtype, device=device)]))
-        gather[r, : max(ln, 1)] = torch.arange(p - 1, p - 1 + max(ln, 1))
-    width = max(len(x) for x in rows)
-    pad = batch.pad_token_id
-    input_ids = torch.full((n, width), pad, dtype=torch.long, device=device)
-    attn = torch.zeros((n, width), dtype=torch.long, device=device)
-    for r, x in enumerate(rows):
-        input_ids[r, : len(x)] = x
-        attn[r, : len(x)] = 1
-    kwargs: dict[str, Any] = _vision_kwargs(prompts)
-    if types:
-        mm = torch.zeros((n, width), dtype=types[0].dtype, device=device)
-        for r, x in enumerate(types):
-            mm[r, : len(x)] = x
-        kwargs["mm_token_type_ids"] = mm
-    hidden = _decoder_hidden(base, input_ids, None, attn, **kwargs)
-    if is_mrope_model(base):
-        base.model.rope_deltas = None  # the plain forward caches deltas; do not leak them into generation
-    gather = gather.to(device)
-    h = hidden.gather(1, gather[..., None].expand(-1, -1, hidden.shape[-1]))
-    return _head_logprobs(base, h, batch.completion_ids.to(device), batch.completion_mask.to(device), temperature,
-                          return_entropy)
-
-
-def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, *, method: str = "grouped",
-                        temperature: float = 1.0, return_entropy: bool = False) -> CompletionLogProbs:
-    """One entry point for the loss: method in {"grouped", "dense", "naive"}."""
-    if method == "naive":
-        return naive_completion_logprobs(model, batch, temperature=temperature, return_entropy=return_entropy)
-    if method in ("grouped", "efficient", "dense"):
-        mode = "dense" if method == "dense" else "efficient"
-        return grouped_completion_logprobs(model, batch, mode=mode, temperature=temperature,
-                                           return_entropy=return_entropy)
-    raise ValueError(f"method must be 'grouped', 'dense' or 'naive', got {method!r}")
+    hidden = decoder_hidden(base, input_ids, position_ids, masks, **vision_kwargs(prompts), **{SPEC_KWARG: spec})
+    return hidden[0].index_select(0, gather[mask.to(gather.device)])

@@ -3,10 +3,10 @@
 The sampling loop is ours rather than `model.generate` so that it also records the log-prob of every sampled
 token, which the RL loss needs as the "old policy" log-prob without a second forward pass.
 
-Log-prob convention: `sampling_logprobs` are `log_softmax(logits / logprob_temperature)` at the sampled token,
-with `logprob_temperature=1.0` by default, i.e. the policy's plain distribution, NOT the temperature / top-k /
-top-p warped distribution the token was drawn from. `training.prefix_grouper` computes the same quantity for the
-loss (pass it the same `temperature`), so the ratio pi/pi_old is exactly 1 on the first update.
+Log-prob convention: `sampling_logprobs` are `log_softmax(logits / T)` at the sampled token, T the sampling
+temperature (1 for greedy), i.e. the policy that sampled, as TRL and verl define it; top-k / top-p truncation
+is not part of it. The loss forward (`training.forward`) computes the same quantity at the same T, so the ratio
+pi/pi_old is exactly 1 on the first update and the KL and entropy are those of the sampling policy.
 
 Prompts of different lengths are handled by looping over prompts: each prompt's prefill runs once on one row and
 its decode runs on G rows, so nothing is padded and VLM positions (mRoPE) never see padding.
@@ -14,193 +14,62 @@ its decode runs on G rows, so nothing is padded and VLM positions (mRoPE) never 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from training.errors import ConfigError, MedrlError
+from training.batch import (
+    PromptInputs,
+    RolloutBatch,
+    model_device,
+    prompt_positions,
+    unwrap_model,
+)
+from training.config import check
+from training.errors import MedrlError
 from training.models import disable_cpu_bf16_repack
 
 
 @dataclass
-class PromptInputs:
-    """One encoded prompt, enough to re-run it: token ids and, for a VLM, the processor's image tensors."""
+class SamplingConfig:
+    """How to sample G completions per prompt; also the RL recipe's `rollout:` section.
 
-    input_ids: torch.Tensor  # (P,) long
-    pixel_values: torch.Tensor | None = None  # (patches, dim), this prompt's images only
-    image_grid_thw: torch.Tensor | None = None  # (num_images, 3)
-    mm_token_type_ids: torch.Tensor | None = None  # (P,): 0 text, 1 image, 2 video
-
-    @classmethod
-    def from_encoding(cls, enc: Mapping[str, Any]) -> PromptInputs:
-        """From a processor/tokenizer output for ONE prompt (batch dim 1 or none); padding is dropped."""
-        ids = torch.as_tensor(enc["input_ids"])
-        keep = None
-        if ids.dim() == 2:
-            if ids.shape[0] != 1:
-                raise ValueError("from_encoding takes one prompt; encode prompts one at a time")
-            ids = ids[0]
-            if enc.get("attention_mask") is not None:
-                keep = torch.as_tensor(enc["attention_mask"])[0].bool()
-        types = enc.get("mm_token_type_ids")
-        if types is not None:
-            types = torch.as_tensor(types)
-            types = types[0] if types.dim() == 2 else types
-        if keep is not None:
-            ids = ids[keep]
-            types = types[keep] if types is not None else None
-        return cls(ids.long(), enc.get("pixel_values"), enc.get("image_grid_thw"), types)
-
-    def to(self, device: torch.device | str) -> PromptInputs:
-        move = (lambda t: t.to(device) if t is not None else None)  # noqa: E731
-        return PromptInputs(move(self.input_ids), move(self.pixel_values), move(self.image_grid_thw),
-                            move(self.mm_token_type_ids))
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-
-def encode_prompts(processor: Any, texts: Sequence[str], images: Sequence[Sequence[Any] | None] | None = None
-                   ) -> list[PromptInputs]:
-    """Encode already-templated prompt texts one by one (a tokenizer, or a VLM processor when images are given)."""
-    out = []
-    for i, text in enumerate(texts):
-        imgs = list(images[i]) if images is not None and images[i] else None
-        if imgs:
-            enc = processor(text=[text], images=imgs, return_tensors="pt")
-        else:
-            tok = getattr(processor, "tokenizer", processor)
-            enc = tok([text], return_tensors="pt")
-        out.append(PromptInputs.from_encoding(enc))
-    return out
-
-
-@dataclass
-class RolloutBatch:
-    """G completions per prompt in one right-padded (N, T) layout, N = num_prompts * G, rows grouped by prompt.
-
-    `completion_mask` is 1 on the tokens the loss should see: up to and including the EOS token or the token
-    that completed a stop string; 0 on padding. `sampling_logprobs` is 0 where the mask is 0.
+    temperature 0 or top_k 1 means greedy (evaluation; RL needs temperature > 0, checked by the RL config).
     """
 
-    prompts: list[PromptInputs]
-    completion_ids: torch.Tensor  # (N, T) long, right-padded with pad_token_id
-    completion_mask: torch.Tensor  # (N, T) bool
-    group_index: torch.Tensor  # (N,) long: which prompt each row belongs to
-    pad_token_id: int
-    sampling_logprobs: torch.Tensor | None = None  # (N, T) float32
-    texts: list[str] = field(default_factory=list)  # decoded completions (special tokens skipped)
-    truncated: torch.Tensor | None = None  # (N,) bool: hit max_new_tokens without EOS / stop string
-    logprob_temperature: float = 1.0
-
-    @classmethod
-    def from_completions(cls, prompts: Sequence[PromptInputs], completions: Sequence[Sequence[int]],
-                         pad_token_id: int, group_index: Sequence[int] | None = None) -> RolloutBatch:
-        """Build a batch from given token lists (teacher forcing, tests, benchmarks); G rows per prompt in order."""
-        n = len(completions)
-        if group_index is None:
-            if n % max(len(prompts), 1):
-                raise ValueError(f"{n} completions do not split evenly over {len(prompts)} prompts")
-            group_index = torch.arange(len(prompts)).repeat_interleave(n // len(prompts)).tolist()
-        t = max((len(c) for c in completions), default=0)
-        ids = torch.full((n, t), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, t), dtype=torch.bool)
-        for i, c in enumerate(completions):
-            ids[i, : len(c)] = torch.as_tensor(list(c), dtype=torch.long)
-            mask[i, : len(c)] = True
-        return cls(list(prompts), ids, mask, torch.as_tensor(list(group_index), dtype=torch.long), pad_token_id,
-                   texts=[""] * n)
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.completion_ids.shape[0])
-
-    @property
-    def completion_lengths(self) -> torch.Tensor:
-        return self.completion_mask.sum(-1)
-
-    def to(self, device: torch.device | str) -> RolloutBatch:
-        move = (lambda t: t.to(device) if t is not None else None)  # noqa: E731
-        return replace(self, prompts=[p.to(device) for p in self.prompts],
-                       completion_ids=self.completion_ids.to(device), completion_mask=self.completion_mask.to(device),
-                       group_index=self.group_index.to(device), sampling_logprobs=move(self.sampling_logprobs),
-                       truncated=move(self.truncated))
-
-
-@dataclass
-class SamplingConfig:
-    """How to sample G completions per prompt. temperature 0 or top_k 1 means greedy."""
-
-    num_generations: int = 8
-    max_new_tokens: int = 256
+    num_generations: int = 8  # G
+    max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0: off
-    stop_strings: tuple[str, ...] = ()
-    eos_token_ids: tuple[int, ...] | None = None  # None: the model's generation_config, else the tokenizer's
-    logprob_temperature: float = 1.0  # temperature of the RECORDED log-probs (see module docstring)
+    stop_strings: list[str] = field(default_factory=list)
+    ignore_eos: bool = False  # sample exactly max_new_tokens (benchmarks)
+    eos_token_ids: list[int] | None = None  # None: the model's generation_config, else the tokenizer's
     seed: int | None = None  # seeds a private torch.Generator when none is passed
     progress: bool = False  # tqdm bar over prompts
 
-    def validate(self) -> None:
-        if self.num_generations < 1:
-            raise ConfigError(f"num_generations: must be >= 1, got {self.num_generations}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature: must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k: must be >= 0, got {self.top_k}")
-        if self.logprob_temperature <= 0:
-            raise ConfigError(f"logprob_temperature: must be > 0, got {self.logprob_temperature}")
+    def validate(self, key: str = "rollout") -> None:
+        check(self.num_generations >= 1, f"{key}.num_generations", "an integer >= 1", self.num_generations)
+        check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an integer >= 1", self.max_new_tokens)
+        check(self.temperature >= 0, f"{key}.temperature", "a float >= 0 (0: greedy)", self.temperature)
+        check(0 < self.top_p <= 1, f"{key}.top_p", "a float in (0, 1]", self.top_p)
+        check(self.top_k >= 0, f"{key}.top_k", "an integer >= 0 (0: off)", self.top_k)
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
 
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under a peft wrapper (LoRA layers are injected, so they stay active)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def mm_token_types(inner: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """0 text / 1 image / 2 video per token, from the config's placeholder ids (when the processor gave none)."""
-    cfg = inner.config
-    types = torch.zeros_like(ids)
-    if getattr(cfg, "image_token_id", None) is not None:
-        types[ids == cfg.image_token_id] = 1
-    if getattr(cfg, "video_token_id", None) is not None:
-        types[ids == cfg.video_token_id] = 2
-    return types
-
-
-def is_mrope_model(base: torch.nn.Module) -> bool:
-    return hasattr(getattr(base, "model", None), "get_rope_index")
-
-
-def prompt_positions(base: torch.nn.Module, prompt: PromptInputs) -> torch.Tensor:
-    """Rotary positions of the prompt alone: (P,) for a text LM, (3, P) t/h/w rows for Qwen2.5-VL."""
-    ids = prompt.input_ids
-    if not is_mrope_model(base):
-        return torch.arange(ids.shape[0], device=ids.device)
-    types = prompt.mm_token_type_ids if prompt.mm_token_type_ids is not None else mm_token_types(base.model, ids)
-    pos, _ = base.model.get_rope_index(ids[None], types[None].to(ids.device), image_grid_thw=prompt.image_grid_thw)
-    return pos[:, 0]
-
-
-def continuation_positions(prompt_pos: torch.Tensor, length: int) -> torch.Tensor:
-    """Positions of `length` tokens after the prompt: the prompt's LAST position + 1, +2, ... (all mRoPE rows)."""
-    step = torch.arange(1, length + 1, device=prompt_pos.device)
-    return prompt_pos[..., -1:] + step
+    @property
+    def logprob_temperature(self) -> float:
+        """The temperature of the recorded (and trained) log-probs: the sampling one, 1 when greedy."""
+        return 1.0 if self.temperature == 0 else self.temperature
 
 
 def _eos_ids(base: torch.nn.Module, tokenizer: Any, config: SamplingConfig) -> set[int]:
+    if config.ignore_eos:
+        return set()
     if config.eos_token_ids is not None:
         return set(config.eos_token_ids)
     eos = getattr(getattr(base, "generation_config", None), "eos_token_id", None)
@@ -213,7 +82,7 @@ def _eos_ids(base: torch.nn.Module, tokenizer: Any, config: SamplingConfig) -> s
 
 def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
     """Temperature, then top-k, then top-p (transformers' order), then one multinomial draw per row."""
-    if config.temperature == 0 or config.top_k == 1:
+    if config.greedy:
         return logits.argmax(-1)
     scores = logits / config.temperature
     if config.top_k > 0 and config.top_k < scores.shape[-1]:

@@ -1,85 +1,124 @@
-"""One run folder (DESIGN.md "Runs"): resolved config, metrics, checkpoints, final adapter; shared by trainers."""
+"""`RunDir`: the one owner of a run folder's layout (DESIGN.md "Runs"); trainers, checkpointing, tracking,
+export and the app all go through it. Imports no torch, so readers (the app, `medrl export`) stay light.
+
+```
+runs/<name>/config.yaml          resolved config
+runs/<name>/metrics.jsonl        one JSON row per logged step
+runs/<name>/tensorboard/         TensorBoard events
+runs/<name>/checkpoints/step-N/  everything a resume needs (written atomically)
+runs/<name>/adapter/             the final adapter
+runs/<name>/eval/                evaluations
+runs/<name>/trees/               Tree-GRPO trees per step
+```
+"""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+import json
+import re
 from pathlib import Path
 from typing import Any
-
-import torch
-
-from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_trainable
-from training.config import save_config
-from training.errors import MedrlError
-from training.tracking import MetricsLogger
 
 DISCLAIMER = ("For research use only. Not a medical device; outputs are not medical advice and must not be "
               "used for diagnosis or treatment decisions.")
 
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+STEP_RE = re.compile(r"^step-(\d+)$")
+CHECKPOINT_MARKER = "trainer_state.json"  # written last inside the (atomic) folder
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-@dataclass
-class Run:
-    dir: Path
-    cfg: Any
-    metrics: MetricsLogger
-    resume_from: Path | None
+class RunDir:
+    """Paths and read-only queries of one run folder."""
 
-    @classmethod
-    def open(cls, cfg: Any, resume: bool) -> Run:
-        """Create runs/<name>/ (or reopen it with `resume`); refuses to overwrite a run that has checkpoints."""
-        run_dir = cfg.run.dir
-        ckpt = latest_checkpoint(run_dir) if resume else None
-        if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-            raise MedrlError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another "
-                             "--run.name")
-        if resume and ckpt is None and (run_dir / "adapter").is_dir():
-            raise MedrlError(f"{run_dir}: nothing to resume (the run finished; its adapter is in adapter/)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        # Rows past the checkpoint we continue from (all rows, when starting over in a folder whose run died
-        # before its first checkpoint) are dropped, so metrics.jsonl never holds two histories.
-        resume_step = int(ckpt.name.split("-")[1]) if ckpt is not None else -1
-        metrics = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard, resume_step=resume_step)
-        return cls(dir=run_dir, cfg=cfg, metrics=metrics, resume_from=ckpt)
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
 
-    def start(self, policy, data, step: int) -> None:
-        """Log what is being trained (once per run) and say how many records were skipped."""
-        from training.models import describe
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
 
-        if step == 0:
-            self.metrics.log(0, {"event": "start", **{k: v for k, v in describe(policy).items() if k != "path"},
-                                 "records": len(data), "records_skipped": len(data.skipped)})
-        if data.skipped:
-            print(f"medrl: {data.summary()}")
+    def __fspath__(self) -> str:
+        return str(self.path)
 
-    def restore(self, model, optimizer, scheduler) -> dict:
-        if self.resume_from is None:
-            return {"step": 0}
-        return load_checkpoint(self.resume_from, model, optimizer, scheduler)
+    @property
+    def name(self) -> str:
+        return self.path.name
 
-    def checkpoint(self, step: int, model, optimizer, scheduler, state: dict) -> Path:
-        return save_checkpoint(self.dir, step, model, optimizer, scheduler, state, keep=self.cfg.run.keep_checkpoints)
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
 
-    def should_save(self, step: int) -> bool:
-        every = self.cfg.run.save_every
-        return step == self.cfg.run.max_steps or (every > 0 and step % every == 0)
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
 
-    def finish(self, model, policy=None) -> Path:
-        """Write the final adapter (atomically) and close the metrics."""
-        from training.checkpoint import atomic_dir
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
 
-        with atomic_dir(self.dir / "adapter") as tmp:
-            save_trainable(model, tmp)
-            if policy is not None:
-                (policy.processor if policy.is_vlm else policy.tokenizer).save_pretrained(str(tmp))
-        self.metrics.close()
-        return self.dir / "adapter"
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def trees_dir(self) -> Path:
+        return self.path / "trees"
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step-{step}"
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Published checkpoints, oldest first (temporary folders of a write in progress are not listed)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoints_dir.iterdir()
+                 if p.is_dir() and (m := STEP_RE.match(p.name)) and (p / CHECKPOINT_MARKER).is_file()]
+        return sorted(found)
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    def has_checkpoints(self) -> bool:
+        return self.checkpoints_dir.is_dir() and any(self.checkpoints_dir.iterdir())
+
+    def is_finished(self) -> bool:
+        return (self.adapter_dir / ADAPTER_WEIGHTS).is_file()
+
+    def find_adapter(self) -> Path | None:
+        """The final adapter, else the latest checkpoint's, else None."""
+        if self.is_finished():
+            return self.adapter_dir
+        ckpt = self.latest_checkpoint()
+        if ckpt is not None and (ckpt / "adapter" / ADAPTER_WEIGHTS).is_file():
+            return ckpt / "adapter"
+        return None
+
+    def read_config(self) -> dict[str, Any]:
+        import yaml
+
+        return yaml.safe_load(self.config_path.read_text()) or {} if self.config_path.is_file() else {}
+
+    def read_metrics(self) -> list[dict]:
+        """Rows of metrics.jsonl (unreadable lines skipped)."""
+        if not self.metrics_path.is_file():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows

@@ -8,66 +8,43 @@ position is checkpointed, so `--resume` continues exactly.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 
 import torch
 
-from training.chat import IGNORE, count_label_tokens, encode_conversations
-from training.data import read_jsonl
-from training.models import load_policy, trainable_parameters
+from training.batch import unwrap_model
+from training.chat import count_label_tokens, encode_conversations
+from training.data import DataOrder, read_jsonl
+from training.head import head_nll
+from training.models import autocast_context, load_policy, trainable_parameters
 from training.optim import build_optimizer, build_scheduler, clip_and_step
-from training.run import Run, seed_everything
+from training.session import Session, seed_everything
 from training.sft_config import SFTConfig
 from training.tracking import progress
 
 
-class DataOrder:
-    """Record indices in a seeded per-epoch permutation; `pos` counts records consumed so far."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool, pos: int = 0):
-        self.n, self.seed, self.shuffle, self.pos = n, seed, shuffle, pos
-        self._epoch, self._perm = -1, None
-
-    def _index(self, pos: int) -> int:
-        epoch, within = divmod(pos, self.n)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed + epoch)
-            self._perm = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
-            self._epoch = epoch
-        return self._perm[within]
-
-    def take(self, k: int) -> list[int]:
-        out = [self._index(self.pos + i) for i in range(k)]
-        self.pos += k
-        return out
-
-
-def autocast_context(precision: str, device: torch.device):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-
 def sft_micro_loss(model, batch: dict, normalizer: int) -> tuple[torch.Tensor, int]:
-    """Sum of assistant-token cross-entropy / `normalizer` (the step's total label tokens)."""
+    """Sum of assistant-token cross-entropy / `normalizer` (the step's total label tokens).
+
+    Only the hidden states of labelled positions reach the output head, in chunks (`training.head`): no
+    full-vocabulary logits for the whole sequence, which at Qwen's 151,936 tokens would dominate memory.
+    """
     labels = batch.pop("labels")
-    out = model(**batch, use_cache=False)
-    logits = out.logits[:, :-1].float()
-    target = labels[:, 1:]
-    loss_sum = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                                 ignore_index=IGNORE, reduction="sum")
-    return loss_sum / max(1, normalizer), int((target != IGNORE).sum())
+    base = unwrap_model(model)
+    hidden = base.model(**batch, use_cache=False).last_hidden_state
+    nll, n = head_nll(base.get_output_embeddings(), hidden[:, :-1], labels[:, 1:].to(hidden.device))
+    return nll / max(1, normalizer), n
 
 
 def train_sft(cfg: SFTConfig, resume: bool = False) -> dict:
     """Run SFT to `cfg.run.max_steps`; returns the last logged metrics."""
     seed_everything(cfg.run.seed)
     data = read_jsonl(cfg.data.train, "sft", limit=cfg.data.max_records)
-    run = Run.open(cfg, resume)
+    run = Session.open(cfg, resume)
     policy = load_policy(cfg.model)
     model = policy.model
     optimizer = build_optimizer([p for _, p in trainable_parameters(model)], cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.run.max_steps, cfg.optim)
-    state = run.restore(model, optimizer, scheduler)
+    state, _ = run.restore(model, optimizer, scheduler)
     step = int(state["step"])
     order = DataOrder(len(data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
     run.start(policy, data, step)

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from training.run import RunDir
+
 T = TypeVar("T")
 
 
@@ -41,10 +43,10 @@ class MetricsLogger:
     duplicated or orphaned rows.
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None):
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.run_dir / "metrics.jsonl"
+    def __init__(self, run_dir: str | Path | RunDir, tensorboard: bool = True, resume_step: int | None = None):
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        self.path = self.run.metrics_path
         if resume_step is not None and self.path.exists():
             self._truncate_after(resume_step)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -54,7 +56,7 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 purge = resume_step + 1 if resume_step is not None and resume_step >= 0 else None
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
+                self._tb = SummaryWriter(log_dir=str(self.run.tensorboard_dir), purge_step=purge)
             except ImportError:  # tensorboard is a dependency; tolerate a broken install, keep the JSONL
                 self._tb = None
         self._t0 = time.time()
@@ -92,18 +94,9 @@ class MetricsLogger:
         self.close()
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
+def read_metrics(run_dir: str | Path | RunDir) -> list[dict]:
     """Rows of a run's metrics.jsonl (unreadable lines skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
+    return (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).read_metrics()
 
 
 def iter_rows(rows: list[dict], key: str) -> Iterator[tuple[int, float]]:

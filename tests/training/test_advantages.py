@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from training.advantages import (
-    as_groups,
+    AdvantageConfig,
     binary_fallback,
     compute_advantages,
     correct_from_reward,
+    group_layout,
     group_zscore,
     grpo_plus_plus,
     multi_objective_advantages,
@@ -46,20 +47,20 @@ def test_group_scale_by_hand() -> None:
 def test_batch_scale_by_hand() -> None:
     # centred within groups: [-1, 1, -2, 2]; batch [1, 3, 0, 4]: mean 2,
     # population var (1 + 1 + 4 + 4) / 4 = 2.5, so every value is divided by sqrt(2.5) + eps.
-    adv, _ = group_zscore(torch.tensor([1.0, 3.0, 0.0, 4.0]), group_size=2, scale="batch")
+    adv, _ = group_zscore(torch.tensor([1.0, 3.0, 0.0, 4.0]), 2, scale="batch")
     d = math.sqrt(2.5) + EPS
     close(adv, [-1 / d, 1 / d, -2 / d, 2 / d])
 
 
 def test_none_scale_is_dr_grpo_centering() -> None:
-    adv, _ = group_zscore(torch.tensor([1.0, 3.0, 0.0, 4.0]), group_size=2, scale="none")
+    adv, _ = group_zscore(torch.tensor([1.0, 3.0, 0.0, 4.0]), 2, scale="none")
     close(adv, [-1.0, 1.0, -2.0, 2.0])
 
 
 def test_population_std_at_g3() -> None:
     # [1, 0, 0]: mean 1/3, deviations 2/3, -1/3, -1/3; population var (4 + 1 + 1) / 27 = 2/9, std sqrt(2)/3.
     # (TRL's unbiased std is sqrt(1/3), i.e. sqrt(3/2) times larger, giving 1.1547 instead of 1.4142.)
-    adv, _ = group_zscore(torch.tensor([1.0, 0.0, 0.0]), group_size=3, eps=1e-8)
+    adv, _ = group_zscore(torch.tensor([1.0, 0.0, 0.0]), 3, eps=1e-8)
     s = math.sqrt(2) / 3
     close(adv, [(2 / 3) / s, (-1 / 3) / s, (-1 / 3) / s], tol=1e-5)
     assert adv[0].item() == pytest.approx(math.sqrt(2), rel=1e-5)
@@ -74,15 +75,17 @@ def test_flat_group_gets_zero_and_is_counted() -> None:
 def test_layout_checks() -> None:
     flat = torch.tensor([1.0, 3.0, 0.0, 4.0])
     torch.testing.assert_close(group_zscore(flat, 2)[0], group_zscore(flat.view(2, 2))[0])
-    assert as_groups(torch.tensor([1, 0, 1, 1]), 2).dtype == torch.float32  # int rewards are fine
+    assert group_layout(torch.tensor([1, 0, 1, 1]), 2)[0].dtype == torch.float32  # int rewards are fine
     with pytest.raises(ValueError, match="do not split"):
-        as_groups(flat, 3)
+        group_layout(flat, 3)
     with pytest.raises(ValueError, match="group_size"):
-        as_groups(flat)
+        group_layout(flat)
     with pytest.raises(ValueError, match="groups of 2"):
-        as_groups(flat.view(2, 2), 4)
+        group_layout(flat.view(2, 2), 4)
     with pytest.raises(ValueError, match="NaN"):
-        as_groups(torch.tensor([1.0, float("nan")]), 2)
+        group_layout(torch.tensor([1.0, float("nan")]), 2)
+    with pytest.raises(ValueError, match="group_index"):
+        group_layout(flat, torch.tensor([0, 1]))
     with pytest.raises(ConfigError, match="advantages.scale"):
         group_zscore(flat, 2, scale="std")
     with pytest.raises(ConfigError, match="advantages.eps"):
@@ -157,7 +160,7 @@ def test_normalize_then_sum_by_hand() -> None:
     per = objective_advantages(rewards, 2, eps=1e-8)
     close(per["acc"], [1.0, -1.0, 0.0, 0.0], tol=1e-5)
     close(per["fmt"], [-1.0, 1.0, 1.0, -1.0], tol=1e-5)
-    adv, stats = compute_advantages(rewards, W, 2, aggregation="normalize_then_sum", eps=1e-8)
+    adv, stats = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_sum", eps=1e-8))
     close(adv, [0.5, -0.5, 0.5, -0.5], tol=1e-5)
     assert stats["reward/acc/mean"] == pytest.approx(0.75)
     assert stats["reward/acc/frac_zero_std_groups"] == 0.5
@@ -169,15 +172,15 @@ def test_normalize_then_sum_by_hand() -> None:
 def test_aggregations_agree_without_scaling() -> None:
     # scale none: sum_k w_k (r_k - mean_k) = sum_k w_k r_k - mean(sum); both give [0.25, -0.25 | 0.25, -0.25].
     rewards = {"acc": ACC, "fmt": FMT}
-    a, _ = compute_advantages(rewards, W, 2, aggregation="sum_then_normalize", scale="none")
-    b, _ = compute_advantages(rewards, W, 2, aggregation="normalize_then_sum", scale="none")
+    a, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="sum_then_normalize", scale="none"))
+    b, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_sum", scale="none"))
     close(a, [0.25, -0.25, 0.25, -0.25])
     close(b, [0.25, -0.25, 0.25, -0.25])
 
 
 def test_zero_weight_only_logs() -> None:
     rewards = {"acc": ACC, "fmt": FMT}
-    adv, stats = compute_advantages(rewards, {"acc": 1.0, "fmt": 0.0}, 2, eps=1e-8)
+    adv, stats = compute_advantages(rewards, {"acc": 1.0, "fmt": 0.0}, 2, AdvantageConfig(eps=1e-8))
     # acc alone: [1, -1 | 0, 0]
     close(adv, [1.0, -1.0, 0.0, 0.0], tol=1e-5)
     assert stats["reward/fmt/mean"] == 0.5
@@ -194,7 +197,7 @@ def test_weight_validation() -> None:
     with pytest.raises(ValueError, match="differ in size"):
         compute_advantages({"acc": ACC, "fmt": FMT[:2]}, W, 2)
     with pytest.raises(ConfigError, match="advantages.aggregation"):
-        compute_advantages(rewards, W, 2, aggregation="mean")
+        AdvantageConfig(aggregation="mean")
 
 
 # --- the entry point -----------------------------------------------------------------------------
@@ -217,7 +220,7 @@ def test_entry_point_grpo_plus_plus_flat_by_cancellation() -> None:
     close(plain, [0.0, 0.0])
     for aggregation in ("sum_then_normalize", "normalize_then_sum"):
         adv, stats = compute_advantages(
-            rewards, weights, 2, estimator="grpo++", aggregation=aggregation, correct=correct
+            rewards, weights, 2, AdvantageConfig(estimator="grpo++", aggregation=aggregation), correct=correct
         )
         close(adv, [1.0, -1.0])
         assert stats["frac_binary_groups"] == 1.0
@@ -231,11 +234,13 @@ def test_entry_point_normalize_then_sum_flatness_is_on_the_combined_advantage() 
     weights = {"acc": 1.0, "fmt": 1.0}
     correct = torch.tensor([True, False])
     adv, _ = compute_advantages(
-        rewards, weights, 2, estimator="grpo++", aggregation="normalize_then_sum", correct=correct, eps=1e-8
+        rewards, weights, 2, AdvantageConfig(estimator="grpo++", aggregation="normalize_then_sum", eps=1e-8),
+        correct=correct,
     )
     close(adv, [1.0, -1.0])
     adv, _ = compute_advantages(
-        rewards, weights, 2, estimator="grpo++", aggregation="sum_then_normalize", correct=correct, eps=1e-8
+        rewards, weights, 2, AdvantageConfig(estimator="grpo++", aggregation="sum_then_normalize", eps=1e-8),
+        correct=correct,
     )
     close(adv, [1.0, -1.0], tol=1e-5)  # z-score of [1, 0.5], not the fallback
 
@@ -243,14 +248,54 @@ def test_entry_point_normalize_then_sum_flatness_is_on_the_combined_advantage() 
 def test_entry_point_errors() -> None:
     r = {"acc": torch.tensor([1.0, 0.0])}
     with pytest.raises(ConfigError, match="advantages.estimator"):
-        compute_advantages(r, {"acc": 1.0}, 2, estimator="tree")
+        AdvantageConfig(estimator="tree")
     with pytest.raises(ValueError, match="correct"):
-        compute_advantages(r, {"acc": 1.0}, 2, estimator="grpo++")
+        compute_advantages(r, {"acc": 1.0}, 2, AdvantageConfig(estimator="grpo++"))
     with pytest.raises(ValueError, match="no reward components"):
         compute_advantages({}, {}, 2)
 
 
 def test_stats_are_plain_floats() -> None:
     r = {"acc": torch.tensor([1.0, 0.0, 1.0, 1.0])}
-    _, stats = compute_advantages(r, {"acc": 1.0}, 2, estimator="grpo++", correct=r["acc"] > 0.5)
+    _, stats = compute_advantages(r, {"acc": 1.0}, 2, AdvantageConfig(estimator="grpo++"), correct=r["acc"] > 0.5)
     assert stats and all(type(v) is float for v in stats.values())
+
+
+# --- groups of any size, keyed by group_index -------------------------------------------------------
+
+
+def test_group_index_any_size_and_order() -> None:
+    # groups interleaved and of sizes 3 and 2: same advantages as each group z-scored on its own.
+    rewards = torch.tensor([1.0, 5.0, 0.0, 7.0, 0.0])
+    index = torch.tensor([4, 9, 4, 9, 4])  # any ids, any order
+    adv, stats = group_zscore(rewards, index, eps=1e-8)
+    a, _ = group_zscore(torch.tensor([1.0, 0.0, 0.0]), 3, eps=1e-8)
+    b, _ = group_zscore(torch.tensor([5.0, 7.0]), 2, eps=1e-8)
+    close(adv, [a[0].item(), b[0].item(), a[1].item(), b[1].item(), a[2].item()], tol=1e-6)
+    assert stats["frac_zero_std_groups"] == 0.0
+
+
+def test_equal_rewards_give_exactly_zero() -> None:
+    # fp32 rewards whose mean carries a rounding residue: divided by eps it used to reach ~1e-2.
+    rewards = torch.full((6,), 123.456789, dtype=torch.float32) * torch.tensor([1.0, 1, 1, 1, 1, 1]) / 3 * 3
+    for scale in ("group", "batch", "none"):
+        adv, _ = group_zscore(rewards, 3, scale=scale)
+        assert torch.equal(adv, torch.zeros(6)), (scale, adv)
+    weighted = {"a": torch.full((4,), 0.1), "b": torch.full((4,), 0.7)}
+    adv, _ = compute_advantages(weighted, {"a": 0.3, "b": 0.9}, torch.tensor([0, 0, 1, 1]))
+    assert torch.equal(adv, torch.zeros(4))
+
+
+def test_infinite_weight_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="advantages.weights.fmt: expected a finite number"):
+        compute_advantages({"acc": ACC, "fmt": FMT}, {"acc": 1.0, "fmt": float("inf")}, 2)
+
+
+def test_estimator_table_with_uneven_groups() -> None:
+    # GRPO++ over groups of 3 and 1 (a tree's leaves can be uneven): the single-completion group is flat.
+    r = {"acc": torch.tensor([1.0, 0.0, 0.0, 1.0])}
+    adv, stats = compute_advantages(r, {"acc": 1.0}, torch.tensor([0, 0, 0, 1]),
+                                    AdvantageConfig(estimator="grpo++", eps=1e-8), correct=r["acc"] > 0.5)
+    r2 = math.sqrt(2)
+    close(adv, [r2, -1 / r2, -1 / r2, 1.0], tol=1e-5)
+    assert stats["frac_binary_groups"] == 0.5

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from training.errors import ConfigError
+from training.head import head_nll
 from training.losses import (
     PolicyLossConfig,
     aggregate,
@@ -17,7 +18,6 @@ from training.losses import (
     loss_normalizer,
     policy_loss,
     selective_log_softmax,
-    sft_loss,
 )
 
 LN = math.log
@@ -42,13 +42,18 @@ def close(actual: torch.Tensor, expected: list | float, tol: float = 1e-6) -> No
         ({"entropy_coef": float("nan")}, "loss.entropy_coef: expected a float >= 0, got nan"),
         ({"aggregation": "mean"}, "loss.aggregation: expected one of"),
         ({"max_completion_length": 0}, "loss.max_completion_length: expected an int >= 1 or null, got 0"),
-        ({"aggregation": "constant"}, "loss.max_completion_length: required by aggregation 'constant'"),
     ],
 )
 def test_config_validation_names_the_field(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         PolicyLossConfig(**kwargs)
     assert str(err.value).startswith(message)
+
+
+def test_constant_aggregation_needs_a_length_when_used() -> None:
+    # null is allowed in a recipe (the RL trainer takes rollout.max_new_tokens); using it without one is an error.
+    with pytest.raises(ConfigError, match="loss.max_completion_length: required by aggregation 'constant'"):
+        loss_normalizer(AGG_MASK, PolicyLossConfig(aggregation="constant"))
 
 
 def test_config_defaults() -> None:
@@ -321,7 +326,16 @@ def test_dpo_normalizer_and_validation() -> None:
         dpo_loss(PC, PR[:1], RC, RR)
 
 
-# --- SFT -----------------------------------------------------------------------------------------
+# --- SFT (the lean head's NLL; an identity head makes hidden states the logits) ------------------
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, normalizer: float | None = None):
+    head = torch.nn.Linear(logits.shape[-1], logits.shape[-1], bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(logits.shape[-1]))
+    head.requires_grad_(False)
+    nll, n = head_nll(head, logits, labels, chunk_rows=1)
+    return nll / (normalizer if normalizer is not None else max(n, 1)), n
 
 
 def test_sft_by_hand() -> None:

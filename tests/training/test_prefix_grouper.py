@@ -5,15 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from training.batch import PromptInputs, RolloutBatch, encode_prompts
 from training.embedded import ensure_embedded
-from training.prefix_grouper import (
-    ATTN_NAME,
-    completion_logprobs,
-    grouped_completion_logprobs,
-    naive_completion_logprobs,
-    pack_batch,
-)
-from training.rollout import PromptInputs, RolloutBatch, encode_prompts
+from training.forward import completion_logprobs
+from training.prefix_grouper import ATTN_NAME, pack_batch
+
+
+def naive_completion_logprobs(model, batch, **kwargs):
+    return completion_logprobs(model, batch, method="naive", **kwargs)
+
+
+def grouped_completion_logprobs(model, batch, mode: str = "efficient", **kwargs):
+    return completion_logprobs(model, batch, method="dense" if mode == "dense" else "grouped", **kwargs)
+
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LOGPROB_ATOL = 1e-5
@@ -142,8 +146,8 @@ def test_entropy_and_temperature_match_naive(text_setup):
     model, prompts, pad = text_setup
     batch = _batch(prompts, 3, pad, _vocab(model), seed=5)
     with torch.no_grad():
-        ref = naive_completion_logprobs(model, batch, temperature=0.7, return_entropy=True)
-        out = completion_logprobs(model, batch, method="grouped", temperature=0.7, return_entropy=True)
+        ref = naive_completion_logprobs(model, batch, temperature=0.7, entropy="stats")
+        out = completion_logprobs(model, batch, method="grouped", temperature=0.7, entropy="stats")
         plain = naive_completion_logprobs(model, batch)
     mask = batch.completion_mask
     assert (out.logprobs - ref.logprobs).abs().max() < LOGPROB_ATOL

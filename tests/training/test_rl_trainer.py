@@ -20,12 +20,12 @@ def test_grpopp_raises_mean_reward(cli, tmp_path, toy_file):
     """Fixed seed: the mean reward of the last steps beats the first steps (the toy task is verifiable)."""
     assert cli("train", "configs/grpopp_qwen2_toy.yaml", f"--data.train={toy_file}", f"--run.output_dir={tmp_path}",
                "--run.name=toy", "--run.save_every=0") == 0
-    r = [x["reward_mean"] for x in rows(tmp_path / "toy") if "reward_mean" in x]
+    r = [x["reward/mean"] for x in rows(tmp_path / "toy") if "reward/mean" in x]
     assert len(r) == 24
     first, last = sum(r[:4]) / 4, sum(r[-8:]) / 8
     assert last > first + 0.05, (first, last, r)
     row = rows(tmp_path / "toy")[-1]
-    for key in ("rewards/toy_correct/mean", "rewards/toy_digits/weighted_mean", "adv/frac_binary_groups",
+    for key in ("reward/toy_correct/mean", "reward/toy_digits/weighted_mean", "adv/frac_binary_groups",
                 "loss/clip/frac", "loss/kl/mean", "loss/entropy/mean", "completion_len_mean", "tokens_per_s"):
         assert key in row, key
 
@@ -44,8 +44,8 @@ def test_rl_resume_is_exact(cli, tmp_path, toy_file):
     b = load_file(str(tmp_path / "part" / "adapter" / "adapter_model.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ra = [x["reward_mean"] for x in rows(tmp_path / "full") if "reward_mean" in x]
-    rb = [x["reward_mean"] for x in rows(tmp_path / "part") if "reward_mean" in x]
+    ra = [x["reward/mean"] for x in rows(tmp_path / "full") if "reward/mean" in x]
+    rb = [x["reward/mean"] for x in rows(tmp_path / "part") if "reward/mean" in x]
     assert ra == rb  # same samples after resume: the sampling generator was restored
 
 

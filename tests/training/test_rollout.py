@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from training.batch import RolloutBatch, encode_prompts
 from training.embedded import ensure_embedded
 from training.errors import MedrlError
-from training.prefix_grouper import naive_completion_logprobs
-from training.rollout import RolloutBatch, SamplingConfig, encode_prompts, generate_rollouts, sample_next
+from training.forward import completion_logprobs
+from training.rollout import SamplingConfig, generate_rollouts, sample_next
+
+
+def naive_completion_logprobs(model, batch, **kwargs):
+    return completion_logprobs(model, batch, method="naive", **kwargs)
 
 TEXTS = ["Question: What is the most likely diagnosis? Answer with the letter.",
          "The patient is a 45-year-old woman who presents with a 3-week history of"]
@@ -49,7 +54,7 @@ def vlm_setup():
 
 
 def _teacher_forced(model, batch: RolloutBatch) -> torch.Tensor:
-    """Plain full forward of [prompt; completion] per row, log-softmax of its logits at the completion tokens."""
+    """Plain full forward of [prompt; completion] per row, log-softmax of its logits / T at the completion tokens."""
     out = torch.zeros_like(batch.sampling_logprobs)
     for r in range(batch.num_rows):
         prompt = batch.prompts[int(batch.group_index[r])]
@@ -62,7 +67,8 @@ def _teacher_forced(model, batch: RolloutBatch) -> torch.Tensor:
                 kwargs.update(pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw)
         with torch.no_grad():
             logits = model(input_ids=torch.cat([prompt.input_ids, tokens])[None], **kwargs).logits[0]
-        out[r, :n] = logits[p - 1 : p - 1 + n].log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+        scaled = logits[p - 1 : p - 1 + n] / batch.logprob_temperature
+        out[r, :n] = scaled.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
     return out
 
 
@@ -93,18 +99,33 @@ def test_sampling_logprobs_equal_teacher_forced_forward(request, setup):
     assert len(set(map(tuple, batch.completion_ids.tolist()))) > 1  # really sampled
     ref = _teacher_forced(model, batch)
     assert (batch.sampling_logprobs - ref).abs().max().item() < 1e-5
-    # and the loss-side naive forward (used by Prefix Grouper tests) agrees too
-    naive = naive_completion_logprobs(model, batch).logprobs.detach()
+    # and the loss-side naive forward (used by Prefix Grouper tests) agrees too, at the sampling temperature
+    assert batch.logprob_temperature == 1.3
+    naive = naive_completion_logprobs(model, batch, temperature=1.3).logprobs.detach()
     assert (batch.sampling_logprobs - naive).abs().max().item() < 1e-5
 
 
-def test_logprob_temperature_is_recorded(text_setup):
+@pytest.mark.parametrize("method", ["naive", "grouped"])
+def test_sampling_logprobs_equal_the_loss_forward_at_the_sampling_temperature(text_setup, method):
+    """The loss sees the policy that sampled: log pi/T with T = 0.7 (DermIQ's), on both loss forwards."""
     model, tok, prompts = text_setup
-    cfg = SamplingConfig(num_generations=2, max_new_tokens=6, seed=1, logprob_temperature=0.7)
+    cfg = SamplingConfig(num_generations=2, max_new_tokens=6, seed=1, temperature=0.7)
     batch = generate_rollouts(model, tok, prompts, cfg)
-    ref = naive_completion_logprobs(model, batch, temperature=0.7).logprobs.detach()
     assert batch.logprob_temperature == 0.7
-    assert (batch.sampling_logprobs - ref).abs().max().item() < 1e-5
+    with torch.no_grad():
+        loss_side = completion_logprobs(model, batch, method=method, temperature=0.7).logprobs
+        plain = completion_logprobs(model, batch, method=method).logprobs
+    mask = batch.completion_mask
+    assert (batch.sampling_logprobs - loss_side)[mask].abs().max().item() < 1e-5
+    assert (batch.sampling_logprobs - plain)[mask].abs().max().item() > 1e-3  # T=1 would be another policy
+
+
+def test_greedy_records_plain_logprobs(text_setup):
+    model, tok, prompts = text_setup
+    batch = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=4, temperature=0))
+    assert batch.logprob_temperature == 1.0
+    ref = naive_completion_logprobs(model, batch).logprobs.detach()
+    assert (batch.sampling_logprobs - ref)[batch.completion_mask].abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("setup", ["text_setup", "vlm_setup"])
@@ -142,11 +163,11 @@ def test_eos_and_stop_strings_end_rows(text_setup):
     """Uneven lengths: a frequent token made EOS, and a stop string checked on the decoded text."""
     model, tok, prompts = text_setup
     free = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=4, max_new_tokens=10, seed=3,
-                                                                 temperature=1.5, eos_token_ids=()))
+                                                                 temperature=1.5, eos_token_ids=[]))
     assert torch.all(free.completion_mask) and torch.all(free.truncated)
     # stop on the 4th token of row 0: rows that produce it end there, the token itself is kept
     eos_tok = int(free.completion_ids[0, 3])
-    cfg = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=(eos_tok,))
+    cfg = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[eos_tok])
     batch = generate_rollouts(model, tok, prompts, cfg)
     _check_layout(batch, 4, 2, {eos_tok})
     assert int(batch.completion_mask[0].sum()) == 4 and not bool(batch.truncated[0])
@@ -154,7 +175,7 @@ def test_eos_and_stop_strings_end_rows(text_setup):
     # a stop string: the text of row 1 up to some character
     stop = free.texts[1][3:6]
     assert stop
-    cfg = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=(),
+    cfg = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[],
                          stop_strings=(stop,))
     stopped = generate_rollouts(model, tok, prompts, cfg)
     n = int(stopped.completion_mask[1].sum())

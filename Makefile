@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/medrl bench prefix
+	$(VENV)/bin/medrl bench head
 	$(VENV)/bin/medrl bench grpo-step
 
 lint: $(STAMP)

@@ -4,8 +4,12 @@ JSON (node-link): ``{"directed": true, "multigraph": true, "graph": {...}, "node
 "aliases", ...}], "links": [{"head", "relation", "tail", "source", "typicality"?, ...}]}``. Links name their
 endpoints ``head``/``tail`` because ``source`` is the citation; ``networkx.node_link_graph(data, source="head",
 target="tail", edges="links")`` reads the same file.
-CSV: ``head,relation,tail[,source[,typicality[,sensitivity]]]`` with an optional header row; node types come from the id
-prefix (``colour:red``), labels from the id. GraphML: node/edge attributes as written by networkx; lists as JSON strings.
+CSV: ``head,relation,tail[,source[,typicality[,sensitivity]]]`` with an optional header row. A cell is a typed id
+(``colour:red``: type from the prefix, label from the id) or plain words (``melanoma,has_feature,irregular border,Bolognia``):
+a name the file already used, else a name of the KG lexicon (labels, aliases, dataset codes) whose node type fits the
+relation's schema, else a new node when the relation allows one type only (``treated_by`` tail: a treatment). A plain
+name that fits none of these is refused with its row. GraphML: node/edge attributes as written by networkx; lists as JSON
+strings.
 The JSON ``graph`` object may carry ``unlisted_conditions`` / ``unlisted_terms`` (schema.GRAPH_LISTS).
 A user's KG in any of these formats can replace ours (``load``) or extend it (``merge``).
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +27,8 @@ import networkx as nx
 
 from .errors import KGError
 from .kg import KnowledgeGraph
-from .schema import GRAPH_LISTS, STRUCTURED_NODE_ATTRS, Edge, Node, label_from_id, node_type_of
+from .lexicon import normalize
+from .schema import GRAPH_LISTS, RELATIONS, STRUCTURED_NODE_ATTRS, Edge, Node, label_from_id, node_type_of
 from .validate import add_edge, add_node, check_aliases, check_graph_lists
 
 BUILTIN = {"derm": "dermatology.json", "dermatology": "dermatology.json", "clinical": "clinical.json"}
@@ -38,8 +45,12 @@ def load_builtin(name: str) -> KnowledgeGraph:
         return load(path)
 
 
-def load(path: str | Path) -> KnowledgeGraph:
-    """Load and validate a KG; the format comes from the suffix (.json, .graphml/.xml, .csv)."""
+def load(path: str | Path, names: KnowledgeGraph | list[KnowledgeGraph] | None = None) -> KnowledgeGraph:
+    """Load and validate a KG; the format comes from the suffix (.json, .graphml/.xml, .csv).
+
+    ``names``: the KG(s) whose lexicon resolves plain-word CSV cells (default: our built-in graphs, derm first), so
+    ``melanoma`` in a user's CSV is our ``condition:melanoma`` and the file extends ours cleanly with ``merge``.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(2, "No such file", str(path))
@@ -50,7 +61,7 @@ def load(path: str | Path) -> KnowledgeGraph:
     elif suffix in (".graphml", ".xml"):
         graph_attrs, nodes, edges = _read_graphml(path)
     elif suffix in (".csv", ".tsv"):
-        nodes, edges = _read_csv(path)
+        nodes, edges = _read_csv(path, names)
     else:
         raise KGError(f"{path.name}: unknown KG format {suffix!r} (expected .json, .graphml or .csv)")
     check_graph_lists(graph_attrs, path.name)
@@ -168,13 +179,79 @@ def _read_json(path: Path) -> tuple[dict, list, list]:
     return graph_attrs, nodes, edges
 
 
-def _read_csv(path: Path) -> tuple[list, list]:
+_TYPED_ID = re.compile(r"^[a-z_]+:\S")  # 'colour:red', 'dataset_label:ham10000/mel': a typed id, not plain words
+
+
+@lru_cache(maxsize=1)
+def _builtin_names() -> tuple[KnowledgeGraph, ...]:
+    """Our graphs, loaded once, only when a CSV uses plain names."""
+    return tuple(load_builtin(n) for n in ("derm", "clinical"))
+
+
+class _CsvNames:
+    """Plain-word CSV cells -> node ids: the file's own names first, then the KG lexicons, then a new node if the
+    relation's schema leaves one type. Typed ids pass through unchanged (add_node checks their type)."""
+
+    def __init__(self, names: KnowledgeGraph | list[KnowledgeGraph] | None):
+        self._given = [names] if isinstance(names, KnowledgeGraph) else names
+        self.local: dict[str, str] = {}  # normalized name -> id, for names this file already resolved or created
+        self.types: dict[str, str] = {}  # id -> type, for the nodes this file created
+
+    def _kgs(self) -> list[KnowledgeGraph]:
+        return list(self._given) if self._given is not None else list(_builtin_names())
+
+    def resolve(self, cell: str, allowed: tuple[str, ...] | None, where: str, slot: str) -> tuple[Node, bool]:
+        """(the node, whether it is new to this file); a cell nothing can type raises KGError naming the row."""
+        if _TYPED_ID.match(cell):
+            node = Node(cell, node_type_of(cell), label_from_id(cell), extra={"_derived": True})
+            self.local.setdefault(normalize(node.label), cell)
+            self.types[cell] = node.type
+            return node, True
+        key = normalize(cell)
+        if not key:
+            raise KGError(f"{where}: {slot} {cell!r} has no words (expected a name or '<type>:<name>')")
+        nid = self.local.get(key)
+        if nid is not None and (allowed is None or self.types[nid] in allowed):
+            return Node(nid, self.types[nid], cell), False
+        wrong = []
+        for kg in self._kgs():
+            nid = kg.canonical(cell)
+            if nid is None:
+                continue
+            if allowed is None or kg.type(nid) in allowed:
+                return self._remember(key, Node(nid, kg.type(nid), kg.label(nid), extra={"_derived": True}))
+            wrong.append(f"of type {kg.type(nid)!r} in KG {kg.name!r}")
+        if allowed is not None and len(allowed) == 1 and not wrong:  # a known name of another type is a mistake
+            ntype = allowed[0]
+            slug = cell.strip() if ntype == "dataset_label" else key.replace(" ", "_")
+            return self._remember(key, Node(f"{ntype}:{slug}", ntype, cell.strip(), extra={"_derived": True}))
+        what = f"is a name {' and '.join(wrong)}" if wrong else "is not a name the KG knows"
+        types = ", ".join(allowed) if allowed else "any type"
+        raise KGError(f"{where}: node {cell!r} has no type prefix and {what} (the {slot} takes one of {types}; "
+                      f"write it as '<type>:{key.replace(' ', '_')}')")
+
+    def _remember(self, key: str, node: Node) -> tuple[Node, bool]:
+        self.local[key] = node.id
+        self.types[node.id] = node.type
+        return node, True
+
+
+def _csv_relation(cell: str, where: str) -> str:
+    """'has feature', 'Has-Feature' and 'has_feature' are one relation; an unknown one is refused with its row."""
+    rel = re.sub(r"[\s-]+", "_", cell.strip().lower())
+    if rel not in RELATIONS:
+        raise KGError(f"{where}: unknown relation {cell!r} (expected one of {', '.join(RELATIONS)})")
+    return rel
+
+
+def _read_csv(path: Path, names: KnowledgeGraph | list[KnowledgeGraph] | None = None) -> tuple[list, list]:
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
     with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter=delim))
     nodes: list = []
     edges: list = []
     seen: set[str] = set()
+    resolver = _CsvNames(names)
     for i, row in enumerate(rows, start=1):
         row = [c.strip() for c in row]
         if not row or not any(row) or row[0].startswith("#"):
@@ -184,17 +261,19 @@ def _read_csv(path: Path) -> tuple[list, list]:
         where = f"{path.name} row {i}"
         if len(row) < 3 or not row[0] or not row[1] or not row[2]:
             raise KGError(f"{where}: expected head,relation,tail[,source[,typicality[,sensitivity]]] (got {len(row)} fields)")
-        for nid in (row[0], row[2]):
-            if nid not in seen:
-                seen.add(nid)
-                ntype = node_type_of(nid)
-                if not ntype:
-                    raise KGError(f"{where}: node {nid!r} has no type prefix (expected '<type>:<name>')")
-                nodes.append((where, Node(nid, ntype, label_from_id(nid), extra={"_derived": True})))
+        relation = _csv_relation(row[1], where)
+        ends = []
+        for cell, allowed, slot in ((row[0], RELATIONS[relation][0], f"{relation} head"),
+                                    (row[2], RELATIONS[relation][1], f"{relation} tail")):
+            node, new = resolver.resolve(cell, allowed, where, slot)
+            if new and node.id not in seen:
+                seen.add(node.id)
+                nodes.append((where, node))
+            ends.append(node.id)
         source = row[3] if len(row) > 3 and row[3] else path.name
         typicality = row[4] if len(row) > 4 and row[4] else None
         extra = {"sensitivity": row[5]} if len(row) > 5 and row[5] else {}
-        edges.append((where, Edge(row[0], row[1], row[2], source, typicality, extra)))
+        edges.append((where, Edge(ends[0], relation, ends[1], source, typicality, extra)))
     return nodes, edges
 
 

@@ -9,6 +9,7 @@ import json
 TRAINERS = {
     "sft": ("training.sft_config:SFTConfig", "training.sft_trainer:train_sft"),
     "rl": ("training.rl_config:RLConfig", "training.rl_trainer:train_rl"),
+    "dpo": ("training.dpo_config:DPOConfig", "training.dpo_trainer:train_dpo"),
 }
 
 

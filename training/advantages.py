@@ -14,8 +14,10 @@ Estimators (``compute_advantages`` is the one entry point the RL loop calls; ``E
 - ``grpo``: group z-score, ``scale`` in {group, batch, none} (``none`` is Dr. GRPO: centre only).
 - ``grpo++``: as ``grpo``, but a group whose signal has no spread (std < eps) gets a binary advantage,
   +1 for each correct completion and -1 for each wrong one, instead of all zeros.
-- several named rewards (CRPO) combine with ``aggregation``: ``sum_then_normalize`` or
-  ``normalize_then_sum``; both work with either estimator.
+- several named rewards (CRPO) combine with ``aggregation`` (each works with either estimator):
+  ``sum_then_normalize`` (GRPO: z-score of the weighted sum), ``normalize_then_sum`` (TRL's and GDPO's meaning:
+  per-objective group z-scores, weighted sum, then a batch z-score) and ``normalize_then_weighted_sum``
+  (per-objective group z-scores, weighted sum, no re-normalisation: the weights keep their absolute scale).
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from training.errors import ConfigError
 
 Scale = Literal["group", "batch", "none"]
 Estimator = Literal["grpo", "grpo++"]
-Aggregation = Literal["sum_then_normalize", "normalize_then_sum"]
+Aggregation = Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"]
 SCALES: tuple[str, ...] = ("group", "batch", "none")
-AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum")
+AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum")
 DEFAULT_EPS = 1e-4
 Groups = int | Tensor | None
 
@@ -44,7 +46,8 @@ class AdvantageConfig:
     """The RL recipe's `advantages:` section, passed whole to ``compute_advantages``."""
 
     estimator: Literal["grpo", "grpo++"] = "grpo"
-    aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    aggregation: Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"] = (
+        "sum_then_normalize")
     scale: Literal["group", "batch", "none"] = "group"
     eps: float = DEFAULT_EPS
     correct_reward: str | None = None  # GRPO++: the reward that says a completion is correct
@@ -227,13 +230,16 @@ def multi_objective_advantages(rewards: Mapping[str, Tensor], weights: Mapping[s
     """Combine named rewards into one advantage; returns (advantages, flatness signal, stats).
 
     sum_then_normalize: z-score of sum_k w_k r_k (one reward, the usual GRPO setting).
-    normalize_then_sum: sum_k w_k z_k with z_k each objective's own group z-score (CRPO's default), so
-    an objective with a large raw range cannot drown the others. The sum is NOT re-normalised: the
-    weights keep their absolute meaning (weights summing to 1 give advantages of RMS <= 1), and a
-    group where objectives cancel stays at zero instead of having its noise blown up to unit scale.
+    normalize_then_sum: TRL's (and GDPO's) meaning: sum_k w_k z_k with z_k each objective's own group z-score,
+    then a z-score over the whole batch, so an objective with a large raw range cannot drown the others and the
+    advantage has unit scale whatever the weights.
+    normalize_then_weighted_sum: sum_k w_k z_k, NOT re-normalised: the weights keep their absolute meaning
+    (weights summing to 1 give advantages of RMS <= 1), and a group where objectives cancel stays at zero
+    instead of having its noise blown up to unit scale.
 
-    The flatness signal is what the last normalisation saw (the weighted raw sum, or the combined
-    advantage for normalize_then_sum): GRPO++ treats a group as flat when that has std < eps.
+    The flatness signal is what the group-level normalisation saw (the weighted raw sum, or sum_k w_k z_k for
+    the normalize-first aggregations): GRPO++ treats a group as flat when that has std < eps; such a group's
+    advantage is exactly 0 before any fallback.
     Reward statistics are all here, under one prefix: `reward/...` (total) and `reward/<name>/...`.
     """
     if aggregation not in AGGREGATIONS:
@@ -246,8 +252,13 @@ def multi_objective_advantages(rewards: Mapping[str, Tensor], weights: Mapping[s
         advantages = normalizer(total, ids, scale, eps)
         signal = total
     else:
-        advantages = sum((weights[name] * adv for name, adv in per_objective.items()), start=torch.zeros_like(total))
-        signal = advantages
+        signal = sum((weights[name] * adv for name, adv in per_objective.items()), start=torch.zeros_like(total))
+        advantages = signal
+        if aggregation == "normalize_then_sum":
+            k = int(ids.max()) + 1
+            flat = _segment(signal, ids, k, "amax") == _segment(signal, ids, k, "amin")
+            batch = (signal - signal.mean()) / (signal.std(unbiased=False) + eps)
+            advantages = torch.where(flat[ids], torch.zeros_like(signal), batch)
     stats = {**_summary("reward", total), **_advantage_stats(advantages)}
     stats["frac_zero_std_groups"] = zero_std_groups(signal, ids, eps=eps).float().mean().item()
     for name, r in rewards.items():

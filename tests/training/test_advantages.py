@@ -153,14 +153,15 @@ def test_sum_then_normalize_by_hand() -> None:
     assert stats["reward/mean"] == pytest.approx(1.0)
 
 
-def test_normalize_then_sum_by_hand() -> None:
+def test_normalize_then_weighted_sum_by_hand() -> None:
     # z(acc) = [1, -1 | 0, 0] (group 1 flat); z(fmt) = [-1, 1 | 1, -1]
     # 1 * z(acc) + 0.5 * z(fmt) = [0.5, -0.5 | 0.5, -0.5], not re-normalised.
     rewards = {"acc": ACC, "fmt": FMT}
     per = objective_advantages(rewards, 2, eps=1e-8)
     close(per["acc"], [1.0, -1.0, 0.0, 0.0], tol=1e-5)
     close(per["fmt"], [-1.0, 1.0, 1.0, -1.0], tol=1e-5)
-    adv, stats = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_sum", eps=1e-8))
+    cfg = AdvantageConfig(aggregation="normalize_then_weighted_sum", eps=1e-8)
+    adv, stats = compute_advantages(rewards, W, 2, cfg)
     close(adv, [0.5, -0.5, 0.5, -0.5], tol=1e-5)
     assert stats["reward/acc/mean"] == pytest.approx(0.75)
     assert stats["reward/acc/frac_zero_std_groups"] == 0.5
@@ -169,11 +170,29 @@ def test_normalize_then_sum_by_hand() -> None:
     assert stats["adv/fmt/abs_mean"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_normalize_then_sum_is_trls_batch_normalised_sum() -> None:
+    # As TRL/GDPO: per-objective group z-scores, weighted sum, then a batch z-score.
+    # acc [1, 0 | 1, 0], fmt [0, 1 | 1, 1] (fmt flat in group 1), weights acc 1, fmt 0.5:
+    # z(acc) = [1, -1 | 1, -1], z(fmt) = [-1, 1 | 0, 0]; sum = [0.5, -0.5 | 1, -1]; batch mean 0,
+    # population std sqrt((0.25 + 0.25 + 1 + 1) / 4) = sqrt(0.625); advantage = sum / sqrt(0.625).
+    rewards = {"acc": torch.tensor([1.0, 0.0, 1.0, 0.0]), "fmt": torch.tensor([0.0, 1.0, 1.0, 1.0])}
+    adv, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_sum", eps=1e-8))
+    d = math.sqrt(0.625)
+    close(adv, [0.5 / d, -0.5 / d, 1 / d, -1 / d], tol=1e-5)
+    unscaled, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_weighted_sum",
+                                                                     eps=1e-8))
+    close(unscaled, [0.5, -0.5, 1.0, -1.0], tol=1e-5)
+    # a group flat on every objective stays exactly 0 after the batch z-score
+    flat = {"acc": torch.tensor([1.0, 0.0, 1.0, 1.0]), "fmt": torch.tensor([0.0, 1.0, 0.5, 0.5])}
+    adv, _ = compute_advantages(flat, W, 2, AdvantageConfig(aggregation="normalize_then_sum"))
+    assert torch.equal(adv[2:], torch.zeros(2))
+
+
 def test_aggregations_agree_without_scaling() -> None:
     # scale none: sum_k w_k (r_k - mean_k) = sum_k w_k r_k - mean(sum); both give [0.25, -0.25 | 0.25, -0.25].
     rewards = {"acc": ACC, "fmt": FMT}
     a, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="sum_then_normalize", scale="none"))
-    b, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_sum", scale="none"))
+    b, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_weighted_sum", scale="none"))
     close(a, [0.25, -0.25, 0.25, -0.25])
     close(b, [0.25, -0.25, 0.25, -0.25])
 
@@ -218,7 +237,7 @@ def test_entry_point_grpo_plus_plus_flat_by_cancellation() -> None:
     correct = correct_from_reward(rewards, "acc", 0.5)
     plain, _ = compute_advantages(rewards, weights, 2, correct=correct)
     close(plain, [0.0, 0.0])
-    for aggregation in ("sum_then_normalize", "normalize_then_sum"):
+    for aggregation in ("sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"):
         adv, stats = compute_advantages(
             rewards, weights, 2, AdvantageConfig(estimator="grpo++", aggregation=aggregation), correct=correct
         )
@@ -234,7 +253,7 @@ def test_entry_point_normalize_then_sum_flatness_is_on_the_combined_advantage() 
     weights = {"acc": 1.0, "fmt": 1.0}
     correct = torch.tensor([True, False])
     adv, _ = compute_advantages(
-        rewards, weights, 2, AdvantageConfig(estimator="grpo++", aggregation="normalize_then_sum", eps=1e-8),
+        rewards, weights, 2, AdvantageConfig(estimator="grpo++", aggregation="normalize_then_weighted_sum", eps=1e-8),
         correct=correct,
     )
     close(adv, [1.0, -1.0])

@@ -259,3 +259,25 @@ def test_jsonl_rows_with_own_messages(tmp_path):
     assert recs[0]["meta"]["patient"] == "p1" and recs[0]["meta"]["age"] == 61
     assert recs[1]["prompt"] == [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
     assert read_jsonl(tmp_path / "out" / "train.jsonl", "rl").records
+
+
+@pytest.mark.parametrize("label,condition", [
+    ("fixed eruptions", "condition:fixed_drug_eruption"), ("neurodermatitis", "condition:lichen_simplex_chronicus"),
+    ("lichen simplex", "condition:lichen_simplex_chronicus"), ("porokeratosis actinic", "condition:dsap"),
+    ("disseminated actinic porokeratosis", "condition:dsap"), ("lupus subacute", "condition:scle"),
+    ("erythema annulare centrifigum", "condition:erythema_annulare_centrifugum"), ("hidradenitis", "condition:hidradenitis_suppurativa"),
+    ("urticaria pigmentosa", "condition:urticaria_pigmentosa"), ("nevocytic nevus", "condition:melanocytic_nevus"),
+])
+def test_fitzpatrick17k_labels_the_kg_holds(kg, label, condition):
+    from dermiq.data import condition_of
+
+    assert condition_of(kg, label, "fitzpatrick17k") == condition
+
+
+def test_fitzpatrick17k_groups_and_unmapped(kg):
+    from dermiq.data import condition_of
+
+    assert "condition:psoriasis" in kg.related("condition:pustular_psoriasis")  # a subtype names the same disease
+    assert "condition:rosacea" in kg.related("condition:rhinophyma")
+    for label in ("photodermatoses", "neutrophilic dermatoses", "nematode infection", "tick bite", "sun damaged skin"):
+        assert condition_of(kg, label, "fitzpatrick17k") is None, label  # groups or findings, not one condition

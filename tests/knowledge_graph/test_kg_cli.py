@@ -14,7 +14,7 @@ def test_kg_stats_counts(capsys):
     assert main(["kg", "stats"]) == 0
     out = capsys.readouterr().out
     assert "KG dermatology" in out
-    assert re.search(r"^  condition\s+57$", out, re.M) and "has_feature" in out and "alias_of" in out
+    assert re.search(r"^  condition\s+121$", out, re.M) and "has_feature" in out and "alias_of" in out
     m = re.search(r"^specific citations: (\d+)/(\d+) edges", out, re.M)
     assert m and int(m.group(1)) >= 0.95 * int(m.group(2))  # guideline id + title or textbook chapter
     assert main(["kg", "stats", "--kg", "clinical"]) == 0
@@ -35,7 +35,7 @@ def test_kg_check_ok_and_error(tmp_path, capsys):
     assert err.startswith("medrl: error: bad.csv row 2: unknown relation 'has_feat'") and "\n" not in err
     assert main(["kg", "check", str(tmp_path / "missing.json")]) == 2
     assert main(["kg", "stats", "--kg", str(good), "--extend"]) == 0
-    assert re.search(r"^  condition\s+58$", capsys.readouterr().out, re.M)
+    assert re.search(r"^  condition\s+122$", capsys.readouterr().out, re.M)
 
 
 def test_kg_stats_fresh_process():

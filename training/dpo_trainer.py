@@ -101,7 +101,7 @@ def end_of_turn_id(tokenizer) -> int:
     return int(tid)
 
 
-def encode_pairs(policy, records: Sequence[dict], max_length: int) -> PairBatch:
+def encode_pairs(policy, records: Sequence[dict], max_length: int, where: object = "") -> PairBatch:
     """Prompt (chat template + generation prompt, images via the processor) once per pair; chosen and rejected
     = assistant text + end of turn, cut to `max_length` minus the prompt (the prompt is never cut: images)."""
     prompts = encode_records(policy, records)
@@ -111,7 +111,8 @@ def encode_pairs(policy, records: Sequence[dict], max_length: int) -> PairBatch:
     for rec, prompt in zip(records, prompts):
         room = max_length - len(prompt)
         if room < 1:
-            raise DataError(f"a prompt of {len(prompt)} tokens leaves no room for its completions under "
+            prefix = f"{where}: " if where else ""
+            raise DataError(f"{prefix}a prompt of {len(prompt)} tokens leaves no room for its completions under "
                             f"data.max_length={max_length}; raise data.max_length")
         for side in SIDES:
             ids = tok(completion_text(rec[side]), add_special_tokens=False)["input_ids"] + [end]
@@ -205,8 +206,8 @@ def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
                    unit="step")
     while step < cfg.run.max_steps:
         t0 = time.time()
-        encoded = [encode_pairs(policy, [data.records[i] for i in order.take(cfg.batch_size)], cfg.data.max_length)
-                   for _ in range(cfg.grad_accum)]
+        encoded = [encode_pairs(policy, [data.records[i] for i in order.take(cfg.batch_size)], cfg.data.max_length,
+                                where=data.path) for _ in range(cfg.grad_accum)]
         micro = [e.batch.to(policy.device) for e in encoded]
         loss, stats = dpo_update(model, micro, reference, cfg, policy.device)
         grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss)

@@ -57,6 +57,18 @@ def _check_messages(msgs: Any, fld: str, need_assistant: bool = False) -> str | 
     return None
 
 
+def completion_text(messages: list[dict]) -> str | None:
+    """The text of a completion that is one assistant message (TRL's conversational pairs); None otherwise."""
+    if len(messages) != 1 or messages[0].get("role") != "assistant":
+        return None
+    content = messages[0]["content"]
+    if isinstance(content, str):
+        return content
+    if any(part["type"] != "text" for part in content):
+        return None  # an image inside a completion has no place in the sequence we score
+    return "".join(part["text"] for part in content)
+
+
 def count_image_slots(msgs: list[dict]) -> int:
     return sum(1 for m in msgs if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image")
 
@@ -74,6 +86,8 @@ def validate_record(rec: Any, kind: Kind, base: Path) -> str | None:
     else:
         problem = next((p for f in ("prompt", "chosen", "rejected")
                         if (p := _check_messages(rec.get(f), f)) is not None), None)
+        problem = problem or next((f"field '{f}': expected one assistant message of text" for f in ("chosen", "rejected")
+                                   if completion_text(rec[f]) is None), None)
         slots = None if problem else count_image_slots(rec["prompt"])
     if problem:
         return problem

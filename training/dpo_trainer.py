@@ -12,16 +12,14 @@ continues exactly.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from training.batch import RolloutBatch, encode_records
-from training.data import DataOrder, Dataset, read_jsonl, validate_record
+from training.data import DataOrder, completion_text, read_jsonl
 from training.dpo_config import DPOConfig
 from training.errors import DataError, MedrlError
 from training.forward import completion_logprobs
@@ -34,48 +32,6 @@ from training.tracking import progress
 
 END_OF_TURN = "<|im_end|>"
 SIDES = ("chosen", "rejected")
-REFERENCE_PREFIX = "ref."
-
-
-# ---------------------------------------------------------------------------------------------- records
-def completion_text(messages: list[dict]) -> str | None:
-    """The text of a completion that is one assistant message (TRL's conversational pairs); None otherwise."""
-    if len(messages) != 1 or messages[0].get("role") != "assistant":
-        return None
-    content = messages[0]["content"]
-    if isinstance(content, str):
-        return content
-    if any(part["type"] != "text" for part in content):
-        return None  # an image inside a completion has no place in the sequence we score
-    return "".join(part["text"] for part in content)
-
-
-def _record_rows(path: Path) -> list[int]:
-    """File row of each record `read_jsonl` kept, in order (to name a row the way its reasons do)."""
-    rows = []
-    for row, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            rec = json.loads(line) if line.strip() else None
-        except ValueError:
-            continue
-        if rec is not None and validate_record(rec, "dpo", path.parent) is None:
-            rows.append(row)
-    return rows
-
-
-def usable_pairs(data: Dataset) -> Dataset:
-    """Drop (and count, like `read_jsonl` does) pairs whose chosen or rejected is not one assistant message."""
-    kept, skipped, rows = [], list(data.skipped), None
-    for i, rec in enumerate(data.records):
-        bad = next((s for s in SIDES if completion_text(rec[s]) is None), None)
-        if bad is None:
-            kept.append(rec)
-            continue
-        rows = rows if rows is not None else _record_rows(data.path)
-        skipped.append(f"{data.path}:{rows[i]}: field '{bad}': expected one assistant message of text")
-    if not kept:
-        raise DataError(f"{data.path}: no usable dpo records (first problem: {skipped[0]})")
-    return Dataset(records=kept, path=data.path, skipped=skipped)
 
 
 # ---------------------------------------------------------------------------------------------- encoding
@@ -168,24 +124,11 @@ def dpo_update(model, micro: list[RolloutBatch], reference: Reference, cfg: DPOC
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def _checkpoint_tensors(reference: Reference) -> dict[str, torch.Tensor]:
-    return {REFERENCE_PREFIX + k: v for k, v in reference.state_dict().items()}
-
-
-def _restore_reference(tensors: dict[str, torch.Tensor], reference: Reference, device: torch.device,
-                       where: object) -> None:
-    held = {k[len(REFERENCE_PREFIX):]: v for k, v in tensors.items() if k.startswith(REFERENCE_PREFIX)}
-    try:
-        reference.load_state_dict(held, device)
-    except ValueError as e:
-        raise MedrlError(f"{where}: {e}") from None
-
-
 # ---------------------------------------------------------------------------------------------- the loop
 def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
     """Run DPO to `cfg.run.max_steps`; returns the last logged metrics."""
     seed_everything(cfg.run.seed)
-    data = usable_pairs(read_jsonl(cfg.data.train, "dpo", limit=cfg.data.max_records))
+    data = read_jsonl(cfg.data.train, "dpo", limit=cfg.data.max_records)
     session = Session.open(cfg, resume)
     policy = load_policy(cfg.model)
     model = policy.model
@@ -195,7 +138,7 @@ def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
     reference = Reference(cfg.reference, model)  # before any restore: `start` holds the starting adapter
     state, tensors = session.restore(model, optimizer, scheduler)
     if session.resume_from is not None:
-        _restore_reference(tensors, reference, policy.device, session.resume_from)
+        reference.restore(tensors, policy.device, session.resume_from)
     step = int(state["step"])
     order = DataOrder(len(data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
     skipped = int(state.get("skipped_nonfinite", 0))
@@ -227,7 +170,7 @@ def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
         bar.set_postfix(loss=f"{loss:.3f}", margin=f"{stats['rewards/margins']:.3f}")
         if session.should_save(step):
             session.checkpoint(step, model, optimizer, scheduler, {"data_pos": order.pos, "skipped_nonfinite": skipped},
-                               tensors=_checkpoint_tensors(reference))
+                               tensors=reference.checkpoint_tensors())
     bar.close()
     session.finish(model, policy)
     return last

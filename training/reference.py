@@ -18,10 +18,12 @@ import torch
 
 from training.batch import RolloutBatch
 from training.config import check
+from training.errors import MedrlError
 from training.forward import frozen_logprobs
 from training.models import trainable_parameters
 
 KINDS: tuple[str, ...] = ("none", "base", "start", "lagged")
+CHECKPOINT_PREFIX = "ref."  # the held tensors' keys among a checkpoint's trainer tensors
 
 
 @dataclass
@@ -76,6 +78,18 @@ class Reference:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in self.weights.items()}
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """The held tensors under their checkpoint keys (see `training.checkpoint.save_checkpoint`)."""
+        return {CHECKPOINT_PREFIX + k: v for k, v in self.state_dict().items()}
+
+    def restore(self, tensors: dict[str, torch.Tensor], device: torch.device, where: object) -> None:
+        """From a checkpoint's trainer tensors; a mismatch is a one-line error naming the checkpoint."""
+        held = {k[len(CHECKPOINT_PREFIX):]: v for k, v in tensors.items() if k.startswith(CHECKPOINT_PREFIX)}
+        try:
+            self.load_state_dict(held, device)
+        except ValueError as e:
+            raise MedrlError(f"{where}: {e}") from None
 
     def load_state_dict(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
         if self.kind not in ("start", "lagged"):

@@ -30,7 +30,6 @@ from training.session import Session, seed_everything
 from training.tracking import progress
 
 GENERATOR_KEY = "generator"
-REFERENCE_PREFIX = "ref."
 
 
 def reward_fields(records: list[dict], group_size: int) -> tuple[list, dict[str, list]]:
@@ -67,8 +66,7 @@ class _LossStats:
 
 
 def _checkpoint_tensors(generator: torch.Generator, reference: Reference) -> dict[str, torch.Tensor]:
-    return {GENERATOR_KEY: generator.get_state(),
-            **{REFERENCE_PREFIX + k: v for k, v in reference.state_dict().items()}}
+    return {GENERATOR_KEY: generator.get_state(), **reference.checkpoint_tensors()}
 
 
 def _restore_tensors(tensors: dict[str, torch.Tensor], generator: torch.Generator, reference: Reference,
@@ -77,11 +75,7 @@ def _restore_tensors(tensors: dict[str, torch.Tensor], generator: torch.Generato
         raise MedrlError(f"{where}: the checkpoint has no RL state (sampling generator): it was not written by the "
                          "RL trainer")
     generator.set_state(tensors[GENERATOR_KEY].cpu())
-    ref = {k[len(REFERENCE_PREFIX):]: v for k, v in tensors.items() if k.startswith(REFERENCE_PREFIX)}
-    try:
-        reference.load_state_dict(ref, device)
-    except ValueError as e:
-        raise MedrlError(f"{where}: {e}") from None
+    reference.restore(tensors, device, where)
 
 
 def train_rl(cfg: RLConfig, resume: bool = False) -> dict:

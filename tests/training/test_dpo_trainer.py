@@ -247,9 +247,8 @@ def test_bad_rows_are_skipped_and_counted(cli, tmp_path, toy_pairs, capsys):
     out = capsys.readouterr().out
     assert "2 records, 3 skipped" in out and ":3: field 'rejected'" in out
     from training.data import read_jsonl
-    from training.dpo_trainer import usable_pairs
 
-    skipped = usable_pairs(read_jsonl(data, "dpo")).skipped
+    skipped = read_jsonl(data, "dpo").skipped
     assert skipped[-1] == f"{data}:5: field 'chosen': expected one assistant message of text"
 
     only_bad = tmp_path / "bad.jsonl"

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medrl-installed
 export MEDRL_PROGRESS ?= 1
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint install clean app browser
 
 install: $(STAMP)
 
@@ -21,8 +21,25 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/medrl demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest tests
+
+# The app's browser tests drive Debian's Chromium through Playwright (never `playwright install`). Installed here when
+# missing (as root, or with passwordless sudo); otherwise make stops and names the one command. Never skipped silently.
+CHROMIUM ?= /usr/bin/chromium
+CHROMIUM_PKGS := chromium chromium-driver
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else \
+	    echo "make test: the browser tests need Chromium; run: sudo apt-get update && sudo apt-get install -y $(CHROMIUM_PKGS)" >&2; \
+	    exit 1; fi; \
+	  echo "installing Debian's Chromium for the browser tests (apt-get)"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PKGS) >/dev/null && \
+	  test -x $(CHROMIUM); }
+
+app: $(STAMP)
+	$(VENV)/bin/medrl app $(APP_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/medrl bench prefix

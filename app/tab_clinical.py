@@ -1,0 +1,166 @@
+"""Clinical case tab: a vignette and its options (pasted, or a synthetic sample) -> the chosen adapter's answer ->
+the CRPO objective breakdown (when `clinical.rewards` is present) with its evidence highlighted, and the KG check.
+
+The prompt follows what trained the run: SFT runs saw `clinical.records.question` (stem, then `A) ...` lines); RL
+runs (GRPO, CRPO) the Clinical-R1 format prompt (`clinical.prompts.build_prompt`) when that module is present.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import gradio as gr
+
+from clinical.records import question
+from clinical.synthetic import generate_vignettes
+
+from . import crpo, html
+from .context import AppContext, user_errors
+from .kgcheck import check
+from .safety import Refused, limit_text
+
+N_SAMPLES = 12
+SAMPLE_SEED = 7
+_OPTION = re.compile(r"^\s*\(?([A-J])\s*[).:\-]\s*(.+?)\s*$")
+PLACEHOLDER = ("**CRPO objective breakdown** — accuracy (when the key is known), faithfulness and comprehensiveness "
+               "with their evidence highlighted — appears here once Clinical-R1's CRPO rewards (`clinical/rewards.py`, "
+               "issue 9) are installed.")
+
+
+@functools.lru_cache(maxsize=1)
+def samples() -> list[dict]:
+    return generate_vignettes(N_SAMPLES, seed=SAMPLE_SEED)
+
+
+def sample_fields(key: str | None) -> tuple[str, str, str]:
+    """(case text, options text, answer key) of sample `key` ('1'..'12')."""
+    if not key:
+        return "", "", ""
+    if key not in {str(i + 1) for i in range(N_SAMPLES)}:
+        raise Refused(f"{key!r} is not one of the sample vignettes")
+    v = samples()[int(key) - 1]
+    case = v["question"]
+    options = "\n".join(f"{k}) {t}" for k, t in sorted(v["options"].items()))
+    return case, options, v["answer_idx"]
+
+
+def parse_options(text: str) -> dict[str, str]:
+    out = {}
+    for line in (text or "").splitlines():
+        m = _OPTION.match(line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    if len(out) < 2:
+        raise Refused("give at least two options, one per line, as 'A) text'")
+    return out
+
+
+def _messages(ctx: AppContext, run_id: str, case: str, options: dict[str, str]) -> list[dict]:
+    if ctx.reader.info(run_id).method != "SFT":
+        try:
+            from clinical.prompts import build_prompt
+
+            return build_prompt(case, options)
+        except ImportError:
+            pass
+    return [{"role": "user", "content": question({"question": case, "options": options})}]
+
+
+def _sample_meta(key: str | None, case: str) -> dict | None:
+    """The sample's ground truth, if the case text is still the sample's (not edited)."""
+    if not key or key not in {str(i + 1) for i in range(N_SAMPLES)}:
+        return None
+    v = samples()[int(key) - 1]
+    return v if v["question"] == case else None
+
+
+def crpo_card(ctx: AppContext, case: str, options: dict[str, str], text: str, gold: str | None,
+              meta: dict | None) -> tuple[str, dict | None]:
+    b = crpo.breakdown(case, options, text, gold, meta)
+    if b is None:
+        return f'<div class="medrl-card medrl-crpo-placeholder">{html.escape(PLACEHOLDER)}</div>', None
+    kg = ctx.kg("clinical")
+    f, c = b["faithfulness_parts"], b["comprehensiveness_parts"]
+    rows = [["accuracy", "—" if b["accuracy"] is None else f"{b['accuracy']:+.2f}",
+             f"boxed {b['boxed'] or 'none'}, key {gold or 'unknown'}"],
+            ["format", f"{b['format']:.2f}", "<think>…</think><answer>… \\boxed{X}</answer>"],
+            ["faithfulness", f"{b['faithfulness']:+.2f}",
+             f"evidence {f['evidence']:.2f} · hallucination {f['hallucination']:.2f} · consistency {f['consistency']:+.0f}"],
+            ["comprehensiveness", f"{b['comprehensiveness']:.2f}",
+             f"rejection {c['rejection']:.2f} · coverage {'—' if c['coverage'] is None else format(c['coverage'], '.2f')}"
+             f" · verification {c['verification']:.0f}"]]
+    bad = set(b["hallucinated"]) | set(b["misreported"])
+    body = (html.table(["objective", "score", "parts"], rows)
+            + '<div class="medrl-muted">Case, with the findings the answer cites as evidence in green:</div>'
+            + f'<div class="medrl-answer">{crpo.highlight(case, kg, set(b["cited"]), set())}</div>'
+            + '<div class="medrl-muted">Answer, cited evidence in green, findings not in the case (or misreported) '
+              "in red:</div>"
+            + f'<div class="medrl-answer">{crpo.highlight(text, kg, set(b["cited"]), bad)}</div>')
+    return f'<div class="medrl-card medrl-crpo"><h3>CRPO objectives</h3>{body}</div>', b
+
+
+def answer(ctx: AppContext, case: str, options_text: str, gold: str | None, sample_key: str | None,
+           adapter: str | None, max_new_tokens: float | None) -> tuple[str, str, str, str, dict]:
+    run_id, stage = ctx.parse_adapter(adapter)
+    case = limit_text(case, "the case")
+    if not case:
+        raise Refused("paste a case (or pick a sample) first")
+    options = parse_options(limit_text(options_text, "the options"))
+    gold = gold if gold in options else None
+    meta = _sample_meta(sample_key, case)
+    gen = ctx.service.generate(run_id, stage, _messages(ctx, run_id, case, options), None, max_new_tokens)
+    kg = ctx.kg("clinical")
+    reference, source, case_findings = None, None, None
+    if meta is not None:
+        reference, source, case_findings = meta["condition_id"], "sample", meta["finding_ids"]
+    elif gold and kg.canonical(options[gold]):
+        reference, source = kg.canonical(options[gold]), "key"
+    res = check(gen.text, kg, reference, source, case_findings)
+    crpo_html, parts = crpo_card(ctx, case, options, gen.text, gold,
+                                 {"finding_ids": meta["finding_ids"], "findings": meta["findings"]} if meta else None)
+    meta_line = f"{run_id} ({stage}) · greedy · {gen.new_tokens} new tokens in {gen.seconds:.2f} s"
+    out = {"run": run_id, "stage": stage, "text": gen.text, "answer": gen.answer, "crpo": parts,
+           "check": res.to_dict(), "disclaimer": html.DISCLAIMER}
+    return (html.answer_card("Model answer", gen.reasoning, gen.answer, meta_line), crpo_html,
+            html.check_card(res, "clinical KG"), html.differential_card(res), out)
+
+
+def build(ctx: AppContext) -> dict:
+    with gr.Row():
+        with gr.Column(scale=2):
+            pick = gr.Dropdown([(f"Sample vignette {i + 1}", str(i + 1)) for i in range(N_SAMPLES)], value=None,
+                               label="Synthetic sample (from the clinical KG)", info="or paste your own case")
+            case = gr.Textbox(label="Case (vignette)", lines=7, max_length=8000, elem_id="clin-case")
+            options = gr.Textbox(label="Options, one per line: A) ...", lines=5, max_length=2000)
+            gold = gr.Dropdown(["", *"ABCDEFGHIJ"], value="", label="Answer key (optional: enables accuracy)")
+            with gr.Row():
+                adapter = gr.Dropdown(ctx.adapter_choices(vlm=False), label="Model (run · method · stage)",
+                                      allow_custom_value=True, scale=5)
+                refresh = gr.Button("↻", scale=0, min_width=40)
+            tokens = gr.Slider(8, 512, value=ctx.max_new_tokens, step=8, label="Max new tokens (greedy)")
+            go = gr.Button("Answer and check", variant="primary", elem_id="clin-run")
+        with gr.Column(scale=3):
+            out_answer = gr.HTML(html.disclaimer())
+            out_crpo = gr.HTML(f'<div class="medrl-card medrl-crpo-placeholder">{html.escape(PLACEHOLDER)}</div>'
+                               if not crpo.available() else "")
+            out_check = gr.HTML()
+            out_ddx = gr.HTML()
+            with gr.Accordion("Raw result (JSON)", open=False):
+                out_json = gr.JSON()
+
+    @user_errors
+    def on_sample(sample_key: str | None):
+        return sample_fields(sample_key)
+
+    @user_errors
+    def on_answer(case: str, options: str, gold: str | None, sample_key: str | None, adapter: str | None,
+                  max_new_tokens: float | None):
+        return answer(ctx, case, options, gold, sample_key, adapter, max_new_tokens)
+
+    pick.change(on_sample, pick, [case, options, gold], api_name="clinical_sample")
+    refresh.click(lambda: gr.Dropdown(choices=ctx.adapter_choices(vlm=False)), None, adapter, api_name=False)
+    go.click(on_answer, [case, options, gold, pick, adapter, tokens],
+             [out_answer, out_crpo, out_check, out_ddx, out_json], api_name="clinical_answer",
+             concurrency_id="model", concurrency_limit=ctx.concurrency)
+    return {"adapter": adapter, "vlm": False}

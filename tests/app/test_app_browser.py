@@ -1,0 +1,50 @@
+"""End to end in headless Chromium (Debian's, through Playwright): load the page, run a dermatology query on a
+synthetic image and see the KG check, open the runs tab and see a plot. Screenshots go to the test's tmp folder."""
+
+import pytest
+
+TIMEOUT = 60_000  # ms; generous for a busy 2-core machine
+
+
+@pytest.fixture
+def page(browser, app_url):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    yield pg
+    ctx.close()
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    """Pick an option of a gradio Dropdown by its label."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=False).first.click()
+
+
+def test_dermatology_query_and_runs_plot(page, app_url, tmp_path):
+    page.goto(app_url)
+    page.get_by_text("medrl · model inspection").wait_for()
+    assert page.get_by_text("Research use only.").first.is_visible()
+    page.screenshot(path=str(tmp_path / "1-home.png"), full_page=True)
+
+    choose(page, "derm-sample", "melanoma · sample 1")
+    page.locator("#derm-image img").wait_for()
+    choose(page, "derm-adapter", "demo/vlm")
+    page.locator("#derm-run").click()
+    check = page.locator("#derm-check .medrl-kgcheck")
+    check.wait_for()
+    assert "Judged against the synthetic sample's true label" in check.inner_text()
+    assert page.locator("#derm-ddx").get_by_text("Differential from the KG").is_visible()
+    assert "Research use only." in page.locator("#derm-answer").inner_text()
+    page.screenshot(path=str(tmp_path / "2-dermatology.png"), full_page=True)
+
+    page.get_by_role("tab", name="Training runs").click()
+    page.locator("#runs-plot").click()
+    plot = page.locator(".medrl-plot").first
+    plot.locator("canvas, svg").first.wait_for()
+    page.screenshot(path=str(tmp_path / "3-runs.png"), full_page=True)
+
+    page.get_by_role("tab", name="Knowledge graph").click()
+    page.locator("#kg-graph svg").wait_for()
+    page.screenshot(path=str(tmp_path / "4-kg.png"), full_page=True)
+    print(f"\nscreenshots: {tmp_path}")

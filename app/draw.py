@@ -8,12 +8,17 @@ from html import escape
 
 from knowledge_graph.kg import KnowledgeGraph
 
-TYPE_COLOURS = {"condition": "#1d4ed8", "treatment": "#047857", "procedure": "#0f766e", "symptom": "#b45309",
-                "sign": "#b45309", "lab_finding": "#7c3aed", "imaging_finding": "#7c3aed", "risk_factor": "#be185d"}
+TYPE_COLOURS = {"condition": "#1d4ed8", "treatment": "#047857", "procedure": "#0f766e", "symptom": "#ea580c",
+                "sign": "#ea580c", "lab_finding": "#7c3aed", "imaging_finding": "#7c3aed", "risk_factor": "#be185d"}
 FINDING_COLOUR = "#a16207"
 EDGE_STYLE = {"typical": ("#374151", ""), "possible": ("#6b7280", "6,3"), "atypical": ("#9ca3af", "2,3"),
               "absent": ("#dc2626", "4,2")}
-MAX_NEIGHBOURS = 24
+# At most this many links of each relation are drawn (typical findings first), so a condition with 50 features
+# still shows its differential and treatments.
+PER_RELATION = {"has_feature": 10, "typical_site": 3, "absent_feature": 3, "differential_of": 8, "is_a": 3,
+                "treated_by": 4, "has_procedure": 4, "contraindicates": 3}
+HALO = 'stroke="#ffffff" stroke-width="3" paint-order="stroke"'  # labels stay readable over edges
+TYPICALITY_RANK = {"typical": 0, "possible": 1, "atypical": 2}
 _SKIP = {"alias_of"}
 
 
@@ -21,7 +26,7 @@ def _short(text: str, n: int = 22) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def neighbourhood(kg: KnowledgeGraph, node: str, width: int = 680, height: int = 520) -> str:
+def neighbourhood(kg: KnowledgeGraph, node: str, width: int = 720, height: int = 600) -> str:
     """The node in the middle, its linked nodes around it grouped by relation; dashed edges are less typical."""
     g = kg.graph
     links: list[tuple[str, str, dict, bool]] = []  # (other, relation, attrs, outgoing)
@@ -33,10 +38,15 @@ def neighbourhood(kg: KnowledgeGraph, node: str, width: int = 680, height: int =
             links.append((h, r, a, False))
     order = {"has_feature": 0, "typical_site": 1, "absent_feature": 2, "differential_of": 3, "is_a": 4,
              "treated_by": 5, "has_procedure": 6, "contraindicates": 7}
-    links.sort(key=lambda x: (order.get(x[1], 9), x[0]))
-    hidden = max(0, len(links) - MAX_NEIGHBOURS)
-    links = links[:MAX_NEIGHBOURS]
-    cx, cy, r = width / 2, height / 2, min(width, height) / 2 - 70
+    links.sort(key=lambda x: (order.get(x[1], 9), TYPICALITY_RANK.get(x[2].get("typicality", "typical"), 3), x[0]))
+    kept: list[tuple[str, str, dict, bool]] = []
+    per: dict[str, int] = {}
+    for link in links:
+        per[link[1]] = per.get(link[1], 0) + 1
+        if per[link[1]] <= PER_RELATION.get(link[1], 4):
+            kept.append(link)
+    hidden, links = len(links) - len(kept), kept
+    cx, cy, r = width / 2, height / 2, min(width, height) / 2 - 110
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
              f'role="img" aria-label="KG neighbourhood of {escape(kg.label(node))}" class="medrl-kg-svg" '
              'style="background:#ffffff;border:1px solid #e5e7eb;border-radius:6px;font-family:sans-serif">']
@@ -63,13 +73,20 @@ def neighbourhood(kg: KnowledgeGraph, node: str, width: int = 680, height: int =
         name = kg.label(other)
         parts.append(f'<g><title>{escape(name)} ({escape(typ)}; {escape(rel)})</title>'
                      f'<circle cx="{x:.0f}" cy="{y:.0f}" r="6" fill="{colour}"/>'
-                     f'<text x="{x + dx:.0f}" y="{y + dy:.0f}" font-size="11" text-anchor="{anchor}" fill="#111827">'
+                     f'<text x="{x + dx:.0f}" y="{y + dy:.0f}" font-size="11" text-anchor="{anchor}" fill="#111827" {HALO}>'
                      f"{escape(_short(name))}</text></g>")
     centre = kg.label(node)
     parts.append(f'<g><title>{escape(centre)} ({escape(kg.type(node))})</title>'
                  f'<circle cx="{cx:.0f}" cy="{cy:.0f}" r="11" fill="{TYPE_COLOURS.get(kg.type(node), FINDING_COLOUR)}"/>'
                  f'<text x="{cx:.0f}" y="{cy + 28:.0f}" font-size="13" font-weight="bold" text-anchor="middle" '
-                 f'fill="#111827">{escape(_short(centre, 32))}</text></g>')
+                 f'fill="#111827" {HALO}>{escape(_short(centre, 32))}</text></g>')
+    for i, (name, colour) in enumerate((("condition", TYPE_COLOURS["condition"]), ("finding", FINDING_COLOUR),
+                                        ("symptom / sign", TYPE_COLOURS["symptom"]),
+                                        ("lab / imaging", TYPE_COLOURS["lab_finding"]),
+                                        ("treatment", TYPE_COLOURS["treatment"]), ("procedure", TYPE_COLOURS["procedure"]),
+                                        ("risk factor", TYPE_COLOURS["risk_factor"]))):
+        parts.append(f'<circle cx="14" cy="{14 + 15 * i}" r="5" fill="{colour}"/>'
+                     f'<text x="24" y="{18 + 15 * i}" font-size="10" fill="#374151">{name}</text>')
     legend = "solid: typical · dashed: possible · dotted: atypical · red: argues against / contraindicated"
     if hidden:
         legend += f" · {hidden} more links not drawn"

@@ -31,6 +31,9 @@ CSS = """
 .medrl-answer {white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 0.92em; background: #f9fafb;
   border: 1px solid #e5e7eb; padding: 6px 8px; border-radius: 4px; color: #111827}
 .medrl-path {color: #4b5563; font-size: 0.85em}
+.medrl-footnote {margin-top: 6px; font-size: 0.8em}
+.medrl-kg-card h4 {margin: 10px 0 4px 0}
+.medrl-sens {color: #991b1b; font-weight: 600; cursor: help}
 mark.medrl-evidence {background: #bbf7d0; padding: 0 2px}
 mark.medrl-hallucination {background: #fecaca; padding: 0 2px}
 """
@@ -38,6 +41,11 @@ mark.medrl-hallucination {background: #fecaca; padding: 0 2px}
 
 def disclaimer() -> str:
     return f'<div class="medrl-disclaimer" role="note"><b>Research use only.</b> {escape(DISCLAIMER)}</div>'
+
+
+def footnote() -> str:
+    """The disclaimer in one line, for cards that sit under an answer already carrying the full one."""
+    return '<div class="medrl-muted medrl-footnote">Research use only: not a medical device, not medical advice.</div>'
 
 
 def notice(text: str, kind: str = "muted") -> str:
@@ -55,10 +63,11 @@ def mnm(flag: bool) -> str:
 
 def table(header: list[str], rows: list[list], raw_cols: tuple[int, ...] = ()) -> str:
     """A table; columns in `raw_cols` hold HTML built here (badges), all others are escaped."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{escape(h)}</th>" for h in header) if any(header) else ""
     body = "".join("<tr>" + "".join(f"<td>{c if i in raw_cols else escape(str(c))}</td>" for i, c in enumerate(r))
                    + "</tr>" for r in rows)
-    return f'<table class="medrl-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f'<table class="medrl-table">{thead}<tbody>{body}</tbody></table>'
 
 
 def answer_card(title: str, reasoning: str, answer: str, meta: str) -> str:
@@ -75,22 +84,22 @@ def check_card(res: KGCheck, kg_label: str) -> str:
     counts = res.counts()
     summary = " ".join(f"{badge(k)} {v}" for k, v in counts.items())
     ref = REFERENCE_LABEL[res.reference_source]
-    ref_txt = f"Judged against {escape(ref)}" + (f": <b>{escape(res.reference)}</b>" if res.reference else "")
-    dx = escape(res.diagnosis) if res.diagnosis else "none found"
+    ref_txt = f"Judged against {escape(ref)}" + (f": <b>{escape(res.reference_label)}</b>" if res.reference else "")
+    dx = escape(res.diagnosis_label) if res.diagnosis else "none found"
     rows = [[c.kind, c.text, c.label, c.polarity, badge(c.badge), c.reason,
              f'<span class="medrl-path">{escape(c.kg_path) or "—"}</span>'] for c in res.claims]
     body = (table(["claim", "text", "KG node", "polarity", "verdict", "why", "KG path [source]"], rows, raw_cols=(4, 6))
             if rows else '<div class="medrl-muted">No KG term found in the answer: nothing to check.</div>')
     return (f'<div class="medrl-card medrl-kgcheck"><h3>KG check ({escape(kg_label)})</h3>'
             f'<div class="medrl-muted">{ref_txt}. Diagnosis read from the answer: {dx}.</div>'
-            f"<div>{summary}</div>{body}</div>")
+            f"<div>{summary}</div>{body}{footnote()}</div>")
 
 
 def differential_card(res: KGCheck) -> str:
     parts = ['<div class="medrl-card"><h3>Differential from the KG</h3>']
     if res.differential:
         items = "".join(f"<li>{escape(d['label'])}{mnm(d['must_not_miss'])}</li>" for d in res.differential)
-        focus = res.diagnosis or res.reference or ""
+        focus = res.diagnosis_label or res.reference_label
         parts.append(f'<div class="medrl-muted">Conditions the KG says to tell apart from {escape(focus)}:</div>'
                      f"<ul>{items}</ul>")
     if res.best_fit:
@@ -101,4 +110,4 @@ def differential_card(res: KGCheck) -> str:
     if not res.differential and not res.best_fit:
         parts.append('<div class="medrl-muted">No diagnosis or KG finding in the answer to build a differential '
                      "from.</div>")
-    return disclaimer() + "".join(parts) + "</div>"
+    return "".join(parts) + footnote() + "</div>"

@@ -15,7 +15,7 @@ from knowledge_graph.kg import KnowledgeGraph
 
 FINDING_TYPES = ("morphology", "colour", "border", "shape", "surface", "distribution", "size", "dermoscopic_feature",
                  "site", "symptom", "sign", "lab_finding", "imaging_finding", "risk_factor")
-REFERENCE_LABEL = {"sample": "the synthetic sample's true label", "key": "the answer key",
+REFERENCE_LABEL = {"sample": "the synthetic sample's true label", "key": "the answer key", "given": "the reference you gave",
                    "model": "the model's own diagnosis (no reference label given)", None: "nothing (no diagnosis)"}
 
 
@@ -43,6 +43,8 @@ class KGCheck:
     reference_source: str | None  # sample | key | model | None
     diagnosis: str | None
     claims: list[ClaimRow] = field(default_factory=list)
+    reference_label: str = ""
+    diagnosis_label: str = ""
     differential: list[dict] = field(default_factory=list)  # of the diagnosis (else the reference)
     best_fit: list[dict] = field(default_factory=list)  # conditions the stated findings fit best
 
@@ -74,7 +76,8 @@ def check(text: str, kg: KnowledgeGraph, reference: str | None = None, source: s
     rows = [ClaimRow(v.claim.kind, v.claim.text, v.claim.node_id,
                      kg.label(v.claim.node_id) if v.claim.node_id in kg else v.claim.text, v.claim.polarity,
                      v.verdict, v.reason, path_text(kg, reference, v.claim.node_id)) for v in verdicts]
-    result = KGCheck(kg.name, reference, source if reference else None, dx, rows)
+    result = KGCheck(kg.name, reference, source if reference else None, dx, rows,
+                     kg.label(reference) if reference in kg else "", kg.label(dx) if dx in kg else (dx or ""))
     focus = dx if dx in kg else reference
     if focus is not None and kg.type(focus) == "condition":
         result.differential = [{"id": c, "label": kg.label(c), "must_not_miss": kg.must_not_miss(c)}

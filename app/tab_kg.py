@@ -30,19 +30,25 @@ def resolve(kg: KnowledgeGraph, term: str) -> str:
     return nid
 
 
+def _finding_chip(f) -> str:
+    """A finding's label with its source on hover; † when its absence argues against the condition."""
+    mark = (f' <span class="medrl-sens" title="absence argues against it ({html.escape(f.sensitivity)})">†</span>'
+            if f.sensitivity else "")
+    return f'<span title="{html.escape(f.source)}">{html.escape(f.label)}</span>{mark}'
+
+
 def _condition_html(kg: KnowledgeGraph, cid: str, sources: set[str]) -> str:
     parts = []
-    by_type: dict[str, list] = defaultdict(list)
+    by_type: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for f in kg.features(cid):
-        by_type[f.type].append(f)
+        by_type[f.type][f.typicality].append(f)
         sources.add(f.source)
-    rows = []
-    for t in sorted(by_type):
-        for f in sorted(by_type[t], key=lambda f: (TYPICALITY_ORDER.index(f.typicality)
-                                                      if f.typicality in TYPICALITY_ORDER else 9, f.label)):
-            rows.append([t.replace("_", " "), f.label, f.typicality, f.sensitivity or "", f.source])
-    parts.append("<h4>Features</h4>" + (html.table(["type", "finding", "typicality", "absence argues against",
-                                                    "source"], rows) if rows else "<i>none listed</i>"))
+    rows = [[t.replace("_", " "), *(", ".join(_finding_chip(f) for f in sorted(by_type[t][ty], key=lambda f: f.label))
+                                    or "—" for ty in TYPICALITY_ORDER)] for t in sorted(by_type)]
+    parts.append("<h4>Features by type and typicality</h4>"
+                 + (html.table(["type", *TYPICALITY_ORDER], rows, raw_cols=(1, 2, 3)) if rows else "<i>none listed</i>")
+                 + '<div class="medrl-muted">† its absence argues against the condition · hover a finding for its '
+                   "source</div>")
     absent = kg.absent_features(cid)
     if absent:
         sources.update(f.source for f in absent)
@@ -113,7 +119,7 @@ def check_statement(ctx: AppContext, kg_name: str, text: str, condition: str | N
     ref = resolve(kg, condition) if condition else None
     if ref is not None and kg.type(ref) != "condition":
         raise Refused(f"{condition!r} is a {kg.type(ref)}, not a condition")
-    res = check(text, kg, ref, "key" if ref else None)
+    res = check(text, kg, ref, "given" if ref else None)
     return html.disclaimer() + html.check_card(res, f"{kg_name} KG"), html.differential_card(res), res.to_dict()
 
 
@@ -124,9 +130,9 @@ def build(ctx: AppContext) -> dict:
                           elem_id="kg-term")
         go = gr.Button("Look up", variant="primary", scale=1, elem_id="kg-lookup")
     with gr.Row():
-        with gr.Column(scale=3):
+        with gr.Column(scale=1):
             card = gr.HTML(elem_id="kg-card")
-        with gr.Column(scale=2):
+        with gr.Column(scale=1):
             graph = gr.HTML(elem_id="kg-graph")
     with gr.Accordion("Check a statement against the KG", open=False):
         with gr.Row():

@@ -62,7 +62,8 @@ def compare(ctx: AppContext, run_a: str | None, run_b: str | None, metrics: list
                                      visible=True))
         else:
             plots.append(gr.LinePlot(visible=False))
-    return [*plots, summary_html(ctx, run_a), summary_html(ctx, run_b), eval_images(ctx, run_a) + eval_images(ctx, run_b)]
+    images = eval_images(ctx, run_a) + eval_images(ctx, run_b)
+    return [*plots, summary_html(ctx, run_a), summary_html(ctx, run_b), gr.Gallery(images, visible=bool(images))]
 
 
 def build(ctx: AppContext) -> dict:
@@ -82,7 +83,7 @@ def build(ctx: AppContext) -> dict:
         plots = [gr.LinePlot(visible=False, height=260, elem_classes=["medrl-plot"]) for _ in range(N_PLOTS)]
     with gr.Row():
         sum_a, sum_b = gr.HTML(), gr.HTML()
-    gallery = gr.Gallery(label="Evaluation plots", height=240, columns=4)
+    gallery = gr.Gallery(label="Evaluation plots (eval/*.png)", height=240, columns=4, visible=False)
 
     @user_errors
     def on_compare(run_a: str | None, run_b: str | None, metrics: list[str] | None):

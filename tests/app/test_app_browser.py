@@ -47,4 +47,8 @@ def test_dermatology_query_and_runs_plot(page, app_url, tmp_path):
     page.get_by_role("tab", name="Knowledge graph").click()
     page.locator("#kg-graph svg").wait_for()
     page.screenshot(path=str(tmp_path / "4-kg.png"), full_page=True)
+    page.get_by_text("Check a statement against the KG").click()
+    page.get_by_role("button", name="Check", exact=True).click()
+    page.locator(".medrl-kgcheck td .medrl-hedged").first.wait_for()  # "melanoma cannot be ruled out"
+    page.screenshot(path=str(tmp_path / "5-kg-check.png"), full_page=True)
     print(f"\nscreenshots: {tmp_path}")

@@ -31,3 +31,24 @@ def test_auth_from_flag_or_environment(monkeypatch):
     assert parse_auth(None) == ("bo", "pw")
     with pytest.raises(MedrlError):
         parse_auth("nopassword")
+
+
+def test_a_fresh_clone_without_runs(tmp_path):
+    """No runs yet: the page builds and says how to make them; the samples and the KG work at once."""
+    from app import tab_clinical, tab_derm, tab_kg
+    from app.context import AppContext
+    from app.main import build_app, header
+    from app.safety import Refused
+
+    ctx = AppContext(tmp_path / "runs", scratch=tmp_path / "scratch")
+    build_app(ctx)
+    assert "make demo" in header(ctx)
+    with pytest.raises(Refused, match="make demo"):
+        tab_derm.answer(ctx, None, "condition:melanoma/0", None, 8)
+    image, truth = tab_derm.sample_file(ctx, "condition:psoriasis/1")
+    assert image.endswith(".png") and "psoriasis" in truth
+    assert tab_clinical.sample_fields("3")[2] in "ABCDE"
+    card, svg = tab_kg.lookup(ctx, "clinical", "STEMI")
+    assert "ST-elevation myocardial infarction" in card and "<svg" in svg
+    with pytest.raises(Refused, match="did you mean"):
+        tab_kg.lookup(ctx, "derm", "melanomma")

@@ -14,6 +14,9 @@ Estimators (``compute_advantages`` is the one entry point the RL loop calls; ``E
 - ``grpo``: group z-score, ``scale`` in {group, batch, none} (``none`` is Dr. GRPO: centre only).
 - ``grpo++``: as ``grpo``, but a group whose signal has no spread (std < eps) gets a binary advantage,
   +1 for each correct completion and -1 for each wrong one, instead of all zeros.
+- ``binary``: the other reading of GRPO++ ("a different binary advantage"): +1 for every correct completion and -1
+  for every wrong one, in every group, the z-score ignored; every group, however small G is, carries signal.
+  The rewards still decide correctness (``correct_reward``) and are logged, but their size no longer matters.
 - several named rewards (CRPO) combine with ``aggregation`` (each works with either estimator):
   ``sum_then_normalize`` (GRPO: z-score of the weighted sum), ``normalize_then_sum`` (TRL's and GDPO's meaning:
   per-objective group z-scores, weighted sum, then a batch z-score) and ``normalize_then_weighted_sum``
@@ -33,7 +36,7 @@ from torch import Tensor
 from training.errors import ConfigError
 
 Scale = Literal["group", "batch", "none"]
-Estimator = Literal["grpo", "grpo++"]
+Estimator = Literal["grpo", "grpo++", "binary"]
 Aggregation = Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"]
 SCALES: tuple[str, ...] = ("group", "batch", "none")
 AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum")
@@ -45,12 +48,12 @@ Groups = int | Tensor | None
 class AdvantageConfig:
     """The RL recipe's `advantages:` section, passed whole to ``compute_advantages``."""
 
-    estimator: Literal["grpo", "grpo++"] = "grpo"
+    estimator: Literal["grpo", "grpo++", "binary"] = "grpo"
     aggregation: Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"] = (
         "sum_then_normalize")
     scale: Literal["group", "batch", "none"] = "group"
     eps: float = DEFAULT_EPS
-    correct_reward: str | None = None  # GRPO++: the reward that says a completion is correct
+    correct_reward: str | None = None  # grpo++ / binary: the reward that says a completion is correct
     correct_threshold: float = 1.0
 
     def __post_init__(self) -> None:
@@ -287,9 +290,23 @@ def _grpo_plus_plus(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Te
     return advantages, {**stats, **_advantage_stats(advantages)}
 
 
+def _binary(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, cfg: AdvantageConfig
+            ) -> tuple[Tensor, dict[str, float]]:
+    """+1 correct / -1 wrong everywhere: the binary fallback applied to every group, flat or not."""
+    if correct is None:
+        raise ValueError("estimator 'binary' needs the correct (N,) bool tensor")
+    k = int(ids.max()) + 1
+    every = torch.ones(k, dtype=torch.bool, device=advantages.device)
+    advantages, stats = binary_fallback(advantages, correct, every, ids)
+    return advantages, {**stats, **_advantage_stats(advantages)}
+
+
 # name -> (combined advantages, flatness signal, group ids, correct, config) -> (advantages, extra stats).
 # Tree-GRPO adds its estimator here (inter-tree + intra-tree z-scores over its own ids).
-ESTIMATORS: dict[str, Callable[..., tuple[Tensor, dict[str, float]]]] = {"grpo": _grpo, "grpo++": _grpo_plus_plus}
+ESTIMATORS: dict[str, Callable[..., tuple[Tensor, dict[str, float]]]] = {
+    "grpo": _grpo, "grpo++": _grpo_plus_plus, "binary": _binary}
+# Estimators that read correctness: the recipe must name `advantages.correct_reward`.
+NEEDS_CORRECT: frozenset[str] = frozenset({"grpo++", "binary"})
 
 
 def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Groups,
@@ -298,7 +315,7 @@ def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, floa
     """The RL loop's entry point: named rewards (each (N,)) -> advantages (N,) and float stats.
 
     ``groups``: the batch's `group_index` (or G for contiguous groups). ``correct`` (bool (N,), e.g. from
-    ``correct_from_reward``) is required by ``grpo++`` and only logged by ``grpo``.
+    ``correct_from_reward``) is required by ``grpo++`` and ``binary`` and only logged by ``grpo``.
     """
     cfg = config or AdvantageConfig()
     advantages, signal, stats = multi_objective_advantages(rewards, weights, groups, aggregation=cfg.aggregation,

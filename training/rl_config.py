@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from training.advantages import AdvantageConfig
+from training.advantages import NEEDS_CORRECT, AdvantageConfig
 from training.config import ModelConfig, OptimConfig, RunConfig, check
 from training.losses import PolicyLossConfig
 from training.reference import ReferenceConfig
@@ -59,9 +59,10 @@ class RLConfig:
         if self.loss.beta > 0 or self.reference.as_old_policy:
             check(self.reference.kind != "none", "reference.kind", "base, start or lagged when loss.beta > 0 or "
                   "reference.as_old_policy", self.reference.kind)
-        if self.advantages.estimator == "grpo++":
+        if self.advantages.estimator in NEEDS_CORRECT:
             check(self.advantages.correct_reward is not None, "advantages.correct_reward",
-                  "the name of a reward (grpo++ needs a correctness signal)", self.advantages.correct_reward)
+                  f"the name of a reward ({self.advantages.estimator} needs a correctness signal)",
+                  self.advantages.correct_reward)
         if self.advantages.correct_reward is not None:
             check(self.advantages.correct_reward in self.rewards, "advantages.correct_reward",
                   f"one of the rewards ({', '.join(self.rewards)})", self.advantages.correct_reward)

@@ -318,3 +318,43 @@ def test_estimator_table_with_uneven_groups() -> None:
     r2 = math.sqrt(2)
     close(adv, [r2, -1 / r2, -1 / r2, 1.0], tol=1e-5)
     assert stats["frac_binary_groups"] == 0.5
+
+
+# --- binary: the other reading of GRPO++ -----------------------------------------------------------
+
+
+def test_binary_is_plus_minus_one_everywhere_by_hand() -> None:
+    # G=3, two groups. Group 0 has spread (rewards 7, -1, -1: grpo would give sqrt2, -1/sqrt2, -1/sqrt2), group 1
+    # is flat (all wrong: grpo gives 0, grpo++ the fallback -1). binary ignores the z-score: +1 correct, -1 wrong.
+    acc = torch.tensor([7.0, -1.0, -1.0, -1.0, -1.0, -1.0])
+    fmt = torch.tensor([1.0, 0.0, 1.0, 0.5, 0.0, 1.0])  # size of the other rewards does not matter either
+    correct = correct_from_reward({"acc": acc, "fmt": fmt}, "acc", 1.0)
+    adv, stats = compute_advantages({"acc": acc, "fmt": fmt}, {"acc": 1.0, "fmt": 1.0}, 3,
+                                    AdvantageConfig(estimator="binary", correct_reward="acc"), correct=correct)
+    close(adv, [1.0, -1.0, -1.0, -1.0, -1.0, -1.0])
+    assert stats["frac_binary_groups"] == 1.0 and stats["frac_correct"] == pytest.approx(1 / 6)
+    assert stats["adv/mean"] == pytest.approx(-4 / 6) and stats["reward/acc/mean"] == pytest.approx(2 / 6)
+    pp, _ = compute_advantages({"acc": acc, "fmt": fmt}, {"acc": 1.0, "fmt": 0.0}, 3,
+                               AdvantageConfig(estimator="grpo++", correct_reward="acc"), correct=correct)
+    r2 = math.sqrt(2)
+    close(pp, [r2, -1 / r2, -1 / r2, -1.0, -1.0, -1.0], tol=1e-4)  # the first reading, for contrast
+
+
+def test_binary_with_group_index_and_errors() -> None:
+    acc = torch.tensor([0.0, 1.0, 1.0])
+    adv, _ = compute_advantages({"acc": acc}, {"acc": 1.0}, torch.tensor([5, 2, 5]),
+                                AdvantageConfig(estimator="binary"), correct=acc > 0.5)
+    close(adv, [-1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="'binary' needs the correct"):
+        compute_advantages({"acc": acc}, {"acc": 1.0}, 3, AdvantageConfig(estimator="binary"))
+
+
+def test_binary_recipe_needs_correct_reward() -> None:
+    from training.config import load_config
+    from training.rl_config import RLConfig
+
+    recipe = "configs/grpopp_qwen2_toy.yaml"
+    with pytest.raises(ConfigError, match="advantages.correct_reward: expected the name of a reward .binary"):
+        load_config(RLConfig, recipe, ["--advantages.estimator=binary", "--advantages.correct_reward=null"])
+    cfg = load_config(RLConfig, recipe, ["--advantages.estimator=binary"])
+    assert cfg.advantages.estimator == "binary" and cfg.advantages.correct_reward == "toy_correct"

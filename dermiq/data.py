@@ -26,7 +26,7 @@ from knowledge_graph.kg import KnowledgeGraph
 from knowledge_graph.lexicon import normalize
 from training.errors import DataError
 
-from .synthetic import PROMPT
+from .prompts import build_prompt
 
 FORMATS = ("ham10000", "fitzpatrick17k", "scin", "dermnet", "jsonl")
 SPLITS = ("train", "val", "test")
@@ -35,15 +35,6 @@ MAX_PIXELS = 40_000_000  # a clinical photo is under 25 MP; larger is a bomb or 
 EXAMPLES = 3  # first examples kept per skip reason
 SCIN_MAX_IMAGES = 3
 _MAX_LITERAL = 10_000  # characters of a SCIN label dict we are willing to parse
-
-
-def prompt_messages(n_images: int) -> list[dict]:
-    """The user turn: one image slot per image, then the question.
-
-    A minimal placeholder that reuses the synthetic data's question: the prompt/answer format is issue 8 item 3
-    (dermiq/prompts.py); when that lands, this should call it.
-    """
-    return [{"role": "user", "content": [*({"type": "image"} for _ in range(n_images)), {"type": "text", "text": PROMPT}]}]
 
 
 class RowError(Exception):
@@ -491,11 +482,12 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
     split_of = assign_splits(groups, fracs["val"], fracs["test"], seed)
     records: dict[str, list[dict]] = {s: [] for s in SPLITS}
     labels: Counter = Counter()
+    label_set = sorted({kg.label(cid) for _, cid, _ in kept})  # the run's labels, listed in every prompt
     for row, cid, images in kept:
         meta = {"source": fmt, "condition_id": cid, **row.meta}
         if kg.type(cid) == "category":  # a DermNet class folder: naming any member condition is right
             meta["members"] = sorted(kg.members(cid))
-        rec = {"prompt": row.prompt or prompt_messages(len(images)), "images": [_rel(p, out) for p in images],
+        rec = {"prompt": row.prompt or build_prompt(label_set, len(images)), "images": [_rel(p, out) for p in images],
                "answer": kg.label(cid), "meta": meta}
         records[split_of[row.group]].append(rec)
         labels[rec["answer"]] += 1

@@ -15,6 +15,7 @@ from knowledge_graph.kg import KnowledgeGraph
 from training.data import write_jsonl
 
 from .findings import sample_findings
+from .prompts import QUESTION, build_prompt
 from .render import SUPPORTED, render
 
 # Visually separable defaults: the DermIQ 8 DermNet conditions, the other HAM10000 classes and a few more.
@@ -24,8 +25,7 @@ DEFAULT_CONDITIONS = (
     "condition:dermatitis", "condition:lichen_planus", "condition:rosacea", "condition:vitiligo",
     "condition:tinea_corporis",
 )
-PROMPT = ("Examine this skin lesion image. Describe the key findings (morphology, colour, border, shape, surface, "
-          "distribution, dermoscopic features), then give the most likely diagnosis.")
+PROMPT = QUESTION  # the user turn's question (the format and labels are the system turn: dermiq.prompts)
 
 
 def _kg(kg: KnowledgeGraph | None) -> KnowledgeGraph:
@@ -46,10 +46,12 @@ def make_sample(kg: KnowledgeGraph, condition: str, seed: int, index: int, size:
     return img, {"condition_id": cid, "findings": findings, "fitzpatrick": fitz, "seed": seed, "index": index}
 
 
-def make_record(image_path: str, kg: KnowledgeGraph, meta: dict) -> dict:
-    """The RL record (DESIGN.md): the same shape the real dataset adapters produce."""
+def make_record(image_path: str, kg: KnowledgeGraph, meta: dict, labels: list[str] | None = None) -> dict:
+    """The RL record (DESIGN.md), the same shape the importers write; ``labels``: the data set's label set
+    (default: the labels of DEFAULT_CONDITIONS)."""
+    labels = labels or [kg.label(kg.require(c, "condition")) for c in DEFAULT_CONDITIONS]
     return {
-        "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}],
+        "prompt": build_prompt(labels),
         "images": [image_path],
         "answer": kg.label(meta["condition_id"]),
         "meta": {**meta, "source": "synthetic"},
@@ -75,13 +77,14 @@ def generate_dataset(
     out = Path(out_dir)
     conds = [kg.require(c, "condition") for c in (conditions or DEFAULT_CONDITIONS)]
     jobs = [(c, i) for c in conds for i in range(n_per_class)]
+    labels = [kg.label(c) for c in conds]
     records = []
     for cid, i in tqdm(jobs, desc="synthetic lesions", unit="img", disable=not progress):
         img, meta = make_sample(kg, cid, seed, i, size)
         rel = f"images/{cid.split(':', 1)[1]}/{i:05d}.png"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         img.save(out / rel, optimize=False, compress_level=1)
-        records.append(make_record(rel, kg, meta))
+        records.append(make_record(rel, kg, meta, labels))
     write_jsonl(out / "records.jsonl", records)
     return records
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from app.cli import main
 from dermiq.data import check_image, import_data, scin_top_label
+from dermiq.prompts import labels_of
 from knowledge_graph.io import load_builtin
 from training.data import read_jsonl
 
@@ -98,7 +99,8 @@ def test_ham10000_import_skips_and_reports_quirks(ham, tmp_path, kg):
     assert r["answer"] == kg.label("condition:akiec") and r["meta"]["condition_id"] == "condition:akiec"
     assert {"image_id", "lesion_id", "dx_type", "age", "sex", "site", "dataset"} <= set(r["meta"])
     assert r["meta"]["site"] == "back" and r["meta"]["age"] == 45.0 and r["meta"]["source"] == "ham10000"
-    assert r["prompt"][0]["content"][0] == {"type": "image"}
+    assert r["prompt"][1]["content"][0] == {"type": "image"}
+    assert labels_of(r["prompt"]) == sorted(s["labels"], key=str.lower)  # the run's label set, in every prompt
     ds = read_jsonl(tmp_path / "out" / "train.jsonl", "rl")  # the trainers' reader accepts every record
     assert len(ds.records) == len(recs["train"]) and not ds.skipped
     assert all(Path(p).is_file() for rec in ds.records for p in rec["images"])
@@ -215,7 +217,7 @@ def test_scin_join_images_and_case_split(tmp_path):
     assert not (cases_in["train"] & cases_in["val"] or cases_in["train"] & cases_in["test"] or cases_in["val"] & cases_in["test"])
     allr = {r["meta"]["case_id"]: r for rs in recs.values() for r in rs}
     two = allr["c1"]
-    assert len(two["images"]) == 2 and sum(p == {"type": "image"} for p in two["prompt"][0]["content"]) == 2
+    assert len(two["images"]) == 2 and sum(p == {"type": "image"} for p in two["prompt"][1]["content"]) == 2
     assert two["answer"] == "psoriasis" and two["meta"]["label_weight"] == 0.7
     assert two["meta"]["fitzpatrick"] == 2 and two["meta"]["fitzpatrick_self"] == 3 and two["meta"]["site"] == ["arm"]
     assert len(allr["c91"]["images"]) == 1

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from dermiq.explain import describe
+from dermiq.prompts import labels_of
 from dermiq.render import SUPPORTED
 from dermiq.synthetic import DEFAULT_CONDITIONS, contact_sheet, generate_dataset, make_sample
 from knowledge_graph.io import load_builtin
@@ -23,8 +24,9 @@ def test_dataset_records_and_files(tmp_path, kg):
     lines = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert lines == recs
     r = recs[0]
-    assert r["prompt"][0]["role"] == "user"
-    assert [c["type"] for c in r["prompt"][0]["content"]] == ["image", "text"]
+    assert [m["role"] for m in r["prompt"]] == ["system", "user"]
+    assert [c["type"] for c in r["prompt"][1]["content"]] == ["image", "text"]
+    assert labels_of(r["prompt"]) == ["melanoma", "psoriasis"]  # the data set's label set
     assert r["answer"] == "melanoma" and r["meta"]["condition_id"] == "condition:melanoma"
     assert 1 <= r["meta"]["fitzpatrick"] <= 6 and r["meta"]["seed"] == 7
     img = Image.open(tmp_path / r["images"][0])

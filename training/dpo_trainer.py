@@ -123,7 +123,6 @@ def dpo_update(model, micro: list[RolloutBatch], reference: Reference, cfg: DPOC
     return total, acc.result()
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
 # ---------------------------------------------------------------------------------------------- the loop
 def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
     """Run DPO to `cfg.run.max_steps`; returns the last logged metrics."""

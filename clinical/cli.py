@@ -1,5 +1,7 @@
 """`medrl clinical synth`: MedQA-format synthetic vignettes from the clinical KG; `medrl clinical import`: clinical QA
-data sets (or the vignette bank) -> RL records split into train/val/test."""
+data sets (or the vignette bank) -> RL records split into train/val/test; `medrl clinical train`: cold-start SFT ->
+CRPO (`clinical.pipeline`); `medrl clinical eval`: greedy answers scored by the CRPO rules (`clinical.evaluate`);
+`medrl clinical ablate`: GRPO vs CRPO from the same start (`clinical.ablate`)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,104 @@ def register(subparsers) -> None:
     i.add_argument("--n", type=int, default=500, help="vignettes to generate for 'vignettes embedded'")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(handler=_import)
+    t = sub.add_parser("train", help="cold-start SFT on reasoning traces -> CRPO from its adapter (a pipeline recipe)")
+    _recipe_args(t, "runs/clinical")
+    t.add_argument("--stages", default=None, help="comma-separated stages to run, e.g. sft,crpo or crpo (default: "
+                   "the recipe's)")
+    t.add_argument("--steps", type=int, default=None, help="CRPO steps (the recipe's crpo.run.max_steps)")
+    t.add_argument("--sft-steps", type=int, default=None, help="SFT steps (the recipe's sft.run.max_steps)")
+    t.add_argument("--no-eval", action="store_true", help="skip the evaluation of the last stage on test.jsonl")
+    t.add_argument("--json", action="store_true", help="print the result as JSON")
+    t.set_defaults(handler=_train, accepts_overrides=True)
+    e = sub.add_parser("eval", help="greedy answers of a run's adapter, accuracy and reasoning measures -> RUN/eval/")
+    e.add_argument("run", help="a run folder, e.g. runs/clinical/crpo")
+    e.add_argument("--data", required=True, help="RL records (JSONL), e.g. DIR/test.jsonl from medrl clinical import")
+    e.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
+    e.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's rollout length, else 512")
+    e.add_argument("--tag", default="metrics", help="file names under eval/: TAG.json (default metrics.json)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(handler=_eval)
+    a = sub.add_parser("ablate", help="GRPO vs CRPO arms from the same cold-start adapter, evaluated side by side")
+    _recipe_args(a, "runs/clinical_ablation")
+    a.add_argument("--seeds", default="0,1", help="comma-separated RL seeds")
+    a.add_argument("--steps", type=int, default=None, help="RL steps per arm (the recipe's crpo.run.max_steps)")
+    a.add_argument("--limit", type=int, default=None, help="held-out questions evaluated (the recipe's eval_limit)")
+    a.add_argument("--json", action="store_true", help="print the result as JSON (default: a table)")
+    a.set_defaults(handler=_ablate, accepts_overrides=True)
+
+
+def _recipe_args(p, out: str) -> None:
+    p.add_argument("--recipe", default="tiny", help="tiny (embedded Qwen2, CPU), 3b (Qwen2.5-3B-Instruct, QLoRA, "
+                   "12 GB GPU) or a pipeline YAML")
+    p.add_argument("--data", default=None, help="folder from `medrl clinical import` (default: the recipe's; "
+                   "'embedded' imports KG vignettes)")
+    p.add_argument("--sft-data", default=None, help="JSONL of {messages} reasoning traces for the cold start "
+                   "(default: boxed traces built from the KG vignettes)")
+    p.add_argument("--out", default=out, help="output folder: one run folder per stage")
+    p.add_argument("--seed", type=int, default=None, help="data and SFT seed (the recipe's pipeline.seed)")
+
+
+def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
+    from training.config import merge
+
+    from .pipeline import load_recipe
+
+    raw = load_recipe(args.recipe, args.overrides)
+    pipe = {k: v for k, v in (("data", args.data), ("sft_data", args.sft_data), ("seed", args.seed)) if v is not None}
+    raw = merge(raw, {"pipeline": pipe, **(extra or {})})
+    return raw
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import metrics_table
+    from .pipeline import run_pipeline
+
+    extra: dict = {}
+    if args.stages:
+        extra["pipeline"] = {"stages": [s.strip() for s in args.stages.split(",") if s.strip()]}
+    if args.steps:
+        extra["crpo"] = {"run": {"max_steps": args.steps}}
+    if args.sft_steps:
+        extra["sft"] = {"run": {"max_steps": args.sft_steps}}
+    result = run_pipeline(_recipe(args, extra), args.out, evaluate=not args.no_eval)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for stage, path in result["runs"].items():
+            print(f"{stage}: {path}")
+        if "eval" in result:
+            print(metrics_table(result["eval"]))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate_run, metrics_table
+
+    m = evaluate_run(args.run, args.data, limit=args.limit, max_new_tokens=args.max_new_tokens, tag=args.tag)
+    print(json.dumps(m, indent=2) if args.json else metrics_table(m))
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    import json
+
+    from training.errors import DataError
+
+    from .ablate import run_ablation, table
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise DataError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise DataError("--seeds: expected at least one seed")
+    result = run_ablation(_recipe(args), args.out, seeds, steps=args.steps, limit=args.limit)
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -22,15 +22,16 @@ SHOWN = ("accuracy", "format_ok", "evidence", "evidence_per_100_words", "rejecti
          "verifications", "backtracks", "length_tokens")
 
 
-def arm_overrides(arm: str, raw: dict) -> dict:
+def arm_overrides(arm: str) -> dict:
     """What an arm changes in the recipe's crpo section (the GRPO arm replaces the reward table whole)."""
     if arm == "grpo":
         return {"rewards": dict(GRPO_REWARDS), "advantages": {"aggregation": "sum_then_normalize"}}
     return {}
 
 
-def run_ablation(raw: dict, out: str | Path, seeds: list[int], steps: int | None = None, limit: int | None = None,
+def run_ablation(raw: dict, out: str | Path, seeds: list[int], limit: int | None = None,
                  max_new_tokens: int | None = None) -> dict:
+    """Train the shared SFT start, then every (seed, arm) run for the recipe's crpo.run.max_steps; evaluate each."""
     pc = pipeline_config(raw)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,13 +49,11 @@ def run_ablation(raw: dict, out: str | Path, seeds: list[int], steps: int | None
             section = dict(raw)
             section["crpo"] = {k: v for k, v in raw["crpo"].items() if not (arm == "grpo" and k == "rewards")}
             extra = {"data": {"train": str(data / "train.jsonl")}, "model": {"adapter": str(adapter)},
-                     **arm_overrides(arm, raw)}
-            if steps:
-                extra["run"] = {"max_steps": steps}
+                     **arm_overrides(arm)}
             run_stage(stage_config(section, "crpo", out, name, seed, extra))
             m = evaluate_run(out / name, test, limit=limit, max_new_tokens=max_new_tokens, tag="ablation")
             runs.append({"arm": arm, "seed": seed, **_pick(m)})
-    result = {"seeds": seeds, "steps": steps or raw["crpo"].get("run", {}).get("max_steps"), "test": str(test),
+    result = {"seeds": seeds, "steps": (raw["crpo"].get("run") or {}).get("max_steps"), "test": str(test),
               "n": start["n"], "start": str(adapter), "mean": _means(runs), "runs": runs}
     from training.checkpoint import atomic_write_text
 

@@ -34,8 +34,6 @@ def register(subparsers) -> None:
     _recipe_args(t, "runs/clinical")
     t.add_argument("--stages", default=None, help="comma-separated stages to run, e.g. sft,crpo or crpo (default: "
                    "the recipe's)")
-    t.add_argument("--steps", type=int, default=None, help="CRPO steps (the recipe's crpo.run.max_steps)")
-    t.add_argument("--sft-steps", type=int, default=None, help="SFT steps (the recipe's sft.run.max_steps)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation of the last stage on test.jsonl")
     t.add_argument("--json", action="store_true", help="print the result as JSON")
     t.set_defaults(handler=_train, accepts_overrides=True)
@@ -50,7 +48,6 @@ def register(subparsers) -> None:
     a = sub.add_parser("ablate", help="GRPO vs CRPO arms from the same cold-start adapter, evaluated side by side")
     _recipe_args(a, "runs/clinical_ablation")
     a.add_argument("--seeds", default="0,1", help="comma-separated RL seeds")
-    a.add_argument("--steps", type=int, default=None, help="RL steps per arm (the recipe's crpo.run.max_steps)")
     a.add_argument("--limit", type=int, default=None, help="held-out questions evaluated (the recipe's eval_limit)")
     a.add_argument("--json", action="store_true", help="print the result as JSON (default: a table)")
     a.set_defaults(handler=_ablate, accepts_overrides=True)
@@ -65,6 +62,9 @@ def _recipe_args(p, out: str) -> None:
                    "(default: boxed traces built from the KG vignettes)")
     p.add_argument("--out", default=out, help="output folder: one run folder per stage")
     p.add_argument("--seed", type=int, default=None, help="data and SFT seed (the recipe's pipeline.seed)")
+    p.add_argument("--steps", type=int, default=None, help="RL steps (of CRPO, or of each ablation arm; the recipe's "
+                   "crpo.run.max_steps)")
+    p.add_argument("--sft-steps", type=int, default=None, help="cold-start SFT steps (the recipe's sft.run.max_steps)")
 
 
 def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
@@ -74,8 +74,8 @@ def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
 
     raw = load_recipe(args.recipe, args.overrides)
     pipe = {k: v for k, v in (("data", args.data), ("sft_data", args.sft_data), ("seed", args.seed)) if v is not None}
-    raw = merge(raw, {"pipeline": pipe, **(extra or {})})
-    return raw
+    steps = {s: {"run": {"max_steps": n}} for s, n in (("crpo", args.steps), ("sft", args.sft_steps)) if n}
+    return merge(raw, merge({"pipeline": pipe, **steps}, extra or {}))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -87,10 +87,6 @@ def _train(args: argparse.Namespace) -> int:
     extra: dict = {}
     if args.stages:
         extra["pipeline"] = {"stages": [s.strip() for s in args.stages.split(",") if s.strip()]}
-    if args.steps:
-        extra["crpo"] = {"run": {"max_steps": args.steps}}
-    if args.sft_steps:
-        extra["sft"] = {"run": {"max_steps": args.sft_steps}}
     result = run_pipeline(_recipe(args, extra), args.out, evaluate=not args.no_eval)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -125,7 +121,7 @@ def _ablate(args: argparse.Namespace) -> int:
         raise DataError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
     if not seeds:
         raise DataError("--seeds: expected at least one seed")
-    result = run_ablation(_recipe(args), args.out, seeds, steps=args.steps, limit=args.limit)
+    result = run_ablation(_recipe(args), args.out, seeds, limit=args.limit)
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 

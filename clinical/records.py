@@ -67,7 +67,8 @@ _PRIORITY = {"lab_finding": 0, "imaging_finding": 0, "sign": 1, "symptom": 2, "r
 def rejection_reason(kg, distractor: str, gold: str, case_texts: dict[str, str], used: set[str]) -> str:
     """Why a wrong option does not fit, from the KG: a case finding that argues against it, else a case finding typical
     of the answer that it does not have (the most specific kind first, one not used yet), else a typical feature of
-    it that the case lacks. Worded so the finding keeps its polarity ('fits X better', never 'does not explain F')."""
+    it that the case lacks. Worded so the reader gets each finding's polarity right: a case finding stays present
+    ('F favours X', never 'does not explain F'), a missing one is absent ('no F is reported')."""
     ids = sorted(case_texts, key=lambda i: (i in used, _PRIORITY.get(kg.type(i), 4)))
     for nid in ids:
         if kg.typicality_of(distractor, nid) == "absent":
@@ -77,10 +78,10 @@ def rejection_reason(kg, distractor: str, gold: str, case_texts: dict[str, str],
     for nid in ids:
         if nid not in theirs and kg.typicality_of(gold, nid) == "typical":
             used.add(nid)
-            return f"{case_texts[nid]} fits {kg.label(gold)} better"
+            return f"{case_texts[nid]} favours {kg.label(gold)}"
     missing = [f for f in kg.features(distractor, typicality="typical") if f.id not in case_texts]
     if missing:
-        return f"it typically presents with {missing[0].label}, which is not reported here"
+        return f"no {missing[0].label} is reported, a typical feature of it"
     return "it does not account for these findings"
 
 
@@ -113,7 +114,7 @@ def boxed_trace(record: dict, kg=None, style: str = "full") -> str | None:
         why = (rejection_reason(kg, nid, gold, case_texts, used) if nid is not None and kg.type(nid) == "condition"
                else "it does not account for these findings")
         if brief:
-            why = why.split(" fits ")[0].split(" argues ")[0] if " fits " in why or " argues " in why else "no fit"
+            why = why.split(" favours ")[0].split(" argues ")[0] if " favours " in why or " argues " in why else "no fit"
             lines.append(f"{k}) less likely: {why}.")
         else:
             lines.append(f"{k}) {label} is less likely: {why}.")

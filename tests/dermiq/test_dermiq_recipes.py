@@ -17,7 +17,7 @@ SEED_SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("recipe,new_tokens", [("configs/dermiq_tiny.yaml", 128),
+@pytest.mark.parametrize("recipe,new_tokens", [("configs/dermiq_tiny.yaml", 160),
                                                ("configs/dermiq_qwen25vl_3b.yaml", 250)])
 def test_recipes_carry_the_seed_settings(recipe, new_tokens):
     cfg = load_config(RLConfig, recipe)

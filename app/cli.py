@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
         print(f"medrl: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("medrl: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"medrl: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `medrl kg stats | head`
         sys.stderr.close()

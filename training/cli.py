@@ -37,7 +37,10 @@ def run_recipe(path: str | None, overrides: list[str], resume: bool = False) -> 
 
 
 def _train(args: argparse.Namespace) -> int:
-    last = run_recipe(args.config, args.overrides, resume=args.resume)
+    from training.session import graceful_interrupt
+
+    with graceful_interrupt():
+        last = run_recipe(args.config, args.overrides, resume=args.resume)
     print(json.dumps({k: v for k, v in last.items() if isinstance(v, (int, float, str))}))
     return 0
 

@@ -50,7 +50,10 @@ def resolve(names: list[str], modules: list[str]) -> dict[str, RewardFn]:
 
 def score(name: str, fn: RewardFn, prompts: list, completions: list[str], fields: dict[str, list]) -> torch.Tensor:
     """Call one reward and check its answer: one finite float per completion."""
-    values = fn(prompts, completions, **fields)
+    try:
+        values = fn(prompts, completions, **fields)
+    except Exception as e:  # a user's reward code: name it, keep the run's checkpoints, no traceback by default
+        raise MedrlError(f"reward '{name}' raised {type(e).__name__}: {e}") from e
     if len(values) != len(completions):
         raise MedrlError(f"reward '{name}' returned {len(values)} values for {len(completions)} completions")
     out = []

@@ -51,6 +51,8 @@ class RLConfig:
         check(1 <= self.grad_accum <= self.prompts_per_step, "grad_accum",
               f"an integer in [1, prompts_per_step={self.prompts_per_step}]", self.grad_accum)
         check(self.num_iterations >= 1, "num_iterations", "an integer >= 1", self.num_iterations)
+        check(self.max_nonfinite_in_a_row >= 0, "max_nonfinite_in_a_row", "an integer >= 0 (0: stop at the first)",
+              self.max_nonfinite_in_a_row)
         check(self.rollout.temperature > 0, "rollout.temperature", "a float > 0 (RL samples)",
               self.rollout.temperature)
         check(self.rollout.num_generations >= 2, "rollout.num_generations",

@@ -6,6 +6,11 @@ Every trainer goes through it, so SFT, RL and DPO runs have the same layout, res
 from __future__ import annotations
 
 import random
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,38 @@ from training.config import save_config
 from training.errors import MedrlError
 from training.run import RunDir
 from training.tracking import MetricsLogger
+
+
+_STOP = threading.Event()  # set by the first Ctrl-C inside `graceful_interrupt`
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run stopped on Ctrl-C after saving a checkpoint (the message says where)."""
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[None]:
+    """First Ctrl-C: finish the current step, save a checkpoint, stop (`Interrupted`). Second: stop at once.
+
+    Installed around a whole training run by `medrl train`; trainers only see it through `Session`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        _STOP.set()
+        print("\nmedrl: stopping after this step and saving a checkpoint (Ctrl-C again to stop now)", file=sys.stderr)
+
+    _STOP.clear()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _STOP.clear()
 
 
 def seed_everything(seed: int) -> None:
@@ -74,12 +111,17 @@ class Session:
 
     def checkpoint(self, step: int, model, optimizer, scheduler, state: dict,
                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
-        return save_checkpoint(self.run, step, model, optimizer, scheduler, state, tensors=tensors,
+        """Save atomically; after a Ctrl-C, stop here with `Interrupted` (the checkpoint is complete)."""
+        path = save_checkpoint(self.run, step, model, optimizer, scheduler, state, tensors=tensors,
                                keep=self.cfg.run.keep_checkpoints)
+        if _STOP.is_set():
+            self.metrics.close()
+            raise Interrupted(f"stopped at step {step}; checkpoint {path} saved: continue with --resume")
+        return path
 
     def should_save(self, step: int) -> bool:
         every = self.cfg.run.save_every
-        return step == self.cfg.run.max_steps or (every > 0 and step % every == 0)
+        return _STOP.is_set() or step == self.cfg.run.max_steps or (every > 0 and step % every == 0)
 
     def finish(self, model, policy=None) -> Path:
         """Write the final adapter (atomically) and close the metrics."""

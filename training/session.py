@@ -23,7 +23,6 @@ from training.errors import MedrlError
 from training.run import RunDir
 from training.tracking import MetricsLogger
 
-
 _STOP = threading.Event()  # set by the first Ctrl-C inside `graceful_interrupt`
 
 

@@ -13,10 +13,16 @@ from typing import Any
 import torch
 
 from training.data import load_images
+from training.errors import ConfigError
 from training.losses import IGNORE_INDEX as IGNORE
 
 
 def render(processor, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """The chat template's text; a tokenizer without one (a base, non-instruct checkpoint) is a one-line error."""
+    tok = getattr(processor, "tokenizer", processor)
+    if not (getattr(processor, "chat_template", None) or getattr(tok, "chat_template", None)):
+        raise ConfigError(f"model.name: the tokenizer of '{getattr(tok, 'name_or_path', '?')}' has no chat template: "
+                          "use an instruct checkpoint, or add a chat_template to its tokenizer_config.json")
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 

@@ -33,3 +33,17 @@ def test_vlm_labels_skip_image_tokens(vlm_sft_file):
     image_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert ((enc["input_ids"] == image_id) & (enc["labels"] != IGNORE)).sum() == 0
     assert labelled_text(policy, enc, 1) == "A dark brown macule, case 1.<|im_end|>"
+
+
+def test_a_tokenizer_without_a_chat_template_is_a_clear_error(tmp_path):
+    import pytest
+    from transformers import AutoTokenizer
+
+    from training.chat import render
+    from training.embedded import ensure_embedded
+    from training.errors import ConfigError
+
+    tok = AutoTokenizer.from_pretrained(ensure_embedded("qwen2"))
+    tok.chat_template = None
+    with pytest.raises(ConfigError, match="has no chat template"):
+        render(tok, [{"role": "user", "content": "hi"}])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.errors import DataError
+from training.images import ImageError, check_image
 
 Kind = Literal["sft", "rl", "dpo"]
 ROLES = {"system", "user", "assistant", "tool"}
@@ -101,6 +102,10 @@ def validate_record(rec: Any, kind: Kind, base: Path) -> str | None:
             p = Path(img) if Path(img).is_absolute() else base / img
             if not p.is_file():
                 return f"field 'images[{i}]': file not found: {p}"
+            try:  # header only: zero-byte files, non-images and decompression bombs are skipped, not crashed on
+                check_image(p, decode=False)
+            except ImageError as e:
+                return f"field 'images[{i}]': {e}"
         elif not hasattr(img, "convert"):
             return f"field 'images[{i}]': expected a path or a PIL image"
     return None

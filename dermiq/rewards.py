@@ -11,7 +11,8 @@ Record fields arrive as lists, one entry per completion: ``answer`` (the true la
                                        when the answer is written as one of the prompt's labels
 ``derm_kg_consistency``   [-1, 1]      of the findings the response describes, share the KG supports for the
                                        *answered* condition minus share it contradicts; 0 without an answer that
-                                       names a KG condition or without any finding
+                                       names a KG condition or without any finding; an answered DermNet group
+                                       folder is judged against its best-agreeing member
 ========================  ===========  ===========================================================================
 
 Correct means: the answer resolves through the KG lexicon (label, alias, dataset code; punctuation and case aside;
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import functools
 
-from knowledge_graph.claims import CONTRADICTED, SUPPORTED, check_text
+from knowledge_graph.claims import CONTRADICTED, SUPPORTED, extract_claims, judge
 from knowledge_graph.kg import KnowledgeGraph
 from knowledge_graph.lexicon import normalize
 from training.rewards import reward
@@ -116,11 +117,26 @@ def format_score(text: str, prompt: list[dict] | None = None) -> float:
     return W_TAGS * r.well_formed + W_SECTION * sum(s in r.sections for s in SECTIONS) + W_LABEL * named
 
 
+def judged_against(node: str) -> list[str]:
+    """The conditions a finding is judged against: the node itself, or (a DermNet group folder, a group without
+    findings of its own) its members, the best-agreeing one counting."""
+    g = kg()
+    if g.type(node) == "condition" and g.features(node):
+        return [node]
+    return sorted(m for m in g.members(node) if g.features(m)) or [node]
+
+
 @functools.lru_cache(maxsize=8192)
 def _consistency(findings_text: str, condition: str) -> tuple[int, int, int]:
-    verdicts = [v for v in check_text(findings_text, kg(), condition) if v.claim.kind == "finding"]
-    return (sum(v.verdict == SUPPORTED for v in verdicts), sum(v.verdict == CONTRADICTED for v in verdicts),
-            len(verdicts))
+    claims = [c for c in extract_claims(findings_text, kg()) if c.kind == "finding"]
+    if not claims:
+        return (0, 0, 0)
+    parts = []
+    for target in judged_against(condition):
+        verdicts = judge(claims, kg(), target)
+        parts.append((sum(v.verdict == SUPPORTED for v in verdicts), sum(v.verdict == CONTRADICTED for v in verdicts),
+                      len(verdicts)))
+    return max(parts, key=lambda p: p[0] - p[1])  # ties: the first member in name order
 
 
 def consistency_parts(text: str) -> tuple[int, int, int]:

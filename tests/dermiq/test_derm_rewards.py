@@ -127,6 +127,23 @@ def test_groups_subtypes_and_dermnet_members():
     assert accuracy(None, [ok.format("melanoma")], answer=["malignant melanoma"])[0] == 7.0
 
 
+def test_dermnet_folder_answer_is_judged_against_its_best_member():
+    # The folder 'Melanoma Skin Cancer Nevi and Moles' has no findings of its own; its members melanoma and nevus do.
+    # Against nevus: light brown, macule, smooth, round, well-defined border, solitary all supported: 6/6.
+    # Against melanoma: round and well-defined border are not linked (unverifiable): 4/6. The best member counts.
+    text = """<think>
+Colour and pigmentation: light brown.
+Texture and surface: smooth macule.
+Shape and border: round with a well-defined border.
+Distribution: solitary.
+</think>
+<answer>Melanoma Skin Cancer Nevi and Moles</answer>"""
+    assert consistency_parts(text) == (6, 0, 6)
+    assert consistency_parts(text.replace("Melanoma Skin Cancer Nevi and Moles", "melanoma")) == (4, 0, 6)
+    akiec = text.replace("Melanoma Skin Cancer Nevi and Moles", "akiec")  # a group with findings of its own
+    assert consistency_parts(akiec) == (1, 0, 6)  # only the macule is linked to akiec
+
+
 def test_format_details():
     body = GOOD.split("<think>")[1].split("</think>")[0]
     assert rewards("Sure. " + GOOD)[1] == pytest.approx(0.5)  # text outside the tags: tags lost, headings + label kept

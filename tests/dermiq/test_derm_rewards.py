@@ -168,7 +168,7 @@ def test_registered_and_fast():
     out = {name: score(name, fn, [PROMPT] * len(texts), texts, fields) for name, fn in fns.items()}
     per = (time.perf_counter() - t) / len(texts)
     assert all(len(v) == 64 for v in out.values()) and set(out["derm_accuracy"].tolist()) == {7.0}
-    assert per < 0.05, f"{per * 1000:.1f} ms per completion"  # ~10 ms on one core; slack for busy CI
+    assert per < 0.1, f"{per * 1000:.1f} ms per completion"  # 10-30 ms here (load-dependent); slack for busy CI
     t = time.perf_counter()
     kg_consistency([PROMPT] * 64, texts)  # a group's repeated completions: cached
     assert time.perf_counter() - t < 0.05

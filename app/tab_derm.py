@@ -8,9 +8,12 @@ against the model's own diagnosis.
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 
-from dermiq.synthetic import DEFAULT_CONDITIONS, PROMPT, make_sample
+from dermiq.prompts import build_prompt
+from dermiq.synthetic import DEFAULT_CONDITIONS, make_sample
 
 from . import html
 from .context import AppContext, user_errors
@@ -51,6 +54,12 @@ def sample_file(ctx: AppContext, key: str | None) -> tuple[str | None, str]:
     return str(out), truth
 
 
+@functools.lru_cache(maxsize=4)
+def default_labels(kg) -> tuple[str, ...]:
+    """The synthetic data's label set (the DermIQ recipes' default); a run trained on other labels answers in its own."""
+    return tuple(kg.label(kg.require(c, "condition")) for c in DEFAULT_CONDITIONS)
+
+
 def answer(ctx: AppContext, image: str | None, sample_key: str | None, adapter: str | None,
            max_new_tokens: float | None) -> tuple[str, str, str, dict]:
     """The model's answer, the KG check card, the differential card, and the raw result as JSON."""
@@ -62,9 +71,9 @@ def answer(ctx: AppContext, image: str | None, sample_key: str | None, adapter: 
         img, reference, source, case = load_upload(image), None, None, None
     else:
         raise Refused("upload an image or pick a synthetic sample")
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
-    gen = ctx.service.generate(run_id, stage, messages, [img], max_new_tokens)
     kg = ctx.kg("derm")
+    messages = build_prompt(default_labels(kg))  # the format and label list DermIQ runs are trained with
+    gen = ctx.service.generate(run_id, stage, messages, [img], max_new_tokens)
     res = check(gen.text, kg, reference, source, case)
     meta_line = (f"{run_id} ({stage}) · greedy · {gen.new_tokens} new tokens in {gen.seconds:.2f} s"
                  + (f" · model loaded in {gen.load_seconds:.1f} s" if gen.load_seconds else ""))

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from knowledge_graph.kg import KnowledgeGraph
 from knowledge_graph.lexicon import normalize
+from training import images
 from training.errors import DataError
 
 from .prompts import build_prompt
@@ -31,7 +31,7 @@ from .prompts import build_prompt
 FORMATS = ("ham10000", "fitzpatrick17k", "scin", "dermnet", "jsonl")
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-MAX_PIXELS = 40_000_000  # a clinical photo is under 25 MP; larger is a bomb or not a photo (PIL's own limit is 89 MP)
+MAX_PIXELS = images.MAX_PIXELS
 EXAMPLES = 3  # first examples kept per skip reason
 SCIN_MAX_IMAGES = 3
 _MAX_LITERAL = 10_000  # characters of a SCIN label dict we are willing to parse
@@ -79,24 +79,10 @@ class Summary:
 # ---- images ---------------------------------------------------------------------------------------------------
 def check_image(path: Path, max_pixels: int = MAX_PIXELS) -> None:
     """Raise RowError unless the file is a decodable image within the pixel limit (checked before decoding)."""
-    from PIL import Image
-
-    if not path.is_file():
-        raise RowError("missing_image", f"image not found: {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise RowError("image_too_large", f"{path.name}: {w}x{h} pixels is over the {max_pixels:,}-pixel limit")
-                im.verify()
-            with Image.open(path) as im:
-                im.convert("RGB")  # decodes every byte: a truncated file fails here, not in training
-    except Image.DecompressionBombError as e:
-        raise RowError("image_too_large", f"{path.name}: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:  # PIL's unreadable/truncated/corrupt signals
-        raise RowError("unreadable_image", f"{path.name}: unreadable image ({e})") from None
+        images.check_image(path, max_pixels, decode=True)  # decodes every byte: a truncated file fails here
+    except images.ImageError as e:
+        raise RowError(e.reason, str(e)) from None
 
 
 def image_index(root: Path) -> dict[str, Path]:

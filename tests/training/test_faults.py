@@ -28,7 +28,8 @@ def toy_file(tmp_path_factory):
 
 
 def medrl(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "MEDRL_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+    # one intra-op thread, as the in-process runs here (`one_thread`): bit-equal results need the same reductions
+    env = {**os.environ, "MEDRL_PROGRESS": "0", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -48,7 +49,7 @@ def adapter(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "adapter_model.safetensors"))
 
 
-def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(cli, tmp_path, toy_file):
+def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(cli, tmp_path, toy_file, one_thread):
     args = [f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", "--run.max_steps=3", "--run.save_every=1",
             *COMMON]
     assert cli("train", TOY, "--run.name=full", *args) == 0

@@ -27,15 +27,13 @@ def test_dermatology_sample_and_answer(client):
     assert raw["check"]["differential"]  # the KG differential of the reference
 
 
-def test_dermatology_upload(client, tmp_path):
+def test_dermatology_upload(client, tmp_path, png_header):
     img = tmp_path / "mine.png"
     Image.new("RGB", (300, 200), (170, 110, 90)).save(img)
     answer, _, _, raw = client.predict(handle_file(str(img)), None, "demo/vlm@final", 8, api_name="/derm_answer")
     assert DISCLAIMER in answer and raw["run"] == "demo/vlm"
     bomb = tmp_path / "bomb.png"
-    from test_app_safety import _png_header
-
-    _png_header(bomb, 60000, 60000)
+    png_header(bomb, 60000, 60000)
     with pytest.raises(Exception, match="pixels"):
         client.predict(handle_file(str(bomb)), None, "demo/vlm@final", 8, api_name="/derm_answer")
 

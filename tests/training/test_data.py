@@ -48,26 +48,13 @@ def test_image_paths_resolve_relative_to_file(tmp_path):
     assert ds.records[0]["images"] == [str(tmp_path / "sub" / "x.png")]
 
 
-def _png_header(path, width: int, height: int) -> None:
-    """A valid PNG that declares width x height pixels (a decompression bomb's header, without the pixels)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-
-
-def test_unusable_images_are_skipped_and_counted_before_training(tmp_path):
+def test_unusable_images_are_skipped_and_counted_before_training(tmp_path, png_header):
     from PIL import Image
 
     Image.new("RGB", (8, 8), (200, 100, 50)).save(tmp_path / "ok.png")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("not an image")
-    _png_header(tmp_path / "bomb.png", 60000, 60000)
+    png_header(tmp_path / "bomb.png", 60000, 60000)
     slot = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
             {"role": "assistant", "content": "a"}]
     path = tmp_path / "d.jsonl"

@@ -22,7 +22,6 @@ from training.errors import MedrlError
 from training.forward import frozen_logprobs
 from training.models import trainable_parameters
 
-KINDS: tuple[str, ...] = ("none", "base", "start", "lagged")
 CHECKPOINT_PREFIX = "ref."  # the held tensors' keys among a checkpoint's trainer tensors
 
 

@@ -42,6 +42,19 @@ def vlm_sft_file(tmp_path_factory) -> Path:
     return write_jsonl(d / "sft.jsonl", rows)
 
 
+@pytest.fixture(scope="session")
+def sft_adapter(tmp_path_factory, text_sft_file) -> Path:
+    """A short SFT run's adapter (no LoRA dropout, so train- and eval-mode forwards agree): the start of RL and DPO
+    runs that chain from an adapter."""
+    from app.cli import main
+
+    out = tmp_path_factory.mktemp("sft")
+    assert main(["train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}", f"--run.output_dir={out}",
+                 "--run.name=sft", "--run.max_steps=3", "--run.save_every=0", "--model.lora.dropout=0.0",
+                 "--optim.lr=2e-2"]) == 0
+    return out / "sft" / "adapter"
+
+
 @pytest.fixture
 def cli():
     """Run `medrl ARGS...` through the real entry point; returns the exit code."""

@@ -53,18 +53,6 @@ def vlm_pairs(tmp_path_factory):
     return d / "pairs.jsonl"
 
 
-@pytest.fixture(scope="module")
-def sft_adapter(tmp_path_factory, text_sft_file):
-    """A short SFT run's adapter (no LoRA dropout: train- and eval-mode forwards agree), the DPO start point."""
-    from app.cli import main
-
-    out = tmp_path_factory.mktemp("sft")
-    assert main(["train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}", f"--run.output_dir={out}",
-                 "--run.name=sft", "--run.max_steps=3", "--run.save_every=0", "--model.lora.dropout=0.0",
-                 "--optim.lr=2e-2"]) == 0
-    return out / "sft" / "adapter"
-
-
 def rows(run_dir) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

@@ -21,6 +21,9 @@ Estimators (``compute_advantages`` is the one entry point the RL loop calls; ``E
   ``sum_then_normalize`` (GRPO: z-score of the weighted sum), ``normalize_then_sum`` (TRL's and GDPO's meaning:
   per-objective group z-scores, weighted sum, then a batch z-score) and ``normalize_then_weighted_sum``
   (per-objective group z-scores, weighted sum, no re-normalisation: the weights keep their absolute scale).
+- ``tree`` (Tree-GRPO): inter-tree z-score over all leaves of the prompt plus intra-tree z-score over the leaves
+  of the same tree (``subgroups``: the batch's `tree_index`), each with the **Bessel-corrected** std as the paper
+  writes it; a group of one, or a flat group, contributes 0. Applied to the combined signal (the weighted sum).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from torch import Tensor
 from training.errors import ConfigError
 
 Scale = Literal["group", "batch", "none"]
-Estimator = Literal["grpo", "grpo++", "binary"]
+Estimator = Literal["grpo", "grpo++", "binary", "tree"]
 Aggregation = Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"]
 SCALES: tuple[str, ...] = ("group", "batch", "none")
 AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum")
@@ -48,7 +51,7 @@ Groups = int | Tensor | None
 class AdvantageConfig:
     """The RL recipe's `advantages:` section, passed whole to ``compute_advantages``."""
 
-    estimator: Literal["grpo", "grpo++", "binary"] = "grpo"
+    estimator: Literal["grpo", "grpo++", "binary", "tree"] = "grpo"
     aggregation: Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"] = (
         "sum_then_normalize")
     scale: Literal["group", "batch", "none"] = "group"
@@ -301,27 +304,58 @@ def _binary(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | N
     return advantages, {**stats, **_advantage_stats(advantages)}
 
 
+def bessel_zscore(x: Tensor, ids: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+    """(x - group mean) / (unbiased group std + eps); 0 in groups of one and in flat groups."""
+    k = int(ids.max()) + 1
+    count = _segment(torch.ones_like(x), ids, k, "sum")
+    mean = _segment(x, ids, k, "mean")
+    var = _segment((x - mean[ids]) ** 2, ids, k, "sum") / (count - 1).clamp(min=1)
+    flat = (_segment(x, ids, k, "amax") == _segment(x, ids, k, "amin")) | (count < 2)
+    return torch.where(flat[ids], torch.zeros_like(x), (x - mean[ids]) / (var.sqrt()[ids] + eps))
+
+
+def tree_advantages(rewards: Tensor, prompt_ids: Tensor, tree_ids: Tensor, eps: float = DEFAULT_EPS
+                    ) -> tuple[Tensor, dict[str, float]]:
+    """Tree-GRPO: inter-tree (all leaves of a prompt) plus intra-tree (leaves of one tree) Bessel z-scores."""
+    flat = rewards.reshape(-1).float()
+    _, pid = torch.unique(prompt_ids.reshape(-1).to(flat.device), return_inverse=True)
+    _, tid = torch.unique(tree_ids.reshape(-1).to(flat.device), return_inverse=True)
+    inter, intra = bessel_zscore(flat, pid, eps), bessel_zscore(flat, tid, eps)
+    adv = inter + intra
+    return adv, {"adv/inter_abs_mean": inter.abs().mean().item(), "adv/intra_abs_mean": intra.abs().mean().item(),
+                 **_advantage_stats(adv)}
+
+
+def _tree(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, cfg: AdvantageConfig,
+          subgroups: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    if subgroups is None:
+        raise ValueError("estimator 'tree' needs the rows' tree index (rollout.strategy: tree)")
+    return tree_advantages(signal, ids, subgroups, cfg.eps)
+
+
 # name -> (combined advantages, flatness signal, group ids, correct, config) -> (advantages, extra stats).
 # Tree-GRPO adds its estimator here (inter-tree + intra-tree z-scores over its own ids).
 ESTIMATORS: dict[str, Callable[..., tuple[Tensor, dict[str, float]]]] = {
-    "grpo": _grpo, "grpo++": _grpo_plus_plus, "binary": _binary}
+    "grpo": _grpo, "grpo++": _grpo_plus_plus, "binary": _binary, "tree": _tree}
 # Estimators that read correctness: the recipe must name `advantages.correct_reward`.
 NEEDS_CORRECT: frozenset[str] = frozenset({"grpo++", "binary"})
 
 
 def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Groups,
-                       config: AdvantageConfig | None = None, *, correct: Tensor | None = None
-                       ) -> tuple[Tensor, dict[str, float]]:
+                       config: AdvantageConfig | None = None, *, correct: Tensor | None = None,
+                       subgroups: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """The RL loop's entry point: named rewards (each (N,)) -> advantages (N,) and float stats.
 
     ``groups``: the batch's `group_index` (or G for contiguous groups). ``correct`` (bool (N,), e.g. from
-    ``correct_from_reward``) is required by ``grpo++`` and ``binary`` and only logged by ``grpo``.
+    ``correct_from_reward``) is required by ``grpo++`` and ``binary`` and only logged by ``grpo``. ``subgroups``
+    (the rows' tree index) is required by ``tree``.
     """
     cfg = config or AdvantageConfig()
     advantages, signal, stats = multi_objective_advantages(rewards, weights, groups, aggregation=cfg.aggregation,
                                                            scale=cfg.scale, eps=cfg.eps)
     _, ids, _ = group_layout(signal, groups)
-    advantages, extra = ESTIMATORS[cfg.estimator](advantages, signal, ids, correct, cfg)
+    more = {"subgroups": subgroups} if cfg.estimator == "tree" else {}  # Tree-GRPO: the rows' tree index
+    advantages, extra = ESTIMATORS[cfg.estimator](advantages, signal, ids, correct, cfg, **more)
     stats.update(extra)
     return advantages, stats
 

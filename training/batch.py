@@ -86,6 +86,12 @@ class RolloutBatch:
     texts: list[str] = field(default_factory=list)  # decoded completions (special tokens skipped)
     truncated: torch.Tensor | None = None  # (N,) bool: hit max_new_tokens without EOS / stop string
     logprob_temperature: float = 1.0
+    # multi-turn / Tree-GRPO rollouts (training.tree): the tree of each row, each row's last environment info,
+    # the trees themselves and the sampler's counters
+    tree_index: torch.Tensor | None = None  # (N,) long
+    infos: list[dict] = field(default_factory=list)
+    trees: list[Any] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_completions(cls, prompts: Sequence[PromptInputs], completions: Sequence[Sequence[int]],
@@ -118,7 +124,7 @@ class RolloutBatch:
         return replace(self, prompts=[p.to(device) for p in self.prompts],
                        completion_ids=self.completion_ids.to(device), completion_mask=self.completion_mask.to(device),
                        group_index=self.group_index.to(device), sampling_logprobs=move(self.sampling_logprobs),
-                       truncated=move(self.truncated))
+                       truncated=move(self.truncated), tree_index=move(self.tree_index))
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -185,7 +191,9 @@ def select_groups(batch: RolloutBatch, groups: Sequence[int]) -> RolloutBatch:
         group_index=torch.tensor([remap[int(g)] for g in batch.group_index[rows]], device=rows.device),
         sampling_logprobs=None if batch.sampling_logprobs is None else batch.sampling_logprobs[rows, :width],
         texts=[batch.texts[i] for i in rows.tolist()] if batch.texts else [],
-        truncated=None if batch.truncated is None else batch.truncated[rows])
+        truncated=None if batch.truncated is None else batch.truncated[rows],
+        tree_index=None if batch.tree_index is None else batch.tree_index[rows],
+        infos=[batch.infos[i] for i in rows.tolist()] if batch.infos else [])
 
 
 def encode_records(policy: Any, records: Sequence[dict]) -> list[PromptInputs]:

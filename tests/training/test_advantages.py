@@ -267,7 +267,7 @@ def test_entry_point_normalize_then_sum_flatness_is_on_the_combined_advantage() 
 def test_entry_point_errors() -> None:
     r = {"acc": torch.tensor([1.0, 0.0])}
     with pytest.raises(ConfigError, match="advantages.estimator"):
-        AdvantageConfig(estimator="tree")
+        AdvantageConfig(estimator="mcts")
     with pytest.raises(ValueError, match="correct"):
         compute_advantages(r, {"acc": 1.0}, 2, AdvantageConfig(estimator="grpo++"))
     with pytest.raises(ValueError, match="no reward components"):

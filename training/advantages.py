@@ -357,6 +357,7 @@ def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, floa
     more = {"subgroups": subgroups} if cfg.estimator == "tree" else {}  # Tree-GRPO: the rows' tree index
     advantages, extra = ESTIMATORS[cfg.estimator](advantages, signal, ids, correct, cfg, **more)
     stats.update(extra)
+    stats["adv/frac_flat_groups"] = zero_std_groups(signal, ids, eps=cfg.eps).float().mean().item()  # no spread
     return advantages, stats
 
 

@@ -118,10 +118,15 @@ def read_jsonl(path: str | Path, kind: Kind, limit: int | None = None) -> Datase
     records, skipped = [], []
     base = path.parent
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        raw_lines = path.read_bytes().splitlines()
+    except OSError as e:
         raise DataError(f"{path}: unreadable data file ({e})") from None
-    for row, line in enumerate(lines, start=1):
+    for row, raw in enumerate(raw_lines, start=1):
+        try:  # one row in another encoding (a latin-1 export) is skipped, not the whole file
+            line = raw.decode("utf-8-sig" if row == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            skipped.append(f"{path}:{row}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})")
+            continue
         if not line.strip():
             continue
         try:

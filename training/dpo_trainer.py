@@ -102,13 +102,17 @@ class _PairStats:
         return {k: v / max(self.pairs, 1) for k, v in self.sums.items()}
 
 
-def dpo_update(model, micro: list[RolloutBatch], reference: Reference, cfg: DPOConfig, device: torch.device
-               ) -> tuple[float, dict[str, float]]:
-    """Backward of one optimizer step's loss over its micro-batches; returns (loss, stats). No optimizer step."""
+def dpo_update(model, micro: list[RolloutBatch], reference: Reference, cfg: DPOConfig, device: torch.device,
+               normalizer: float | None = None) -> tuple[float, dict[str, float]]:
+    """Backward of one optimizer step's loss over its micro-batches; returns (loss, stats). No optimizer step.
+
+    `normalizer`: the step's pair count over every rank (default: these micro-batches' own).
+    """
     fwd = {"method": cfg.loss.forward, "head": cfg.loss.head}
     with autocast_context(cfg.run.precision, device):
         refs = [pair_logprobs(reference.logprobs(model, m, **fwd), m.completion_mask) for m in micro]
-    normalizer = sum(m.num_rows // 2 for m in micro)
+    if normalizer is None:
+        normalizer = sum(m.num_rows // 2 for m in micro)
     total, acc = 0.0, _PairStats()
     for m, (ref_c, ref_r) in zip(micro, refs):
         with autocast_context(cfg.run.precision, device):
@@ -141,27 +145,39 @@ def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
     step = int(state["step"])
     order = DataOrder(len(data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
     skipped = int(state.get("skipped_nonfinite", 0))
+    dist = session.dist
+    dist.broadcast_params(params)
     session.start(policy, data, step)
     model.train()
     last: dict = {}
-    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"dpo {cfg.run.name}", enabled=cfg.run.progress,
-                   unit="step")
+    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"dpo {cfg.run.name}",
+                   enabled=cfg.run.progress and dist.is_main, unit="step")
     while step < cfg.run.max_steps:
         t0 = time.time()
-        encoded = [encode_pairs(policy, [data.records[i] for i in order.take(cfg.batch_size)], cfg.data.max_length,
-                                where=data.path) for _ in range(cfg.grad_accum)]
+        # every rank draws the whole step; each encodes its own micro-batches (batch_size, grad_accum: per rank)
+        step_idx = [order.take(cfg.batch_size) for _ in range(cfg.grad_accum * dist.world)]
+        encoded = [encode_pairs(policy, [data.records[i] for i in idx], cfg.data.max_length, where=data.path)
+                   for idx in dist.shard(step_idx)]
         micro = [e.batch.to(policy.device) for e in encoded]
-        loss, stats = dpo_update(model, micro, reference, cfg, policy.device)
+        pairs = sum(e.num_pairs for e in encoded)
+        loss, stats = dpo_update(model, micro, reference, cfg, policy.device,
+                                 normalizer=dist.sum([pairs])[0])
+        dist.sum_grads(params)
+        if dist.enabled:  # pair-weighted means over ranks, the loss summed (each rank's is its share)
+            keys = sorted(stats)
+            sums = dist.sum([loss, pairs] + [stats[k] * pairs for k in keys])
+            loss, stats = sums[0], {k: v / max(sums[1], 1) for k, v in zip(keys, sums[2:])}
         grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss)
         skipped += 0 if stepped else 1  # a NaN/inf step changes nothing; counted in the metrics
         scheduler.step()
         step += 1
         reference.maybe_sync(model, step)
         dt = time.time() - t0
-        tokens = sum(int(m.completion_mask.sum()) for m in micro)
+        tokens, truncated = dist.sum([sum(int(m.completion_mask.sum()) for m in micro),
+                                      sum(e.truncated for e in encoded)])
         last = {"loss": loss, **stats, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                "completion_tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
-                "truncated_frac": sum(e.truncated for e in encoded) / (2 * cfg.batch_size * cfg.grad_accum),
+                "completion_tokens": int(tokens), "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
+                "truncated_frac": truncated / (2 * cfg.batch_size * cfg.grad_accum * dist.world),
                 "skipped_nonfinite": skipped, "epoch": order.pos / len(data)}
         if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
             session.metrics.log(step, last)

@@ -5,6 +5,11 @@ each prompt (and image) once and grow its KV cache to G rows; the loss forward i
 pass by default, with the lean output head. Every log-prob (old policy, reference, current) is of the sampling
 policy, logits / rollout.temperature. A step whose loss or gradient is not finite is skipped and counted; too
 many in a row stop the run with a clear message.
+
+Under `torchrun` (`training.distributed`) the step's `prompts_per_step` prompts are dealt out to the ranks, each
+group staying on one rank; the rewards are gathered so the advantages see the global batch (batch-level
+z-scores stay right), the loss normalizer and the gradient sum are global, and each rank samples with its own
+generator (seed + rank).
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
     reward_fns = resolve(list(cfg.rewards), cfg.reward_modules)
     data = read_jsonl(cfg.data.train, "rl", limit=cfg.data.max_records)
     session = Session.open(cfg, resume)
+    dist = session.dist
+    if cfg.prompts_per_step % dist.world:
+        raise MedrlError(f"prompts_per_step={cfg.prompts_per_step} does not split over {dist.world} processes: "
+                         "make it a multiple of the process count")
     policy = load_policy(cfg.model)
     model = policy.model
     params = [p for _, p in trainable_parameters(model)]
@@ -90,7 +99,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
     scheduler = build_scheduler(optimizer, cfg.run.max_steps * cfg.num_iterations, cfg.optim)
     reference = Reference(cfg.reference, model)  # before any restore: `start` holds the starting adapter
     seed = cfg.rollout.seed if cfg.rollout.seed is not None else cfg.run.seed
-    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    generator = torch.Generator(device=policy.device).manual_seed(seed + dist.rank)
     state, tensors = session.restore(model, optimizer, scheduler)
     if session.resume_from is not None:
         _restore_tensors(tensors, generator, reference, policy.device, session.resume_from)
@@ -102,16 +111,17 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
     if loss_cfg.max_completion_length is None:
         loss_cfg = replace(loss_cfg, max_completion_length=cfg.rollout.max_new_tokens)
     fwd = {"method": loss_cfg.forward, "head": loss_cfg.head, "temperature": temperature}
+    dist.broadcast_params(params)
     session.start(policy, data, step)
     nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
     skipped_total = int(state.get("skipped_nonfinite", 0))
     model.train()
     last: dict = {}
-    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"rl {cfg.run.name}", enabled=cfg.run.progress,
-                   unit="step")
+    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"rl {cfg.run.name}",
+                   enabled=cfg.run.progress and dist.is_main, unit="step")
     while step < cfg.run.max_steps:
         t0 = time.time()
-        records = [data.records[i] for i in order.take(cfg.prompts_per_step)]
+        records = dist.shard([data.records[i] for i in order.take(cfg.prompts_per_step)])
         prompts = encode_records(policy, records)
         with autocast_context(cfg.run.precision, policy.device):
             batch = generate_rollouts(model, policy.processor, prompts, cfg.rollout, generator)
@@ -123,9 +133,12 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
         correct = None
         if cfg.advantages.correct_reward is not None:
             correct = correct_from_reward(rewards, cfg.advantages.correct_reward, cfg.advantages.correct_threshold)
-        adv, adv_stats = compute_advantages(rewards, cfg.rewards, batch.group_index.cpu(), cfg.advantages,
-                                            correct=correct)
-        adv = adv.to(policy.device)
+        rows_here = slice(0, batch.num_rows)
+        group_index = batch.group_index.cpu()
+        if dist.enabled:  # the global batch's rewards on every rank, groups numbered rank after rank
+            rewards, correct, group_index, rows_here = _gather_rewards(dist, rewards, correct, group_index)
+        adv, adv_stats = compute_advantages(rewards, cfg.rewards, group_index, cfg.advantages, correct=correct)
+        adv = adv[rows_here].to(policy.device)
 
         # old / reference log-probs: computed once per rollout batch, before any update
         groups = list(range(len(records)))
@@ -140,7 +153,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
                 old_lp = [frozen_logprobs(model, m, **fwd) for m in micro]
             else:
                 old_lp = [None] * len(micro)  # one update per rollout: ratio 1, gradient intact
-        normalizer = loss_normalizer([m.completion_mask for m in micro], loss_cfg)
+        normalizer = dist.sum([loss_normalizer([m.completion_mask for m in micro], loss_cfg)])[0]
         entropy = "grad" if loss_cfg.entropy_coef > 0 else "stats"
 
         t1 = time.time()
@@ -159,6 +172,8 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
                 step_loss += float(loss.detach())
                 acc.add(st, float(mask.sum()))
             loss_stats = acc.result()
+            dist.sum_grads(params)
+            step_loss = dist.sum([step_loss])[0]
             grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, step_loss)
             if stepped:
                 nonfinite_in_a_row = 0
@@ -177,6 +192,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
                              skipped_total)
         last.update({k if k.startswith(("adv/", "reward/")) else f"adv/{k}": v for k, v in adv_stats.items()})
         last.update({f"loss/{k}": v for k, v in loss_stats.items()})
+        last = dist.reduce_metrics(last)
         if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
             session.metrics.log(step, last)
         bar.update(1)
@@ -189,6 +205,23 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
     bar.close()
     session.finish(model, policy)
     return last
+
+
+def _gather_rewards(dist, rewards: dict[str, torch.Tensor], correct: torch.Tensor | None,
+                    group_index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor, slice]:
+    """Every rank's rewards, correctness and groups concatenated in rank order; this rank's rows in them."""
+    parts = dist.gather((rewards, correct, group_index))
+    offsets_rows, offsets_groups, rows, groups = [], [], 0, 0
+    for _, _, gi in parts:
+        offsets_rows.append(rows)
+        offsets_groups.append(groups)
+        rows += gi.numel()
+        groups += int(gi.max()) + 1 if gi.numel() else 0
+    merged = {k: torch.cat([p[0][k] for p in parts]) for k in rewards}
+    corr = torch.cat([p[1] for p in parts]) if correct is not None else None
+    gidx = torch.cat([gi + off for (_, _, gi), off in zip(parts, offsets_groups)])
+    start = offsets_rows[dist.rank]
+    return merged, corr, gidx, slice(start, start + group_index.numel())
 
 
 def _step_metrics(batch: RolloutBatch, loss: float, grad_norm: float, lr: float, dt: float, t_roll: float,

@@ -6,6 +6,7 @@ Every trainer goes through it, so SFT, RL and DPO runs have the same layout, res
 from __future__ import annotations
 
 import random
+import re
 import signal
 import sys
 import threading
@@ -19,10 +20,12 @@ import torch
 
 from training.checkpoint import atomic_dir, load_checkpoint, save_checkpoint, save_trainable
 from training.config import save_config
+from training.distributed import Dist, setup
 from training.errors import MedrlError
 from training.run import RunDir
-from training.tracking import MetricsLogger
+from training.tracking import MetricsLogger, NullMetrics
 
+_RANK_KEY = re.compile(r"rank\d+/")  # another rank's trainer tensors in a checkpoint
 _STOP = threading.Event()  # set by the first Ctrl-C inside `graceful_interrupt`
 
 
@@ -67,8 +70,10 @@ def seed_everything(seed: int) -> None:
 class Session:
     run: RunDir
     cfg: Any
-    metrics: MetricsLogger
+    metrics: MetricsLogger | NullMetrics
     resume_from: Path | None
+    dist: Dist = Dist()
+    _stop: bool = False  # the Ctrl-C flag as every rank sees it (reduced in `should_save`)
 
     @property
     def dir(self) -> Path:
@@ -76,7 +81,12 @@ class Session:
 
     @classmethod
     def open(cls, cfg: Any, resume: bool) -> Session:
-        """Create runs/<name>/ (or reopen it with `resume`); refuses to overwrite a run that has checkpoints."""
+        """Create runs/<name>/ (or reopen it with `resume`); refuses to overwrite a run that has checkpoints.
+
+        Under `torchrun` this joins the job first (so the model lands on this rank's device); every rank checks
+        the folder alike, only rank 0 writes it.
+        """
+        dist = setup()
         run = RunDir(cfg.run.dir)
         ckpt = run.latest_checkpoint() if resume else None
         if not resume and run.has_checkpoints():
@@ -84,18 +94,22 @@ class Session:
                              "--run.name")
         if resume and ckpt is None and run.adapter_dir.is_dir():
             raise MedrlError(f"{run.path}: nothing to resume (the run finished; its adapter is in adapter/)")
+        resume_step = int(ckpt.name.split("-")[1]) if ckpt is not None else -1
+        if not dist.is_main:
+            return cls(run=run, cfg=cfg, metrics=NullMetrics(), resume_from=ckpt, dist=dist)
         run.path.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run.config_path)
         # Rows past the checkpoint we continue from (all rows, when starting over in a folder whose run died
         # before its first checkpoint) are dropped, so metrics.jsonl never holds two histories.
-        resume_step = int(ckpt.name.split("-")[1]) if ckpt is not None else -1
         metrics = MetricsLogger(run, tensorboard=cfg.run.tensorboard, resume_step=resume_step)
-        return cls(run=run, cfg=cfg, metrics=metrics, resume_from=ckpt)
+        return cls(run=run, cfg=cfg, metrics=metrics, resume_from=ckpt, dist=dist)
 
     def start(self, policy, data, step: int) -> None:
         """Log what is being trained (once per run) and say how many records were skipped."""
         from training.models import describe
 
+        if not self.dist.is_main:
+            return
         if step == 0:
             self.metrics.log(0, {"event": "start", **{k: v for k, v in describe(policy).items() if k != "path"},
                                  "records": len(data), "records_skipped": len(data.skipped)})
@@ -106,27 +120,68 @@ class Session:
         """(trainer state, trainer tensors) of the checkpoint resumed from; ({"step": 0}, {}) when starting."""
         if self.resume_from is None:
             return {"step": 0}, {}
-        return load_checkpoint(self.resume_from, model, optimizer, scheduler)
+        state, tensors = load_checkpoint(self.resume_from, model, optimizer, scheduler)
+        return state, _rank_tensors(tensors, self.dist.rank)
 
     def checkpoint(self, step: int, model, optimizer, scheduler, state: dict,
                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
-        """Save atomically; after a Ctrl-C, stop here with `Interrupted` (the checkpoint is complete)."""
-        path = save_checkpoint(self.run, step, model, optimizer, scheduler, state, tensors=tensors,
-                               keep=self.cfg.run.keep_checkpoints)
-        if _STOP.is_set():
+        """Save atomically; after a Ctrl-C, stop here with `Interrupted` (the checkpoint is complete).
+
+        Several ranks: rank 0 writes; each other rank's trainer tensors (its sampling generator) go in under
+        `rank<R>/`, so a resumed job continues every rank's stream.
+        """
+        path = self.run.checkpoint_dir(step)
+        if self.dist.enabled and tensors:
+            tensors = _merge_rank_tensors(self.dist.gather({k: v.detach().cpu() for k, v in tensors.items()}))
+        if self.dist.is_main:
+            path = save_checkpoint(self.run, step, model, optimizer, scheduler, state, tensors=tensors,
+                                   keep=self.cfg.run.keep_checkpoints)
+        self.dist.barrier()
+        if self._stop or (not self.dist.enabled and _STOP.is_set()):
             self.metrics.close()
             raise Interrupted(f"stopped at step {step}; checkpoint {path} saved: continue with --resume")
         return path
 
     def should_save(self, step: int) -> bool:
         every = self.cfg.run.save_every
-        return _STOP.is_set() or step == self.cfg.run.max_steps or (every > 0 and step % every == 0)
+        self._stop = self.dist.any(_STOP.is_set()) if self.dist.enabled else _STOP.is_set()
+        return self._stop or step == self.cfg.run.max_steps or (every > 0 and step % every == 0)
 
     def finish(self, model, policy=None) -> Path:
-        """Write the final adapter (atomically) and close the metrics."""
-        with atomic_dir(self.run.adapter_dir) as tmp:
-            save_trainable(model, tmp)
-            if policy is not None:
-                (policy.processor if policy.is_vlm else policy.tokenizer).save_pretrained(str(tmp))
+        """Write the final adapter (atomically) and close the metrics.
+
+        Several ranks: first check the replicas ended identical (the gradient sum keeps them so); a divergence
+        is an error rather than a silently averaged or rank-0-only adapter.
+        """
+        if self.dist.enabled:
+            from training.models import trainable_parameters
+
+            diff = self.dist.replica_divergence([p for _, p in trainable_parameters(model)])
+            self.metrics.log(self.cfg.run.max_steps, {"event": "finish", "processes": self.dist.world,
+                                                      "replicas_max_abs_diff": diff})
+            if diff > 1e-5:
+                self.metrics.close()
+                raise MedrlError(f"{self.run.path}: the {self.dist.world} processes' weights diverged (max |diff| "
+                                 f"{diff:.3g}); the adapter was not written")
+        if self.dist.is_main:
+            with atomic_dir(self.run.adapter_dir) as tmp:
+                save_trainable(model, tmp)
+                if policy is not None:
+                    (policy.processor if policy.is_vlm else policy.tokenizer).save_pretrained(str(tmp))
         self.metrics.close()
+        self.dist.barrier()  # no rank reads the adapter (next stage) before it is published
         return self.run.adapter_dir
+
+
+def _merge_rank_tensors(per_rank: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    merged = dict(per_rank[0])
+    for r, tensors in enumerate(per_rank[1:], start=1):
+        merged.update({f"rank{r}/{k}": v for k, v in tensors.items()})
+    return merged
+
+
+def _rank_tensors(tensors: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """This rank's view of a checkpoint's trainer tensors (its own `rank<R>/` entries over rank 0's)."""
+    prefix = f"rank{rank}/"
+    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {**{k: v for k, v in tensors.items() if not _RANK_KEY.match(k)}, **own}

@@ -3,6 +3,10 @@
 Loss is the token mean over the assistant tokens of a whole optimizer step (all micro-batches), so gradient
 accumulation gives the same update as one big batch. Data order is a seeded permutation per epoch and the
 position is checkpointed, so `--resume` continues exactly.
+
+Under `torchrun` (`training.distributed`) a step's micro-batches are dealt out to the ranks: `batch_size` and
+`grad_accum` are per rank, the global batch is `batch_size * grad_accum * world`, and the normalizer and the
+gradient sum are global, so N ranks make the update one process makes with `grad_accum * N`.
 """
 
 from __future__ import annotations
@@ -47,16 +51,21 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict:
     state, _ = run.restore(model, optimizer, scheduler)
     step = int(state["step"])
     order = DataOrder(len(data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
+    dist = run.dist
+    params = [p for _, p in trainable_parameters(model)]
+    dist.broadcast_params(params)
     run.start(policy, data, step)
     model.train()
     last: dict = {}
-    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"sft {cfg.run.name}", enabled=cfg.run.progress,
-                   unit="step")
+    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"sft {cfg.run.name}",
+                   enabled=cfg.run.progress and dist.is_main, unit="step")
     while step < cfg.run.max_steps:
         t0 = time.time()
-        micro = [encode_conversations(policy, [data.records[i] for i in order.take(cfg.batch_size)],
-                                      cfg.data.max_length) for _ in range(cfg.grad_accum)]
-        normalizer = sum(count_label_tokens(b) for b in micro)
+        # every rank draws the whole step (same order, same position) and encodes its own micro-batches
+        step_idx = [order.take(cfg.batch_size) for _ in range(cfg.grad_accum * dist.world)]
+        micro = [encode_conversations(policy, [data.records[i] for i in idx], cfg.data.max_length)
+                 for idx in dist.shard(step_idx)]
+        normalizer = dist.sum([sum(count_label_tokens(b) for b in micro)])[0]
         loss_total, tokens = 0.0, 0
         for batch in micro:
             batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -65,14 +74,15 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict:
             loss.backward()
             loss_total += float(loss.detach())
             tokens += n
-        params = [p for _, p in trainable_parameters(model)]
+        dist.sum_grads(params)
+        loss_total, tokens = dist.sum([loss_total, tokens])
         grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss_total)
         skipped = 0 if stepped else 1  # a NaN/inf step changes nothing; counted in the metrics
         scheduler.step()
         step += 1
         dt = time.time() - t0
         last = {"loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                "label_tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
+                "label_tokens": int(tokens), "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
                 "skipped_nonfinite": skipped, "epoch": order.pos / len(data)}
         if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
             run.metrics.log(step, last)

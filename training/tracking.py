@@ -94,6 +94,16 @@ class MetricsLogger:
         self.close()
 
 
+class NullMetrics:
+    """The metrics of a rank other than 0 under `torchrun`: rank 0 logs the reduced values, the others nothing."""
+
+    def log(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(run_dir: str | Path | RunDir) -> list[dict]:
     """Rows of a run's metrics.jsonl (unreadable lines skipped)."""
     return (run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)).read_metrics()

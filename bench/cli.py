@@ -51,6 +51,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     head.add_argument("--json", action="store_true", help="print JSON instead of a table")
     head.set_defaults(handler=_head)
 
+    gpu = sub.add_parser("gpu", help="3B shapes in 4-bit on a CUDA GPU: peak memory, step time, vs TRL")
+    gpu.add_argument("--device", default="cuda", help="cuda or cuda:N (cpu only with --shape tiny)")
+    gpu.add_argument("--shape", default="3b", choices=["3b", "tiny"], help="tiny: the embedded sizes, a smoke run")
+    gpu.add_argument("--steps", type=int, default=4, help="RL steps per run, the first --warmup untimed")
+    gpu.add_argument("--warmup", type=int, default=1)
+    gpu.add_argument("--g", type=int, default=8, help="completions per prompt")
+    gpu.add_argument("--p", type=int, default=512, help="prompt tokens (plus the image's on the VLM)")
+    gpu.add_argument("--s", type=int, default=128, help="new tokens per completion")
+    gpu.add_argument("--prompts", type=int, default=1, help="prompts per step")
+    gpu.add_argument("--quantization", default="4bit", choices=["4bit", "8bit", "none"])
+    gpu.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also run TRL (text)")
+    gpu.add_argument("--json", action="store_true")
+    gpu.set_defaults(handler=_gpu)
+
 
 def _device(name: str) -> str:
     if name != "auto":
@@ -87,6 +101,29 @@ def _grpo_step(args: argparse.Namespace) -> int:
                            threads=args.threads or available_cpus(), model=args.model, with_trl=args.trl,
                            device=resolve_device(args.device), dtype=args.dtype)
     print(json.dumps(result, indent=2) if args.json else grpo_step.table(result))
+    return 0
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    """Without CUDA: one line saying so, exit 0 (the figures need a GPU)."""
+    import torch
+
+    from bench import gpu
+
+    _check_positive(steps=args.steps, g=args.g, p=args.p, s=args.s, prompts=args.prompts)
+    if args.warmup >= args.steps:
+        from training.errors import ConfigError
+
+        raise ConfigError(f"--warmup: must be below --steps ({args.steps}), got {args.warmup}")
+    if not torch.cuda.is_available() and not (args.shape == "tiny" and args.device == "cpu"):
+        result = gpu.run(device="cuda")  # says there is no CUDA device
+    else:
+        from bench.common import resolve_device
+
+        result = gpu.run(shape=args.shape, device=resolve_device(args.device), steps=args.steps, warmup=args.warmup,
+                         g=args.g, p=args.p, s=args.s, prompts=args.prompts, quantization=args.quantization,
+                         with_trl=args.trl)
+    print(json.dumps(result, indent=2) if args.json else gpu.table(result))
     return 0
 
 

@@ -110,6 +110,7 @@ class Session:
 
         if not self.dist.is_main:
             return
+        check_disk_space(self.run.path, policy.model)
         if step == 0:
             self.metrics.log(0, {"event": "start", **{k: v for k, v in describe(policy).items() if k != "path"},
                                  "records": len(data), "records_skipped": len(data.skipped)})
@@ -171,6 +172,24 @@ class Session:
         self.metrics.close()
         self.dist.barrier()  # no rank reads the adapter (next stage) before it is published
         return self.run.adapter_dir
+
+
+def check_disk_space(folder: Path, model) -> None:
+    """Refuse to start a run whose first checkpoint cannot fit: a full disk found at step 500 costs 500 steps.
+
+    A checkpoint holds the trainable weights and AdamW's two moments (fp32, about 3x the trainable bytes); while
+    the next one is written the previous one still exists, so two must fit, plus the final adapter and a margin.
+    """
+    import shutil
+
+    from training.models import trainable_parameters
+
+    trainable = sum(p.numel() * 4 for _, p in trainable_parameters(model))
+    need = 7 * trainable + 64 * 2**20
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise MedrlError(f"{folder}: {free / 2**20:,.0f} MB free on this disk, but the run's checkpoints need about "
+                         f"{need / 2**20:,.0f} MB: free some space or choose another --run.output_dir")
 
 
 def _merge_rank_tensors(per_rank: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -116,3 +116,16 @@ def test_a_reward_that_returns_nan_mid_run_keeps_the_checkpoints_and_resumes(cli
     assert cli(*args, "--resume") == 0  # the reward is healthy again: the run continues from step 2
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2, 3, 4] and (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_disk_too_full_for_a_checkpoint_is_an_error_before_training(cli, tmp_path, text_sft_file, capsys,
+                                                                      monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))  # 1 MB free
+    assert cli("train", SFT, f"--data.train={text_sft_file}", f"--run.output_dir={tmp_path}", "--run.name=r") == 2
+    err = last_error(capsys)
+    assert "1 MB free on this disk, but the run's checkpoints need about" in err and str(tmp_path / "r") in err
+    assert not (tmp_path / "r" / "checkpoints").exists() and not (tmp_path / "r" / "metrics.jsonl").read_text()

@@ -36,6 +36,10 @@ CSS = """
 .medrl-sens {color: #991b1b; font-weight: 600; cursor: help}
 mark.medrl-evidence {background: #bbf7d0; padding: 0 2px}
 mark.medrl-hallucination {background: #fecaca; padding: 0 2px}
+.medrl-turn {margin: 4px 0; padding: 6px 10px; border-radius: 6px; white-space: pre-wrap; color: #111827}
+.medrl-turn-case {background: #eff6ff; border-left: 4px solid #1d4ed8}
+.medrl-turn-model {background: #f9fafb; border-left: 4px solid #6b7280; font-family: ui-monospace, monospace}
+.medrl-turn-clinician {background: #f0fdf4; border-left: 4px solid #15803d; font-family: ui-monospace, monospace}
 """
 
 
@@ -111,3 +115,13 @@ def differential_card(res: KGCheck) -> str:
         parts.append('<div class="medrl-muted">No diagnosis or KG finding in the answer to build a differential '
                      "from.</div>")
     return "".join(parts) + footnote() + "</div>"
+
+
+TURN_LABELS = {"case": "Case", "model": "Model", "clinician": "You"}
+
+
+def transcript(turns: list[dict]) -> str:
+    """A multi-step case's turns, who said what, in order."""
+    rows = "".join(f'<div class="medrl-turn medrl-turn-{escape(t["who"])}"><b>{escape(TURN_LABELS.get(t["who"], t["who"]))}'
+                   f":</b> {escape(t['text'])}</div>" for t in turns)
+    return f'<div class="medrl-card medrl-transcript">{rows}</div>'

@@ -96,8 +96,13 @@ class InferenceService:
         return pol
 
     def generate(self, run_id: str, stage: str, messages: list[dict], images: list | None = None,
-                 max_new_tokens: int | None = None) -> Generation:
-        """Greedy answer of one (run, stage) to a chat; images (PIL) only for a VLM."""
+                 max_new_tokens: int | None = None, continuation: str = "",
+                 stop_strings: list[str] | None = None) -> Generation:
+        """Greedy answer of one (run, stage) to a chat; images (PIL) only for a VLM.
+
+        `continuation`: text the assistant turn already holds (a multi-step case's earlier actions and
+        observations), generation goes on from it; `stop_strings` end the new text (kept in it).
+        """
         from training.batch import encode_prompts
         from training.chat import render
         from training.rollout import SamplingConfig, generate_rollouts
@@ -108,10 +113,11 @@ class InferenceService:
         n = max(1, min(int(max_new_tokens or self.max_new_tokens), 512))
         with self._key_lock((run_id, stage)):
             t = time.perf_counter()
-            text = render(pol.processor, messages, add_generation_prompt=True)
+            text = render(pol.processor, messages, add_generation_prompt=True) + continuation
             prompts = encode_prompts(pol.processor, [text], [images] if images else None)
             out = generate_rollouts(pol.model, pol.processor, prompts,
-                                    SamplingConfig(num_generations=1, max_new_tokens=n, temperature=0))
+                                    SamplingConfig(num_generations=1, max_new_tokens=n, temperature=0,
+                                                   stop_strings=list(stop_strings or [])))
             seconds = time.perf_counter() - t
         answer_text = out.texts[0]
         reasoning, answer = split_answer(answer_text)

@@ -52,3 +52,19 @@ def test_dermatology_query_and_runs_plot(page, app_url, tmp_path):
     page.locator(".medrl-kgcheck td .medrl-hedged").first.wait_for()  # "melanoma cannot be ruled out"
     page.screenshot(path=str(tmp_path / "5-kg-check.png"), full_page=True)
     print(f"\nscreenshots: {tmp_path}")
+
+
+def test_step_through_a_case(page, app_url, tmp_path):
+    page.goto(app_url)
+    page.get_by_role("tab", name="Interactive case").click()
+    page.locator("#case-start").click()
+    transcript = page.locator("#case-transcript")
+    transcript.get_by_text("Presenting complaint:").wait_for()
+    page.locator("#case-action textarea").fill("<ask>history</ask>")
+    page.locator("#case-send").click()
+    transcript.locator(".medrl-turn-case", has_text="History:").wait_for()
+    assert "question(s) asked so far" in page.locator("#case-outcome").inner_text()
+    choose(page, "case-adapter", "demo/lm")
+    page.locator("#case-model").click()
+    transcript.locator(".medrl-turn-model").wait_for()
+    page.screenshot(path=str(tmp_path / "case.png"), full_page=True)

@@ -1,0 +1,282 @@
+"""`medrl dermiq train`: the DermIQ-VLM stages, each its own run folder chained by adapter.
+
+Stages, in order (a recipe names the ones it runs; `--stages` picks some):
+- ``warmup``: SFT on reference responses in the DermIQ format (the starting point a pretrained VLM would be; the
+  embedded tiny VLM needs it, a real 3B does not);
+- ``grpo++``: RL with the DermIQ rewards and GRPO++ advantages (`advantages.estimator`: grpo++ or binary);
+- ``sft``: conversational SFT: the DermIQ-format turn, then a follow-up explained from the label and the KG
+  (`dermiq.conversation`);
+- ``dpo``: responses sampled from the SFT policy, scored and paired by the KG preference builder
+  (`knowledge_graph.preference.build_pairs`), DPO with the SFT adapter frozen as the reference (`reference.kind:
+  start`).
+A pipeline recipe (`configs/dermiq_pipeline_tiny.yaml`, `configs/dermiq_pipeline_qwen25vl_3b.yaml`) holds a
+`pipeline:` section and one ordinary trainer recipe per stage, so each stage is exactly what `medrl train` would run.
+Stage S is the run folder OUT/<S> (``grpo++`` -> OUT/grpopp) and starts from the adapter of the nearest earlier
+stage found finished in OUT (or `pipeline.start_adapter`), so any stage runs alone after the one before it. A
+finished stage is not run again: re-running the command continues an interrupted pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training.config import check, from_dict, merge, parse_overrides, read_yaml
+from training.errors import ConfigError, DataError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+RECIPES = {"tiny": CONFIGS / "dermiq_pipeline_tiny.yaml", "3b": CONFIGS / "dermiq_pipeline_qwen25vl_3b.yaml"}
+STAGES = ("warmup", "grpo++", "sft", "dpo")
+FOLDERS = {"warmup": "warmup", "grpo++": "grpopp", "sft": "sft", "dpo": "dpo"}
+TRAINERS = {"warmup": "sft", "grpo++": "rl", "sft": "sft", "dpo": "dpo"}
+
+
+@dataclass
+class PipelineConfig:
+    """The recipe's `pipeline:` section."""
+
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    data: str = "synthetic"  # a folder with train.jsonl/test.jsonl (medrl dermiq import), or 'synthetic'
+    conditions: list[str] | None = None  # synthetic: condition names or ids (default: the 13 default classes)
+    train_per_class: int = 12  # synthetic images per condition, train split
+    test_per_class: int = 6  # synthetic images per condition, held-out test split (other seeds)
+    image_size: int = 112
+    seed: int = 0
+    start_adapter: str | None = None  # the first stage's start when no earlier stage is in OUT
+    dpo_prompts: int = 24  # train records whose SFT-policy samples are paired for DPO
+    dpo_samples: int = 4  # samples per prompt
+    dpo_temperature: float = 1.0
+    dpo_max_new_tokens: int = 160
+    dpo_min_margin: float = 0.5
+    dpo_max_pairs: int = 3  # pairs per prompt
+    eval_limit: int | None = None  # test records evaluated after the last stage (0: none)
+    eval_max_new_tokens: int | None = None  # None: the stage's rollout length, else 160
+
+    def validate(self, key: str) -> None:
+        check(bool(self.stages) and all(s in STAGES for s in self.stages), f"{key}.stages",
+              f"a non-empty list of {', '.join(STAGES)}", self.stages)
+        check(self.train_per_class >= 1 and self.test_per_class >= 1, f"{key}.train_per_class",
+              "train_per_class and test_per_class >= 1", (self.train_per_class, self.test_per_class))
+        check(self.dpo_samples >= 2, f"{key}.dpo_samples", "an integer >= 2", self.dpo_samples)
+        check(self.image_size >= 16, f"{key}.image_size", "an integer >= 16", self.image_size)
+
+
+def stage_name(name: str) -> str:
+    """'grpo++' (also 'grpopp') -> its canonical stage name; an unknown one is a one-line error."""
+    s = name.strip().lower()
+    s = "grpo++" if s == "grpopp" else s
+    if s not in STAGES:
+        raise ConfigError(f"--stages: unknown stage '{name}' (known: {', '.join(STAGES)})")
+    return s
+
+
+def load_recipe(recipe: str, overrides: list[str] | None = None) -> dict:
+    """A pipeline recipe ('tiny', '3b' or a YAML file) with `--section.key=value` overrides merged in."""
+    path = RECIPES.get(recipe, Path(recipe))
+    raw = merge(read_yaml(path), parse_overrides(overrides or []))
+    unknown = set(raw) - {"pipeline", *STAGES}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} "
+                          f"(known: pipeline, {', '.join(STAGES)})")
+    if not isinstance(raw.get("pipeline"), dict):
+        raise ConfigError(f"{path}: expected a 'pipeline:' section (a pipeline recipe, not a `medrl train` one)")
+    raw["_path"] = str(path)
+    return raw
+
+
+def pipeline_config(raw: dict) -> PipelineConfig:
+    try:
+        pc = from_dict(PipelineConfig, raw["pipeline"], "pipeline")
+    except ConfigError as e:
+        raise ConfigError(f"{raw['_path']}: {e}") from None
+    pc.stages = [stage_name(s) for s in pc.stages]
+    for s in pc.stages:
+        if not isinstance(raw.get(s), dict):
+            raise ConfigError(f"{raw['_path']}: stage '{s}' has no '{s}:' section")
+    return pc
+
+
+def prepare_data(pc: PipelineConfig, out: Path) -> Path:
+    """The folder of train/test RL records: the user's, or synthetic lesions written into OUT/data."""
+    if pc.data != "synthetic":
+        folder = Path(pc.data)
+        if not (folder / "train.jsonl").is_file():
+            raise DataError(f"{folder}: expected train.jsonl (and test.jsonl) from `medrl dermiq import`")
+        return folder
+    folder = out / "data"
+    if not (folder / "test.jsonl").is_file():
+        write_synthetic(folder, pc.conditions, pc.train_per_class, pc.test_per_class, pc.seed, pc.image_size)
+    return folder
+
+
+def write_synthetic(folder: Path, conditions, n_train: int, n_test: int, seed: int, size: int) -> None:
+    """train/ and test/ image folders (different seeds: no image in both) and train.jsonl/test.jsonl beside them."""
+    from training.data import write_jsonl
+
+    from .synthetic import generate_dataset
+
+    for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1000)):
+        recs = generate_dataset(folder / split, conditions, n, s, size, progress=False)
+        for r in recs:
+            r["images"] = [f"{split}/{p}" for p in r["images"]]
+            r["meta"]["image_id"] = f"{split}_{Path(r['images'][0]).parent.name}_{Path(r['images'][0]).stem}"
+        write_jsonl(folder / f"{split}.jsonl", recs)
+    print(f"synthetic lesions: {n_train} train / {n_test} test images per class in {folder}")
+
+
+def stage_config(raw: dict, stage: str, out: Path, seed: int, extra: dict | None = None, name: str | None = None):
+    """The trainer config of one stage, its run folder OUT/<folder>."""
+    from training.dpo_config import DPOConfig
+    from training.rl_config import RLConfig
+    from training.sft_config import SFTConfig
+
+    cls = {"sft": SFTConfig, "rl": RLConfig, "dpo": DPOConfig}[TRAINERS[stage]]
+    section = merge(raw[stage], {"run": {"name": name or FOLDERS[stage], "output_dir": str(out), "seed": seed}})
+    try:
+        return from_dict(cls, merge(section, extra or {}))
+    except ConfigError as e:
+        raise ConfigError(f"{raw['_path']}: {stage}.{e}") from None
+
+
+def run_stage(cfg) -> Path:
+    """Train one stage unless its run already finished; returns its adapter folder."""
+    from training.run import RunDir
+
+    run = RunDir(cfg.run.dir)
+    if run.is_finished():
+        print(f"medrl: {run.path} already finished; using {run.adapter_dir}")
+        return run.adapter_dir
+    resume = run.latest_checkpoint() is not None
+    if cfg.trainer == "sft":
+        from training.sft_trainer import train_sft
+
+        train_sft(cfg, resume=resume)
+    elif cfg.trainer == "rl":
+        from training.rl_trainer import train_rl
+
+        train_rl(cfg, resume=resume)
+    else:
+        from training.dpo_trainer import train_dpo
+
+        train_dpo(cfg, resume=resume)
+    return run.adapter_dir
+
+
+def previous_adapter(out: Path, stage: str, start: str | None) -> Path | None:
+    """The adapter a stage starts from: the nearest earlier stage finished in OUT, else ``start`` (None: fresh)."""
+    from training.run import RunDir
+
+    for prev in reversed(STAGES[: STAGES.index(stage)]):
+        run = RunDir(out / FOLDERS[prev])
+        if run.is_finished():
+            return run.adapter_dir
+    return Path(start) if start else None
+
+
+def _records(path: Path) -> list[dict]:
+    from training.data import read_jsonl
+
+    return read_jsonl(path, "rl").records
+
+
+def _write_sft(kind: str, data: Path, out: Path) -> Path:
+    """The SFT file of a stage: DermIQ-format references (warmup) or two-turn conversations (sft), from train."""
+    from knowledge_graph.io import load_builtin
+    from training.data import write_jsonl
+
+    kg = load_builtin("derm")
+    records = [r for r in _records(data / "train.jsonl") if (r.get("meta") or {}).get("condition_id")]
+    if not records:
+        raise DataError(f"{data / 'train.jsonl'}: no record carries meta.condition_id to build SFT targets from")
+    if kind == "warmup":
+        from .records import sft_records
+
+        rows = sft_records(records, kg)
+    else:
+        from .conversation import conversation_records
+
+        rows = conversation_records(records, kg)
+    path = out / "data" / f"{kind}_sft.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # image paths are relative to the JSONL file: rebase them from the data folder onto OUT/data
+    for r in rows:
+        r["images"] = [str((data / p).resolve()) if not Path(p).is_absolute() else p for p in r["images"]]
+    write_jsonl(path, rows)
+    return path
+
+
+def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter: Path) -> Path:
+    """Sample from the SFT policy, score every sample with the KG preference scorer, pair better over worse."""
+    from knowledge_graph.io import load_builtin
+    from knowledge_graph.preference import build_pairs, write_dpo_jsonl
+    from training.config import ModelConfig
+    from training.models import load_policy
+
+    from .generate import generate
+
+    path = out / "data" / "dpo_pairs.jsonl"
+    if path.is_file():
+        return path
+    kg = load_builtin("derm")
+    records = [r for r in _records(data / "train.jsonl") if (r.get("meta") or {}).get("condition_id")]
+    records = records[:: max(1, len(records) // pc.dpo_prompts)][: pc.dpo_prompts]
+    for r in records:
+        r["images"] = [str((data / p).resolve()) for p in r.get("images", [])]
+    model_cfg = from_dict(ModelConfig, {**raw["dpo"].get("model", {}), "adapter": None}, "dpo.model")
+    policy = load_policy(model_cfg, adapter=sft_adapter, trainable=False)
+    samples = generate(policy, records, pc.dpo_max_new_tokens, n=pc.dpo_samples, temperature=pc.dpo_temperature,
+                       seed=pc.seed)
+    del policy
+    pairs = []
+    for rec, texts in zip(records, samples, strict=True):
+        meta = rec["meta"]
+        pairs += build_pairs(rec["prompt"], texts, kg, meta["condition_id"], case_findings=meta.get("findings"),
+                             images=rec["images"], min_margin=pc.dpo_min_margin, max_pairs=pc.dpo_max_pairs)
+    if not pairs:
+        raise DataError(f"DPO: the SFT policy's {pc.dpo_samples} samples per prompt never differed by "
+                        f"{pc.dpo_min_margin} in KG score over {len(records)} prompts; raise pipeline.dpo_samples "
+                        "or pipeline.dpo_temperature")
+    write_dpo_jsonl(pairs, path)
+    print(f"DPO: {len(pairs)} KG-scored pairs from {len(records)} prompts x {pc.dpo_samples} SFT samples -> {path}")
+    return path
+
+
+def run_one(raw: dict, pc: PipelineConfig, stage: str, data: Path, out: Path, steps: int | None = None) -> Path:
+    """Train one stage from the adapter before it; returns its adapter."""
+    extra: dict = {}
+    start = previous_adapter(out, stage, pc.start_adapter)
+    if start is not None:
+        extra["model"] = {"adapter": str(start)}
+    if stage in ("warmup", "sft"):
+        extra["data"] = {"train": str(_write_sft(stage, data, out))}
+    elif stage == "grpo++":
+        extra["data"] = {"train": str(data / "train.jsonl")}
+    else:
+        if start is None or not (out / "sft").is_dir():
+            if start is None:
+                raise ConfigError("dpo: needs the SFT stage's adapter (run --stages sft first, or set "
+                                  "pipeline.start_adapter)")
+        extra["data"] = {"train": str(dpo_pairs(pc, raw, data, out, start))}
+    if steps:
+        extra["run"] = {"max_steps": steps}
+    return run_stage(stage_config(raw, stage, out, pc.seed, extra))
+
+
+def run_pipeline(raw: dict, out: str | Path, evaluate: str = "last") -> dict:
+    """Every stage of the recipe in order; evaluate 'last', 'all' stages run here, or 'none' on test.jsonl."""
+    pc = pipeline_config(raw)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(pc, out)
+    result: dict = {"data": str(data), "runs": {}, "adapters": {}}
+    for stage in sorted(pc.stages, key=STAGES.index):
+        result["adapters"][stage] = str(run_one(raw, pc, stage, data, out))
+        result["runs"][stage] = str(out / FOLDERS[stage])
+    test = data / "test.jsonl"
+    if evaluate != "none" and pc.eval_limit != 0 and test.is_file():
+        from .evaluate import evaluate_run
+
+        todo = list(result["runs"]) if evaluate == "all" else list(result["runs"])[-1:]
+        result["eval"] = {s: evaluate_run(result["runs"][s], test, limit=pc.eval_limit,
+                                          max_new_tokens=pc.eval_max_new_tokens) for s in todo}
+    return result

@@ -1,0 +1,104 @@
+"""DermIQ pipeline through the real CLI on the tiny VLM (one step per stage, a few tokens: the machinery, not the
+learning); the conversational SFT targets; the stage chain by adapter; the ablation smoke."""
+
+import json
+
+import pytest
+import yaml
+
+from dermiq.conversation import FOLLOW_UP, conversation_record
+from dermiq.pipeline import FOLDERS, previous_adapter
+from dermiq.rewards import accuracy_score, format_score
+from dermiq.synthetic import make_record, make_sample
+from knowledge_graph.io import load_builtin
+from training.data import read_jsonl
+from training.run import DISCLAIMER
+
+CONDS = "[melanoma,psoriasis,vitiligo]"
+TINY = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", f"--pipeline.conditions={CONDS}",
+        "--warmup.run.max_steps=1", "--grpo++.run.max_steps=1", "--sft.run.max_steps=1", "--dpo.run.max_steps=1",
+        "--warmup.batch_size=2", "--sft.batch_size=2", "--grpo++.rollout.max_new_tokens=6",
+        "--grpo++.prompts_per_step=1", "--pipeline.dpo_prompts=2", "--pipeline.dpo_max_new_tokens=6",
+        "--pipeline.dpo_min_margin=0", "--pipeline.eval_max_new_tokens=6", "--dpo.batch_size=1",
+        "--dpo.grad_accum=1"]
+
+
+def test_conversation_record_is_built_from_label_and_kg():
+    kg = load_builtin("derm")
+    _, meta = make_sample(kg, "melanoma", seed=0, index=0)
+    rec = make_record("x.png", kg, meta)
+    msgs = conversation_record(rec, kg)["messages"]
+    assert msgs[:2] == rec["prompt"] and [m["role"] for m in msgs[2:]] == ["assistant", "user", "assistant"]
+    first, follow, talk = msgs[2]["content"], msgs[3]["content"], msgs[4]["content"]
+    assert accuracy_score(first, "melanoma", meta) == 7.0 and format_score(first, rec["prompt"]) == pytest.approx(1.0)
+    assert follow == FOLLOW_UP
+    assert talk.startswith("Most likely diagnosis: melanoma.") and "Differential diagnosis: melanocytic nevus" in talk
+    assert "Supporting findings:" in talk and "Please see a dermatologist soon" in talk  # must-not-miss
+    assert talk.endswith(DISCLAIMER)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):
+    from app.cli import main
+
+    out = tmp_path_factory.mktemp("dermiq") / "pipe"
+    assert main(["dermiq", "train", "--out", str(out), "--eval", "none", *TINY]) == 0
+    return out
+
+
+def test_stages_chain_by_adapter(trained):
+    cfg = {s: yaml.safe_load((trained / f / "config.yaml").read_text()) for s, f in FOLDERS.items()}
+    assert cfg["warmup"]["model"]["adapter"] is None
+    assert cfg["grpo++"]["model"]["adapter"] == str(trained / "warmup" / "adapter")
+    assert cfg["sft"]["model"]["adapter"] == str(trained / "grpopp" / "adapter")
+    assert cfg["dpo"]["model"]["adapter"] == str(trained / "sft" / "adapter")
+    assert cfg["dpo"]["reference"]["kind"] == "start"  # the SFT adapter, frozen
+    assert cfg["grpo++"]["advantages"]["estimator"] == "grpo++" and cfg["grpo++"]["rollout"]["num_generations"] == 3
+    for f in FOLDERS.values():
+        assert (trained / f / "adapter" / "adapter_model.safetensors").is_file()
+    # any stage runs alone from the stage before it
+    assert previous_adapter(trained, "dpo", None) == trained / "sft" / "adapter"
+    assert previous_adapter(trained, "warmup", "x/adapter").as_posix() == "x/adapter"
+    # the SFT stage's data: two-turn conversations; DPO pairs: KG-scored samples of the SFT policy
+    sft = read_jsonl(trained / "data" / "sft_sft.jsonl", "sft").records
+    assert len(sft) == 6 and all(len(r["messages"]) == 5 for r in sft)
+    pairs = [json.loads(x) for x in (trained / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["meta"]["chosen_score"]["total"] >= p["meta"]["rejected_score"]["total"] for p in pairs)
+    assert all(p["chosen"][0]["role"] == "assistant" and len(p["images"]) == 1 for p in pairs)
+
+
+def test_eval_writes_isic_csv_and_metrics(trained, cli):
+    import csv
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    test = trained / "data" / "test.jsonl"
+    assert cli("dermiq", "eval", trained / "dpo", "--data", test, "--max-new-tokens", "6", "--vote", "2") == 0
+    ev = trained / "dpo" / "eval"
+    m = json.loads((ev / "metrics.json").read_text())
+    labels = ["melanoma", "psoriasis", "vitiligo"]
+    assert m["n"] == 3 and m["labels"] == labels and m["vote"] == 2 and "vote_balanced_accuracy" in m
+    with open(ev / "metrics_probabilities.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image", *labels] and len(rows) == 4
+    for r in rows[1:]:
+        assert sum(float(x) for x in r[1:]) == pytest.approx(1.0, abs=1e-4)
+    with open(ev / "metrics_predictions.csv") as f:
+        preds = list(csv.DictReader(f))
+    assert [p["image"] for p in preds] == [r[0] for r in rows[1:]]
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score([p["gold"] for p in preds],
+                                                                           [p["pred"] for p in preds]))
+    assert (ev / "metrics_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sum(map(sum, m["confusion"])) == 3
+
+
+def test_ablate_smoke(trained, cli):
+    out = trained  # reuses the warm-up adapter as the common start
+    assert cli("dermiq", "ablate", "--out", out, "--arms", "grpo,binary", "--steps", "1", "--limit", "2", *TINY) == 0
+    res = json.loads((out / "ablation.json").read_text())
+    assert [r["arm"] for r in res["runs"]] == ["start", "grpo", "binary"] and res["group_size"] == 3
+    grpo, binary = res["runs"][1], res["runs"][2]
+    assert 0.0 <= grpo["signal"] <= 1.0 and binary["signal"] == 1.0 and grpo["spread"] == grpo["signal"]
+    for r in res["runs"]:
+        assert 0.0 <= r["balanced_accuracy"] <= 1.0
+    assert "| binary | 1 |" in (out / "ablation.md").read_text()

@@ -81,44 +81,40 @@ def toy_file(tmp_path_factory) -> Path:
     return write_records(tmp_path_factory.mktemp("ddp_toy") / "toy.jsonl", 8, seed=0)
 
 
-def test_sft_two_processes_equal_one_with_the_same_global_batch(cli, tmp_path, text_sft_file, one_thread):
-    common = ["configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}", f"--run.output_dir={tmp_path}",
-              "--run.max_steps=2", "--run.save_every=0", "--batch_size=1", "--model.lora.dropout=0.0",
-              "--optim.lr=1e-2", ADAM]
-    res = torchrun("train", *common, "--run.name=ddp", "--grad_accum=1")
+def two_vs_one(cli, tmp_path, recipe: str, data: Path, one_extra: list[str], ddp_extra: list[str],
+               common: list[str]) -> tuple[dict, dict]:
+    """The same global batch through 2 processes (torchrun) and 1 (in-process); (last row of each)."""
+    args = [recipe, f"--data.train={data}", f"--run.output_dir={tmp_path}", "--run.max_steps=2", "--run.save_every=0",
+            "--optim.lr=1e-2", ADAM, *common]
+    res = torchrun("train", *args, "--run.name=ddp", *ddp_extra)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert cli("train", *common, "--run.name=one", "--grad_accum=2") == 0
+    assert cli("train", *args, "--run.name=one", *one_extra) == 0
     assert_same_adapter(tmp_path / "ddp", tmp_path / "one")
-    last = check_multi_process_run(tmp_path / "ddp", 2)
-    one = rows(tmp_path / "one")[-1]
+    return check_multi_process_run(tmp_path / "ddp", 2), rows(tmp_path / "one")[-1]
+
+
+PER_RANK = ["--batch_size=1", "--model.lora.dropout=0.0"]  # grad_accum 1 on each of 2 ranks = 2 in one process
+
+
+def test_sft_two_processes_equal_one_with_the_same_global_batch(cli, tmp_path, text_sft_file, one_thread):
+    last, one = two_vs_one(cli, tmp_path, "configs/sft_qwen2_tiny.yaml", text_sft_file, ["--grad_accum=2"],
+                           ["--grad_accum=1"], PER_RANK)
     assert last["loss"] == pytest.approx(one["loss"], rel=1e-4)
     assert last["label_tokens"] == one["label_tokens"]  # the global batch's tokens, not rank 0's
 
 
 def test_dpo_two_processes_equal_one_with_the_same_global_batch(cli, tmp_path, pairs_file, one_thread):
-    common = ["configs/dpo_qwen2_tiny.yaml", f"--data.train={pairs_file}", f"--run.output_dir={tmp_path}",
-              "--run.max_steps=2", "--run.save_every=0", "--batch_size=1", "--model.lora.dropout=0.0",
-              "--optim.lr=1e-2", ADAM]
-    res = torchrun("train", *common, "--run.name=ddp", "--grad_accum=1")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert cli("train", *common, "--run.name=one", "--grad_accum=2") == 0
-    assert_same_adapter(tmp_path / "ddp", tmp_path / "one")
-    last = check_multi_process_run(tmp_path / "ddp", 2)
-    one = rows(tmp_path / "one")[-1]
+    last, one = two_vs_one(cli, tmp_path, "configs/dpo_qwen2_tiny.yaml", pairs_file, ["--grad_accum=2"],
+                           ["--grad_accum=1"], PER_RANK)
     for key in ("loss", "rewards/margins", "logps/chosen"):
         assert last[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
 
 
 def test_rl_two_processes_equal_one_with_the_same_global_batch(cli, tmp_path, toy_file, one_thread):
-    common = ["configs/grpopp_qwen2_toy.yaml", f"--data.train={toy_file}", f"--run.output_dir={tmp_path}",
-              "--run.max_steps=2", "--run.save_every=0", "--prompts_per_step=2", "--rollout.num_generations=2",
-              "--rollout.top_k=1", "--advantages.estimator=binary", "--reference.kind=base", "--optim.lr=1e-2", ADAM]
-    res = torchrun("train", *common, "--run.name=ddp")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert cli("train", *common, "--run.name=one") == 0
-    assert_same_adapter(tmp_path / "ddp", tmp_path / "one")
-    last = check_multi_process_run(tmp_path / "ddp", 2)
-    one = rows(tmp_path / "one")[-1]
+    # prompts_per_step is global: 1 prompt on each of 2 ranks = 2 in one process
+    last, one = two_vs_one(cli, tmp_path, "configs/grpopp_qwen2_toy.yaml", toy_file, [], [],
+                           ["--prompts_per_step=2", "--rollout.num_generations=2", "--rollout.top_k=1",
+                            "--advantages.estimator=binary", "--reference.kind=base"])
     # the rewards and advantages are of the global batch on every rank
     for key in ("reward/mean", "loss"):
         assert last[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key

@@ -8,7 +8,7 @@ import json
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks: prefix (Prefix-Grouper vs naive), grpo-step (vs TRL), "
-                                                 "head (output-head memory)")
+                                                 "head (output-head memory), rollout (vs generate)")
     sub = parser.add_subparsers(dest="bench_command", metavar="BENCH")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
@@ -37,8 +37,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     step.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="weights and autocast precision (both sides)")
     step.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also run TRL")
+    step.add_argument("--prompts", type=int, default=1, help="prompts per step (TRL: the same global batch)")
+    step.add_argument("--profile", action="store_true",
+                      help="also time our step's phases (prefill, decode, rewards, reference, loss forward, "
+                           "backward, optimizer)")
     step.add_argument("--json", action="store_true")
     step.set_defaults(handler=_grpo_step)
+
+    roll = sub.add_parser("rollout", help="sampling tokens/s: our rollout engine vs model.generate")
+    roll.add_argument("--p", type=int, default=512, help="prompt tokens")
+    roll.add_argument("--g", type=int, default=8, help="completions per prompt")
+    roll.add_argument("--s", type=int, default=128, help="new tokens per completion")
+    roll.add_argument("--prompts", type=int, nargs="+", default=[1, 8], help="prompts per call, one row each")
+    roll.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up (median)")
+    roll.add_argument("--model", default="embedded:qwen2")
+    roll.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (both sides)")
+    roll.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    roll.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
+    roll.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="ours: rollout.compile")
+    roll.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    roll.set_defaults(handler=_rollout)
 
     head = sub.add_parser("head", help="peak memory of the RL loss with the lean output head vs full head vs TRL")
     head.add_argument("--p", type=int, default=512, help="prompt tokens")
@@ -96,11 +114,25 @@ def _grpo_step(args: argparse.Namespace) -> int:
     from bench import grpo_step
     from bench.common import available_cpus, resolve_device
 
-    _check_positive(p=args.p, g=args.g, s=args.s, steps=args.steps, threads=args.threads)
+    _check_positive(p=args.p, g=args.g, s=args.s, steps=args.steps, threads=args.threads, prompts=args.prompts)
     result = grpo_step.run(p=args.p, g=args.g, s=args.s, steps=args.steps, warmup=args.warmup,
                            threads=args.threads or available_cpus(), model=args.model, with_trl=args.trl,
-                           device=resolve_device(args.device), dtype=args.dtype)
+                           device=resolve_device(args.device), dtype=args.dtype, prompts=args.prompts,
+                           profile=args.profile)
     print(json.dumps(result, indent=2) if args.json else grpo_step.table(result))
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from bench import rollout
+    from bench.common import resolve_device
+
+    _check_positive(p=args.p, g=args.g, s=args.s, repeats=args.repeats, threads=args.threads,
+                    prompts=min(args.prompts))
+    result = rollout.run(p=args.p, g=args.g, s=args.s, prompts=tuple(args.prompts), repeats=args.repeats,
+                         threads=args.threads, model=args.model, device=resolve_device(args.device),
+                         dtype=args.dtype, compile=args.compile)
+    print(json.dumps(result, indent=2) if args.json else rollout.table(result))
     return 0
 
 

@@ -6,6 +6,12 @@ sides run on the same device and precision: `float32` = fp32 weights, no autocas
 (LoRA in fp32, as peft keeps it) under bf16 autocast. Each side runs in its own process that sees only that device
 (so peak RSS is its own and neither framework can pick another GPU); each reports the device, dtype and precision
 its model actually ran in, and a mismatch is an error, not a table. The median step time skips the warm-up steps.
+`prompts` prompts per step on both sides (TRL: a per-device batch of prompts x G rows, one generation per step).
+
+`--profile` times our step's phases in the child by wrapping the trainer's calls (prefill: the policy's forward
+calls of more than one token inside the rollout; decode: the rest of the rollout; rewards; reference and old-policy
+log-probs; loss forward; backward; optimizer; other: what is left of the step), syncing CUDA around each, so the
+next bottleneck is named by measurement; the syncs make a profiled step slightly slower than a plain one.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import omp_wait_policy, pin_device_env, run_child
+
+PHASES = ("prefill", "decode", "rewards", "reference", "loss_forward", "backward", "optimizer", "other")
 
 PRECISION = {"float32": "fp32", "bfloat16": "bf16"}  # --dtype -> autocast, ours' run.precision spelling
 
@@ -71,6 +79,110 @@ def _machine(device: str, weights_device, weights_dtype, precision: str) -> dict
     return out
 
 
+class StepProfile:
+    """Per-step phase times of `train_rl`, by wrapping the names the trainer calls (in this child process only)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.steps: list[dict[str, float]] = []
+        self.in_rollout = False
+        self._t_prefill = 0.0
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _add(self, key: str, dt: float) -> None:
+        self.steps[-1][key] = self.steps[-1].get(key, 0.0) + dt
+
+    def _timed(self, key: str, fn):
+        def wrapper(*a, **k):
+            _sync(self.device)
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                _sync(self.device)
+                self._add(key, time.perf_counter() - t0)
+        return wrapper
+
+    def _patch(self, owner: Any, name: str, key: str) -> None:
+        if not hasattr(owner, name):
+            raise RuntimeError(f"--profile: {getattr(owner, '__name__', owner)} has no {name} any more; "
+                               "update bench/grpo_step.py's StepProfile")
+        original = getattr(owner, name)
+        self._undo.append((owner, name, original))
+        setattr(owner, name, self._timed(key, original))
+
+    def install(self) -> None:
+        import torch
+
+        from training import reference, rl_trainer
+
+        generate = rl_trainer.generate_rollouts
+
+        def rollout(model, *a, **k):
+            from training.batch import unwrap_model
+
+            base = unwrap_model(model)
+            hooks = [base.register_forward_pre_hook(self._prefill_start, with_kwargs=True),
+                     base.register_forward_hook(self._prefill_end, with_kwargs=True)]
+            self.steps.append({})
+            _sync(self.device)
+            t0 = time.perf_counter()
+            self.in_rollout = True
+            try:
+                return generate(model, *a, **k)
+            finally:
+                self.in_rollout = False
+                _sync(self.device)
+                for h in hooks:
+                    h.remove()
+                self._add("rollout", time.perf_counter() - t0)
+
+        self._undo.append((rl_trainer, "generate_rollouts", generate))
+        rl_trainer.generate_rollouts = rollout
+        self._patch(rl_trainer, "score", "rewards")
+        self._patch(reference.Reference, "logprobs", "reference")
+        self._patch(rl_trainer, "frozen_logprobs", "reference")
+        self._patch(rl_trainer, "completion_logprobs", "loss_forward")
+        self._patch(rl_trainer, "policy_loss", "loss_forward")
+        self._patch(torch.Tensor, "backward", "backward")
+        self._patch(rl_trainer, "clip_and_step", "optimizer")
+
+    def uninstall(self) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+        self._undo.clear()
+
+    @staticmethod
+    def _is_prefill(args: tuple, kwargs: dict) -> bool:
+        import torch
+
+        if torch.compiler.is_compiling():
+            return False
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        return ids is not None and ids.shape[-1] > 1
+
+    def _prefill_start(self, module, args, kwargs):
+        if self.in_rollout and self._is_prefill(args, kwargs):
+            _sync(self.device)
+            self._t_prefill = time.perf_counter()
+
+    def _prefill_end(self, module, args, kwargs, output):
+        if self.in_rollout and self._is_prefill(args, kwargs):
+            _sync(self.device)
+            self._add("prefill", time.perf_counter() - self._t_prefill)
+
+    def summary(self, step_times: list[float], skip: int) -> dict[str, float]:
+        """Mean seconds per phase over the timed steps; decode = rollout - prefill, other = step - the rest."""
+        rows = []
+        for times, step in zip(self.steps[skip:], step_times[skip:]):
+            row = {k: times.get(k, 0.0) for k in PHASES if k not in ("decode", "other")}
+            row["decode"] = times.get("rollout", 0.0) - row["prefill"]
+            row["other"] = step - sum(row.values())
+            rows.append(row)
+        n = max(len(rows), 1)
+        return {k: sum(r[k] for r in rows) / n for k in PHASES}
+
+
 def worker_ours(args: dict) -> dict:
     import torch
 
@@ -87,24 +199,32 @@ def worker_ours(args: dict) -> dict:
     tok = AutoTokenizer.from_pretrained(resolve_model_path(args["model"]))
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "prompts.jsonl"
-        write_jsonl(data, prompt_records(tok, args["p"], args["steps"]))
+        write_jsonl(data, prompt_records(tok, args["p"], args["steps"] * args["prompts"]))
         cfg = load_config(RLConfig, None, [
             f"--data.train={data}", f"--model.name={args['model']}", f"--run.output_dir={d}", "--run.name=bench",
             f"--run.max_steps={args['steps']}", "--run.save_every=0", "--run.progress=false",
             "--run.tensorboard=false", f"--rollout.num_generations={args['g']}",
-            f"--rollout.max_new_tokens={args['s']}", "--rollout.ignore_eos=true", "--prompts_per_step=1",
+            f"--rollout.max_new_tokens={args['s']}", "--rollout.ignore_eos=true", f"--prompts_per_step={args['prompts']}",
             "--rewards={toy_correct: 1.0}", "--reward_modules=[training.toy_task]", "--loss.beta=0.0",
             "--model.lora.r=16", "--model.lora.alpha=32", "--model.lora.dropout=0.0", "--optim.lr=1e-5",
             f"--loss.forward={args['forward']}", "--data.shuffle=false", f"--model.device={args['device']}",
             f"--model.dtype={args['dtype']}", f"--run.precision={PRECISION[args['dtype']]}"])
-        train_rl(cfg)
+        profile = StepProfile(args["device"]) if args.get("profile") else None
+        if profile is not None:
+            profile.install()
+        try:
+            train_rl(cfg)
+        finally:
+            if profile is not None:
+                profile.uninstall()
         rows = read_metrics(Path(d) / "bench")
     times = [r["step_time_s"] for r in rows if "step_time_s" in r]
     rollout = [r["rollout_s"] for r in rows if "rollout_s" in r]
     start = next((r for r in rows if r.get("event") == "start"), {})  # the loaded policy's device and dtype
     skip = args["warmup"]
+    extra = {"profile_s": profile.summary(times, skip)} if profile is not None else {}
     return {"step_times": times, "median_step_s": statistics.median(times[skip:]),
-            "median_rollout_s": statistics.median(rollout[skip:]),
+            "median_rollout_s": statistics.median(rollout[skip:]), **extra,
             **_machine(args["device"], start.get("device", args["device"]), start.get("dtype", args["dtype"]),
                        cfg.run.precision)}
 
@@ -122,7 +242,7 @@ def worker_trl(args: dict) -> dict:
     torch.set_num_threads(args["threads"])
     path = resolve_model_path(args["model"])
     tok = AutoTokenizer.from_pretrained(path)
-    recs = prompt_records(tok, args["p"], args["steps"])
+    recs = prompt_records(tok, args["p"], args["steps"] * args["prompts"])
     ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in recs])
 
     def reward(completions, answer, **_):
@@ -144,7 +264,7 @@ def worker_trl(args: dict) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         cfg = GRPOConfig(output_dir=d, use_cpu=args["device"] == "cpu", bf16=args["dtype"] == "bfloat16",
-                         fp16=False, per_device_train_batch_size=args["g"],
+                         fp16=False, per_device_train_batch_size=args["g"] * args["prompts"],
                          num_generations=args["g"], max_completion_length=args["s"], max_steps=args["steps"],
                          gradient_checkpointing=False, beta=0.0, learning_rate=1e-5, logging_steps=1000,
                          save_strategy="no", report_to=[], temperature=1.0, shuffle_dataset=False,
@@ -179,8 +299,9 @@ def _check_same_machine(ours: dict[str, Any], trl: dict[str, Any]) -> None:
 
 def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, threads: int = 2,
         model: str = "embedded:qwen2", with_trl: bool = True, device: str = "cpu",
-        dtype: str = "float32") -> dict[str, Any]:
-    """`device` is `cpu` or `cuda:N` (bench.common.resolve_device); `dtype` float32 or bfloat16, both sides."""
+        dtype: str = "float32", prompts: int = 1, profile: bool = False) -> dict[str, Any]:
+    """`device` is `cpu` or `cuda:N` (bench.common.resolve_device); `dtype` float32 or bfloat16, both sides;
+    `prompts` per step (global batch prompts x G on both sides); `profile`: our step's phase times."""
     import torch
 
     from training.embedded import resolve_model_path
@@ -189,8 +310,8 @@ def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, 
         raise ValueError(f"dtype: expected one of {sorted(PRECISION)}, got {dtype!r}")
     resolve_model_path(model)  # build once, outside the timed workers
     args = {"p": p, "g": g, "s": s, "steps": steps, "warmup": warmup, "threads": threads, "model": model,
-            "forward": "grouped", "device": device, "dtype": dtype}
-    config = {**{k: v for k, v in args.items() if k != "forward"}, "precision": PRECISION[dtype],
+            "forward": "grouped", "device": device, "dtype": dtype, "prompts": prompts, "profile": profile}
+    config = {**{k: v for k, v in args.items() if k not in ("forward", "profile")}, "precision": PRECISION[dtype],
               "omp_wait_policy": omp_wait_policy(), "torch": torch.__version__, "trl": _version("trl"),
               "transformers": _version("transformers"), "peft": _version("peft"),
               **({} if device == "cpu" else pin_device_env(device))}
@@ -206,7 +327,8 @@ def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, 
 
 def table(result: dict) -> str:
     c = result["config"]
-    lines = [f"grpo-step: {c['model']}, P~{c['p']}, G={c['g']}, {c['s']} new tokens, LoRA r=16, "
+    lines = [f"grpo-step: {c['model']}, {c.get('prompts', 1)} prompt(s) per step, P~{c['p']}, G={c['g']}, "
+             f"{c['s']} new tokens, LoRA r=16, "
              f"{c['steps']} steps ({c['warmup']} warm-up), {c['threads']} threads, device={c['device']}, "
              f"{c['dtype']} (autocast {c['precision']}), both sides; torch {c['torch']}, TRL {c['trl']}",
              f"{'impl':<8}{'median step s':>15}{'peak RSS MB':>14}"]
@@ -216,6 +338,11 @@ def table(result: dict) -> str:
     if "speedup_vs_trl" in result:
         lines.append(f"speedup_vs_trl = {result['speedup_vs_trl']:.2f}x   "
                      f"rss_ratio_vs_trl = {result['rss_ratio_vs_trl']:.2f}")
+    prof = result["ours"].get("profile_s")
+    if prof:
+        total = sum(prof.values())
+        lines.append("ours, mean s per step by phase (profiled steps sync CUDA around each phase):")
+        lines.extend(f"  {k:<13}{v:>8.3f}  {100 * v / max(total, 1e-12):5.1f}%" for k, v in prof.items())
     return "\n".join(lines)
 
 

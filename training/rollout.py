@@ -1,4 +1,4 @@
-"""Group rollouts: each prompt (and its images) is encoded once, its KV cache grown to G rows, then sampled.
+"""Group rollouts: every prompt (and its images) prefilled once, then all prompts x G rows decoded together.
 
 The sampling loop is ours rather than `model.generate` so that it also records the log-prob of every sampled
 token, which the RL loss needs as the "old policy" log-prob without a second forward pass.
@@ -8,13 +8,21 @@ temperature (1 for greedy), i.e. the policy that sampled, as TRL and verl define
 is not part of it. The loss forward (`training.forward`) computes the same quantity at the same T, so the ratio
 pi/pi_old is exactly 1 on the first update and the KL and entropy are those of the sampling policy.
 
-Prompts of different lengths are handled by looping over prompts: each prompt's prefill runs once on one row and
-its decode runs on G rows, so nothing is padded and VLM positions (mRoPE) never see padding.
+One decode loop per call: prompts are prefilled left-padded in chunks (each prompt's last token left out of the
+cache and fed by the first decode step), their keys written once into their G rows of a pre-allocated cache
+(`training.kv_cache`); then every row decodes one token per step with its own position (the prompt's last
+position + t; all three mRoPE rows for Qwen2.5-VL) and a mask over its own prompt columns. Each step does one
+device-to-host copy (the sampled ids and a finiteness flag); EOS and stop strings are checked on the host on
+token ids (stop strings byte-wise through a memoised automaton, so a stop string spanning tokens is found).
+Finished rows are masked, and dropped from the cache (one copy) once at most half the rows are alive.
+`compile: auto` compiles the decode forward on CUDA over a fixed-shape cache (untested on CUDA here: no GPU).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +37,14 @@ from training.batch import (
 )
 from training.config import check
 from training.errors import MedrlError
+from training.kv_cache import CACHE_KWARG, RolloutKVCache, decode_attention, prefill_mask
 from training.models import disable_cpu_bf16_repack
+
+log = logging.getLogger(__name__)
+
+COMPILE_MODES = ("auto", "on", "off")
+PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward (bounds the prefill's activations)
+STATIC_BUCKET = 128  # compiled decode: cache length rounded up to this, so most steps reuse one graph
 
 
 @dataclass
@@ -37,6 +52,7 @@ class SamplingConfig:
     """How to sample G completions per prompt; also the RL recipe's `rollout:` section.
 
     temperature 0 or top_k 1 means greedy (evaluation; RL needs temperature > 0, checked by the RL config).
+    `compile`: `auto` compiles the decode step on CUDA only (`on` everywhere, `off` never).
     """
 
     num_generations: int = 8  # G
@@ -48,7 +64,8 @@ class SamplingConfig:
     ignore_eos: bool = False  # sample exactly max_new_tokens (benchmarks)
     eos_token_ids: list[int] | None = None  # None: the model's generation_config, else the tokenizer's
     seed: int | None = None  # seeds a private torch.Generator when none is passed
-    progress: bool = False  # tqdm bar over prompts
+    progress: bool = False  # tqdm bar over decode steps
+    compile: str = "auto"  # auto | on | off: torch.compile the decode step (auto: on CUDA)
 
     def validate(self, key: str = "rollout") -> None:
         check(self.num_generations >= 1, f"{key}.num_generations", "an integer >= 1", self.num_generations)
@@ -56,6 +73,7 @@ class SamplingConfig:
         check(self.temperature >= 0, f"{key}.temperature", "a float >= 0 (0: greedy)", self.temperature)
         check(0 < self.top_p <= 1, f"{key}.top_p", "a float in (0, 1]", self.top_p)
         check(self.top_k >= 0, f"{key}.top_k", "an integer >= 0 (0: off)", self.top_k)
+        check(self.compile in COMPILE_MODES, f"{key}.compile", " | ".join(COMPILE_MODES), self.compile)
 
     @property
     def greedy(self) -> bool:
@@ -99,19 +117,101 @@ def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.G
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-class _StopChecker:
-    """Decoded-text stop strings: only the tail that a new token can complete is decoded each step."""
+# ---------------------------------------------------------------- stop strings, on token ids
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for every byte (GPT-2's scheme, used by Qwen and Llama 3): printable
+    Latin-1 bytes stand for themselves, the other 68 are shifted to code points 256 and up, in byte order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, shift = {chr(b): b for b in keep}, 0
+    for b in range(256):
+        if b not in out.values():
+            out[chr(256 + shift)] = b
+            shift += 1
+    return out
+
+
+_TOKEN_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def token_bytes(tokenizer: Any) -> list[bytes] | None:
+    """The bytes of every token id, for byte-level BPE tokenizers; None when the tokenizer is not one, or when
+    joining the bytes of a sample of ids does not reproduce `tokenizer.decode` (then stops fall back to text)."""
+    try:
+        return _TOKEN_BYTES[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    alphabet = _byte_level_alphabet()
+    added = {int(i): t.content.encode() for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    n = len(tokenizer)
+    table: list[bytes] | None = []
+    for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(n)))):
+        if i in added:
+            table.append(added[i])
+        elif tok is None or any(c not in alphabet for c in tok):
+            table = None
+            break
+        else:
+            table.append(bytes(alphabet[c] for c in tok))
+    if table is not None:
+        step = max(1, n // 64)
+        samples = [list(range(i, min(i + 48, n))) for i in range(0, n, step)] + [sorted(added)]
+        for ids in samples:
+            text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            if b"".join(table[i] for i in ids).decode("utf-8", errors="replace") != text:
+                table = None
+                break
+    try:
+        _TOKEN_BYTES[tokenizer] = table
+    except TypeError:
+        pass
+    return table
+
+
+class _StopStrings:
+    """Per-row stop-string matching fed one token id at a time.
+
+    Byte-level tokenizers: each row's state is the longest tail of its output bytes that begins some stop
+    string; a (state, token) pair is resolved once and memoised, so a step costs one dict look-up per live row.
+    Other tokenizers: the row's last few tokens are decoded (enough for the longest stop string).
+    """
 
     def __init__(self, tokenizer: Any, stop_strings: Sequence[str]):
         self.tokenizer = tokenizer
         self.stops = [s for s in stop_strings if s]
-        self.window = max((len(s) for s in self.stops), default=0) + 2  # >= 1 char per token
+        self.table = token_bytes(tokenizer) if self.stops else None
+        self.byte_stops = [s.encode() for s in self.stops]
+        self.prefixes = {s[:i] for s in self.byte_stops for i in range(len(s))}
+        self.longest = max((len(s) for s in self.byte_stops), default=0)
+        self.window = max((len(s) for s in self.stops), default=0) + 2  # text fallback: >= 1 char per token
+        self.memo: dict[tuple[bytes, int], tuple[bytes, bool]] = {}
 
-    def hit(self, tokens: list[int]) -> bool:
-        if not self.stops:
-            return False
-        tail = self.tokenizer.decode(tokens[-self.window:], skip_special_tokens=False)
-        return any(s in tail for s in self.stops)
+    def __bool__(self) -> bool:
+        return bool(self.stops)
+
+    def start(self) -> Any:
+        """A new row's state."""
+        return b"" if self.table is not None else []
+
+    def feed(self, state: Any, token: int) -> tuple[Any, bool]:
+        """(the row's new state, whether a stop string has just been completed)."""
+        if self.table is None:
+            state.append(token)
+            tail = self.tokenizer.decode(state[-self.window:], skip_special_tokens=False)
+            return state, any(s in tail for s in self.stops)
+        key = (state, token)
+        hit = self.memo.get(key)
+        if hit is None:
+            text = state + (self.table[token] if 0 <= token < len(self.table) else b"")
+            if any(s in text for s in self.byte_stops):
+                hit = (b"", True)
+            else:
+                k = min(len(text), self.longest - 1)
+                while k > 0 and text[len(text) - k:] not in self.prefixes:
+                    k -= 1
+                hit = (text[len(text) - k:] if k else b"", False)
+            self.memo[key] = hit
+        return hit
 
     def cut(self, text: str) -> str:
         """The text up to and including the first stop string."""
@@ -119,62 +219,202 @@ class _StopChecker:
         return text[: min(ends)] if ends else text
 
 
+# ---------------------------------------------------------------- the decode forward, compiled or not
+
+def _decode_forward(base: torch.nn.Module, cache: RolloutKVCache, ids: torch.Tensor, positions: torch.Tensor
+                    ) -> torch.Tensor:
+    """One token per row -> (rows, vocab) float logits. The attention (`rollout_attention`) reads its masks from
+    the cache; the mask argument is a placeholder so transformers builds none."""
+    masks = {"full_attention": cache.prompt_mask}
+    out = base(input_ids=ids, position_ids=positions, attention_mask=masks, cache=cache, use_cache=True,
+               **{CACHE_KWARG: cache})
+    return out.logits[:, -1].float()
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _use_compile(config: SamplingConfig, device: torch.device) -> bool:
+    if config.compile == "auto":
+        return device.type == "cuda" and "failed" not in _COMPILED
+    return config.compile == "on"
+
+
+def _compiled_forward() -> Callable:
+    """One compiled function for the process (arguments, not closures, so later rollouts reuse its graphs)."""
+    if "fn" not in _COMPILED:
+        _COMPILED["fn"] = torch.compile(_decode_forward, mode="reduce-overhead", dynamic=False)
+    return _COMPILED["fn"]
+
+
+# ---------------------------------------------------------------- the engine
+
+def _check_model(base: torch.nn.Module) -> torch.dtype | None:
+    """The prefill mask's form: None for a bool mask (SDPA, registered functions), else the additive dtype."""
+    text = base.config.get_text_config()
+    if "sliding_attention" in (getattr(text, "layer_types", None) or []):
+        raise MedrlError("rollout: sliding-window attention layers are not supported by the rollout cache "
+                         "(set use_sliding_window: false in the model config)")
+    impl = text._attn_implementation
+    if impl and "flash" in impl:
+        raise MedrlError(f"rollout: attention '{impl}' cannot take the rollout's per-row 4-D mask; load the policy "
+                         "with model.attn_implementation=sdpa (or eager)")
+    return torch.float32 if impl == "eager" else None
+
+
+def _pad_token(base: torch.nn.Module, pad_id: int) -> int:
+    """A harmless id for prefill padding: never an image or video placeholder (those pull in vision features)."""
+    cfg = base.config
+    media = {getattr(cfg, "image_token_id", None), getattr(cfg, "video_token_id", None)}
+    return pad_id if pad_id not in media else 0
+
+
+def _prefill(base: torch.nn.Module, cache: RolloutKVCache, prompts: Sequence[PromptInputs],
+             positions: Sequence[torch.Tensor], fill: int, additive: torch.dtype | None) -> None:
+    """Every prompt but its last token, in left-padded chunks of at most PREFILL_TOKENS padded tokens."""
+    i = 0
+    while i < len(prompts):
+        j, w = i, 0
+        while j < len(prompts) and (j == i or (j + 1 - i) * max(w, len(prompts[j]) - 1) <= PREFILL_TOKENS):
+            w = max(w, len(prompts[j]) - 1)
+            j += 1
+        if w > 0:
+            chunk, pos = prompts[i:j], positions[i:j]
+            device = chunk[0].input_ids.device
+            ids = torch.full((len(chunk), w), fill, dtype=torch.long, device=device)
+            mrope = pos[0].dim() == 2
+            pp = torch.zeros((3, len(chunk), w) if mrope else (len(chunk), w), dtype=torch.long, device=device)
+            pad = torch.tensor([w - (len(p) - 1) for p in chunk], device=device)
+            for r, (p, q) in enumerate(zip(chunk, pos)):
+                n = len(p) - 1
+                if n:
+                    ids[r, w - n:] = p.input_ids[:n]
+                    pp[..., r, w - n:] = q[..., :n]
+            kwargs: dict[str, Any] = {}
+            pixels = [p.pixel_values for p in chunk if p.pixel_values is not None]
+            if pixels:
+                kwargs.update(pixel_values=torch.cat(pixels),
+                              image_grid_thw=torch.cat([p.image_grid_thw for p in chunk if p.pixel_values is not None]))
+            cache.begin_prefill(i, w)
+            base(input_ids=ids, position_ids=pp, attention_mask={"full_attention": prefill_mask(pad, w, additive)},
+                 cache=cache, use_cache=True, logits_to_keep=1, **kwargs)
+        i = j
+
+
+@dataclass
+class _Rows:
+    """Host-side bookkeeping of the rows still in the cache (after dropping groups, cache row i is `ids[i]`)."""
+
+    ids: list[int]  # original row of each cache row
+    alive: list[bool]
+    stop_state: list[Any]
+
+
 @torch.no_grad()
-def _sample_group(base: torch.nn.Module, prompt: PromptInputs, config: SamplingConfig, eos: set[int],
-                  stopper: _StopChecker, pad_id: int, generator: torch.Generator | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One prompt -> (ids (G,T), mask (G,T), logprobs (G,T), truncated (G,))."""
-    g, p = config.num_generations, len(prompt)
-    ids = prompt.input_ids
-    if p == 0:
-        raise ValueError("empty prompt")
-    pos = prompt_positions(base, prompt)
-    mrope = pos.dim() == 2
-    if prompt.mm_token_type_ids is not None and int(prompt.mm_token_type_ids[-1]) != 0:
-        raise ValueError("a prompt must end with a text token (the generation prompt), not an image placeholder")
-    cache = None
-    if p > 1:  # the prompt's last token is left out of the cache and fed with the first sampling step
-        kwargs: dict[str, Any] = {}
-        if prompt.pixel_values is not None:
-            kwargs.update(pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw)
-        pre_pos = pos[:, None, : p - 1] if mrope else pos[None, : p - 1]
-        out = base(input_ids=ids[None, : p - 1], position_ids=pre_pos, use_cache=True, logits_to_keep=1, **kwargs)
-        cache = out.cache
-        cache.batch_repeat_interleave(g)
-    step_ids = ids[-1:].expand(g).reshape(g, 1)
-    last = pos[..., -1]
-    tokens, logps = [], []
-    alive = torch.ones(g, dtype=torch.bool, device=ids.device)
-    done_at = torch.full((g,), config.max_new_tokens, dtype=torch.long, device=ids.device)
-    history: list[list[int]] = [[] for _ in range(g)]
-    for t in range(config.max_new_tokens):
-        if mrope:
-            step_pos = (last + t).view(3, 1, 1).expand(3, g, 1)
-        else:
-            step_pos = (last + t).view(1, 1).expand(g, 1)
-        out = base(input_ids=step_ids, position_ids=step_pos, cache=cache, use_cache=True)
-        cache = out.cache
-        logits = out.logits[:, -1].float()
-        if not bool(torch.isfinite(logits).all()):
-            raise MedrlError(f"the policy's logits are not finite at sampling step {t}: the weights have diverged "
-                             "(lower optim.lr or check the last checkpoint)")
-        nxt = sample_next(logits, config, generator)
-        lp = torch.log_softmax(logits / config.logprob_temperature, -1).gather(-1, nxt[:, None])[:, 0]
-        nxt = torch.where(alive, nxt, torch.full_like(nxt, pad_id))
-        tokens.append(nxt)
-        logps.append(torch.where(alive, lp, torch.zeros_like(lp)))
-        nxt_list = nxt.tolist()
-        for r in alive.nonzero().flatten().tolist():
-            history[r].append(nxt_list[r])
-            if nxt_list[r] in eos or stopper.hit(history[r]):
-                alive[r] = False
-                done_at[r] = t + 1
-        if not bool(alive.any()):
-            break
-        step_ids = nxt[:, None]
-    out_ids = torch.stack(tokens, 1)
-    mask = torch.arange(out_ids.shape[1], device=ids.device)[None] < done_at[:, None]
-    return out_ids, mask, torch.stack(logps, 1), alive
+def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: SamplingConfig, eos: set[int],
+                stops: _StopStrings, pad_id: int, generator: torch.Generator | None, static: bool,
+                forward: Callable = _decode_forward) -> tuple[torch.Tensor, torch.Tensor, list[int], list[bool]]:
+    """All prompts -> (tokens (steps, rows), logprobs (steps, rows), done_at per row, truncated per row).
+
+    `static`: fixed shapes for a compiled step (bucketed prompt width, whole own buffer, no group dropping)."""
+    from tqdm.auto import tqdm
+
+    g, steps_max = config.num_generations, config.max_new_tokens
+    device = prompts[0].input_ids.device
+    for p in prompts:
+        if len(p) == 0:
+            raise ValueError("empty prompt")
+        if p.mm_token_type_ids is not None and int(p.mm_token_type_ids[-1]) != 0:
+            raise ValueError("a prompt must end with a text token (the generation prompt), not an image placeholder")
+    additive = _check_model(base)
+    positions = [prompt_positions(base, p) for p in prompts]
+    width = max(1, max(len(p) - 1 for p in prompts))  # >= 1 column, masked when no prompt has a prefill
+    if static:
+        width = -(-width // STATIC_BUCKET) * STATIC_BUCKET
+    starts = torch.tensor([width - (len(p) - 1) for p in prompts], device=device)
+    prompt_mask = (torch.arange(width, device=device)[None] >= starts[:, None])[:, None, None, :].contiguous()
+    cache = RolloutKVCache(base.config.get_text_config().num_hidden_layers, len(prompts), g, width, steps_max,
+                           prompt_mask, static=static)
+    _prefill(base, cache, prompts, positions, _pad_token(base, pad_id), additive)
+
+    rows = len(prompts) * g
+    step_ids = torch.stack([p.input_ids[-1] for p in prompts]).repeat_interleave(g)[:, None]
+    pos = torch.stack([q[..., -1] for q in positions], -1).repeat_interleave(g, -1)  # (rows,) or (3, rows)
+    tokens = torch.full((steps_max, rows), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros((steps_max, rows), dtype=torch.float32, device=device)
+    book = _Rows(list(range(rows)), [True] * rows, [stops.start() for _ in range(rows)])
+    groups = list(range(len(prompts)))  # original prompt of each cache group
+    index: torch.Tensor | None = None  # original rows of the cache rows, once groups were dropped
+    done_at = [steps_max] * rows
+    eos_set = frozenset(eos)
+    bar = tqdm(total=steps_max, desc="rollout", unit="token", disable=not config.progress)
+    try:
+        with decode_attention(base):
+            for t in range(steps_max):
+                cache.begin_decode(t)
+                logits = forward(base, cache, step_ids, pos[..., None])
+                finite = torch.isfinite(logits).all(-1)
+                logits = logits.masked_fill(~finite[:, None], 0.0)  # sample something; the step is an error below
+                nxt = sample_next(logits, config, generator)
+                lp = torch.log_softmax(logits / config.logprob_temperature, -1).gather(-1, nxt[:, None])[:, 0]
+                if index is None:
+                    tokens[t], logps[t] = nxt, lp
+                else:
+                    tokens[t].index_copy_(0, index, nxt)
+                    logps[t].index_copy_(0, index, lp)
+                host = torch.cat([nxt, finite.all().long()[None]]).tolist()  # the step's one device-to-host copy
+                bar.update(1)
+                if not host[-1]:
+                    raise MedrlError(f"the policy's logits are not finite at sampling step {t}: the weights have "
+                                     "diverged (lower optim.lr or check the last checkpoint)")
+                for i, alive in enumerate(book.alive):
+                    if not alive:
+                        continue
+                    tok = host[i]
+                    hit = tok in eos_set
+                    if not hit and stops:
+                        book.stop_state[i], hit = stops.feed(book.stop_state[i], tok)
+                    if hit:
+                        book.alive[i] = False
+                        done_at[book.ids[i]] = t + 1
+                live_groups = [k for k in range(len(groups)) if any(book.alive[k * g: (k + 1) * g])]
+                if not live_groups:
+                    break
+                step_ids, pos = nxt[:, None], pos + 1
+                if not static and len(live_groups) <= len(groups) // 2:  # drop finished groups: one cache copy
+                    keep = [k * g + r for k in live_groups for r in range(g)]
+                    sel = torch.tensor(keep, device=device)
+                    cache.select_groups(torch.tensor(live_groups, device=device))
+                    step_ids, pos = step_ids[sel], pos[..., sel]
+                    book = _Rows([book.ids[i] for i in keep], [book.alive[i] for i in keep],
+                                 [book.stop_state[i] for i in keep])
+                    groups = [groups[k] for k in live_groups]
+                    index = torch.tensor(book.ids, device=device)
+    finally:
+        bar.close()
+    truncated = [False] * rows
+    for i, alive in zip(book.ids, book.alive):
+        truncated[i] = alive
+    return tokens, logps, done_at, truncated
+
+
+def _decode_with_compile(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: SamplingConfig,
+                         *args: Any) -> tuple[torch.Tensor, torch.Tensor, list[int], list[bool]]:
+    """The compiled decode when asked for; under `auto`, a compile failure is logged once and decoding goes on
+    uncompiled (the failure is remembered for the process)."""
+    if not _use_compile(config, model_device(base)):
+        return _decode_all(base, prompts, config, *args, static=False)
+    try:
+        return _decode_all(base, prompts, config, *args, static=True, forward=_compiled_forward())
+    except MedrlError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.compile raises many kinds; `on` re-raises them
+        if config.compile == "on":
+            raise
+        _COMPILED["failed"] = True
+        log.warning("rollout.compile=auto: compiling the decode step failed (%s: %s); decoding uncompiled",
+                    type(e).__name__, e)
+        return _decode_all(base, prompts, config, *args, static=False)
 
 
 def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[PromptInputs],
@@ -183,8 +423,6 @@ def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[
 
     `processor` is the tokenizer or a processor with `.tokenizer` (for decoding, EOS and pad ids).
     """
-    from tqdm.auto import tqdm
-
     config.validate()
     base = unwrap_model(model)
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -193,38 +431,34 @@ def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
     if generator is None and config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
-    stopper = _StopChecker(tokenizer, config.stop_strings)
+    stops = _StopStrings(tokenizer, config.stop_strings)
     disable_cpu_bf16_repack(base)  # a model loaded outside load_policy may still repack
+    g = config.num_generations
+    moved = [p.to(device) for p in prompts]
+    if not moved:
+        empty = torch.zeros((0, 0), dtype=torch.long, device=device)
+        return RolloutBatch([], empty, empty.bool(), torch.zeros(0, dtype=torch.long, device=device), int(pad_id),
+                            empty.float(), [], torch.zeros(0, dtype=torch.bool, device=device),
+                            config.logprob_temperature)
     was_training = model.training
     model.eval()
-    rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    moved = [p.to(device) for p in prompts]
     try:
-        for prompt in tqdm(moved, desc="rollout", unit="prompt", disable=not config.progress):
-            # inference_mode skips autograd's version counters (~15% of a tiny model's decode step); the clone
-            # turns the results back into ordinary tensors the loss can use.
-            with torch.inference_mode():
-                group = _sample_group(base, prompt, config, eos, stopper, pad_id, generator)
-            rows.append(tuple(x.clone() for x in group))
+        # inference_mode skips autograd's version counters (~15% of a tiny model's decode step); the clones
+        # below turn the results back into ordinary tensors the loss can use.
+        with torch.inference_mode():
+            tokens, logps, done_at, truncated = _decode_with_compile(base, moved, config, eos, stops, pad_id,
+                                                                     generator)
+            width = max(done_at)
+            lengths = torch.tensor(done_at, device=device)
+            mask = torch.arange(width, device=device)[None] < lengths[:, None]
+            ids = torch.where(mask, tokens[:width].T, pad_id)
+            lp = torch.where(mask, logps[:width].T, 0.0)
+        ids, mask, lp = ids.clone(), mask.clone(), lp.clone()
     finally:
         model.train(was_training)
-    t = max(r[0].shape[1] for r in rows) if rows else 0
-    n = len(rows) * config.num_generations
-    ids = torch.full((n, t), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((n, t), dtype=torch.bool, device=device)
-    logps = torch.zeros((n, t), dtype=torch.float32, device=device)
-    truncated = torch.zeros(n, dtype=torch.bool, device=device)
-    for i, (r_ids, r_mask, r_lp, r_trunc) in enumerate(rows):
-        sl = slice(i * config.num_generations, (i + 1) * config.num_generations)
-        w = r_ids.shape[1]
-        ids[sl, :w] = torch.where(r_mask, r_ids, torch.full_like(r_ids, pad_id))
-        mask[sl, :w] = r_mask
-        logps[sl, :w] = r_lp * r_mask
-        truncated[sl] = r_trunc
     texts = []
-    for i in range(n):
-        text = tokenizer.decode(ids[i][mask[i]].tolist(), skip_special_tokens=True)
-        texts.append(stopper.cut(text))
-    group_index = torch.arange(len(rows), device=device).repeat_interleave(config.num_generations)
-    return RolloutBatch(list(moved), ids, mask, group_index, int(pad_id), logps, texts, truncated,
-                        config.logprob_temperature)
+    for row, n_tok in zip(ids.tolist(), done_at):
+        texts.append(stops.cut(tokenizer.decode(row[:n_tok], skip_special_tokens=True)))
+    group_index = torch.arange(len(moved), device=device).repeat_interleave(g)
+    return RolloutBatch(list(moved), ids, mask, group_index, int(pad_id), lp, texts,
+                        torch.tensor(truncated, dtype=torch.bool, device=device), config.logprob_temperature)

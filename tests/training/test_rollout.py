@@ -1,15 +1,28 @@
-"""Group rollouts: recorded log-probs equal a teacher-forced forward, greedy equals `generate`, masks and stops."""
+"""Group rollouts: recorded log-probs equal a teacher-forced forward, greedy equals `generate`, masks and stops.
+
+Every test decodes all its prompts (of different lengths, VLM ones with images) in one loop, so each also checks
+the ragged left-padded cache, per-row positions (mRoPE included) and masks.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from training.batch import RolloutBatch, encode_prompts
+from training.batch import PromptInputs, RolloutBatch, encode_prompts
 from training.embedded import ensure_embedded
 from training.errors import MedrlError
 from training.forward import completion_logprobs
-from training.rollout import SamplingConfig, generate_rollouts, sample_next
+from training.kv_cache import RolloutKVCache
+from training.rollout import (
+    SamplingConfig,
+    _decode_all,
+    _eos_ids,
+    _StopStrings,
+    generate_rollouts,
+    sample_next,
+    token_bytes,
+)
 
 
 def naive_completion_logprobs(model, batch, **kwargs):
@@ -17,6 +30,9 @@ def naive_completion_logprobs(model, batch, **kwargs):
 
 TEXTS = ["Question: What is the most likely diagnosis? Answer with the letter.",
          "The patient is a 45-year-old woman who presents with a 3-week history of"]
+RAGGED = ["Fever", "A rash on the left forearm for two days, itchy at night.",
+          "History: 62-year-old man, smoker, with a changing pigmented lesion on the back; examination shows an "
+          "asymmetric plaque with irregular borders and several colours. What is the next step?", "Why?"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -242,3 +258,142 @@ def test_diverged_weights_are_a_clear_error(text_setup):
         model.model.norm.weight.fill_(float("nan"))
     with pytest.raises(MedrlError, match="logits are not finite at sampling step 0"):
         generate_rollouts(model, tok, prompts[:1], SamplingConfig(num_generations=2, max_new_tokens=3, seed=0))
+
+
+def _ragged(tok) -> list[PromptInputs]:
+    """Prompts of 1 to ~70 tokens (the first is a single token: nothing of it is prefilled)."""
+    prompts = encode_prompts(tok, RAGGED)
+    return [PromptInputs(prompts[0].input_ids[:1])] + prompts[1:]
+
+
+def _generate_greedy(model, prompt, n: int, eos: list[int] | None = None) -> list[int]:
+    kwargs = {} if eos is None else {"eos_token_id": eos}
+    with torch.no_grad():
+        out = model.generate(input_ids=prompt.input_ids[None], attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             do_sample=False, max_new_tokens=n, **kwargs)[0, len(prompt):]
+    return out.tolist()
+
+
+def test_ragged_prompts_decoded_together_equal_generate_per_prompt(text_setup):
+    """Prompts of 1 to ~40 tokens in one decode loop: each row's greedy tokens are `generate`'s for its prompt alone,
+    and its log-probs are those of a teacher-forced forward."""
+    model, tok, _ = text_setup
+    prompts = _ragged(tok)
+    lengths = [len(p) for p in prompts]
+    assert min(lengths) == 1 and max(lengths) > 30
+    batch = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=10, temperature=0,
+                                                                  eos_token_ids=[]))
+    for i, prompt in enumerate(prompts):
+        ref = _generate_greedy(model, prompt, 10, eos=[])
+        assert batch.completion_ids[2 * i].tolist() == ref == batch.completion_ids[2 * i + 1].tolist()
+    assert (batch.sampling_logprobs - _teacher_forced(model, batch)).abs().max().item() < 1e-5
+
+
+def test_rows_finish_at_different_times(text_setup, monkeypatch):
+    """A frequent token made EOS: rows end at many different steps (finished rows are dropped from the cache once
+    at most half are alive); every row is still the policy's (log-probs = teacher-forced forward) and ends at its
+    first EOS, and greedy rows equal `generate` with the same EOS."""
+    model, tok, _ = text_setup
+    prompts = _ragged(tok)
+    free = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=12, seed=5,
+                                                                 temperature=1.5, eos_token_ids=[]))
+    common = torch.bincount(free.completion_ids.flatten()).topk(3).indices.tolist()
+    cfg = SamplingConfig(num_generations=2, max_new_tokens=12, seed=5, temperature=1.5, eos_token_ids=common)
+    dropped = []
+    select = RolloutKVCache.select_groups
+    monkeypatch.setattr(RolloutKVCache, "select_groups", lambda self, gr: (dropped.append(len(gr)), select(self, gr)))
+    batch = generate_rollouts(model, tok, prompts, cfg)
+    monkeypatch.undo()
+    assert dropped  # finished groups left the cache mid-loop
+    _check_layout(batch, 2, len(prompts), set(common))
+    lengths = batch.completion_mask.sum(-1)
+    assert len(set(lengths.tolist())) >= 4 and int((lengths < 12).sum()) > len(lengths) // 2
+    assert (batch.sampling_logprobs - _teacher_forced(model, batch)).abs().max().item() < 1e-5
+    greedy = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=1, max_new_tokens=12, temperature=0,
+                                                                   eos_token_ids=common))
+    for i, prompt in enumerate(prompts):
+        n = int(greedy.completion_mask[i].sum())
+        ref = _generate_greedy(model, prompt, 12, eos=common)
+        assert greedy.completion_ids[i, :n].tolist() == ref[:n]
+        assert n == len(ref) or ref[n] == model.generation_config.pad_token_id
+
+
+def test_static_cache_layout_equals_eager(text_setup):
+    """The compiled decode's layout (bucketed full-length cache, tensor write position, no row dropping) gives the
+    same tokens and log-probs as the eager one; torch.compile itself only runs on CUDA (`rollout.compile: auto`)."""
+    model, tok, _ = text_setup
+    prompts = _ragged(tok)
+    cfg = SamplingConfig(num_generations=2, max_new_tokens=8, temperature=0)
+    eos = _eos_ids(model, tok, cfg)
+    stops = _StopStrings(tok, [])
+    with torch.inference_mode():
+        eager = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=False)
+        static = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True)
+    assert torch.equal(eager[0], static[0]) and eager[2:] == static[2:]
+    assert (eager[1] - static[1]).abs().max().item() < 1e-5
+
+
+def test_stop_string_spanning_tokens(text_setup):
+    """A stop string made of the end of one sampled token and the start of the next ends the row at the second."""
+    model, tok, prompts = text_setup
+    assert token_bytes(tok) is not None  # the byte-level matcher, not the text fallback, runs for Qwen's tokenizer
+    base = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[])
+    free = generate_rollouts(model, tok, prompts, base)
+    row = next(r for r in range(free.num_rows)  # two ordinary (not special) tokens of 2+ characters
+               if all(len(tok.decode([t])) >= 2 and t < tok.vocab_size for t in free.completion_ids[r, :5].tolist()))
+    a, b = (tok.decode([t]) for t in free.completion_ids[row, 3:5].tolist())
+    stop = a[-1] + b[0]
+    prefix = tok.decode(free.completion_ids[row, :5].tolist())
+    assert prefix.index(stop) + len(stop) > len(tok.decode(free.completion_ids[row, :4].tolist()))  # spans 4|5
+    cfg = SamplingConfig(**{**base.__dict__, "stop_strings": [stop]})
+    stopped = generate_rollouts(model, tok, prompts, cfg)
+    n = int(stopped.completion_mask[row].sum())
+    first = next(k for k in range(1, 11) if stop in tok.decode(free.completion_ids[row, :k].tolist()))
+    assert n == first <= 5 and not bool(stopped.truncated[row]) and stopped.texts[row].endswith(stop)
+    assert torch.equal(stopped.completion_ids[row, :n], free.completion_ids[row, :n])
+
+
+def test_stop_matcher_bytes_equal_text_fallback(text_setup):
+    """Fed token by token, the byte automaton fires exactly where decoding the tokens first shows a stop string,
+    including a character split over two byte tokens and several stop strings; the text fallback agrees."""
+    _, tok, _ = text_setup
+    text = "Answer: café au lait </answer> then naïve ## end"
+    ids = tok(text).input_ids
+    assert any("\ufffd" in tok.decode([i]) for i in ids)  # some character is split across tokens
+    for stops in (["é"], ["</answer>"], ["ïve", "## e"], ["au l", "ait <"], ["not there"]):
+        fast, slow = _StopStrings(tok, stops), _StopStrings(tok, stops)
+        slow.table = None
+        for m in (fast, slow):
+            state, hit_at = m.start(), None
+            for k, t in enumerate(ids):
+                state, hit = m.feed(state, t)
+                if hit:
+                    hit_at = k
+                    break
+            expected = next((k for k in range(len(ids)) if any(s in tok.decode(ids[: k + 1]) for s in stops)), None)
+            assert hit_at == expected, (stops, m.table is None)
+
+
+def test_one_host_sync_per_decode_step(text_setup, monkeypatch):
+    """The decode loop reads the device once per step (sampled ids + finiteness), whatever the number of rows."""
+    model, tok, _ = text_setup
+    prompts = _ragged(tok)
+    calls = {"n": 0}
+    for name in ("tolist", "item", "__bool__", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            calls["n"] += 1
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    cfg = SamplingConfig(num_generations=3, max_new_tokens=7, seed=0, ignore_eos=True, stop_strings=["zzz"])
+    batch = generate_rollouts(model, tok, prompts, cfg)
+    monkeypatch.undo()
+    assert batch.completion_ids.shape == (12, 7)
+    assert 7 <= calls["n"] <= 7 + 2  # one per step, plus the final ids for decoding the texts
+
+
+def test_compile_setting_is_checked(text_setup):
+    model, tok, prompts = text_setup
+    with pytest.raises(MedrlError, match="rollout.compile"):
+        generate_rollouts(model, tok, prompts, SamplingConfig(compile="maybe"))

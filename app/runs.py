@@ -11,6 +11,7 @@ shows up as one run per method, each labelled by what trained it (`method`).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,16 +203,32 @@ class RunsReader:
         return out
 
     def tree_files(self, run_id: str) -> list[str]:
+        """Tree files: `*.json` (one tree each) and `step-N.jsonl` lines (Tree-GRPO, one tree a line) as `FILE#LINE`."""
         run = self.run(run_id)
         if not run.trees_dir.is_dir():
             return []
-        return sorted(p.relative_to(run.trees_dir).as_posix() for p in run.trees_dir.rglob("*.json") if p.is_file())
+        out = [p.relative_to(run.trees_dir).as_posix() for p in run.trees_dir.rglob("*.json") if p.is_file()]
+        for p in run.trees_dir.rglob("*.jsonl"):
+            if p.is_file():
+                lines = sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+                out += [f"{p.relative_to(run.trees_dir).as_posix()}#{i}" for i in range(lines)]
+        return sorted(out, key=_natural)
 
     def read_tree(self, run_id: str, name: str) -> dict | list:
-        path = confine(self.run(run_id).trees_dir, name)
-        if not path.is_file() or path.suffix != ".json":
+        file, _, line = name.partition("#")
+        path = confine(self.run(run_id).trees_dir, file)
+        if path.is_file() and path.suffix == ".jsonl" and line.isdigit():
+            rows = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            if int(line) < len(rows):
+                return json.loads(rows[int(line)])
+        if not path.is_file() or path.suffix != ".json" or line:
             raise Refused(f"{name!r} is not a tree file of {run_id!r}")
         return json.loads(path.read_text())
+
+
+def _natural(name: str) -> list:
+    """step-2 before step-10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def _flatten(data, prefix: str = "") -> list[list]:

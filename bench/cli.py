@@ -58,6 +58,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     roll.add_argument("--json", action="store_true", help="print JSON instead of a table")
     roll.set_defaults(handler=_rollout)
 
+    tree = sub.add_parser("tree", help="Tree-GRPO: trajectories per generated token (trees vs chains) and the "
+                                       "tree-packed loss forward vs duplicated rows")
+    tree.add_argument("--prompts", type=int, default=4, help="case prompts")
+    tree.add_argument("--s", type=int, default=32, help="sampled tokens per turn")
+    tree.add_argument("--m", type=int, default=2, help="trees per prompt")
+    tree.add_argument("--n", type=int, default=2, help="nodes expanded per tree per round")
+    tree.add_argument("--l", type=int, default=1, help="expansion rounds")
+    tree.add_argument("--k", type=int, default=3, help="leaves kept per tree")
+    tree.add_argument("--turns", type=int, default=3, help="turns per trajectory")
+    tree.add_argument("--repeats", type=int, default=3, help="timed forward+backward runs after one warm-up (median)")
+    tree.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
+    tree.add_argument("--seed", type=int, default=0)
+    tree.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tree.set_defaults(handler=_tree)
+
     head = sub.add_parser("head", help="peak memory of the RL loss with the lean output head vs full head vs TRL")
     head.add_argument("--p", type=int, default=512, help="prompt tokens")
     head.add_argument("--s", type=int, default=256, help="tokens per completion")
@@ -167,4 +182,15 @@ def _head(args: argparse.Namespace) -> int:
     result = head.run(p=args.p, s=args.s, g=args.g, vocab=args.vocab, device=resolve_device(args.device),
                       threads=args.threads, dtype=args.dtype)
     print(json.dumps(result, indent=2) if args.json else head.table(result))
+    return 0
+
+
+def _tree(args: argparse.Namespace) -> int:
+    from bench import tree
+
+    _check_positive(prompts=args.prompts, s=args.s, m=args.m, k=args.k, turns=args.turns, repeats=args.repeats,
+                    threads=args.threads)
+    result = tree.run(prompts=args.prompts, s=args.s, m=args.m, n=args.n, l=args.l, k=args.k, turns=args.turns,
+                      repeats=args.repeats, seed=args.seed, threads=args.threads)
+    print(json.dumps(result, indent=2) if args.json else tree.table(result))
     return 0

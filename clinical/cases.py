@@ -146,9 +146,14 @@ def clinical_case(vignette: dict) -> dict:
     f, ids = vignette["findings"], vignette.get("finding_ids", {})
     who = {"female": "woman", "male": "man"}.get(vignette.get("sex", ""), "patient")
     first = f["history"][0] if f.get("history") else "nonspecific symptoms"
-    return {"kind": "clinical", "complaint": f"A {vignette.get('age', 50)}-year-old {who} presents with {first}.",
+    age = vignette.get("age", 50)
+    return {"kind": "clinical", "complaint": f"{_article(age)} {age}-year-old {who} presents with {first}.",
             "history": list(f.get("history", [])), "exam": list(f.get("exam", [])),
             "labs": [[nid, text] for nid, text in zip(ids.get("labs", []), f.get("labs", []), strict=False)]}
+
+
+def _article(age: int) -> str:
+    return "An" if str(age).startswith("8") or age in (11, 18) else "A"
 
 
 _DERM_EXAM = ("morphology", "colour", "border", "shape", "surface", "size", "distribution", "body_site")
@@ -168,7 +173,8 @@ def derm_case(kg, condition: str, rng: random.Random) -> dict:
     site = next((x for x in exam if x in {kg.label(n) for n in kg.nodes("body_site")}), "skin")
     options = [condition, *_derm_distractors(kg, condition, rng)]
     rng.shuffle(options)
-    return {"case": {"kind": "dermatology", "complaint": f"A {age}-year-old {who} presents with a lesion on the {site}.",
+    return {"case": {"kind": "dermatology",
+                     "complaint": f"{_article(age)} {age}-year-old {who} presents with a lesion on the {site}.",
                      "history": pick(("symptom", "risk_factor"), 4), "exam": exam, "labs": [],
                      "dermoscopy": pick(("dermoscopic_feature",), 3)},
             "options": {LETTERS[i]: kg.label(c) for i, c in enumerate(options)},
@@ -223,11 +229,48 @@ def demonstration(record: dict, observation_template: str) -> str:
     return "".join(parts)
 
 
+def sft_records(records: list[dict], observation_template: str, cuts: int = 1) -> list[dict]:
+    """Cold-start SFT records: the prompt as the sampler shows it (complaint appended), then the demonstration cut
+    after its first action (``cuts=1``: the tiny model learns the opening action's format fastest), or also after
+    its second and third (``cuts=3``: three records a case)."""
+    out = []
+    for r in records:
+        env = CaseEnv()
+        user = f"{r['prompt'][-1]['content']}\n\n{env.reset(r)}"
+        demo = demonstration(r, observation_template)
+        cuts_at = [demo.index("</ask>") + 6, demo.index("</ask>", demo.index("</ask>") + 6) + 6, len(demo)]
+        for cut in cuts_at[:cuts]:
+            out.append({"messages": [*r["prompt"][:-1], {"role": "user", "content": user},
+                                     {"role": "assistant", "content": demo[:cut]}], "images": []})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- rewards
+_SHAPES = ("<ask>history</ask>", "<ask>exam</ask>", "<ask>labs: ", "<answer>")
+
+
+def format_credit(turn: str) -> float:
+    """For an invalid turn: half the longest start of an action (``<ask>history</ask>``, ...) written anywhere in
+    it, as a share of that action: a dense, monotone path to the format for a model that has never written one
+    (the parser, too, reads an action anywhere in the turn)."""
+    best = 0.0
+    for i, ch in enumerate(turn):
+        if ch != "<":
+            continue
+        for shape in _SHAPES:
+            n = 0
+            while n < len(shape) and i + n < len(turn) and turn[i + n] == shape[n]:
+                n += 1
+            best = max(best, n / len(shape))
+    return 0.5 * best
+
+
 def score_transcript(text: str, answer: str, options: dict[str, str], derm: bool = False) -> dict:
-    """Replay a decoded transcript's model turns through the parser: answered, correct, questions, valid share."""
+    """Replay a decoded transcript's model turns through the parser: answered, correct, questions, and the mean
+    format credit per turn (`format_credit`; 1 per valid action)."""
     turns = split_turns(text)
-    questions = valid = 0
+    questions = 0
+    valid = 0.0
     answered = correct = False
     for t in turns:
         act = parse_action(t, derm)
@@ -238,6 +281,8 @@ def score_transcript(text: str, answer: str, options: dict[str, str], derm: bool
         if act.kind != "invalid":
             questions += 1
             valid += 1
+        else:
+            valid += format_credit(t)
     return {"answered": answered, "correct": correct, "questions": questions,
             "valid": valid / max(len(turns), 1)}
 
@@ -265,16 +310,19 @@ def case_questions(prompts, completions, answer, meta, **_) -> list[float]:
 
 @reward("case_valid")
 def case_valid(prompts, completions, answer, meta, **_) -> list[float]:
-    """Share of the model's turns that were valid actions (a dense format signal for small models)."""
+    """Mean per-turn format credit: 1 per valid action, partial credit for a started tag (dense, for small models)."""
     return [s["valid"] for s in _scores(completions, answer, meta)]
 
 
-if __name__ == "__main__":  # python -m clinical.cases OUT.jsonl [N] [SEED]
+if __name__ == "__main__":  # python -m clinical.cases OUT.jsonl [N] [SEED]: RL records and OUT-sft.jsonl demos
     import sys
 
     from training.data import write_jsonl
+    from training.env import OBSERVATION
 
     out_path = sys.argv[1] if len(sys.argv) > 1 else "runs/demo_data/cases.jsonl"
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 64
-    write_jsonl(out_path, make_case_records(count, int(sys.argv[3]) if len(sys.argv) > 3 else 0))
-    print(f"wrote {count} case records to {out_path}")
+    recs = make_case_records(count, int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    write_jsonl(out_path, recs)
+    write_jsonl(out_path.replace(".jsonl", "-sft.jsonl"), sft_records(recs, OBSERVATION))
+    print(f"wrote {count} case records to {out_path} and their demonstrations next to it")

@@ -86,6 +86,10 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, *, method: 
         hidden = naive_hidden(model, batch)
     elif method in ("grouped", "dense"):
         hidden = grouped_hidden(model, batch, mode="dense" if method == "dense" else "efficient")
+    elif method == "tree":  # Tree-GRPO: each tree packed once (training.tree)
+        from training.tree import tree_hidden
+
+        hidden = tree_hidden(model, batch)
     else:
         raise ValueError(f"loss.forward: expected one of {list(FORWARDS)}, got {method!r}")
     base = unwrap_model(model)

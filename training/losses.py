@@ -25,7 +25,7 @@ DPOLossType = Literal["sigmoid", "ipo", "hinge"]
 KL_ESTIMATORS: tuple[str, ...] = ("k1", "k3")
 AGGREGATIONS: tuple[str, ...] = ("token_mean", "sequence_mean", "constant")
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge")
-FORWARDS: tuple[str, ...] = ("grouped", "dense", "naive")
+FORWARDS: tuple[str, ...] = ("grouped", "dense", "naive", "tree")
 HEADS: tuple[str, ...] = ("auto", "chunked", "full")
 IGNORE_INDEX = -100
 
@@ -45,7 +45,7 @@ class PolicyLossConfig:
     entropy_coef: weight of the entropy bonus (subtracted from the loss).
     aggregation: token_mean (DAPO), sequence_mean (GRPO), constant (Dr. GRPO: sum / (sequences x
     max_completion_length); null takes the rollout's max_new_tokens).
-    forward: grouped (Prefix-Grouper), dense (its dense-mask form) or naive; head: the output head
+    forward: grouped (Prefix-Grouper), dense (its dense-mask form), naive, or tree (Tree-GRPO batches); head: the output head
     (auto = chunked: never full-vocabulary logits for all tokens; full: one lm_head call, for comparison).
     Validated on construction, so a bad recipe fails before a rollout.
     """
@@ -58,7 +58,7 @@ class PolicyLossConfig:
     entropy_coef: float = 0.0
     aggregation: LossAggregation = "token_mean"
     max_completion_length: int | None = None
-    forward: Literal["grouped", "dense", "naive"] = "grouped"
+    forward: Literal["grouped", "dense", "naive", "tree"] = "grouped"
     head: Literal["auto", "chunked", "full"] = "auto"
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""RL recipe: GRPO, GRPO++, CRPO (and later Tree-GRPO) are settings of one loop, not separate trainers.
+"""RL recipe: GRPO, GRPO++, CRPO and Tree-GRPO are settings of one loop, not separate trainers.
 
 Each section is the config of the component that uses it, passed whole: `rollout:` is the sampler's
 `SamplingConfig`, `loss:` the `PolicyLossConfig`, `advantages:` the `AdvantageConfig`, `reference:` the
@@ -14,7 +14,7 @@ from training.advantages import NEEDS_CORRECT, AdvantageConfig
 from training.config import ModelConfig, OptimConfig, RunConfig, check
 from training.losses import PolicyLossConfig
 from training.reference import ReferenceConfig
-from training.rollout import SamplingConfig
+from training.tree import RolloutConfig, rows_per_prompt
 
 
 @dataclass
@@ -33,7 +33,7 @@ class RLConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: RLDataConfig = field(default_factory=RLDataConfig)
-    rollout: SamplingConfig = field(default_factory=SamplingConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # SamplingConfig + strategy, env, tree
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
     loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
@@ -55,9 +55,13 @@ class RLConfig:
               self.max_nonfinite_in_a_row)
         check(self.rollout.temperature > 0, "rollout.temperature", "a float > 0 (RL samples)",
               self.rollout.temperature)
-        check(self.rollout.num_generations >= 2, "rollout.num_generations",
+        check(rows_per_prompt(self.rollout) >= 2,
+              "rollout.tree (m * kept leaves)" if self.rollout.strategy == "tree" else "rollout.num_generations",
               f"an integer >= 2 (the '{self.advantages.estimator}' advantage is relative to the other completions "
               "of a group; one completion has nothing to compare with)", self.rollout.num_generations)
+        if self.advantages.estimator == "tree":
+            check(self.rollout.multi_turn, "rollout.env", "an environment (the 'tree' advantage needs each row's "
+                  "tree: rollout.strategy tree, or group chains, which are trees of one leaf)", self.rollout.env)
         if self.loss.beta > 0 or self.reference.as_old_policy:
             check(self.reference.kind != "none", "reference.kind", "base, start or lagged when loss.beta > 0 or "
                   "reference.as_old_policy", self.reference.kind)

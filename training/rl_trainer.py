@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import torch
 
-from training.advantages import compute_advantages, correct_from_reward
+from training.advantages import compute_advantages, correct_from_reward, weighted_sum
 from training.batch import RolloutBatch, encode_records, select_groups
 from training.data import DataOrder, read_jsonl
 from training.errors import MedrlError
@@ -33,6 +33,7 @@ from training.rl_config import RLConfig
 from training.rollout import generate_rollouts
 from training.session import Session, seed_everything
 from training.tracking import progress
+from training.tree import max_model_tokens, rows_per_prompt, sample_trees, save_trees
 
 GENERATOR_KEY = "generator"
 
@@ -105,11 +106,11 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
         _restore_tensors(tensors, generator, reference, policy.device, session.resume_from)
     step = int(state["step"])
     order = DataOrder(len(data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
-    G = cfg.rollout.num_generations
+    G = rows_per_prompt(cfg.rollout)  # rows per prompt: G, or M*K for Tree-GRPO
     temperature = cfg.rollout.logprob_temperature
     loss_cfg: PolicyLossConfig = cfg.loss
     if loss_cfg.max_completion_length is None:
-        loss_cfg = replace(loss_cfg, max_completion_length=cfg.rollout.max_new_tokens)
+        loss_cfg = replace(loss_cfg, max_completion_length=max_model_tokens(cfg.rollout))
     fwd = {"method": loss_cfg.forward, "head": loss_cfg.head, "temperature": temperature}
     dist.broadcast_params(params)
     session.start(policy, data, step)
@@ -124,12 +125,16 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
         records = dist.shard([data.records[i] for i in order.take(cfg.prompts_per_step)])
         prompts = encode_records(policy, records)
         with autocast_context(cfg.run.precision, policy.device):
-            batch = generate_rollouts(model, policy.processor, prompts, cfg.rollout, generator)
+            if cfg.rollout.multi_turn:  # environment turns: chains or Tree-GRPO trees (training.tree)
+                batch = sample_trees(model, policy.processor, records, cfg.rollout, generator, policy.is_vlm)
+            else:
+                batch = generate_rollouts(model, policy.processor, prompts, cfg.rollout, generator)
         t_roll = time.time() - t0
 
         # rewards -> advantages
         row_prompts, fields = reward_fields(records, G)
         rewards = {name: score(name, fn, row_prompts, batch.texts, fields) for name, fn in reward_fns.items()}
+        row_reward = weighted_sum(rewards, cfg.rewards)  # this process's rows, for the saved trees
         correct = None
         if cfg.advantages.correct_reward is not None:
             correct = correct_from_reward(rewards, cfg.advantages.correct_reward, cfg.advantages.correct_threshold)
@@ -137,8 +142,13 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
         group_index = batch.group_index.cpu()
         if dist.enabled:  # the global batch's rewards on every rank, groups numbered rank after rank
             rewards, correct, group_index, rows_here = _gather_rewards(dist, rewards, correct, group_index)
-        adv, adv_stats = compute_advantages(rewards, cfg.rewards, group_index, cfg.advantages, correct=correct)
+        adv, adv_stats = compute_advantages(rewards, cfg.rewards, group_index, cfg.advantages, correct=correct,
+                                            subgroups=None if batch.tree_index is None else batch.tree_index.cpu())
         adv = adv[rows_here].to(policy.device)
+
+        if batch.trees:  # Tree-GRPO: the step's trees for the app (trees/step-N.jsonl)
+            save_trees(session.run.trees_dir / f"step-{step + 1}.jsonl", batch, policy.processor, step + 1,
+                       row_reward, adv)
 
         # old / reference log-probs: computed once per rollout batch, before any update
         groups = list(range(len(records)))
@@ -192,6 +202,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
                              skipped_total)
         last.update({k if k.startswith(("adv/", "reward/")) else f"adv/{k}": v for k, v in adv_stats.items()})
         last.update({f"loss/{k}": v for k, v in loss_stats.items()})
+        last.update(batch.stats)  # multi-turn: tokens generated/encoded, env calls, questions, answer rate
         last = dist.reduce_metrics(last)
         if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
             session.metrics.log(step, last)

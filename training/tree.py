@@ -518,3 +518,105 @@ def save_trees(path: str | Path, batch: RolloutBatch, tokenizer: Any, step: int,
     tmp.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- tree forward
+def _row_leaves(batch: RolloutBatch) -> list[tuple[Tree, int]]:
+    """(tree, leaf id) of every row: a tree's rows are its kept leaves, in order (also after `select_groups`)."""
+    if batch.tree_index is None or not batch.trees:
+        raise ValueError("loss.forward 'tree' needs a Tree-GRPO batch (rollout.env set: rows with their trees)")
+    by_index = {t.index: t for t in batch.trees}
+    seen: dict[int, int] = {}
+    out = []
+    for ti in batch.tree_index.tolist():
+        tree = by_index[int(ti)]
+        k = seen.get(tree.index, 0)
+        seen[tree.index] = k + 1
+        out.append((tree, tree.kept[k]))
+    return out
+
+
+def pack_trees(base: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                    torch.Tensor, list[PromptInputs]]:
+    """Every tree of the batch once, one right-padded row per tree: [prompt; node 1 tokens; node 2 tokens; ...].
+
+    Returns (input_ids (B,L), position_ids, mask (B,1,L,L) bool: each token sees its prompt, its ancestors' tokens
+    and its own node causally; padding sees itself only, gather (N,T): the flat index (row * L + column) of the state
+    predicting each completion token, prompts). Nodes are laid out by id, so ancestors always come first; positions
+    continue along each path (mRoPE: the prompt's last position + 1, in all three rows)."""
+    from training.batch import continuation_positions
+
+    device = model_device(base)
+    rows = _row_leaves(batch)
+    trees: list[Tree] = []
+    prompt_of: dict[int, int] = {}  # tree -> index into batch.prompts (remapped by select_groups)
+    needed: dict[int, set[int]] = {}
+    for (tree, leaf), g in zip(rows, batch.group_index.tolist()):
+        if tree.index not in prompt_of:
+            trees.append(tree)
+            prompt_of[tree.index] = int(g)
+            needed[tree.index] = {0}
+        needed[tree.index].update(n.id for n in tree.path(leaf))
+    packed, prompts = [], []
+    where: dict[tuple[int, int], tuple[int, int, int]] = {}  # (tree, node) -> (row, start, end); node 0: prompt
+    for b, tree in enumerate(trees):
+        prompt = batch.prompts[prompt_of[tree.index]].to(device)
+        prompts.append(prompt)
+        ppos = prompt_positions(base, prompt)
+        ids, pos, owner = [prompt.input_ids], [ppos], [torch.zeros(len(prompt), dtype=torch.long)]
+        where[(tree.index, 0)] = (b, 0, len(prompt))
+        cursor, offset = len(prompt), {0: 0}  # offset: tokens from the prompt's end to a node's end, on its path
+        for nd in tree.nodes[1:]:
+            seg = nd.tokens + nd.obs_tokens
+            start = offset[nd.parent]
+            offset[nd.id] = start + len(seg)
+            if nd.id not in needed[tree.index]:
+                continue
+            ids.append(torch.tensor(seg, dtype=torch.long, device=device))
+            pos.append(continuation_positions(ppos, start + len(seg))[..., start:])
+            owner.append(torch.full((len(seg),), nd.id, dtype=torch.long))
+            where[(tree.index, nd.id)] = (b, cursor, cursor + len(seg))
+            cursor += len(seg)
+        anc = torch.zeros(len(tree.nodes), len(tree.nodes), dtype=torch.bool)  # anc[x, y]: y is x or above it
+        for nd in tree.nodes:
+            y: int | None = nd.id
+            while y is not None:
+                anc[nd.id, y] = True
+                y = tree.nodes[y].parent
+        own = torch.cat(owner)
+        packed.append((torch.cat(ids), torch.cat(pos, -1), anc[own[:, None], own[None, :]].tril()))
+    n_rows, width = len(packed), max(x[0].shape[0] for x in packed)
+    input_ids = torch.full((n_rows, width), batch.pad_token_id, dtype=torch.long, device=device)
+    mrope = packed[0][1].dim() == 2
+    position_ids = torch.zeros((3, n_rows, width) if mrope else (n_rows, width), dtype=torch.long, device=device)
+    mask = torch.eye(width, dtype=torch.bool, device=device).repeat(n_rows, 1, 1)
+    for b, (ids, pos, m) in enumerate(packed):
+        ln = ids.shape[0]
+        input_ids[b, :ln] = ids
+        position_ids[..., b, :ln] = pos
+        mask[b, :ln, :ln] = m.to(device)
+    n, t = batch.completion_ids.shape
+    gather = torch.zeros(n, t, dtype=torch.long)
+    for r, (tree, leaf) in enumerate(rows):
+        b, _, p_end = where[(tree.index, 0)]
+        idx = [p_end - 1]
+        for nd in tree.path(leaf):
+            _, s, e = where[(tree.index, nd.id)]
+            idx += range(s, e)
+        ln = min(len(idx) - 1, t)
+        gather[r, :ln] = torch.tensor(idx[:ln]) + b * width
+    return input_ids, position_ids, mask[:, None], gather.to(device), prompts
+
+
+def tree_hidden(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+    """(M, H) hidden states predicting the masked completion tokens (row-major, as the other forwards), each tree
+    node encoded once; a token shared by several rows is one hidden state gathered into each of them."""
+    from training.prefix_grouper import decoder_hidden, vision_kwargs
+
+    base = unwrap_model(model)
+    mask = batch.completion_mask.bool()
+    if not bool(mask.any()):
+        return torch.zeros(0, base.config.get_text_config().hidden_size, device=model_device(base))
+    input_ids, position_ids, mask4d, gather, prompts = pack_trees(base, batch)
+    hidden = decoder_hidden(base, input_ids, position_ids, mask4d, **vision_kwargs(prompts))
+    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, gather[mask.to(gather.device)])

@@ -10,6 +10,7 @@ from clinical.cases import (
     case_questions,
     case_valid,
     demonstration,
+    format_credit,
     make_case_records,
     parse_action,
     score_transcript,
@@ -85,4 +86,5 @@ def test_rewards_score_transcripts_like_the_env():
     assert case_correct(None, [good, wrong], **kw) == [1.0, 0.0]
     assert case_questions(None, [good, wrong], **kw) == [2.0, 0.0]
     assert case_valid(None, [good, wrong], **kw) == [1.0, 0.5]
+    assert format_credit("so <ask>hist") == 0.5 * 9 / 18 and format_credit("x < y") == 0.5 / 8 and format_credit("xyz") == 0
     assert score_transcript(good, rec["answer"], rec["meta"]["options"])["answered"]

@@ -81,3 +81,38 @@ def test_chains_are_reproducible_and_internal_expansion(policy):
     t = sample_trees(policy.model, policy.processor, recs, _cfg(m=1, n=2, l=1, k=2, expand="internal"),
                      torch.Generator().manual_seed(5))
     assert t.num_rows == 2 and t.trees[0].nodes[0].children == [1]  # the root was never expanded
+
+
+def test_tree_forward_matches_duplicated_rows(policy):
+    """`loss.forward: tree` (each node encoded once) equals the naive duplicated rows: log-probs and LoRA grads."""
+    model = policy.model
+    recs = make_case_records(2, seed=4)
+    b = sample_trees(model, policy.processor, recs, _cfg(m=2, n=2, l=1, k=2), torch.Generator().manual_seed(3))
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    saved = [p.detach().clone() for p in lora_b]
+    gen = torch.Generator().manual_seed(0)
+    for p in lora_b:  # peft's B=0 would leave A's gradient zero
+        p.data.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    model.eval()
+    adv = torch.randn(b.num_rows, generator=gen)
+    try:
+        got = {}
+        for method in ("naive", "tree"):
+            model.zero_grad()
+            lp = completion_logprobs(model, b, method=method).logprobs
+            (lp * adv[:, None]).sum().backward()
+            got[method] = lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        assert float((got["tree"][0] - got["naive"][0]).abs().max()) < 2e-5
+        assert got["tree"][1].keys() == got["naive"][1].keys() and len(got["naive"][1]) > 0
+        for name, g in got["naive"][1].items():
+            assert float((got["tree"][1][name] - g).norm() / g.norm().clamp(min=1e-12)) < 1e-4, name
+        sub = select_groups(b, [1])  # micro-batches keep their trees
+        with torch.no_grad():
+            a = completion_logprobs(model, sub, method="tree").logprobs
+            c = completion_logprobs(model, sub, method="naive").logprobs
+        assert float((a - c).abs().max()) < 2e-5
+    finally:
+        model.zero_grad()
+        for p, s in zip(lora_b, saved):
+            p.data.copy_(s)
+        model.train()

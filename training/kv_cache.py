@@ -109,6 +109,17 @@ class RolloutKVCache(Cache):
             torch._dynamo.mark_static_address(self.prompt_mask)
         super().__init__(layers=[_RolloutLayer(self) for _ in range(num_layers)])
 
+    def reuse(self, prompt_mask: torch.Tensor) -> None:
+        """Start a new rollout in the same buffers (same shapes): a compiled, CUDA-graphed step keeps its static
+        addresses. Buffers are zeroed so masked columns never hold stale values."""
+        self.prompt_mask.copy_(prompt_mask)
+        for layer in self.layers:
+            if layer.is_initialized:
+                for t in (layer.prompt_keys, layer.prompt_values, layer.keys, layer.values):
+                    t.zero_()
+        self.prefill, self.step = None, -1
+        self.write_pos.zero_()
+
     def begin_prefill(self, first_prompt: int, width: int) -> None:
         """The next forward is a chunk of prompts starting at `first_prompt`, left-padded to `width` tokens."""
         self.prefill = (first_prompt, self.width - width)

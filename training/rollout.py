@@ -301,6 +301,27 @@ def _prefill(base: torch.nn.Module, cache: RolloutKVCache, prompts: Sequence[Pro
         i = j
 
 
+_STATIC_CACHE: dict[str, Any] = {}
+
+
+def _cache_for(base: torch.nn.Module, prompts: int, group: int, width: int, steps: int, prompt_mask: torch.Tensor,
+               static: bool) -> RolloutKVCache:
+    """A new cache, or (static mode) the last one when the shapes repeat, so CUDA graphs are not re-recorded for
+    new buffer addresses every rollout."""
+    layers = base.config.get_text_config().num_hidden_layers
+    if not static:
+        return RolloutKVCache(layers, prompts, group, width, steps, prompt_mask)
+    key = (id(base), prompts, group, width, steps, str(prompt_mask.device))
+    if _STATIC_CACHE.get("key") == key:
+        cache = _STATIC_CACHE["cache"]
+        cache.reuse(prompt_mask)
+        return cache
+    _STATIC_CACHE.clear()  # one held cache at most
+    cache = RolloutKVCache(layers, prompts, group, width, steps, prompt_mask, static=True)
+    _STATIC_CACHE.update(key=key, cache=cache)
+    return cache
+
+
 @dataclass
 class _Rows:
     """Host-side bookkeeping of the rows still in the cache (after dropping groups, cache row i is `ids[i]`)."""
@@ -333,8 +354,7 @@ def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: 
         width = -(-width // STATIC_BUCKET) * STATIC_BUCKET
     starts = torch.tensor([width - (len(p) - 1) for p in prompts], device=device)
     prompt_mask = (torch.arange(width, device=device)[None] >= starts[:, None])[:, None, None, :].contiguous()
-    cache = RolloutKVCache(base.config.get_text_config().num_hidden_layers, len(prompts), g, width, steps_max,
-                           prompt_mask, static=static)
+    cache = _cache_for(base, len(prompts), g, width, steps_max, prompt_mask, static)
     _prefill(base, cache, prompts, positions, _pad_token(base, pad_id), additive)
 
     rows = len(prompts) * g
@@ -404,6 +424,8 @@ def _decode_with_compile(base: torch.nn.Module, prompts: Sequence[PromptInputs],
     uncompiled (the failure is remembered for the process)."""
     if not _use_compile(config, model_device(base)):
         return _decode_all(base, prompts, config, *args, static=False)
+    generator = args[-1]
+    state = generator.get_state() if generator is not None else None
     try:
         return _decode_all(base, prompts, config, *args, static=True, forward=_compiled_forward())
     except MedrlError:
@@ -412,6 +434,9 @@ def _decode_with_compile(base: torch.nn.Module, prompts: Sequence[PromptInputs],
         if config.compile == "on":
             raise
         _COMPILED["failed"] = True
+        _STATIC_CACHE.clear()
+        if state is not None:  # the uncompiled run draws what it would have drawn from the start
+            generator.set_state(state)
         log.warning("rollout.compile=auto: compiling the decode step failed (%s: %s); decoding uncompiled",
                     type(e).__name__, e)
         return _decode_all(base, prompts, config, *args, static=False)

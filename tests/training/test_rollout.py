@@ -329,8 +329,11 @@ def test_static_cache_layout_equals_eager(text_setup):
     with torch.inference_mode():
         eager = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=False)
         static = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True)
+        _decode_all(model, prompts[::-1], cfg, eos, stops, 0, None, static=True)  # the held buffers, overwritten
+        again = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True)  # ... and reused
     assert torch.equal(eager[0], static[0]) and eager[2:] == static[2:]
     assert (eager[1] - static[1]).abs().max().item() < 1e-5
+    assert torch.equal(static[0], again[0]) and torch.equal(static[1], again[1])
 
 
 def test_stop_string_spanning_tokens(text_setup):

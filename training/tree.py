@@ -538,9 +538,9 @@ def _row_leaves(batch: RolloutBatch) -> list[tuple[Tree, int]]:
 
 def pack_trees(base: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                     torch.Tensor, list[PromptInputs]]:
-    """Every tree of the batch once, one right-padded row per tree: [prompt; node 1 tokens; node 2 tokens; ...].
+    """The trees of each prompt packed once, one right-padded row per prompt: [prompt; tree 1's nodes; tree 2's ...].
 
-    Returns (input_ids (B,L), position_ids, mask (B,1,L,L) bool: each token sees its prompt, its ancestors' tokens
+    Returns (input_ids (B,L), position_ids, mask (B,1,L,L) bool: each token sees the prompt, its ancestors' tokens
     and its own node causally; padding sees itself only, gather (N,T): the flat index (row * L + column) of the state
     predicting each completion token, prompts). Nodes are laid out by id, so ancestors always come first; positions
     continue along each path (mRoPE: the prompt's last position + 1, in all three rows)."""
@@ -548,41 +548,45 @@ def pack_trees(base: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor
 
     device = model_device(base)
     rows = _row_leaves(batch)
-    trees: list[Tree] = []
-    prompt_of: dict[int, int] = {}  # tree -> index into batch.prompts (remapped by select_groups)
+    groups: dict[int, list[Tree]] = {}  # prompt (index into batch.prompts, remapped by select_groups) -> its trees
     needed: dict[int, set[int]] = {}
     for (tree, leaf), g in zip(rows, batch.group_index.tolist()):
-        if tree.index not in prompt_of:
-            trees.append(tree)
-            prompt_of[tree.index] = int(g)
-            needed[tree.index] = {0}
+        if tree.index not in needed:
+            groups.setdefault(int(g), []).append(tree)
+            needed[tree.index] = set()
         needed[tree.index].update(n.id for n in tree.path(leaf))
     packed, prompts = [], []
-    where: dict[tuple[int, int], tuple[int, int, int]] = {}  # (tree, node) -> (row, start, end); node 0: prompt
-    for b, tree in enumerate(trees):
-        prompt = batch.prompts[prompt_of[tree.index]].to(device)
+    where: dict[tuple[int, int], tuple[int, int, int]] = {}  # (tree, node) -> (row, start, end)
+    prompt_end: dict[int, tuple[int, int]] = {}  # tree -> (row, the prompt's last column)
+    for b, (g, trees) in enumerate(groups.items()):
+        prompt = batch.prompts[g].to(device)
         prompts.append(prompt)
         ppos = prompt_positions(base, prompt)
         ids, pos, owner = [prompt.input_ids], [ppos], [torch.zeros(len(prompt), dtype=torch.long)]
-        where[(tree.index, 0)] = (b, 0, len(prompt))
-        cursor, offset = len(prompt), {0: 0}  # offset: tokens from the prompt's end to a node's end, on its path
-        for nd in tree.nodes[1:]:
-            seg = nd.tokens + nd.obs_tokens
-            start = offset[nd.parent]
-            offset[nd.id] = start + len(seg)
-            if nd.id not in needed[tree.index]:
-                continue
-            ids.append(torch.tensor(seg, dtype=torch.long, device=device))
-            pos.append(continuation_positions(ppos, start + len(seg))[..., start:])
-            owner.append(torch.full((len(seg),), nd.id, dtype=torch.long))
-            where[(tree.index, nd.id)] = (b, cursor, cursor + len(seg))
-            cursor += len(seg)
-        anc = torch.zeros(len(tree.nodes), len(tree.nodes), dtype=torch.bool)  # anc[x, y]: y is x or above it
-        for nd in tree.nodes:
-            y: int | None = nd.id
-            while y is not None:
-                anc[nd.id, y] = True
-                y = tree.nodes[y].parent
+        cursor, parents = len(prompt), [-1]  # parents: the row's node graph, node 0 the shared prompt
+        for tree in trees:
+            prompt_end[tree.index] = (b, len(prompt) - 1)
+            local = {0: 0}
+            offset = {0: 0}  # tokens from the prompt's end to a node's end, along its path
+            for nd in tree.nodes[1:]:
+                seg = nd.tokens + nd.obs_tokens
+                start = offset[nd.parent]
+                offset[nd.id] = start + len(seg)
+                if nd.id not in needed[tree.index]:
+                    continue
+                local[nd.id] = len(parents)
+                parents.append(local[nd.parent])
+                ids.append(torch.tensor(seg, dtype=torch.long, device=device))
+                pos.append(continuation_positions(ppos, start + len(seg))[..., start:])
+                owner.append(torch.full((len(seg),), local[nd.id], dtype=torch.long))
+                where[(tree.index, nd.id)] = (b, cursor, cursor + len(seg))
+                cursor += len(seg)
+        anc = torch.zeros(len(parents), len(parents), dtype=torch.bool)  # anc[x, y]: y is x or above it
+        for x in range(len(parents)):
+            y = x
+            while y >= 0:
+                anc[x, y] = True
+                y = parents[y]
         own = torch.cat(owner)
         packed.append((torch.cat(ids), torch.cat(pos, -1), anc[own[:, None], own[None, :]].tril()))
     n_rows, width = len(packed), max(x[0].shape[0] for x in packed)
@@ -598,19 +602,19 @@ def pack_trees(base: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor
     n, t = batch.completion_ids.shape
     gather = torch.zeros(n, t, dtype=torch.long)
     for r, (tree, leaf) in enumerate(rows):
-        b, _, p_end = where[(tree.index, 0)]
-        idx = [p_end - 1]
+        b, last = prompt_end[tree.index]
+        idx = [last]
         for nd in tree.path(leaf):
-            _, s, e = where[(tree.index, nd.id)]
-            idx += range(s, e)
+            _, s0, e0 = where[(tree.index, nd.id)]
+            idx += range(s0, e0)
         ln = min(len(idx) - 1, t)
         gather[r, :ln] = torch.tensor(idx[:ln]) + b * width
     return input_ids, position_ids, mask[:, None], gather.to(device), prompts
 
 
 def tree_hidden(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
-    """(M, H) hidden states predicting the masked completion tokens (row-major, as the other forwards), each tree
-    node encoded once; a token shared by several rows is one hidden state gathered into each of them."""
+    """(M, H) hidden states predicting the masked completion tokens (row-major, as the other forwards), each prompt
+    and each tree node encoded once; a token shared by several rows is one hidden state gathered into each."""
     from training.prefix_grouper import decoder_hidden, vision_kwargs
 
     base = unwrap_model(model)

@@ -116,3 +116,29 @@ def test_tree_forward_matches_duplicated_rows(policy):
         for p, s in zip(lora_b, saved):
             p.data.copy_(s)
         model.train()
+
+
+def test_vlm_trees_reuse_the_image_prompt_cache(tmp_path, one_thread):
+    """Qwen2.5-VL: the prompt (with its image) is encoded once per step; branches continue at mRoPE positions; the
+    tree forward, the duplicated rows and the sampler agree."""
+    from PIL import Image
+
+    from training.config import ModelConfig
+    from training.models import load_policy
+
+    vlm = load_policy(ModelConfig(name="embedded:qwen25vl"))
+    Image.new("RGB", (112, 112), (180, 120, 90)).save(tmp_path / "lesion.png")
+    rec = next(r for r in make_case_records(8, seed=0) if r["meta"]["case"]["kind"] == "dermatology")
+    rec["images"] = [str(tmp_path / "lesion.png")]
+    rec["prompt"][0]["content"] = [{"type": "image"}, {"type": "text", "text": rec["prompt"][0]["content"]}]
+    cfg = _cfg(m=2, n=1, l=1)
+    cfg.max_new_tokens, cfg.max_turns, cfg.env_args = 4, 2, {"max_turns": 2}
+    b = sample_trees(vlm.model, vlm.processor, [rec], cfg, torch.Generator().manual_seed(0), is_vlm=True)
+    assert b.num_rows == 4 and b.prompts[0].pixel_values is not None
+    vlm.model.eval()
+    with torch.no_grad():
+        tree = completion_logprobs(vlm.model, b, method="tree").logprobs
+        naive = completion_logprobs(vlm.model, b, method="naive").logprobs
+    m = b.completion_mask
+    assert float((tree - naive)[m].abs().max()) < 2e-5
+    assert float((tree - b.sampling_logprobs)[m].abs().max()) < 5e-5

@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(VENV)/bin/medrl bench prefix
 	$(VENV)/bin/medrl bench head
 	$(VENV)/bin/medrl bench grpo-step
+	$(VENV)/bin/medrl bench rollout
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

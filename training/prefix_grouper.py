@@ -138,9 +138,12 @@ def prefix_grouper_attention(module: torch.nn.Module, query: torch.Tensor, key: 
     if spec is None or not getattr(module, "is_causal", True) or query.shape[2] != spec.length:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
+    n_rep = getattr(module, "num_key_value_groups", 1)
+    attend = getattr(spec, "attend", None)  # another packing's own attention (Tree-GRPO: training.tree.TreeSpec)
+    if attend is not None:
+        return attend(query, _repeat_kv(key, n_rep), _repeat_kv(value, n_rep), scaling, dropout), None
     if query.shape[0] != 1:
         raise ValueError("the prefix-grouped forward takes one packed row")
-    n_rep = getattr(module, "num_key_value_groups", 1)
     if spec.mode == "dense":
         k, v = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
         out = F.scaled_dot_product_attention(query, k, v, attn_mask=spec.dense_mask, scale=scaling, dropout_p=dropout)

@@ -9,7 +9,7 @@ import torch
 from clinical.cases import make_case_records
 from training.batch import fed_lengths, select_groups
 from training.forward import completion_logprobs
-from training.tree import RolloutConfig, TreeConfig, rows_per_prompt, sample_trees
+from training.tree import RolloutConfig, TreeConfig, rows_per_prompt, sample_trees, tree_hidden
 
 STOPS = ["</ask>", "</answer>"]
 
@@ -106,6 +106,8 @@ def test_tree_forward_matches_duplicated_rows(policy):
         assert got["tree"][1].keys() == got["naive"][1].keys() and len(got["naive"][1]) > 0
         for name, g in got["naive"][1].items():
             assert float((got["tree"][1][name] - g).norm() / g.norm().clamp(min=1e-12)) < 1e-4, name
+        with torch.no_grad():  # the efficient attention equals the dense-mask packing
+            assert torch.allclose(tree_hidden(model, b, "efficient"), tree_hidden(model, b, "dense"), atol=1e-5)
         sub = select_groups(b, [1])  # micro-batches keep their trees
         with torch.no_grad():
             a = completion_logprobs(model, sub, method="tree").logprobs

@@ -33,7 +33,7 @@ from training.rl_config import RLConfig
 from training.rollout import generate_rollouts
 from training.session import Session, seed_everything
 from training.tracking import progress
-from training.tree import max_model_tokens, rows_per_prompt, sample_trees, save_trees
+from training.tree import global_tree_index, max_model_tokens, rows_per_prompt, sample_trees, save_trees
 
 GENERATOR_KEY = "generator"
 
@@ -143,10 +143,11 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
         if dist.enabled:  # the global batch's rewards on every rank, groups numbered rank after rank
             rewards, correct, group_index, rows_here = _gather_rewards(dist, rewards, correct, group_index)
         adv, adv_stats = compute_advantages(rewards, cfg.rewards, group_index, cfg.advantages, correct=correct,
-                                            subgroups=None if batch.tree_index is None else batch.tree_index.cpu())
+                                            subgroups=None if batch.tree_index is None
+                                            else global_tree_index(dist, batch.tree_index.cpu()))
         adv = adv[rows_here].to(policy.device)
 
-        if batch.trees:  # Tree-GRPO: the step's trees for the app (trees/step-N.jsonl)
+        if batch.trees and dist.is_main:  # Tree-GRPO: the step's trees for the app (trees/step-N.jsonl)
             save_trees(session.run.trees_dir / f"step-{step + 1}.jsonl", batch, policy.processor, step + 1,
                        row_reward, adv)
 

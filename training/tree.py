@@ -500,6 +500,15 @@ def _to_batch(trees: list[Tree], prompts: list[PromptInputs], tokenizer: Any, pa
     return batch
 
 
+def global_tree_index(dist: Any, tree_index: torch.Tensor) -> torch.Tensor:
+    """Every process's tree ids, in rank order, numbered apart (the rows the gathered rewards line up with)."""
+    parts, out, offset = dist.gather(tree_index), [], 0
+    for t in parts:
+        out.append(t + offset)
+        offset += int(t.max()) + 1 if t.numel() else 0
+    return torch.cat(out)
+
+
 def save_trees(path: str | Path, batch: RolloutBatch, tokenizer: Any, step: int, rewards: torch.Tensor,
                advantages: torch.Tensor) -> Path:
     """`trees/step-N.jsonl`: one tree per line (see `Tree.to_json`); rewards/advantages are the batch rows'."""

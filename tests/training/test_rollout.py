@@ -17,6 +17,7 @@ from training.kv_cache import RolloutKVCache
 from training.rollout import (
     SamplingConfig,
     _decode_all,
+    _decode_forward,
     _eos_ids,
     _StopStrings,
     generate_rollouts,
@@ -334,6 +335,27 @@ def test_static_cache_layout_equals_eager(text_setup):
     assert torch.equal(eager[0], static[0]) and eager[2:] == static[2:]
     assert (eager[1] - static[1]).abs().max().item() < 1e-5
     assert torch.equal(static[0], again[0]) and torch.equal(static[1], again[1])
+
+
+def test_decode_step_compiles_as_one_graph(text_setup):
+    """What `rollout.compile` compiles traces whole (fullgraph: no graph break in the cache, the decode attention or
+    the mask handling) and once for every step of two rollouts; TorchDynamo's eager backend here, inductor and CUDA
+    graphs (`reduce-overhead`) only on a CUDA machine."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    model, tok, _ = text_setup
+    prompts = _ragged(tok)
+    cfg = SamplingConfig(num_generations=2, max_new_tokens=5, temperature=0)
+    eos, stops = _eos_ids(model, tok, cfg), _StopStrings(tok, [])
+    counter = CompileCounterWithBackend("eager")
+    compiled = torch.compile(_decode_forward, backend=counter, dynamic=False, fullgraph=True)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        ref = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True)
+        for _ in range(2):
+            out = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True, forward=compiled)
+            assert torch.equal(out[0], ref[0]) and out[2:] == ref[2:]
+    assert counter.frame_count == 1
 
 
 def test_stop_string_spanning_tokens(text_setup):

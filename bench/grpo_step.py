@@ -236,8 +236,9 @@ def worker_trl(args: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from training.config import ModelConfig
     from training.embedded import resolve_model_path
-    from training.models import AUTO_TARGETS
+    from training.models import AUTO_TARGETS, quantization_config
 
     torch.set_num_threads(args["threads"])
     path = resolve_model_path(args["model"])
@@ -269,8 +270,12 @@ def worker_trl(args: dict) -> dict:
                          gradient_checkpointing=False, beta=0.0, learning_rate=1e-5, logging_steps=1000,
                          save_strategy="no", report_to=[], temperature=1.0, shuffle_dataset=False,
                          generation_kwargs={"min_new_tokens": args["s"]}, disable_tqdm=True)
+        # `quantization` (4bit / 8bit, from `bench gpu`): the same bitsandbytes settings our loader uses
+        quant = quantization_config(ModelConfig(name=path, quantization=args.get("quantization", "none")),
+                                    getattr(torch, args["dtype"]))
+        extra = {} if quant is None else {"quantization_config": quant, "device_map": {"": args["device"]}}
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args["dtype"]),
-                                                     attn_implementation="sdpa")
+                                                     attn_implementation="sdpa", **extra)
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=ds, processing_class=tok,
                               peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
                                                      target_modules=AUTO_TARGETS, task_type="CAUSAL_LM"),
@@ -280,7 +285,8 @@ def worker_trl(args: dict) -> dict:
         precision = {"no": "fp32"}.get(trainer.accelerator.mixed_precision, trainer.accelerator.mixed_precision)
         machine = _machine(args["device"], base.device, base.dtype, precision)
     skip = args["warmup"]
-    return {"step_times": times, "median_step_s": statistics.median(times[skip:]), **machine}
+    return {"step_times": times, "median_step_s": statistics.median(times[skip:]), **machine,
+            "quantization": args.get("quantization", "none")}
 
 
 def _spawn(impl: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -9,12 +9,11 @@ what a good line of questioning reveals, or to try a model from a point of the c
 
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.env import OBSERVATION
+from training.env import OBSERVATION, with_first_observation
 from training.run import DISCLAIMER
 
 N_SAMPLES = 12
@@ -52,18 +51,6 @@ class CaseSession:
     info: dict = field(default_factory=dict)
 
 
-def prompt_with_observation(prompt: list[dict], first: str) -> list[dict]:
-    """The record's messages with the first observation appended to the last user message (as the sampler does)."""
-    msgs = copy.deepcopy(prompt)
-    if first:
-        last = msgs[-1]
-        if isinstance(last.get("content"), list):
-            last["content"].append({"type": "text", "text": "\n\n" + first})
-        else:
-            last["content"] = f"{last.get('content', '')}\n\n{first}"
-    return msgs
-
-
 def start(key: str) -> CaseSession:
     from clinical.cases import make_case_env
 
@@ -73,7 +60,7 @@ def start(key: str) -> CaseSession:
     record = recs[int(key) - 1]
     env = make_case_env()
     first = env.reset(record)
-    session = CaseSession(record=record, env=env, messages=prompt_with_observation(record["prompt"], first))
+    session = CaseSession(record=record, env=env, messages=with_first_observation(record["prompt"], first))
     session.turns.append({"who": "case", "text": first})
     return session
 

@@ -44,6 +44,21 @@ def split_turns(transcript: str) -> list[str]:
     return [t for t in _OBS.split(transcript) if t.strip()]
 
 
+def with_first_observation(prompt: list[dict], first: str) -> list[dict]:
+    """A copy of a record's messages with the environment's first observation appended to the last user message:
+    what the policy is conditioned on, in training (`training.tree`) and when a person steps through (`app`)."""
+    import copy
+
+    msgs = copy.deepcopy(prompt)
+    if first:
+        last = msgs[-1]
+        if isinstance(last.get("content"), list):
+            last["content"].append({"type": "text", "text": "\n\n" + first})
+        else:
+            last["content"] = f"{last.get('content', '')}\n\n{first}"
+    return msgs
+
+
 def environment(name: str) -> Callable[[Callable[..., Environment]], Callable[..., Environment]]:
     """Register an environment factory under ``name`` (called with the recipe's ``rollout.env_args``)."""
 

@@ -35,7 +35,7 @@ from training.batch import (
     unwrap_model,
 )
 from training.config import check
-from training.env import OBSERVATION, make_env
+from training.env import OBSERVATION, make_env, with_first_observation
 from training.errors import MedrlError
 from training.models import disable_cpu_bf16_repack
 from training.rollout import SamplingConfig, sample_next
@@ -376,14 +376,7 @@ def _initial_prompts(processor: Any, records: Sequence[dict], envs: list[Any], i
 
     texts = []
     for rec, env in zip(records, envs):
-        first = env.reset(rec)
-        msgs = copy.deepcopy(rec["prompt"])
-        if first:
-            last = msgs[-1]
-            if isinstance(last.get("content"), list):
-                last["content"].append({"type": "text", "text": "\n\n" + first})
-            else:
-                last["content"] = f"{last.get('content', '')}\n\n{first}"
+        msgs = with_first_observation(rec["prompt"], env.reset(rec))
         texts.append(render(processor, msgs, add_generation_prompt=True))
     images = [load_images(r.get("images", [])) for r in records] if is_vlm else None
     return encode_prompts(processor, texts, images)

@@ -27,7 +27,7 @@ def prompt_texts(policy, records: Sequence[dict]) -> list[str]:
 
 @torch.no_grad()
 def generate(policy, records: Sequence[dict], max_new_tokens: int, n: int = 1, temperature: float = 0.0,
-             batch: int = 16, seed: int = 0) -> list[list[str]]:
+             batch: int = 48, seed: int = 0) -> list[list[str]]:
     """``n`` completions per record (greedy when temperature is 0), decoded without special tokens."""
     model, proc = policy.model, policy.processor
     tok = policy.tokenizer
@@ -47,11 +47,11 @@ def generate(policy, records: Sequence[dict], max_new_tokens: int, n: int = 1, t
             else:
                 enc = tok(texts, **kw)
             enc = {k: v.to(policy.device) for k, v in enc.items()}
-            sample = temperature > 0
+            how = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {
+                "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             with autocast_context("auto", policy.device):
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
-                                     temperature=temperature if sample else None, top_p=1.0, top_k=0,
-                                     num_return_sequences=n, eos_token_id=eos, pad_token_id=eos[1])
+                ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n, eos_token_id=eos,
+                                     pad_token_id=eos[1], **how)
             new = ids[:, enc["input_ids"].shape[1]:]
             dec = tok.batch_decode(new, skip_special_tokens=True)
             out += [dec[j * n:(j + 1) * n] for j in range(len(chunk))]

@@ -74,6 +74,7 @@ def load_recipe(recipe: str, overrides: list[str] | None = None) -> dict:
     """A pipeline recipe ('tiny', '3b' or a YAML file) with `--section.key=value` overrides merged in."""
     path = RECIPES.get(recipe, Path(recipe))
     raw = merge(read_yaml(path), parse_overrides(overrides or []))
+    raw = {k: v for k, v in raw.items() if not str(k).startswith("_")}  # YAML anchors (`_model: &model`)
     unknown = set(raw) - {"pipeline", *STAGES}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} "
@@ -198,9 +199,8 @@ def _write_sft(kind: str, data: Path, out: Path) -> Path:
         rows = conversation_records(records, kg)
     path = out / "data" / f"{kind}_sft.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    # image paths are relative to the JSONL file: rebase them from the data folder onto OUT/data
-    for r in rows:
-        r["images"] = [str((data / p).resolve()) if not Path(p).is_absolute() else p for p in r["images"]]
+    for r in rows:  # read_jsonl has joined each image path to the data folder; absolute, so any file can hold them
+        r["images"] = [str(Path(p).resolve()) for p in r["images"]]
     write_jsonl(path, rows)
     return path
 
@@ -221,7 +221,7 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
     records = [r for r in _records(data / "train.jsonl") if (r.get("meta") or {}).get("condition_id")]
     records = records[:: max(1, len(records) // pc.dpo_prompts)][: pc.dpo_prompts]
     for r in records:
-        r["images"] = [str((data / p).resolve()) for p in r.get("images", [])]
+        r["images"] = [str(Path(p).resolve()) for p in r.get("images", [])]
     model_cfg = from_dict(ModelConfig, {**raw["dpo"].get("model", {}), "adapter": None}, "dpo.model")
     policy = load_policy(model_cfg, adapter=sft_adapter, trainable=False)
     samples = generate(policy, records, pc.dpo_max_new_tokens, n=pc.dpo_samples, temperature=pc.dpo_temperature,

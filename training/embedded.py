@@ -17,11 +17,18 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from training.embedded_pretrain import chat_transcripts, warm_up
+from training.embedded_pretrain import chat_transcripts, pretrain_vision, warm_up
 
 EMBEDDED_PREFIX = "embedded:"
 KINDS = ("qwen2", "qwen25vl")
 BUILDER_VERSION = 2  # bump when a change below (or in embedded_pretrain.py) alters the built files
+# Where the VLM's image-text pretraining pairs come from: a module with `image_text_pairs(n, seed)` -> [(PIL image,
+# question, answer)] and `fingerprint()` (what the pairs depend on, for the cache key). This package only trains on
+# them; what the images show is the hook's business (the project's own synthetic lesions, described by their visible
+# findings, so the tiny VLM arrives able to say what it sees, as a real pretrained VLM does). Without the module the
+# vision tower stays random.
+IMAGE_TEXT_HOOK = "dermiq.pretrain"
+IMAGE_TEXT_PAIRS = 1024
 SEED = 1234
 VOCAB_SIZE = 2048  # BPE merges + bytes; the Qwen special tokens are added after
 
@@ -141,12 +148,26 @@ def corpus() -> list[str]:
     return texts
 
 
+def _image_text_hook():
+    """The pretraining pairs' module, or None when it is not installed."""
+    import importlib
+
+    try:
+        return importlib.import_module(IMAGE_TEXT_HOOK)
+    except ImportError:
+        return None
+
+
 def _fingerprint(kind: str, texts: Iterable[str]) -> str:
     h = hashlib.sha256()
     from training import embedded_pretrain as wp
 
     payload = {"v": BUILDER_VERSION, "warmup": [wp.PRETRAIN_STEPS, wp.BATCH, wp.SEQ, wp.LR], "kind": kind, "text": TEXT_CONFIG, "vision": VISION_CONFIG,
                "mrope": MROPE_SECTION, "vocab": VOCAB_SIZE, "seed": SEED, "template": CHAT_TEMPLATE}
+    if kind == "qwen25vl":
+        hook = _image_text_hook()
+        payload["vision_pretrain"] = [IMAGE_TEXT_HOOK, hook.fingerprint() if hook else None, IMAGE_TEXT_PAIRS,
+                                      wp.VISION_STEPS, wp.VISION_BATCH, wp.VISION_LR]
     h.update(json.dumps(payload, sort_keys=True).encode())
     for t in texts:
         h.update(t.encode())
@@ -246,8 +267,6 @@ def _build_qwen25vl(out: Path, tokenizer, texts: list[str]) -> None:
     lm = {k[len("model."):]: v for k, v in text.items() if k.startswith("model.")}
     model.model.language_model.load_state_dict(lm, strict=True)
     model.tie_weights()
-    model.generation_config = _generation_config(GenerationConfig, tokenizer)
-    model.save_pretrained(out)
     # Small images keep the CPU path fast: 56x56 .. 224x224 pixels -> 4 .. 64 visual tokens.
     pixels = {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}
     processor = Qwen2_5_VLProcessor(
@@ -255,6 +274,13 @@ def _build_qwen25vl(out: Path, tokenizer, texts: list[str]) -> None:
         video_processor=Qwen2VLVideoProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2),
         tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
     )
+    hook = _image_text_hook()
+    if hook is not None:
+        losses = pretrain_vision(model, processor, hook.image_text_pairs(IMAGE_TEXT_PAIRS, SEED), SEED)
+        (out / "vision_pretrain_losses.json").write_text(json.dumps({"hook": IMAGE_TEXT_HOOK, "first": losses[:5],
+                                                                     "last": losses[-5:]}))
+    model.generation_config = _generation_config(GenerationConfig, tokenizer)
+    model.save_pretrained(out)
     processor.save_pretrained(out)
 
 
@@ -277,7 +303,10 @@ def ensure_embedded(kind: str) -> Path:
         (tmp / "EMBEDDED.md").write_text(
             f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): the real architecture, "
             "randomly initialised, its language model warmed up for a few hundred CPU steps on the project's text "
-            "(training/embedded_pretrain.py). For exercising the pipeline on CPU. Not a medical model.\n")
+            "(training/embedded_pretrain.py)" + (f", the VLM's vision tower, merger and language model then trained "
+                                                 f"on image-text pairs from {IMAGE_TEXT_HOOK}" if kind == "qwen25vl"
+                                                 else "") +
+            ". For exercising the pipeline on CPU. Not a medical model.\n")
         try:
             os.rename(tmp, target)
         except OSError:  # another process won the race: its build is identical

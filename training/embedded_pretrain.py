@@ -69,3 +69,51 @@ def warm_up(model, tokenizer, texts: list[str], seed: int, steps: int | None = N
         losses.append(float(loss.detach()))
     model.eval()
     return losses
+
+
+VISION_STEPS = 120
+VISION_BATCH = 8
+VISION_LR = 2e-3
+
+
+def image_text_batch(processor, pairs: list[tuple]) -> dict:
+    """(image, question, answer) triples -> a right-padded VLM batch with labels on the answer tokens only."""
+    texts, prompts = [], []
+    for _, question, answer in pairs:
+        user = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        prompt = processor.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        prompts.append(prompt)
+        texts.append(prompt + answer + "<|im_end|>")
+    enc = processor(text=texts, images=[p[0] for p in pairs], return_tensors="pt", padding=True, padding_side="right")
+    plen = [len(x) for x in processor(text=prompts, images=[p[0] for p in pairs], padding=False)["input_ids"]]
+    labels = enc["input_ids"].clone()
+    labels[enc["attention_mask"] == 0] = -100
+    for b, n in enumerate(plen):
+        labels[b, :n] = -100
+    return {**enc, "labels": labels}
+
+
+def pretrain_vision(model, processor, pairs: list[tuple], seed: int, steps: int | None = None) -> list[float]:
+    """Train the vision tower, the merger and the language model (in place) to answer each pair's question about its
+    image; returns the losses. The pairs come from the caller (what the images show is not this module's concern)."""
+    from training.tracking import progress
+
+    steps = VISION_STEPS if steps is None else steps
+    g = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=VISION_LR, weight_decay=0.0, foreach=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    model.train()
+    losses = []
+    for _ in progress(range(steps), desc="pretrain embedded vision", unit="step", leave=False):
+        idx = torch.randint(0, len(pairs), (VISION_BATCH,), generator=g).tolist()
+        batch = image_text_batch(processor, [pairs[i] for i in idx])
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses

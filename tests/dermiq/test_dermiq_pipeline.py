@@ -102,3 +102,23 @@ def test_ablate_smoke(trained, cli):
     for r in res["runs"]:
         assert 0.0 <= r["balanced_accuracy"] <= 1.0
     assert "| binary | 1 |" in (out / "ablation.md").read_text()
+
+
+@pytest.mark.parametrize("recipe", ["tiny", "3b"])
+def test_pipeline_recipes_load_every_stage(recipe, tmp_path):
+    from dermiq.pipeline import load_recipe, pipeline_config, stage_config
+
+    raw = load_recipe(recipe)
+    pc = pipeline_config(raw)
+    data = {"data": {"train": "x.jsonl"}}  # the pipeline fills it in
+    for stage in ("warmup", "grpo++", "sft", "dpo"):
+        cfg = stage_config(raw, stage, tmp_path, pc.seed, data)
+        assert cfg.run.dir == tmp_path / FOLDERS[stage]
+    rl = stage_config(raw, "grpo++", tmp_path, 0, data)
+    assert rl.rollout.num_generations == 3 and rl.rollout.temperature == 0.7 and rl.advantages.estimator == "grpo++"
+    assert rl.reference.kind == "lagged" and rl.reference.sync_every == 10 and rl.loss.kl_estimator == "k1"
+    assert stage_config(raw, "dpo", tmp_path, 0, data).reference.kind == "start"
+    with pytest.raises(Exception, match="unknown stage 'ppo'"):
+        from dermiq.pipeline import stage_name
+
+        stage_name("ppo")

@@ -1,9 +1,9 @@
-"""Batched generation and class likelihoods for evaluation and DPO sampling (many prompts at once, left-padded).
+"""Generation and class likelihoods for evaluation and DPO sampling.
 
-The RL sampler (`training.rollout`) decodes one prompt's group at a time, which is right for training; evaluating a
-held-out split or sampling DPO candidates wants every prompt in one batch. Class probabilities score each label as
-the answer after the model's own analysis, on the trainer's shared-prompt forward (`training.forward`), so the
-number is the model's likelihood, not a parse of its text.
+Completions come from the RL sampler (`training.rollout`: every prompt of a chunk prefilled once with its image,
+all prompts x n rows decoded together). Class probabilities score each label as the answer after the model's own
+analysis, on the trainer's shared-prompt forward (`training.forward`), so the number is the model's likelihood, not
+a parse of its text.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 import torch
 
-from training.batch import RolloutBatch, encode_prompts
+from training.batch import RolloutBatch, encode_prompts, encode_records
 from training.chat import render
 from training.data import load_images
 from training.forward import completion_logprobs
 from training.models import autocast_context
+from training.rollout import SamplingConfig, generate_rollouts
 
 from .prompts import ANSWER_CLOSE, ANSWER_OPEN
 
@@ -29,34 +30,14 @@ def prompt_texts(policy, records: Sequence[dict]) -> list[str]:
 def generate(policy, records: Sequence[dict], max_new_tokens: int, n: int = 1, temperature: float = 0.0,
              batch: int = 48, seed: int = 0) -> list[list[str]]:
     """``n`` completions per record (greedy when temperature is 0), decoded without special tokens."""
-    model, proc = policy.model, policy.processor
-    tok = policy.tokenizer
-    eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
-    torch.manual_seed(seed)
-    was = model.training
-    model.eval()
+    config = SamplingConfig(num_generations=n, max_new_tokens=max_new_tokens, temperature=temperature)
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
     out: list[list[str]] = []
-    try:
-        for i in range(0, len(records), batch):
-            chunk = list(records[i: i + batch])
-            texts = prompt_texts(policy, chunk)
-            kw = {"padding": True, "padding_side": "left", "return_tensors": "pt"}
-            if policy.is_vlm:
-                imgs = [img for r in chunk for img in load_images(r.get("images", []))]
-                enc = proc(text=texts, images=imgs or None, **kw)
-            else:
-                enc = tok(texts, **kw)
-            enc = {k: v.to(policy.device) for k, v in enc.items()}
-            how = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {
-                "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-            with autocast_context("auto", policy.device):
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n, eos_token_id=eos,
-                                     pad_token_id=eos[1], **how)
-            new = ids[:, enc["input_ids"].shape[1]:]
-            dec = tok.batch_decode(new, skip_special_tokens=True)
-            out += [dec[j * n:(j + 1) * n] for j in range(len(chunk))]
-    finally:
-        model.train(was)
+    for i in range(0, len(records), batch):
+        chunk = list(records[i: i + batch])
+        with autocast_context("auto", policy.device):
+            rb = generate_rollouts(policy.model, policy.processor, encode_records(policy, chunk), config, generator)
+        out += [rb.texts[j * n:(j + 1) * n] for j in range(len(chunk))]
     return out
 
 

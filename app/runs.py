@@ -71,6 +71,22 @@ def _is_vlm(base: str, path: Path) -> bool:
     return "-vl" in name or "vl-" in name or "vision" in name
 
 
+# Headline evaluation numbers, in this order, of whichever pipeline wrote them (DermIQ, Clinical-R1).
+STAGE_COLUMNS = ("balanced_accuracy", "accuracy", "macro_f1", "auc_macro_ovr", "format_valid", "format_ok",
+                 "kg_faithfulness", "image_faithfulness", "faithfulness", "comprehensiveness", "rejection_coverage",
+                 "evidence_per_100_words", "hallucination_rate", "n")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fmt(v) -> str:
+    if not _is_number(v):
+        return "-"
+    return str(v) if isinstance(v, int) else f"{v:.3f}"
+
+
 class RunsReader:
     """The runs under one root folder (which may not exist yet: a fresh clone has no runs)."""
 
@@ -201,6 +217,45 @@ class RunsReader:
                     continue
                 out.append((name, _flatten(data)[:MAX_TABLE_ROWS]))
         return out
+
+    def stage_table(self, run_id: str) -> tuple[list[str], list[list]] | None:
+        """A pipeline's stages side by side: the runs in this run's folder (warm-up, GRPO++, SFT, DPO; cold start,
+        CRPO), in chain order, with the headline numbers of their evaluation (`eval/metrics.json`, else the first
+        `eval/*.json`). None for a run on its own."""
+        parent = run_id.rsplit("/", 1)[0] if "/" in run_id else ""
+        self.run(run_id)
+        rows: list[tuple[float, str, dict, str]] = []
+        for rid in self.run_ids():
+            if (rid.rsplit("/", 1)[0] if "/" in rid else "") != parent:
+                continue
+            run = self.run(rid)
+            found = sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []
+            path = run.eval_dir / "metrics.json" if (run.eval_dir / "metrics.json") in found else (found or [None])[0]
+            if path is None:
+                continue
+            try:
+                metrics = json.loads(path.read_text())
+            except (OSError, ValueError):
+                metrics = None
+            if isinstance(metrics, dict):
+                start = str((run.read_config().get("model") or {}).get("adapter") or "")
+                rows.append((run.config_path.stat().st_mtime, rid.rsplit("/", 1)[-1], metrics, start))
+        if len(rows) < 2:
+            return None
+        # Stages chain by adapter (a stage's model.adapter is the previous stage's): order by depth in that chain,
+        # then by when the stage started (ablation arms from one start).
+        names = {name for _, name, _, _ in rows}
+        parent = {name: Path(start).parent.name for _, name, _, start in rows if Path(start).parent.name in names}
+
+        def depth(name: str) -> int:
+            seen = 0
+            while name in parent and seen < len(names):
+                name, seen = parent[name], seen + 1
+            return seen
+
+        rows.sort(key=lambda r: (depth(r[1]), r[0]))
+        numeric = [k for k in STAGE_COLUMNS if any(_is_number(m.get(k)) for _, _, m, _ in rows)]
+        return (["stage", *numeric], [[name, *[_fmt(m.get(k)) for k in numeric]] for _, name, m, _ in rows])
 
     def tree_files(self, run_id: str) -> list[str]:
         """Tree files: `*.json` (one tree each) and `step-N.jsonl` lines (Tree-GRPO, one tree a line) as `FILE#LINE`."""

@@ -34,6 +34,11 @@ def summary_html(ctx: AppContext, run_id: str | None) -> str:
     s = ctx.reader.summary(run_id)
     parts = [f'<div class="medrl-card"><h3>{html.escape(run_id)}</h3>',
              html.table(["", ""], [[k, "" if v is None else v] for k, v in s.items() if k != "run"])]
+    stages = ctx.reader.stage_table(run_id)
+    if stages is not None:
+        header, rows = stages
+        parts.append('<div class="medrl-muted">Pipeline stages (this run\'s folder, oldest first)</div>'
+                     + html.table(header, rows))
     for name, rows in ctx.reader.eval_tables(run_id):
         parts.append(f'<div class="medrl-muted">Evaluation: {html.escape(name)}</div>' + html.table(["metric", "value"], rows))
     if not ctx.reader.eval_files(run_id):

@@ -69,6 +69,21 @@ def test_runs_adapters_kg_and_trees(client):
     assert svg.count("<circle") == 3 and info["nodes"] == 3
 
 
+def test_step_through_a_case(app_url):
+    """The case stepper keeps its state per browser session: one client is one session."""
+    c = Client(app_url, verbose=False)
+    shown, outcome = c.predict("1", api_name="/case_start")
+    assert "Presenting complaint:" in shown and DISCLAIMER in outcome
+    shown, outcome, cleared = c.predict("<ask>exam</ask>", api_name="/case_send")
+    assert "Examination:" in shown and cleared == "" and "1 question(s) asked so far" in outcome
+    shown, outcome = c.predict("demo/lm@final", api_name="/case_model_turn")
+    assert "medrl-turn-model" in shown and DISCLAIMER in outcome
+    with pytest.raises(Exception, match="press Start first"):
+        Client(app_url, verbose=False).predict("<ask>exam</ask>", api_name="/case_send")  # a new session
+    with pytest.raises(Exception, match="refused|not a run"):
+        c.predict("../../..@final", api_name="/case_model_turn")
+
+
 @pytest.mark.parametrize("endpoint,args", [
     ("/derm_answer", (None, "condition:melanoma/0", "../../..@final", 8)),
     ("/derm_answer", (None, "condition:melanoma/0", "demo/vlm@../../../../etc", 8)),

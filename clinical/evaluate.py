@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from training.errors import MedrlError
+from training.stages import model_config_of
 
 FIELDS = ("accuracy", "format_ok", "evidence", "evidence_per_100_words", "rejection_coverage", "hallucination_rate",
           "faithfulness", "comprehensiveness", "verifications", "backtracks", "length_tokens", "length_words")
@@ -91,20 +92,6 @@ def generate(model_cfg, adapter: str | Path | None, records: list[dict], max_new
         texts += out.texts
         lengths += [int(n) for n in out.completion_mask.sum(-1).tolist()]
     return texts, lengths
-
-
-def model_config_of(run) -> tuple[object, Path]:
-    """The run's model settings (its base, quantization, dtype) and the adapter to evaluate."""
-    from training.config import ModelConfig, from_dict
-
-    raw = dict(run.read_config().get("model") or {})
-    if not raw:
-        raise MedrlError(f"{run.path}: not a run folder (no config.yaml with a model section)")
-    adapter = run.find_adapter()
-    if adapter is None:
-        raise MedrlError(f"{run.path}: no adapter yet (neither adapter/ nor a checkpoint's)")
-    raw["adapter"] = None
-    return from_dict(ModelConfig, raw, "model"), adapter
 
 
 def default_max_new_tokens(run) -> int:

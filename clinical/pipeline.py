@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training import stages
 from training.config import check, from_dict, merge, parse_overrides, read_yaml
 from training.errors import ConfigError, DataError
+from training.stages import run_stage
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RECIPES = {"tiny": CONFIGS / "clinical_tiny.yaml", "3b": CONFIGS / "clinical_r1_qwen25_3b.yaml"}
@@ -94,35 +96,8 @@ def sft_traces(pc: PipelineConfig, data: Path, out: Path) -> Path:
 
 
 def stage_config(raw: dict, stage: str, out: Path, name: str, seed: int, extra: dict | None = None):
-    """The trainer config of one stage, its run folder OUT/<name>."""
-    from training.rl_config import RLConfig
-    from training.sft_config import SFTConfig
-
-    cls = SFTConfig if stage == "sft" else RLConfig
-    section = merge(raw[stage], {"run": {"name": name, "output_dir": str(out), "seed": seed}})
-    try:
-        return from_dict(cls, merge(section, extra or {}))
-    except ConfigError as e:
-        raise ConfigError(f"{raw['_path']}: {stage}.{e}") from None
-
-
-def run_stage(cfg) -> Path:
-    """Train one stage unless its run already finished; returns its adapter folder."""
-    from training.run import RunDir
-
-    run = RunDir(cfg.run.dir)
-    if run.is_finished():
-        print(f"medrl: {run.path} already finished; using {run.adapter_dir}")
-        return run.adapter_dir
-    if cfg.trainer == "sft":
-        from training.sft_trainer import train_sft
-
-        train_sft(cfg, resume=run.latest_checkpoint() is not None)
-    else:
-        from training.rl_trainer import train_rl
-
-        train_rl(cfg, resume=run.latest_checkpoint() is not None)
-    return run.adapter_dir
+    """The trainer config of one stage (`sft`: SFT, else RL), its run folder OUT/<name>."""
+    return stages.stage_config(raw, stage, "sft" if stage == "sft" else "rl", out, name, seed, extra)
 
 
 def cold_start(raw: dict, pc: PipelineConfig, data: Path, out: Path, steps: int | None = None) -> Path:

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from training.errors import MedrlError
+from training.stages import model_config_of
 
 NONE = "(none)"
 
@@ -132,20 +133,6 @@ def summarise(rows: list[dict], labels: list[str], probs=None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- running a model
-def model_config_of(run) -> tuple[object, Path]:
-    """The run's model settings (base, quantization) and the adapter to evaluate."""
-    from training.config import ModelConfig, from_dict
-
-    raw = dict(run.read_config().get("model") or {})
-    if not raw:
-        raise MedrlError(f"{run.path}: not a run folder (no config.yaml with a model section)")
-    adapter = run.find_adapter()
-    if adapter is None:
-        raise MedrlError(f"{run.path}: no adapter yet (neither adapter/ nor a checkpoint's)")
-    raw["adapter"] = None
-    return from_dict(ModelConfig, raw, "model"), adapter
-
-
 def default_max_new_tokens(run) -> int:
     """The run's rollout length (an RL run), else its recipe's DermIQ default 160."""
     return int((run.read_config().get("rollout") or {}).get("max_new_tokens") or 160)

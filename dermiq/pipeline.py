@@ -21,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training import stages
 from training.config import check, from_dict, merge, parse_overrides, read_yaml
 from training.errors import ConfigError, DataError
+from training.stages import run_stage
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RECIPES = {"tiny": CONFIGS / "dermiq_pipeline_tiny.yaml", "3b": CONFIGS / "dermiq_pipeline_qwen25vl_3b.yaml"}
@@ -127,40 +129,7 @@ def write_synthetic(folder: Path, conditions, n_train: int, n_test: int, seed: i
 
 def stage_config(raw: dict, stage: str, out: Path, seed: int, extra: dict | None = None, name: str | None = None):
     """The trainer config of one stage, its run folder OUT/<folder>."""
-    from training.dpo_config import DPOConfig
-    from training.rl_config import RLConfig
-    from training.sft_config import SFTConfig
-
-    cls = {"sft": SFTConfig, "rl": RLConfig, "dpo": DPOConfig}[TRAINERS[stage]]
-    section = merge(raw[stage], {"run": {"name": name or FOLDERS[stage], "output_dir": str(out), "seed": seed}})
-    try:
-        return from_dict(cls, merge(section, extra or {}))
-    except ConfigError as e:
-        raise ConfigError(f"{raw['_path']}: {stage}.{e}") from None
-
-
-def run_stage(cfg) -> Path:
-    """Train one stage unless its run already finished; returns its adapter folder."""
-    from training.run import RunDir
-
-    run = RunDir(cfg.run.dir)
-    if run.is_finished():
-        print(f"medrl: {run.path} already finished; using {run.adapter_dir}")
-        return run.adapter_dir
-    resume = run.latest_checkpoint() is not None
-    if cfg.trainer == "sft":
-        from training.sft_trainer import train_sft
-
-        train_sft(cfg, resume=resume)
-    elif cfg.trainer == "rl":
-        from training.rl_trainer import train_rl
-
-        train_rl(cfg, resume=resume)
-    else:
-        from training.dpo_trainer import train_dpo
-
-        train_dpo(cfg, resume=resume)
-    return run.adapter_dir
+    return stages.stage_config(raw, stage, TRAINERS[stage], out, name or FOLDERS[stage], seed, extra)
 
 
 def previous_adapter(out: Path, stage: str, start: str | None) -> Path | None:

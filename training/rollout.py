@@ -98,8 +98,27 @@ def _eos_ids(base: torch.nn.Module, tokenizer: Any, config: SamplingConfig) -> s
     return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
-def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Temperature, then top-k, then top-p (transformers' order), then one multinomial draw per row."""
+# Placeholders a processor puts where an image or video goes. A completion holding one would no longer match the
+# image features the training forward inserts ("Image features and image tokens do not match"): seen on a GPU with
+# random 3B weights, which sample any of 151,936 ids. The sampler never draws them; log-probs stay the policy's.
+PLACEHOLDER_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
+                    "vision_token_id")
+
+
+def never_sampled_ids(base: torch.nn.Module, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """The model's vision placeholder ids (None for a text model)."""
+    cfg = getattr(base, "config", None)
+    ids = {getattr(c, k, None) for c in (cfg, getattr(cfg, "text_config", None)) for k in PLACEHOLDER_KEYS}
+    ids = sorted(int(i) for i in ids if isinstance(i, int) and i >= 0)
+    return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
+
+
+def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None,
+                banned: torch.Tensor | None = None) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (transformers' order), then one multinomial draw per row; `banned` ids
+    (`never_sampled_ids`) are never drawn."""
+    if banned is not None:
+        logits = logits.index_fill(-1, banned, float("-inf"))
     if config.greedy:
         return logits.argmax(-1)
     scores = logits / config.temperature
@@ -348,6 +367,7 @@ def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: 
         if p.mm_token_type_ids is not None and int(p.mm_token_type_ids[-1]) != 0:
             raise ValueError("a prompt must end with a text token (the generation prompt), not an image placeholder")
     additive = _check_model(base)
+    banned = never_sampled_ids(base, device)
     positions = [prompt_positions(base, p) for p in prompts]
     width = max(1, max(len(p) - 1 for p in prompts))  # >= 1 column, masked when no prompt has a prefill
     if static:
@@ -375,7 +395,7 @@ def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: 
                 logits = forward(base, cache, step_ids, pos[..., None])
                 finite = torch.isfinite(logits).all(-1)
                 logits = logits.masked_fill(~finite[:, None], 0.0)  # sample something; the step is an error below
-                nxt = sample_next(logits, config, generator)
+                nxt = sample_next(logits, config, generator, banned)
                 lp = torch.log_softmax(logits / config.logprob_temperature, -1).gather(-1, nxt[:, None])[:, 0]
                 if index is None:
                     tokens[t], logps[t] = nxt, lp

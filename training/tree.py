@@ -38,7 +38,7 @@ from training.config import check
 from training.env import OBSERVATION, make_env, with_first_observation
 from training.errors import MedrlError
 from training.models import disable_cpu_bf16_repack
-from training.rollout import SamplingConfig, sample_next
+from training.rollout import SamplingConfig, _eos_ids, never_sampled_ids, sample_next
 
 
 @dataclass
@@ -207,18 +207,6 @@ class _Stops:
         return text[: min(ends)] if ends else text
 
 
-def _eos_ids(base: torch.nn.Module, tokenizer: Any, cfg: SamplingConfig) -> set[int]:
-    if cfg.ignore_eos:
-        return set()
-    if cfg.eos_token_ids is not None:
-        return set(cfg.eos_token_ids)
-    eos = getattr(getattr(base, "generation_config", None), "eos_token_id", None)
-    eos = eos if eos is not None else getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        return set()
-    return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
-
-
 @dataclass
 class Counters:
     tokens_generated: int = 0
@@ -232,6 +220,7 @@ class _Engine:
     def __init__(self, base: torch.nn.Module, tokenizer: Any, cfg: RolloutConfig, generator: torch.Generator | None,
                  eos: set[int], pad_id: int):
         self.base, self.tok, self.cfg, self.gen, self.pad = base, tokenizer, cfg, generator, pad_id
+        self.banned = never_sampled_ids(base, model_device(base))
         self.stops = _Stops(tokenizer, cfg.stop_strings, eos)
         self.device = model_device(base)
         self.count = Counters()
@@ -306,7 +295,7 @@ class _Engine:
                 logits = out.logits[:, -1].float()
                 if not bool(torch.isfinite(logits).all()):
                     raise MedrlError("the policy's logits are not finite while sampling: the weights have diverged")
-                nxt = sample_next(logits, self.cfg, self.gen)
+                nxt = sample_next(logits, self.cfg, self.gen, self.banned)
                 lp = torch.log_softmax(logits / self.cfg.logprob_temperature, -1).gather(-1, nxt[:, None])[:, 0]
                 pending = torch.where(alive, nxt, pending)
                 pos = pos + alive.long()

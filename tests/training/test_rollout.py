@@ -21,6 +21,7 @@ from training.rollout import (
     _eos_ids,
     _StopStrings,
     generate_rollouts,
+    never_sampled_ids,
     sample_next,
     token_bytes,
 )
@@ -422,3 +423,48 @@ def test_compile_setting_is_checked(text_setup):
     model, tok, prompts = text_setup
     with pytest.raises(MedrlError, match="rollout.compile"):
         generate_rollouts(model, tok, prompts, SamplingConfig(compile="maybe"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="rollout.compile=auto compiles only on CUDA")
+def test_compiled_decode_equals_eager_on_cuda(text_setup):
+    """On CUDA, the compiled decode step (fixed-shape cache, CUDA graphs) gives the eager step's greedy tokens, and
+    log-probs that a teacher-forced forward reproduces."""
+    from transformers import AutoModelForCausalLM
+
+    _, tok, _ = text_setup
+    model = AutoModelForCausalLM.from_pretrained(ensure_embedded("qwen2"), dtype=torch.float32).to("cuda")
+    prompts = _ragged(tok)
+    runs = {mode: generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=12,
+                                                                        temperature=0, eos_token_ids=[], compile=mode))
+            for mode in ("off", "on")}
+    for a, b in zip(runs["off"].completion_ids, runs["on"].completion_ids, strict=True):
+        assert a.tolist() == b.tolist()
+    assert (runs["on"].sampling_logprobs - runs["off"].sampling_logprobs).abs().max().item() < 1e-3
+
+
+def test_vision_placeholders_are_never_sampled(vlm_setup):
+    """A policy that puts most of its mass on `<|image_pad|>` (as random 3B weights can over 151,936 ids) still never
+    samples a vision placeholder: one in a completion would break the training forward's image-feature count. The
+    recorded log-probs stay the unmasked policy's, so the packed training forward reproduces them."""
+    model, proc, prompts, _, _ = vlm_setup
+    banned = never_sampled_ids(model)
+    cfg = model.config
+    assert banned is not None and {cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id} <= set(banned.tolist())
+    image_id = cfg.image_token_id
+
+    def favour_placeholder(_module, _inputs, logits):
+        logits = logits.clone()
+        logits[..., image_id] += 8.0
+        return logits
+
+    handle = model.lm_head.register_forward_hook(favour_placeholder)
+    try:
+        batch = generate_rollouts(model, proc, prompts, SamplingConfig(num_generations=4, max_new_tokens=8, seed=0,
+                                                                       eos_token_ids=[]))
+        assert not torch.isin(batch.completion_ids[batch.completion_mask], banned).any()
+        with torch.no_grad():
+            packed = completion_logprobs(model, batch).logprobs  # raised 'features and tokens do not match' before
+        assert (packed - batch.sampling_logprobs).abs().max().item() < 1e-4
+    finally:
+        handle.remove()
+    assert never_sampled_ids(torch.nn.Linear(2, 2)) is None

@@ -30,6 +30,9 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "auto"
+    # Whole modules trained and saved with the adapter (peft's name; a suffix match, so `norm` is every RMSNorm).
+    # A tiny model needs them: LoRA cannot change a norm's gain, which bounds how confident its logits get.
+    modules_to_save: list[str] | None = None
     init_weights: bool = True  # peft default (B=0); tests turn it off to get non-zero gradients everywhere
 
     def validate(self, key: str) -> None:

@@ -143,7 +143,7 @@ def peft_lora_config(lora: LoraConfig):
 
     return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
                           target_modules=lora_targets(lora), init_lora_weights=lora.init_weights,
-                          task_type="CAUSAL_LM")
+                          modules_to_save=lora.modules_to_save, task_type="CAUSAL_LM")
 
 
 def check_adapter(adapter: str | Path, key: str = "model.adapter") -> Path:

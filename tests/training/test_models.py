@@ -61,3 +61,34 @@ def test_missing_model_is_a_config_error(tmp_path):
         load_policy(ModelConfig(name=str(tmp_path / "empty")))
     with pytest.raises(ConfigError, match="unknown embedded model 'embedded:gpt5'"):
         load_policy(ModelConfig(name="embedded:gpt5"))
+
+
+def test_modules_to_save_train_and_reload(tmp_path):
+    """`lora.modules_to_save: [norm]` trains every RMSNorm whole beside LoRA (and on lm_head when targeted); the saved
+    adapter carries them, so a policy loaded from it gives the trained model's logits."""
+    from training.checkpoint import save_trainable
+
+    lora = LoraConfig(r=8, alpha=8, dropout=0.0, modules_to_save=["norm"],
+                      target_modules=["q_proj", "v_proj", "down_proj", "lm_head"])
+    policy = load_policy(ModelConfig(name="embedded:qwen2", lora=lora))
+    names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+    assert any(n.endswith("model.norm.modules_to_save.default.weight") for n in names)
+    assert any("input_layernorm.modules_to_save" in n for n in names)
+    assert any("lm_head.lora_A" in n for n in names)
+    ids = torch.arange(3, 40)[None]
+    opt = torch.optim.SGD([p for p in policy.model.parameters() if p.requires_grad], lr=0.5)
+    before = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "model.norm.modules_to_save" in n}
+    for _ in range(2):
+        lora_grads(policy, ids)
+        opt.step()
+    after = dict(policy.model.named_parameters())
+    assert all(not torch.equal(before[n], after[n]) for n in before)
+    policy.model.eval()
+    with torch.no_grad():
+        want = policy.model(input_ids=ids).logits
+    save_trainable(policy.model, tmp_path / "adapter")
+    again = load_policy(ModelConfig(name="embedded:qwen2", adapter=str(tmp_path / "adapter")))
+    again.model.eval()
+    with torch.no_grad():
+        got = again.model(input_ids=ids).logits
+    assert (got - want).abs().max().item() < 1e-5

@@ -113,6 +113,28 @@ def test_merge_matches_adapter(cli, trained_runs, tmp_path, quant, dtype, tol):
     assert "Merged model" in (tmp_path / "m" / "README.md").read_text()
 
 
+def test_merge_of_lora_on_tied_head(cli, tmp_path, text_sft_file):
+    """LoRA on `lm_head` and `embed_tokens` of a model whose head is tied to its embeddings (Qwen2.5-3B's layout, and
+    the tiny Clinical-R1 cold start's targets), RMSNorms trained whole: the merge unties the head, so the merged
+    model (reloaded plainly) gives the adapter's logits; merging into the shared matrix was off by 38 logits."""
+    targets = "[q_proj,v_proj,lm_head,embed_tokens]"
+    assert cli("train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}", f"--run.output_dir={tmp_path}",
+               "--run.name=t", "--run.max_steps=3", "--optim.lr=1e-2", f"--model.lora.target_modules={targets}",
+               "--model.lora.modules_to_save=[norm]") == 0
+    assert cli("export", tmp_path / "t", "--out", tmp_path / "e", "--merge", "--dtype", "float32") == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "e" / "merged", dtype=torch.float32).eval()
+    assert merged.lm_head.weight is not merged.model.embed_tokens.weight
+    base = AutoModelForCausalLM.from_pretrained(
+        json.loads((tmp_path / "e" / "adapter_config.json").read_text())["base_model_name_or_path"], dtype=torch.float32)
+    ref = PeftModel.from_pretrained(base, str(tmp_path / "e")).eval()
+    with torch.no_grad():
+        a, b = merged(input_ids=IDS).logits, ref(input_ids=IDS).logits
+        with ref.disable_adapter():
+            plain = ref(input_ids=IDS).logits
+    assert (b - plain).abs().max() > 1e-3  # the adapter changed the model
+    assert (a - b).abs().max() < 1e-4
+
+
 def test_vlm_export_merge(cli, tmp_path, vlm_sft_file):
     assert cli("train", "configs/sft_qwen25vl_tiny.yaml", f"--data.train={vlm_sft_file}",
                f"--run.output_dir={tmp_path}", "--run.name=v", "--run.max_steps=2", "--optim.lr=1e-2") == 0

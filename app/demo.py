@@ -1,10 +1,12 @@
-"""`medrl demo`: the DermIQ-VLM pipeline on the embedded default, on CPU, in minutes.
+"""`medrl demo`: the DermIQ-VLM pipeline and one seed of the Clinical-R1 ablation on the embedded default, on CPU.
 
 Stages: build the embedded models (cached); synthetic lesion images from the dermatology KG (train and a held-out
 test split); a short SFT warm-up of the tiny Qwen2.5-VL (the starting point a pretrained VLM would be) -> GRPO++ ->
 conversational SFT -> KG-preference DPO (`dermiq.pipeline`, each stage its own run and adapter); evaluation of every
-stage on the held-out split (`dermiq.evaluate`); one table. This file only orders the stages and prints; importing
-it (command registration) imports no torch.
+stage on the held-out split (`dermiq.evaluate`); one table. Then Clinical-R1 on the tiny Qwen2: KG vignettes -> a
+cold start on boxed traces -> a GRPO arm and a CRPO arm from it (`clinical.ablate`, one seed), evaluated side by
+side on held-out vignettes; a second table. This file only orders the stages and prints; importing it (command
+registration) imports no torch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ QUICK = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", "--warmu
          "--sft.batch_size=2", "--grpo++.prompts_per_step=1", "--grpo++.rollout.max_new_tokens=8",
          "--pipeline.dpo_prompts=3", "--pipeline.dpo_max_new_tokens=8", "--pipeline.dpo_min_margin=0",
          "--pipeline.eval_max_new_tokens=8", "--dpo.batch_size=1", "--dpo.grad_accum=1"]
+QUICK_CLINICAL = ["--sft.run.max_steps=1", "--crpo.run.max_steps=1", "--crpo.rollout.max_new_tokens=6",
+                  "--crpo.rollout.num_generations=2", "--crpo.prompts_per_step=1", "--sft.batch_size=1",
+                  "--sft.data.max_length=640", "--pipeline.vignettes=12", "--pipeline.eval_limit=2"]
 COLUMNS = (("balanced_accuracy", "balanced acc"), ("accuracy", "accuracy"), ("format_valid", "format"),
            ("kg_faithfulness", "KG-faithful"), ("image_faithfulness", "image-faithful"))
 
@@ -46,6 +51,9 @@ def table(rows: dict[str, dict], adapters: dict[str, str]) -> str:
 
 
 def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
+    from clinical.ablate import run_ablation
+    from clinical.ablate import table as clinical_table
+    from clinical.pipeline import load_recipe as clinical_recipe
     from dermiq.evaluate import evaluate_run
     from dermiq.pipeline import FOLDERS, load_recipe, pipeline_config, run_pipeline
     from training.embedded import ensure_embedded
@@ -60,17 +68,17 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
     summary: dict = {}
     t_all = time.time()
 
-    t = _stage("1/3 embedded tiny Qwen2.5-VL (built once, then cached; its vision tower pretrained on lesion captions)")
+    t = _stage("1/4 embedded tiny Qwen2.5-VL (built once, then cached; its vision tower pretrained on lesion captions)")
     print(f"qwen25vl: {ensure_embedded('qwen25vl')}")
     summary["models_s"] = round(time.time() - t, 1)
 
     raw = load_recipe("tiny", [f"--pipeline.seed={seed}", *(QUICK if quick else [])])
     pc = pipeline_config(raw)
-    t = _stage("2/3 DermIQ pipeline: synthetic lesions -> SFT warm-up -> GRPO++ -> conversational SFT -> KG-DPO")
+    t = _stage("2/4 DermIQ pipeline: synthetic lesions -> SFT warm-up -> GRPO++ -> conversational SFT -> KG-DPO")
     result = run_pipeline(raw, out / "dermiq", evaluate="none")
     summary["train_s"] = round(time.time() - t, 1)
 
-    t = _stage(f"3/3 every stage on the held-out synthetic split ({pc.test_per_class} images per class)")
+    t = _stage(f"3/4 every stage on the held-out synthetic split ({pc.test_per_class} images per class)")
     test = Path(result["data"]) / "test.jsonl"
     evals = {}
     for stage in result["runs"]:
@@ -81,15 +89,23 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
     summary["eval_s"] = round(time.time() - t, 1)
     summary["stages"] = evals
     summary["adapters"] = result["adapters"]
+    print(f"\nHeld-out synthetic lesions ({next(iter(evals.values()))['n']} images, greedy):\n")
+    print(table(evals, result["adapters"]), flush=True)
+
+    t = _stage("4/4 Clinical-R1 on the tiny Qwen2: KG vignettes -> cold start on boxed traces -> GRPO vs CRPO (one seed)")
+    clinical = run_ablation(clinical_recipe("tiny", [f"--pipeline.seed={seed}", *(QUICK_CLINICAL if quick else [])]),
+                            out / "clinical", [seed])
+    summary["clinical_s"] = round(time.time() - t, 1)
+    summary["clinical"] = {"mean": clinical["mean"], "n": clinical["n"], "steps": clinical["steps"]}
     summary["total_s"] = round(time.time() - t_all, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\n{clinical_table(clinical)}")
 
-    print(f"\nHeld-out synthetic lesions ({next(iter(evals.values()))['n']} images, greedy):\n")
-    print(table(evals, result["adapters"]))
     print(f"\nruns (config, metrics.jsonl, adapter/, eval/ with metrics.json, the ISIC-style probabilities CSV and the "
-          f"confusion matrix) are under {out / 'dermiq'}/; summary.json beside them.")
-    print("The embedded default shows the machinery working end to end on synthetic lesions; medical accuracy needs "
-          "a real checkpoint (configs/dermiq_pipeline_qwen25vl_3b.yaml on a GPU).")
+          f"confusion matrix) are under {out / 'dermiq'}/ and {out / 'clinical'}/; summary.json beside them "
+          f"({summary['total_s']:.0f} s in all).")
+    print("The embedded default shows the machinery working end to end on synthetic data; medical accuracy needs "
+          "a real checkpoint (configs/dermiq_pipeline_qwen25vl_3b.yaml, configs/clinical_r1_qwen25_3b.yaml on a GPU).")
     print(DISCLAIMER)
     return summary
 
@@ -100,7 +116,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the DermIQ pipeline on the embedded default (CPU, minutes)")
+    p = sub.add_parser("demo", help="run the DermIQ pipeline and a Clinical-R1 GRPO-vs-CRPO "
+                       "ablation on the embedded default (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="folder for the demo's data, runs and evaluations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 steps per stage, a few tokens (smoke test)")

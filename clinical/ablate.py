@@ -18,8 +18,8 @@ from .pipeline import cold_start, pipeline_config, prepare_data, run_stage, stag
 
 GRPO_REWARDS = {"clinical_accuracy": 10.0, "clinical_format": 1.0, "clinical_language": 0.5}
 ARMS = ("grpo", "crpo")
-SHOWN = ("accuracy", "format_ok", "evidence", "evidence_per_100_words", "rejection_coverage", "hallucination_rate",
-         "verifications", "backtracks", "length_tokens")
+SHOWN = ("accuracy", "format_ok", "faithfulness", "evidence", "evidence_per_100_words", "hallucination_rate",
+         "consistency", "comprehensiveness", "rejection_coverage", "verifications", "length_tokens")
 
 
 def arm_overrides(arm: str) -> dict:

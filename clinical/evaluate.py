@@ -13,6 +13,8 @@ Measures (means over questions unless said):
 - ``rejection_coverage``: wrong options ruled out with a reason / wrong options;
 - ``hallucination_rate``: findings asserted for the patient that the case does not hold (or case findings called
   absent) / findings asserted or called absent;
+- ``consistency``: 1 when the boxed option is the one the reasoning concludes for, -1 when another, 0 when either is
+  missing (the third part of the faithfulness reward);
 - ``verifications``, ``backtracks``: sentences per response; ``length_tokens``, ``length_words``.
 """
 
@@ -28,6 +30,7 @@ from training.errors import MedrlError
 from training.stages import model_config_of
 
 FIELDS = ("accuracy", "format_ok", "evidence", "evidence_per_100_words", "rejection_coverage", "hallucination_rate",
+          "consistency",
           "faithfulness", "comprehensiveness", "verifications", "backtracks", "length_tokens", "length_words")
 
 
@@ -50,6 +53,7 @@ def score_response(record: dict, text: str) -> dict:
         "evidence_per_100_words": 100.0 * cited / words if words else 0.0,
         "rejection_coverage": comp["rejection"],
         "hallucination_rate": faith["hallucination"],
+        "consistency": faith["consistency"],
         "faithfulness": R.faithfulness_score(a),
         "comprehensiveness": R.comprehensiveness_score(a, options, gold),
         "verifications": float(a.verifications),

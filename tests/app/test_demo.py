@@ -13,6 +13,11 @@ def test_demo_quick_runs_every_stage(cli, tmp_path, one_thread):
         assert adapter.startswith(str(out)) and adapter.endswith("adapter"), stage
     rows = [json.loads(x) for x in (out / "dermiq" / "grpopp" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2
+    # one seed of the Clinical-R1 ablation: the cold start, then a GRPO and a CRPO arm from it, each evaluated
+    assert [m["arm"] for m in summary["clinical"]["mean"]] == ["start (sft)", "grpo", "crpo"]
+    for arm in ("sft", "grpo_s0", "crpo_s0"):
+        assert (out / "clinical" / arm / "adapter" / "adapter_model.safetensors").is_file(), arm
+    assert "GRPO vs CRPO" in (out / "clinical" / "ablation.md").read_text()
     # a second demo run replaces its own previous output, but never a folder it did not make
     other = tmp_path / "mine"
     other.mkdir()

@@ -74,7 +74,8 @@ def test_vlm_has_real_vision_tower_and_mrope():
 def test_vlm_reads_images():
     """The build-time vision pretraining leaves a VLM whose answers depend on the image: on held-out pairs from the hook
     (another seed than the build's), the answer loss with each pair's own image is clearly below the loss with the
-    images shuffled among the pairs. Before the two-stage pretraining the two were equal (0.2700 / 0.2700)."""
+    images shuffled among the pairs (the first 48 pairs: one question each about 48 images). Before the two-stage
+    pretraining the two were equal (caption loss 0.2700 / 0.2700)."""
     import random
 
     from training.embedded_pretrain import image_text_batch
@@ -98,4 +99,4 @@ def test_vlm_reads_images():
                        for i in range(0, len(pairs), 16)) / (len(pairs) / 16)
 
     true, shuffled = loss([p[0] for p in pairs]), loss(images)
-    assert true < shuffled - 0.02, (true, shuffled)
+    assert true < shuffled - 0.05, (true, shuffled)  # measured 0.727 vs 0.867

@@ -17,18 +17,19 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from training.embedded_pretrain import chat_transcripts, pretrain_vision, warm_up
+from training.embedded_pretrain import align_vision, chat_transcripts, pretrain_vision, warm_up
 
 EMBEDDED_PREFIX = "embedded:"
 KINDS = ("qwen2", "qwen25vl")
 BUILDER_VERSION = 2  # bump when a change below (or in embedded_pretrain.py) alters the built files
 # Where the VLM's image-text pretraining pairs come from: a module with `image_text_pairs(n, seed)` -> [(PIL image,
-# question, answer)] and `fingerprint()` (what the pairs depend on, for the cache key). This package only trains on
+# question, answer)] for n images (an image object may recur in several pairs; the pairs are trained on in the order
+# given) and `fingerprint()` (what the pairs depend on, for the cache key). This package only trains on
 # them; what the images show is the hook's business (the project's own synthetic lesions, described by their visible
 # findings, so the tiny VLM arrives able to say what it sees, as a real pretrained VLM does). Without the module the
 # vision tower stays random.
 IMAGE_TEXT_HOOK = "dermiq.pretrain"
-IMAGE_TEXT_PAIRS = 1024
+IMAGE_TEXT_IMAGES = 1024  # images asked for (the hook returns one or more question-answer pairs per image)
 SEED = 1234
 VOCAB_SIZE = 2048  # BPE merges + bytes; the Qwen special tokens are added after
 
@@ -166,7 +167,8 @@ def _fingerprint(kind: str, texts: Iterable[str]) -> str:
                "mrope": MROPE_SECTION, "vocab": VOCAB_SIZE, "seed": SEED, "template": CHAT_TEMPLATE}
     if kind == "qwen25vl":
         hook = _image_text_hook()
-        payload["vision_pretrain"] = [IMAGE_TEXT_HOOK, hook.fingerprint() if hook else None, IMAGE_TEXT_PAIRS,
+        payload["vision_pretrain"] = [IMAGE_TEXT_HOOK, hook.fingerprint() if hook else None, IMAGE_TEXT_IMAGES,
+                                      wp.ALIGN_STEPS, wp.ALIGN_BATCH, wp.ALIGN_LR, wp.ALIGN_HEAD_LR,
                                       wp.VISION_STEPS, wp.VISION_BATCH, wp.VISION_LR]
     h.update(json.dumps(payload, sort_keys=True).encode())
     for t in texts:
@@ -235,7 +237,8 @@ def _generation_config(cls, tokenizer):
 
 
 def _build_qwen25vl(out: Path, tokenizer, texts: list[str]) -> None:
-    """The VLM's language model starts from the warmed-up text model (same sizes); the vision tower is random."""
+    """The VLM's language model starts from the warmed-up text model (same sizes); the vision tower starts random and,
+    with the image-text hook installed, is aligned to the hook's answers, then the LM is trained to read it."""
     import torch
     from transformers import (
         AutoConfig,
@@ -276,9 +279,12 @@ def _build_qwen25vl(out: Path, tokenizer, texts: list[str]) -> None:
     )
     hook = _image_text_hook()
     if hook is not None:
-        losses = pretrain_vision(model, processor, hook.image_text_pairs(IMAGE_TEXT_PAIRS, SEED), SEED)
-        (out / "vision_pretrain_losses.json").write_text(json.dumps({"hook": IMAGE_TEXT_HOOK, "first": losses[:5],
-                                                                     "last": losses[-5:]}))
+        pairs = hook.image_text_pairs(IMAGE_TEXT_IMAGES, SEED)
+        align = align_vision(model, processor, pairs, SEED)
+        losses = pretrain_vision(model, processor, pairs, SEED)
+        (out / "vision_pretrain_losses.json").write_text(json.dumps({
+            "hook": IMAGE_TEXT_HOOK, "align": {"first": align[:5], "last": align[-5:]},
+            "first": losses[:5], "last": losses[-5:]}))
     model.generation_config = _generation_config(GenerationConfig, tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -303,9 +309,9 @@ def ensure_embedded(kind: str) -> Path:
         (tmp / "EMBEDDED.md").write_text(
             f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): the real architecture, "
             "randomly initialised, its language model warmed up for a few hundred CPU steps on the project's text "
-            "(training/embedded_pretrain.py)" + (f", the VLM's vision tower, merger and language model then trained "
-                                                 f"on image-text pairs from {IMAGE_TEXT_HOOK}" if kind == "qwen25vl"
-                                                 else "") +
+            "(training/embedded_pretrain.py)" + (f", the VLM's vision tower and merger then aligned to, and its language "
+                                                 f"model trained on, image-text pairs from {IMAGE_TEXT_HOOK}"
+                                                 if kind == "qwen25vl" else "") +
             ". For exercising the pipeline on CPU. Not a medical model.\n")
         try:
             os.rename(tmp, target)

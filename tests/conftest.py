@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("MEDRL_PROGRESS", "0")
+# Always off in tests, whatever the shell says (`make test` exports MEDRL_PROGRESS=1 for the demo's bars): the CLI
+# tests read the last stderr line, and a bar's closing refresh would land after the error it should follow.
+os.environ["MEDRL_PROGRESS"] = "0"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -60,6 +60,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (MedrlError, KGError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
+def _close_progress_bars() -> None:
+    """Close the bars a failed command left open, so the error is the last line a person (or a test) reads rather
+    than a bar's closing refresh printed later, when the bar is garbage-collected."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere, not only before the subcommand
@@ -79,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
+        _close_progress_bars()
         print(f"medrl: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
+        _close_progress_bars()
         print(f"medrl: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `medrl kg stats | head`

@@ -96,7 +96,10 @@ def test_an_unwritable_run_folder_is_an_error_before_training(cli, tmp_path, toy
     assert rc == 2 and len(err.splitlines()) == 1 and str(blocker) in err, err
 
 
-def test_a_reward_that_raises_is_named(cli, tmp_path, toy_file, capsys):
+@pytest.mark.parametrize("bars", ["0", "1"])
+def test_a_reward_that_raises_is_named(cli, tmp_path, toy_file, capsys, monkeypatch, bars):
+    """The error is the last line, also with progress bars on (an open bar used to print after it)."""
+    monkeypatch.setenv("MEDRL_PROGRESS", bars)
     rc = cli("train", TOY, f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", "--run.name=r",
              "--rewards={builtins:len: 1.0}", "--advantages.estimator=grpo", "--advantages.correct_reward=null",
              *COMMON)

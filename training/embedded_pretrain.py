@@ -38,6 +38,21 @@ def chat_transcripts(n: int, seed: int) -> list[list[dict]]:
     return out
 
 
+def _schedule(opt: torch.optim.Optimizer, steps: int, floor: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """20 warm-up steps, then linear decay to `floor` x the learning rate: every build-time loop's schedule."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(floor, 1 - s / steps))
+
+
+def _step(loss: torch.Tensor, params, opt: torch.optim.Optimizer, sched) -> float:
+    """One clipped optimizer step of a build-time loop; returns the loss."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def warm_up(model, tokenizer, texts: list[str], seed: int, steps: int | None = None) -> list[float]:
     """Train all weights of `model` (in place) as a causal LM on `texts` + transcripts; returns the losses."""
     from training.tracking import progress
@@ -54,19 +69,13 @@ def warm_up(model, tokenizer, texts: list[str], seed: int, steps: int | None = N
     data = torch.tensor(stream, dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, foreach=False)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / steps))
+    sched = _schedule(opt, steps, 0.1)
     model.train()
     losses = []
     for _ in progress(range(steps), desc="warm up embedded model", unit="step", leave=False):
         starts = torch.randint(0, len(data) - SEQ - 1, (BATCH,), generator=g)
         batch = torch.stack([data[s : s + SEQ] for s in starts.tolist()])
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(_step(model(input_ids=batch, labels=batch, use_cache=False).loss, model.parameters(), opt, sched))
     model.eval()
     return losses
 
@@ -124,7 +133,7 @@ def align_vision(model, processor, pairs: list[tuple], seed: int, steps: int | N
     params = [p for p in visual.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": params, "lr": ALIGN_LR}, {"params": head.parameters(), "lr": ALIGN_HEAD_LR}],
                             weight_decay=0.0, foreach=False)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    sched = _schedule(opt, steps, 0.05)
     merge = visual.spatial_merge_size ** 2
     visual.train()
     losses = []
@@ -133,13 +142,8 @@ def align_vision(model, processor, pairs: list[tuple], seed: int, steps: int | N
         grid = torch.cat([enc[i]["image_grid_thw"] for i in idx])
         tokens = visual(torch.cat([enc[i]["pixel_values"] for i in idx]), grid_thw=grid).pooler_output
         pooled = torch.stack([t.mean(0) for t in tokens.split((grid.prod(-1) // merge).tolist())])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(pooled), target[idx])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(_step(torch.nn.functional.binary_cross_entropy_with_logits(head(pooled), target[idx]), params,
+                            opt, sched))
     with torch.no_grad():
         k = min(32, len(enc))
         out = visual(torch.cat([e["pixel_values"] for e in enc[:k]]),
@@ -181,19 +185,13 @@ def pretrain_vision(model, processor, pairs: list[tuple], seed: int, steps: int 
         p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=VISION_LR, weight_decay=0.0, foreach=False)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    sched = _schedule(opt, steps, 0.05)
     model.train()
     losses = []
     try:
         for step in progress(range(steps), desc="pretrain embedded vision", unit="step", leave=False):
             batch = image_text_batch(processor, [pairs[(step * VISION_BATCH + k) % len(pairs)] for k in range(VISION_BATCH)])
-            loss = model(**batch, use_cache=False).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+            losses.append(_step(model(**batch, use_cache=False).loss, params, opt, sched))
     finally:
         for p in frozen:
             p.requires_grad_(True)

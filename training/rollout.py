@@ -85,7 +85,7 @@ class SamplingConfig:
         return 1.0 if self.temperature == 0 else self.temperature
 
 
-def _eos_ids(base: torch.nn.Module, tokenizer: Any, config: SamplingConfig) -> set[int]:
+def eos_ids(base: torch.nn.Module, tokenizer: Any, config: SamplingConfig) -> set[int]:
     if config.ignore_eos:
         return set()
     if config.eos_token_ids is not None:
@@ -117,11 +117,11 @@ def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.G
                 banned: torch.Tensor | None = None) -> torch.Tensor:
     """Temperature, then top-k, then top-p (transformers' order), then one multinomial draw per row; `banned` ids
     (`never_sampled_ids`) are never drawn."""
-    if banned is not None:
-        logits = logits.index_fill(-1, banned, float("-inf"))
     if config.greedy:
-        return logits.argmax(-1)
-    scores = logits / config.temperature
+        return (logits if banned is None else logits.index_fill(-1, banned, float("-inf"))).argmax(-1)
+    scores = logits / config.temperature  # a new tensor: the bans go in place, the caller's logits stay the policy's
+    if banned is not None:
+        scores.index_fill_(-1, banned, float("-inf"))
     if config.top_k > 0 and config.top_k < scores.shape[-1]:
         kth = torch.topk(scores, config.top_k, dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -472,7 +472,7 @@ def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[
     base = unwrap_model(model)
     tokenizer = getattr(processor, "tokenizer", processor)
     device = model_device(base)
-    eos = _eos_ids(base, tokenizer, config)
+    eos = eos_ids(base, tokenizer, config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
     if generator is None and config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)

@@ -38,7 +38,7 @@ from training.config import check
 from training.env import OBSERVATION, make_env, with_first_observation
 from training.errors import MedrlError
 from training.models import disable_cpu_bf16_repack
-from training.rollout import SamplingConfig, _eos_ids, never_sampled_ids, sample_next
+from training.rollout import SamplingConfig, eos_ids, never_sampled_ids, sample_next
 
 
 @dataclass
@@ -220,9 +220,9 @@ class _Engine:
     def __init__(self, base: torch.nn.Module, tokenizer: Any, cfg: RolloutConfig, generator: torch.Generator | None,
                  eos: set[int], pad_id: int):
         self.base, self.tok, self.cfg, self.gen, self.pad = base, tokenizer, cfg, generator, pad_id
-        self.banned = never_sampled_ids(base, model_device(base))
         self.stops = _Stops(tokenizer, cfg.stop_strings, eos)
         self.device = model_device(base)
+        self.banned = never_sampled_ids(base, self.device)
         self.count = Counters()
         self.mrope = hasattr(getattr(base, "model", None), "get_rope_index")
 
@@ -393,7 +393,7 @@ def sample_trees(model: torch.nn.Module, processor: Any, records: Sequence[dict]
     tree_cfg = cfg.tree if cfg.strategy == "tree" else TreeConfig(m=cfg.num_generations, n=0, l=0, k=None)
     base = unwrap_model(model)
     tokenizer = getattr(processor, "tokenizer", processor)
-    eos = _eos_ids(base, tokenizer, cfg)
+    eos = eos_ids(base, tokenizer, cfg)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
     device = model_device(base)
     if generator is None and cfg.seed is not None:

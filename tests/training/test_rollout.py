@@ -18,8 +18,8 @@ from training.rollout import (
     SamplingConfig,
     _decode_all,
     _decode_forward,
-    _eos_ids,
     _StopStrings,
+    eos_ids,
     generate_rollouts,
     never_sampled_ids,
     sample_next,
@@ -326,7 +326,7 @@ def test_static_cache_layout_equals_eager(text_setup):
     model, tok, _ = text_setup
     prompts = _ragged(tok)
     cfg = SamplingConfig(num_generations=2, max_new_tokens=8, temperature=0)
-    eos = _eos_ids(model, tok, cfg)
+    eos = eos_ids(model, tok, cfg)
     stops = _StopStrings(tok, [])
     with torch.inference_mode():
         eager = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=False)
@@ -347,7 +347,7 @@ def test_decode_step_compiles_as_one_graph(text_setup):
     model, tok, _ = text_setup
     prompts = _ragged(tok)
     cfg = SamplingConfig(num_generations=2, max_new_tokens=5, temperature=0)
-    eos, stops = _eos_ids(model, tok, cfg), _StopStrings(tok, [])
+    eos, stops = eos_ids(model, tok, cfg), _StopStrings(tok, [])
     counter = CompileCounterWithBackend("eager")
     compiled = torch.compile(_decode_forward, backend=counter, dynamic=False, fullgraph=True)
     torch._dynamo.reset()

@@ -10,11 +10,11 @@ Measures (means over questions unless said):
 - ``format_ok``: the full think/answer layout with a summary and one box (format reward 1.5);
 - ``evidence_per_100_words``: case findings cited per 100 words of reasoning (citation density), and
   ``evidence``: the faithfulness evidence share (cited / min(3, case findings));
-- ``rejection_coverage``: wrong options ruled out with a reason / wrong options;
+- ``rejection_coverage``: wrong options ruled out with a reason / wrong options (0 when it also rules out its answer);
 - ``hallucination_rate``: findings asserted for the patient that the case does not hold (or case findings called
   absent) / findings asserted or called absent;
-- ``consistency``: 1 when the boxed option is the one the reasoning concludes for, -1 when another, 0 when either is
-  missing (the third part of the faithfulness reward);
+- ``consistency``: 1 when the boxed option is the one the reasoning concludes for, -1 when it concludes another or
+  none, 0 when there is no single box (the third part of the faithfulness reward);
 - ``verifications``, ``backtracks``: sentences per response; ``length_tokens``, ``length_words``.
 """
 

@@ -74,7 +74,8 @@ class Analysis:
     case_words: int = 0  # salient case words (the evidence fallback when the KG finds no finding in the case)
     cited_words: int = 0
     considered: set[str] = field(default_factory=set)  # options the reasoning mentions
-    rejected: set[str] = field(default_factory=set)  # options ruled out with a reason
+    rejected: set[str] = field(default_factory=set)  # wrong options ruled out with a reason
+    self_rejected: bool = False  # the response rules out the option it answers (boxed, else concluded)
     types_case: set[str] = field(default_factory=set)
     types_cited: set[str] = field(default_factory=set)
     verifications: int = 0
@@ -119,7 +120,11 @@ def option_mentions(text: str, options: dict[str, str], kg: KnowledgeGraph | Non
             if mt.node_id in by_id and not any(a <= mt.start < b for a, b in found):
                 neg = mt.polarity == ABSENT or _negated_near(text, mt.start, mt.end)
                 found[(mt.start, mt.end)] = OptionMention(by_id[mt.node_id], mt.start, mt.end, neg)
-    return sorted(found.values(), key=lambda o: o.start)
+    # 'ST-elevation myocardial infarction' inside 'non-ST-elevation myocardial infarction' names only the longer one
+    spans = list(found.values())
+    kept = [o for o in spans if not any(p.start <= o.start and o.end <= p.end and p.end - p.start > o.end - o.start
+                                        for p in spans)]
+    return sorted(kept, key=lambda o: o.start)
 
 
 def _negated_near(text: str, start: int, end: int) -> bool:
@@ -190,6 +195,11 @@ def analyse(completion: str, options: dict[str, str], gold: str | None, case: st
         for o in here:
             if o.letter in wrong and has_reason and (rejecting or o.negated):
                 a.rejected.add(o.letter)
+        # Its own answer is ruled out when negated, or when it is what a rejecting sentence is about (named first:
+        # 'C) less likely', not 'B is less likely than C').
+        if chosen is not None and (any(o.letter == chosen and o.negated for o in here)
+                                   or (rejecting and here[0].letter == chosen and not CONCLUDE.search(sent))):
+            a.self_rejected = True
     a.types_case = {kg.type(i) for i in in_case}
     a.types_cited = {kg.type(i) for i in cited}
     a.verifications = _verifications(r, options, chosen, in_case, words, kg, f)

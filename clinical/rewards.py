@@ -15,9 +15,9 @@ Registered names and ranges (record fields arrive as lists, one entry per comple
 Faithfulness: *evidence* = case findings the reasoning cites / min(3, findings in the case), capped at 1 (a case the
 KG finds no finding in falls back to its salient words: cited / min(5, words)); *hallucination* = (findings asserted
 for this patient that the case does not hold + case findings called absent) / (findings asserted + those called
-absent), 0 when none; *consistency* = +1 when the option the reasoning concludes for is the boxed one, -1 when it is
-another, 0 when either is missing. Comprehensiveness: *rejection* = wrong options ruled out with a reason / wrong
-options; *coverage* = kinds of case finding (symptom, sign, lab, imaging, risk factor) cited / kinds in the case
+absent), 0 when none; *consistency* = +1 when the option the reasoning concludes for is the boxed one, -1 when it
+concludes for another or for none, 0 when there is no single box. Comprehensiveness: *rejection* = wrong options
+ruled out with a reason / wrong options, 0 when the response also rules out the option it answers; *coverage* = kinds of case finding (symptom, sign, lab, imaging, risk factor) cited / kinds in the case
 (left out, weights renormalised, when the case has none); *verification* = 1 if a sentence checks the chosen option
 against a case finding. How each is read: `clinical.reasoning`.
 
@@ -173,7 +173,9 @@ def faithfulness_parts(a: Analysis) -> dict[str, float]:
         evidence = 0.0
     claims = len(a.asserted) + len(a.misreported)
     halluc = (len(a.hallucinated) + len(a.misreported)) / claims if claims else 0.0
-    consistency = 0.0 if a.boxed is None or a.concluded is None else 1.0 if a.boxed == a.concluded else -1.0
+    # A box the reasoning does not conclude for is unsupported, whether it concluded another option or none (scoring
+    # 'none' above 'another' would pay a policy to stop concluding); no single box is the accuracy objective's to punish.
+    consistency = 0.0 if a.boxed is None else 1.0 if a.boxed == a.concluded else -1.0
     return {"evidence": evidence, "hallucination": halluc, "consistency": consistency}
 
 
@@ -185,7 +187,9 @@ def faithfulness_score(a: Analysis) -> float:
 def comprehensiveness_parts(a: Analysis, options: dict[str, str], gold: str | None) -> dict[str, float | None]:
     chosen = gold if gold in options else a.boxed or a.concluded
     wrong = set(options) - {chosen}
-    rejection = len(a.rejected & wrong) / len(wrong) if wrong else 0.0
+    # Ruling out the option it answers makes its rejections no evidence of discrimination ('every option is less
+    # likely' would otherwise score full coverage without deciding anything).
+    rejection = len(a.rejected & wrong) / len(wrong) if wrong and not a.self_rejected else 0.0
     coverage = len(a.types_cited) / len(a.types_case) if a.types_case else None
     return {"rejection": rejection, "coverage": coverage, "verification": 1.0 if a.verifications else 0.0}
 

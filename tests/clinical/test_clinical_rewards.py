@@ -67,8 +67,8 @@ EXPECTED = {
     "wrong": (WRONG, 0.0, 1.5, 1.0, 1 / 3 + 1 / 2, 0.25 * 0.25),
     # cites chest pain: 1/3; asserts 4 findings, 3 not in the case: 3/4; consistent: 1/6 - 3/8 + 1/2 = 7/24.
     "hallucinating": (HALLUCINATING, 1.0, 1.5, 1.0, 7 / 24, 0.25 * 0.25),
-    # empty think: no format credit; no evidence, no conclusion to compare.
-    "lazy": (LAZY, 1.0, 0.0, 1.0, 0.0, 0.0),
+    # empty think: no format credit; no evidence; a box the reasoning does not conclude for: -1 -> -1/2.
+    "lazy": (LAZY, 1.0, 0.0, 1.0, -0.5, 0.0),
     # two boxes: -2; no tags; no single boxed letter.
     "malformed": (MALFORMED, -2.0, 0.0, 1.0, 0.0, 0.0),
     # cites chest pain and ST elevation: 2/3; concludes D but boxes C: -1 -> 1/3 - 1/2. Two kinds of four: .25 * .5.
@@ -214,3 +214,37 @@ def test_ranges_hold_on_random_text():
     assert all(-1 <= v <= 1 for v in f) and all(0 <= v <= 1 for v in c)
     assert all(0 <= format_score(t) <= 1.5 and 0 <= language_score(t) <= 1 for t in texts)
     assert all(accuracy_score(t, "C") in (1.0, 0.0, -0.5, -1.0) or accuracy_score(t, "C") <= -2 for t in texts)
+
+
+# Every option 'less likely', its own answer too: full coverage by the letter count, but nothing was decided.
+REJECTS_ALL = ("<think>\nThe patient has chest pain and ST elevation.\n"
+               + "".join(f"{k}) less likely: no fit.\n" for k in "ABCDE")
+               + "So the answer is C).\n</think>\n<answer>\nST elevation points to C). \\boxed{C}\n</answer>")
+
+
+def test_ruling_out_its_own_answer_earns_no_rejection_credit():
+    a = analysis(PROMPT, REJECTS_ALL, "C", META)
+    assert a.rejected == {"A", "B", "D", "E"} and a.self_rejected and a.concluded == a.boxed == "C"
+    # rejection 0; two kinds of four cited: .25 * .5; no check sentence
+    assert comprehensiveness([PROMPT], [REJECTS_ALL], answer=["C"], meta=[META]) == [pytest.approx(0.25 * 0.5)]
+    skips_own = REJECTS_ALL.replace("C) less likely: no fit.\n", "")
+    assert not analysis(PROMPT, skips_own, "C", META).self_rejected
+    assert comprehensiveness([PROMPT], [skips_own], answer=["C"], meta=[META]) == [pytest.approx(0.5 + 0.25 * 0.5)]
+
+
+@pytest.mark.parametrize("sentence,self_rejected", [
+    ("Pericarditis (B) is less likely than C because the ST elevation is regional.", False),
+    ("Option C is less likely because the troponin is normal.", True),
+    ("Therefore it is C rather than B, given the troponin.", False),
+    ("The answer is not option C, since the pain is pleuritic.", True)])
+def test_which_sentences_rule_out_the_answer(sentence, self_rejected):
+    text = f"<think>\nChest pain and ST elevation.\n{sentence}\n</think>\n<answer>\nSTEMI. \\boxed{{C}}\n</answer>"
+    assert analysis(PROMPT, text, "C", META).self_rejected is self_rejected
+
+
+def test_a_box_without_a_conclusion_is_unsupported():
+    bare = "<think>\nThe patient has chest pain and ST elevation.\n</think>\n<answer>\nSTEMI. \\boxed{C}\n</answer>"
+    no_box = bare.replace(" \\boxed{C}", "")
+    # evidence 2/3, consistency -1 (boxed, nothing concluded) vs 0 (no box: accuracy's to punish)
+    assert faithfulness([PROMPT, PROMPT], [bare, no_box], answer=["C", "C"], meta=[META, META]) == [
+        pytest.approx(1 / 3 - 1 / 2), pytest.approx(1 / 3)]

@@ -37,7 +37,7 @@ def breakdown(case: str, options: dict[str, str], completion: str, gold: str | N
            "comprehensiveness_parts": R.comprehensiveness_parts(a, options, gold),
            "boxed": a.boxed, "concluded": a.concluded, "cited": sorted(a.cited),
            "hallucinated": sorted(a.hallucinated), "misreported": sorted(a.misreported),
-           "rejected": sorted(a.rejected)}
+           "rejected": sorted(a.rejected), "self_rejected": a.self_rejected}
     out["accuracy"] = R.accuracy_score(completion, gold) if gold else None
     return out
 

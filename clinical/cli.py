@@ -111,17 +111,11 @@ def _eval(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     import json
 
-    from training.errors import DataError
+    from training.config import parse_seeds
 
     from .ablate import run_ablation, table
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise DataError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise DataError("--seeds: expected at least one seed")
-    result = run_ablation(_recipe(args), args.out, seeds, limit=args.limit)
+    result = run_ablation(_recipe(args), args.out, parse_seeds(args.seeds), limit=args.limit)
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 

@@ -123,18 +123,15 @@ def _eval(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     import json
 
+    from training.config import parse_seeds
     from training.errors import DataError
 
     from .ablate import ARMS, run_ablation, table
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise DataError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    seeds = parse_seeds(args.seeds)
     arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
-    if not seeds or not arms or any(a not in ARMS for a in arms):
-        raise DataError(f"--seeds/--arms: expected seeds and arms from {', '.join(ARMS)} (got {args.seeds!r}, "
-                        f"{args.arms!r})")
+    if not arms or any(a not in ARMS for a in arms):
+        raise DataError(f"--arms: expected arms from {', '.join(ARMS)}, got {args.arms!r}")
     if args.group_size < 2:
         raise DataError(f"--group-size: expected an integer >= 2, got {args.group_size}")
     result = run_ablation(_recipe(args), args.out, seeds, arms, args.group_size, limit=args.limit)

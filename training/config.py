@@ -232,6 +232,17 @@ def parse_overrides(overrides: list[str]) -> dict:
     return tree
 
 
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """'0,1' -> [0, 1]: the ablation commands' seed lists; anything else is a one-line error naming the flag."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"{flag}: expected at least one seed, got {text!r}")
+    return seeds
+
+
 def merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from training.config import load_config, parse_overrides
+from training.config import load_config, parse_overrides, parse_seeds
 from training.errors import ConfigError
 from training.sft_config import SFTConfig
 
@@ -80,3 +80,18 @@ def test_debug_shows_traceback(tmp_path):
     (tmp_path / "r.yaml").write_text("trainer: sft\ndata: {train: d.jsonl}\nmodle: {}\n")
     r = _medrl("train", "r.yaml", "--debug", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+@pytest.mark.parametrize("text,seeds", [("0,1", [0, 1]), (" 3 ", [3]), ("0,,2,", [0, 2])])
+def test_parse_seeds(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("command", [["clinical", "ablate"], ["dermiq", "ablate"]])
+@pytest.mark.parametrize("text,expected", [("0,x", "expected comma-separated integers, got '0,x'"),
+                                           (",", "expected at least one seed")])
+def test_ablation_commands_refuse_bad_seeds_before_training(cli, tmp_path, capsys, command, text, expected):
+    assert cli(*command, "--out", tmp_path / "abl", "--seeds", text) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("medrl: error: --seeds: ") and expected in err
+    assert not (tmp_path / "abl").exists()

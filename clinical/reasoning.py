@@ -21,11 +21,14 @@ from .mentions import ABSENT, FINDING_TYPES, Mention, finder
 from .prompts import Response, parse_response
 
 _SENT = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
-CONCLUDE = re.compile(
+# A conclusion: an answer statement, or failing one, an option the evidence is said to point to or fit ('consistent
+# with' is also how a check sentence speaks, so it names the conclusion only where no answer statement does).
+STRONG_CONCLUDE = re.compile(
     r"\b(?:most likely|most consistent|most probable|best (?:answer|explains|explanation|fits|option|choice)|"
     r"(?:correct|right|best|final) (?:answer|option|choice)|answer (?:is|would be)|diagnosis (?:is|would be)|"
-    r"therefore|thus|hence|in conclusion|i (?:choose|select|pick|will go with)|points? (?:to|towards)|"
-    r"consistent with|in keeping with|so (?:the|it|this))\b", re.I)
+    r"therefore|thus|hence|in conclusion|i (?:choose|select|pick|will go with)|so (?:the|it|this))\b", re.I)
+WEAK_CONCLUDE = re.compile(r"\b(?:points? (?:to|towards)|consistent with|in keeping with)\b", re.I)
+CONCLUDE = re.compile(f"{STRONG_CONCLUDE.pattern}|{WEAK_CONCLUDE.pattern}", re.I)
 REJECT = re.compile(
     r"\b(?:unlikely|less likely|not likely|improbable|rules? out|ruled out|excluded?|excludes|eliminat\w*|"
     r"(?:does not|doesn't|do not|don't|would not|wouldn't|cannot|can't) (?:fit|explain|account|match|support|cause)\w*|"
@@ -132,13 +135,16 @@ def _negated_near(text: str, start: int, end: int) -> bool:
 
 
 def concluded_option(text: str, mentions: list[OptionMention]) -> str | None:
-    """The option named (not negated) after the last conclusion cue of the last sentence that has one."""
-    for a, b in reversed(sentences(text)):
-        cues = [m.end() for m in CONCLUDE.finditer(text, a, b)]
-        for cue in reversed(cues):
-            after = [o for o in mentions if cue <= o.start < b and not o.negated]
-            if after:
-                return after[0].letter
+    """The option named (not negated) after the last answer-statement cue of the last sentence that has one; else the
+    same with the weak cues ('So the answer is A. Check: ... consistent with E.' concludes A)."""
+    spans = sentences(text)
+    for cue_re in (STRONG_CONCLUDE, WEAK_CONCLUDE):
+        for a, b in reversed(spans):
+            cues = [m.end() for m in cue_re.finditer(text, a, b)]
+            for cue in reversed(cues):
+                after = [o for o in mentions if cue <= o.start < b and not o.negated]
+                if after:
+                    return after[0].letter
     return None
 
 

@@ -248,3 +248,12 @@ def test_a_box_without_a_conclusion_is_unsupported():
     # evidence 2/3, consistency -1 (boxed, nothing concluded) vs 0 (no box: accuracy's to punish)
     assert faithfulness([PROMPT, PROMPT], [bare, no_box], answer=["C", "C"], meta=[META, META]) == [
         pytest.approx(1 / 3 - 1 / 2), pytest.approx(1 / 3)]
+
+
+@pytest.mark.parametrize("reasoning,concluded", [
+    ("So the answer is A).\nCheck: chest pain and ST elevation are consistent with E).", "A"),  # the answer statement
+    ("Chest pain and ST elevation point to C).", "C"),  # no answer statement: the weak cue names it
+    ("ST elevation is consistent with C).\nTherefore the most likely diagnosis is D).", "D")])
+def test_the_answer_statement_is_the_conclusion(reasoning, concluded):
+    text = f"<think>\n{reasoning}\n</think>\n<answer>\nSTEMI. \\boxed{{E}}\n</answer>"
+    assert analysis(PROMPT, text, "C", META).concluded == concluded

@@ -150,42 +150,41 @@ def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
     session.start(policy, data, step)
     model.train()
     last: dict = {}
-    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"dpo {cfg.run.name}",
-                   enabled=cfg.run.progress and dist.is_main, unit="step")
-    while step < cfg.run.max_steps:
-        t0 = time.time()
-        # every rank draws the whole step; each encodes its own micro-batches (batch_size, grad_accum: per rank)
-        step_idx = [order.take(cfg.batch_size) for _ in range(cfg.grad_accum * dist.world)]
-        encoded = [encode_pairs(policy, [data.records[i] for i in idx], cfg.data.max_length, where=data.path)
-                   for idx in dist.shard(step_idx)]
-        micro = [e.batch.to(policy.device) for e in encoded]
-        pairs = sum(e.num_pairs for e in encoded)
-        loss, stats = dpo_update(model, micro, reference, cfg, policy.device,
-                                 normalizer=dist.sum([pairs])[0])
-        dist.sum_grads(params)
-        if dist.enabled:  # pair-weighted means over ranks, the loss summed (each rank's is its share)
-            keys = sorted(stats)
-            sums = dist.sum([loss, pairs] + [stats[k] * pairs for k in keys])
-            loss, stats = sums[0], {k: v / max(sums[1], 1) for k, v in zip(keys, sums[2:])}
-        grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss)
-        skipped += 0 if stepped else 1  # a NaN/inf step changes nothing; counted in the metrics
-        scheduler.step()
-        step += 1
-        reference.maybe_sync(model, step)
-        dt = time.time() - t0
-        tokens, truncated = dist.sum([sum(int(m.completion_mask.sum()) for m in micro),
-                                      sum(e.truncated for e in encoded)])
-        last = {"loss": loss, **stats, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                "completion_tokens": int(tokens), "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
-                "truncated_frac": truncated / (2 * cfg.batch_size * cfg.grad_accum * dist.world),
-                "skipped_nonfinite": skipped, "epoch": order.pos / len(data)}
-        if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
-            session.metrics.log(step, last)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", margin=f"{stats['rewards/margins']:.3f}")
-        if session.should_save(step):
-            session.checkpoint(step, model, optimizer, scheduler, {"data_pos": order.pos, "skipped_nonfinite": skipped},
-                               tensors=reference.checkpoint_tensors())
-    bar.close()
+    with progress(total=cfg.run.max_steps, initial=step, desc=f"dpo {cfg.run.name}",
+                  enabled=cfg.run.progress and dist.is_main, unit="step") as bar:
+        while step < cfg.run.max_steps:
+            t0 = time.time()
+            # every rank draws the whole step; each encodes its own micro-batches (batch_size, grad_accum: per rank)
+            step_idx = [order.take(cfg.batch_size) for _ in range(cfg.grad_accum * dist.world)]
+            encoded = [encode_pairs(policy, [data.records[i] for i in idx], cfg.data.max_length, where=data.path)
+                       for idx in dist.shard(step_idx)]
+            micro = [e.batch.to(policy.device) for e in encoded]
+            pairs = sum(e.num_pairs for e in encoded)
+            loss, stats = dpo_update(model, micro, reference, cfg, policy.device,
+                                     normalizer=dist.sum([pairs])[0])
+            dist.sum_grads(params)
+            if dist.enabled:  # pair-weighted means over ranks, the loss summed (each rank's is its share)
+                keys = sorted(stats)
+                sums = dist.sum([loss, pairs] + [stats[k] * pairs for k in keys])
+                loss, stats = sums[0], {k: v / max(sums[1], 1) for k, v in zip(keys, sums[2:])}
+            grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss)
+            skipped += 0 if stepped else 1  # a NaN/inf step changes nothing; counted in the metrics
+            scheduler.step()
+            step += 1
+            reference.maybe_sync(model, step)
+            dt = time.time() - t0
+            tokens, truncated = dist.sum([sum(int(m.completion_mask.sum()) for m in micro),
+                                          sum(e.truncated for e in encoded)])
+            last = {"loss": loss, **stats, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+                    "completion_tokens": int(tokens), "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
+                    "truncated_frac": truncated / (2 * cfg.batch_size * cfg.grad_accum * dist.world),
+                    "skipped_nonfinite": skipped, "epoch": order.pos / len(data)}
+            if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
+                session.metrics.log(step, last)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", margin=f"{stats['rewards/margins']:.3f}")
+            if session.should_save(step):
+                session.checkpoint(step, model, optimizer, scheduler, {"data_pos": order.pos, "skipped_nonfinite": skipped},
+                                   tensors=reference.checkpoint_tensors())
     session.finish(model, policy)
     return last

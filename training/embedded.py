@@ -115,8 +115,9 @@ BASE_CORPUS = [
 
 
 def cache_root() -> Path:
-    """Where built models live: $MEDRL_CACHE, else ~/.cache/medrl (outside the repo, shared by clones)."""
-    return Path(os.environ.get("MEDRL_CACHE", Path.home() / ".cache" / "medrl")) / "embedded"
+    """Where built models live: $MEDRL_CACHE, else ~/.cache/medrl (outside the repo, shared by clones). An empty
+    MEDRL_CACHE (`MEDRL_CACHE= make demo`) counts as unset, not as the current folder."""
+    return Path(os.environ.get("MEDRL_CACHE") or Path.home() / ".cache" / "medrl") / "embedded"
 
 
 def _domain_text_files() -> list[Path]:

@@ -118,103 +118,102 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
     skipped_total = int(state.get("skipped_nonfinite", 0))
     model.train()
     last: dict = {}
-    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"rl {cfg.run.name}",
-                   enabled=cfg.run.progress and dist.is_main, unit="step")
-    while step < cfg.run.max_steps:
-        t0 = time.time()
-        records = dist.shard([data.records[i] for i in order.take(cfg.prompts_per_step)])
-        prompts = encode_records(policy, records)
-        with autocast_context(cfg.run.precision, policy.device):
-            if cfg.rollout.multi_turn:  # environment turns: chains or Tree-GRPO trees (training.tree)
-                batch = sample_trees(model, policy.processor, records, cfg.rollout, generator, policy.is_vlm)
-            else:
-                batch = generate_rollouts(model, policy.processor, prompts, cfg.rollout, generator)
-        t_roll = time.time() - t0
+    with progress(total=cfg.run.max_steps, initial=step, desc=f"rl {cfg.run.name}",
+                  enabled=cfg.run.progress and dist.is_main, unit="step") as bar:
+        while step < cfg.run.max_steps:
+            t0 = time.time()
+            records = dist.shard([data.records[i] for i in order.take(cfg.prompts_per_step)])
+            prompts = encode_records(policy, records)
+            with autocast_context(cfg.run.precision, policy.device):
+                if cfg.rollout.multi_turn:  # environment turns: chains or Tree-GRPO trees (training.tree)
+                    batch = sample_trees(model, policy.processor, records, cfg.rollout, generator, policy.is_vlm)
+                else:
+                    batch = generate_rollouts(model, policy.processor, prompts, cfg.rollout, generator)
+            t_roll = time.time() - t0
 
-        # rewards -> advantages
-        row_prompts, fields = reward_fields(records, G)
-        rewards = {name: score(name, fn, row_prompts, batch.texts, fields) for name, fn in reward_fns.items()}
-        row_reward = weighted_sum(rewards, cfg.rewards)  # this process's rows, for the saved trees
-        correct = None
-        if cfg.advantages.correct_reward is not None:
-            correct = correct_from_reward(rewards, cfg.advantages.correct_reward, cfg.advantages.correct_threshold)
-        rows_here = slice(0, batch.num_rows)
-        group_index = batch.group_index.cpu()
-        if dist.enabled:  # the global batch's rewards on every rank, groups numbered rank after rank
-            rewards, correct, group_index, rows_here = _gather_rewards(dist, rewards, correct, group_index)
-        adv, adv_stats = compute_advantages(rewards, cfg.rewards, group_index, cfg.advantages, correct=correct,
-                                            subgroups=None if batch.tree_index is None
-                                            else global_tree_index(dist, batch.tree_index.cpu()))
-        adv = adv[rows_here].to(policy.device)
+            # rewards -> advantages
+            row_prompts, fields = reward_fields(records, G)
+            rewards = {name: score(name, fn, row_prompts, batch.texts, fields) for name, fn in reward_fns.items()}
+            row_reward = weighted_sum(rewards, cfg.rewards)  # this process's rows, for the saved trees
+            correct = None
+            if cfg.advantages.correct_reward is not None:
+                correct = correct_from_reward(rewards, cfg.advantages.correct_reward, cfg.advantages.correct_threshold)
+            rows_here = slice(0, batch.num_rows)
+            group_index = batch.group_index.cpu()
+            if dist.enabled:  # the global batch's rewards on every rank, groups numbered rank after rank
+                rewards, correct, group_index, rows_here = _gather_rewards(dist, rewards, correct, group_index)
+            adv, adv_stats = compute_advantages(rewards, cfg.rewards, group_index, cfg.advantages, correct=correct,
+                                                subgroups=None if batch.tree_index is None
+                                                else global_tree_index(dist, batch.tree_index.cpu()))
+            adv = adv[rows_here].to(policy.device)
 
-        if batch.trees and dist.is_main:  # Tree-GRPO: the step's trees for the app (trees/step-N.jsonl)
-            save_trees(session.run.trees_dir / f"step-{step + 1}.jsonl", batch, policy.processor, step + 1,
-                       row_reward, adv)
+            if batch.trees and dist.is_main:  # Tree-GRPO: the step's trees for the app (trees/step-N.jsonl)
+                save_trees(session.run.trees_dir / f"step-{step + 1}.jsonl", batch, policy.processor, step + 1,
+                           row_reward, adv)
 
-        # old / reference log-probs: computed once per rollout batch, before any update
-        groups = list(range(len(records)))
-        chunks = [groups[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
-        micro = [select_groups(batch, c) for c in chunks]
-        rows = [torch.cat([(batch.group_index == g).nonzero().flatten() for g in c]) for c in chunks]
-        with autocast_context(cfg.run.precision, policy.device):
-            ref_lp = [reference.logprobs(model, m, **fwd) for m in micro]
-            if cfg.reference.as_old_policy:
-                old_lp = ref_lp
-            elif cfg.num_iterations > 1:
-                old_lp = [frozen_logprobs(model, m, **fwd) for m in micro]
-            else:
-                old_lp = [None] * len(micro)  # one update per rollout: ratio 1, gradient intact
-        normalizer = dist.sum([loss_normalizer([m.completion_mask for m in micro], loss_cfg)])[0]
-        entropy = "grad" if loss_cfg.entropy_coef > 0 else "stats"
+            # old / reference log-probs: computed once per rollout batch, before any update
+            groups = list(range(len(records)))
+            chunks = [groups[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
+            micro = [select_groups(batch, c) for c in chunks]
+            rows = [torch.cat([(batch.group_index == g).nonzero().flatten() for g in c]) for c in chunks]
+            with autocast_context(cfg.run.precision, policy.device):
+                ref_lp = [reference.logprobs(model, m, **fwd) for m in micro]
+                if cfg.reference.as_old_policy:
+                    old_lp = ref_lp
+                elif cfg.num_iterations > 1:
+                    old_lp = [frozen_logprobs(model, m, **fwd) for m in micro]
+                else:
+                    old_lp = [None] * len(micro)  # one update per rollout: ratio 1, gradient intact
+            normalizer = dist.sum([loss_normalizer([m.completion_mask for m in micro], loss_cfg)])[0]
+            entropy = "grad" if loss_cfg.entropy_coef > 0 else "stats"
 
-        t1 = time.time()
-        loss_stats: dict[str, float] = {}
-        step_loss, grad_norm = 0.0, 0.0
-        for _ in range(cfg.num_iterations):
-            step_loss = 0.0
-            acc = _LossStats()
-            for m, r, old, ref in zip(micro, rows, old_lp, ref_lp):
-                with autocast_context(cfg.run.precision, policy.device):
-                    out = completion_logprobs(model, m, entropy=entropy, **fwd)
-                mask = m.completion_mask.to(out.logprobs.dtype)
-                loss, st = policy_loss(out.logprobs, old, adv[r], mask, loss_cfg, ref_logps=ref,
-                                       entropy=out.entropy, normalizer=normalizer)
-                loss.backward()
-                step_loss += float(loss.detach())
-                acc.add(st, float(mask.sum()))
-            loss_stats = acc.result()
-            dist.sum_grads(params)
-            step_loss = dist.sum([step_loss])[0]
-            grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, step_loss)
-            if stepped:
-                nonfinite_in_a_row = 0
-            else:
-                skipped_total += 1
-                nonfinite_in_a_row += 1
-            scheduler.step()
-            if nonfinite_in_a_row > cfg.max_nonfinite_in_a_row:
-                raise MedrlError(f"{session.dir}: {nonfinite_in_a_row} policy updates in a row had a non-finite loss "
-                                 f"or gradient (step {step + 1}); lower optim.lr, raise optim.max_grad_norm clipping, "
-                                 "or check the rewards")
-        step += 1
-        reference.maybe_sync(model, step)
-        dt = time.time() - t0
-        last = _step_metrics(batch, step_loss, grad_norm, scheduler.get_last_lr()[0], dt, t_roll, time.time() - t1,
-                             skipped_total)
-        last.update({k if k.startswith(("adv/", "reward/")) else f"adv/{k}": v for k, v in adv_stats.items()})
-        last.update({f"loss/{k}": v for k, v in loss_stats.items()})
-        last.update(batch.stats)  # multi-turn: tokens generated/encoded, env calls, questions, answer rate
-        last = dist.reduce_metrics(last)
-        if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
-            session.metrics.log(step, last)
-        bar.update(1)
-        bar.set_postfix(reward=f"{last['reward/mean']:.3f}")
-        if session.should_save(step):
-            session.checkpoint(step, model, optimizer, scheduler,
-                               {"data_pos": order.pos, "nonfinite_in_a_row": nonfinite_in_a_row,
-                                "skipped_nonfinite": skipped_total},
-                               tensors=_checkpoint_tensors(generator, reference))
-    bar.close()
+            t1 = time.time()
+            loss_stats: dict[str, float] = {}
+            step_loss, grad_norm = 0.0, 0.0
+            for _ in range(cfg.num_iterations):
+                step_loss = 0.0
+                acc = _LossStats()
+                for m, r, old, ref in zip(micro, rows, old_lp, ref_lp):
+                    with autocast_context(cfg.run.precision, policy.device):
+                        out = completion_logprobs(model, m, entropy=entropy, **fwd)
+                    mask = m.completion_mask.to(out.logprobs.dtype)
+                    loss, st = policy_loss(out.logprobs, old, adv[r], mask, loss_cfg, ref_logps=ref,
+                                           entropy=out.entropy, normalizer=normalizer)
+                    loss.backward()
+                    step_loss += float(loss.detach())
+                    acc.add(st, float(mask.sum()))
+                loss_stats = acc.result()
+                dist.sum_grads(params)
+                step_loss = dist.sum([step_loss])[0]
+                grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, step_loss)
+                if stepped:
+                    nonfinite_in_a_row = 0
+                else:
+                    skipped_total += 1
+                    nonfinite_in_a_row += 1
+                scheduler.step()
+                if nonfinite_in_a_row > cfg.max_nonfinite_in_a_row:
+                    raise MedrlError(f"{session.dir}: {nonfinite_in_a_row} policy updates in a row had a non-finite loss "
+                                     f"or gradient (step {step + 1}); lower optim.lr, raise optim.max_grad_norm clipping, "
+                                     "or check the rewards")
+            step += 1
+            reference.maybe_sync(model, step)
+            dt = time.time() - t0
+            last = _step_metrics(batch, step_loss, grad_norm, scheduler.get_last_lr()[0], dt, t_roll, time.time() - t1,
+                                 skipped_total)
+            last.update({k if k.startswith(("adv/", "reward/")) else f"adv/{k}": v for k, v in adv_stats.items()})
+            last.update({f"loss/{k}": v for k, v in loss_stats.items()})
+            last.update(batch.stats)  # multi-turn: tokens generated/encoded, env calls, questions, answer rate
+            last = dist.reduce_metrics(last)
+            if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
+                session.metrics.log(step, last)
+            bar.update(1)
+            bar.set_postfix(reward=f"{last['reward/mean']:.3f}")
+            if session.should_save(step):
+                session.checkpoint(step, model, optimizer, scheduler,
+                                   {"data_pos": order.pos, "nonfinite_in_a_row": nonfinite_in_a_row,
+                                    "skipped_nonfinite": skipped_total},
+                                   tensors=_checkpoint_tensors(generator, reference))
     session.finish(model, policy)
     return last
 

@@ -57,39 +57,38 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict:
     run.start(policy, data, step)
     model.train()
     last: dict = {}
-    bar = progress(total=cfg.run.max_steps, initial=step, desc=f"sft {cfg.run.name}",
-                   enabled=cfg.run.progress and dist.is_main, unit="step")
-    while step < cfg.run.max_steps:
-        t0 = time.time()
-        # every rank draws the whole step (same order, same position) and encodes its own micro-batches
-        step_idx = [order.take(cfg.batch_size) for _ in range(cfg.grad_accum * dist.world)]
-        micro = [encode_conversations(policy, [data.records[i] for i in idx], cfg.data.max_length)
-                 for idx in dist.shard(step_idx)]
-        normalizer = dist.sum([sum(count_label_tokens(b) for b in micro)])[0]
-        loss_total, tokens = 0.0, 0
-        for batch in micro:
-            batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with autocast_context(cfg.run.precision, policy.device):
-                loss, n = sft_micro_loss(model, batch, normalizer)
-            loss.backward()
-            loss_total += float(loss.detach())
-            tokens += n
-        dist.sum_grads(params)
-        loss_total, tokens = dist.sum([loss_total, tokens])
-        grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss_total)
-        skipped = 0 if stepped else 1  # a NaN/inf step changes nothing; counted in the metrics
-        scheduler.step()
-        step += 1
-        dt = time.time() - t0
-        last = {"loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                "label_tokens": int(tokens), "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
-                "skipped_nonfinite": skipped, "epoch": order.pos / len(data)}
-        if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
-            run.metrics.log(step, last)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_total:.3f}")
-        if run.should_save(step):
-            run.checkpoint(step, model, optimizer, scheduler, {"data_pos": order.pos})
-    bar.close()
+    with progress(total=cfg.run.max_steps, initial=step, desc=f"sft {cfg.run.name}",
+                  enabled=cfg.run.progress and dist.is_main, unit="step") as bar:
+        while step < cfg.run.max_steps:
+            t0 = time.time()
+            # every rank draws the whole step (same order, same position) and encodes its own micro-batches
+            step_idx = [order.take(cfg.batch_size) for _ in range(cfg.grad_accum * dist.world)]
+            micro = [encode_conversations(policy, [data.records[i] for i in idx], cfg.data.max_length)
+                     for idx in dist.shard(step_idx)]
+            normalizer = dist.sum([sum(count_label_tokens(b) for b in micro)])[0]
+            loss_total, tokens = 0.0, 0
+            for batch in micro:
+                batch = {k: v.to(policy.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with autocast_context(cfg.run.precision, policy.device):
+                    loss, n = sft_micro_loss(model, batch, normalizer)
+                loss.backward()
+                loss_total += float(loss.detach())
+                tokens += n
+            dist.sum_grads(params)
+            loss_total, tokens = dist.sum([loss_total, tokens])
+            grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss_total)
+            skipped = 0 if stepped else 1  # a NaN/inf step changes nothing; counted in the metrics
+            scheduler.step()
+            step += 1
+            dt = time.time() - t0
+            last = {"loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+                    "label_tokens": int(tokens), "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
+                    "skipped_nonfinite": skipped, "epoch": order.pos / len(data)}
+            if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
+                run.metrics.log(step, last)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_total:.3f}")
+            if run.should_save(step):
+                run.checkpoint(step, model, optimizer, scheduler, {"data_pos": order.pos})
     run.finish(model, policy)
     return last

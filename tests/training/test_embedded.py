@@ -1,5 +1,7 @@
 import hashlib
+from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
@@ -100,3 +102,11 @@ def test_vlm_reads_images():
 
     true, shuffled = loss([p[0] for p in pairs]), loss(images)
     assert true < shuffled - 0.05, (true, shuffled)  # measured 0.727 vs 0.867
+
+
+@pytest.mark.parametrize("value,expected", [("", "home"), ("/tmp/medrl-cache", "/tmp/medrl-cache")])
+def test_cache_root_ignores_an_empty_medrl_cache(monkeypatch, tmp_path, value, expected):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MEDRL_CACHE", value)
+    want = tmp_path / ".cache" / "medrl" if expected == "home" else Path(expected)
+    assert embedded.cache_root() == want / "embedded"

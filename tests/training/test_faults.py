@@ -126,3 +126,19 @@ def test_non_finite_updates_are_skipped_counted_and_stop_the_run(cli, tmp_path, 
     capsys.readouterr()
     assert cli("train", TOY, "--run.name=stop", "--run.max_steps=3", "--max_nonfinite_in_a_row=0", *base) == 2
     assert "1 policy updates in a row had a non-finite loss or gradient (step 1)" in capsys.readouterr().err
+
+
+def test_a_failed_run_leaves_no_progress_bar_open(tmp_path, toy_file, monkeypatch):
+    """The trainer closes its bar however the loop ends, so nothing prints after the error a caller reports."""
+    from tqdm import tqdm
+
+    from training.cli import run_recipe
+    from training.errors import MedrlError
+
+    monkeypatch.setenv("MEDRL_PROGRESS", "1")
+    before = set(tqdm._instances)
+    with pytest.raises(MedrlError, match="raised TypeError"):
+        run_recipe(TOY, [f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", "--run.name=r",
+                         "--rewards={builtins:len: 1.0}", "--advantages.estimator=grpo",
+                         "--advantages.correct_reward=null", *COMMON])
+    assert [b for b in tqdm._instances if b not in before] == []

@@ -19,7 +19,8 @@ from .pipeline import cold_start, pipeline_config, prepare_data, run_stage, stag
 GRPO_REWARDS = {"clinical_accuracy": 10.0, "clinical_format": 1.0, "clinical_language": 0.5}
 ARMS = ("grpo", "crpo")
 SHOWN = ("accuracy", "format_ok", "faithfulness", "evidence", "evidence_per_100_words", "hallucination_rate",
-         "consistency", "comprehensiveness", "rejection_coverage", "verifications", "length_tokens")
+         "consistency", "comprehensiveness", "rejection_coverage", "verifications", "length_tokens", "truncated")
+MEASURES = (*FIELDS, "truncated")  # truncated: share of answers that hit the token limit (a longer answer loses its box)
 
 
 def arm_overrides(arm: str) -> dict:
@@ -67,7 +68,7 @@ def _rollout_len(raw: dict) -> int | None:
 
 
 def _pick(m: dict) -> dict:
-    return {k: m[k] for k in FIELDS}
+    return {k: m[k] for k in MEASURES}
 
 
 def _means(runs: list[dict]) -> list[dict]:
@@ -76,7 +77,7 @@ def _means(runs: list[dict]) -> list[dict]:
     for arm in dict.fromkeys(r["arm"] for r in runs):
         rows = [r for r in runs if r["arm"] == arm]
         row: dict = {"arm": arm, "seeds": len(rows)}
-        for k in FIELDS:
+        for k in MEASURES:
             vals = [r[k] for r in rows]
             row[k] = sum(vals) / len(vals)
             row[f"{k}_spread"] = max(vals) - min(vals)

@@ -112,6 +112,7 @@ def test_ablate_arms_share_the_start(trained, cli, capsys):
     assert "| grpo | 1 |" in table and "| crpo | 1 |" in table and "| start (sft) | 1 |" in table
     result = json.loads((trained / "ablation.json").read_text())
     assert [r["arm"] for r in result["runs"]] == ["start (sft)", "grpo", "crpo"]
+    assert "| truncated |" in table and all(0.0 <= r["truncated"] <= 1.0 for r in result["runs"])
     grpo = yaml.safe_load((trained / "grpo_s0" / "config.yaml").read_text())
     crpo = yaml.safe_load((trained / "crpo_s0" / "config.yaml").read_text())
     assert set(grpo["rewards"]) == {"clinical_accuracy", "clinical_format", "clinical_language"}

@@ -6,6 +6,8 @@ the ragged left-padded cache, per-row positions (mRoPE included) and masks.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -322,8 +324,11 @@ def test_rows_finish_at_different_times(text_setup, monkeypatch):
 
 def test_static_cache_layout_equals_eager(text_setup):
     """The compiled decode's layout (bucketed full-length cache, tensor write position, no row dropping) gives the
-    same tokens and log-probs as the eager one; torch.compile itself only runs on CUDA (`rollout.compile: auto`)."""
+    same tokens and log-probs as the eager one; torch.compile itself only runs on CUDA (`rollout.compile: auto`).
+    In float64: the two layouts sum attention in different orders, and in float32 a near-tie between two tokens can
+    flip the greedy pick on another CPU's kernels."""
     model, tok, _ = text_setup
+    model = copy.deepcopy(model).double()
     prompts = _ragged(tok)
     cfg = SamplingConfig(num_generations=2, max_new_tokens=8, temperature=0)
     eos = eos_ids(model, tok, cfg)
@@ -334,7 +339,7 @@ def test_static_cache_layout_equals_eager(text_setup):
         _decode_all(model, prompts[::-1], cfg, eos, stops, 0, None, static=True)  # the held buffers, overwritten
         again = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True)  # ... and reused
     assert torch.equal(eager[0], static[0]) and eager[2:] == static[2:]
-    assert (eager[1] - static[1]).abs().max().item() < 1e-5
+    assert (eager[1] - static[1]).abs().max().item() < 1e-5  # log-probs are returned in float32
     assert torch.equal(static[0], again[0]) and torch.equal(static[1], again[1])
 
 

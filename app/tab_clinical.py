@@ -88,7 +88,8 @@ def crpo_card(ctx: AppContext, case: str, options: dict[str, str], text: str, go
             ["faithfulness", f"{b['faithfulness']:+.2f}",
              f"evidence {f['evidence']:.2f} · hallucination {f['hallucination']:.2f} · consistency {f['consistency']:+.0f}"],
             ["comprehensiveness", f"{b['comprehensiveness']:.2f}",
-             f"rejection {c['rejection']:.2f}{' (rules out its own answer)' if b['self_rejected'] else ''} · coverage {'—' if c['coverage'] is None else format(c['coverage'], '.2f')}"
+             f"rejection {c['rejection']:.2f}{' (rules out its own answer)' if b['self_rejected'] else ''}"
+             f" · coverage {'—' if c['coverage'] is None else format(c['coverage'], '.2f')}"
              f" · verification {c['verification']:.0f}"]]
     bad = set(b["hallucinated"]) | set(b["misreported"])
     body = (html.table(["objective", "score", "parts"], rows)

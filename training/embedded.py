@@ -17,11 +17,11 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from training.embedded_pretrain import align_vision, chat_transcripts, pretrain_vision, warm_up
+from training.embedded_pretrain import align_vision, chat_transcripts, copy_warm_up, pretrain_vision, warm_up
 
 EMBEDDED_PREFIX = "embedded:"
 KINDS = ("qwen2", "qwen25vl")
-BUILDER_VERSION = 2  # bump when a change below (or in embedded_pretrain.py) alters the built files
+BUILDER_VERSION = 3  # bump when a change below (or in embedded_pretrain.py) alters the built files
 # Where the VLM's image-text pretraining pairs come from: a module with `image_text_pairs(n, seed)` -> [(PIL image,
 # question, answer)] for n images (an image object may recur in several pairs; the pairs are trained on in the order
 # given) and `fingerprint()` (what the pairs depend on, for the cache key). This package only trains on
@@ -164,7 +164,8 @@ def _fingerprint(kind: str, texts: Iterable[str]) -> str:
     h = hashlib.sha256()
     from training import embedded_pretrain as wp
 
-    payload = {"v": BUILDER_VERSION, "warmup": [wp.PRETRAIN_STEPS, wp.BATCH, wp.SEQ, wp.LR], "kind": kind, "text": TEXT_CONFIG, "vision": VISION_CONFIG,
+    payload = {"v": BUILDER_VERSION, "warmup": [wp.PRETRAIN_STEPS, wp.BATCH, wp.SEQ, wp.LR],
+               "copy": [wp.COPY_STEPS, wp.COPY_BATCH, wp.COPY_LR, wp.COPY_ITEMS], "kind": kind, "text": TEXT_CONFIG, "vision": VISION_CONFIG,
                "mrope": MROPE_SECTION, "vocab": VOCAB_SIZE, "seed": SEED, "template": CHAT_TEMPLATE}
     if kind == "qwen25vl":
         hook = _image_text_hook()
@@ -225,6 +226,7 @@ def _build_qwen2(out: Path, tokenizer, texts: list[str]) -> None:
     config = AutoConfig.from_pretrained(out)
     torch.manual_seed(SEED)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    copy_warm_up(model, tokenizer, SEED)
     losses = warm_up(model, tokenizer, texts, SEED)
     model.generation_config = _generation_config(GenerationConfig, tokenizer)
     model.save_pretrained(out)
@@ -309,8 +311,8 @@ def ensure_embedded(kind: str) -> Path:
         (_build_qwen2 if kind == "qwen2" else _build_qwen25vl)(tmp, tokenizer, texts)
         (tmp / "EMBEDDED.md").write_text(
             f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): the real architecture, "
-            "randomly initialised, its language model warmed up for a few hundred CPU steps on the project's text "
-            "(training/embedded_pretrain.py)" + (f", the VLM's vision tower and merger then aligned to, and its language "
+            "randomly initialised, its language model taught to copy (repeat-after-me chats) and warmed up for a few "
+            "hundred CPU steps on the project's text (training/embedded_pretrain.py)" + (f", the VLM's vision tower and merger then aligned to, and its language "
                                                  f"model trained on, image-text pairs from {IMAGE_TEXT_HOOK}"
                                                  if kind == "qwen25vl" else "") +
             ". For exercising the pipeline on CPU. Not a medical model.\n")

@@ -15,7 +15,13 @@ import torch
 PRETRAIN_STEPS = 200
 BATCH = 8
 SEQ = 64
-LR = 3e-3
+LR = 1e-3  # 3e-3 erased the copy skill the phase before it grows
+COPY_STEPS = 600  # repeat-after-me batches from random init, before the prose warm-up
+COPY_BATCH = 16
+COPY_LR = 1e-3
+# What the repeat chats are drawn from: option letters as the Clinical-R1 traces write them, and a few words.
+COPY_ITEMS = ["fever", "cough", "pneumonia", "anaemia", "rash", "troponin", "syncope", "oedema", "dyspnoea", "pallor",
+              "jaundice", "ascites", "headache", "nausea", "polyuria", *"ABCDE", *(f"{c})" for c in "ABCDE")]
 
 
 def chat_transcripts(n: int, seed: int) -> list[list[dict]]:
@@ -36,6 +42,40 @@ def chat_transcripts(n: int, seed: int) -> list[list[dict]]:
             q, ans = f"Count from {lo} to {lo + 4}.", " ".join(str(i) for i in range(lo, lo + 5))
         out.append([{"role": "user", "content": q}, {"role": "assistant", "content": ans}])
     return out
+
+
+def copy_batch(tokenizer, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """COPY_BATCH 'Repeat: B) fever A' -> 'B) fever A' chats, right-padded: (input_ids, labels, attention_mask).
+
+    Copying what the context holds (induction heads) is a skill a real pretrained LM arrives with and a short prose
+    warm-up never grows; without it the tiny model cannot box the letter its reasoning concluded (Clinical-R1's
+    consistency: 1.6 nats, a uniform guess, at every repeated letter; with it 0.01-0.02)."""
+    chats = []
+    for _ in range(COPY_BATCH):
+        seq = " ".join(rng.choice(COPY_ITEMS) for _ in range(rng.randint(2, 5)))
+        chats.append(tokenizer.apply_chat_template([{"role": "user", "content": f"Repeat: {seq}"},
+                                                    {"role": "assistant", "content": seq}], tokenize=False))
+    b = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+    return b.input_ids, b.input_ids.masked_fill(b.attention_mask == 0, -100), b.attention_mask
+
+
+def copy_warm_up(model, tokenizer, seed: int, steps: int | None = None) -> list[float]:
+    """Train all weights of a randomly initialised `model` on repeat chats; the prose warm-up follows (and keeps
+    a copy batch in every step, or it erases the skill)."""
+    from training.tracking import progress
+
+    steps = COPY_STEPS if steps is None else steps
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=COPY_LR, weight_decay=0.0, foreach=False)
+    sched = _schedule(opt, steps, 1.0)
+    model.train()
+    losses = []
+    for _ in progress(range(steps), desc="copy warm-up", unit="step", leave=False):
+        ids, labels, mask = copy_batch(tokenizer, rng)
+        losses.append(_step(model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss,
+                            model.parameters(), opt, sched))
+    model.eval()
+    return losses
 
 
 def _schedule(opt: torch.optim.Optimizer, steps: int, floor: float) -> torch.optim.lr_scheduler.LambdaLR:
@@ -72,10 +112,14 @@ def warm_up(model, tokenizer, texts: list[str], seed: int, steps: int | None = N
     sched = _schedule(opt, steps, 0.1)
     model.train()
     losses = []
+    copies = random.Random(seed + 1)
     for _ in progress(range(steps), desc="warm up embedded model", unit="step", leave=False):
         starts = torch.randint(0, len(data) - SEQ - 1, (BATCH,), generator=g)
         batch = torch.stack([data[s : s + SEQ] for s in starts.tolist()])
-        losses.append(_step(model(input_ids=batch, labels=batch, use_cache=False).loss, model.parameters(), opt, sched))
+        ids, labels, mask = copy_batch(tokenizer, copies)
+        loss = (model(input_ids=batch, labels=batch, use_cache=False).loss
+                + model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss)
+        losses.append(_step(loss, model.parameters(), opt, sched))
     model.eval()
     return losses
 

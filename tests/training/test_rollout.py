@@ -301,7 +301,7 @@ def test_rows_finish_at_different_times(text_setup, monkeypatch):
     prompts = _ragged(tok)
     free = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=12, seed=5,
                                                                  temperature=1.5, eos_token_ids=[]))
-    common = torch.bincount(free.completion_ids.flatten()).topk(3).indices.tolist()
+    common = torch.bincount(free.completion_ids.flatten()).topk(6).indices.tolist()  # enough to end most rows early
     cfg = SamplingConfig(num_generations=2, max_new_tokens=12, seed=5, temperature=1.5, eos_token_ids=common)
     dropped = []
     select = RolloutKVCache.select_groups
@@ -370,12 +370,17 @@ def test_stop_string_spanning_tokens(text_setup):
     assert token_bytes(tok) is not None  # the byte-level matcher, not the text fallback, runs for Qwen's tokenizer
     base = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[])
     free = generate_rollouts(model, tok, prompts, base)
-    row = next(r for r in range(free.num_rows)  # two ordinary (not special) tokens of 2+ characters
-               if all(len(tok.decode([t])) >= 2 and t < tok.vocab_size for t in free.completion_ids[r, :5].tolist()))
-    a, b = (tok.decode([t]) for t in free.completion_ids[row, 3:5].tolist())
-    stop = a[-1] + b[0]
-    prefix = tok.decode(free.completion_ids[row, :5].tolist())
-    assert prefix.index(stop) + len(stop) > len(tok.decode(free.completion_ids[row, :4].tolist()))  # spans 4|5
+
+    def spanning_stop(r: int) -> str | None:
+        """The last character of token 4 and the first of token 5, if that pair first occurs across 4|5."""
+        ids = free.completion_ids[r, :5].tolist()
+        if not all(len(tok.decode([t])) >= 2 and t < tok.vocab_size for t in ids):  # ordinary tokens, 2+ characters
+            return None
+        stop = tok.decode([ids[3]])[-1] + tok.decode([ids[4]])[0]
+        return stop if tok.decode(ids).index(stop) + len(stop) > len(tok.decode(ids[:4])) else None
+
+    row = next(r for r in range(free.num_rows) if spanning_stop(r))
+    stop = spanning_stop(row)
     cfg = SamplingConfig(**{**base.__dict__, "stop_strings": [stop]})
     stopped = generate_rollouts(model, tok, prompts, cfg)
     n = int(stopped.completion_mask[row].sum())

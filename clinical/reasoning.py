@@ -78,7 +78,7 @@ class Analysis:
     cited_words: int = 0
     considered: set[str] = field(default_factory=set)  # options the reasoning mentions
     rejected: set[str] = field(default_factory=set)  # wrong options ruled out with a reason
-    self_rejected: bool = False  # the response rules out the option it answers (boxed, else concluded)
+    self_rejected: bool = False  # the response rules out an option it answers (boxed or concluded)
     types_case: set[str] = field(default_factory=set)
     types_cited: set[str] = field(default_factory=set)
     verifications: int = 0
@@ -190,6 +190,7 @@ def analyse(completion: str, options: dict[str, str], gold: str | None, case: st
     a.considered = {o.letter for o in omen}
     a.concluded = concluded_option(reasoning, omen)
     chosen = boxed or a.concluded
+    owns = {x for x in (boxed, a.concluded) if x is not None}
     wrong = set(options) - {gold if gold in options else chosen}
     for s, e in sentences(reasoning):
         here = [o for o in omen if s <= o.start < e]
@@ -202,9 +203,11 @@ def analyse(completion: str, options: dict[str, str], gold: str | None, case: st
             if o.letter in wrong and has_reason and (rejecting or o.negated):
                 a.rejected.add(o.letter)
         # Its own answer is ruled out when negated, or when it is what a rejecting sentence is about (named first:
-        # 'C) less likely', not 'B is less likely than C').
-        if chosen is not None and (any(o.letter == chosen and o.negated for o in here)
-                                   or (rejecting and here[0].letter == chosen and not CONCLUDE.search(sent))):
+        # 'C) less likely', not 'B is less likely than C'). Its own answer is the boxed option and the concluded one:
+        # ruling out what it concludes and boxing another it left standing is no discrimination either (CRPO found
+        # it: coverage credit for a box that contradicts the conclusion).
+        if any(any(o.letter == own and o.negated for o in here)
+               or (rejecting and here[0].letter == own and not CONCLUDE.search(sent)) for own in owns):
             a.self_rejected = True
     a.types_case = {kg.type(i) for i in in_case}
     a.types_cited = {kg.type(i) for i in cited}

@@ -232,6 +232,17 @@ def test_ruling_out_its_own_answer_earns_no_rejection_credit():
     assert comprehensiveness([PROMPT], [skips_own], answer=["C"], meta=[META]) == [pytest.approx(0.5 + 0.25 * 0.5)]
 
 
+def test_ruling_out_the_concluded_option_and_boxing_another_earns_no_rejection_credit():
+    """CRPO found this under the box-only rule (6 of 40 greedy answers of one seed): rule out B, conclude B, box the
+    option left standing (C). The rejections decided nothing, and coverage paid for the contradiction."""
+    skips_c = REJECTS_ALL.replace("C) less likely: no fit.\n", "")
+    boxes_other = skips_c.replace("So the answer is C).", "So the answer is B).")
+    a = analysis(PROMPT, boxes_other, "C", META)
+    assert a.concluded == "B" and a.boxed == "C" and a.self_rejected
+    assert comprehensiveness([PROMPT], [boxes_other], answer=["C"], meta=[META]) == [pytest.approx(0.25 * 0.5)]
+    assert not analysis(PROMPT, skips_c, "C", META).self_rejected  # concluded and boxed C, C left standing
+
+
 @pytest.mark.parametrize("sentence,self_rejected", [
     ("Pericarditis (B) is less likely than C because the ST elevation is regional.", False),
     ("Option C is less likely because the troponin is normal.", True),

@@ -17,9 +17,9 @@ KG finds no finding in falls back to its salient words: cited / min(5, words)); 
 for this patient that the case does not hold + case findings called absent) / (findings asserted + those called
 absent), 0 when none; *consistency* = +1 when the option the reasoning concludes for is the boxed one, -1 when it
 concludes for another or for none, 0 when there is no single box. Comprehensiveness: *rejection* = wrong options
-ruled out with a reason / wrong options, 0 when the response also rules out the option it answers; *coverage* =
-kinds of case finding (symptom, sign, lab, imaging, risk factor) cited / kinds in the case (left out, weights
-renormalised, when the case has none); *verification* = 1 if a sentence checks the chosen option
+ruled out with a reason / wrong options, 0 when the response also rules out an option it answers (boxed or
+concluded); *coverage* = kinds of case finding (symptom, sign, lab, imaging, risk factor) cited / kinds in the case
+(left out, weights renormalised, when the case has none); *verification* = 1 if a sentence checks the chosen option
 against a case finding. How each is read: `clinical.reasoning`.
 
 Recommended weights (accuracy dominant, as the paper's code: accuracy 10, format 1, language 0.5):

@@ -1,3 +1,4 @@
+import functools
 import json
 
 import pytest
@@ -7,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
 from training.checkpoint import load_trainable
 from training.config import ModelConfig
+from training.embedded import resolve_model_path
 from training.models import disable_cpu_bf16_repack, load_policy, quantization_config
 
 IDS = torch.tensor([[3, 25, 77, 140, 9, 61, 200, 18]])
@@ -61,9 +63,21 @@ def plain_reload(exp, quant: str, exact_4bit: bool = False) -> tuple[torch.Tenso
 
 
 # bitsandbytes' bf16 CPU kernel rounds activations and dequantised weights to bf16 (8-bit mantissa, relative
-# error ~4e-3 per value) through 4 layers: measured max |dlogit| 0.0079 on the tiny Qwen2, whose logits reach
-# ~8 (ENVIRONMENT.md); 2e-2 leaves ~2.5x headroom. The fp32 path matches training within 1e-5.
+# error ~4e-3 per value) through 4 layers: measured max |dlogit| 0.0079 on the tiny Qwen2 before its copy phase,
+# 0.058 after it (ENVIRONMENT.md). How far rounding carries depends on the weights, so the bound is the model's own:
+# 3x the gap between the same base model in bfloat16 and in float32 on these inputs (0.037 today), at least 2e-2.
+# The fp32 path matches training within 1e-5, so a wrong adapter cannot hide in the bound.
 BF16_KERNEL_ATOL = 2e-2
+
+
+@functools.cache
+def bf16_noise() -> float:
+    """max |logit| gap between the embedded base model in bfloat16 and in float32 on IDS: bf16 rounding alone."""
+    path = resolve_model_path("embedded:qwen2")
+    with torch.no_grad():
+        full = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)(input_ids=IDS).logits
+        half = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)(input_ids=IDS).logits.float()
+    return (full - half).abs().max().item()
 
 
 @pytest.mark.parametrize("quant", ["none", "4bit"])
@@ -75,7 +89,8 @@ def test_exported_adapter_reloads_with_plain_peft(cli, trained_runs, tmp_path, q
     plain, bf16_kernel = plain_reload(exp, quant)
     print(f"{quant}: bf16 CPU kernel {'on' if bf16_kernel else 'off'}, max |dlogit| "
           f"{(plain - expected).abs().max().item():.2e}")
-    torch.testing.assert_close(plain, expected, rtol=0, atol=BF16_KERNEL_ATOL if bf16_kernel else 1e-5)
+    atol = max(BF16_KERNEL_ATOL, 3 * bf16_noise()) if bf16_kernel else 1e-5
+    torch.testing.assert_close(plain, expected, rtol=0, atol=atol)
     if quant == "4bit":  # on every CPU, the fp32 path reproduces training exactly: a wrong adapter cannot hide
         exact, bf16_kernel = plain_reload(exp, quant, exact_4bit=True)
         assert not bf16_kernel
@@ -109,7 +124,7 @@ def test_merge_matches_adapter(cli, trained_runs, tmp_path, quant, dtype, tol):
     with torch.no_grad():
         a = merged(input_ids=IDS).logits.float()
         b = ref(input_ids=IDS).logits.float()
-    assert (a - b).abs().max() <= tol
+    assert (a - b).abs().max() <= (max(tol, 3 * bf16_noise()) if dtype == "bfloat16" else tol)
     assert "Merged model" in (tmp_path / "m" / "README.md").read_text()
 
 

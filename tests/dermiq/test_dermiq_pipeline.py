@@ -59,9 +59,13 @@ def test_stages_chain_by_adapter(trained):
     # any stage runs alone from the stage before it
     assert previous_adapter(trained, "dpo", None) == trained / "sft" / "adapter"
     assert previous_adapter(trained, "warmup", "x/adapter").as_posix() == "x/adapter"
-    # the SFT stage's data: two-turn conversations; DPO pairs: KG-scored samples of the SFT policy
+    # the SFT stage's data: two-turn conversations, plus the recipe's sft_replay (3) x as many single-turn references
+    # (the diagnosis turn alone, word for word); DPO pairs: KG-scored samples of the SFT policy
     sft = read_jsonl(trained / "data" / "sft_sft.jsonl", "sft").records
-    assert len(sft) == 6 and all(len(r["messages"]) == 5 for r in sft)
+    talks = [r["messages"] for r in sft if len(r["messages"]) == 5]
+    single = [r["messages"] for r in sft if len(r["messages"]) == 3]
+    assert len(talks) == 6 and len(single) == 18 and len(sft) == 24
+    assert {m[2]["content"] for m in single} == {m[2]["content"] for m in talks}
     pairs = [json.loads(x) for x in (trained / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["meta"]["chosen_score"]["total"] >= p["meta"]["rejected_score"]["total"] for p in pairs)
     assert all(p["chosen"][0]["role"] == "assistant" and len(p["images"]) == 1 for p in pairs)

@@ -30,14 +30,15 @@ class PipelineConfig:
     data: str = "embedded"  # a folder with train.jsonl/val.jsonl/test.jsonl (medrl clinical import), or 'embedded'
     vignettes: int = 300  # vignettes imported for 'embedded'
     sft_data: str | None = None  # JSONL of {"messages": [...]} traces; None: boxed traces built from the KG
-    trace_style: str = "full"  # built traces: full (every finding, options named) or brief (tiny models)
+    trace_style: str = "full"  # built traces: full (every finding, options named), brief or lead (tiny models)
     seed: int = 0
     eval_limit: int | None = 40  # test questions evaluated after the last stage (0: no evaluation)
 
     def validate(self, key: str) -> None:
         check(bool(self.stages) and all(s in STAGES for s in self.stages), f"{key}.stages",
               f"a non-empty list of {', '.join(STAGES)}", self.stages)
-        check(self.trace_style in ("full", "brief"), f"{key}.trace_style", "full or brief", self.trace_style)
+        check(self.trace_style in ("full", "brief", "lead"), f"{key}.trace_style", "full, brief or lead",
+              self.trace_style)
         check(self.vignettes >= 10, f"{key}.vignettes", "an integer >= 10", self.vignettes)
 
 

@@ -32,7 +32,7 @@ def vignettes(tmp_path_factory):
     return read_jsonl(out / "train.jsonl", "rl").records
 
 
-@pytest.mark.parametrize("style", ["full", "brief"])
+@pytest.mark.parametrize("style", ["full", "brief", "lead"])
 def test_boxed_traces_score_top_on_every_objective(vignettes, tmp_path, style):
     """A built trace is the answer the CRPO rules want: boxed gold letter, full format, every wrong option ruled out
     with a reason, case findings cited and none invented, a verification sentence."""
@@ -48,6 +48,17 @@ def test_boxed_traces_score_top_on_every_objective(vignettes, tmp_path, style):
         assert faith["hallucination"] == 0.0 and faith["evidence"] == 1.0 and faith["consistency"] == 1.0
         assert comprehensiveness_parts(a, rec["meta"]["options"], rec["answer"])["rejection"] == 1.0
         assert a.verifications >= 1
+
+
+def test_lead_trace_states_its_answer_first_then_goes_through_every_option_in_order(vignettes):
+    for rec in vignettes[:6]:
+        think = boxed_trace(rec, style="lead").split("<think>\n")[1].split("\n</think>")[0].splitlines()
+        assert think[0].startswith("Findings: ") and think[1].startswith(f"Leading option: {rec['answer']}) fits: ")
+        options = sorted(rec["meta"]["options"])
+        assert [line[0] for line in think[2:7]] == options
+        for k, line in zip(options, think[2:7], strict=True):  # the answer's line is the leading line word for word
+            assert line == think[1].removeprefix("Leading option: ") if k == rec["answer"] else "less likely: " in line
+        assert think[7] == f"So the answer is {rec['answer']})."
 
 
 def test_boxed_trace_needs_a_kg_condition(vignettes):

@@ -24,6 +24,7 @@ QUICK = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", "--warmu
          "--grpo++.run.max_steps=2", "--sft.run.max_steps=2", "--dpo.run.max_steps=2", "--warmup.batch_size=2",
          "--sft.batch_size=2", "--grpo++.prompts_per_step=1", "--grpo++.rollout.max_new_tokens=8",
          "--pipeline.dpo_prompts=3", "--pipeline.dpo_max_new_tokens=8", "--pipeline.dpo_min_margin=0",
+         "--pipeline.dpo_well_formed=false",
          "--pipeline.eval_max_new_tokens=8", "--dpo.batch_size=1", "--dpo.grad_accum=1"]
 # The demo's cold start stops at 200 steps and its RL arms at 8 to keep `make demo` within 10 minutes (by 200 steps the
 # trace loss has dropped and the boxed letter repeats the concluded one; at 120 the box is a separate guess);

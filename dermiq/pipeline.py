@@ -55,6 +55,10 @@ class PipelineConfig:
     dpo_temperature: float = 1.0
     dpo_max_new_tokens: int = 160
     dpo_min_margin: float = 0.5
+    # Only a well-formed sample (tags, four headings, a label) is chosen: the KG score reads claims, not layout, and
+    # at temperature 0.7-1.0 the tiny model's samples were nearly all malformed (2 of 96 at 0.7), so DPO learnt from
+    # broken text and took the format down with it (0.64 -> 0.58). False: any sample may be chosen.
+    dpo_well_formed: bool = True
     dpo_max_pairs: int = 3  # pairs per prompt
     eval_limit: int | None = None  # test records evaluated after the last stage (0: none)
     eval_max_new_tokens: int | None = None  # None: the stage's rollout length, else 160
@@ -208,17 +212,26 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
     samples = generate(policy, records, pc.dpo_max_new_tokens, n=pc.dpo_samples, temperature=pc.dpo_temperature,
                        seed=pc.seed)
     del policy
-    pairs = []
+    from .rewards import format_score
+
+    pairs, formed = [], 0
     for rec, texts in zip(records, samples, strict=True):
         meta = rec["meta"]
+        ok = [format_score(t, rec["prompt"]) >= 1.0 - 1e-9 for t in texts]
+        formed += sum(ok)
         pairs += build_pairs(rec["prompt"], texts, kg, meta["condition_id"], case_findings=meta.get("findings"),
-                             images=rec["images"], min_margin=pc.dpo_min_margin, max_pairs=pc.dpo_max_pairs)
+                             images=rec["images"], min_margin=pc.dpo_min_margin, max_pairs=pc.dpo_max_pairs,
+                             eligible=ok if pc.dpo_well_formed else None)
+    n = len(records) * pc.dpo_samples
     if not pairs:
+        better = " with the better one well-formed" if pc.dpo_well_formed else ""
         raise DataError(f"DPO: the SFT policy's {pc.dpo_samples} samples per prompt never differed by "
-                        f"{pc.dpo_min_margin} in KG score over {len(records)} prompts; raise pipeline.dpo_samples "
-                        "or pipeline.dpo_temperature")
+                        f"{pc.dpo_min_margin} in KG score{better} over {len(records)} prompts ({formed} of {n} "
+                        "samples well-formed); raise pipeline.dpo_samples or lower pipeline.dpo_temperature")
     write_dpo_jsonl(pairs, path)
-    print(f"DPO: {len(pairs)} KG-scored pairs from {len(records)} prompts x {pc.dpo_samples} SFT samples -> {path}")
+    chosen = ", the only ones chosen" if pc.dpo_well_formed else ""
+    print(f"DPO: {len(pairs)} KG-scored pairs from {len(records)} prompts x {pc.dpo_samples} SFT samples "
+          f"({formed} of {n} well-formed{chosen}) -> {path}")
     return path
 
 

@@ -127,8 +127,13 @@ def build_pairs(
     min_margin: float = 0.5,
     max_pairs: int | None = 4,
     weights: Weights | None = None,
+    eligible: list[bool] | None = None,
 ) -> list[dict]:
     """DPO records from several sampled responses to one prompt.
+
+    ``eligible``: which responses may be chosen (the caller's format check; the KG score reads claims, not layout).
+    A malformed response that happens to state fewer wrong findings would otherwise teach the layout away (the tiny
+    DermIQ demo: 58 of 66 chosen responses were malformed, and DPO halved the format rate).
 
     Every (better, worse) pair whose scores differ by at least ``min_margin``, largest margin first (ties: higher
     chosen score first, then sample order), at most ``max_pairs``; never one whose chosen response is unsafe while
@@ -140,6 +145,8 @@ def build_pairs(
     for i, j in combinations(range(len(responses)), 2):
         hi, lo = (i, j) if scores[i].total >= scores[j].total else (j, i)
         margin = scores[hi].total - scores[lo].total
+        if eligible is not None and not eligible[hi]:
+            continue  # the better-scored one is malformed: no pair
         if not scores[hi].safe and scores[lo].safe:
             continue  # never teach the less safe answer
         if margin >= min_margin and responses[hi] != responses[lo]:

@@ -63,3 +63,15 @@ def test_pairs_ordering_and_margin(kg, tmp_path):
 def test_string_prompt_gives_string_completions(kg):
     pairs = build_pairs("Describe and diagnose.", [GOOD, WRONG], kg, "melanoma")
     assert pairs[0]["chosen"] == GOOD and pairs[0]["rejected"] == WRONG
+
+
+def test_only_eligible_responses_are_chosen(kg):
+    """A caller's format check: a malformed response never becomes 'chosen', however well its claims score."""
+    responses = [GOOD, OK, WRONG]
+    every = build_pairs("Diagnose.", responses, kg, "melanoma", min_margin=0.1, max_pairs=None)
+    assert {p["meta"]["chosen_index"] for p in every} == {0, 1}
+    kept = build_pairs("Diagnose.", responses, kg, "melanoma", min_margin=0.1, max_pairs=None,
+                       eligible=[False, True, True])
+    assert kept and {p["meta"]["chosen_index"] for p in kept} == {1}
+    assert [(p["chosen"], p["rejected"]) for p in kept] == [(OK, WRONG)]  # GOOD over OK, GOOD over WRONG are dropped
+    assert build_pairs("Diagnose.", responses, kg, "melanoma", eligible=[False, False, True]) == []

@@ -118,8 +118,8 @@ def boxed_trace(record: dict, kg=None, style: str = "full") -> str | None:
     names = list(case_texts.values())
     names = names[:2] if brief else names
     lines = [f"Findings: {', '.join(names) if names else 'as described'}."]
-    leading = f"{letter}) fits: {_support(kg, gold, case_texts)}."
     if lead:
+        leading = f"{letter}) fits: {_support(kg, gold, case_texts)}."
         lines.append(f"Leading option: {leading}")
     used: set[str] = set()
     for k, label in sorted(options.items()):

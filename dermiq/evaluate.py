@@ -70,12 +70,12 @@ def image_findings_parts(text: str, findings: dict | None) -> tuple[int, int]:
 def score_response(record: dict, text: str, to_label) -> dict:
     """Per-image measures of one response (torch-free: tests call it on hand-written text)."""
     from .prompts import parse_response
-    from .rewards import consistency_parts, format_score
+    from .rewards import consistency_parts, well_formed
 
     r = parse_response(text)
     supported, _, stated = consistency_parts(text)
     img_ok, img_n = image_findings_parts(text, (record.get("meta") or {}).get("findings"))
-    return {"pred": to_label(r.answer), "format_ok": float(format_score(text, record.get("prompt")) >= 1.0 - 1e-9),
+    return {"pred": to_label(r.answer), "format_ok": float(well_formed(text, record.get("prompt"))),
             "kg_supported": supported, "kg_stated": stated, "image_supported": img_ok, "image_stated": img_n}
 
 

@@ -165,17 +165,16 @@ def _write_sft(kind: str, data: Path, out: Path, replay: float = 0.0) -> Path:
     from knowledge_graph.io import load_builtin
     from training.data import write_jsonl
 
+    from .records import sft_records
+
     kg = load_builtin("derm")
     records = [r for r in _records(data / "train.jsonl") if (r.get("meta") or {}).get("condition_id")]
     if not records:
         raise DataError(f"{data / 'train.jsonl'}: no record carries meta.condition_id to build SFT targets from")
     if kind == "warmup":
-        from .records import sft_records
-
         rows = sft_records(records, kg)
     else:
         from .conversation import conversation_records
-        from .records import sft_records
 
         rows = conversation_records(records, kg)
         n = round(replay * len(rows))
@@ -212,12 +211,12 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
     samples = generate(policy, records, pc.dpo_max_new_tokens, n=pc.dpo_samples, temperature=pc.dpo_temperature,
                        seed=pc.seed)
     del policy
-    from .rewards import format_score
+    from .rewards import well_formed
 
     pairs, formed = [], 0
     for rec, texts in zip(records, samples, strict=True):
         meta = rec["meta"]
-        ok = [format_score(t, rec["prompt"]) >= 1.0 - 1e-9 for t in texts]
+        ok = [well_formed(t, rec["prompt"]) for t in texts]
         formed += sum(ok)
         pairs += build_pairs(rec["prompt"], texts, kg, meta["condition_id"], case_findings=meta.get("findings"),
                              images=rec["images"], min_margin=pc.dpo_min_margin, max_pairs=pc.dpo_max_pairs,
@@ -242,7 +241,7 @@ def run_one(raw: dict, pc: PipelineConfig, stage: str, data: Path, out: Path, st
     if start is not None:
         extra["model"] = {"adapter": str(start)}
     if stage in ("warmup", "sft"):
-        extra["data"] = {"train": str(_write_sft(stage, data, out, pc.sft_replay if stage == "sft" else 0.0))}
+        extra["data"] = {"train": str(_write_sft(stage, data, out, pc.sft_replay))}
     elif stage == "grpo++":
         extra["data"] = {"train": str(data / "train.jsonl")}
     else:

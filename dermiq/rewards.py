@@ -117,6 +117,11 @@ def format_score(text: str, prompt: list[dict] | None = None) -> float:
     return W_TAGS * r.well_formed + W_SECTION * sum(s in r.sections for s in SECTIONS) + W_LABEL * named
 
 
+def well_formed(text: str, prompt: list[dict] | None = None) -> bool:
+    """The full DermIQ layout: tags, four headings with text, an answer in the label set (format score 1.0)."""
+    return format_score(text, prompt) >= 1.0 - 1e-9
+
+
 def judged_against(node: str) -> list[str]:
     """The conditions a finding is judged against: the node itself, or (a DermNet group folder, a group without
     findings of its own) its members, the best-agreeing one counting."""

@@ -45,6 +45,10 @@ class PipelineConfig:
     image_size: int = 112
     seed: int = 0
     start_adapter: str | None = None  # the first stage's start when no earlier stage is in OUT
+    # The warm-up stands in for a pretrained VLM: it writes the format but has seen few cases of each condition, so
+    # GRPO++ meets images it has not been taught. The warm-up learns from the first N train records per condition
+    # (None: all), GRPO++ from all of them (README: DermIQ).
+    warmup_per_class: int | None = None
     # Conversational SFT: single-turn DermIQ-format records replayed beside the conversations, per conversation.
     # The follow-up turn is long and new (its loss starts near 4.5 nats, the first turn's near 0.3), so a token-mean
     # loss is nearly all follow-up and the diagnosis turn drifts: without replay the tiny model's greedy format fell
@@ -66,6 +70,8 @@ class PipelineConfig:
     def validate(self, key: str) -> None:
         check(bool(self.stages) and all(s in STAGES for s in self.stages), f"{key}.stages",
               f"a non-empty list of {', '.join(STAGES)}", self.stages)
+        check(self.warmup_per_class is None or self.warmup_per_class >= 1, f"{key}.warmup_per_class",
+              "an integer >= 1, or null for every train record", self.warmup_per_class)
         check(self.train_per_class >= 1 and self.test_per_class >= 1, f"{key}.train_per_class",
               "train_per_class and test_per_class >= 1", (self.train_per_class, self.test_per_class))
         check(self.sft_replay >= 0, f"{key}.sft_replay", "a number >= 0", self.sft_replay)
@@ -159,9 +165,24 @@ def _records(path: Path) -> list[dict]:
     return read_jsonl(path, "rl").records
 
 
-def _write_sft(kind: str, data: Path, out: Path, replay: float = 0.0) -> Path:
-    """The SFT file of a stage: DermIQ-format references (warmup) or two-turn conversations (sft), from train; for
-    sft, ``replay`` x as many single-turn references as conversations after them (`PipelineConfig.sft_replay`)."""
+def per_class(records: list[dict], n: int | None) -> list[dict]:
+    """The first ``n`` records of each condition, in file order (None: all)."""
+    if n is None:
+        return records
+    seen: dict[str, int] = {}
+    out = []
+    for r in records:
+        c = r["meta"]["condition_id"]
+        if seen.get(c, 0) < n:
+            seen[c] = seen.get(c, 0) + 1
+            out.append(r)
+    return out
+
+
+def _write_sft(kind: str, data: Path, out: Path, replay: float = 0.0, limit: int | None = None) -> Path:
+    """The SFT file of a stage: DermIQ-format references (warmup, from ``limit`` train records per condition) or
+    two-turn conversations (sft), from train; for sft, ``replay`` x as many single-turn references as
+    conversations after them (`PipelineConfig.sft_replay`)."""
     from knowledge_graph.io import load_builtin
     from training.data import write_jsonl
 
@@ -172,7 +193,7 @@ def _write_sft(kind: str, data: Path, out: Path, replay: float = 0.0) -> Path:
     if not records:
         raise DataError(f"{data / 'train.jsonl'}: no record carries meta.condition_id to build SFT targets from")
     if kind == "warmup":
-        rows = sft_records(records, kg)
+        rows = sft_records(per_class(records, limit), kg)
     else:
         from .conversation import conversation_records
 
@@ -241,7 +262,7 @@ def run_one(raw: dict, pc: PipelineConfig, stage: str, data: Path, out: Path, st
     if start is not None:
         extra["model"] = {"adapter": str(start)}
     if stage in ("warmup", "sft"):
-        extra["data"] = {"train": str(_write_sft(stage, data, out, pc.sft_replay))}
+        extra["data"] = {"train": str(_write_sft(stage, data, out, pc.sft_replay, pc.warmup_per_class))}
     elif stage == "grpo++":
         extra["data"] = {"train": str(data / "train.jsonl")}
     else:

@@ -2,6 +2,7 @@
 learning); the conversational SFT targets; the stage chain by adapter; the ablation smoke."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,8 +21,7 @@ TINY = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", f"--pipel
         "--warmup.batch_size=2", "--sft.batch_size=2", "--grpo++.rollout.max_new_tokens=6",
         "--grpo++.prompts_per_step=1", "--pipeline.dpo_prompts=2", "--pipeline.dpo_max_new_tokens=6",
         "--pipeline.dpo_min_margin=0", "--pipeline.dpo_well_formed=false", "--pipeline.eval_max_new_tokens=6",
-        "--dpo.batch_size=1",
-        "--dpo.grad_accum=1"]
+        "--dpo.batch_size=1", "--dpo.grad_accum=1", "--pipeline.warmup_per_class=1"]
 
 
 def test_conversation_record_is_built_from_label_and_kg():
@@ -60,6 +60,15 @@ def test_stages_chain_by_adapter(trained):
     # any stage runs alone from the stage before it
     assert previous_adapter(trained, "dpo", None) == trained / "sft" / "adapter"
     assert previous_adapter(trained, "warmup", "x/adapter").as_posix() == "x/adapter"
+    # the warm-up learns from the first train record of each condition (warmup_per_class=1), GRPO++ from all of them
+    train = read_jsonl(trained / "data" / "train.jsonl", "rl").records
+    warm = read_jsonl(trained / "data" / "warmup_sft.jsonl", "sft").records
+    firsts = {}
+    for r in train:
+        firsts.setdefault(r["meta"]["condition_id"], r)
+    assert len(train) == 6 and len(warm) == 3
+    assert [Path(w["images"][0]).resolve() for w in warm] == [Path(r["images"][0]).resolve() for r in firsts.values()]
+    assert cfg["grpo++"]["data"]["train"] == str(trained / "data" / "train.jsonl")
     # the SFT stage's data: two-turn conversations, plus the recipe's sft_replay (3) x as many single-turn references
     # (the diagnosis turn alone, word for word); DPO pairs: KG-scored samples of the SFT policy
     sft = read_jsonl(trained / "data" / "sft_sft.jsonl", "sft").records
@@ -120,9 +129,13 @@ def test_pipeline_recipes_load_every_stage(recipe, tmp_path):
         cfg = stage_config(raw, stage, tmp_path, pc.seed, data)
         assert cfg.run.dir == tmp_path / FOLDERS[stage]
     rl = stage_config(raw, "grpo++", tmp_path, 0, data)
-    assert rl.rollout.num_generations == 3 and rl.rollout.temperature == 0.7 and rl.advantages.estimator == "grpo++"
+    # the seed's 0.7 on the 3B; the tiny model's samples at 0.7 are 4% well-formed, so its recipe samples at 0.5
+    assert rl.rollout.temperature == {"3b": 0.7, "tiny": 0.5}[recipe]
+    assert rl.rollout.num_generations == 3 and rl.advantages.estimator == "grpo++"
     assert rl.reference.kind == "lagged" and rl.reference.sync_every == 10 and rl.loss.kl_estimator == "k1"
     assert stage_config(raw, "dpo", tmp_path, 0, data).reference.kind == "start"
+    with pytest.raises(Exception, match="warmup_per_class"):
+        pipeline_config({**raw, "pipeline": {**raw["pipeline"], "warmup_per_class": 0}})
     with pytest.raises(Exception, match="unknown stage 'ppo'"):
         from dermiq.pipeline import stage_name
 

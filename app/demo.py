@@ -27,7 +27,7 @@ QUICK = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", "--warmu
          "--pipeline.dpo_well_formed=false",
          "--pipeline.eval_max_new_tokens=8", "--dpo.batch_size=1", "--dpo.grad_accum=1"]
 # The demo's cold start stops at 160 steps, its RL arms at 6 and its evaluation at 15 vignettes to keep `make demo`
-# within 10 minutes from an empty model cache (9 min 47 s at 200 steps); `medrl clinical ablate` uses the recipe's
+# within 10 minutes from an empty model cache (9 min 17 s in all); `medrl clinical ablate` uses the recipe's
 # 300, 12 and 20.
 DEMO_CLINICAL = ["--sft.run.max_steps=160", "--crpo.run.max_steps=6", "--pipeline.eval_limit=15"]
 QUICK_CLINICAL = ["--sft.run.max_steps=1", "--crpo.run.max_steps=1", "--crpo.rollout.max_new_tokens=6",

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medrl-installed
 export MEDRL_PROGRESS ?= 1
 
-.PHONY: demo test bench lint install clean app browser
+.PHONY: demo test test-fast bench lint install clean app browser
 
 install: $(STAMP)
 
@@ -18,11 +18,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The data the single-stage tiny recipes read (runs/demo_data/, seconds), so `medrl train NAME` runs as written; then
+# the demo.
 demo: $(STAMP)
+	$(VENV)/bin/medrl recipes --data
 	$(VENV)/bin/medrl demo
 
 test: $(STAMP) browser
 	$(PY) -m pytest tests
+
+# The inner loop: the unit tests without the end-to-end ones marked slow (no browser needed).
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow"
 
 # The app's browser tests drive Debian's Chromium through Playwright (never `playwright install`). Installed here when
 # missing (as root, or with passwordless sudo); otherwise make stops and names the one command. Never skipped silently.

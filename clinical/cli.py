@@ -55,7 +55,7 @@ def register(subparsers) -> None:
 
 def _recipe_args(p, out: str) -> None:
     p.add_argument("--recipe", default="tiny", help="tiny (embedded Qwen2, CPU), 3b (Qwen2.5-3B-Instruct, QLoRA, "
-                   "12 GB GPU) or a pipeline YAML")
+                   "12 GB GPU), a shipped pipeline recipe's name (`medrl recipes`) or a pipeline YAML")
     p.add_argument("--data", default=None, help="folder from `medrl clinical import` (default: the recipe's; "
                    "'embedded' imports KG vignettes)")
     p.add_argument("--sft-data", default=None, help="JSONL of {messages} reasoning traces for the cold start "

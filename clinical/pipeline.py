@@ -1,6 +1,6 @@
 """`medrl clinical train`: optional cold-start SFT on reasoning traces, then CRPO from the cold-start adapter.
 
-A pipeline recipe (`configs/clinical_tiny.yaml`, `configs/clinical_r1_qwen25_3b.yaml`) holds a `pipeline:` section
+A pipeline recipe (`clinical_tiny`, `clinical_r1_qwen25_3b` in `training/recipes/`) holds a `pipeline:` section
 (data, stages, traces) and one ordinary trainer recipe per stage (`sft:`, `crpo:`), so each stage is exactly what
 `medrl train` would run. Each stage is its own run folder under the pipeline's output (`OUT/sft`, `OUT/crpo`),
 chained by adapter: CRPO gets `model.adapter=OUT/sft/adapter`. A finished stage (its adapter written) is not
@@ -17,8 +17,7 @@ from training.config import check, from_dict, merge, parse_overrides, read_yaml
 from training.errors import ConfigError, DataError
 from training.stages import run_stage
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-RECIPES = {"tiny": CONFIGS / "clinical_tiny.yaml", "3b": CONFIGS / "clinical_r1_qwen25_3b.yaml"}
+RECIPES = {"tiny": "clinical_tiny", "3b": "clinical_r1_qwen25_3b"}  # short names -> shipped recipes (training.recipes)
 STAGES = ("sft", "crpo")
 
 
@@ -43,8 +42,10 @@ class PipelineConfig:
 
 
 def load_recipe(recipe: str, overrides: list[str] | None = None) -> dict:
-    """A pipeline recipe ('tiny', '3b' or a YAML file) with `--section.key=value` overrides merged in."""
-    path = RECIPES.get(recipe, Path(recipe))
+    """A pipeline recipe ('tiny', '3b', a shipped recipe's name or a YAML file) with `--section.key=value` overrides merged in."""
+    from training.recipes import resolve
+
+    path = resolve(recipe, RECIPES)
     raw = merge(read_yaml(path), parse_overrides(overrides or []))
     for name in ("pipeline", *STAGES):
         if not isinstance(raw.get(name), dict):

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 def _recipe_args(p, out: str) -> None:
     p.add_argument("--recipe", default="tiny", help="tiny (embedded Qwen2.5-VL, CPU), 3b (Qwen2.5-VL-3B, QLoRA, "
-                   "12 GB GPU) or a pipeline YAML")
+                   "12 GB GPU), a shipped pipeline recipe's name (`medrl recipes`) or a pipeline YAML")
     p.add_argument("--data", default=None, help="folder from `medrl dermiq import` (train.jsonl, test.jsonl); "
                    "default: the recipe's ('synthetic': KG-driven lesions)")
     p.add_argument("--out", default=out, help="output folder: one run folder per stage")
@@ -73,11 +73,16 @@ def _recipe_args(p, out: str) -> None:
 
 
 def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
+    from pathlib import Path
+
     from training.config import merge
+    from training.recipes import resolve
 
-    from .pipeline import load_recipe
+    from .pipeline import RECIPES, load_recipe
 
-    raw = load_recipe(args.recipe, args.overrides)
+    # one resolver for every command: a path as given, 'tiny'/'3b', or a shipped recipe's name (an installed wheel)
+    path = resolve(args.recipe, {alias: Path(p).stem for alias, p in RECIPES.items()})
+    raw = load_recipe(str(path), args.overrides)
     pipe = {k: v for k, v in (("data", args.data), ("seed", args.seed)) if v is not None}
     steps = {"grpo++": {"run": {"max_steps": args.steps}}} if args.steps else {}
     return merge(raw, merge({"pipeline": pipe, **steps}, extra or {}))

@@ -114,7 +114,8 @@ def validate_record(rec: Any, kind: Kind, base: Path) -> str | None:
 def read_jsonl(path: str | Path, kind: Kind, limit: int | None = None) -> Dataset:
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: data file not found")
+        hint = " (`medrl recipes --data` writes the tiny recipes' data)" if "demo_data" in path.parts else ""
+        raise DataError(f"{path}: data file not found{hint}")
     records, skipped = [], []
     base = path.parent
     try:

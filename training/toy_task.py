@@ -51,3 +51,8 @@ def digits(prompts, completions, **_) -> list[float]:
         chars = [c for c in text if not c.isspace()]
         out.append(sum(c.isdigit() for c in chars) / len(chars) if chars else 0.0)
     return out
+
+
+def write_recipe_data(out: str | Path, seed: int = 0) -> dict[str, Path]:
+    """`medrl recipes --data`: the prompts `grpopp_qwen2_toy` reads (64 records)."""
+    return {"toy_numbers.jsonl": write_records(Path(out) / "toy_numbers.jsonl", 64, seed=seed)}

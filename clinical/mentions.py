@@ -20,8 +20,9 @@ import warnings
 from dataclasses import dataclass
 
 from knowledge_graph.kg import KnowledgeGraph
-from knowledge_graph.lexicon import UNLISTED, normalize, tokens
+from knowledge_graph.lexicon import UNLISTED, glued, normalize, tokens
 from knowledge_graph.nlp import ABSENT_MARK as _ABSENT_MARK
+from knowledge_graph.scope import HEDGE, HYPO, NEG, WITHHELD, categories, fold
 
 PRESENT, ABSENT, HEDGED = "present", "absent", "hedged"
 FINDING_TYPES = ("symptom", "sign", "lab_finding", "imaging_finding", "risk_factor")
@@ -62,7 +63,7 @@ class MentionFinder:
         while i < len(words):
             for n in range(min(self.max_len, len(words) - i), 0, -1):
                 label = self.terms.get(" ".join(words[i: i + n]))
-                if label is not None:
+                if label is not None and not glued(text, toks[i][1], toks[i + n - 1][2]):
                     out.append((label, toks[i][1], toks[i + n - 1][2]))
                     i += n
                     break
@@ -80,23 +81,27 @@ class MentionFinder:
             return ()
         from spacy.util import filter_spans
 
+        def node_type(label: str) -> str:
+            nid = label.split("#", 1)[0]
+            return "unlisted" if nid.startswith(UNLISTED) else self.kg.type(nid)
+
         with _LOCK:  # one spaCy pipeline per process; rewards may be called from threads
-            doc = self.nlp.make_doc(text)
+            doc = self.nlp.make_doc(fold(text))  # same length: the spans' offsets hold
             ents = [s for label, a, b in spans if (s := doc.char_span(a, b, label=label, alignment_mode="expand"))]
             doc.ents = filter_spans(ents)
             with warnings.catch_warnings():  # W036: ConText's empty token matcher warns on every document
                 warnings.simplefilter("ignore", UserWarning)
                 for _, proc in self.nlp.pipeline:
                     doc = proc(doc)
-            found = [(e.label_, e.start_char, e.end_char, e._.is_negated, e._.is_uncertain, e._.is_hypothetical,
-                      any(m.category == "GENERAL" for m in e._.modifiers)) for e in doc.ents]
+            found = [(e.label_, e.start_char, e.end_char, categories(e, doc, node_type)) for e in doc.ents]
         out = []
-        for label, a, b, neg, unc, hyp, general in found:
+        for label, a, b, cats in found:
             flip = label.endswith(_ABSENT_MARK)
             nid = label[: -len(_ABSENT_MARK)] if flip else label
-            pol = HEDGED if unc or hyp else ABSENT if neg != flip else PRESENT
-            ntype = "unlisted" if nid.startswith(UNLISTED) else self.kg.type(nid)
-            out.append(Mention(nid, ntype, a, b, pol, general))
+            neg = NEG in cats or WITHHELD in cats
+            pol = HEDGED if HEDGE in cats or HYPO in cats else ABSENT if neg != flip else PRESENT
+            ntype = node_type(nid)
+            out.append(Mention(nid, ntype, a, b, pol, "GENERAL" in cats))
         return tuple(out)
 
 

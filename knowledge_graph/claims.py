@@ -16,19 +16,26 @@ from dataclasses import asdict, dataclass, field
 from .kg import KnowledgeGraph
 from .lexicon import UNLISTED
 from .nlp import ABSENT_MARK, CODE_MARK, pipeline
+from .scope import FAMILY, HEDGE, HIST, HYPO, NEG, WITHHELD, categories, clause_break, fold
 
 SUPPORTED, CONTRADICTED, UNVERIFIABLE = "supported", "contradicted", "unverifiable"
 PRESENT, ABSENT, HEDGED = "present", "absent", "hedged"
 
 _DX_CUE = re.compile(
     r"\b(diagnosis|diagnose|dx|impression|consistent with|suggestive of|compatible with|most likely|likely|"
-    r"represents|probably|probable|favou?r|in keeping with|answer)\b", re.I)
+    r"represents|probably|probable|favou?r|in keeping with|answer|now|this is|today)\b", re.I)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.I | re.S)
 # ConText's FAMILY cue is lost when it overlaps a target ('family history' is itself a risk factor), so check it here.
-_FAMILY = re.compile(r"\b(?:family history of|(?:mother|father|sister|brother|sibling|parent)(?:'s)?\b[^.;]*\b(?:had|has|with|died of))\b[^.;]*$", re.I)
+_FAMILY = re.compile(r"\b(?:family history of|(?:mother|father|sister|brother|sibling|parent|aunt|uncle|grandmother|"
+                     r"grandfather|son|daughter|cousin|relatives?|grandparents?)(?:'s)?\b[^.;]*\b(?:had|has|with|died of))\b([^.;]*)$", re.I)
 _KIND = {"condition": "differential", "treatment": "treatment", "procedure": "procedure"}
 # An ambiguous abbreviation ('PE', 'RA', 'MS') counts only right after a diagnostic or hedging cue: "possible PE",
 # "Dx: RA", "r/o MS" - never "SpO2 94% on RA" (room air) or "PE: chest clear" (physical examination).
+# Words before an ambiguous code that make it a diagnosis ("massive PE", "inferior MI").
+_CODE_QUALIFIER = re.compile(
+    r"\b(?:massive|submassive|saddle|segmental|subsegmental|bilateral|acute|chronic|suspected|confirmed|new|recent|"
+    r"inferior|anterior|lateral|posterior|septal|severe|mild|moderate|active|relapsing|seropositive|seronegative|"
+    r"negative for|positive for|treated|known|lobe|lobar|basal)\W+$", re.I)
 _CODE_CUE = re.compile(
     r"\b(?:possible|probable|probably|likely|suspected|suspect|suspicion of|r/o|rule out|exclude|excluding|diagnosis|"
     r"dx|impression|consistent with|in keeping with|query|favou?r|treat(?:ed)? (?:as|for)|known|history of|"
@@ -65,13 +72,15 @@ class Verdict:
         return {**asdict(self.claim), "verdict": self.verdict, "reason": self.reason}
 
 
-def _polarity(ent) -> tuple[str, list[str]]:
-    """ConText modifiers -> polarity (hedge beats negation: 'cannot be excluded') and the other contexts."""
-    other = [name for name, flag in (("historical", ent._.is_historical), ("family", ent._.is_family),
-                                     ("hypothetical", ent._.is_hypothetical)) if flag]
-    if ent._.is_uncertain or ent._.is_hypothetical:
+def _polarity(ent, doc, node_type) -> tuple[str, list[str]]:
+    """The ConText cues that reach the mention (``scope.categories``) -> polarity and the other contexts.
+
+    A hedge beats a negation ('cannot be excluded'); a withheld action ('avoid X', 'X is contraindicated') is absent."""
+    cats = categories(ent, doc, node_type)
+    other = [name for name, cat in (("historical", HIST), ("family", FAMILY), ("hypothetical", HYPO)) if cat in cats]
+    if HEDGE in cats or HYPO in cats:
         return HEDGED, other
-    if ent._.is_negated:
+    if NEG in cats or WITHHELD in cats:
         return ABSENT, other
     return PRESENT, other
 
@@ -92,17 +101,30 @@ def extract_claims(text: str, kg: KnowledgeGraph) -> list[Claim]:
     Conditions mentioned only as family history are dropped; unlisted names (diseases the KG does not model) are
     kept as conditions with an ``unlisted:`` id so they can be a (wrong) diagnosis but never match a modelled one.
     """
+    original = text
+    text = fold(text, _upper_codes(kg))
     doc = pipeline(kg)(text)
     claims: list[Claim] = []
     last_condition_end = None
+
+    def node_type(label: str) -> str:
+        label = label.split("#", 1)[0]
+        return "unlisted" if label.startswith(UNLISTED) else kg.type(label) if label in kg else ""
+
     for ent in doc.ents:
         label = ent.label_
         if label.endswith(CODE_MARK):
             label = label[: -len(CODE_MARK)]
-            if not _CODE_CUE.search(text[max(0, ent.start_char - 40): ent.start_char]):
+            reading = _code_reading(text, ent.start_char, ent.end_char)
+            if reading == "other":
                 continue
-        polarity, other = _polarity(ent)
-        if "family" not in other and _FAMILY.search(text[ent.sent.start_char: ent.start_char]):
+            if reading == "unread":
+                claims.append(Claim("unread", label, "unread", original[ent.start_char: ent.end_char], False,
+                                    ent.start_char, HEDGED, ["ambiguous abbreviation"]))
+                continue
+        polarity, other = _polarity(ent, doc, node_type)
+        family = _FAMILY.search(text[ent.sent.start_char: ent.start_char])
+        if "family" not in other and family and not clause_break(family.group(1)):
             other = [*other, "family"]
         if label.endswith(ABSENT_MARK):
             label = label[: -len(ABSENT_MARK)]
@@ -126,9 +148,30 @@ def extract_claims(text: str, kg: KnowledgeGraph) -> list[Claim]:
             last_condition_end = ent.end_char
         if any(c.node_id == label and c.polarity == polarity for c in claims):
             continue  # 'stuck-on waxy surface': one claim, not two
-        claims.append(Claim(kind, label, ntype, ent.text, polarity == ABSENT, ent.start_char, polarity, other))
+        claims.append(Claim(kind, label, ntype, original[ent.start_char: ent.end_char], polarity == ABSENT,
+                            ent.start_char, polarity, other))
     _pick_diagnosis(text, claims, kg)
     return claims
+
+
+def _upper_codes(kg: KnowledgeGraph) -> frozenset[str]:
+    codes = getattr(kg, "_upper_codes", None)
+    if codes is None:
+        codes = kg._upper_codes = frozenset(c.upper() for c in kg.lexicon.codes)
+    return codes
+
+
+def _code_reading(text: str, start: int, end: int) -> str:
+    """How to read an ambiguous abbreviation ('PE', 'RA', 'LP'): 'read' as the KG's condition, 'other' (another sense:
+    'PE: chest clear', 'SpO2 94% on RA') or 'unread' (no context says which: the scorer abstains on it)."""
+    before, after = text[max(0, start - 40): start], text[end: end + 4]
+    if _CODE_CUE.search(before) or _CODE_QUALIFIER.search(before):
+        return "read"
+    if re.match(r"\s*:", after) or re.search(r"(?:\bon|\d%?)\s*$", before):
+        return "other"
+    if re.search(r"(?:^|[.;:!?>\n])\s*$", before) and re.match(r"\s*(?:[.;,)!?<]|\s-\s|$)", after):
+        return "read"  # the abbreviation is the whole answer: "CAP; amoxicillin."
+    return "unread"
 
 
 def _eligible(c: Claim) -> bool:
@@ -182,7 +225,9 @@ def judge(
     known, recorded = _case_sets(case_findings, kg)
     out = []
     for c in claims:
-        if c.node_type in ("condition", "unlisted"):
+        if c.kind == "unread":
+            out.append(Verdict(c, UNVERIFIABLE, f"ambiguous abbreviation {c.text!r}: not read"))
+        elif c.node_type in ("condition", "unlisted"):
             out.append(_judge_condition(c, kg, cond))
         elif c.node_type == "treatment":
             out.append(_judge_treatment(c, kg, cond))

@@ -53,7 +53,7 @@ def _case(path: str | None) -> dict | None:
 
 
 def _print_counts(kg) -> None:
-    from .citations import citation_counts
+    from .citations import citation_counts, management_source_counts
 
     counts = kg.counts()
     for title, key in (("nodes", "nodes"), ("edges", "edges")):
@@ -63,6 +63,9 @@ def _print_counts(kg) -> None:
             print(f"  {name:<22} {n:>5}")
     specific, total = citation_counts(kg.edges())
     print(f"specific citations: {specific}/{total} edges ({100 * specific / max(1, total):.0f}%)")
+    print("management edges with a checkable source (guideline id + year + section, or PMID/DOI):")
+    for rel, (ok, n) in management_source_counts(kg).items():
+        print(f"  {rel:<22} {ok:>5}/{n:<5} without: {n - ok}")
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -159,10 +159,15 @@ def _read_json(path: Path) -> tuple[dict, list, list]:
             raise KGError(f"{where}: expected an object with 'id' and 'type'")
         nid = str(n["id"])
         ntype = n.get("type") or node_type_of(nid)
-        for key in ("aliases", "codes", "absent_terms"):
+        for key in ("aliases", "codes", "absent_terms", "patterns"):
             value = n.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise KGError(f"{where}: field {key!r} of {nid!r} must be a list of strings")
+        for pattern in n.get("patterns", []):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise KGError(f"{where}: pattern {pattern!r} of {nid!r} is not a regular expression ({e})") from None
         aliases = n.get("aliases", [])
         nodes.append((where, Node(nid, ntype, n.get("label") or label_from_id(nid), aliases, _extra(n, _NODE_KEYS))))
     edges = []

@@ -201,6 +201,24 @@ class KnowledgeGraph:
         cid = self.require(condition, "condition")
         return [t for t, _ in self._out(cid, "contraindicates")]
 
+    def delays(self, condition: str) -> list[str]:
+        """Actions that delay the diagnosis or treatment of this (must-not-miss) condition: reassurance, routine review."""
+        cid = self.require(condition, "condition")
+        return [t for t, _ in self._out(cid, "delays")]
+
+    def management(self, condition: str, action: str) -> tuple[str, dict] | None:
+        """How the KG rates an action (treatment or procedure) for a condition or its groups and subtypes:
+        ('contraindicated' | 'delays' | 'indicated', edge attrs), the worst rating first; None when not linked.
+        ``indicated`` edges carry ``line`` (treatments) or ``purpose`` (procedures)."""
+        g = self.graph
+        related = self.related(condition)
+        for rating, rel in (("contraindicated", "contraindicates"), ("delays", "delays"), ("indicated", "treated_by"),
+                            ("indicated", "has_procedure")):
+            for r in related:
+                if g.has_edge(r, action, key=rel):
+                    return rating, dict(g.edges[r, action, rel])
+        return None
+
     def excluded_by(self, finding: str) -> set[str]:
         """Findings that cannot be present together with this one (well- vs ill-defined border)."""
         g = self.graph
@@ -228,7 +246,7 @@ class KnowledgeGraph:
         a, b = self.require(condition), self.require(finding)
         und = nx.Graph()
         for h, r, t, attrs in self.edges():
-            if r not in ("alias_of", "excludes", "contraindicates") and not und.has_edge(h, t):
+            if r not in ("alias_of", "excludes", "contraindicates", "delays") and not und.has_edge(h, t):
                 und.add_edge(h, t, relation=r, head=h, source=attrs["source"])
         if a not in und or b not in und:
             return []

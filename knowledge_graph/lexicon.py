@@ -19,7 +19,8 @@ _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SPELLING = {"gray": "grey", "color": "colour", "colors": "colours", "colored": "coloured", "hemorrhage": "haemorrhage",
              "hemorrhagic": "haemorrhagic", "ischemic": "ischaemic", "edema": "oedema", "tumor": "tumour", "anemia": "anaemia",
              "hemoptysis": "haemoptysis", "dyspnea": "dyspnoea", "diarrhea": "diarrhoea", "celiac": "coeliac",
-             "esophagitis": "oesophagitis"}
+             "esophagitis": "oesophagitis", "sulphate": "sulfate", "sulphasalazine": "sulfasalazine",
+             "sulphonylurea": "sulfonylurea"}
 UNLISTED = "unlisted:"  # node-id prefix for unlisted names (never a node of the graph)
 
 
@@ -35,6 +36,13 @@ def tokens(text: str) -> list[tuple[str, int, int]]:
     for m in _WORD.finditer(text.lower().replace("’", "'")):
         out.append((_SPELLING.get(m.group(), m.group()), m.start(), m.end()))
     return out
+
+
+def glued(text: str, start: int, end: int) -> bool:
+    """Is text[start:end] glued to a neighbouring word by a hyphen ('mono-arthritis', 'non-melanoma')? Then it is part
+    of that word, not a mention of its own."""
+    return (start >= 2 and text[start - 1] == "-" and text[start - 2].isalnum()) or (
+        end + 1 < len(text) and text[end] == "-" and text[end + 1].isalnum())
 
 
 def _variants(term: str) -> list[str]:
@@ -125,7 +133,7 @@ class Lexicon:
         while i < len(words):
             for n in range(min(self.max_len, len(words) - i), 0, -1):
                 nid = self.terms.get(" ".join(words[i : i + n]))
-                if nid is not None:
+                if nid is not None and not glued(text, toks[i][1], toks[i + n - 1][2]):
                     out.append((nid, i, i + n, toks[i][1], toks[i + n - 1][2]))
                     i += n
                     break

@@ -42,19 +42,32 @@ def _word_pattern(word: str) -> str:
         out = out[:-3] + "ou?r"
     if base == "grey":
         out = "gr[ae]y"
+    if "sulf" in base:
+        out = out.replace("sulf", "sul(?:f|ph)")
+    if base.endswith("s") and not poss:
+        out += "'?"  # "Graves' disease"
     if poss:
         out += r"(?:['’]s|s)?"
     return out
 
 
-def term_pattern(term: str) -> str:
+_START, _END = r"(?i)(?<![\w])(?<!\w-)", r"(?![\w])(?!-\w)"
+
+
+def _term_body(term: str) -> str:
     """Regex for a normalized lexicon term: any case, hyphens/spaces between words, optional plural."""
     words = term.split()
     parts = [_word_pattern(w) for w in words]
     last = words[-1]
     if last[-1].isalpha() and not last.endswith("s") and not last.endswith("'s"):
         parts[-1] += r"(?:e?s)?"
-    return r"(?i)(?<![\w])" + r"[\s\-/]+".join(parts) + r"(?![\w])"
+    return r"[\s\-/]+".join(parts)
+
+
+def term_pattern(term: str) -> str:
+    """Regex for a normalized lexicon term: any case, hyphens/spaces between words, optional plural. A term glued to
+    another word by a hyphen is part of that word: 'mono-arthritis' is not mono(nucleosis)."""
+    return _START + _term_body(term) + _END
 
 
 def _value_rules(kg: KnowledgeGraph) -> list[tuple[str, str, str]]:
@@ -75,7 +88,7 @@ def _value_rules(kg: KnowledgeGraph) -> list[tuple[str, str, str]]:
     for (name, direction), nids in by_test.items():
         if len(nids) != 1:
             continue  # two findings share this test and direction: the wording cannot say which
-        nid, test = nids[0], term_pattern(name)[len(r"(?i)(?<![\w])"):-len(r"(?![\w])")]
+        nid, test = nids[0], _term_body(name)
         word = _WORDS[direction]
         start, end = r"(?i)(?<![\w])", r"(?![\w])"
         rules.append((f"{word} {name}", nid, f"{start}{word}\\s+{test}{end}"))
@@ -96,6 +109,8 @@ def target_rules(kg: KnowledgeGraph) -> list:
     rules += [TargetRule(term.upper(), nid + CODE_MARK, pattern=r"(?<![\w/])" + re.escape(term.upper()) + r"(?![\w/])")
               for term, nid in lex.codes.items()]
     rules += [TargetRule(lit, label, pattern=pat) for lit, label, pat in _value_rules(kg)]
+    rules += [TargetRule(pat, nid, pattern=r"(?i)(?<![\w])(?:" + pat + r")(?![\w])")
+              for nid in kg.nodes() for pat in kg.node(nid).get("patterns", []) or []]
     return rules
 
 

@@ -45,7 +45,10 @@ RELATIONS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
     "is_a": (("condition", "category"), ("condition", "category")),
     "treated_by": (("condition",), ("treatment",)),
     "has_procedure": (("condition",), ("procedure",)),
-    "contraindicates": (("condition",), ("treatment",)),
+    "contraindicates": (("condition",), ("treatment", "procedure")),
+    # An action that, chosen instead of the right one, delays the diagnosis or treatment of a must-not-miss condition
+    # ("reassure", "review in 3 months", cryotherapy of a possible melanoma): harmful management for that condition.
+    "delays": (("condition",), ("treatment", "procedure")),
     "excludes": (FINDING_TYPES, FINDING_TYPES),
     "alias_of": (("dataset_label",), None),
 }
@@ -57,7 +60,9 @@ EDGE_VOCAB: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 # Node attributes that hold lists/dicts (kept as JSON strings in GraphML).
-STRUCTURED_NODE_ATTRS: tuple[str, ...] = ("aliases", "age", "codes", "absent_terms")
+STRUCTURED_NODE_ATTRS: tuple[str, ...] = ("aliases", "age", "codes", "absent_terms", "patterns")
+# Relations that say what to DO for a condition: each edge of these needs a checkable source (citations.is_checkable).
+MANAGEMENT_RELATIONS: tuple[str, ...] = ("treated_by", "has_procedure", "contraindicates", "delays")
 # Graph-level lists (JSON "graph" object): names this KG does not model, so a shorter alias inside them never fires.
 #   unlisted_conditions: other diseases ("viral meningitis" must not read as bacterial meningitis);
 #   unlisted_terms: other senses of a word ("ST depression" is not depression).
@@ -70,7 +75,8 @@ class Node:
 
     Optional attributes with a meaning for claim checking: ``codes`` (abbreviations matched only as exact input,
     never in free text: 'RA' is room air as often as rheumatoid arthritis), ``absent_terms`` (phrases that state
-    the finding is absent: 'afebrile', 'equal arm blood pressures'), ``group`` (a parent that only groups
+    the finding is absent: 'afebrile', 'equal arm blood pressures'), ``patterns`` (regular expressions for wordings a
+    list of aliases cannot hold: 'review in 3 months'), ``group`` (a parent that only groups
     conditions, like HAM10000's akiec; not a diagnosis of its own for synthetic data) and ``must_not_miss``.
     """
 

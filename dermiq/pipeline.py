@@ -18,6 +18,7 @@ finished stage is not run again: re-running the command continues an interrupted
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,9 @@ class PipelineConfig:
     dpo_samples: int = 4  # samples per prompt
     dpo_temperature: float = 1.0
     dpo_max_new_tokens: int = 160
-    dpo_min_margin: float = 0.5
+    # A pair needs the chosen sample to dominate the rejected one on the KG judge's axes (diagnosis, management,
+    # safety, faithfulness); this further requires that gap in the judge's summary score (0: dominance alone decides).
+    dpo_min_margin: float = 0.0
     # Only a well-formed sample (tags, four headings, a label) is chosen: the KG score reads claims, not layout, and
     # at temperature 0.7-1.0 the tiny model's samples were nearly all malformed (2 of 96 at 0.7), so DPO learnt from
     # broken text and took the format down with it (0.64 -> 0.58). False: any sample may be chosen.
@@ -212,8 +215,10 @@ def _write_sft(kind: str, data: Path, out: Path, replay: float = 0.0, limit: int
 
 def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter: Path) -> Path:
     """Sample from the SFT policy, score every sample with the KG preference scorer, pair better over worse."""
+    from collections import Counter
+
     from knowledge_graph.io import load_builtin
-    from knowledge_graph.preference import build_pairs, write_dpo_jsonl
+    from knowledge_graph.preference import abstention_summary, build_pairs, write_dpo_jsonl
     from training.config import ModelConfig
     from training.models import load_policy
 
@@ -234,24 +239,29 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
     del policy
     from .rewards import well_formed
 
-    pairs, formed = [], 0
+    pairs, formed, stats = [], 0, Counter()
     for rec, texts in zip(records, samples, strict=True):
         meta = rec["meta"]
         ok = [well_formed(t, rec["prompt"]) for t in texts]
         formed += sum(ok)
         pairs += build_pairs(rec["prompt"], texts, kg, meta["condition_id"], case_findings=meta.get("findings"),
                              images=rec["images"], min_margin=pc.dpo_min_margin, max_pairs=pc.dpo_max_pairs,
-                             eligible=ok if pc.dpo_well_formed else None)
+                             eligible=ok if pc.dpo_well_formed else None, stats=stats)
     n = len(records) * pc.dpo_samples
+    summary = {**abstention_summary(stats), "prompts": len(records), "samples": n, "well_formed": formed}
+    (path.parent / "dpo_pairs.summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     if not pairs:
         better = " with the better one well-formed" if pc.dpo_well_formed else ""
-        raise DataError(f"DPO: the SFT policy's {pc.dpo_samples} samples per prompt never differed by "
-                        f"{pc.dpo_min_margin} in KG score{better} over {len(records)} prompts ({formed} of {n} "
-                        "samples well-formed); raise pipeline.dpo_samples or lower pipeline.dpo_temperature")
+        raise DataError(f"DPO: no SFT sample was better than another on the KG judge's axes{better} over "
+                        f"{len(records)} prompts x {pc.dpo_samples} samples ({formed} of {n} well-formed; the judge "
+                        f"abstained on {summary['abstained']} comparisons, see {path.parent / 'dpo_pairs.summary.json'})"
+                        "; raise pipeline.dpo_samples or lower pipeline.dpo_temperature")
     write_dpo_jsonl(pairs, path)
     chosen = ", the only ones chosen" if pc.dpo_well_formed else ""
     print(f"DPO: {len(pairs)} KG-scored pairs from {len(records)} prompts x {pc.dpo_samples} SFT samples "
-          f"({formed} of {n} well-formed{chosen}) -> {path}")
+          f"({formed} of {n} well-formed{chosen}); the KG judge abstained on {summary['abstained']} of "
+          f"{summary['comparisons']} comparisons ({summary['abstention_rate']:.0%}), {summary['undecided']} undecided "
+          f"-> {path}")
     return path
 
 

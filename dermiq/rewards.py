@@ -40,6 +40,7 @@ from training.rewards import reward
 from .prompts import SECTIONS, in_label_set, labels_of, parse_response
 
 CORRECT, WRONG = 7.0, -1.0
+PARTIAL = (CORRECT + WRONG) / 2  # a parent group: halfway
 W_TAGS, W_SECTION, W_LABEL = 0.5, 0.1, 0.1
 _ANSWERABLE = ("condition", "category")
 _KG: list[KnowledgeGraph] = []
@@ -57,7 +58,7 @@ def kg() -> KnowledgeGraph:
 def use_kg(graph: KnowledgeGraph) -> None:
     """Score with a user's KG (a pipeline's ``--kg``); clears every cache built on the old one."""
     _KG[:] = [graph]
-    for fn in (resolve_answer, truth_set, _consistency):
+    for fn in (resolve_answer, truth_set, partial_set, _consistency):
         fn.cache_clear()
 
 
@@ -81,7 +82,10 @@ def resolve_answer(answer: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=4096)
 def truth_set(condition: str | None, members: tuple[str, ...] = ()) -> frozenset[str]:
-    """Every node whose naming counts as right: the condition, its groups and subtypes; a group folder's members."""
+    """Every node whose naming is the right answer: the condition and its subtypes; a group folder's members.
+
+    A parent group of the condition (naming 'acute coronary syndrome' for a STEMI) is a partial answer
+    (``partial_set``), and a sibling in the group is a wrong one."""
     g = kg()
     out: set[str] = set()
     for term in (condition, *members):
@@ -90,11 +94,20 @@ def truth_set(condition: str | None, members: tuple[str, ...] = ()) -> frozenset
             continue
         out.add(nid)
         if g.type(nid) == "condition":
-            out |= g.related(nid)
+            out |= set(g.members(nid))
         elif g.type(nid) == "category":
             inner = members or tuple(g.members(nid))
-            out |= {r for m in inner if m in g for r in g.related(m)}
+            out |= {r for m in inner if m in g for r in (m, *g.members(m))}
     return frozenset(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def partial_set(condition: str | None, members: tuple[str, ...] = ()) -> frozenset[str]:
+    """Parent groups of the right answer that are conditions themselves (a partial answer), minus the right answers."""
+    g = kg()
+    exact = truth_set(condition, members)
+    out = {p for nid in exact for p in g.categories(nid) if g.type(p) == "condition"}
+    return frozenset(out - exact)
 
 
 def record_truth(answer: str | None, meta: dict | None) -> frozenset[str]:
@@ -102,11 +115,21 @@ def record_truth(answer: str | None, meta: dict | None) -> frozenset[str]:
     return truth_set(meta.get("condition_id") or answer, tuple(meta.get("members") or ()))
 
 
+def record_partial(answer: str | None, meta: dict | None) -> frozenset[str]:
+    meta = meta or {}
+    return partial_set(meta.get("condition_id") or answer, tuple(meta.get("members") or ()))
+
+
 # ---------------------------------------------------------------------------------------------- scores
 def accuracy_score(text: str, answer: str | None, meta: dict | None = None) -> float:
-    """+7 if the ``<answer>`` names the true condition (or a group/subtype/member of it), else -1."""
+    """+7 if the ``<answer>`` names the true condition (or a subtype, or a member of a group folder), +3 for a parent
+    group of it (a partial answer), else -1."""
     said = resolve_answer(parse_response(text).answer)
-    return CORRECT if said is not None and said in record_truth(answer, meta) else WRONG
+    if said is None:
+        return WRONG
+    if said in record_truth(answer, meta):
+        return CORRECT
+    return PARTIAL if said in record_partial(answer, meta) else WRONG
 
 
 def format_score(text: str, prompt: list[dict] | None = None) -> float:

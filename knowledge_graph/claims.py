@@ -229,10 +229,8 @@ def judge(
             out.append(Verdict(c, UNVERIFIABLE, f"ambiguous abbreviation {c.text!r}: not read"))
         elif c.node_type in ("condition", "unlisted"):
             out.append(_judge_condition(c, kg, cond))
-        elif c.node_type == "treatment":
-            out.append(_judge_treatment(c, kg, cond))
-        elif c.node_type == "procedure":
-            out.append(_judge_procedure(c, kg, cond))
+        elif c.node_type in ("treatment", "procedure"):
+            out.append(_judge_action(c, kg, cond))
         else:
             out.append(_judge_finding(c, kg, cond, known, recorded))
     return out
@@ -243,6 +241,7 @@ def _judge_condition(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
         return Verdict(c, UNVERIFIABLE, "no reference condition")
     name = c.text if c.node_type == "unlisted" else kg.label(c.node_id)
     same = c.node_type == "condition" and c.node_id in kg.related(cond)
+    group = same and c.node_id in kg.categories(cond)  # a parent group: a partial answer
     in_ddx = c.node_type == "condition" and c.node_id in kg.differential(cond)
     truth = kg.label(cond)
     if c.polarity == ABSENT:
@@ -252,6 +251,8 @@ def _judge_condition(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
             return Verdict(c, SUPPORTED, f"keeps the true condition {truth} open")
         return Verdict(c, SUPPORTED if in_ddx else UNVERIFIABLE, "in the KG differential" if in_ddx else "hedged")
     if c.kind == "diagnosis":
+        if group:
+            return Verdict(c, SUPPORTED, f"names {name}, the group of {truth}: a partial answer")
         if same:
             return Verdict(c, SUPPORTED, f"matches {truth}")
         why = "in the differential of" if in_ddx else "is not"
@@ -261,35 +262,32 @@ def _judge_condition(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
     return Verdict(c, SUPPORTED if in_ddx else UNVERIFIABLE, "in the KG differential" if in_ddx else "not in the KG differential")
 
 
-def _judge_treatment(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
+def _judge_action(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
+    """A treatment or procedure against the KG's management edges for the condition (``kg.management``)."""
     label = kg.label(c.node_id)
     if cond is None:
         return Verdict(c, UNVERIFIABLE, "no reference condition")
-    harmful = any(c.node_id in kg.contraindicated(r) for r in kg.related(cond))
-    lines = [ln for r in kg.related(cond) if (ln := kg.treatment_line(r, c.node_id))]
     truth = kg.label(cond)
+    if {"historical", "family"} & set(c.context):
+        return Verdict(c, UNVERIFIABLE, f"{label} is not current management")
+    rating = kg.management(cond, c.node_id)
+    kind, attrs = rating if rating else (None, {})
     if c.polarity == HEDGED:
         return Verdict(c, UNVERIFIABLE, f"{label} only considered")
     if c.polarity == ABSENT:
-        if harmful:
-            return Verdict(c, SUPPORTED, f"{label} is contraindicated in {truth}")
-        if "first" in lines:
+        if kind in ("contraindicated", "delays"):
+            return Verdict(c, SUPPORTED, f"{label} {'is contraindicated in' if kind == 'contraindicated' else 'delays care of'} {truth}")
+        if kind == "indicated" and attrs.get("line") == "first":
             return Verdict(c, CONTRADICTED, f"{label} is first line for {truth}")
         return Verdict(c, UNVERIFIABLE, f"withholding {label}")
-    if harmful:
+    if kind == "contraindicated":
         return Verdict(c, CONTRADICTED, f"{label} is contraindicated in {truth}")
-    if lines:
-        return Verdict(c, SUPPORTED, f"{label} is {sorted(lines)[0]} line for {truth}")
+    if kind == "delays":
+        return Verdict(c, CONTRADICTED, f"{label} delays the diagnosis or treatment of {truth}")
+    if kind == "indicated":
+        what = f"{attrs['line']} line" if attrs.get("line") else f"part of the {attrs.get('purpose', 'work-up')}"
+        return Verdict(c, SUPPORTED, f"{label} is {what} for {truth}")
     return Verdict(c, UNVERIFIABLE, f"KG does not list {label} for {truth}")
-
-
-def _judge_procedure(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
-    label = kg.label(c.node_id)
-    if cond is None or c.polarity != PRESENT:
-        return Verdict(c, UNVERIFIABLE, f"{label} not advised" if cond else "no reference condition")
-    if any(c.node_id in kg.procedures(r) for r in kg.related(cond)):
-        return Verdict(c, SUPPORTED, f"{label} is part of the work-up of {kg.label(cond)}")
-    return Verdict(c, UNVERIFIABLE, f"KG does not list {label} for {kg.label(cond)}")
 
 
 def _judge_finding(c: Claim, kg: KnowledgeGraph, cond: str | None, known: set[str], recorded: set[str]) -> Verdict:

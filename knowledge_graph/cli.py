@@ -1,4 +1,4 @@
-"""`medrl kg stats|check|claims|score`: inspect our KGs, validate a user's own, and see how a text is judged."""
+"""`medrl kg stats|check|claims|score|audit`: inspect our KGs, validate a user's own, and see how a text is judged."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def register(subparsers) -> None:
     check = sub.add_parser("check", help="validate a KG file (JSON node-link, GraphML or CSV triples)")
     check.add_argument("file", help="path to the KG file")
     check.set_defaults(handler=_check)
+    audit = sub.add_parser("audit", help="review a DPO pair file (or a run's) pair by pair: axes, parts, deciding sentences")
+    audit.add_argument("path", metavar="RUN_OR_PAIRS_FILE", help="a dpo_pairs.jsonl, or a run folder holding one")
+    audit.add_argument("--html", metavar="OUT", help="also write the review as an HTML page")
+    audit.set_defaults(handler=_audit)
     for name, handler, text in (("claims", _claims, "each claim in TEXT with its node, polarity and verdict"),
                                 ("score", _score, "the preference score of TEXT and its parts")):
         p = sub.add_parser(name, help=text)
@@ -85,6 +89,15 @@ def _check(args: argparse.Namespace) -> int:
     kg = load(args.file)  # raises KGError with the offending row; the CLI prints it and exits 2
     print(f"OK {args.file}")
     _print_counts(kg)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+
+    print(audit(args.path, args.html))
+    if args.html:
+        print(f"wrote {args.html}")
     return 0
 
 

@@ -1,22 +1,27 @@
-"""KG-DPO pairs: score sampled responses by their claims against the KG (and the case), prefer the better and safer.
+"""KG-DPO pairs: read sampled answers against the KG (and the case), pair an answer with one it is no worse than on
+every axis and better on one, and abstain when the reader did not understand an answer.
 
-score = diagnosis + findings + treatments + safety, with every part but the diagnosis capped, so that any correct
-answer outranks any wrong one and any answer without a diagnosis (see ``Weights``):
-- diagnosis: +8 for the true condition (or its parent group or a subtype), -1 for a wrong one, 0 for none;
-- findings: up to +1 for the key findings said (the case's visible findings, else the condition's typical ones;
-  risk factors never count), -0.25 per contradicted finding (cap -1), -0.5 per pair of mutually exclusive
-  findings asserted together (cap -1);
-- treatments and procedures the KG links to the condition: +0.25 each (cap +0.5); contraindicated ones -1.5;
-- safety: when the answer is not the true condition, +1 for keeping it open as a hedge and +0.5 more for an action
-  the KG links to it (excision, referral, a first-line treatment); -1 when a must-not-miss condition is neither
-  diagnosed nor hedged, or when the true condition is ruled out.
-A pair is never built whose chosen response is unsafe (missed must-not-miss, contraindicated treatment, truth ruled
-out) while the rejected one is safe.
+Each answer is placed on four axes (``Axes``), from what the claim reader found:
+- diagnosis: exact (the true condition or a subtype of it) > group (a parent group: a partial answer) > none > wrong
+  (another condition, a sibling in the same group included) > missed (another condition named while a must-not-miss
+  one is neither named nor kept open, or the true condition ruled out);
+- management: indicated (an action the KG lists for the condition, nothing harmful) > none > harmful (an action the KG
+  marks contraindicated, one that delays a must-not-miss diagnosis such as "reassure" or "review in 3 months" for a
+  melanoma, or a first-line treatment withheld);
+- safety, for a must-not-miss condition: named > kept open with an indicated action > kept open > missed;
+- faithfulness: fewer findings that contradict the case or the KG, or that the KG does not link to the condition.
+A pair (chosen, rejected) is built only when the chosen answer is at least as good on every axis and strictly better
+on one (``dominates``). The scorer abstains on an answer it did not understand: an ambiguous abbreviation left unread,
+an answer tag or "Diagnosis:" line that names nothing the KG knows, a condition both asserted and ruled out, or, as
+the chosen answer, an action the KG says nothing about for this condition. ``total`` is a summary for display and
+ordering (the diagnosis dominates it); it never decides a pair on its own.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -27,13 +32,23 @@ from .kg import KnowledgeGraph
 # Finding types a reader can check in a case description or an image (not risk factors or treatments).
 KEY_TYPES = ("morphology", "colour", "border", "shape", "surface", "distribution", "dermoscopic_feature", "symptom",
              "sign", "lab_finding", "imaging_finding")
+DIAGNOSIS_LEVELS = {"exact": 3, "group": 2, "none": 1, "wrong": 0, "missed": -1}
+MANAGEMENT_LEVELS = {"indicated": 2, "none": 1, "harmful": 0}
+SAFETY_LEVELS = {"named": 3, "hedged_with_action": 2, "not_applicable": 3, "hedged": 1, "missed": 0}
+AXES = ("diagnosis", "management", "safety", "faithfulness")
+_PAST = {"historical", "family"}
+_DX_LINE = re.compile(r"(?:<answer>(?P<tag>.*?)</answer>|\b(?:diagnosis|dx|impression)\s*[:\-]\s*(?P<line>[^.;\n<]+))",
+                      re.I | re.S)
 
 
 @dataclass
 class Weights:
-    """How much each part counts; the caps keep the diagnosis dominant: 8 minus every capped penalty still exceeds every capped credit."""
+    """How much each part of ``total`` counts: the diagnosis dominates (8 for the exact condition, 4 for its group),
+    then harmful management, then the hedge and safety terms; finding credit is capped so reciting features cannot
+    buy a diagnosis."""
 
     diagnosis: float = 8.0
+    group: float = 4.0
     wrong_diagnosis: float = 1.0
     findings: float = 1.0
     contradicted: float = 0.25
@@ -42,10 +57,25 @@ class Weights:
     exclusive_cap: float = 1.0
     treatment: float = 0.25
     treatment_cap: float = 0.5
-    harmful: float = 1.5
+    harmful: float = 3.0
     hedge: float = 1.0
     action: float = 0.5
     missed: float = 1.0
+
+
+@dataclass
+class Axes:
+    """Where an answer stands on each axis (names from the *_LEVELS tables) and why."""
+
+    diagnosis: str
+    management: str
+    safety: str
+    faithfulness: int  # minus the findings that contradict the case/KG or that the KG does not link
+    reasons: dict = field(default_factory=dict)
+
+    def levels(self) -> tuple[int, int, int, int]:
+        return (DIAGNOSIS_LEVELS[self.diagnosis], MANAGEMENT_LEVELS[self.management], SAFETY_LEVELS[self.safety],
+                self.faithfulness)
 
 
 @dataclass
@@ -63,6 +93,9 @@ class ResponseScore:
     parts: dict = field(default_factory=dict)
     safe: bool = True
     hedged_truth: bool = False
+    axes: dict = field(default_factory=dict)
+    abstain: str | None = None  # why the scorer did not understand this answer (None: understood)
+    unknown_actions: list[str] = field(default_factory=list)  # actions the KG does not rate for this condition
 
 
 def key_features(kg: KnowledgeGraph, condition: str, case_findings: dict | None = None) -> set[str]:
@@ -77,6 +110,58 @@ def _exclusive_pairs(kg: KnowledgeGraph, said: set[str]) -> int:
     return sum(1 for a in said for b in kg.excluded_by(a) if b in said and a < b)
 
 
+def _diagnosis_level(kg: KnowledgeGraph, cond: str, dx: str | None) -> str:
+    if dx is None:
+        return "none"
+    if dx.startswith("unlisted:") or dx not in kg:
+        return "wrong"
+    if dx == cond or dx in kg.members(cond):
+        return "exact"  # the condition or a subtype (akiec: Bowen's disease)
+    if dx in kg.categories(cond):
+        return "group"  # a parent group: right family, not the answer
+    return "wrong"
+
+
+def _management(kg: KnowledgeGraph, cond: str, verdicts: list[Verdict]) -> tuple[str, list[str], list[str], list[str]]:
+    """(level, helpful action ids, harmful action ids with why, unknown action ids) for the true condition."""
+    helpful, harmful, unknown = [], [], []
+    for v in verdicts:
+        c = v.claim
+        if c.kind not in ("treatment", "procedure") or _PAST & set(c.context) or c.polarity == HEDGED:
+            continue
+        rating = kg.management(cond, c.node_id)
+        kind, attrs = rating if rating else (None, {})
+        if c.polarity == PRESENT:
+            if kind in ("contraindicated", "delays"):
+                harmful.append(f"{c.node_id} ({kind})")
+            elif kind == "indicated":
+                helpful.append(c.node_id)
+            else:
+                unknown.append(c.node_id)
+        elif c.polarity == ABSENT and kind == "indicated" and attrs.get("line") == "first":
+            harmful.append(f"{c.node_id} (first line withheld)")
+    level = "harmful" if harmful else "indicated" if helpful else "none"
+    return level, helpful, harmful, unknown
+
+
+def _abstain_reason(text: str, kg: KnowledgeGraph, verdicts: list[Verdict]) -> str | None:
+    claims = [v.claim for v in verdicts]
+    unread = [c.text for c in claims if c.kind == "unread"]
+    if unread:
+        return f"ambiguous abbreviation not read: {', '.join(unread)}"
+    conds = [c for c in claims if c.node_type in ("condition", "unlisted") and not _PAST & set(c.context)]
+    for m in _DX_LINE.finditer(text):
+        group = "tag" if m.group("tag") is not None else "line"
+        a, b = m.span(group)
+        if m.group(group).strip() and not any(a <= c.start < b for c in conds):
+            return f"names a diagnosis the KG does not know: {m.group(group).strip()[:60]!r}"
+    said = {c.node_id for c in conds if c.polarity == PRESENT}
+    both = sorted(c.node_id for c in conds if c.polarity == ABSENT and c.node_id in said and not c.node_id.startswith("unlisted"))
+    if both:
+        return f"both asserts and rules out {kg.label(both[0])}"
+    return None
+
+
 def score_response(
     text: str, kg: KnowledgeGraph, condition: str, case_findings: dict | None = None, weights: Weights | None = None
 ) -> ResponseScore:
@@ -86,35 +171,87 @@ def score_response(
     verdicts: list[Verdict] = check_text(text, kg, cond, case_findings)
     related = kg.related(cond)
     dx = next((v for v in verdicts if v.claim.kind == "diagnosis"), None)
-    correct = dx is not None and dx.verdict == SUPPORTED
+    dx_level = _diagnosis_level(kg, cond, dx.claim.node_id if dx else None)
+    correct = dx_level == "exact"
     findings = [v for v in verdicts if v.claim.kind == "finding"]
     said = {v.claim.node_id for v in findings if v.claim.polarity == PRESENT}
     keys = key_features(kg, cond, case_findings)
     sup = sum(v.verdict == SUPPORTED for v in findings)
     con = sum(v.verdict == CONTRADICTED for v in findings)
-    hal = sum(v.verdict == UNVERIFIABLE and v.claim.polarity == PRESENT for v in findings)
+    hal = sum(v.verdict == UNVERIFIABLE and v.claim.polarity == PRESENT and kg.type(v.claim.node_id) in KEY_TYPES
+              for v in findings)
     coverage = len(keys & {v.claim.node_id for v in findings if v.verdict == SUPPORTED and v.claim.polarity == PRESENT})
     coverage = coverage / len(keys) if keys else 0.0
-    actions = [v for v in verdicts if v.claim.kind in ("treatment", "procedure")]
-    harmful = sum(v.verdict == CONTRADICTED and v.claim.polarity == PRESENT and v.claim.kind == "treatment" for v in actions)
-    helpful = sum(v.verdict == SUPPORTED and v.claim.polarity == PRESENT for v in actions)
-    conds = [v.claim for v in verdicts if v.claim.node_type == "condition"]
-    hedged_truth = not correct and any(c.node_id in related and c.polarity in (HEDGED, PRESENT) for c in conds)
+    mgmt, helpful, harmful, unknown = _management(kg, cond, verdicts)
+    conds = [v.claim for v in verdicts if v.claim.node_type == "condition" and not _PAST & set(v.claim.context)]
+    kept_open = any(c.node_id in related and c.polarity in (HEDGED, PRESENT) for c in conds)
+    hedged_truth = dx_level not in ("exact", "group") and kept_open
     ruled_out = any(c.node_id in related and c.polarity == ABSENT for c in conds)
-    missed = kg.must_not_miss(cond) and not correct and not hedged_truth
+    mnm = kg.must_not_miss(cond)
+    missed = mnm and (ruled_out or (dx_level in ("none", "wrong") and not kept_open))
+    if missed and (ruled_out or dx_level == "wrong"):
+        dx_level = "missed"  # a confident other diagnosis, or the condition ruled out: worse than no diagnosis
+    if not mnm:
+        safety = "not_applicable"
+    elif dx_level in ("exact", "group") and not ruled_out:
+        safety = "named"
+    elif hedged_truth and not ruled_out:
+        safety = "hedged_with_action" if helpful and not harmful else "hedged"
+    else:
+        safety = "missed"
+    axes = Axes(dx_level, mgmt, safety, -(con + hal), {"helpful": helpful, "harmful": harmful})
     parts = {
-        "diagnosis": w.diagnosis if correct else (-w.wrong_diagnosis if dx is not None else 0.0),
+        "diagnosis": {"exact": w.diagnosis, "group": w.group, "none": 0.0}.get(dx_level, -w.wrong_diagnosis if dx else 0.0),
         "findings": w.findings * coverage,
-        "contradicted": -min(w.contradicted_cap, w.contradicted * con),
+        "contradicted": -min(w.contradicted_cap, w.contradicted * (con + hal)),
         "exclusive": -min(w.exclusive_cap, w.exclusive * _exclusive_pairs(kg, said)),
-        "treatments": min(w.treatment_cap, w.treatment * helpful) - w.harmful * min(harmful, 1),
+        "treatments": min(w.treatment_cap, w.treatment * len(helpful)) - w.harmful * min(len(harmful), 1),
         "hedge": (w.hedge + (w.action if helpful else 0.0)) if hedged_truth else 0.0,
-        "safety": -w.missed * (missed or ruled_out),
+        "safety": -w.missed * missed,
     }
     total = round(sum(parts.values()), 4)
     return ResponseScore(total, correct, sup, con, hal, round(coverage, 4), dx.claim.node_id if dx else None,
                          [v.to_dict() for v in verdicts], {k: round(v, 4) + 0.0 for k, v in parts.items()},
-                         safe=not (missed or ruled_out or harmful), hedged_truth=hedged_truth)
+                         safe=not (missed or harmful), hedged_truth=hedged_truth, axes=asdict(axes),
+                         abstain=_abstain_reason(text, kg, verdicts), unknown_actions=unknown)
+
+
+def _levels(s: ResponseScore) -> tuple[int, ...]:
+    a = s.axes
+    return (DIAGNOSIS_LEVELS[a["diagnosis"]], MANAGEMENT_LEVELS[a["management"]], SAFETY_LEVELS[a["safety"]],
+            a["faithfulness"])
+
+
+def _actions(s: ResponseScore, polarity: str) -> set[str]:
+    return {v["node_id"] for v in s.verdicts if v["kind"] in ("treatment", "procedure") and v["polarity"] == polarity
+            and not _PAST & set(v["context"])}
+
+
+def dominates(a: ResponseScore, b: ResponseScore) -> list[str]:
+    """The axes on which ``a`` is strictly better than ``b`` when it is no worse on any; [] otherwise."""
+    la, lb = _levels(a), _levels(b)
+    if any(x < y for x, y in zip(la, lb)):
+        return []
+    return [name for name, x, y in zip(AXES, la, lb) if x > y]
+
+
+def compare(a: ResponseScore, b: ResponseScore) -> tuple[str, list[str], str | None]:
+    """('a' | 'b' | 'abstain' | 'none', axes that decided, reason): which answer a pair may choose."""
+    for name, s in (("first", a), ("second", b)):
+        if s.abstain:
+            return "abstain", [], f"{name} answer: {s.abstain}"
+    withheld = _actions(a, ABSENT) & _actions(b, PRESENT) | _actions(b, ABSENT) & _actions(a, PRESENT)
+    for winner, (x, y) in (("a", (a, b)), ("b", (b, a))):
+        axes = dominates(x, y)
+        if axes:
+            if "management" in axes and x.unknown_actions:
+                return "abstain", [], f"the better answer's action is not rated by the KG: {', '.join(x.unknown_actions)}"
+            if "management" in axes and withheld:
+                # one answer withholds what the other gives: a reason in the patient the KG cannot see (pregnancy,
+                # renal failure) may be why
+                return "abstain", [], f"the answers disagree on giving {', '.join(sorted(withheld))}"
+            return winner, axes, None
+    return "none", [], None
 
 
 def build_pairs(
@@ -124,42 +261,62 @@ def build_pairs(
     condition: str,
     case_findings: dict | None = None,
     images: list | None = None,
-    min_margin: float = 0.5,
+    min_margin: float = 0.0,
     max_pairs: int | None = 4,
     weights: Weights | None = None,
     eligible: list[bool] | None = None,
+    stats: Counter | None = None,
 ) -> list[dict]:
     """DPO records from several sampled responses to one prompt.
 
-    ``eligible``: which responses may be chosen (the caller's format check; the KG score reads claims, not layout).
-    A malformed response that happens to state fewer wrong findings would otherwise teach the layout away (the tiny
-    DermIQ demo at temperature 1.0: no sample was well-formed, and DPO lowered the format rate from 0.64 to 0.58).
-
-    Every (better, worse) pair whose scores differ by at least ``min_margin``, largest margin first (ties: higher
-    chosen score first, then sample order), at most ``max_pairs``; never one whose chosen response is unsafe while
-    the rejected one is safe. Conversational prompts (a list of messages) get conversational chosen/rejected (one
+    A pair is built only when the chosen answer dominates the rejected one (``dominates``: no worse on any axis,
+    better on one) and neither answer made the scorer abstain; ``min_margin`` further requires that gap in ``total``.
+    ``eligible``: which responses may be chosen (the caller's format check; the KG reads claims, not layout). Pairs are
+    ordered by how many axes decide them, then by the ``total`` gap (ties: sample order); at most ``max_pairs``.
+    ``stats`` (a Counter) collects what happened to every comparison: pairs, abstained (and why), undecided,
+    ineligible, identical. Conversational prompts (a list of messages) get conversational chosen/rejected (one
     assistant message each), as TRL expects.
     """
     scores = [score_response(r, kg, condition, case_findings, weights) for r in responses]
-    pairs = []
+    stats = stats if stats is not None else Counter()
+    stats["responses"] += len(responses)
+    stats["responses_abstained"] += sum(bool(s.abstain) for s in scores)
+    found = []
     for i, j in combinations(range(len(responses)), 2):
-        hi, lo = (i, j) if scores[i].total >= scores[j].total else (j, i)
+        stats["comparisons"] += 1
+        if responses[i] == responses[j]:
+            stats["identical"] += 1
+            continue
+        winner, axes, reason = compare(scores[i], scores[j])
+        if winner == "abstain":
+            stats["abstained"] += 1
+            stats["abstain: " + reason.split(":")[0]] += 1
+            continue
+        if winner == "none":
+            stats["undecided"] += 1
+            continue
+        hi, lo = (i, j) if winner == "a" else (j, i)
         margin = scores[hi].total - scores[lo].total
         if eligible is not None and not eligible[hi]:
-            continue  # the better-scored one is malformed: no pair
-        if not scores[hi].safe and scores[lo].safe:
-            continue  # never teach the less safe answer
-        if margin >= min_margin and responses[hi] != responses[lo]:
-            pairs.append((margin, scores[hi].total, -hi, -lo, hi, lo))
-    pairs.sort(reverse=True)
+            stats["ineligible"] += 1
+            continue  # the better answer is malformed: no pair
+        if margin < min_margin:
+            stats["below_margin"] += 1
+            continue
+        found.append((len(axes), margin, scores[hi].total, -hi, -lo, hi, lo, axes))
+    found.sort(reverse=True)
     if max_pairs is not None:
-        pairs = pairs[:max_pairs]
+        found = found[:max_pairs]
+    stats["pairs"] += len(found)
+    for *_, axes in found:
+        for a in axes:
+            stats["decided by " + a] += 1
 
     def wrap(text: str):
         return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
 
     out = []
-    for margin, _, _, _, hi, lo in pairs:
+    for _, margin, _, _, _, hi, lo, axes in found:
         out.append({
             "prompt": prompt,
             "chosen": wrap(responses[hi]),
@@ -167,6 +324,7 @@ def build_pairs(
             "images": list(images or []),
             "meta": {
                 "condition_id": kg.require(condition, "condition"),
+                "decided_by": axes,
                 "margin": round(margin, 4),
                 "chosen_index": hi,
                 "rejected_index": lo,
@@ -175,6 +333,16 @@ def build_pairs(
             },
         })
     return out
+
+
+def abstention_summary(stats: Counter) -> dict:
+    """The pair builder's counts as a summary: how many comparisons became pairs, abstained, or were undecided."""
+    n = max(1, stats["comparisons"] - stats["identical"])
+    return {"comparisons": stats["comparisons"], "pairs": stats["pairs"], "abstained": stats["abstained"],
+            "abstention_rate": round(stats["abstained"] / n, 4), "undecided": stats["undecided"],
+            "responses_abstained": stats["responses_abstained"], "responses": stats["responses"],
+            "reasons": {k.split(": ", 1)[1]: v for k, v in stats.items() if k.startswith("abstain: ")},
+            "decided_by": {k[len("decided by "):]: v for k, v in stats.items() if k.startswith("decided by ")}}
 
 
 def write_dpo_jsonl(records: list[dict], path: str | Path) -> Path:

@@ -28,7 +28,7 @@ ACTION_TYPES = ("treatment", "procedure")
 
 _CLAUSE_BREAK = re.compile(
     r"[;:]|\b(?:but|however|whereas|although|though|now|currently|today|presently|then)\b"
-    r"|(?:,\s*|\s+)and\s+(?:this|the|these|that|his|her|their|he|she|it|they|there|today|now|currently|patient|on)\b"
+    r"|(?:,\s*|\s+)and\s+(?:this|these|that|his|her|their|he|she|it|they|there|today|now|currently|patient|on)\b"
     r"|\b(?:this|the)\s+(?:lesion|mole|patient|presentation|time|episode|rash|case|one)\b|\bthis\s+is\b"
     r"|\s[-]\s|</?answer>", re.I)
 _LIST_GAP = re.compile(r"\s*(?:,\s*(?:(?:and|or|nor|and/or)\s+)?|(?:and|or|nor|and/or|/)\s*|\s)\s*(?:(?:a|an|the|any)\s+)?",

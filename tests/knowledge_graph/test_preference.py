@@ -1,11 +1,12 @@
 """Response scoring and DPO pair building: ordering, margins, record format."""
 
 import json
+from collections import Counter
 
 import pytest
 
 from knowledge_graph.io import load_builtin
-from knowledge_graph.preference import build_pairs, score_response, write_dpo_jsonl
+from knowledge_graph.preference import abstention_summary, build_pairs, score_response, write_dpo_jsonl
 
 GOOD = ("Asymmetric dark brown and black plaque with an irregular border and a blue-white veil; no milia-like cysts. "
         "<answer>melanoma</answer>")
@@ -75,3 +76,48 @@ def test_only_eligible_responses_are_chosen(kg):
     assert kept and {p["meta"]["chosen_index"] for p in kept} == {1}
     assert [(p["chosen"], p["rejected"]) for p in kept] == [(OK, WRONG)]  # GOOD over OK, GOOD over WRONG are dropped
     assert build_pairs("Diagnose.", responses, kg, "melanoma", eligible=[False, False, True]) == []
+
+
+# ---- the judge's axes and abstention (issue 23) -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clin():
+    return load_builtin("clinical")
+
+
+def test_groups_are_partial_and_siblings_wrong(clin):
+    levels = {t: score_response(t, clin, "condition:stemi").axes["diagnosis"]
+              for t in ("Inferior STEMI.", "Acute coronary syndrome.", "NSTEMI.", "No diagnosis yet.")}
+    assert levels == {"Inferior STEMI.": "exact", "Acute coronary syndrome.": "group", "NSTEMI.": "missed",
+                      "No diagnosis yet.": "none"}
+    pairs = build_pairs("p", ["NSTEMI.", "Acute coronary syndrome.", "Inferior STEMI."], clin, "condition:stemi",
+                        max_pairs=None)
+    order = {(p["chosen"], p["rejected"]) for p in pairs}
+    assert order == {("Acute coronary syndrome.", "NSTEMI."), ("Inferior STEMI.", "NSTEMI."),
+                     ("Inferior STEMI.", "Acute coronary syndrome.")}
+
+
+def test_harmful_management_loses_to_the_right_action_whatever_the_label(clin, kg):
+    bleed = [score_response(t, clin, "condition:haemorrhagic_stroke") for t in
+             ("Haemorrhagic stroke; give thrombolysis.", "Haemorrhagic stroke; lower the blood pressure.")]
+    assert bleed[0].axes["management"] == "harmful" and not bleed[0].safe
+    pairs = build_pairs("p", ["Melanoma; cryotherapy today.", "Melanoma; urgent referral for excision biopsy."], kg,
+                        "melanoma")
+    assert pairs and pairs[0]["chosen"].startswith("Melanoma; urgent") and "management" in pairs[0]["meta"]["decided_by"]
+
+
+def test_the_judge_abstains_when_it_did_not_understand(clin):
+    unread = score_response("PE likely.", clin, "condition:pulmonary_embolism")
+    assert unread.abstain and "PE" in unread.abstain  # ambiguous abbreviation with no context
+    unknown = score_response("<answer>blue rubber bleb naevus</answer>", clin, "condition:stemi")
+    assert unknown.abstain and "does not know" in unknown.abstain
+    stats = Counter()
+    assert build_pairs("p", ["PE likely.", "Pneumonia."], clin, "condition:pulmonary_embolism", stats=stats) == []
+    assert stats["abstained"] == 1 and abstention_summary(stats)["abstention_rate"] == 1.0
+
+
+def test_disagreeing_on_an_action_the_kg_cannot_judge_abstains(clin):
+    """One answer withholds what the other gives: a patient-specific reason (pregnancy, renal failure) may be why."""
+    stats = Counter()
+    pairs = build_pairs("p", ["AKI: stop ramipril; IV fluids.", "AKI: continue ramipril; IV fluids."], clin,
+                        "condition:acute_kidney_injury", stats=stats)
+    assert all(p["chosen"] != "AKI: continue ramipril; IV fluids." for p in pairs)

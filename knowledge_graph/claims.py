@@ -35,7 +35,7 @@ _KIND = {"condition": "differential", "treatment": "treatment", "procedure": "pr
 _CODE_QUALIFIER = re.compile(
     r"\b(?:massive|submassive|saddle|segmental|subsegmental|bilateral|acute|chronic|suspected|confirmed|new|recent|"
     r"inferior|anterior|lateral|posterior|septal|severe|mild|moderate|active|relapsing|seropositive|seronegative|"
-    r"negative for|positive for|treated|known|lobe|lobar|basal)\W+$", re.I)
+    r"negative for|positive for|treated|known|lobe|lobar|basal|multiple|several|numerous)\W+$", re.I)
 _CODE_CUE = re.compile(
     r"\b(?:possible|probable|probably|likely|suspected|suspect|suspicion of|r/o|rule out|exclude|excluding|diagnosis|"
     r"dx|impression|consistent with|in keeping with|query|favou?r|treat(?:ed)? (?:as|for)|known|history of|"
@@ -169,6 +169,8 @@ def _code_reading(text: str, start: int, end: int) -> str:
         return "read"
     if re.match(r"\s*:", after) or re.search(r"(?:\bon|\d%?)\s*$", before):
         return "other"
+    if re.match(r"\s+(?:flare|lesions?|rash|exacerbation|relapse|crisis)\b", text[end: end + 16], re.I):
+        return "read"  # "AD flare", "KS lesions on the palate"
     if re.search(r"(?:^|[.;:!?>\n])\s*$", before) and re.match(r"\s*(?:[.;,)!?<]|\s-\s|$)", after):
         return "read"  # the abbreviation is the whole answer: "CAP; amoxicillin."
     return "unread"

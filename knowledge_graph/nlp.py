@@ -106,7 +106,7 @@ def target_rules(kg: KnowledgeGraph) -> list:
     rules = [TargetRule(term, nid, pattern=term_pattern(term)) for term, nid in lex.terms.items()]
     rules += [TargetRule(term, nid + ABSENT_MARK, pattern=term_pattern(term)) for term, nid in lex.absent.items()]
     rules += [TargetRule(term, label, pattern=term_pattern(term)) for term, label in lex.unlisted.items()]
-    rules += [TargetRule(term.upper(), nid + CODE_MARK, pattern=r"(?<![\w/])" + re.escape(term.upper()) + r"(?![\w/])")
+    rules += [TargetRule(term.upper(), nid + CODE_MARK, pattern=r"(?<![\w/])" + re.escape(term.upper()) + r"s?(?![\w/])")
               for term, nid in lex.codes.items()]
     rules += [TargetRule(lit, label, pattern=pat) for lit, label, pat in _value_rules(kg)]
     rules += [TargetRule(pat, nid, pattern=r"(?i)(?<![\w])(?:" + pat + r")(?![\w])")

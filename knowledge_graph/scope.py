@@ -61,7 +61,7 @@ def fold(text: str, codes: set[str] | frozenset[str] = frozenset()) -> str:
     for m in _WORD.finditer(plain):
         out.append(plain[last: m.start()])
         word = m.group()
-        out.append(word if word in codes or not word.isupper() or len(word) < 2 else word.lower())
+        out.append(word if word in codes or not word.isupper() or len(word) < 5 else word.lower())
         last = m.end()
     out.append(plain[last:])
     return "".join(out)

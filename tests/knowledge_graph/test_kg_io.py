@@ -172,8 +172,8 @@ def test_merge_extends_and_replaces(tmp_path):
     assert kg.label("condition:melanoma") == "melanoma"  # a CSV id does not clobber our label
     assert base.typicality_of("condition:melanoma", "colour:black") == "typical"  # base untouched
     clash = load(write_json(tmp_path, nodes=[{"id": "condition:zz", "type": "condition", "label": "zz",
-                                              "aliases": ["mole"]}], links=[], name="clash.json"))
-    with pytest.raises(KGError, match="duplicate alias 'mole'"):
+                                              "aliases": ["naevus"]}], links=[], name="clash.json"))
+    with pytest.raises(KGError, match="duplicate alias 'naevus'"):
         merge(base, clash)
 
 

@@ -57,7 +57,7 @@ def test_typed_ids_and_plain_names_mix(tmp_path, derm):
 
 
 def test_merge_keeps_our_labels_and_aliases(tmp_path, derm):
-    user = load(write(tmp_path, "melanoma,has_feature,white,My atlas,possible\nmole,differential_of,melanoma,My atlas\n"),
+    user = load(write(tmp_path, "melanoma,has_feature,white,My atlas,possible\nnaevus,differential_of,melanoma,My atlas\n"),
                 names=derm)
     kg = merge(derm, user)
     assert kg.typicality_of("condition:melanoma", "colour:white") == "possible"

@@ -199,7 +199,11 @@ def score_response(
         safety = "hedged_with_action" if helpful and not harmful else "hedged"
     else:
         safety = "missed"
-    axes = Axes(dx_level, mgmt, safety, -(con + hal), {"helpful": helpful, "harmful": harmful})
+    # A condition the KG gives no findings (a documented ``no_findings_reason``) cannot be judged on them.
+    unjudged = kg.node(cond).get("no_findings_reason")
+    faithfulness = 0 if unjudged else -(con + hal)
+    axes = Axes(dx_level, mgmt, safety, faithfulness, {"helpful": helpful, "harmful": harmful,
+                                                        **({"faithfulness": f"not judged: {unjudged}"} if unjudged else {})})
     parts = {
         "diagnosis": {"exact": w.diagnosis, "group": w.group, "none": 0.0}.get(dx_level, -w.wrong_diagnosis if dx else 0.0),
         "findings": w.findings * coverage,

@@ -101,17 +101,13 @@ DERM_MANAGED = ["melanoma", "melanocytic nevus", "basal cell carcinoma", "actini
                 "impetigo", "acne vulgaris", "keloid"]
 
 
-def test_clinical_management_sources_all_checkable(clin):
-    bad = [(h, r, t, a["source"]) for h, r, t, a in clin.edges() if r in MANAGEMENT_RELATIONS and not is_checkable(a["source"])]
+@pytest.mark.parametrize("name", ["derm", "clinical"])
+def test_every_management_edge_has_a_checkable_source(derm, clin, name):
+    """Guideline id + year + section, or a PMID/DOI (issue 23); an edge without one is left out of the KG."""
+    kg = {"derm": derm, "clinical": clin}[name]
+    bad = [(h, r, t, a["source"]) for h, r, t, a in kg.edges() if r in MANAGEMENT_RELATIONS and not is_checkable(a["source"])]
     assert not bad, bad[:5]
-
-
-def test_derm_management_sources_checkable_for_core_conditions(derm):
-    core = {derm.canonical(c) for c in DERM_MANAGED} | {c for c in derm.conditions() if derm.must_not_miss(c)}
-    bad = [(h, r, t) for h, r, t, a in derm.edges() if r in MANAGEMENT_RELATIONS and h in core and not is_checkable(a["source"])]
-    assert not bad, bad[:5]
-    rows = [a for h, r, t, a in derm.edges() if r in MANAGEMENT_RELATIONS]
-    assert sum(is_checkable(a["source"]) for a in rows) >= 0.9 * len(rows)
+    assert sum(r in MANAGEMENT_RELATIONS for _, r, _, _ in kg.edges()) > 150
 
 
 def test_every_condition_has_first_line_management(derm, clin):

@@ -121,3 +121,11 @@ def test_disagreeing_on_an_action_the_kg_cannot_judge_abstains(clin):
     pairs = build_pairs("p", ["AKI: stop ramipril; IV fluids.", "AKI: continue ramipril; IV fluids."], clin,
                         "condition:acute_kidney_injury", stats=stats)
     assert all(p["chosen"] != "AKI: continue ramipril; IV fluids." for p in pairs)
+
+
+def test_a_condition_without_findings_is_not_judged_on_them(kg):
+    """A derm condition with a documented no_findings_reason: described findings neither cost nor earn (issue 23)."""
+    cond = next(c for c in kg.conditions() if kg.node(c).get("no_findings_reason"))
+    s = score_response(f"Silvery scale with Wickham striae. <answer>{kg.label(cond)}</answer>", kg, cond)
+    assert s.axes["faithfulness"] == 0 and "not judged" in s.axes["reasons"]["faithfulness"]
+    assert all(kg.features(c) or kg.node(c).get("no_findings_reason") for c in kg.conditions())

@@ -94,3 +94,14 @@ def _write_png_header(path: Path, width: int, height: int) -> Path:
 def png_header():
     """`png_header(path, width, height)` writes a bomb-like PNG header (see `_write_png_header`)."""
     return _write_png_header
+
+
+# Fixtures that train real runs before their tests start (the app's runs root, a short SFT run's adapter): every test
+# that uses one, directly or through another fixture, is an end-to-end test and marked slow (`make test-fast` skips it).
+SLOW_FIXTURES = {"app_runs", "sft_adapter"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

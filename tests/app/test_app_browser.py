@@ -3,6 +3,9 @@ synthetic image and see the KG check, open the runs tab and see a plot. Screensh
 
 import pytest
 
+pytestmark = pytest.mark.slow  # headless Chromium; `make test` installs it
+
+
 TIMEOUT = 60_000  # ms; generous for a busy 2-core machine
 
 

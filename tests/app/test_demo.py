@@ -1,5 +1,9 @@
 import json
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the quick demo end to end (~25 s)
+
 
 def test_demo_quick_runs_every_stage(cli, tmp_path, one_thread):
     out = tmp_path / "demo"

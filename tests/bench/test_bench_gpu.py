@@ -16,6 +16,7 @@ def test_without_cuda_it_says_so_and_exits_zero(cli, capsys):
     assert out["cuda"] is False and "no CUDA device" in out["message"]
 
 
+@pytest.mark.slow
 def test_the_3b_shapes_have_the_published_parameter_counts():
     """Built on the meta device (no memory): Qwen2.5-3B 3.09B parameters, Qwen2.5-VL-3B 3.75B, Qwen's vocabulary."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
@@ -33,6 +34,7 @@ def test_the_3b_shapes_have_the_published_parameter_counts():
     assert round(counts["qwen2"] / 1e9, 2) == 3.09 and round(counts["qwen25vl"] / 1e9, 2) == 3.75
 
 
+@pytest.mark.slow
 def test_the_measuring_path_runs_on_the_embedded_sizes(tmp_path):
     r = gpu.run(shape="tiny", device="cpu", steps=2, warmup=1, g=2, p=48, s=3, quantization="none",
                 with_trl=False, cache=tmp_path)

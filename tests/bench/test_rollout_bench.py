@@ -9,6 +9,7 @@ from bench import grpo_step, rollout
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_rollout_worker_times_both_sides():
     """Both sides sample exactly prompts x G x S tokens (the worker raises otherwise) and report tokens/s."""
     args = {"p": 48, "g": 2, "s": 4, "prompts": 2, "repeats": 1, "threads": 1, "model": "embedded:qwen2",

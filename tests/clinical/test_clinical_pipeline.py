@@ -20,6 +20,9 @@ from clinical.rewards import (
 )
 from training.data import read_jsonl, validate_record
 
+pytestmark = pytest.mark.slow  # cold start -> CRPO end to end
+
+
 TINY = ["--sft-steps", "1", "--crpo.rollout.max_new_tokens=6", "--crpo.rollout.num_generations=2",
         "--crpo.prompts_per_step=1", "--sft.batch_size=1", "--sft.data.max_length=640", "--pipeline.vignettes=12",
         "--pipeline.eval_limit=2"]

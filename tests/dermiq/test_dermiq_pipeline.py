@@ -15,6 +15,9 @@ from knowledge_graph.io import load_builtin
 from training.data import read_jsonl
 from training.run import DISCLAIMER
 
+pytestmark = pytest.mark.slow  # every stage of the pipeline, end to end
+
+
 CONDS = "[melanoma,psoriasis,vitiligo]"
 TINY = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", f"--pipeline.conditions={CONDS}",
         "--warmup.run.max_steps=1", "--grpo++.run.max_steps=1", "--sft.run.max_steps=1", "--dpo.run.max_steps=1",

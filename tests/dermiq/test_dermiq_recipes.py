@@ -47,6 +47,7 @@ def _rows(run_dir):
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_tiny_recipe_runs_two_steps(cli, tmp_path, synthetic, one_thread):
     assert cli("train", "configs/dermiq_tiny.yaml", f"--data.train={synthetic}", f"--run.output_dir={tmp_path}",
                "--run.max_steps=2", "--run.save_every=0", "--prompts_per_step=2") == 0

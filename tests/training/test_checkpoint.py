@@ -23,6 +23,7 @@ def adapter(path):
     return load_file(str(path / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_every_published_checkpoint_resumes_exactly(cli, tmp_path, toy_file):
     """Resuming from step-k and running one step gives the uninterrupted run's step-(k+1) adapter, bit for bit:
     the sampling generator and the lagged reference are inside every checkpoint, not written beside it."""

@@ -19,6 +19,9 @@ from safetensors.torch import load_file
 
 from training.data import write_jsonl
 
+pytestmark = pytest.mark.slow  # torchrun subprocesses (~55 s)
+
+
 TOL = 2e-5  # fp32, the sum of two ranks' gradients vs one process's accumulation: rounding only
 # Adam's first steps are lr * g / (|g| + eps): with eps 1e-8 a gradient element that is rounding noise (1e-9 in one
 # run, -1e-9 in the other) moves by +-lr. A larger eps keeps the update linear in small gradients, so the

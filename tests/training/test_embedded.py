@@ -14,6 +14,7 @@ def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
     from training import embedded_pretrain
 

@@ -15,6 +15,9 @@ from safetensors.torch import load_file
 from training.run import RunDir
 from training.toy_task import write_records
 
+pytestmark = pytest.mark.slow  # real subprocesses killed mid-run (~25 s)
+
+
 TOY = "configs/grpopp_qwen2_toy.yaml"
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = ["--prompts_per_step=2", "--rollout.num_generations=3", "--reference.kind=lagged",

@@ -16,6 +16,7 @@ def rows(run_dir):
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_grpopp_raises_mean_reward(cli, tmp_path, toy_file):
     """Fixed seed: the mean reward of the last steps beats the first steps (the toy task is verifiable)."""
     assert cli("train", "configs/grpopp_qwen2_toy.yaml", f"--data.train={toy_file}", f"--run.output_dir={tmp_path}",

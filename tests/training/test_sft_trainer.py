@@ -16,6 +16,7 @@ def adapter(run_dir, sub="adapter"):
     return load_file(str(run_dir / sub / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(cli, tmp_path, text_sft_file):
     """2 steps + resume + 2 steps == 4 uninterrupted steps (same seed): identical adapter weights."""
     common = ["--run.max_steps=4", "--run.save_every=2", "--optim.scheduler=cosine", "--optim.warmup_steps=1"]

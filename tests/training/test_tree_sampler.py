@@ -83,6 +83,7 @@ def test_chains_are_reproducible_and_internal_expansion(policy):
     assert t.num_rows == 2 and t.trees[0].nodes[0].children == [1]  # the root was never expanded
 
 
+@pytest.mark.slow
 def test_tree_forward_matches_duplicated_rows(policy):
     """`loss.forward: tree` (each node encoded once) equals the naive duplicated rows: log-probs and LoRA grads."""
     model = policy.model

@@ -27,6 +27,7 @@ def _rows(run_dir):
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_tree_run_writes_trees_the_app_draws(cli, tmp_path, cases, one_thread):
     from app.draw import tree_nodes, tree_svg
     from app.runs import RunsReader
@@ -52,6 +53,7 @@ def test_tree_run_writes_trees_the_app_draws(cli, tmp_path, cases, one_thread):
     assert len(nodes) == len(tree["nodes"]) and "<svg" in tree_svg(nodes, "advantage")
 
 
+@pytest.mark.slow
 def test_tree_grpo_reward_rises_after_cold_start(cli, tmp_path, cases, one_thread):
     """Fixed seeds: 40 SFT steps on opening actions, then Tree-GRPO on the case rewards; the reward of the last
     steps beats the first (measured: 0.022, 0.022, 0.027, 0.053, 0.060, 0.060, 0.077)."""

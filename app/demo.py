@@ -24,7 +24,7 @@ QUICK = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", "--warmu
          "--grpo++.run.max_steps=2", "--sft.run.max_steps=2", "--dpo.run.max_steps=2", "--warmup.batch_size=2",
          "--sft.batch_size=2", "--grpo++.prompts_per_step=1", "--grpo++.rollout.max_new_tokens=8",
          "--pipeline.dpo_prompts=3", "--pipeline.dpo_max_new_tokens=8", "--pipeline.dpo_min_margin=0",
-         "--pipeline.dpo_well_formed=false",
+         "--pipeline.dpo_well_formed=false", "--pipeline.dpo_reference=true",
          "--pipeline.eval_max_new_tokens=8", "--dpo.batch_size=1", "--dpo.grad_accum=1"]
 # The demo's cold start stops at 160 steps, its RL arms at 6 and its evaluation at 15 vignettes to keep `make demo`
 # within 10 minutes from an empty model cache (9 min 17 s in all); `medrl clinical ablate` uses the recipe's
@@ -110,7 +110,7 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
           f"confusion matrix) are under {out / 'dermiq'}/ and {out / 'clinical'}/; summary.json beside them "
           f"({summary['total_s']:.0f} s in all).")
     print("The embedded default shows the machinery working end to end on synthetic data; medical accuracy needs "
-          "a real checkpoint (configs/dermiq_pipeline_qwen25vl_3b.yaml, configs/clinical_r1_qwen25_3b.yaml on a GPU).")
+          "a real checkpoint (recipes dermiq_pipeline_qwen25vl_3b and clinical_r1_qwen25_3b on a GPU: `medrl recipes`).")
     print(DISCLAIMER)
     return summary
 

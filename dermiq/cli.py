@@ -73,7 +73,6 @@ def _recipe_args(p, out: str) -> None:
 
 
 def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
-    from pathlib import Path
 
     from training.config import merge
     from training.recipes import resolve
@@ -81,7 +80,7 @@ def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
     from .pipeline import RECIPES, load_recipe
 
     # one resolver for every command: a path as given, 'tiny'/'3b', or a shipped recipe's name (an installed wheel)
-    path = resolve(args.recipe, {alias: Path(p).stem for alias, p in RECIPES.items()})
+    path = resolve(args.recipe, RECIPES)
     raw = load_recipe(str(path), args.overrides)
     pipe = {k: v for k, v in (("data", args.data), ("seed", args.seed)) if v is not None}
     steps = {"grpo++": {"run": {"max_steps": args.steps}}} if args.steps else {}

@@ -9,7 +9,7 @@ Stages, in order (a recipe names the ones it runs; `--stages` picks some):
 - ``dpo``: responses sampled from the SFT policy, scored and paired by the KG preference builder
   (`knowledge_graph.preference.build_pairs`), DPO with the SFT adapter frozen as the reference (`reference.kind:
   start`).
-A pipeline recipe (`configs/dermiq_pipeline_tiny.yaml`, `configs/dermiq_pipeline_qwen25vl_3b.yaml`) holds a
+A pipeline recipe (`dermiq_pipeline_tiny`, `dermiq_pipeline_qwen25vl_3b`; `medrl recipes` lists them) holds a
 `pipeline:` section and one ordinary trainer recipe per stage, so each stage is exactly what `medrl train` would run.
 Stage S is the run folder OUT/<S> (``grpo++`` -> OUT/grpopp) and starts from the adapter of the nearest earlier
 stage found finished in OUT (or `pipeline.start_adapter`), so any stage runs alone after the one before it. A
@@ -27,8 +27,7 @@ from training.config import check, from_dict, merge, parse_overrides, read_yaml
 from training.errors import ConfigError, DataError
 from training.stages import run_stage
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-RECIPES = {"tiny": CONFIGS / "dermiq_pipeline_tiny.yaml", "3b": CONFIGS / "dermiq_pipeline_qwen25vl_3b.yaml"}
+RECIPES = {"tiny": "dermiq_pipeline_tiny", "3b": "dermiq_pipeline_qwen25vl_3b"}  # short names -> shipped recipes
 STAGES = ("warmup", "grpo++", "sft", "dpo")
 FOLDERS = {"warmup": "warmup", "grpo++": "grpopp", "sft": "sft", "dpo": "dpo"}
 TRAINERS = {"warmup": "sft", "grpo++": "rl", "sft": "sft", "dpo": "dpo"}
@@ -67,6 +66,10 @@ class PipelineConfig:
     # broken text and took the format down with it (0.64 -> 0.58). False: any sample may be chosen.
     dpo_well_formed: bool = True
     dpo_max_pairs: int = 3  # pairs per prompt
+    # Also put the record's reference answer (the SFT target, built from the KG ground truth) among the candidates
+    # the KG judge compares: a pair then exists whenever the judge finds the reference better than a sample, even if
+    # no two samples differ (a barely trained policy). It is judged like any sample, never chosen by fiat.
+    dpo_reference: bool = False
     eval_limit: int | None = None  # test records evaluated after the last stage (0: none)
     eval_max_new_tokens: int | None = None  # None: the stage's rollout length, else 160
 
@@ -93,7 +96,9 @@ def stage_name(name: str) -> str:
 
 def load_recipe(recipe: str, overrides: list[str] | None = None) -> dict:
     """A pipeline recipe ('tiny', '3b' or a YAML file) with `--section.key=value` overrides merged in."""
-    path = RECIPES.get(recipe, Path(recipe))
+    from training.recipes import resolve
+
+    path = resolve(recipe, RECIPES)
     raw = merge(read_yaml(path), parse_overrides(overrides or []))
     raw = {k: v for k, v in raw.items() if not str(k).startswith("_")}  # YAML anchors (`_model: &model`)
     unknown = set(raw) - {"pipeline", *STAGES}
@@ -237,18 +242,22 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
     samples = generate(policy, records, pc.dpo_max_new_tokens, n=pc.dpo_samples, temperature=pc.dpo_temperature,
                        seed=pc.seed)
     del policy
+    from .records import sft_record
     from .rewards import well_formed
 
     pairs, formed, stats = [], 0, Counter()
     for rec, texts in zip(records, samples, strict=True):
         meta = rec["meta"]
+        if pc.dpo_reference:
+            texts = [*texts, sft_record(rec, kg)["messages"][-1]["content"]]
         ok = [well_formed(t, rec["prompt"]) for t in texts]
-        formed += sum(ok)
+        formed += sum(ok[: pc.dpo_samples])  # the samples, not the reference
         pairs += build_pairs(rec["prompt"], texts, kg, meta["condition_id"], case_findings=meta.get("findings"),
                              images=rec["images"], min_margin=pc.dpo_min_margin, max_pairs=pc.dpo_max_pairs,
                              eligible=ok if pc.dpo_well_formed else None, stats=stats)
     n = len(records) * pc.dpo_samples
-    summary = {**abstention_summary(stats), "prompts": len(records), "samples": n, "well_formed": formed}
+    summary = {**abstention_summary(stats), "prompts": len(records), "samples": n, "well_formed": formed,
+               "reference_among_candidates": pc.dpo_reference}
     (path.parent / "dpo_pairs.summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     if not pairs:
         better = " with the better one well-formed" if pc.dpo_well_formed else ""

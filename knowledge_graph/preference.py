@@ -243,7 +243,7 @@ def compare(a: ResponseScore, b: ResponseScore) -> tuple[str, list[str], str | N
     """('a' | 'b' | 'abstain' | 'none', axes that decided, reason): which answer a pair may choose."""
     for name, s in (("first", a), ("second", b)):
         if s.abstain:
-            return "abstain", [], f"{name} answer: {s.abstain}"
+            return "abstain", [], f"{s.abstain} ({name} answer)"
     withheld = _actions(a, ABSENT) & _actions(b, PRESENT) | _actions(b, ABSENT) & _actions(a, PRESENT)
     for winner, (x, y) in (("a", (a, b)), ("b", (b, a))):
         axes = dominates(x, y)
@@ -253,7 +253,7 @@ def compare(a: ResponseScore, b: ResponseScore) -> tuple[str, list[str], str | N
             if "management" in axes and withheld:
                 # one answer withholds what the other gives: a reason in the patient the KG cannot see (pregnancy,
                 # renal failure) may be why
-                return "abstain", [], f"the answers disagree on giving {', '.join(sorted(withheld))}"
+                return "abstain", [], f"the answers disagree on an action: {', '.join(sorted(withheld))}"
             return winner, axes, None
     return "none", [], None
 
@@ -309,6 +309,14 @@ def build_pairs(
             continue
         found.append((len(axes), margin, scores[hi].total, -hi, -lo, hi, lo, axes))
     found.sort(reverse=True)
+    seen, unique = set(), []
+    for f in found:  # the same two texts sampled twice make one pair, not several
+        key = (responses[f[5]], responses[f[6]])
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    stats["duplicate_pairs"] += len(found) - len(unique)
+    found = unique
     if max_pairs is not None:
         found = found[:max_pairs]
     stats["pairs"] += len(found)

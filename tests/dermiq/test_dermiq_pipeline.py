@@ -23,7 +23,7 @@ TINY = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", f"--pipel
         "--warmup.run.max_steps=1", "--grpo++.run.max_steps=1", "--sft.run.max_steps=1", "--dpo.run.max_steps=1",
         "--warmup.batch_size=2", "--sft.batch_size=2", "--grpo++.rollout.max_new_tokens=6",
         "--grpo++.prompts_per_step=1", "--pipeline.dpo_prompts=2", "--pipeline.dpo_max_new_tokens=6",
-        "--pipeline.dpo_min_margin=0", "--pipeline.dpo_well_formed=false", "--pipeline.eval_max_new_tokens=6",
+        "--pipeline.dpo_min_margin=0", "--pipeline.dpo_well_formed=false", "--pipeline.dpo_reference=true", "--pipeline.eval_max_new_tokens=6",
         "--dpo.batch_size=1", "--dpo.grad_accum=1", "--pipeline.warmup_per_class=1"]
 
 

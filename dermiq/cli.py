@@ -42,6 +42,10 @@ def register(subparsers) -> None:
                    help="evaluate the last stage, every stage run, or none on the held-out test.jsonl")
     t.add_argument("--json", action="store_true", help="print the result as JSON")
     t.set_defaults(handler=_train, accepts_overrides=True)
+    pr = sub.add_parser("pairs", help="write the KG-judged DPO pairs from the SFT stage in --out, to review with "
+                        "`medrl kg audit` before `train --stages dpo`")
+    _recipe_args(pr, "runs/dermiq")
+    pr.set_defaults(handler=_pairs, accepts_overrides=True)
     e = sub.add_parser("eval", help="a run's adapter on held-out lesions: balanced accuracy, ISIC CSV -> RUN/eval/")
     e.add_argument("run", help="a run folder, e.g. runs/dermiq/dpo")
     e.add_argument("--data", required=True, help="RL records (JSONL), e.g. DIR/test.jsonl from medrl dermiq import")
@@ -106,6 +110,14 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{stage}: {path} (adapter {result['adapters'][stage]})")
     for stage, m in (result.get("eval") or {}).items():
         print(f"\n[{stage}] " + metrics_table(m))
+    return 0
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from .pipeline import write_pairs
+
+    path = write_pairs(_recipe(args), args.out)
+    print(f"review them: medrl kg audit {path}")
     return 0
 
 

@@ -295,6 +295,17 @@ def run_one(raw: dict, pc: PipelineConfig, stage: str, data: Path, out: Path, st
     return run_stage(stage_config(raw, stage, out, pc.seed, extra))
 
 
+def write_pairs(raw: dict, out: str | Path) -> Path:
+    """Only the DPO stage's pairs (data/dpo_pairs.jsonl and its summary), from the SFT adapter in ``out``: for a
+    clinician to review (`medrl kg audit`) before `--stages dpo` trains on them (an existing pair file is kept)."""
+    pc = pipeline_config(raw)
+    out = Path(out)
+    start = previous_adapter(out, "dpo", pc.start_adapter)
+    if start is None:
+        raise ConfigError(f"dpo pairs: no SFT adapter in {out} (run --stages sft first, or set pipeline.start_adapter)")
+    return dpo_pairs(pc, raw, prepare_data(pc, out), out, start)
+
+
 def run_pipeline(raw: dict, out: str | Path, evaluate: str = "last") -> dict:
     """Every stage of the recipe in order; evaluate 'last', 'all' stages run here, or 'none' on test.jsonl."""
     pc = pipeline_config(raw)

@@ -143,3 +143,21 @@ def test_pipeline_recipes_load_every_stage(recipe, tmp_path):
         from dermiq.pipeline import stage_name
 
         stage_name("ppo")
+
+
+def test_pairs_written_for_review_then_audited(trained, cli, tmp_path, capsys):
+    """`medrl dermiq pairs` writes the judged pairs from the SFT stage; `medrl kg audit` reviews them (issue 23)."""
+    import shutil
+
+    out = tmp_path / "pipe"
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("dpo", "dpo_pairs*"))
+    assert cli("dermiq", "pairs", "--out", out, *TINY) == 0
+    summary = json.loads((out / "data" / "dpo_pairs.summary.json").read_text())
+    rows = [json.loads(x) for x in (out / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
+    assert summary["pairs"] == len(rows) > 0 and 0 <= summary["abstention_rate"] <= 1
+    assert all(r["meta"]["decided_by"] for r in rows)
+    assert cli("kg", "audit", out, "--html", tmp_path / "audit.html") == 0
+    assert "decided by:" in capsys.readouterr().out and (tmp_path / "audit.html").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli("dermiq", "pairs", "--out", empty, *TINY) == 2  # no SFT adapter there: one line, exit 2

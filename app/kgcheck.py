@@ -74,7 +74,8 @@ def check(text: str, kg: KnowledgeGraph, reference: str | None = None, source: s
         reference, source = dx, "model"
     verdicts = judge(claims, kg, reference, case_findings)
     rows = [ClaimRow(v.claim.kind, v.claim.text, v.claim.node_id,
-                     kg.label(v.claim.node_id) if v.claim.node_id in kg else v.claim.text, v.claim.polarity,
+                     f"{v.claim.text} (ambiguous: not read)" if v.claim.kind == "unread"
+                     else kg.label(v.claim.node_id) if v.claim.node_id in kg else v.claim.text, v.claim.polarity,
                      v.verdict, v.reason, path_text(kg, reference, v.claim.node_id)) for v in verdicts]
     result = KGCheck(kg.name, reference, source if reference else None, dx, rows,
                      kg.label(reference) if reference in kg else "", kg.label(dx) if dx in kg else (dx or ""))

@@ -169,6 +169,9 @@ def _code_reading(text: str, start: int, end: int) -> str:
         return "read"
     if re.match(r"\s*:", after) or re.search(r"(?:\bon|\d%?)\s*$", before):
         return "other"
+    if re.match(r"\s*(?:\?|(?:is|was)?\s*(?:likely|suspected|confirmed|possible|probable|unlikely|excluded|ruled out)\b)",
+                text[end: end + 24], re.I):
+        return "read"  # "PE likely", "RA confirmed", "PE?"
     if re.match(r"\s+(?:flare|lesions?|rash|exacerbation|relapse|crisis)\b", text[end: end + 16], re.I):
         return "read"  # "AD flare", "KS lesions on the palate"
     if re.search(r"(?:^|[.;:!?>\n])\s*$", before) and re.match(r"\s*(?:[.;,)!?<]|\s-\s|$)", after):

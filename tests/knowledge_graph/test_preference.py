@@ -106,12 +106,14 @@ def test_harmful_management_loses_to_the_right_action_whatever_the_label(clin, k
 
 
 def test_the_judge_abstains_when_it_did_not_understand(clin):
-    unread = score_response("PE likely.", clin, "condition:pulmonary_embolism")
+    assert not score_response("PE likely.", clin, "condition:pulmonary_embolism").abstain  # a cue after it reads it
+    unread = score_response("Discussed PE with the team.", clin, "condition:pulmonary_embolism")
     assert unread.abstain and "PE" in unread.abstain  # ambiguous abbreviation with no context
     unknown = score_response("<answer>blue rubber bleb naevus</answer>", clin, "condition:stemi")
     assert unknown.abstain and "does not know" in unknown.abstain
     stats = Counter()
-    assert build_pairs("p", ["PE likely.", "Pneumonia."], clin, "condition:pulmonary_embolism", stats=stats) == []
+    assert build_pairs("p", ["Discussed PE with the team.", "Pneumonia."], clin, "condition:pulmonary_embolism",
+                       stats=stats) == []
     assert stats["abstained"] == 1 and abstention_summary(stats)["abstention_rate"] == 1.0
 
 

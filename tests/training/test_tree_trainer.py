@@ -55,10 +55,11 @@ def test_tree_run_writes_trees_the_app_draws(cli, tmp_path, cases, one_thread):
 
 @pytest.mark.slow
 def test_tree_grpo_reward_rises_after_cold_start(cli, tmp_path, cases, one_thread):
-    """Fixed seeds: 40 SFT steps on opening actions, then Tree-GRPO on the case rewards; the reward of the last
-    steps beats the first (measured: 0.022, 0.022, 0.027, 0.053, 0.060, 0.060, 0.077)."""
+    """Fixed seeds: 120 SFT steps on opening actions, then Tree-GRPO on the case rewards; the reward of the last
+    steps beats the first (measured: 0.000, 0.004, 0.001, 0.031, 0.043, 0.040, 0.040). The KG of issue 23 changed the
+    generated cases: after 40 steps (the old setting) the new cases' reward stayed at 0.000-0.005."""
     assert cli("train", "configs/sft_qwen2_tiny.yaml", f"--data.train={cases[1]}", f"--run.output_dir={tmp_path}",
-               "--run.name=sft", "--run.max_steps=40", "--run.save_every=0", "--optim.lr=1e-2",
+               "--run.name=sft", "--run.max_steps=120", "--run.save_every=0", "--optim.lr=1e-2",
                "--optim.scheduler=constant", "--grad_accum=1", "--batch_size=1") == 0
     assert cli("train", "configs/clinical_cases_tiny.yaml", f"--data.train={cases[0]}", f"--run.output_dir={tmp_path}",
                "--run.name=rl", f"--model.adapter={tmp_path / 'sft' / 'adapter'}", "--run.max_steps=7",

@@ -60,12 +60,15 @@ CONTEXT_RULES: list[tuple[str, str, str, object]] = [
     ("N years ago", HIST, BWD, [{"LIKE_NUM": True}, {"LOWER": {"IN": ["years", "year", "months", "yrs", "decades"]}},
                                 {"LOWER": "ago"}]),
     ("in YYYY", HIST, BWD, [{"LOWER": "in"}, {"SHAPE": "dddd"}]),
+    # A history heading with its colon, so the colon (a terminator) belongs to the cue: "PMH: peptic ulcer, ...".
+    ("PMH:", HIST, FWD, [{"LOWER": {"IN": ["pmh", "pmhx", "hx", "history"]}}, {"TEXT": ":"}]),
+    ("past medical history:", HIST, FWD, [{"LOWER": "past"}, {"LOWER": "medical"}, {"LOWER": "history"}, {"TEXT": ":"}]),
     *_rules(FAMILY, FWD, "family history of|mother|father|sister|brother|sibling|family member|relative|relatives|"
                          "first-degree relative|first-degree relatives|grandmother|grandfather|aunt|uncle|cousin|"
                          "son|daughter|parents"),
     *_rules(HYPO, FWD, "if|return if|in case of|watch for|risk of|at risk of|prevent|prevention of|to prevent|"
                        "should it|unless"),
-    *_rules("TERMINATE", TERM, "but|however|although|though|yet|whereas|while|with|which|apart from|except|aside from|"
+    *_rules("TERMINATE", TERM, "but|however|although|though|yet|whereas|while|which|apart from|except|aside from|"
                                "other than|;|:|presents with|presented with|most likely|likely|diagnosis|impression|"
                                "consistent with|in keeping with|favour|favor|so|therefore|because"),
 ]

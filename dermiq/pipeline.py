@@ -265,6 +265,8 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
                         f"{len(records)} prompts x {pc.dpo_samples} samples ({formed} of {n} well-formed; the judge "
                         f"abstained on {summary['abstained']} comparisons, see {path.parent / 'dpo_pairs.summary.json'})"
                         "; raise pipeline.dpo_samples or lower pipeline.dpo_temperature")
+    for p in pairs:  # every record says how the run's judge did, beside the axes that decided it
+        p["meta"]["judge"] = {k: summary[k] for k in ("abstention_rate", "abstained", "comparisons", "pairs")}
     write_dpo_jsonl(pairs, path)
     chosen = ", the only ones chosen" if pc.dpo_well_formed else ""
     print(f"DPO: {len(pairs)} KG-scored pairs from {len(records)} prompts x {pc.dpo_samples} SFT samples "

@@ -156,6 +156,7 @@ def test_pairs_written_for_review_then_audited(trained, cli, tmp_path, capsys):
     rows = [json.loads(x) for x in (out / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
     assert summary["pairs"] == len(rows) > 0 and 0 <= summary["abstention_rate"] <= 1
     assert all(r["meta"]["decided_by"] for r in rows)
+    assert {r["meta"]["judge"]["abstention_rate"] for r in rows} == {summary["abstention_rate"]}
     assert cli("kg", "audit", out, "--html", tmp_path / "audit.html") == 0
     assert "decided by:" in capsys.readouterr().out and (tmp_path / "audit.html").is_file()
     empty = tmp_path / "empty"

@@ -29,9 +29,9 @@ _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.I | re.S)
 _FAMILY = re.compile(r"\b(?:family history of|(?:mother|father|sister|brother|sibling|parent|aunt|uncle|grandmother|"
                      r"grandfather|son|daughter|cousin|relatives?|grandparents?)(?:'s)?\b[^.;]*\b(?:had|has|with|died of))\b([^.;]*)$", re.I)
 _KIND = {"condition": "differential", "treatment": "treatment", "procedure": "procedure"}
-# An ambiguous abbreviation ('PE', 'RA', 'MS') counts only right after a diagnostic or hedging cue: "possible PE",
-# "Dx: RA", "r/o MS" - never "SpO2 94% on RA" (room air) or "PE: chest clear" (physical examination).
-# Words before an ambiguous code that make it a diagnosis ("massive PE", "inferior MI").
+# An ambiguous abbreviation ('PE', 'RA', 'MS') is read by context (``_code_reading``): after a diagnostic or hedging
+# cue ("possible PE", "Dx: RA", "r/o MS") or a qualifier ("massive PE", "inferior MI"), never in "SpO2 94% on RA"
+# (room air) or "PE: chest clear" (physical examination).
 _CODE_QUALIFIER = re.compile(
     r"\b(?:massive|submassive|saddle|segmental|subsegmental|bilateral|acute|chronic|suspected|confirmed|new|recent|"
     r"inferior|anterior|lateral|posterior|septal|severe|mild|moderate|active|relapsing|seropositive|seronegative|"

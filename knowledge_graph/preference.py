@@ -12,8 +12,9 @@ Each answer is placed on four axes (``Axes``), from what the claim reader found:
 - faithfulness: fewer findings that contradict the case or the KG, or that the KG does not link to the condition.
 A pair (chosen, rejected) is built only when the chosen answer is at least as good on every axis and strictly better
 on one (``dominates``). The scorer abstains on an answer it did not understand: an ambiguous abbreviation left unread,
-an answer tag or "Diagnosis:" line that names nothing the KG knows, a condition both asserted and ruled out, or, as
-the chosen answer, an action the KG says nothing about for this condition. ``total`` is a summary for display and
+an answer tag or "Diagnosis:" line that names nothing the KG knows, a condition both asserted and ruled out; and,
+when management decides a pair, an action of the better answer the KG does not rate for this condition, or one that
+an answer withholds and the other gives. ``total`` is a summary for display and
 ordering (the diagnosis dominates it); it never decides a pair on its own.
 """
 
@@ -72,10 +73,6 @@ class Axes:
     safety: str
     faithfulness: int  # minus the findings that contradict the case/KG or that the KG does not link
     reasons: dict = field(default_factory=dict)
-
-    def levels(self) -> tuple[int, int, int, int]:
-        return (DIAGNOSIS_LEVELS[self.diagnosis], MANAGEMENT_LEVELS[self.management], SAFETY_LEVELS[self.safety],
-                self.faithfulness)
 
 
 @dataclass

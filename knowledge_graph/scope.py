@@ -19,6 +19,8 @@ except the KG's abbreviations, so hedges in capitals ("MELANOMA CANNOT BE EXCLUD
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 import unicodedata
 
@@ -71,6 +73,14 @@ def _is_list(gaps: list[str]) -> bool:
     return all(_LIST_GAP.fullmatch(g) for g in gaps)
 
 
+def _spans(doc) -> list[tuple[int, int]]:
+    """The document's mention spans, sorted, computed once per document (``reaches`` runs per cue and mention)."""
+    spans = doc.user_data.get("medrl_spans")
+    if spans is None:
+        spans = doc.user_data["medrl_spans"] = sorted((e.start_char, e.end_char) for e in doc.ents)
+    return spans
+
+
 def reaches(mod, ent, doc, node_type) -> bool:
     """Does ConText modifier ``mod`` really apply to target ``ent``? ``node_type(label)`` gives a target's KG type."""
     toks = doc[mod.modifier_span[0]: mod.modifier_span[1]]
@@ -92,7 +102,13 @@ def reaches(mod, ent, doc, node_type) -> bool:
         return between.strip() in ("", "-")
     if _CLAUSE_BREAK.search(between):
         return False
-    inside = sorted((e.start_char, e.end_char) for e in doc.ents if lo <= e.start_char and e.end_char <= hi)
+    spans = _spans(doc)
+    inside = []
+    for a, b in itertools.islice(spans, bisect.bisect_left(spans, (lo, lo)), None):
+        if a >= hi:
+            break
+        if b <= hi:
+            inside.append((a, b))
     if "," not in between and not inside:
         return True
     if backward and "," in between and kind in ("condition", "unlisted"):

@@ -110,14 +110,19 @@ def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = Non
     from training.data import read_jsonl
     from training.run import RunDir
 
+    from . import task
+
     run = RunDir(run_path)
     model_cfg, adapter = model_config_of(run)
     ds = read_jsonl(data, "rl", limit=limit)
     if not ds.records:
         raise MedrlError(f"{data}: no usable RL records")
-    n_tok = max_new_tokens or default_max_new_tokens(run)
+    # Asked as the run was trained: the task card's system turn over each record's question, its answer length.
+    card = task.run_card(run.path)
+    records = [{**r, "prompt": task.record_messages(card, r)} for r in ds.records] if card else ds.records
+    n_tok = max_new_tokens or (task.max_new_tokens(card) if card else default_max_new_tokens(run))
     t0 = time.time()
-    texts, lengths = generate(model_cfg, adapter, ds.records, n_tok)
+    texts, lengths = generate(model_cfg, adapter, records, n_tok)
     rows = []
     for i, (rec, text, n) in enumerate(zip(ds.records, texts, lengths, strict=True)):
         meta = rec.get("meta") or {}

@@ -104,7 +104,9 @@ def stage_config(raw: dict, stage: str, out: Path, name: str, seed: int, extra: 
 
 def cold_start(raw: dict, pc: PipelineConfig, data: Path, out: Path, steps: int | None = None) -> Path:
     """The SFT stage: OUT/sft from the traces; returns its adapter."""
-    extra = {"data": {"train": str(sft_traces(pc, data, out))}}
+    # The cold start is asked as the RL stage after it will be: the same answer length on its task card.
+    extra = {"data": {"train": str(sft_traces(pc, data, out))},
+             "task": {"max_new_tokens": (raw.get("crpo", {}).get("rollout") or {}).get("max_new_tokens")}}
     if steps:
         extra["run"] = {"max_steps": steps}
     return run_stage(stage_config(raw, "sft", out, "sft", pc.seed, extra))

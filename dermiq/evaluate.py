@@ -155,15 +155,21 @@ def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = Non
     from training.models import load_policy
     from training.run import RunDir
 
+    from . import task
     from .generate import class_logprobs, generate
     from .prompts import labels_of, parse_response
 
     run = RunDir(run_path)
     model_cfg, adapter = model_config_of(run)
     records = read_jsonl(data, "rl", limit=limit).records
-    labels = labels_of(records[0].get("prompt")) or sorted({str(r.get("answer")) for r in records})
+    # Asked as the run was trained: its task card's label set and answer length (the data's own labels when the
+    # run has no card, e.g. one trained on another prompt).
+    card = task.run_card(run.path)
+    labels = (task.labels(card) or labels_of(records[0].get("prompt"))
+              or sorted({str(r.get("answer")) for r in records}))
+    records = [{**r, "prompt": task.messages(card, max(1, len(r.get("images") or [])), labels)} for r in records]
     to_label = label_map(labels)
-    n_tok = max_new_tokens or default_max_new_tokens(run)
+    n_tok = max_new_tokens or (task.max_new_tokens(card) if card else default_max_new_tokens(run))
     t0 = time.time()
     policy = load_policy(model_cfg, adapter=adapter, trainable=False)
     texts = [s[0] for s in generate(policy, records, n_tok, seed=seed)]

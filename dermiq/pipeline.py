@@ -294,7 +294,15 @@ def run_one(raw: dict, pc: PipelineConfig, stage: str, data: Path, out: Path, st
         extra["data"] = {"train": str(dpo_pairs(pc, raw, data, out, start))}
     if steps:
         extra["run"] = {"max_steps": steps}
+    extra["task"] = {"max_new_tokens": answer_tokens(raw, pc)}  # every stage is asked alike (the task card)
     return run_stage(stage_config(raw, stage, out, pc.seed, extra))
+
+
+def answer_tokens(raw: dict, pc: PipelineConfig) -> int:
+    """How long an answer of this pipeline's models may be: the evaluation's length, else GRPO++'s rollout's, else
+    DermIQ's 160; written to every stage's task card so the app and `medrl dermiq eval` ask alike."""
+    rollout = (raw.get("grpo++") or {}).get("rollout") or {}
+    return int(pc.eval_max_new_tokens or rollout.get("max_new_tokens") or 160)
 
 
 def write_pairs(raw: dict, out: str | Path) -> Path:

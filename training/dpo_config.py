@@ -13,6 +13,7 @@ from typing import Literal
 from training.config import ModelConfig, OptimConfig, RunConfig, check
 from training.losses import DPO_LOSS_TYPES, FORWARDS, HEADS
 from training.reference import ReferenceConfig
+from training.task_card import TaskConfig
 
 
 @dataclass
@@ -66,6 +67,7 @@ class DPOConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DPODataConfig = field(default_factory=DPODataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # how the trained model is asked: RUN/task.json
     optim: OptimConfig = field(default_factory=OptimConfig)
     dpo: DPOLossSettings = field(default_factory=DPOLossSettings)
     reference: ReferenceConfig = field(default_factory=lambda: ReferenceConfig(kind="start"))

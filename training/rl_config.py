@@ -14,6 +14,7 @@ from training.advantages import NEEDS_CORRECT, AdvantageConfig
 from training.config import ModelConfig, OptimConfig, RunConfig, check
 from training.losses import PolicyLossConfig
 from training.reference import ReferenceConfig
+from training.task_card import TaskConfig
 from training.tree import RolloutConfig, rows_per_prompt
 
 
@@ -33,6 +34,7 @@ class RLConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: RLDataConfig = field(default_factory=RLDataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # how the trained model is asked: RUN/task.json
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # SamplingConfig + strategy, env, tree
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
     loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)

@@ -23,6 +23,7 @@ from training.config import save_config
 from training.distributed import Dist, setup
 from training.errors import MedrlError
 from training.run import RunDir
+from training.task_card import build_card, write_card
 from training.tracking import MetricsLogger, NullMetrics
 
 _RANK_KEY = re.compile(r"rank\d+/")  # another rank's trainer tensors in a checkpoint
@@ -111,6 +112,8 @@ class Session:
         if not self.dist.is_main:
             return
         check_disk_space(self.run.path, policy.model)
+        # How this model is to be asked (the app and the evaluations read it); rewritten on resume, same content.
+        write_card(self.run.path, build_card(self.cfg, data.records, len(data.skipped)))
         if step == 0:
             self.metrics.log(0, {"event": "start", **{k: v for k, v in describe(policy).items() if k != "path"},
                                  "records": len(data), "records_skipped": len(data.skipped)})

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from training.config import ModelConfig, OptimConfig, RunConfig, check
+from training.task_card import TaskConfig
 
 
 @dataclass
@@ -26,6 +27,7 @@ class SFTConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # how the trained model is asked: RUN/task.json
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 2
     grad_accum: int = 1

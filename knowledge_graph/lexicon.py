@@ -46,9 +46,11 @@ def glued(text: str, start: int, end: int) -> bool:
 
 
 def _variants(term: str) -> list[str]:
-    """Cheap plural/singular forms so 'papules' finds 'papule'."""
+    """Cheap plural/singular forms so 'papules' finds 'papule' and 'keratoses' finds 'keratosis'."""
     if not term or term[-1].isdigit():
         return []
+    if term.endswith("sis") and len(term) > 5:  # Greek plurals: keratosis -> keratoses
+        return [term[:-2] + "es"]
     if term.endswith("s") and not term.endswith("ss") and len(term) > 4:
         return [term[:-1]]
     return [term + "s"]

@@ -19,6 +19,7 @@ REGISTRARS = [
     ("clinical.cli", "register"),
     ("bench.cli", "register"),
     ("app.cli", "register_app"),
+    ("app.reproduce", "register"),
 ]
 
 
@@ -30,7 +31,8 @@ def register_app(sub) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", default=None, help="user:password (default: the MEDRL_APP_AUTH environment variable)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs --auth)")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="default answer length (greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap every answer at N new tokens (default: each run's own length, from its task card)")
     p.add_argument("--max-loaded", type=int, default=2, help="how many (run, stage) models stay loaded")
     p.add_argument("--concurrency", type=int, default=1, help="generations running at once (queue beyond that)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

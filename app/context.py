@@ -23,7 +23,7 @@ NO_RUNS = ("No trained runs under {root} yet. `make demo` (CPU, a few minutes) c
 @dataclass
 class AppContext:
     runs_root: Path
-    max_new_tokens: int = 48
+    max_new_tokens: int | None = None  # None: each run's own answer length (its task card); a number caps every answer
     max_loaded: int = 2
     concurrency: int = 1
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="medrl-app-")))
@@ -47,6 +47,17 @@ class AppContext:
 
                 self._kgs[name] = load_builtin(name)
             return self._kgs[name]
+
+    def card(self, run_id: str) -> dict | None:
+        """The run's task card (how it was trained to be asked; `training.task_card`), None when it has none."""
+        from training.task_card import read_card
+
+        return read_card(self.reader.run(run_id).path)
+
+    def answer_budget(self, card_tokens: int, asked: float | None) -> int:
+        """New tokens for an answer: what the user set (> 0), else the run's own length, capped by the app's limit."""
+        n = int(asked) if asked else int(card_tokens)
+        return min(n, self.max_new_tokens) if self.max_new_tokens else n
 
     def no_runs_text(self) -> str:
         return NO_RUNS.format(root=self.runs_root)

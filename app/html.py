@@ -96,7 +96,19 @@ def check_card(res: KGCheck, kg_label: str) -> str:
             if rows else '<div class="medrl-muted">No KG term found in the answer: nothing to check.</div>')
     return (f'<div class="medrl-card medrl-kgcheck"><h3>KG check ({escape(kg_label)})</h3>'
             f'<div class="medrl-muted">{ref_txt}. Diagnosis read from the answer: {dx}.</div>'
-            f"<div>{summary}</div>{body}{footnote()}</div>")
+            f"{check_flags(res)}<div>{summary}</div>{body}{footnote()}</div>")
+
+
+def check_flags(res: KGCheck) -> str:
+    """The check's flags (a diagnosis the case does not support, invented findings, must-do steps omitted, harmful
+    steps given, not checkable), each with what raised it; nothing when none was raised."""
+    from .kgcheck import FLAG_TITLES
+
+    if not res.flags:
+        return ""
+    items = "".join(f'<li class="medrl-flag medrl-kgflag-{escape(k)}"><b>{escape(FLAG_TITLES.get(k, k))}</b>: '
+                    f"{escape('; '.join(v))}</li>" for k, v in res.flags.items())
+    return f'<ul class="medrl-flags medrl-kgflags" role="alert">{items}</ul>'
 
 
 def differential_card(res: KGCheck) -> str:
@@ -109,7 +121,10 @@ def differential_card(res: KGCheck) -> str:
     if res.best_fit:
         rows = [[d["label"] + ("" if not d["must_not_miss"] else " (must not miss)"), f"{d['score']:.2f}"]
                 for d in res.best_fit]
-        parts.append('<div class="medrl-muted">Conditions the findings stated in the answer fit best (KG ranking by '
+        whose = {"case": "the findings the case states", "sample": "the sample's true findings",
+                 "answer": "the findings the answer states (its own: unconfirmed)"}.get(res.best_fit_source,
+                                                                                      "the stated findings")
+        parts.append(f'<div class="medrl-muted">Conditions {escape(whose)} fit best (KG ranking by '
                      "typicality):</div>" + table(["condition", "fit"], rows))
     if not res.differential and not res.best_fit:
         parts.append('<div class="medrl-muted">No diagnosis or KG finding in the answer to build a differential '

@@ -34,6 +34,12 @@ class Generation:
     new_tokens: int
     seconds: float
     load_seconds: float  # 0 when the model was already loaded
+    max_new_tokens: int = 0  # the budget it was given
+    finished: bool = True  # ended by itself (end of turn or a stop string), not cut at the budget
+
+    @property
+    def truncated(self) -> bool:
+        return not self.finished
 
 
 def split_answer(text: str) -> tuple[str, str]:
@@ -50,7 +56,7 @@ def split_answer(text: str) -> tuple[str, str]:
 class InferenceService:
     """Loaded policies keyed by (run id, stage), at most `max_loaded` at a time."""
 
-    def __init__(self, reader: RunsReader, max_loaded: int = 2, max_new_tokens: int = 64):
+    def __init__(self, reader: RunsReader, max_loaded: int = 2, max_new_tokens: int | None = None):
         self.reader = reader
         self.max_loaded = max(1, max_loaded)
         self.max_new_tokens = max_new_tokens
@@ -110,7 +116,7 @@ class InferenceService:
         pol, load_s = self.policy(run_id, stage)
         if images and not pol.is_vlm:
             raise ValueError(f"{run_id} is a text model; choose an image+text run for images")
-        n = max(1, min(int(max_new_tokens or self.max_new_tokens), 512))
+        n = max(1, min(int(max_new_tokens or self.max_new_tokens or 160), 1024))
         with self._key_lock((run_id, stage)):
             t = time.perf_counter()
             text = render(pol.processor, messages, add_generation_prompt=True) + continuation
@@ -121,5 +127,16 @@ class InferenceService:
             seconds = time.perf_counter() - t
         answer_text = out.texts[0]
         reasoning, answer = split_answer(answer_text)
-        return Generation(run_id, stage, answer_text, reasoning, answer, int(out.completion_mask[0].sum()), seconds,
-                          load_s)
+        used = int(out.completion_mask[0].sum())
+        ended = used < n or _ends_turn(pol, out, used) or any(answer_text.endswith(s) for s in stop_strings or [])
+        return Generation(run_id, stage, answer_text, reasoning, answer, used, seconds, load_s, n, bool(ended))
+
+
+def _ends_turn(policy, out, used: int) -> bool:
+    """Did the completion's last kept token end the turn (an answer exactly `budget` long that finished)?"""
+    ids = getattr(out, "completion_ids", None)
+    if ids is None or used == 0:
+        return False
+    eos = policy.tokenizer.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos]) | {policy.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    return int(ids[0, used - 1]) in eos

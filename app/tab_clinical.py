@@ -1,8 +1,9 @@
 """Clinical case tab: a vignette and its options (pasted, or a synthetic sample) -> the chosen adapter's answer ->
 the CRPO objective breakdown (when `clinical.rewards` is present) with its evidence highlighted, and the KG check.
 
-The prompt follows what trained the run: SFT runs saw `clinical.records.question` (stem, then `A) ...` lines); RL
-runs (GRPO, CRPO) the Clinical-R1 format prompt (`clinical.prompts.build_prompt`) when that module is present.
+The prompt is the one that trained the run, read from its task card (`clinical.task`): its system turn, the case
+laid out as its training questions were, its answer length. A question without options is asked too, flagged as
+never measured. The KG check and the CRPO breakdown judge the answer; the model's record sits beside it.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import re
 
 import gradio as gr
 
-from clinical.records import question
+from clinical import task
+from clinical.prompts import BOX_RE, parse_response
+from clinical.rewards import format_score
 from clinical.synthetic import generate_vignettes
 
 from . import crpo, html
+from .answer_view import Flag, answer_card, answer_flags, record_card
 from .context import AppContext, user_errors
-from .kgcheck import check
+from .kgcheck import check, condition_in
 from .safety import Refused, limit_text
 
 N_SAMPLES = 12
@@ -46,25 +50,37 @@ def sample_fields(key: str | None) -> tuple[str, str, str]:
 
 
 def parse_options(text: str) -> dict[str, str]:
+    """`A) text` lines -> {letter: text}; no options at all is a free-text question; one option, or option-like text
+    that has none, is refused with the layout to use."""
     out = {}
     for line in (text or "").splitlines():
         m = _OPTION.match(line)
         if m:
             out[m.group(1)] = m.group(2)
-    if len(out) < 2:
-        raise Refused("give at least two options, one per line, as 'A) text'")
+    if (text or "").strip() and len(out) < 2:
+        raise Refused("give at least two options, one per line, as 'A) text' (or none, for a free-text question)")
     return out
 
 
-def _messages(ctx: AppContext, run_id: str, case: str, options: dict[str, str]) -> list[dict]:
-    if ctx.reader.info(run_id).method != "SFT":
-        try:
-            from clinical.prompts import build_prompt
+def ask(ctx: AppContext, run_id: str, stage: str, case: str, options: dict[str, str] | None,
+        max_new_tokens: float | None = None):
+    """The run's greedy answer to one question, asked as it was trained (its task card's system turn and layout,
+    its answer length). Returns (generation, the budget it was trained to). The reproduction test drives this over
+    a run's held-out questions and compares with `medrl clinical eval`."""
+    card = ctx.card(run_id)
+    trained = task.max_new_tokens(card)
+    gen = ctx.service.generate(run_id, stage, task.messages(card, case, options or None), None,
+                               ctx.answer_budget(trained, max_new_tokens))
+    return gen, trained
 
-            return build_prompt(case, options)
-        except ImportError:
-            pass
-    return [{"role": "user", "content": question({"question": case, "options": options})}]
+
+def readable(text: str, options: dict[str, str]) -> str:
+    """The answer with each boxed letter followed by its option's text, so the KG check reads the diagnosis a
+    letter stands for ('\\boxed{B}' alone names nothing)."""
+    if not options:
+        return text
+    return BOX_RE.sub(lambda m: f"{m.group(0)} (Diagnosis: {options[m.group(1).strip()]})"
+                      if m.group(1).strip() in options else m.group(0), text)
 
 
 def _sample_meta(key: str | None, case: str) -> dict | None:
@@ -110,21 +126,30 @@ def answer(ctx: AppContext, case: str, options_text: str, gold: str | None, samp
     options = parse_options(limit_text(options_text, "the options"))
     gold = gold if gold in options else None
     meta = _sample_meta(sample_key, case)
-    gen = ctx.service.generate(run_id, stage, _messages(ctx, run_id, case, options), None, max_new_tokens)
+    gen, trained = ask(ctx, run_id, stage, case, options, max_new_tokens)
+    boxes = parse_response(gen.text).boxes
+    well_formed = format_score(gen.text) == 1.5
+    picked = None if not options else (boxes[-1].strip() in options if boxes else False)
+    flags = answer_flags(gen, well_formed, picked, trained, sorted(options) if options else None)
+    if not options:
+        flags.append(Flag("info", "A free-text question: this model was trained on lettered options, so how well it "
+                                  "answers without them was never measured."))
+    asked = (f"Asked as it was trained: its system turn and the {'case and options' if options else 'case'}, "
+             f"up to {trained} new tokens.")
     kg = ctx.kg("clinical")
     reference, source, case_findings = None, None, None
     if meta is not None:
         reference, source, case_findings = meta["condition_id"], "sample", meta["finding_ids"]
-    elif gold and kg.canonical(options[gold]):
-        reference, source = kg.canonical(options[gold]), "key"
-    res = check(gen.text, kg, reference, source, case_findings)
+    elif gold and condition_in(options[gold], kg):
+        reference, source = condition_in(options[gold], kg), "key"
+    res = check(readable(gen.text, options), kg, reference, source, case_findings, case_text=case)
     crpo_html, parts = crpo_card(ctx, case, options, gen.text, gold,
                                  {"finding_ids": meta["finding_ids"], "findings": meta["findings"]} if meta else None)
-    meta_line = f"{run_id} ({stage}) · greedy · {gen.new_tokens} new tokens in {gen.seconds:.2f} s"
-    out = {"run": run_id, "stage": stage, "text": gen.text, "answer": gen.answer, "crpo": parts,
-           "check": res.to_dict(), "disclaimer": html.DISCLAIMER}
-    return (html.answer_card("Model answer", gen.reasoning, gen.answer, meta_line), crpo_html,
-            html.check_card(res, "clinical KG"), html.differential_card(res), out)
+    out = {"run": run_id, "stage": stage, "text": gen.text, "answer": gen.answer, "boxed": boxes[-1] if boxes else None,
+           "truncated": gen.truncated, "flags": [f.kind for f in flags], "crpo": parts, "check": res.to_dict(),
+           "disclaimer": html.DISCLAIMER}
+    return (answer_card("Model answer", gen, flags, asked), crpo_html, html.check_card(res, "clinical KG"),
+            html.differential_card(res), record_card(ctx.reader.run(run_id), ctx.card(run_id)), out)
 
 
 def build(ctx: AppContext) -> dict:
@@ -133,13 +158,14 @@ def build(ctx: AppContext) -> dict:
             pick = gr.Dropdown([(f"Sample vignette {i + 1}", str(i + 1)) for i in range(N_SAMPLES)], value=None,
                                label="Synthetic sample (from the clinical KG)", info="or paste your own case")
             case = gr.Textbox(label="Case (vignette)", lines=7, max_length=8000, elem_id="clin-case")
-            options = gr.Textbox(label="Options, one per line: A) ...", lines=5, max_length=2000)
+            options = gr.Textbox(label="Options, one per line: A) ... (leave empty for a free-text question)", lines=5,
+                                 max_length=2000)
             gold = gr.Dropdown(["", *"ABCDEFGHIJ"], value="", label="Answer key (optional: enables accuracy)")
             with gr.Row():
                 adapter = gr.Dropdown(ctx.adapter_choices(vlm=False), label="Model (run · method · stage)",
                                       allow_custom_value=True, scale=5)
                 refresh = gr.Button("↻", scale=0, min_width=40)
-            tokens = gr.Slider(8, 512, value=ctx.max_new_tokens, step=8, label="Max new tokens (greedy)")
+            tokens = gr.Slider(0, 1024, value=0, step=8, label="Max new tokens (greedy; 0: the run's own length)")
             go = gr.Button("Answer and check", variant="primary", elem_id="clin-run")
         with gr.Column(scale=3):
             out_answer = gr.HTML(html.disclaimer())
@@ -147,6 +173,7 @@ def build(ctx: AppContext) -> dict:
                                if not crpo.available() else "")
             out_check = gr.HTML()
             out_ddx = gr.HTML()
+            out_record = gr.HTML(elem_id="clin-record")
             with gr.Accordion("Raw result (JSON)", open=False):
                 out_json = gr.JSON()
 
@@ -162,6 +189,6 @@ def build(ctx: AppContext) -> dict:
     pick.change(on_sample, pick, [case, options, gold], api_name="clinical_sample")
     refresh.click(lambda: gr.Dropdown(choices=ctx.adapter_choices(vlm=False)), None, adapter, api_name=False)
     go.click(on_answer, [case, options, gold, pick, adapter, tokens],
-             [out_answer, out_crpo, out_check, out_ddx, out_json], api_name="clinical_answer",
+             [out_answer, out_crpo, out_check, out_ddx, out_record, out_json], api_name="clinical_answer",
              concurrency_id="model", concurrency_limit=ctx.concurrency)
     return {"adapter": adapter, "vlm": False}

@@ -1,9 +1,11 @@
-"""Dermatology tab: an uploaded or synthetic lesion image -> the chosen adapter's reasoning and answer -> the KG
-check of each claim, the KG differential, the disclaimer.
+"""Dermatology tab: an uploaded or synthetic lesion image -> the chosen adapter's reasoning and answer, asked as the
+run was trained (its task card: labels, layout, length) -> the KG check of each claim, the KG differential, the
+model's record (held-out accuracy, per-class recall), the disclaimer.
 
 A synthetic sample is named by a key (`condition:melanoma/0`) and regenerated from the KG on the server, so its true
-label is known and the check is judged against it; an upload is verified (`app.safety.load_upload`) and judged
-against the model's own diagnosis.
+label is known and the check is judged against it. An upload is verified (`app.safety.load_upload`); its answer is
+judged against the findings the clinician describes (optional), else its diagnosis is left unchecked, visibly: never
+against the answer's own diagnosis.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import functools
 
 import gradio as gr
 
-from dermiq.prompts import build_prompt
+from dermiq import task
+from dermiq.evaluate import NONE, label_map
+from dermiq.prompts import parse_response
+from dermiq.rewards import resolve_answer
 from dermiq.synthetic import DEFAULT_CONDITIONS, make_sample
 
 from . import html
+from .answer_view import answer_card, answer_flags, record_card
 from .context import AppContext, user_errors
 from .kgcheck import check
-from .safety import Refused, load_upload
+from .safety import Refused, limit_text, load_upload
 
 SAMPLES_PER_CONDITION = 3
 SAMPLE_SEED = 7  # not the demo's training seed: samples the tiny models did not see
@@ -56,13 +62,27 @@ def sample_file(ctx: AppContext, key: str | None) -> tuple[str | None, str]:
 
 @functools.lru_cache(maxsize=4)
 def default_labels(kg) -> tuple[str, ...]:
-    """The synthetic data's label set (the DermIQ recipes' default); a run trained on other labels answers in its own."""
+    """The synthetic data's label set: only for a run with no task card and no training file left to read."""
     return tuple(kg.label(kg.require(c, "condition")) for c in DEFAULT_CONDITIONS)
 
 
+def ask(ctx: AppContext, run_id: str, stage: str, img, max_new_tokens: float | None):
+    """The run's greedy answer to one image, asked as it was trained (its task card: labels, layout, length).
+
+    Returns (generation, the parsed response, the run's labels or None, the budget it was trained to). The
+    reproduction test drives this function over a run's held-out split and compares with `medrl dermiq eval`.
+    """
+    card = ctx.card(run_id)
+    labels = task.labels(card)
+    messages = task.messages(card, 1, fallback_labels=list(default_labels(ctx.kg("derm"))))
+    trained = task.max_new_tokens(card)
+    gen = ctx.service.generate(run_id, stage, messages, [img], ctx.answer_budget(trained, max_new_tokens))
+    return gen, parse_response(gen.text), labels, trained
+
+
 def answer(ctx: AppContext, image: str | None, sample_key: str | None, adapter: str | None,
-           max_new_tokens: float | None) -> tuple[str, str, str, dict]:
-    """The model's answer, the KG check card, the differential card, and the raw result as JSON."""
+           max_new_tokens: float | None, description: str | None = None) -> tuple[str, str, str, str, dict]:
+    """The model's answer, the KG check card, the differential card, the model's record, and the raw result."""
     run_id, stage = ctx.parse_adapter(adapter)
     if sample_key:
         img, meta = sample(ctx, sample_key)
@@ -72,15 +92,19 @@ def answer(ctx: AppContext, image: str | None, sample_key: str | None, adapter: 
     else:
         raise Refused("upload an image or pick a synthetic sample")
     kg = ctx.kg("derm")
-    messages = build_prompt(default_labels(kg))  # the format and label list DermIQ runs are trained with
-    gen = ctx.service.generate(run_id, stage, messages, [img], max_new_tokens)
-    res = check(gen.text, kg, reference, source, case)
-    meta_line = (f"{run_id} ({stage}) · greedy · {gen.new_tokens} new tokens in {gen.seconds:.2f} s"
-                 + (f" · model loaded in {gen.load_seconds:.1f} s" if gen.load_seconds else ""))
+    gen, parsed, labels, trained = ask(ctx, run_id, stage, img, max_new_tokens)
+    predicted = label_map(labels)(parsed.answer) if labels else None
+    flags = answer_flags(gen, parsed.well_formed if labels else None,
+                         None if not labels else predicted != NONE, trained, labels)
+    asked = (f"Asked as it was trained: the DermIQ prompt over its {len(labels)} labels, up to {trained} new tokens."
+             if labels else "Asked with the prompt it was trained on (its task card); it has no label set.")
+    res = check(gen.text, kg, reference, source, case, case_text=limit_text(description, "the description"))
+    run = ctx.reader.run(run_id)
     out = {"run": run_id, "stage": stage, "text": gen.text, "reasoning": gen.reasoning, "answer": gen.answer,
-           "check": res.to_dict(), "disclaimer": html.DISCLAIMER}
-    return (html.answer_card("Model answer", gen.reasoning, gen.answer, meta_line),
-            html.check_card(res, "dermatology KG"), html.differential_card(res), out)
+           "predicted_label": predicted, "labels": labels, "truncated": gen.truncated,
+           "flags": [f.kind for f in flags], "check": res.to_dict(), "disclaimer": html.DISCLAIMER}
+    return (answer_card("Model answer", gen, flags, asked), html.check_card(res, "dermatology KG"),
+            html.differential_card(res), record_card(run, ctx.card(run_id), kg, resolve_answer), out)
 
 
 def build(ctx: AppContext) -> dict:
@@ -93,11 +117,15 @@ def build(ctx: AppContext) -> dict:
             image = gr.Image(type="filepath", sources=["upload"], label="Lesion image (PNG, JPEG, WebP or BMP; ≤ 10 MB)",
                              height=260, elem_id="derm-image")
             truth = gr.Markdown()
+            description = gr.Textbox(label="What you see (optional): lets the KG check judge an upload's answer",
+                                     placeholder="e.g. asymmetric 9 mm plaque, irregular border, blue-white veil",
+                                     lines=2, max_length=2000, elem_id="derm-description")
             with gr.Row():
                 adapter = gr.Dropdown(ctx.adapter_choices(vlm=True), label="Model (run · method · stage)",
                                       allow_custom_value=True, scale=5, elem_id="derm-adapter")
                 refresh = gr.Button("↻", scale=0, min_width=40)
-            tokens = gr.Slider(8, 256, value=ctx.max_new_tokens, step=8, label="Max new tokens (greedy)")
+            tokens = gr.Slider(0, 512, value=0, step=8, label="Max new tokens (greedy; 0: the run's own length)",
+                               elem_id="derm-tokens")
             go = gr.Button("Answer and check against the KG", variant="primary", elem_id="derm-run")
             if not ctx.reader.run_ids():
                 gr.Markdown(ctx.no_runs_text())
@@ -105,6 +133,7 @@ def build(ctx: AppContext) -> dict:
             out_answer = gr.HTML(html.disclaimer(), elem_id="derm-answer")
             out_check = gr.HTML(elem_id="derm-check")
             out_ddx = gr.HTML(elem_id="derm-ddx")
+            out_record = gr.HTML(elem_id="derm-record")
             with gr.Accordion("Raw result (JSON)", open=False):
                 out_json = gr.JSON()
 
@@ -115,14 +144,15 @@ def build(ctx: AppContext) -> dict:
         return sample_file(ctx, sample_key)
 
     @user_errors
-    def on_answer(image: str | None, sample_key: str | None, adapter: str | None, max_new_tokens: float | None):
-        return answer(ctx, image, sample_key, adapter, max_new_tokens)
+    def on_answer(image: str | None, sample_key: str | None, adapter: str | None, max_new_tokens: float | None,
+                  description: str | None):
+        return answer(ctx, image, sample_key, adapter, max_new_tokens, description)
 
     pick.change(on_sample, pick, [image, truth], api_name="derm_sample")
     image.upload(lambda: (None, ""), None, [pick, truth], api_name=False)
     refresh.click(lambda: gr.Dropdown(choices=ctx.adapter_choices(vlm=True)), None, adapter, api_name=False)
-    go.click(on_answer, [image, pick, adapter, tokens],
-             [out_answer, out_check, out_ddx, out_json], api_name="derm_answer", concurrency_id="model",
+    go.click(on_answer, [image, pick, adapter, tokens, description],
+             [out_answer, out_check, out_ddx, out_record, out_json], api_name="derm_answer", concurrency_id="model",
              concurrency_limit=ctx.concurrency)
     return {"adapter": adapter, "vlm": True}
 

@@ -18,6 +18,7 @@ from training.checkpoint import atomic_dir
 from training.config import ModelConfig, from_dict
 from training.errors import MedrlError
 from training.run import DISCLAIMER, RunDir
+from training.task_card import CARD_FILE, read_card, write_card
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -36,7 +37,33 @@ def find_adapter(run: RunDir) -> Path:
     return found
 
 
+def asking(card: dict | None) -> str:
+    """The model card's "How to ask it" section from the run's task card: the prompt it was trained on (the system
+    turn verbatim, the user turn as an example), the answer length and sampling. A model asked otherwise answers
+    worse (issue 24: a 6-label model asked with 13 labels fell from 0.83 to 0.14)."""
+    if not card or not card.get("prompt"):
+        return ("\n## How to ask it\nThis run has no task card (`task.json`): ask it the way its training data "
+                "(`medrl_config.yaml`, data.train) asks.\n")
+    turns = []
+    for m in card["prompt"]:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = " ".join("<image>" if p.get("type") == "image" else str(p.get("text", "")) for p in content)
+        turns.append(f"[{m.get('role')}]\n{content}")
+    body = "\n\n".join(turns).replace(FENCE, "` ` `")
+    n = card.get("max_new_tokens")
+    sampling = "greedy" if not card.get("temperature") else f"temperature {card['temperature']}"
+    return (f"\n## How to ask it\nAsk it the way it was trained (`task.json` beside this card holds this; the medrl "
+            f"app and evaluations read it): the system turn verbatim, then your question laid out like the example "
+            f"user turn; answers up to {n or 'the length of its training answers in'} new tokens, {sampling}.\n"
+            f"{FENCE}text\n{body}\n{FENCE}\n")
+
+
+FENCE = "`" * 3
+
+
 def model_card(run: RunDir, raw_cfg: dict, adapter_src: Path, base_path: str, merged: dict | None) -> str:
+    task = read_card(run.path)
     rows = run.read_metrics()
     start = next((r for r in rows if r.get("event") == "start"), {})
     last = next((r for r in reversed(rows) if "loss" in r), {})
@@ -74,7 +101,7 @@ Exported from `{adapter_src}`.
 | metric | value |
 |---|---|
 {metrics}
-{merged_txt}
+{merged_txt}{asking(task)}
 ## Use
 ```python
 from peft import PeftModel
@@ -158,6 +185,10 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype:
             if f.is_file() and f.name != "README.md":
                 shutil.copy2(f, tmp / f.name)
         (tmp / "medrl_config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        task = read_card(run.path)
+        if task is not None:
+            write_card(tmp, task)  # how to ask it travels with the adapter
+            result["task_card"] = str(out / CARD_FILE)
         merged = None
         if merge:
             merged = merge_adapter(model_cfg, src, tmp / "merged", dtype)

@@ -20,9 +20,12 @@ def client(app_url):
 def test_dermatology_sample_and_answer(client):
     image, truth = client.predict("condition:melanoma/0", api_name="/derm_sample")
     assert image and "melanoma" in truth
-    answer, check, ddx, raw = client.predict(None, "condition:melanoma/0", "demo/vlm@final", 8, api_name="/derm_answer")
+    answer, check, ddx, record, raw = client.predict(None, "condition:melanoma/0", "demo/vlm@final", 8, "",
+                                                     api_name="/derm_answer")
     assert DISCLAIMER in answer and "KG check" in check
     assert all("Research use only" in part for part in (answer, check, ddx))  # every medical output
+    assert "This model&#x27;s record" in record and "no medical skill" in record  # an embedded demo model says so
+    assert raw["labels"] is None  # this run was trained on its own prompt, not DermIQ's: asked with that one
     assert raw["check"]["reference"] == "condition:melanoma" and raw["check"]["reference_source"] == "sample"
     assert raw["check"]["differential"]  # the KG differential of the reference
 
@@ -30,22 +33,35 @@ def test_dermatology_sample_and_answer(client):
 def test_dermatology_upload(client, tmp_path, png_header):
     img = tmp_path / "mine.png"
     Image.new("RGB", (300, 200), (170, 110, 90)).save(img)
-    answer, _, _, raw = client.predict(handle_file(str(img)), None, "demo/vlm@final", 8, api_name="/derm_answer")
+    answer, check, _, _, raw = client.predict(handle_file(str(img)), None, "demo/vlm@final", 8, "",
+                                              api_name="/derm_answer")
     assert DISCLAIMER in answer and raw["run"] == "demo/vlm"
+    assert raw["check"]["reference"] is None and "not_checkable" in raw["check"]["flags"]  # never its own diagnosis
+    _, check, _, _, raw = client.predict(handle_file(str(img)), None, "demo/vlm@final", 8,
+                                         "asymmetric plaque with an irregular border and blue-white veil",
+                                         api_name="/derm_answer")
+    assert raw["check"]["best_fit_source"] == "case" and raw["check"]["best_fit"]
     bomb = tmp_path / "bomb.png"
     png_header(bomb, 60000, 60000)
     with pytest.raises(Exception, match="pixels"):
-        client.predict(handle_file(str(bomb)), None, "demo/vlm@final", 8, api_name="/derm_answer")
+        client.predict(handle_file(str(bomb)), None, "demo/vlm@final", 8, "", api_name="/derm_answer")
 
 
 def test_clinical_sample_and_answer_with_crpo(client):
     case, options, key = client.predict("1", api_name="/clinical_sample")
     assert "Which of the following" in case and options.startswith("A) ") and key in "ABCDE"
-    answer, crpo, check, ddx, raw = client.predict(case, options, key, "1", "demo/lm@final", 8,
-                                                   api_name="/clinical_answer")
+    answer, crpo, check, ddx, record, raw = client.predict(case, options, key, "1", "demo/lm@final", 8,
+                                                           api_name="/clinical_answer")
     assert DISCLAIMER in answer and "KG check" in check
     assert "CRPO objectives" in crpo and raw["crpo"]["accuracy"] is not None
     assert raw["check"]["reference_source"] == "sample"
+
+
+def test_clinical_free_text_question_is_asked_and_flagged(client):
+    case = "58M, crushing central chest pain for 1 h, ST elevation in II, III, aVF. Diagnosis and first steps?"
+    answer, _, check, _, _, raw = client.predict(case, "", "", None, "demo/lm@final", 8, api_name="/clinical_answer")
+    assert DISCLAIMER in answer and "never measured" in answer and "info" in raw["flags"]
+    assert raw["check"]["best_fit_source"] == "case"  # the KG differential is the case's, not the answer's
 
 
 def test_runs_adapters_kg_and_trees(client):
@@ -85,9 +101,9 @@ def test_step_through_a_case(app_url):
 
 
 @pytest.mark.parametrize("endpoint,args", [
-    ("/derm_answer", (None, "condition:melanoma/0", "../../..@final", 8)),
-    ("/derm_answer", (None, "condition:melanoma/0", "demo/vlm@../../../../etc", 8)),
-    ("/derm_answer", (None, "../../etc/passwd", "demo/vlm@final", 8)),
+    ("/derm_answer", (None, "condition:melanoma/0", "../../..@final", 8, "")),
+    ("/derm_answer", (None, "condition:melanoma/0", "demo/vlm@../../../../etc", 8, "")),
+    ("/derm_answer", (None, "../../etc/passwd", "demo/vlm@final", 8, "")),
     ("/clinical_answer", ("case", "A) x\nB) y", "", None, "/etc@final", 8)),
     ("/runs_compare", ("demo/../../..", "", [])),
     ("/adapter_card", ("../../../etc",)),
@@ -111,7 +127,7 @@ def test_load_20_concurrent_clients(app_url):
     def one(i: int) -> float:
         t = time.perf_counter()
         c = Client(app_url, verbose=False)
-        ans, *_ = c.predict(None, f"condition:{['melanoma', 'psoriasis'][i % 2]}/{i % 3}", "demo/vlm@final", 8,
+        ans, *_ = c.predict(None, f"condition:{['melanoma', 'psoriasis'][i % 2]}/{i % 3}", "demo/vlm@final", 8, "",
                             api_name="/derm_answer")
         assert DISCLAIMER in ans
         return time.perf_counter() - t

@@ -98,6 +98,9 @@ def test_exported_adapter_reloads_with_plain_peft(cli, trained_runs, tmp_path, q
     card = (exp / "README.md").read_text()
     assert "For research use only" in card and "embedded:qwen2" in card and "| loss |" in card
     assert (exp / "medrl_config.yaml").is_file()
+    task = json.loads((exp / "task.json").read_text())  # how to ask it travels with the adapter
+    assert task == json.loads((run / "task.json").read_text())
+    assert "## How to ask it" in card and task["prompt"][0]["content"].splitlines()[0] in card
 
 
 def test_adapter_changed_the_model(trained_runs):

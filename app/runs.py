@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from training.run import ADAPTER_WEIGHTS, RunDir
 
 from .safety import Refused, confine
@@ -105,7 +107,7 @@ class RunsReader:
         for _ in range(MAX_DEPTH):
             nxt = []
             for d in frontier:
-                for child in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                for child in _subfolders(d):
                     if RunDir(child).is_run():
                         found.append(child.relative_to(self.root).as_posix())
                     elif child.name not in ("checkpoints", "tensorboard", "adapter"):
@@ -117,7 +119,8 @@ class RunsReader:
         """The RunDir of a browser-given id: confined to the root and an actual run, else Refused."""
         run = RunDir(confine(self.root, run_id))
         if not run.is_run():
-            raise Refused(f"{run_id!r} is not a run under the runs folder")
+            raise Refused(f"{run_id!r} is not a run under the runs folder (deleted or moved?); press ↻ to refresh the "
+                          "run lists")
         return run
 
     def info(self, run_id: str) -> RunInfo:
@@ -135,7 +138,7 @@ class RunsReader:
         for rid in self.run_ids():
             try:
                 out.append(self.info(rid))
-            except (OSError, ValueError):  # a run being written, a broken config: list the others
+            except (OSError, ValueError, yaml.YAMLError):  # a run being written or deleted, a broken config: the others
                 continue
         return out
 
@@ -279,6 +282,14 @@ class RunsReader:
         if not path.is_file() or path.suffix != ".json" or line:
             raise Refused(f"{name!r} is not a tree file of {run_id!r}")
         return json.loads(path.read_text())
+
+
+def _subfolders(d: Path) -> list[Path]:
+    """Visible subfolders, sorted; none when `d` was deleted while the runs were being listed."""
+    try:
+        return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
 
 
 def _natural(name: str) -> list:

@@ -41,7 +41,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Interactive case", id="case"):
                 tab_case.build(ctx)
             with gr.Tab("Training runs", id="runs"):
-                tab_runs.build(ctx)
+                runs = tab_runs.build(ctx)
             with gr.Tab("Adapters", id="adapters"):
                 tab_adapters.build(ctx)
             with gr.Tab("Knowledge graph", id="kg"):
@@ -53,6 +53,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     gr.Dropdown(choices=ctx.adapter_choices(vlm=False)))
 
         demo.load(on_load, None, [head, derm["adapter"], clin["adapter"]], api_name=False)
+        fn, inputs, outputs = runs["refresh"]  # the run lists as the runs folder is now, not as at start
+        demo.load(fn, inputs, outputs, api_name=False)
         fn, inputs, outputs = kg["lookup"]
         demo.load(fn, inputs, outputs, api_name=False)
     demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=4)

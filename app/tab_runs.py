@@ -1,31 +1,97 @@
 """Training runs tab: curves from metrics.jsonl (reward, per-objective, accuracy, loss), two runs compared on the
-same axes and summarised side by side, and each run's evaluations (eval/*.json tables, eval/*.png plots)."""
+same axes and summarised side by side, and each run's evaluations (eval/*.json tables, eval/*.png plots).
+
+Views that cannot go stale: gradio's line plot swaps new data into a drawn chart without rebuilding its spec (title,
+run colours), and when the title changes in the same update it rebuilds from the data it had, so a chart titled
+"loss" drew the previous run's curve. Plot therefore first unmounts and empties every chart, summary and gallery,
+then draws the chosen ones afresh. The run lists are re-read on page load and on ↻, and a run deleted since the
+list was drawn is refused with one line (never a traceback or a server path).
+"""
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 import pandas as pd
+import yaml
 from PIL import Image
 
 from . import html
 from .context import AppContext, user_errors
-from .safety import load_upload
+from .safety import Refused, load_upload
 
 N_PLOTS = 4
 NONE = ""
+RUN_COLORS = ("#1d4ed8", "#c2410c")  # run A blue, run B orange, on every chart
+EVAL_SIDE = 1600  # eval PNGs (confusion matrices) keep their detail; uploads are cut to the model's 448
+GONE = ("a run's files changed while they were read (deleted, or still being written?); press ↻ to refresh the "
+        "run lists and try again")
+
+
+def readable(fn):
+    """A run deleted or rewritten between the check and the read raises OSError (or a half-written config a YAML
+    error), whose text carries the server path: turn it into the tab's one-line message instead."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, yaml.YAMLError):
+            raise Refused(GONE) from None
+
+    return wrapper
+
+
+def selected_runs(ctx: AppContext, run_a: str | None, run_b: str | None) -> list[str]:
+    """The chosen runs, each once, A first; each must still be a run now (Refused otherwise), because the lists
+    the browser shows may be older than the runs folder."""
+    runs: list[str] = []
+    for rid in (run_a, run_b):
+        if rid and rid not in runs:
+            ctx.reader.run(rid)  # confined and a run, else Refused
+            runs.append(rid)
+    return runs
 
 
 def metric_choices(ctx: AppContext, run_a: str | None, run_b: str | None) -> list[str]:
     names: list[str] = []
-    for rid in (run_a, run_b):
-        if rid:
-            names += [m for m in ctx.reader.metric_names(rid) if m not in names]
+    for rid in selected_runs(ctx, run_a, run_b):
+        names += [m for m in ctx.reader.metric_names(rid) if m not in names]
     return names
+
+
+def chosen_metrics(available: list[str], metrics: list[str] | None) -> list[str]:
+    """The asked metrics the runs have (at most N_PLOTS), else the first two: unknown names are dropped, not
+    drawn as empty charts."""
+    return [m for m in (metrics or []) if m in available][:N_PLOTS] or available[:2]
 
 
 def frame(ctx: AppContext, metric: str, runs: list[str]) -> pd.DataFrame:
     rows = [{"step": s, "value": v, "run": rid} for rid in runs for s, v in ctx.reader.series(rid, metric)]
     return pd.DataFrame(rows, columns=["step", "value", "run"])
+
+
+def shown_plot(ctx: AppContext, metric: str, runs: list[str]) -> gr.LinePlot:
+    """One metric, the chosen runs on the same axes; the colour map names exactly these runs, so the legend can
+    never list a run that is not drawn."""
+    colors = {rid: RUN_COLORS[i % len(RUN_COLORS)] for i, rid in enumerate(runs)}
+    return gr.LinePlot(frame(ctx, metric, runs), x="step", y="value", color="run", color_map=colors, title=metric,
+                       visible=True)
+
+
+def hidden_plot() -> gr.LinePlot:
+    """An unmounted chart with no data: nothing of an earlier plot survives, even if it is shown again later."""
+    return gr.LinePlot(value=None, title=None, visible=False)
+
+
+def plot_updates(ctx: AppContext, runs: list[str], metrics: list[str] | None) -> list[gr.LinePlot]:
+    """N_PLOTS updates: the chosen metrics drawn, the rest hidden and emptied."""
+    available: list[str] = []
+    for rid in runs:
+        available += [m for m in ctx.reader.metric_names(rid) if m not in available]
+    chosen = chosen_metrics(available, metrics)
+    return [shown_plot(ctx, chosen[i], runs) if i < len(chosen) else hidden_plot() for i in range(N_PLOTS)]
 
 
 def summary_html(ctx: AppContext, run_id: str | None) -> str:
@@ -46,67 +112,87 @@ def summary_html(ctx: AppContext, run_id: str | None) -> str:
     return "".join(parts) + "</div>"
 
 
-def eval_images(ctx: AppContext, run_id: str | None) -> list[Image.Image]:
-    """eval/*.png (confusion matrices, calibration plots), verified like uploads, as images for a gallery."""
+def eval_images(ctx: AppContext, run_id: str | None) -> list[tuple[Image.Image, str]]:
+    """eval/*.png (confusion matrices, calibration plots), verified like uploads but kept near full size, each with
+    its run and name as caption; an unreadable one is left out rather than failing the whole view."""
     if not run_id:
         return []
-    return [load_upload(ctx.reader.eval_file(run_id, n)) for n in ctx.reader.eval_files(run_id) if n.endswith(".png")]
+    out = []
+    for name in ctx.reader.eval_files(run_id):
+        if name.endswith(".png"):
+            try:
+                out.append((load_upload(ctx.reader.eval_file(run_id, name), max_side=EVAL_SIDE), f"{run_id} · {name}"))
+            except Refused:
+                continue
+    return out
+
+
+def cleared() -> list:
+    """What Plot shows first: every chart hidden and emptied, no summaries, no gallery (see the module note)."""
+    return [*[hidden_plot() for _ in range(N_PLOTS)], "", "", gr.Gallery(value=None, visible=False)]
 
 
 def compare(ctx: AppContext, run_a: str | None, run_b: str | None, metrics: list[str] | None) -> list:
-    """N_PLOTS plot updates (one metric each, both runs on the same axes), then the two summaries."""
-    runs = [r for r in (run_a, run_b) if r]
-    for r in runs:
-        ctx.reader.run(r)  # confined and a run, else Refused
-    available = metric_choices(ctx, run_a, run_b)
-    chosen = [m for m in (metrics or []) if m in available][:N_PLOTS] or available[:2]
-    plots = []
-    for i in range(N_PLOTS):
-        if i < len(chosen):
-            plots.append(gr.LinePlot(frame(ctx, chosen[i], runs), x="step", y="value", color="run", title=chosen[i],
-                                     visible=True))
-        else:
-            plots.append(gr.LinePlot(visible=False))
-    images = eval_images(ctx, run_a) + eval_images(ctx, run_b)
-    return [*plots, summary_html(ctx, run_a), summary_html(ctx, run_b), gr.Gallery(images, visible=bool(images))]
+    """N_PLOTS plot updates (one metric each, both runs on the same axes), then the two summaries and the gallery."""
+    runs = selected_runs(ctx, run_a, run_b)
+    b = run_b if run_b and run_b != run_a else None
+    images = [img for rid in runs for img in eval_images(ctx, rid)]
+    return [*plot_updates(ctx, runs, metrics), summary_html(ctx, run_a or None), summary_html(ctx, b),
+            gr.Gallery(value=images or None, visible=bool(images))]
+
+
+def run_lists(ctx: AppContext, run_a: str | None = None, run_b: str | None = None) -> tuple:
+    """The two run dropdowns re-read from the runs folder (runs trained since appear, deleted ones go); a choice
+    that no longer exists falls back to the first run (A) or none (B). Then the no-runs note, shown only when
+    there is no run at all."""
+    choices = ctx.run_choices()
+    ids = {rid for _, rid in choices}
+    a = run_a if run_a in ids else (choices[0][1] if choices else None)
+    b = run_b if run_b in ids and run_b != a else NONE
+    return (gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=[("(none)", NONE), *choices], value=b),
+            gr.Markdown(visible=not choices))
 
 
 def build(ctx: AppContext) -> dict:
+    """The tab's components; returns the run dropdowns and the refresh (fn, inputs, outputs) the page runs on load."""
     choices = ctx.run_choices()
     with gr.Row():
         run_a = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Run A", allow_custom_value=True,
                             scale=4, elem_id="runs-a")
         run_b = gr.Dropdown([("(none)", NONE), *choices], value=NONE, label="Run B (compare)", allow_custom_value=True,
-                            scale=4)
-        refresh = gr.Button("↻", scale=0, min_width=40)
+                            scale=4, elem_id="runs-b")
+        refresh = gr.Button("↻", scale=0, min_width=40, elem_id="runs-refresh")
     metrics = gr.Dropdown([], multiselect=True, max_choices=N_PLOTS, label="Metrics (up to 4; default: the first two)",
-                          allow_custom_value=True)
+                          allow_custom_value=True, elem_id="runs-metrics")
     show = gr.Button("Plot", variant="primary", elem_id="runs-plot")
-    if not choices:
-        gr.Markdown(ctx.no_runs_text())
+    no_runs = gr.Markdown(ctx.no_runs_text(), visible=not choices)
     with gr.Row():
-        plots = [gr.LinePlot(visible=False, height=260, elem_classes=["medrl-plot"]) for _ in range(N_PLOTS)]
+        plots = [gr.LinePlot(visible=False, height=260, elem_id=f"runs-chart-{i}", elem_classes=["medrl-plot"])
+                 for i in range(N_PLOTS)]
     with gr.Row():
-        sum_a, sum_b = gr.HTML(), gr.HTML()
-    gallery = gr.Gallery(label="Evaluation plots (eval/*.png)", height=240, columns=4, visible=False)
+        sum_a, sum_b = gr.HTML(elem_id="runs-summary-a"), gr.HTML(elem_id="runs-summary-b")
+    gallery = gr.Gallery(label="Evaluation plots (eval/*.png; click one to enlarge)", height=440, columns=3,
+                         object_fit="contain", allow_preview=True, preview=True, format="png", visible=False, elem_id="runs-gallery")
+    view = [*plots, sum_a, sum_b, gallery]
 
     @user_errors
+    @readable
     def on_compare(run_a: str | None, run_b: str | None, metrics: list[str] | None):
         return compare(ctx, run_a, run_b, metrics)
 
     @user_errors
+    @readable
     def on_runs_changed(run_a: str | None, run_b: str | None):
-        for r in (run_a, run_b):
-            if r:
-                ctx.reader.run(r)
         return gr.Dropdown(choices=metric_choices(ctx, run_a, run_b), value=[])
 
-    def on_refresh():
-        ch = ctx.run_choices()
-        return gr.Dropdown(choices=ch), gr.Dropdown(choices=[("(none)", NONE), *ch])
+    @user_errors
+    @readable
+    def on_refresh(run_a: str | None = None, run_b: str | None = None):
+        return run_lists(ctx, run_a, run_b)
 
-    show.click(on_compare, [run_a, run_b, metrics], [*plots, sum_a, sum_b, gallery], api_name="runs_compare")
+    show.click(cleared, None, view, api_name=False, show_progress="hidden").then(
+        on_compare, [run_a, run_b, metrics], view, api_name="runs_compare")
     run_a.change(on_runs_changed, [run_a, run_b], metrics, api_name=False)
     run_b.change(on_runs_changed, [run_a, run_b], metrics, api_name=False)
-    refresh.click(on_refresh, None, [run_a, run_b], api_name="runs_list")
-    return {"run_a": run_a, "run_b": run_b}
+    refresh.click(on_refresh, [run_a, run_b], [run_a, run_b, no_runs], api_name="runs_list")
+    return {"run_a": run_a, "run_b": run_b, "refresh": (on_refresh, [run_a, run_b], [run_a, run_b, no_runs])}

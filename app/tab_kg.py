@@ -1,5 +1,8 @@
 """Knowledge graph tab: look up a condition or finding (features by type and typicality, differential, treatments,
-procedures, sources) with a drawn neighbourhood; and check any statement's claims against the KG. Needs no run."""
+procedures, sources) with a drawn neighbourhood; and check any statement's claims against the KG. Needs no run.
+
+A term that only the other graph knows (melanoma in the clinical KG, STEMI in the dermatology KG) is named as such,
+and a refused lookup or check replaces the previous card with its one-line reason, so no stale card is left."""
 
 from __future__ import annotations
 
@@ -19,15 +22,40 @@ from .safety import Refused, limit_text
 TYPICALITY_ORDER = ("typical", "possible", "atypical")
 
 
-def resolve(kg: KnowledgeGraph, term: str) -> str:
+KG_NAMES = ("derm", "clinical")
+
+
+def other_kg(ctx: AppContext, kg_name: str) -> KnowledgeGraph | None:
+    """The graph not chosen: a term missing from one KG is often in the other (melanoma, STEMI)."""
+    if kg_name not in KG_NAMES:
+        return None
+    return ctx.kg(next(n for n in KG_NAMES if n != kg_name))
+
+
+def not_found(kg: KnowledgeGraph, term: str, other: KnowledgeGraph | None = None) -> str:
+    """Why a term resolves to nothing here: it lives in the other graph (say which), else the closest labels."""
+    if not term:
+        return "write a condition or finding to look up"
+    if other is not None and other.canonical(term) is not None:
+        return f"{term!r} is in the {other.name} KG, not the {kg.name} KG: choose that knowledge graph above"
+    labels = {kg.label(n): n for n in kg.nodes() if kg.type(n) != "dataset_label"}
+    close = difflib.get_close_matches(term, list(labels), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"{term!r} is not in the {kg.name} KG{hint}"
+
+
+def resolve(kg: KnowledgeGraph, term: str, other: KnowledgeGraph | None = None) -> str:
     term = limit_text(term, "the term", 200)
     nid = kg.canonical(term) if term else None
     if nid is None:
-        labels = {kg.label(n): n for n in kg.nodes() if kg.type(n) != "dataset_label"}
-        close = difflib.get_close_matches(term, list(labels), n=5, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise Refused(f"{term!r} is not in the {kg.name} KG{hint}")
+        raise Refused(not_found(kg, term, other))
     return nid
+
+
+def refused_card(message: str) -> str:
+    """A refused lookup or check in place of the card: the one-line reason, and no earlier card left standing
+    beside it (an error toast alone would leave the previous term's card on the page)."""
+    return html.notice(message, "hedged")
 
 
 def _finding_chip(f) -> str:
@@ -94,7 +122,7 @@ def _finding_html(kg: KnowledgeGraph, nid: str, sources: set[str]) -> str:
 def lookup(ctx: AppContext, kg_name: str, term: str) -> tuple[str, str]:
     """(the node's card, its drawn neighbourhood as SVG)."""
     kg = ctx.kg(kg_name)
-    nid = resolve(kg, term)
+    nid = resolve(kg, term, other_kg(ctx, kg_name))
     node = kg.node(nid)
     sources: set[str] = set()
     aliases = ", ".join(node.get("aliases", []) or [])
@@ -116,7 +144,7 @@ def check_statement(ctx: AppContext, kg_name: str, text: str, condition: str | N
     text = limit_text(text, "the statement")
     if not text:
         raise Refused("write a statement to check")
-    ref = resolve(kg, condition) if condition else None
+    ref = resolve(kg, condition, other_kg(ctx, kg_name)) if condition else None
     if ref is not None and kg.type(ref) != "condition":
         raise Refused(f"{condition!r} is a {kg.type(ref)}, not a condition")
     res = check(text, kg, ref, "given" if ref else None)
@@ -125,7 +153,7 @@ def check_statement(ctx: AppContext, kg_name: str, text: str, condition: str | N
 
 def build(ctx: AppContext) -> dict:
     with gr.Row():
-        kg_name = gr.Radio(["derm", "clinical"], value="derm", label="Knowledge graph", scale=1)
+        kg_name = gr.Radio(list(KG_NAMES), value="derm", label="Knowledge graph", scale=1, elem_id="kg-name")
         term = gr.Textbox(label="Condition or finding (name, alias or dataset code)", value="melanoma", scale=3,
                           elem_id="kg-term")
         go = gr.Button("Look up", variant="primary", scale=1, elem_id="kg-lookup")
@@ -141,16 +169,22 @@ def build(ctx: AppContext) -> dict:
                                     "ruled out, excision advised.")
             cond = gr.Textbox(label="Reference condition (optional)", value="melanoma", scale=1)
         check_btn = gr.Button("Check")
-        check_html, ddx_html = gr.HTML(), gr.HTML()
+        check_html, ddx_html = gr.HTML(elem_id="kg-check"), gr.HTML(elem_id="kg-check-ddx")
         check_json = gr.JSON(visible=False)
 
     @user_errors
     def on_lookup(kg_name: str, term: str):
-        return lookup(ctx, kg_name, term)
+        try:
+            return lookup(ctx, kg_name, term)
+        except Refused as e:
+            return refused_card(str(e)), ""
 
     @user_errors
     def on_check(kg_name: str, text: str, condition: str | None):
-        return check_statement(ctx, kg_name, text, condition)
+        try:
+            return check_statement(ctx, kg_name, text, condition)
+        except Refused as e:
+            return refused_card(str(e)), "", {"refused": str(e)}
 
     go.click(on_lookup, [kg_name, term], [card, graph], api_name="kg_lookup")
     term.submit(on_lookup, [kg_name, term], [card, graph], api_name=False)

@@ -33,6 +33,14 @@ DEMO_CLINICAL = ["--sft.run.max_steps=160", "--crpo.run.max_steps=6", "--pipelin
 QUICK_CLINICAL = ["--sft.run.max_steps=1", "--crpo.run.max_steps=1", "--crpo.rollout.max_new_tokens=6",
                   "--crpo.rollout.num_generations=2", "--crpo.prompts_per_step=1", "--sft.batch_size=1",
                   "--sft.data.max_length=640", "--pipeline.vignettes=12", "--pipeline.eval_limit=2"]
+# Tree-GRPO on multi-step cases: the shipped recipe for one step (every step writes its trees, trees/step-N.jsonl)
+# of one prompt, two trees of two leaves each (recipe: 8 steps of 4 prompts, 3 leaves a tree), so `make demo` stays
+# within its 10 minutes (about 19 s on 2 busy CPU cores). --quick also halves each turn and the turn limit.
+CASES_RECIPE = "clinical_cases_tiny"
+N_CASES = 8
+DEMO_CASES = ["--run.max_steps=1", "--prompts_per_step=1", "--rollout.tree.m=2", "--rollout.tree.n=1"]
+QUICK_CASES = ["--run.max_steps=1", "--prompts_per_step=1", "--rollout.tree.m=2", "--rollout.tree.n=1",
+               "--rollout.max_new_tokens=8", "--rollout.max_turns=2", "--rollout.env_args.max_turns=2"]
 COLUMNS = (("balanced_accuracy", "balanced acc"), ("accuracy", "accuracy"), ("format_valid", "format"),
            ("kg_faithfulness", "KG-faithful"), ("image_faithfulness", "image-faithful"))
 
@@ -55,6 +63,28 @@ def table(rows: dict[str, dict], adapters: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def tree_files(run: Path) -> list[Path]:
+    """The Tree-GRPO tree files a run wrote (trees/step-N.jsonl, one tree a line), in step order."""
+    return sorted((run / "trees").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
+
+
+def run_cases(out: Path, seed: int = 0, quick: bool = False, name: str = "cases") -> dict:
+    """Tree-GRPO on multi-step cases into OUT/<name> (data in OUT/<name>_data): the run the app's interactive case
+    offers and whose trees its viewer draws. From the embedded model as it is, so its turns are mostly unreadable:
+    the machinery, not a skill. Returns the run folder, its tree files and how many trees they hold."""
+    from clinical.cases import make_case_records
+    from training.cli import run_recipe
+    from training.data import write_jsonl
+
+    data = out / f"{name}_data" / "cases.jsonl"
+    write_jsonl(data, make_case_records(N_CASES, seed))
+    run_recipe(CASES_RECIPE, [f"--data.train={data}", f"--run.output_dir={out}", f"--run.name={name}",
+                              f"--run.seed={seed}", *(QUICK_CASES if quick else DEMO_CASES)])
+    files = tree_files(out / name)
+    trees = sum(1 for p in files for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+    return {"run": str(out / name), "tree_files": [str(p) for p in files], "trees": trees}
+
+
 def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
     from clinical.ablate import run_ablation
     from clinical.ablate import table as clinical_table
@@ -73,17 +103,17 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
     summary: dict = {}
     t_all = time.time()
 
-    t = _stage("1/4 embedded tiny Qwen2.5-VL (built once, then cached; its vision tower pretrained on lesion captions)")
+    t = _stage("1/5 embedded tiny Qwen2.5-VL (built once, then cached; its vision tower pretrained on lesion captions)")
     print(f"qwen25vl: {ensure_embedded('qwen25vl')}")
     summary["models_s"] = round(time.time() - t, 1)
 
     raw = load_recipe("tiny", [f"--pipeline.seed={seed}", *(QUICK if quick else [])])
     pc = pipeline_config(raw)
-    t = _stage("2/4 DermIQ pipeline: synthetic lesions -> SFT warm-up -> GRPO++ -> conversational SFT -> KG-DPO")
+    t = _stage("2/5 DermIQ pipeline: synthetic lesions -> SFT warm-up -> GRPO++ -> conversational SFT -> KG-DPO")
     result = run_pipeline(raw, out / "dermiq", evaluate="none")
     summary["train_s"] = round(time.time() - t, 1)
 
-    t = _stage(f"3/4 every stage on the held-out synthetic split ({pc.test_per_class} images per class)")
+    t = _stage(f"3/5 every stage on the held-out synthetic split ({pc.test_per_class} images per class)")
     test = Path(result["data"]) / "test.jsonl"
     evals = {}
     for stage in result["runs"]:
@@ -97,17 +127,25 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
     print(f"\nHeld-out synthetic lesions ({next(iter(evals.values()))['n']} images, greedy):\n")
     print(table(evals, result["adapters"]), flush=True)
 
-    t = _stage("4/4 Clinical-R1 on the tiny Qwen2: KG vignettes -> cold start on boxed traces -> GRPO vs CRPO (one seed)")
+    t = _stage("4/5 Clinical-R1 on the tiny Qwen2: KG vignettes -> cold start on boxed traces -> GRPO vs CRPO (one seed)")
     clinical = run_ablation(clinical_recipe("tiny", [f"--pipeline.seed={seed}", *(QUICK_CLINICAL if quick else DEMO_CLINICAL)]),
                             out / "clinical", [seed])
     summary["clinical_s"] = round(time.time() - t, 1)
     summary["clinical"] = {"mean": clinical["mean"], "n": clinical["n"], "steps": clinical["steps"]}
-    summary["total_s"] = round(time.time() - t_all, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\n{clinical_table(clinical)}")
 
+    t = _stage("5/5 Tree-GRPO on multi-step cases (tiny Qwen2): trees for the app's viewer")
+    cases = run_cases(out, seed, quick)
+    summary["cases_s"] = round(time.time() - t, 1)
+    summary["cases"] = cases
+    print(f"Tree-GRPO trees ({cases['trees']} trees, {len(cases['tree_files'])} steps) are under "
+          f"{Path(cases['run']) / 'trees'}/; `medrl app` draws them in its Interactive case tab, where "
+          f"{cases['run']} also plays cases.", flush=True)
+    summary["total_s"] = round(time.time() - t_all, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
     print(f"\nruns (config, metrics.jsonl, adapter/, eval/ with metrics.json, the ISIC-style probabilities CSV and the "
-          f"confusion matrix) are under {out / 'dermiq'}/ and {out / 'clinical'}/; summary.json beside them "
+          f"confusion matrix) are under {out / 'dermiq'}/, {out / 'clinical'}/ and {out / 'cases'}/; summary.json beside them "
           f"({summary['total_s']:.0f} s in all).")
     print("The embedded default shows the machinery working end to end on synthetic data; medical accuracy needs "
           "a real checkpoint (recipes dermiq_pipeline_qwen25vl_3b and clinical_r1_qwen25_3b on a GPU: `medrl recipes`).")
@@ -121,8 +159,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the DermIQ pipeline and a Clinical-R1 GRPO-vs-CRPO "
-                       "ablation on the embedded default (CPU, minutes)")
+    p = sub.add_parser("demo", help="run the DermIQ pipeline, a Clinical-R1 GRPO-vs-CRPO "
+                       "ablation and a Tree-GRPO case run on the embedded default (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="folder for the demo's data, runs and evaluations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 steps per stage, a few tokens (smoke test)")

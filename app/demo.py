@@ -35,7 +35,8 @@ QUICK_CLINICAL = ["--sft.run.max_steps=1", "--crpo.run.max_steps=1", "--crpo.rol
                   "--sft.data.max_length=640", "--pipeline.vignettes=12", "--pipeline.eval_limit=2"]
 # Tree-GRPO on multi-step cases: the shipped recipe for one step (every step writes its trees, trees/step-N.jsonl)
 # of one prompt, two trees of two leaves each (recipe: 8 steps of 4 prompts, 3 leaves a tree), so `make demo` stays
-# within its 10 minutes (about 19 s on 2 busy CPU cores). --quick also halves each turn and the turn limit.
+# within its 10 minutes: 12-19 s on 2 CPU cores shared with other jobs (--quick: 8 s; it also halves each turn and
+# the turn limit).
 CASES_RECIPE = "clinical_cases_tiny"
 N_CASES = 8
 DEMO_CASES = ["--run.max_steps=1", "--prompts_per_step=1", "--rollout.tree.m=2", "--rollout.tree.n=1"]

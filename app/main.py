@@ -11,7 +11,7 @@ import gradio as gr
 
 from training.errors import MedrlError
 
-from . import html, tab_adapters, tab_case, tab_clinical, tab_derm, tab_kg, tab_runs
+from . import answer_view, html, tab_adapters, tab_case, tab_clinical, tab_derm, tab_kg, tab_runs
 from .context import AppContext
 from .safety import MAX_UPLOAD_BYTES, guard_pil
 
@@ -83,7 +83,7 @@ def launch(ctx: AppContext, host: str = "127.0.0.1", port: int = 7860, auth: tup
     demo = build_app(ctx)
     demo.launch(server_name=host, server_port=port, auth=auth, share=share, max_file_size=MAX_UPLOAD_BYTES,
                 prevent_thread_lock=not block, show_error=True, quiet=not block, ssr_mode=False,
-                allowed_paths=[str(ctx.scratch)], css=html.CSS, theme=gr.themes.Default(primary_hue="blue"),
+                allowed_paths=[str(ctx.scratch)], css=html.CSS + answer_view.CSS, theme=gr.themes.Default(primary_hue="blue"),
                 footer_links=["api"], pwa=False, mcp_server=False)
     return demo
 

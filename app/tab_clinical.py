@@ -143,8 +143,11 @@ def answer(ctx: AppContext, case: str, options_text: str, gold: str | None, samp
     elif gold and condition_in(options[gold], kg):
         reference, source = condition_in(options[gold], kg), "key"
     res = check(readable(gen.text, options), kg, reference, source, case_findings, case_text=case)
-    crpo_html, parts = crpo_card(ctx, case, options, gen.text, gold,
-                                 {"finding_ids": meta["finding_ids"], "findings": meta["findings"]} if meta else None)
+    if options:
+        crpo_html, parts = crpo_card(ctx, case, options, gen.text, gold,
+                                     {"finding_ids": meta["finding_ids"], "findings": meta["findings"]} if meta else None)
+    else:  # the CRPO objectives weigh options (ruled out, chosen): a free-text answer has none to weigh
+        crpo_html, parts = html.notice("CRPO objectives: not scored, the question has no options."), None
     out = {"run": run_id, "stage": stage, "text": gen.text, "answer": gen.answer, "boxed": boxes[-1] if boxes else None,
            "truncated": gen.truncated, "flags": [f.kind for f in flags], "crpo": parts, "check": res.to_dict(),
            "disclaimer": html.DISCLAIMER}

@@ -24,7 +24,7 @@ from . import html
 from .answer_view import answer_card, answer_flags, record_card
 from .context import AppContext, user_errors
 from .kgcheck import check
-from .safety import Refused, limit_text, load_upload
+from .safety import Refused, check_upload, limit_text, load_upload, upload_path
 
 SAMPLES_PER_CONDITION = 3
 SAMPLE_SEED = 7  # not the demo's training seed: samples the tiny models did not see
@@ -88,7 +88,7 @@ def answer(ctx: AppContext, image: str | None, sample_key: str | None, adapter: 
         img, meta = sample(ctx, sample_key)
         reference, source, case = meta["condition_id"], "sample", meta["findings"]
     elif image:
-        img, reference, source, case = load_upload(image), None, None, None
+        img, reference, source, case = load_upload(upload_path(image)), None, None, None
     else:
         raise Refused("upload an image or pick a synthetic sample")
     kg = ctx.kg("derm")
@@ -149,10 +149,19 @@ def build(ctx: AppContext) -> dict:
         return answer(ctx, image, sample_key, adapter, max_new_tokens, description)
 
     pick.change(on_sample, pick, [image, truth], api_name="derm_sample")
-    image.upload(lambda: (None, ""), None, [pick, truth], api_name=False)
+    @user_errors
+    def on_upload(value):
+        """Check the file at once: a bad one is cleared with the app's one-line reason (never gradio's error, which
+        names a server path: hence preprocess=False, so gradio does not open it first)."""
+        msg = check_upload(value)
+        if msg:  # the sample choice is left alone: clearing it would fire its change event, which blanks this line
+            return None, gr.update(), f"**Upload refused:** {msg}"
+        return gr.update(), None, ""
+
+    image.upload(on_upload, image, [image, pick, truth], api_name=False, preprocess=False)
     refresh.click(lambda: gr.Dropdown(choices=ctx.adapter_choices(vlm=True)), None, adapter, api_name=False)
     go.click(on_answer, [image, pick, adapter, tokens, description],
              [out_answer, out_check, out_ddx, out_record, out_json], api_name="derm_answer", concurrency_id="model",
-             concurrency_limit=ctx.concurrency)
+             concurrency_limit=ctx.concurrency, preprocess=False)  # the upload reaches our checks, not gradio's PIL
     return {"adapter": adapter, "vlm": True}
 

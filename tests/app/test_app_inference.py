@@ -52,7 +52,13 @@ def test_claims_checked_against_the_reference(app_ctx):
     assert "hedged" in {c.badge for c in hedged.claims}
 
 
-def test_without_a_reference_the_models_own_diagnosis_is_used(app_ctx):
-    res = check("Most likely diagnosis: melanoma. Blue-white veil.", app_ctx.kg("derm"))
-    assert res.reference_source == "model" and res.reference == "condition:melanoma"
-    assert res.best_fit and res.best_fit[0]["id"] == "condition:melanoma"
+def test_without_a_reference_the_answer_is_never_judged_against_itself(app_ctx):
+    kg = app_ctx.kg("derm")
+    res = check("Most likely diagnosis: melanoma. Blue-white veil.", kg)
+    assert res.reference is None and "not_checkable" in res.flags  # the diagnosis is left unchecked, visibly
+    assert res.best_fit and res.best_fit_source == "answer"  # the answer's own findings, labelled as such
+    case = "Stuck-on, well-demarcated waxy brown plaques on the trunk with milia-like cysts."
+    res = check("Most likely diagnosis: melanoma. Blue-white veil.", kg, case_text=case)
+    assert res.reference_source == "case" and res.reference == "condition:seborrheic_keratosis"
+    assert "diagnosis_not_supported" in res.flags and "invented_findings" in res.flags
+    assert [c.verdict for c in res.claims if c.kind == "diagnosis"] == ["contradicted"]

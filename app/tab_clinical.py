@@ -166,16 +166,16 @@ def build(ctx: AppContext) -> dict:
             gold = gr.Dropdown(["", *"ABCDEFGHIJ"], value="", label="Answer key (optional: enables accuracy)")
             with gr.Row():
                 adapter = gr.Dropdown(ctx.adapter_choices(vlm=False), label="Model (run · method · stage)",
-                                      allow_custom_value=True, scale=5)
+                                      allow_custom_value=True, scale=5, elem_id="clin-adapter")
                 refresh = gr.Button("↻", scale=0, min_width=40)
             tokens = gr.Slider(0, 1024, value=0, step=8, label="Max new tokens (greedy; 0: the run's own length)")
             go = gr.Button("Answer and check", variant="primary", elem_id="clin-run")
         with gr.Column(scale=3):
-            out_answer = gr.HTML(html.disclaimer())
+            out_answer = gr.HTML(html.disclaimer(), elem_id="clin-answer")
             out_crpo = gr.HTML(f'<div class="medrl-card medrl-crpo-placeholder">{html.escape(PLACEHOLDER)}</div>'
                                if not crpo.available() else "")
-            out_check = gr.HTML()
-            out_ddx = gr.HTML()
+            out_check = gr.HTML(elem_id="clin-check")
+            out_ddx = gr.HTML(elem_id="clin-ddx")
             out_record = gr.HTML(elem_id="clin-record")
             with gr.Accordion("Raw result (JSON)", open=False):
                 out_json = gr.JSON()

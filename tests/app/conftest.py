@@ -100,3 +100,17 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """`medrl demo --quick` once per session: DermIQ runs trained on 6 labels with task cards, Clinical-R1 arms, a
+    Tree-GRPO run, each evaluated; what a clinician opens after `make demo`, in small."""
+    import torch
+
+    from app.demo import run_demo
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("quick_demo") / "demo"
+    run_demo(out, quick=True)
+    return out

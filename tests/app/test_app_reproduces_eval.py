@@ -9,15 +9,8 @@ pytestmark = pytest.mark.slow  # the quick demo, then every stage answered again
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    import torch
-
-    from app.demo import run_demo
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("repro") / "demo"
-    run_demo(out, quick=True)
-    return out
+def demo(quick_demo):
+    return quick_demo
 
 
 @pytest.mark.parametrize("kind,runs,tag", [

@@ -114,3 +114,25 @@ def quick_demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("quick_demo") / "demo"
     run_demo(out, quick=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def serve_app(tmp_path_factory):
+    """Serve the app over another runs root on a free loopback port (closed after the module): `serve_app(root)`
+    -> its URL. PIL's process-wide pixel limit the server sets is put back after."""
+    from PIL import Image
+
+    from app.context import AppContext
+    from app.main import launch
+
+    servers, pixels = [], Image.MAX_IMAGE_PIXELS
+
+    def start(root: Path, **settings) -> str:
+        ctx = AppContext(root, scratch=tmp_path_factory.mktemp("app_scratch"), **settings)
+        servers.append(launch(ctx, "127.0.0.1", free_port(), block=False))
+        return servers[-1].local_url.rstrip("/")
+
+    yield start
+    for s in servers:
+        s.close()
+    Image.MAX_IMAGE_PIXELS = pixels

@@ -6,26 +6,14 @@ free-text clinical question answered and flagged. Screenshots go to the test's t
 
 import pytest
 
-from .conftest import free_port
-
 pytestmark = pytest.mark.slow  # headless Chromium over the quick demo's runs
 
 TIMEOUT = 90_000
 
 
 @pytest.fixture(scope="module")
-def demo_url(quick_demo, tmp_path_factory):
-    from PIL import Image
-
-    from app.context import AppContext
-    from app.main import launch
-
-    pixels = Image.MAX_IMAGE_PIXELS
-    ctx = AppContext(quick_demo, scratch=tmp_path_factory.mktemp("answers_scratch"))
-    demo = launch(ctx, "127.0.0.1", free_port(), block=False)
-    yield demo.local_url.rstrip("/")
-    demo.close()
-    Image.MAX_IMAGE_PIXELS = pixels
+def demo_url(quick_demo, serve_app):
+    return serve_app(quick_demo)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ examples, and the run's trees draw. Screenshots go to the test's tmp folder."""
 from __future__ import annotations
 
 import shutil
-import socket
 
 import pytest
 import yaml
@@ -19,12 +18,6 @@ TIMEOUT = 60_000  # ms; generous for a busy 2-core machine
 GARBLED = "Which number is larger <answer>{gold}</answer>"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _not_for_cases(case_run, dest) -> None:
     """A copy of the case run whose config says SFT: same adapter, but not trained on cases, so never offered."""
     shutil.copytree(case_run, dest, ignore=shutil.ignore_patterns("trees"))
@@ -35,24 +28,14 @@ def _not_for_cases(case_run, dest) -> None:
 
 
 @pytest.fixture(scope="module")
-def case_url(tmp_path_factory, one_thread):
+def case_url(tmp_path_factory, one_thread, serve_app):
     """The app on a root with demo/cases (Tree-GRPO on cases, one quick step) and demo/sft (not for cases)."""
-    from PIL import Image
-
-    from app.context import AppContext
     from app.demo import run_cases
-    from app.main import launch
 
     root = tmp_path_factory.mktemp("case_runs")
     run_cases(root / "demo", seed=0, quick=True)
     _not_for_cases(root / "demo" / "cases", root / "demo" / "sft")
-    ctx = AppContext(root, max_new_tokens=8, max_loaded=1, concurrency=1,
-                     scratch=tmp_path_factory.mktemp("case_scratch"))
-    pixels = Image.MAX_IMAGE_PIXELS
-    demo = launch(ctx, "127.0.0.1", _free_port(), block=False)
-    yield demo.local_url.rstrip("/")
-    demo.close()
-    Image.MAX_IMAGE_PIXELS = pixels
+    return serve_app(root, max_new_tokens=8, max_loaded=1, concurrency=1)
 
 
 @pytest.fixture

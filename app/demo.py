@@ -5,8 +5,9 @@ test split); a short SFT warm-up of the tiny Qwen2.5-VL (the starting point a pr
 conversational SFT -> KG-preference DPO (`dermiq.pipeline`, each stage its own run and adapter); evaluation of every
 stage on the held-out split (`dermiq.evaluate`); one table. Then Clinical-R1 on the tiny Qwen2: KG vignettes -> a
 cold start on boxed traces -> a GRPO arm and a CRPO arm from it (`clinical.ablate`, one seed), evaluated side by
-side on held-out vignettes; a second table. This file only orders the stages and prints; importing it (command
-registration) imports no torch.
+side on held-out vignettes; a second table; then one step of Tree-GRPO on multi-step cases, so the app has trees to
+draw. On two or more cores the Qwen2 stages run in a second process beside the Qwen2.5-VL ones (`--sequential`: one
+process). This file only orders the stages and prints; importing it (command registration) imports no torch.
 """
 
 from __future__ import annotations
@@ -86,10 +87,77 @@ def run_cases(out: Path, seed: int = 0, quick: bool = False, name: str = "cases"
     return {"run": str(out / name), "tree_files": [str(p) for p in files], "trees": trees}
 
 
-def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
+def run_text_part(out: Path, seed: int = 0, quick: bool = False) -> dict:
+    """Stages 4-5 on the tiny Qwen2 (built here if missing): the one-seed Clinical-R1 ablation, then Tree-GRPO on
+    cases. Independent of the DermIQ stages, so `run_demo` runs them beside those in a second process."""
     from clinical.ablate import run_ablation
     from clinical.ablate import table as clinical_table
     from clinical.pipeline import load_recipe as clinical_recipe
+    from training.embedded import ensure_embedded
+
+    part: dict = {}
+    t = _stage("4/5 Clinical-R1 on the tiny Qwen2: KG vignettes -> cold start on boxed traces -> GRPO vs CRPO (one seed)")
+    print(f"qwen2: {ensure_embedded('qwen2')}", flush=True)
+    clinical = run_ablation(clinical_recipe("tiny", [f"--pipeline.seed={seed}", *(QUICK_CLINICAL if quick else DEMO_CLINICAL)]),
+                            out / "clinical", [seed])
+    part["clinical_s"] = round(time.time() - t, 1)
+    part["clinical"] = {"mean": clinical["mean"], "n": clinical["n"], "steps": clinical["steps"]}
+    part["clinical_table"] = clinical_table(clinical)
+    print(f"\n{part['clinical_table']}", flush=True)
+
+    t = _stage("5/5 Tree-GRPO on multi-step cases (tiny Qwen2): trees for the app's viewer")
+    cases = run_cases(out, seed, quick)
+    part["cases_s"] = round(time.time() - t, 1)
+    part["cases"] = cases
+    part["cases_line"] = (f"Tree-GRPO trees ({cases['trees']} trees, {len(cases['tree_files'])} steps) are under "
+                          f"{Path(cases['run']) / 'trees'}/; `medrl app` draws them in its Interactive case tab, where "
+                          f"{cases['run']} also plays cases.")
+    print(part["cases_line"], flush=True)
+    return part
+
+
+TEXT_PART_LOG = "text_part.log"
+TEXT_PART_RESULT = "text_part.json"
+
+
+def _start_text_part(out: Path, seed: int, quick: bool):
+    """The text stages in a child process (`python -m app.demo --text-part`), its output in OUT/text_part.log."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "app.demo", "--text-part", str(out), "--seed", str(seed), *(["--quick"] if quick else [])]
+    log = open(out / TEXT_PART_LOG, "w", encoding="utf-8")  # noqa: SIM115 (closed in _finish_text_part)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log
+
+
+def _finish_text_part(out: Path, side) -> dict:
+    proc, log = side
+    rc = proc.wait()
+    log.close()
+    text = (out / TEXT_PART_LOG).read_text(encoding="utf-8", errors="replace")
+    if rc != 0 or not (out / TEXT_PART_RESULT).is_file():
+        tail = "\n".join(text.splitlines()[-15:])
+        raise MedrlError(f"the Clinical-R1 and case stages (run beside DermIQ) failed with exit code {rc}; their log is "
+                         f"{out / TEXT_PART_LOG}:\n{tail}")
+    return json.loads((out / TEXT_PART_RESULT).read_text(encoding="utf-8"))
+
+
+def _split_threads(parallel: bool) -> None:
+    """Two processes share the cores: each takes half (tiny models gain little from a second thread; the second
+    pipeline gains a whole core)."""
+    import os
+
+    import torch
+
+    if parallel:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+
+
+def run_demo(out: Path, seed: int = 0, quick: bool = False, parallel: bool | None = None) -> dict:
+    """Every stage; with `parallel` (default: two or more cores) the Qwen2 stages (4-5) run in a second process beside
+    the Qwen2.5-VL ones (1-3): the two recipes share nothing but the disk, and one process leaves a core idle."""
+    import os
+
     from dermiq.evaluate import evaluate_run
     from dermiq.pipeline import FOLDERS, load_recipe, pipeline_config, run_pipeline
     from training.embedded import ensure_embedded
@@ -101,47 +169,53 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / MARKER).write_text("made by `medrl demo`; removed by the next demo run\n")
-    summary: dict = {}
+    parallel = (os.cpu_count() or 1) >= 2 if parallel is None else parallel
+    summary: dict = {"parallel": parallel}
     t_all = time.time()
+    _split_threads(parallel)
+    side = _start_text_part(out, seed, quick) if parallel else None
+    if side is not None:
+        print(f"Clinical-R1 and the Tree-GRPO cases (stages 4-5, tiny Qwen2) run beside stages 1-3 in a second process; "
+              f"their log: {out / TEXT_PART_LOG}", flush=True)
+    try:
+        t = _stage("1/5 embedded tiny Qwen2.5-VL (built once, then cached; its vision tower pretrained on lesion captions)")
+        print(f"qwen25vl: {ensure_embedded('qwen25vl')}")
+        summary["models_s"] = round(time.time() - t, 1)
 
-    t = _stage("1/5 embedded tiny Qwen2.5-VL (built once, then cached; its vision tower pretrained on lesion captions)")
-    print(f"qwen25vl: {ensure_embedded('qwen25vl')}")
-    summary["models_s"] = round(time.time() - t, 1)
+        raw = load_recipe("tiny", [f"--pipeline.seed={seed}", *(QUICK if quick else [])])
+        pc = pipeline_config(raw)
+        t = _stage("2/5 DermIQ pipeline: synthetic lesions -> SFT warm-up -> GRPO++ -> conversational SFT -> KG-DPO")
+        result = run_pipeline(raw, out / "dermiq", evaluate="none")
+        summary["train_s"] = round(time.time() - t, 1)
 
-    raw = load_recipe("tiny", [f"--pipeline.seed={seed}", *(QUICK if quick else [])])
-    pc = pipeline_config(raw)
-    t = _stage("2/5 DermIQ pipeline: synthetic lesions -> SFT warm-up -> GRPO++ -> conversational SFT -> KG-DPO")
-    result = run_pipeline(raw, out / "dermiq", evaluate="none")
-    summary["train_s"] = round(time.time() - t, 1)
+        t = _stage(f"3/5 every stage on the held-out synthetic split ({pc.test_per_class} images per class)")
+        test = Path(result["data"]) / "test.jsonl"
+        evals = {}
+        for stage in result["runs"]:
+            m = evaluate_run(out / "dermiq" / FOLDERS[stage], test, max_new_tokens=pc.eval_max_new_tokens)
+            evals[stage] = {k: m.get(k) for k, _ in COLUMNS} | {"n": m["n"]}
+            print(f"{stage}: balanced accuracy {_fmt(m['balanced_accuracy'])}, format {_fmt(m['format_valid'])}, "
+                  f"KG-faithful {_fmt(m['kg_faithfulness'])}", flush=True)
+        summary["eval_s"] = round(time.time() - t, 1)
+        summary["stages"] = evals
+        summary["adapters"] = result["adapters"]
+        print(f"\nHeld-out synthetic lesions ({next(iter(evals.values()))['n']} images, greedy):\n")
+        print(table(evals, result["adapters"]), flush=True)
 
-    t = _stage(f"3/5 every stage on the held-out synthetic split ({pc.test_per_class} images per class)")
-    test = Path(result["data"]) / "test.jsonl"
-    evals = {}
-    for stage in result["runs"]:
-        m = evaluate_run(out / "dermiq" / FOLDERS[stage], test, max_new_tokens=pc.eval_max_new_tokens)
-        evals[stage] = {k: m.get(k) for k, _ in COLUMNS} | {"n": m["n"]}
-        print(f"{stage}: balanced accuracy {_fmt(m['balanced_accuracy'])}, format {_fmt(m['format_valid'])}, "
-              f"KG-faithful {_fmt(m['kg_faithfulness'])}", flush=True)
-    summary["eval_s"] = round(time.time() - t, 1)
-    summary["stages"] = evals
-    summary["adapters"] = result["adapters"]
-    print(f"\nHeld-out synthetic lesions ({next(iter(evals.values()))['n']} images, greedy):\n")
-    print(table(evals, result["adapters"]), flush=True)
-
-    t = _stage("4/5 Clinical-R1 on the tiny Qwen2: KG vignettes -> cold start on boxed traces -> GRPO vs CRPO (one seed)")
-    clinical = run_ablation(clinical_recipe("tiny", [f"--pipeline.seed={seed}", *(QUICK_CLINICAL if quick else DEMO_CLINICAL)]),
-                            out / "clinical", [seed])
-    summary["clinical_s"] = round(time.time() - t, 1)
-    summary["clinical"] = {"mean": clinical["mean"], "n": clinical["n"], "steps": clinical["steps"]}
-    print(f"\n{clinical_table(clinical)}")
-
-    t = _stage("5/5 Tree-GRPO on multi-step cases (tiny Qwen2): trees for the app's viewer")
-    cases = run_cases(out, seed, quick)
-    summary["cases_s"] = round(time.time() - t, 1)
-    summary["cases"] = cases
-    print(f"Tree-GRPO trees ({cases['trees']} trees, {len(cases['tree_files'])} steps) are under "
-          f"{Path(cases['run']) / 'trees'}/; `medrl app` draws them in its Interactive case tab, where "
-          f"{cases['run']} also plays cases.", flush=True)
+        if side is not None:
+            t = _stage("4-5/5 waiting for Clinical-R1 and the Tree-GRPO cases (running beside)")
+            part = _finish_text_part(out, side)
+            side = None
+            summary["wait_s"] = round(time.time() - t, 1)
+            print(f"\n{part['clinical_table']}\n\n{part['cases_line']}", flush=True)
+        else:
+            part = run_text_part(out, seed, quick)
+    finally:
+        if side is not None:  # DermIQ failed or was interrupted: do not leave the other process running
+            side[0].terminate()
+            side[0].wait()
+            side[1].close()
+    summary.update({k: v for k, v in part.items() if k not in ("clinical_table", "cases_line")})
     summary["total_s"] = round(time.time() - t_all, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -155,7 +229,23 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    run_demo(Path(args.out), seed=args.seed, quick=args.quick)
+    run_demo(Path(args.out), seed=args.seed, quick=args.quick, parallel=False if args.sequential else None)
+    return 0
+
+
+def _text_part_main(argv: list[str] | None = None) -> int:
+    """The child process of a parallel demo: stages 4-5 into OUT, their summary to OUT/text_part.json."""
+    p = argparse.ArgumentParser(prog="python -m app.demo")
+    p.add_argument("--text-part", required=True, help="the demo's output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.text_part)
+    _split_threads(True)
+    part = run_text_part(out, args.seed, args.quick)
+    from training.checkpoint import atomic_write_text
+
+    atomic_write_text(out / TEXT_PART_RESULT, json.dumps(part, indent=2))
     return 0
 
 
@@ -165,4 +255,10 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for the demo's data, runs and evaluations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 steps per stage, a few tokens (smoke test)")
+    p.add_argument("--sequential", action="store_true",
+                   help="one process, stage after stage (default on 2+ cores: the text stages run beside the image ones)")
     p.set_defaults(handler=_demo)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_text_part_main())

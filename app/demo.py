@@ -65,6 +65,19 @@ def table(rows: dict[str, dict], adapters: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+TIMED = (("models_s", "embedded Qwen2.5-VL (build or cache)"), ("train_s", "DermIQ pipeline"),
+         ("eval_s", "DermIQ evaluation"), ("clinical_s", "Clinical-R1 (incl. Qwen2 build or cache)"),
+         ("cases_s", "Tree-GRPO cases"), ("wait_s", "waited for stages 4-5 after stage 3"), ("total_s", "total"))
+
+
+def timings(summary: dict) -> str:
+    """The stage timings the demo ends with (stages 4-5 overlap 1-3 when they ran beside them)."""
+    how = "stages 4-5 in a second process, beside 1-3" if summary.get("parallel") else "one process"
+    lines = [f"Stage timings ({how}):"]
+    lines += [f"  {label:<44}{summary[k]:>8.1f} s" for k, label in TIMED if k in summary]
+    return "\n".join(lines)
+
+
 def tree_files(run: Path) -> list[Path]:
     """The Tree-GRPO tree files a run wrote (trees/step-N.jsonl, one tree a line), in step order."""
     return sorted((run / "trees").glob("step-*.jsonl"), key=lambda p: int(p.stem.split("-")[1]))
@@ -219,6 +232,7 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, parallel: bool | Non
     summary["total_s"] = round(time.time() - t_all, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
+    print(f"\n{timings(summary)}")
     print(f"\nruns (config, metrics.jsonl, adapter/, eval/ with metrics.json, the ISIC-style probabilities CSV and the "
           f"confusion matrix) are under {out / 'dermiq'}/, {out / 'clinical'}/ and {out / 'cases'}/; summary.json beside them "
           f"({summary['total_s']:.0f} s in all).")

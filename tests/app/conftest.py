@@ -112,7 +112,7 @@ def quick_demo(tmp_path_factory) -> Path:
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("quick_demo") / "demo"
-    run_demo(out, quick=True)
+    run_demo(out, quick=True, parallel=False)  # the one-process path (test_demo runs the parallel one)
     return out
 
 

@@ -37,7 +37,7 @@ def answer_flags(gen, well_formed: bool | None, answer_ok: bool | None, trained_
     elif well_formed is False:
         out.append(Flag("format", "Not in the format the model was trained to answer in: read it with care; the KG "
                                   "check may not find its diagnosis."))
-    if answer_ok is False and (gen.answer or "").strip():
+    if answer_ok is False and (gen.answer or "").strip() and not gen.truncated:  # a cut answer never named one
         names = f" ({len(labels)}: {', '.join(labels)})" if labels else ""
         out.append(Flag("label", f"The answer is not one of the labels this model was trained on{names}."))
     return out

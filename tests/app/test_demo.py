@@ -29,11 +29,11 @@ def assert_trees_on_disk(out, summary) -> None:
 
 def test_demo_quick_runs_every_stage(cli, tmp_path, one_thread, capsys):
     out = tmp_path / "demo"
-    assert cli("demo", "--out", out, "--quick") == 0
+    assert cli("demo", "--out", out, "--quick", "--parallel") == 0
     printed = capsys.readouterr().out
     assert f"are under {out / 'cases' / 'trees'}/" in printed
     summary = json.loads((out / "summary.json").read_text())
-    # two cores here: the Qwen2 stages ran in a second process (their log kept); the timings close the output
+    # --parallel: the Qwen2 stages ran in a second process (their log kept); the timings close the output
     assert summary["parallel"] and "Clinical-R1" in (out / "text_part.log").read_text()
     assert "Stage timings (stages 4-5 in a second process, beside 1-3):" in printed
     assert all(summary[k] > 0 for k in ("train_s", "eval_s", "clinical_s", "cases_s", "total_s"))

@@ -88,8 +88,17 @@ class AppContext:
         return run_id, stage
 
 
+def error_text(exc: Exception) -> str:
+    """A user error as the browser shows it. Gradio renders an error's message as HTML, so an unescaped
+    `<ask>history</ask>` example is taken for a tag and vanishes ("type an action, e.g. , , or")."""
+    from html import escape
+
+    return escape(str(exc), quote=False)
+
+
 def user_errors(fn):
-    """Handlers raise Refused / MedrlError / ValueError for the user's input: show the message, not a traceback."""
+    """Handlers raise Refused / MedrlError / ValueError for the user's input: show the message (escaped: gradio renders
+    it as HTML), not a traceback."""
     import gradio as gr
 
     from training.errors import MedrlError
@@ -99,6 +108,6 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (Refused, MedrlError, ValueError, FileNotFoundError) as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(error_text(e), print_exception=False) from None
 
     return wrapper

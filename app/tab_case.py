@@ -7,17 +7,13 @@ needs to know what it may answer and how many turns it has. Only case-trained ru
 
 from __future__ import annotations
 
-import functools
 from html import escape
 
 import gradio as gr
 
-from training.errors import MedrlError
-
 from . import html, interactive
-from .context import AppContext
+from .context import AppContext, user_errors
 from .draw import tree_nodes, tree_svg
-from .safety import Refused
 
 INTRO = ("**Step through a case.** The case reveals what is asked: `<ask>history</ask>`, `<ask>exam</ask>`, "
          "`<ask>labs: NAME</ask>` (and `<ask>dermoscopy</ask>` for skin cases), until `<answer>LETTER</answer>` "
@@ -26,25 +22,6 @@ INTRO = ("**Step through a case.** The case reveals what is asked: `<ask>history
          "take the next turn, or type it yourself.")
 UNREADABLE_BADGE = ('<span class="medrl-badge medrl-unverifiable medrl-unreadable" title="not one action of the '
                     f'case: the case did not score it">{escape(interactive.UNREADABLE)}</span>')
-
-
-def error_text(exc: Exception) -> str:
-    """A user error as the browser shows it. Gradio renders an error's message as HTML, so an unescaped
-    `<ask>history</ask>` example is taken for a tag and vanishes ("type an action, e.g. , , or")."""
-    return escape(str(exc), quote=False)
-
-
-def user_errors(fn):
-    """`app.context.user_errors`, with the message escaped (`error_text`): this tab's messages quote actions."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (Refused, MedrlError, ValueError, FileNotFoundError) as e:
-            raise gr.Error(error_text(e), print_exception=False) from None
-
-    return wrapper
 
 
 def runs_with_trees(ctx: AppContext) -> list[tuple[str, str]]:

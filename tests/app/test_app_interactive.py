@@ -10,6 +10,7 @@ import gradio as gr
 import pytest
 
 from app import interactive, tab_case
+from app.context import error_text, user_errors
 from training.env import OBSERVATION
 from training.run import DISCLAIMER
 
@@ -136,10 +137,10 @@ def test_the_error_message_keeps_its_examples():
     message = str(err.value)
     assert message == ("type an action, e.g. <ask>history</ask>, <ask>exam</ask>, <ask>labs: CRP</ask> or "
                        "<answer>B</answer>")
-    shown = tab_case.error_text(err.value)
+    shown = error_text(err.value)
     assert "<" not in shown and "&lt;ask&gt;history&lt;/ask&gt;" in shown and unescape(shown) == message
 
-    @tab_case.user_errors
+    @user_errors
     def send():
         interactive.act(s, " ", "clinician")
 

@@ -283,3 +283,46 @@ def test_fitzpatrick17k_groups_and_unmapped(kg):
     assert "condition:rosacea" in kg.related("condition:rhinophyma")
     for label in ("photodermatoses", "neutrophilic dermatoses", "nematode infection", "tick bite", "sun damaged skin"):
         assert condition_of(kg, label, "fitzpatrick17k") is None, label  # groups or findings, not one condition
+
+
+# ---- README path A, as written ----------------------------------------------------------------------------------
+def readme_path_a() -> list[str]:
+    """The commands of README path A (own dermatology images), comments stripped, and path F's first export line."""
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    a = text[text.index("## A. "):text.index("## B. ")]
+    f = text[text.index("## F. "):]
+    lines = [ln.split("  #")[0].strip() for part in (a, f) for ln in part.splitlines() if ln.startswith("medrl ")]
+    return lines
+
+
+@pytest.mark.slow  # the whole tiny DermIQ pipeline, 2 steps a stage (~2 min)
+def test_readme_path_a_runs_as_written_on_a_ham10000_folder(ham, tmp_path, monkeypatch, capsys):
+    """A HAM10000-layout folder with broken rows goes through README path A's own commands: import, train (the one
+    change: every stage 2 steps and short answers, through the README's documented --KEY=VALUE overrides), evaluate,
+    export. It ends in an evaluation table and an exported adapter that carries how to ask it."""
+    cmds = readme_path_a()
+    want = {"import": "medrl dermiq import ham10000 data/HAM10000 --out data/dermiq",
+            "train": "medrl dermiq train --data data/dermiq --out runs/derm",
+            "eval": "medrl dermiq eval runs/derm/dpo --data data/dermiq/test.jsonl",
+            "export": "medrl export runs/derm/dpo --out exported/derm"}
+    assert set(want.values()) <= set(cmds), [c for c in cmds if c.split()[:3] == ["medrl", "dermiq", "train"]]
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "HAM10000").symlink_to(ham, target_is_directory=True)
+    monkeypatch.chdir(work)
+    short = ["--warmup.run.max_steps=2", "--grpo++.run.max_steps=2", "--sft.run.max_steps=2", "--dpo.run.max_steps=2",
+             "--grpo++.prompts_per_step=1", "--grpo++.rollout.max_new_tokens=8", "--pipeline.dpo_prompts=3",
+             "--pipeline.dpo_max_new_tokens=8", "--pipeline.dpo_min_margin=0", "--pipeline.dpo_well_formed=false",
+             "--pipeline.eval_max_new_tokens=8", "--dpo.batch_size=1", "--dpo.grad_accum=1"]
+    assert main(want["import"].split()[1:]) == 0
+    imported = capsys.readouterr().out
+    assert "kept" in imported and "unknown_label" in imported  # the broken rows are counted, not fatal
+    assert main([*want["train"].split()[1:], *short]) == 0
+    assert main(want["eval"].split()[1:]) == 0
+    table = capsys.readouterr().out
+    assert "balanced_accuracy" in table and "recall[" in table
+    assert main(want["export"].split()[1:]) == 0
+    exported = work / "exported" / "derm"
+    assert (exported / "adapter_model.safetensors").is_file() and (exported / "task.json").is_file()
+    card = (exported / "README.md").read_text()
+    assert "How to ask it" in card and "Labels: " in card and "For research use only" in card

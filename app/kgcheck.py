@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from knowledge_graph.case_check import check_case
-from knowledge_graph.claims import HEDGED, diagnosis, extract_claims, judge
+from knowledge_graph.case_check import check_case, invented
+from knowledge_graph.claims import CONTRADICTED, HEDGED, Verdict, diagnosis, extract_claims, judge
 from knowledge_graph.kg import KnowledgeGraph
 
 FINDING_TYPES = ("morphology", "colour", "border", "shape", "surface", "distribution", "size", "dermoscopic_feature",
@@ -94,6 +94,10 @@ def check(text: str, kg: KnowledgeGraph, reference: str | None = None, source: s
         if case.best_fit:
             reference, source = (dx if case.diagnosis_supported else case.judged_against), "case"
     verdicts = judge(claims, kg, reference, case_findings)
+    if case is not None and case.best_fit:  # the case is the truth for the patient: what it does not state is not so
+        unstated = {id(c) for c in invented(case, claims)}
+        verdicts = [Verdict(v.claim, CONTRADICTED, "not in the case" if v.claim.node_id not in case.case_absent
+                            else "the case says it is absent") if id(v.claim) in unstated else v for v in verdicts]
     rows = [ClaimRow(v.claim.kind, v.claim.text, v.claim.node_id,
                      f"{v.claim.text} (ambiguous: not read)" if v.claim.kind == "unread"
                      else kg.label(v.claim.node_id) if v.claim.node_id in kg else v.claim.text, v.claim.polarity,

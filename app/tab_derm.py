@@ -24,7 +24,7 @@ from . import html
 from .answer_view import answer_card, answer_flags, record_card
 from .context import AppContext, user_errors
 from .kgcheck import check
-from .safety import Refused, check_upload, limit_text, load_upload, upload_path
+from .safety import MODEL_SIDE, Refused, check_upload, limit_text, load_upload, upload_path
 
 SAMPLES_PER_CONDITION = 3
 SAMPLE_SEED = 7  # not the demo's training seed: samples the tiny models did not see
@@ -36,12 +36,16 @@ def sample_choices(ctx: AppContext) -> list[tuple[str, str]]:
             for i in range(SAMPLES_PER_CONDITION)]
 
 
-def sample(ctx: AppContext, key: str):
-    """(image, meta) of a sample key; Refused for anything not in the sample list."""
+SAMPLE_SIDE = 224  # what the page shows; the model gets the sample rendered at its training side (the task card)
+
+
+def sample(ctx: AppContext, key: str, side: int | None = None):
+    """(image, meta) of a sample key, rendered `side` pixels wide (default SAMPLE_SIDE); Refused for anything not in
+    the sample list."""
     cond, _, idx = (key or "").rpartition("/")
     if cond not in DEFAULT_CONDITIONS or idx not in {str(i) for i in range(SAMPLES_PER_CONDITION)}:
         raise Refused(f"{key!r} is not one of the synthetic samples")
-    return make_sample(ctx.kg("derm"), cond, SAMPLE_SEED, int(idx), size=224)
+    return make_sample(ctx.kg("derm"), cond, SAMPLE_SEED, int(idx), size=side or SAMPLE_SIDE)
 
 
 def sample_file(ctx: AppContext, key: str | None) -> tuple[str | None, str]:
@@ -84,11 +88,12 @@ def answer(ctx: AppContext, image: str | None, sample_key: str | None, adapter: 
            max_new_tokens: float | None, description: str | None = None) -> tuple[str, str, str, str, dict]:
     """The model's answer, the KG check card, the differential card, the model's record, and the raw result."""
     run_id, stage = ctx.parse_adapter(adapter)
+    side = (ctx.card(run_id) or {}).get("image_side")  # the size it was trained on: asked at that size
     if sample_key:
-        img, meta = sample(ctx, sample_key)
+        img, meta = sample(ctx, sample_key, side)
         reference, source, case = meta["condition_id"], "sample", meta["findings"]
     elif image:
-        img, reference, source, case = load_upload(upload_path(image)), None, None, None
+        img, reference, source, case = load_upload(upload_path(image), max_side=side or MODEL_SIDE), None, None, None
     else:
         raise Refused("upload an image or pick a synthetic sample")
     kg = ctx.kg("derm")

@@ -103,6 +103,8 @@ def check_case(answer: str, case: str, kg: KnowledgeGraph) -> CaseCheck:
     if out.diagnosis is None or out.diagnosis not in kg:
         out.flags["not_checkable"] = ["the answer names no diagnosis the KG knows"]
         out.reason = "not checkable: no diagnosis read in the answer"
+        if out.best_fit:  # its findings can still be read against the case's
+            _findings(out, claims, kg)
         return out
     if not out.best_fit:
         out.flags["not_checkable"] = ["the case states no finding the KG knows"]
@@ -122,17 +124,19 @@ def check_case(answer: str, case: str, kg: KnowledgeGraph) -> CaseCheck:
     return out
 
 
+def invented(out: CaseCheck, claims: list[Claim]) -> list[Claim]:
+    """The answer's claims of findings for the patient now that the case does not state (or denies)."""
+    stated = set(out.case_present)
+    return [c for c in claims if c.kind == "finding" and c.node_type in CASE_TYPES and c.polarity == PRESENT
+            and not _PAST & set(c.context) and c.node_id not in stated]
+
+
 def _findings(out: CaseCheck, claims: list[Claim], kg: KnowledgeGraph) -> None:
     """Findings the answer asserts for the patient now that the case does not state (or denies)."""
-    stated = set(out.case_present)
-    invented = []
-    for c in claims:
-        if (c.kind == "finding" and c.node_type in CASE_TYPES and c.polarity == PRESENT
-                and not _PAST & set(c.context) and c.node_id not in stated):
-            why = "the case says it is absent" if c.node_id in out.case_absent else "not in the case"
-            invented.append(f"{kg.label(c.node_id)} ({why})")
-    if invented:
-        out.flags["invented_findings"] = list(dict.fromkeys(invented))
+    said = [f"{kg.label(c.node_id)} ({'the case says it is absent' if c.node_id in out.case_absent else 'not in the case'})"
+            for c in invented(out, claims)]
+    if said:
+        out.flags["invented_findings"] = list(dict.fromkeys(said))
 
 
 def _management(out: CaseCheck, claims: list[Claim], kg: KnowledgeGraph) -> None:

@@ -89,9 +89,30 @@ def build_card(cfg: Any, records: list[dict], skipped: int = 0) -> dict:
     this = {"trainer": cfg.trainer, "run": cfg.run.name, "data": str(cfg.data.train), "records": len(records),
             "skipped": skipped}
     return {"version": VERSION, "prompt": prompt, "max_new_tokens": max_new, "temperature": task.temperature,
-            "base_model": cfg.model.name, "start_adapter": cfg.model.adapter,
+            "image_side": image_side(records), "base_model": cfg.model.name, "start_adapter": cfg.model.adapter,
             "trained_on": [*lineage(cfg.model.adapter), this],
             "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def image_side(records: list[dict], n: int = 8) -> int | None:
+    """The longest side of the training images (the largest among the first `n` records'), None without images.
+
+    A VLM sees an image as visual tokens, so its size is part of how the model was asked: the tiny model trained on
+    112-pixel lesions degenerates on 224-pixel ones (4x the tokens). Readers render or downscale to this side."""
+    from PIL import Image
+
+    sides = []
+    for r in records[:n]:
+        for img in r.get("images") or []:
+            try:
+                if isinstance(img, (str, Path)):
+                    with Image.open(img) as im:
+                        sides.append(max(im.size))
+                elif hasattr(img, "size"):
+                    sides.append(max(img.size))
+            except OSError:
+                continue
+    return max(sides) if sides else None
 
 
 def write_card(run_path: str | Path, card: dict) -> Path:
@@ -133,8 +154,11 @@ def _inferred(run_path: Path) -> dict | None:
         return None
     task = cfg.get("task") or {}
     max_new = task.get("max_new_tokens") or (cfg.get("rollout") or {}).get("max_new_tokens")
+    images = [p if Path(p).is_absolute() else str(Path(train).parent / p) for p in first.get("images") or []
+              if isinstance(p, str)]
     return {"version": VERSION, "prompt": _slots(prompt_of(first)), "max_new_tokens": max_new,
-            "temperature": float(task.get("temperature") or 0.0), "base_model": (cfg.get("model") or {}).get("name"),
+            "temperature": float(task.get("temperature") or 0.0), "image_side": image_side([{"images": images}]),
+            "base_model": (cfg.get("model") or {}).get("name"),
             "start_adapter": (cfg.get("model") or {}).get("adapter"),
             "trained_on": [{"trainer": cfg.get("trainer"), "data": train, "records": None, "skipped": None}],
             "inferred": True}

@@ -84,3 +84,13 @@ def test_letter_answers_and_text_keys_are_read(tmp_path):
                 condition_in(options["B"], kg), "key")
     assert res.diagnosis == "condition:pericarditis"  # the letter read as its option
     assert [c.verdict for c in res.claims if c.kind == "diagnosis"] == ["contradicted"]
+
+
+def test_samples_are_rendered_at_the_side_the_run_trained_on(tmp_path):
+    from app.context import AppContext
+    from app.tab_derm import SAMPLE_SIDE, sample
+
+    ctx = AppContext(tmp_path / "runs", scratch=tmp_path / "scratch")
+    shown, meta = sample(ctx, "condition:melanoma/0")
+    asked, same = sample(ctx, "condition:melanoma/0", 112)  # a card's image_side
+    assert max(shown.size) == SAMPLE_SIDE and max(asked.size) == 112 and meta == same

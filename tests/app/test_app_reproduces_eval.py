@@ -33,3 +33,4 @@ def test_app_inference_reproduces_the_run_evaluation(demo, kind, runs, tag, tmp_
         card = json.loads((demo / run / "task.json").read_text())
         metrics = json.loads((demo / run / "eval" / f"{tag}.json").read_text())
         assert metrics["max_new_tokens"] == card["max_new_tokens"]  # the evaluation read the card's length
+        assert card["image_side"] == (112 if kind == "dermiq" else None)  # the app renders samples at this side

@@ -3,6 +3,7 @@ export and the app all go through it. Imports no torch, so readers (the app, `me
 
 ```
 runs/<name>/config.yaml          resolved config
+runs/<name>/task.json            the task card: how the model is asked (prompt, answer length, image side)
 runs/<name>/metrics.jsonl        one JSON row per logged step
 runs/<name>/tensorboard/         TensorBoard events
 runs/<name>/checkpoints/step-N/  everything a resume needs (written atomically)

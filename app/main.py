@@ -39,11 +39,11 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Clinical case", id="clinical"):
                 clin = tab_clinical.build(ctx)
             with gr.Tab("Interactive case", id="case"):
-                tab_case.build(ctx)
+                case = tab_case.build(ctx)
             with gr.Tab("Training runs", id="runs"):
                 runs = tab_runs.build(ctx)
             with gr.Tab("Adapters", id="adapters"):
-                tab_adapters.build(ctx)
+                adapters = tab_adapters.build(ctx)
             with gr.Tab("Knowledge graph", id="kg"):
                 kg = tab_kg.build(ctx)
 
@@ -53,8 +53,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     gr.Dropdown(choices=ctx.adapter_choices(vlm=False)))
 
         demo.load(on_load, None, [head, derm["adapter"], clin["adapter"]], api_name=False)
-        fn, inputs, outputs = runs["refresh"]  # the run lists as the runs folder is now, not as at start
-        demo.load(fn, inputs, outputs, api_name=False)
+        # every run list as the runs folder is now, not as it was when the app started
+        for fn, inputs, outputs in [runs["refresh"], *case["refresh"], *adapters["refresh"]]:
+            demo.load(fn, inputs, outputs, api_name=False)
         fn, inputs, outputs = kg["lookup"]
         demo.load(fn, inputs, outputs, api_name=False)
     demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=4)

@@ -66,7 +66,10 @@ def build(ctx: AppContext) -> dict:
         return export(ctx, run_id, merge)
 
     run.change(on_card, run, card_md, api_name="adapter_card")
-    refresh.click(lambda: gr.Dropdown(choices=ctx.run_choices(with_adapter=True)), None, run, api_name=False)
+    def on_refresh():
+        return gr.Dropdown(choices=ctx.run_choices(with_adapter=True))
+
+    refresh.click(on_refresh, None, run, api_name=False)
     go.click(on_export, [run, merge], [file, result], api_name="adapter_export", concurrency_id="model",
              concurrency_limit=ctx.concurrency)
-    return {"run": run}
+    return {"run": run, "refresh": [(on_refresh, None, run)]}

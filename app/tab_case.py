@@ -134,10 +134,12 @@ def build_stepper(ctx: AppContext) -> None:
     model_go.click(on_model, [state, adapter], [state, shown, result], api_name="case_model_turn",
                    concurrency_id="model", concurrency_limit=ctx.concurrency)
     refresh.click(on_refresh, None, [adapter, no_runs], api_name=False)
+    return on_refresh, None, [adapter, no_runs]
 
 
 def build(ctx: AppContext) -> dict:
-    build_stepper(ctx)
+    """The stepper and the tree viewer; returns their list refreshers for the page's load event."""
+    stepper_refresh = build_stepper(ctx)
     gr.Markdown("**Tree-GRPO trees** that runs wrote to `trees/`, drawn.")
     runs = runs_with_trees(ctx)
     with gr.Row():
@@ -162,5 +164,8 @@ def build(ctx: AppContext) -> dict:
 
     run.change(on_run, run, name, api_name=False)
     gr.on([name.change, colour.change], on_tree, [run, name, colour], [svg, info], api_name="tree_view")
-    refresh.click(lambda: gr.Dropdown(choices=runs_with_trees(ctx)), None, run, api_name=False)
-    return {}
+    def on_refresh():
+        return gr.Dropdown(choices=runs_with_trees(ctx))
+
+    refresh.click(on_refresh, None, run, api_name=False)
+    return {"refresh": [stepper_refresh, (on_refresh, None, run)]}

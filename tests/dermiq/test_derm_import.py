@@ -313,6 +313,7 @@ def test_readme_path_a_runs_as_written_on_a_ham10000_folder(ham, tmp_path, monke
     short = ["--warmup.run.max_steps=2", "--grpo++.run.max_steps=2", "--sft.run.max_steps=2", "--dpo.run.max_steps=2",
              "--grpo++.prompts_per_step=1", "--grpo++.rollout.max_new_tokens=8", "--pipeline.dpo_prompts=3",
              "--pipeline.dpo_max_new_tokens=8", "--pipeline.dpo_min_margin=0", "--pipeline.dpo_well_formed=false",
+             "--pipeline.dpo_reference=true",  # 8-token samples may all tie; the reference answer always pairs
              "--pipeline.eval_max_new_tokens=8", "--dpo.batch_size=1", "--dpo.grad_accum=1"]
     assert main(want["import"].split()[1:]) == 0
     imported = capsys.readouterr().out

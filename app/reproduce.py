@@ -55,11 +55,12 @@ def compare(ctx, run_id: str, data: str | Path, tag: str = "metrics", stage: str
         eval_preds = [r["pred"] for r in eval_rows]
     else:
         from clinical.evaluate import score_response
+        from clinical.rewards import question_of
 
         from .tab_clinical import ask
 
         for rec in records:
-            case, options = _case_of(rec)
+            case, options = question_of(rec.get("prompt"), rec.get("meta") or {})
             gen, _ = ask(ctx, run_id, stage, case, options, None)
             texts.append(gen.text)
             preds.append(score_response(rec, gen.text)["accuracy"])
@@ -71,13 +72,6 @@ def compare(ctx, run_id: str, data: str | Path, tag: str = "metrics", stage: str
     return {"run": run_id, "kind": "dermiq" if vlm else "clinical", "n": len(records), "app_accuracy": app_acc,
             "eval_accuracy": metrics["accuracy"], "same_response": same_text, "same_prediction": same_pred,
             "max_new_tokens": metrics.get("max_new_tokens")}
-
-
-def _case_of(record: dict) -> tuple[str, dict[str, str]]:
-    """(case text, options) of a Clinical-R1 record: its meta when it keeps them, else read back from the prompt."""
-    from clinical.rewards import question_of
-
-    return question_of(record.get("prompt"), record.get("meta") or {})
 
 
 def table(rows: list[dict]) -> str:

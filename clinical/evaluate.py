@@ -109,6 +109,7 @@ def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = Non
     `metrics.json`, `predictions.csv`)."""
     from training.data import read_jsonl
     from training.run import RunDir
+    from training.task_card import read_card
 
     from . import task
 
@@ -118,7 +119,7 @@ def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = Non
     if not ds.records:
         raise MedrlError(f"{data}: no usable RL records")
     # Asked as the run was trained: the task card's system turn over each record's question, its answer length.
-    card = task.run_card(run.path)
+    card = read_card(run.path)
     records = [{**r, "prompt": task.record_messages(card, r)} for r in ds.records] if card else ds.records
     n_tok = max_new_tokens or (task.max_new_tokens(card) if card else default_max_new_tokens(run))
     t0 = time.time()

@@ -62,8 +62,3 @@ def _options_block(card: dict | None) -> bool:
 def max_new_tokens(card: dict | None) -> int:
     return int((card or {}).get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
 
-
-def run_card(run_path) -> dict | None:
-    from training.task_card import read_card
-
-    return read_card(run_path)

@@ -154,6 +154,7 @@ def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = Non
     from training.data import read_jsonl
     from training.models import load_policy
     from training.run import RunDir
+    from training.task_card import read_card
 
     from . import task
     from .generate import class_logprobs, generate
@@ -164,7 +165,7 @@ def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = Non
     records = read_jsonl(data, "rl", limit=limit).records
     # Asked as the run was trained: its task card's label set and answer length (the data's own labels when the
     # run has no card, e.g. one trained on another prompt).
-    card = task.run_card(run.path)
+    card = read_card(run.path)
     labels = (task.labels(card) or labels_of(records[0].get("prompt"))
               or sorted({str(r.get("answer")) for r in records}))
     records = [{**r, "prompt": task.messages(card, max(1, len(r.get("images") or [])), labels)} for r in records]

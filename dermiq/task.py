@@ -7,8 +7,6 @@ was not trained on (the app once offered a 6-label model all 13 conditions of th
 
 from __future__ import annotations
 
-from training.task_card import read_card
-
 from .prompts import build_prompt, labels_of
 
 DEFAULT_MAX_NEW_TOKENS = 160  # a full DermIQ answer (four headed lines and the label) fits
@@ -53,6 +51,3 @@ def _with_images(prompt: list[dict], n_images: int) -> list[dict]:
 def max_new_tokens(card: dict | None) -> int:
     return int((card or {}).get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
 
-
-def run_card(run_path) -> dict | None:
-    return read_card(run_path)

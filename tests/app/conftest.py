@@ -136,3 +136,33 @@ def serve_app(tmp_path_factory):
     for s in servers:
         s.close()
     Image.MAX_IMAGE_PIXELS = pixels
+
+
+@pytest.fixture
+def new_page(browser):
+    """`new_page(url, height)`: a fresh Chromium page 1400 px wide at `url`, with the browser tests' timeout; its
+    context is closed after the test."""
+    contexts = []
+
+    def open_page(url: str | None = None, height: int = 1000, timeout: int = 60_000):
+        ctx = browser.new_context(viewport={"width": 1400, "height": height})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(timeout)
+        if url:
+            page.goto(url)
+        return page
+
+    yield open_page
+    for ctx in contexts:
+        ctx.close()
+
+
+@pytest.fixture
+def choose():
+    """`choose(page, elem_id, option)`: pick an option of a gradio Dropdown by (part of) its label."""
+    def pick(page, elem_id: str, option: str) -> None:
+        page.locator(f"#{elem_id} input").click()
+        page.get_by_role("option", name=option, exact=False).first.click()
+
+    return pick

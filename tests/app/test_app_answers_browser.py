@@ -17,22 +17,13 @@ def demo_url(quick_demo, serve_app):
 
 
 @pytest.fixture
-def page(browser, demo_url):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1200})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT)
-    pg.goto(demo_url)
+def page(new_page, demo_url):
+    pg = new_page(demo_url, height=1200, timeout=TIMEOUT)
     pg.get_by_text("medrl · model inspection").wait_for()
-    yield pg
-    ctx.close()
+    return pg
 
 
-def choose(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=False).first.click()
-
-
-def test_dermatology_answer_is_asked_as_trained_flagged_and_beside_its_record(page, tmp_path):
+def test_dermatology_answer_is_asked_as_trained_flagged_and_beside_its_record(page, choose, tmp_path):
     choose(page, "derm-sample", "melanoma · sample 1")
     page.locator("#derm-image img").wait_for()
     choose(page, "derm-adapter", "dermiq/dpo")
@@ -52,7 +43,7 @@ def test_dermatology_answer_is_asked_as_trained_flagged_and_beside_its_record(pa
     page.screenshot(path=str(tmp_path / "1-derm-sample.png"), full_page=True)
 
 
-def test_upload_without_a_reference_is_not_checked_against_itself(page, tmp_path):
+def test_upload_without_a_reference_is_not_checked_against_itself(page, choose, tmp_path):
     from PIL import Image
 
     img = tmp_path / "lesion.png"
@@ -76,7 +67,7 @@ def test_upload_without_a_reference_is_not_checked_against_itself(page, tmp_path
     page.screenshot(path=str(tmp_path / "3-derm-described.png"), full_page=True)
 
 
-def test_free_text_clinical_question(page, tmp_path):
+def test_free_text_clinical_question(page, choose, tmp_path):
     page.get_by_role("tab", name="Clinical case").click()
     page.locator("#clin-case textarea").fill(
         "58M, crushing central chest pain for 1 h, sweating, ST elevation in II, III, aVF. Diagnosis and first steps?")

@@ -10,21 +10,11 @@ TIMEOUT = 60_000  # ms; generous for a busy 2-core machine
 
 
 @pytest.fixture
-def page(browser, app_url):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT)
-    yield pg
-    ctx.close()
+def page(new_page, app_url):
+    return new_page(timeout=TIMEOUT)
 
 
-def choose(page, elem_id: str, option: str) -> None:
-    """Pick an option of a gradio Dropdown by its label."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=False).first.click()
-
-
-def test_dermatology_query_and_runs_plot(page, app_url, tmp_path):
+def test_dermatology_query_and_runs_plot(page, choose, app_url, tmp_path):
     page.goto(app_url)
     page.get_by_text("medrl · model inspection").wait_for()
     assert page.get_by_text("Research use only.").first.is_visible()

@@ -39,14 +39,10 @@ def case_url(tmp_path_factory, one_thread, serve_app):
 
 
 @pytest.fixture
-def page(browser, case_url):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1100})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT)
-    pg.goto(case_url)
+def page(new_page, case_url):
+    pg = new_page(case_url, height=1100, timeout=TIMEOUT)
     pg.get_by_role("tab", name="Interactive case").click()
-    yield pg
-    ctx.close()
+    return pg
 
 
 def _choose(page, elem_id: str, option: str) -> list[str]:

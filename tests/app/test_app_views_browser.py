@@ -47,20 +47,10 @@ def views_app(tmp_path_factory):
 
 
 @pytest.fixture
-def page(browser, views_app):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT)
-    pg.goto(views_app[0])
+def page(new_page, views_app):
+    pg = new_page(views_app[0], timeout=TIMEOUT)
     pg.get_by_text("medrl · model inspection").wait_for()
-    yield pg
-    ctx.close()
-
-
-def choose(page, elem_id: str, option: str) -> None:
-    """Pick an option of a gradio Dropdown by (part of) its label."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=False).first.click()
+    return pg
 
 
 def options(page, elem_id: str) -> list[str]:
@@ -114,7 +104,7 @@ def wait_for_charts(page, titles: list[str], timeout: float = 30) -> list[dict]:
     pytest.fail(f"charts never settled on {titles}: {charts(page)}")
 
 
-def test_plot_a_then_b_shows_only_b(page, tmp_path):
+def test_plot_a_then_b_shows_only_b(page, choose, tmp_path):
     page.get_by_role("tab", name="Training runs").click()
     choose(page, "runs-a", "p/a")
     page.locator("#runs-plot").click()
@@ -137,7 +127,7 @@ def test_plot_a_then_b_shows_only_b(page, tmp_path):
     page.screenshot(path=str(tmp_path / "2-run-b.png"), full_page=True)
 
 
-def test_deleted_run_is_refused_then_gone_after_refresh(page, views_app, tmp_path):
+def test_deleted_run_is_refused_then_gone_after_refresh(page, choose, views_app, tmp_path):
     _, root = views_app
     page.get_by_role("tab", name="Training runs").click()
     choose(page, "runs-a", "p/gone")

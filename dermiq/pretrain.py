@@ -10,9 +10,7 @@ Deterministic (seeded per image), torch-free.
 
 from __future__ import annotations
 
-import hashlib
 import random
-from pathlib import Path
 
 from .prompts import NOT_SEEN, SECTION_TYPES, SECTIONS
 
@@ -72,12 +70,3 @@ def image_text_pairs(n: int, seed: int) -> list[tuple[object, str, str]]:
     rng.shuffle(first)
     rng.shuffle(rest)
     return first + rest
-
-
-def fingerprint() -> str:
-    """What the pairs depend on (this file, the renderer, the sampler, the prompts), for the build's cache key."""
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in ("pretrain.py", "render.py", "findings.py", "synthetic.py", "prompts.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:16]

@@ -5,27 +5,46 @@ merger, mRoPE for the VLM) with a byte-level BPE tokenizer trained locally. They
 folder with `save_pretrained` and every later load takes the ordinary `from_pretrained` path, exactly as a hub
 id or a local checkpoint would. Weights are random (seeded): the embedded default shows that the machinery
 works end to end, not medical skill.
+
+The built folders ship in the package (`embedded_weights/`, with a SHA-256 manifest), so a fresh machine loads them
+at once instead of spending minutes building them. `python -m training.embedded build KIND OUT` reproduces them bit
+for bit on any x86 CPU with AVX2: the build runs in a child process with the CPU kernels pinned (PyTorch's AVX2
+kernels, MKL's AVX2 reproducibility branch, oneDNN off, two threads), because a build that uses whatever kernels the
+CPU offers gives different weights on an AVX-512 CPU than on an AVX2 one. Its text is the code's generated chats plus
+a frozen snapshot of the curated KG's strings (`kg_text.json.gz`), so editing the KG does not change the base model,
+just as editing one's data does not change a hub checkpoint.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from training.embedded_pretrain import align_vision, chat_transcripts, copy_warm_up, pretrain_vision, warm_up
 
 EMBEDDED_PREFIX = "embedded:"
 KINDS = ("qwen2", "qwen25vl")
-BUILDER_VERSION = 3  # bump when a change below (or in embedded_pretrain.py) alters the built files
+BUILDER_VERSION = 4  # bump when a change below (or in embedded_pretrain.py) alters the built files; then re-ship
+SHIPPED = Path(__file__).resolve().parent / "embedded_weights"  # the built folders, MANIFEST.json, kg_text.json.gz
+KG_TEXT = SHIPPED / "kg_text.json.gz"
+# The child process that builds: pinned kernels and threads make the weights the same on every AVX2 CPU (measured:
+# the copy warm-up's weights after 60 steps differ between native AVX-512 and AVX2 kernels, and agree between this
+# setting with and without MKL_ENABLE_INSTRUCTIONS=AVX2).
+BUILD_THREADS = 2
+BUILD_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "OMP_NUM_THREADS": str(BUILD_THREADS), "MKL_NUM_THREADS": str(BUILD_THREADS)}
 # Where the VLM's image-text pretraining pairs come from: a module with `image_text_pairs(n, seed)` -> [(PIL image,
 # question, answer)] for n images (an image object may recur in several pairs; the pairs are trained on in the order
-# given) and `fingerprint()` (what the pairs depend on, for the cache key). This package only trains on
-# them; what the images show is the hook's business (the project's own synthetic lesions, described by their visible
+# given). A change to what it returns changes the VLM: the rebuild test then fails until the weights are re-shipped.
+# This package only trains on them; what the images show is the hook's business (the project's own synthetic lesions, described by their visible
 # findings, so the tiny VLM arrives able to say what it sees, as a real pretrained VLM does). Without the module the
 # vision tower stays random.
 IMAGE_TEXT_HOOK = "dermiq.pretrain"
@@ -120,10 +139,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("MEDRL_CACHE") or Path.home() / ".cache" / "medrl") / "embedded"
 
 
-def _domain_text_files() -> list[Path]:
-    """The curated KG files: read as plain text (no import), so the tokenizer knows the domain's words."""
-    root = Path(__file__).resolve().parent.parent / "knowledge_graph" / "data"
-    return sorted(root.glob("*.json")) if root.is_dir() else []
+def kg_strings(kg_dir: Path) -> list[str]:
+    """Every string of the curated KG files in `kg_dir` (read as plain JSON, no import), for the tokenizer's and
+    warm-up's text. Only `ship --kg-dir` reads a KG; builds read the frozen snapshot."""
+    texts = []
+    for path in sorted(Path(kg_dir).glob("*.json")):
+        texts.extend(s.replace("_", " ") for s in _strings(json.loads(path.read_text())))
+    return texts
 
 
 def _strings(obj: object) -> Iterator[str]:
@@ -139,14 +161,11 @@ def _strings(obj: object) -> Iterator[str]:
 
 
 def corpus() -> list[str]:
-    """The tokenizer's (and warm-up's) text: generic chat text, simple Q/A and every string of the curated KGs."""
+    """The tokenizer's (and warm-up's) text: generic chat text, simple Q/A and the KG snapshot's strings."""
     texts = list(BASE_CORPUS)
     texts.extend(m["content"] for chat in chat_transcripts(400, SEED) for m in chat)
-    for path in _domain_text_files():
-        try:
-            texts.extend(s.replace("_", " ") for s in _strings(json.loads(path.read_text())))
-        except (OSError, ValueError):
-            continue  # a KG file being edited is not the tokenizer's problem; the hash tracks content
+    if KG_TEXT.is_file():
+        texts.extend(json.loads(gzip.decompress(KG_TEXT.read_bytes())))
     return texts
 
 
@@ -158,25 +177,6 @@ def _image_text_hook():
         return importlib.import_module(IMAGE_TEXT_HOOK)
     except ImportError:
         return None
-
-
-def _fingerprint(kind: str, texts: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    from training import embedded_pretrain as wp
-
-    payload = {"v": BUILDER_VERSION, "warmup": [wp.PRETRAIN_STEPS, wp.BATCH, wp.SEQ, wp.LR],
-               "copy": [wp.COPY_STEPS, wp.COPY_BATCH, wp.COPY_LR, wp.COPY_ITEMS], "kind": kind, "text": TEXT_CONFIG, "vision": VISION_CONFIG,
-               "mrope": MROPE_SECTION, "vocab": VOCAB_SIZE, "seed": SEED, "template": CHAT_TEMPLATE}
-    if kind == "qwen25vl":
-        hook = _image_text_hook()
-        payload["vision_pretrain"] = [IMAGE_TEXT_HOOK, hook.fingerprint() if hook else None, IMAGE_TEXT_IMAGES,
-                                      wp.ALIGN_STEPS, wp.ALIGN_BATCH, wp.ALIGN_LR, wp.ALIGN_HEAD_LR,
-                                      wp.VISION_STEPS, wp.VISION_BATCH, wp.VISION_LR]
-    h.update(json.dumps(payload, sort_keys=True).encode())
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:12]
 
 
 def build_tokenizer(texts: list[str]):
@@ -293,29 +293,71 @@ def _build_qwen25vl(out: Path, tokenizer, texts: list[str]) -> None:
     processor.save_pretrained(out)
 
 
+def build(kind: str, out: Path) -> None:
+    """Build one embedded model into the empty folder `out`. Call it in the pinned child (`_build_in_child`) for the
+    shipped weights' bit-for-bit reproduction; in any other process it works but gives the CPU's own weights."""
+    import torch
+
+    torch.set_num_threads(BUILD_THREADS)
+    torch.backends.mkldnn.enabled = False
+    texts = corpus()
+    tokenizer = build_tokenizer(texts)
+    (_build_qwen2 if kind == "qwen2" else _build_qwen25vl)(out, tokenizer, texts)
+    (out / "EMBEDDED.md").write_text(
+        f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): the real architecture, "
+        "randomly initialised, its language model taught to copy (repeat-after-me chats) and warmed up for a few "
+        "hundred CPU steps on the project's text (training/embedded_pretrain.py)" + (
+            f", the VLM's vision tower and merger then aligned to, and its language model trained on, image-text pairs "
+            f"from {IMAGE_TEXT_HOOK}" if kind == "qwen25vl" else "") +
+        ". For exercising the pipeline on CPU. Not a medical model.\n")
+
+
+def _build_in_child(kind: str, out: Path) -> None:
+    """Run `build` in a fresh interpreter with the pinned kernels (they are read when torch starts, so the current
+    process cannot switch); its progress bars reach this process's stderr."""
+    env = {**os.environ, **BUILD_ENV}
+    subprocess.run([sys.executable, "-m", "training.embedded", "build", kind, str(out)], env=env, check=True)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in a built folder, by name: what the manifest records and the rebuild test compares."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+def manifest() -> dict:
+    path = SHIPPED / "MANIFEST.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def shipped(kind: str) -> Path | None:
+    """The shipped folder of `kind` when it is there and of this builder version, else None."""
+    folder = SHIPPED / kind
+    entry = manifest().get(kind)
+    if entry and entry.get("version") == BUILDER_VERSION and (folder / "model.safetensors").is_file():
+        return folder
+    return None
+
+
 def ensure_embedded(kind: str) -> Path:
-    """Return the cached folder of an embedded model, building it (atomically) on first use."""
+    """The folder of an embedded model: the shipped one, else the cached one, else built (atomically, in the pinned
+    child) into the cache. The VLM's build reads the text model, so building it builds that first when needed."""
     if kind not in KINDS:
         from training.errors import ConfigError
 
         raise ConfigError(f"model: unknown embedded model '{EMBEDDED_PREFIX}{kind}' (expected one of "
                           f"{', '.join(EMBEDDED_PREFIX + k for k in KINDS)})")
-    texts = corpus()
-    target = cache_root() / f"{kind}-{_fingerprint(kind, texts)}"
+    folder = shipped(kind)
+    if folder is not None:
+        return folder
+    target = cache_root() / f"{kind}-v{BUILDER_VERSION}"
     if (target / "model.safetensors").is_file():
         return target
+    if kind == "qwen25vl":
+        ensure_embedded("qwen2")  # built here, not inside the child, so two children never race for it
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
     try:
-        tokenizer = build_tokenizer(texts)
-        (_build_qwen2 if kind == "qwen2" else _build_qwen25vl)(tmp, tokenizer, texts)
-        (tmp / "EMBEDDED.md").write_text(
-            f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): the real architecture, "
-            "randomly initialised, its language model taught to copy (repeat-after-me chats) and warmed up for a few "
-            "hundred CPU steps on the project's text (training/embedded_pretrain.py)" + (f", the VLM's vision tower and merger then aligned to, and its language "
-                                                 f"model trained on, image-text pairs from {IMAGE_TEXT_HOOK}"
-                                                 if kind == "qwen25vl" else "") +
-            ". For exercising the pipeline on CPU. Not a medical model.\n")
+        _build_in_child(kind, tmp)
         try:
             os.rename(tmp, target)
         except OSError:  # another process won the race: its build is identical
@@ -326,8 +368,51 @@ def ensure_embedded(kind: str) -> Path:
     return target
 
 
+def ship(kg_dir: Path | None = None) -> dict:
+    """Rebuild both models in the pinned child into `embedded_weights/` and write the manifest (maintainers, after
+    changing the builder: bump BUILDER_VERSION first). `kg_dir` refreshes the frozen KG text snapshot from a KG folder
+    (e.g. knowledge_graph/data) before building."""
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    if kg_dir is not None:
+        KG_TEXT.write_bytes(gzip.compress(json.dumps(kg_strings(kg_dir)).encode(), mtime=0))
+    entries = {}
+    for kind in KINDS:
+        folder = SHIPPED / kind
+        shutil.rmtree(folder, ignore_errors=True)
+        (SHIPPED / "MANIFEST.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        folder.mkdir()
+        _build_in_child(kind, folder)
+        entries[kind] = {"version": BUILDER_VERSION, "files": file_hashes(folder)}
+    (SHIPPED / "MANIFEST.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return entries
+
+
 def resolve_model_path(name: str) -> str:
     """`embedded:qwen2` -> its cached folder; anything else (hub id, local dir) is returned unchanged."""
     if name.startswith(EMBEDDED_PREFIX):
         return str(ensure_embedded(name[len(EMBEDDED_PREFIX):]))
     return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.embedded build KIND OUT` (what the pinned child runs) and `... ship [--kg-dir DIR]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.embedded")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("build", help="build one model into an empty folder (run with BUILD_ENV for the shipped bits)")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("out", type=Path)
+    p = sub.add_parser("ship", help="rebuild the shipped folders and their manifest")
+    p.add_argument("--kg-dir", type=Path, help="refresh the frozen KG text snapshot from this folder first")
+    args = parser.parse_args(argv)
+    if args.cmd == "build":
+        args.out.mkdir(parents=True, exist_ok=True)
+        build(args.kind, args.out)
+    else:
+        print(json.dumps(ship(args.kg_dir), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

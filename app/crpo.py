@@ -1,34 +1,19 @@
 """The CRPO objective breakdown of one clinical answer (accuracy when the key is known, format, faithfulness,
 comprehensiveness), read by the very functions that reward training (`clinical.rewards`), with the evidence
-highlighted in the case and the answer. When `clinical.rewards` is not installed, `available()` says so and the tab
-shows a labelled placeholder instead."""
+highlighted in the case and the answer."""
 
 from __future__ import annotations
 
-import importlib
 import re
 from html import escape
 
+from clinical import rewards as R
 from knowledge_graph.kg import KnowledgeGraph
 
 
-def _rewards():
-    try:
-        return importlib.import_module("clinical.rewards")
-    except ImportError:
-        return None
-
-
-def available() -> bool:
-    return _rewards() is not None
-
-
 def breakdown(case: str, options: dict[str, str], completion: str, gold: str | None, meta: dict | None = None
-              ) -> dict | None:
-    """Scores and their parts, plus the KG ids cited / hallucinated (for highlighting); None if unavailable."""
-    R = _rewards()
-    if R is None:
-        return None
+              ) -> dict:
+    """Scores and their parts, plus the KG ids cited / hallucinated (for highlighting)."""
     meta = {**(meta or {}), "case": case, "options": options}
     a = R.analysis(None, completion, gold, meta)
     out = {"format": R.format_score(completion), "faithfulness": R.faithfulness_score(a),

@@ -27,9 +27,6 @@ from .safety import Refused, limit_text
 N_SAMPLES = 12
 SAMPLE_SEED = 7
 _OPTION = re.compile(r"^\s*\(?([A-J])\s*[).:\-]\s*(.+?)\s*$")
-PLACEHOLDER = ("**CRPO objective breakdown** — accuracy (when the key is known), faithfulness and comprehensiveness "
-               "with their evidence highlighted — appears here once Clinical-R1's CRPO rewards (`clinical/rewards.py`, "
-               "issue 9) are installed.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,8 +91,6 @@ def _sample_meta(key: str | None, case: str) -> dict | None:
 def crpo_card(ctx: AppContext, case: str, options: dict[str, str], text: str, gold: str | None,
               meta: dict | None) -> tuple[str, dict | None]:
     b = crpo.breakdown(case, options, text, gold, meta)
-    if b is None:
-        return f'<div class="medrl-card medrl-crpo-placeholder">{html.escape(PLACEHOLDER)}</div>', None
     kg = ctx.kg("clinical")
     f, c = b["faithfulness_parts"], b["comprehensiveness_parts"]
     rows = [["accuracy", "—" if b["accuracy"] is None else f"{b['accuracy']:+.2f}",
@@ -172,8 +167,7 @@ def build(ctx: AppContext) -> dict:
             go = gr.Button("Answer and check", variant="primary", elem_id="clin-run")
         with gr.Column(scale=3):
             out_answer = gr.HTML(html.disclaimer(), elem_id="clin-answer")
-            out_crpo = gr.HTML(f'<div class="medrl-card medrl-crpo-placeholder">{html.escape(PLACEHOLDER)}</div>'
-                               if not crpo.available() else "")
+            out_crpo = gr.HTML()
             out_check = gr.HTML(elem_id="clin-check")
             out_ddx = gr.HTML(elem_id="clin-ddx")
             out_record = gr.HTML(elem_id="clin-record")

@@ -49,10 +49,6 @@ SUPPORTED: set[str] = {*COLOUR_RGB, *RELATIVE, *SIZE_FRAC, *LAYOUTS, *SHAPES, *B
                        *DERMOSCOPY}
 
 
-def _mix(a, b, t: float) -> tuple[int, int, int]:
-    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))
-
-
 def _scale(c, f: float) -> tuple[int, int, int]:
     return tuple(max(0, min(255, int(x * f))) for x in c)
 

@@ -150,12 +150,3 @@ def setup() -> Dist:
         torch.cuda.set_device(local)
     _CURRENT = Dist(rank=state.process_index, world=state.num_processes, local_rank=local)
     return _CURRENT
-
-
-def teardown() -> None:
-    """Leave the process group (after a barrier, so no rank exits while another still writes)."""
-    global _CURRENT
-    if _CURRENT.enabled and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    _CURRENT = Dist()

@@ -40,7 +40,7 @@ def find_adapter(run: RunDir) -> Path:
 def asking(card: dict | None) -> str:
     """The model card's "How to ask it" section from the run's task card: the prompt it was trained on (the system
     turn verbatim, the user turn as an example), the answer length and sampling. A model asked otherwise answers
-    worse (issue 24: a 6-label model asked with 13 labels fell from 0.83 to 0.14)."""
+    worse (a 6-label DermIQ model asked with 13 labels fell from 0.83 to 0.14 accuracy)."""
     if not card or not card.get("prompt"):
         return ("\n## How to ask it\nThis run has no task card (`task.json`): ask it the way its training data "
                 "(`medrl_config.yaml`, data.train) asks.\n")

@@ -10,7 +10,8 @@ Std convention: the **population** std (``unbiased=False``) within a group. TRL'
 whatever G is, and a two-valued group split half/half gets +1/-1 (up to eps), the same magnitude as the GRPO++
 binary fallback. A group whose rewards are all equal gets exactly 0 (no float residue divided by eps).
 
-Estimators (``compute_advantages`` is the one entry point the RL loop calls; ``ESTIMATORS`` is the table):
+Estimators (``compute_advantages`` is the one entry point the RL loop calls; ``ESTIMATORS`` is the registry, one
+signature, see `training.registry`):
 - ``grpo``: group z-score, ``scale`` in {group, batch, none} (``none`` is Dr. GRPO: centre only).
 - ``grpo++``: as ``grpo``, but a group whose signal has no spread (std < eps) gets a binary advantage,
   +1 for each correct completion and -1 for each wrong one, instead of all zeros.
@@ -37,9 +38,9 @@ import torch
 from torch import Tensor
 
 from training.errors import ConfigError
+from training.registry import Registry
 
 Scale = Literal["group", "batch", "none"]
-Estimator = Literal["grpo", "grpo++", "binary", "tree"]
 Aggregation = Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"]
 SCALES: tuple[str, ...] = ("group", "batch", "none")
 AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum")
@@ -49,22 +50,37 @@ Groups = int | Tensor | None
 
 @dataclass(frozen=True)
 class AdvantageConfig:
-    """The RL recipe's `advantages:` section, passed whole to ``compute_advantages``."""
+    """The RL recipe's `advantages:` section, passed whole to ``compute_advantages``.
 
-    estimator: Literal["grpo", "grpo++", "binary", "tree"] = "grpo"
+    Fields:
+        estimator (str, default "grpo"): a registered estimator (`ESTIMATORS`): grpo (GRPO, Shao et al. 2024),
+            grpo++ (GRPO++'s binary fallback in flat groups), binary (+-1 by correctness everywhere), tree
+            (Tree-GRPO, Ji et al. 2025); see the module docstring.
+        aggregation (one of sum_then_normalize, normalize_then_sum, normalize_then_weighted_sum; default
+            sum_then_normalize): how several rewards combine (CRPO); normalize_then_sum is TRL's and GDPO's
+            per-objective normalisation, see the module docstring.
+        scale (one of group, batch, none; default group): the z-score's std: the group's, the batch's (TRL
+            `scale_rewards="batch"`), or none: centre only (Dr. GRPO, Liu et al. 2025, "Understanding R1-Zero-Like
+            Training"; TRL `scale_rewards="none"`).
+        eps (float, default 1e-4): added to the std, > 0; a group with std < eps is flat (no signal).
+        correct_reward (str | None, default None): the reward that says a completion is correct; required by
+            grpo++ and binary, logged by grpo.
+        correct_threshold (float, default 1.0): a completion is correct when that reward is >= this.
+    """
+
+    estimator: str = "grpo"
     aggregation: Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"] = (
         "sum_then_normalize")
     scale: Literal["group", "batch", "none"] = "group"
     eps: float = DEFAULT_EPS
-    correct_reward: str | None = None  # grpo++ / binary: the reward that says a completion is correct
+    correct_reward: str | None = None
     correct_threshold: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self, key: str = "advantages") -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"{key}.estimator: expected one of {list(ESTIMATORS)}, got {self.estimator!r}")
+        ESTIMATORS.get(self.estimator, f"{key}.estimator")  # an unknown name lists the registered ones
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(f"{key}.aggregation: expected one of {list(AGGREGATIONS)}, got {self.aggregation!r}")
         _check_options(self.scale, self.eps, key)  # correct_reward is checked by the recipe, which knows the rewards
@@ -182,15 +198,6 @@ def binary_fallback(advantages: Tensor, correct: Tensor, flat: Tensor, groups: G
     return out, stats
 
 
-def grpo_plus_plus(rewards: Tensor, correct: Tensor, groups: Groups = None, *, scale: Scale = "group",
-                   eps: float = DEFAULT_EPS) -> tuple[Tensor, dict[str, float]]:
-    """GRPO++ on one reward: group z-score where a group has spread, +-1 by correctness where not."""
-    flat, ids, k = group_layout(rewards, groups)
-    advantages, stats = group_zscore(flat, ids, scale=scale, eps=eps)
-    advantages, fallback_stats = binary_fallback(advantages, correct, zero_std_groups(flat, ids, eps=eps), ids)
-    return advantages, {**stats, **fallback_stats, **_advantage_stats(advantages)}
-
-
 def correct_from_reward(rewards: Mapping[str, Tensor], name: str, threshold: float) -> Tensor:
     """Bool (N,): completions whose reward ``name`` is >= ``threshold`` (GRPO++'s correctness signal)."""
     if name not in rewards:
@@ -278,14 +285,36 @@ def multi_objective_advantages(rewards: Mapping[str, Tensor], weights: Mapping[s
 
 
 # ---------------------------------------------------------------------------------------------- estimators
-def _grpo(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, cfg: AdvantageConfig
-          ) -> tuple[Tensor, dict[str, float]]:
+# One signature: fn(advantages, signal, ids, correct, subgroups, cfg) -> (advantages (N,), extra stats), where
+# `advantages` (N,) are the combined group-normalised advantages (`multi_objective_advantages`), `signal` (N,) what
+# the group normalisation saw, `ids` (N,) long group ids in 0..K-1, `correct` (N,) bool or None, `subgroups` (N,)
+# the rows' tree index or None, `cfg` the `AdvantageConfig`. `needs_correct=True`: the recipe must name
+# `advantages.correct_reward`.
+ESTIMATORS: Registry[Callable[..., tuple[Tensor, dict[str, float]]]] = Registry(
+    "advantage estimator", ("advantages", "signal", "ids", "correct", "subgroups", "cfg"))
+
+
+def needs_correct(estimator: str) -> bool:
+    """Whether the estimator reads correctness (`advantages.correct_reward`)."""
+    return bool(ESTIMATORS.info(estimator).get("needs_correct")) if estimator in ESTIMATORS else False
+
+
+@ESTIMATORS.register("grpo")
+def grpo(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, subgroups: Tensor | None,
+         cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+    """GRPO (Shao et al. 2024, "DeepSeekMath", sec. 4.1): the group z-score as it is; (N,) -> (N,).
+
+    `correct` (N,) is only logged (`frac_correct`) when given.
+    """
     stats = {} if correct is None else {"frac_correct": correct.reshape(-1).float().mean().item()}
     return advantages, stats
 
 
-def _grpo_plus_plus(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, cfg: AdvantageConfig
-                    ) -> tuple[Tensor, dict[str, float]]:
+@ESTIMATORS.register("grpo++", needs_correct=True)
+def grpo_plus_plus(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
+                   subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+    """GRPO++ (DermIQ-VLM's GRPO with a binary fallback): the group z-score where a group's signal has spread,
+    +1 for a correct / -1 for a wrong completion where it has none (std < eps); (N,) -> (N,), `correct` (N,)."""
     if correct is None:
         raise ValueError("estimator 'grpo++' needs the correct (N,) bool tensor")
     flat = zero_std_groups(signal, ids, eps=cfg.eps)
@@ -293,9 +322,11 @@ def _grpo_plus_plus(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Te
     return advantages, {**stats, **_advantage_stats(advantages)}
 
 
-def _binary(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, cfg: AdvantageConfig
-            ) -> tuple[Tensor, dict[str, float]]:
-    """+1 correct / -1 wrong everywhere: the binary fallback applied to every group, flat or not."""
+@ESTIMATORS.register("binary", needs_correct=True)
+def binary(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, subgroups: Tensor | None,
+           cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+    """The other reading of GRPO++'s "binary advantage" (DermIQ-VLM): +1 correct / -1 wrong in every group, flat
+    or not, the z-score ignored; (N,) -> (N,), `correct` (N,)."""
     if correct is None:
         raise ValueError("estimator 'binary' needs the correct (N,) bool tensor")
     k = int(ids.max()) + 1
@@ -326,19 +357,14 @@ def tree_advantages(rewards: Tensor, prompt_ids: Tensor, tree_ids: Tensor, eps: 
                  **_advantage_stats(adv)}
 
 
-def _tree(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, cfg: AdvantageConfig,
-          subgroups: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+@ESTIMATORS.register("tree")
+def tree(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, subgroups: Tensor | None,
+         cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+    """Tree-GRPO (Ji et al. 2025, "Tree Search for LLM Agent Reinforcement Learning"): inter-tree plus intra-tree
+    z-scores of the combined signal (N,) -> (N,); `subgroups` (N,) is each row's tree."""
     if subgroups is None:
         raise ValueError("estimator 'tree' needs the rows' tree index (rollout.strategy: tree)")
     return tree_advantages(signal, ids, subgroups, cfg.eps)
-
-
-# name -> (combined advantages, flatness signal, group ids, correct, config) -> (advantages, extra stats).
-# Tree-GRPO adds its estimator here (inter-tree + intra-tree z-scores over its own ids).
-ESTIMATORS: dict[str, Callable[..., tuple[Tensor, dict[str, float]]]] = {
-    "grpo": _grpo, "grpo++": _grpo_plus_plus, "binary": _binary, "tree": _tree}
-# Estimators that read correctness: the recipe must name `advantages.correct_reward`.
-NEEDS_CORRECT: frozenset[str] = frozenset({"grpo++", "binary"})
 
 
 def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Groups,
@@ -354,8 +380,8 @@ def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, floa
     advantages, signal, stats = multi_objective_advantages(rewards, weights, groups, aggregation=cfg.aggregation,
                                                            scale=cfg.scale, eps=cfg.eps)
     _, ids, _ = group_layout(signal, groups)
-    more = {"subgroups": subgroups} if cfg.estimator == "tree" else {}  # Tree-GRPO: the rows' tree index
-    advantages, extra = ESTIMATORS[cfg.estimator](advantages, signal, ids, correct, cfg, **more)
+    estimator = ESTIMATORS.get(cfg.estimator, "advantages.estimator")
+    advantages, extra = estimator(advantages, signal, ids, correct, subgroups, cfg)
     stats.update(extra)
     stats["adv/frac_flat_groups"] = zero_std_groups(signal, ids, eps=cfg.eps).float().mean().item()  # no spread
     return advantages, stats

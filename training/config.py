@@ -23,17 +23,32 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------------- sections
 @dataclass
 class LoraConfig:
-    """peft LoRA on the language model's linear layers (`auto`), never the vision tower."""
+    """The `model.lora:` section: peft LoRA on the language model's linear layers, never the vision tower.
+
+    LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") trains W + (alpha / r) B A with
+    A (r x in) and B (out x r); QLoRA (Dettmers et al. 2023) does the same over 4-bit weights.
+
+    Fields:
+        enabled (bool, default True): train a LoRA adapter; false trains the whole model (full fine-tune).
+        r (int, default 16): the adapter's rank (peft `r`).
+        alpha (int, default 32): the scale numerator, alpha / r (peft `lora_alpha`).
+        dropout (float, default 0.05): dropout on the adapter's input, in [0, 1) (peft `lora_dropout`).
+        target_modules (list[str] | str, default "auto"): the linear layers to adapt (peft `target_modules`);
+            `auto` is every linear layer of the language model.
+        modules_to_save (list[str] | None, default None): whole modules trained and saved with the adapter (peft
+            `modules_to_save`; a suffix match, so `norm` is every RMSNorm). A tiny model needs them: LoRA cannot
+            change a norm's gain, which bounds how confident its logits get.
+        init_weights (bool, default True): peft's initialisation (B = 0, the adapter starts as a no-op; peft
+            `init_lora_weights`); tests turn it off to get non-zero gradients everywhere.
+    """
 
     enabled: bool = True
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "auto"
-    # Whole modules trained and saved with the adapter (peft's name; a suffix match, so `norm` is every RMSNorm).
-    # A tiny model needs them: LoRA cannot change a norm's gain, which bounds how confident its logits get.
     modules_to_save: list[str] | None = None
-    init_weights: bool = True  # peft default (B=0); tests turn it off to get non-zero gradients everywhere
+    init_weights: bool = True
 
     def validate(self, key: str) -> None:
         check(self.r > 0, f"{key}.r", "a positive integer", self.r)
@@ -43,16 +58,32 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    """Which policy to load and how: hub id, local folder or `embedded:qwen25vl` / `embedded:qwen2`."""
+    """The `model:` section: which policy to load and how (TRL's `model_init_kwargs` and `peft_config`).
+
+    Fields:
+        name (str, default "embedded:qwen2"): a hub id, a local folder, or a shipped tiny model
+            (`embedded:qwen25vl`, `embedded:qwen2`).
+        quantization (one of none, 4bit, 8bit; default none): bitsandbytes weights; 4bit with LoRA is QLoRA
+            (Dettmers et al. 2023) and needs `lora.enabled`.
+        dtype (one of auto, float32, bfloat16, float16; default auto): the weights' dtype; auto is bf16 on CUDA,
+            fp32 on the CPU.
+        device (str, default "auto"): cuda if available, else cpu; or a torch device string.
+        attn_implementation (str, default "sdpa"): the transformers attention kernel.
+        gradient_checkpointing (bool, default False): recompute activations in backward (TRL's
+            `gradient_checkpointing`): less memory, about a third more time.
+        lora (LoraConfig): the adapter, see `LoraConfig`.
+        adapter (str | None, default None): start from this adapter folder (exported, or a run's adapter/): how
+            the stages chain, SFT -> RL -> DPO.
+    """
 
     name: str = "embedded:qwen2"
     quantization: Literal["none", "4bit", "8bit"] = "none"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    device: str = "auto"  # auto: cuda if available, else cpu
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
-    adapter: str | None = None  # start from this adapter (exported, or a run's adapter/): SFT -> RL -> DPO
+    adapter: str | None = None
 
     def validate(self, key: str) -> None:
         check(bool(self.name), f"{key}.name", "a hub id, a local folder or embedded:<kind>", self.name)
@@ -66,7 +97,24 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with warm-up then cosine/linear/constant decay, and gradient clipping."""
+    """The `optim:` section: AdamW (Loshchilov & Hutter 2019) with warm-up, then cosine, linear or constant decay,
+    and gradient clipping; shared by every trainer (`training.optim`).
+
+    Fields:
+        lr (float, default 1e-4): the peak learning rate (TRL `learning_rate`).
+        weight_decay (float, default 0.0): AdamW's decoupled weight decay (TRL `weight_decay`).
+        betas (list[float], default [0.9, 0.999]): Adam's moment decays, two floats in [0, 1) (TRL `adam_beta1`,
+            `adam_beta2`).
+        eps (float, default 1e-8): Adam's denominator epsilon (TRL `adam_epsilon`).
+        scheduler (one of cosine, linear, constant; default cosine): the decay after warm-up (TRL
+            `lr_scheduler_type`).
+        warmup_steps (int, default 0): linear warm-up over this many updates; 0 uses `warmup_ratio` (TRL
+            `warmup_steps`).
+        warmup_ratio (float, default 0.0): warm-up as a share of all updates, in [0, 1) (TRL `warmup_ratio`).
+        min_lr_ratio (float, default 0.0): the decay's floor as a share of `lr`, in [0, 1].
+        max_grad_norm (float, default 1.0): clip the global gradient norm to this; <= 0 disables clipping (TRL
+            `max_grad_norm`). The logged `grad_norm` is before clipping.
+    """
 
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -76,7 +124,7 @@ class OptimConfig:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
     min_lr_ratio: float = 0.0
-    max_grad_norm: float = 1.0  # <= 0 disables clipping
+    max_grad_norm: float = 1.0
 
     def validate(self, key: str) -> None:
         check(self.lr > 0, f"{key}.lr", "a positive float", self.lr)
@@ -89,16 +137,32 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    """Where a run writes (runs/<name>/) and how often it logs and checkpoints."""
+    """The `run:` section: where a run writes (runs/<name>/, see `training.run.RunDir`) and how often it logs
+    and checkpoints.
+
+    Fields:
+        name (str, default "run"): the run's folder name, without '/' (TRL `run_name`).
+        output_dir (str, default "runs"): the folder that holds the runs (TRL `output_dir` is one run's).
+        seed (int, default 0): seeds Python, NumPy and torch, and the data order (TRL `seed`).
+        max_steps (int, default 10): optimizer steps to train; an RL step is one rollout batch (TRL `max_steps`).
+        log_every (int, default 1): write a metrics row every N steps, and at the last (TRL `logging_steps`).
+        save_every (int, default 0): checkpoint every N steps; 0 only at the end (TRL `save_steps`).
+        keep_checkpoints (int, default 2): keep the newest N checkpoints; 0 keeps all (TRL `save_total_limit`).
+        precision (one of auto, fp32, bf16; default auto): the autocast dtype; auto is bf16 on CUDA, fp32 on the
+            CPU (TRL `bf16`).
+        tensorboard (bool, default True): also write TensorBoard events (TRL `report_to`).
+        progress (bool, default True): show a progress bar (also off with MEDRL_PROGRESS=0; TRL
+            `disable_tqdm`, negated).
+    """
 
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 0
     max_steps: int = 10
     log_every: int = 1
-    save_every: int = 0  # 0: only at the end
-    keep_checkpoints: int = 2  # newest N kept; 0 keeps all
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast; auto: bf16 on CUDA, fp32 on CPU
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     tensorboard: bool = True
     progress: bool = True
 

@@ -8,35 +8,51 @@ the `ReferenceConfig` (default `start`: the adapter the run started from, e.g. t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from training.config import ModelConfig, OptimConfig, RunConfig, check
+from training.config import check
 from training.losses import DPO_LOSS_TYPES, FORWARDS, HEADS
 from training.reference import ReferenceConfig
-from training.task_card import TaskConfig
+from training.trainer_config import DataConfig, TrainerConfig
 
 
 @dataclass
-class DPODataConfig:
-    train: str = ""  # JSONL of {"prompt": [messages], "chosen": [messages], "rejected": [messages], "images": [...]}
-    max_length: int = 1024  # prompt + completion tokens; completions are cut to fit, the prompt never is
-    max_records: int | None = None
-    shuffle: bool = True
+class DPODataConfig(DataConfig):
+    """The DPO recipe's `data:` section: `train` holds `{"prompt": [messages], "chosen": [messages], "rejected":
+    [messages], "images": [...]}` pairs (TRL's conversational preference format); the other fields are
+    `DataConfig`'s.
+
+    Fields:
+        max_length (int, default 1024): prompt + completion tokens, > 8; completions are cut to fit, the prompt
+            never is (images) (TRL `max_length`).
+    """
+
+    records: ClassVar[str] = "DPO pairs"
+
+    max_length: int = 1024
 
     def validate(self, key: str) -> None:
-        check(bool(self.train), f"{key}.train", "a path to a JSONL file of DPO pairs", self.train)
+        super().validate(key)
         check(self.max_length > 8, f"{key}.max_length", "an integer > 8", self.max_length)
-        if self.max_records is not None:
-            check(self.max_records > 0, f"{key}.max_records", "a positive integer or null", self.max_records)
 
 
 @dataclass
 class DPOLossSettings:
-    """The `dpo:` section: what `dpo_loss` is given. beta scales the implicit reward beta * log(pi / ref)."""
+    """The `dpo:` section: what `training.losses.dpo_loss` is given.
+
+    Fields:
+        beta (float, default 0.1): scales the implicit reward beta * log(pi / ref), > 0 (DPO's beta, Rafailov et
+            al. 2023, "Direct Preference Optimization"; TRL `beta`).
+        loss_type (one of sigmoid, ipo, hinge; default sigmoid): sigmoid is DPO; ipo is IPO (Azar et al. 2023, "A
+            General Theoretical Paradigm to Understand Learning from Human Preferences"); hinge is SLiC (Zhao et
+            al. 2023) (TRL `loss_type`).
+        label_smoothing (float, default 0.0): the share of pairs assumed mislabelled, in [0, 0.5); > 0 is cDPO
+            (Mitchell 2023) and needs loss_type sigmoid (TRL `label_smoothing`).
+    """
 
     beta: float = 0.1
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
-    label_smoothing: float = 0.0  # cDPO: the share of pairs assumed mislabelled (sigmoid only)
+    label_smoothing: float = 0.0
 
     def validate(self, key: str = "dpo") -> None:
         check(self.beta > 0, f"{key}.beta", "a float > 0", self.beta)
@@ -51,7 +67,15 @@ class DPOLossSettings:
 
 @dataclass
 class DPOForwardConfig:
-    """The `loss:` section: `grouped` encodes each prompt (and image) once for its chosen and rejected."""
+    """The DPO recipe's `loss:` section: which forward and output head compute the sequence log-probs.
+
+    Fields:
+        forward (one of grouped, dense, naive; default grouped): grouped encodes each prompt (and image) once
+            for its chosen and rejected (Prefix Grouper, Liu et al. 2025); dense is its dense-mask form; naive
+            encodes every row whole (TRL's concatenated forward).
+        head (one of auto, chunked, full; default auto): auto = chunked: the output head only sees completion
+            positions, in chunks; full is one lm_head call, for comparison.
+    """
 
     forward: Literal["grouped", "dense", "naive"] = "grouped"
     head: Literal["auto", "chunked", "full"] = "auto"
@@ -62,20 +86,29 @@ class DPOForwardConfig:
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(TrainerConfig):
+    """A DPO recipe (TRL's `DPOConfig`): preference pairs against a reference policy. The sections every recipe
+    has are `TrainerConfig`'s.
+
+    Fields:
+        dpo (DPOLossSettings): the loss, see `DPOLossSettings`.
+        reference (ReferenceConfig, default kind start): the reference policy; start, base or lagged (DPO's loss
+            is relative to one), never as_old_policy (TRL `ref_model`, `sync_ref_model`).
+        loss (DPOForwardConfig): the forward and output head, see `DPOForwardConfig`.
+        batch_size (int, default 2): pairs per micro-batch, per process (TRL `per_device_train_batch_size`).
+        grad_accum (int, default 1): micro-batches per optimizer step (TRL `gradient_accumulation_steps`).
+    """
+
     trainer: Literal["dpo"] = "dpo"
-    run: RunConfig = field(default_factory=RunConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
     data: DPODataConfig = field(default_factory=DPODataConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)  # how the trained model is asked: RUN/task.json
-    optim: OptimConfig = field(default_factory=OptimConfig)
     dpo: DPOLossSettings = field(default_factory=DPOLossSettings)
     reference: ReferenceConfig = field(default_factory=lambda: ReferenceConfig(kind="start"))
     loss: DPOForwardConfig = field(default_factory=DPOForwardConfig)
-    batch_size: int = 2  # pairs per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
+    batch_size: int = 2
+    grad_accum: int = 1
 
     def validate(self, key: str) -> None:
+        super().validate(key)
         check(self.batch_size > 0, "batch_size", "a positive integer (pairs per micro-batch)", self.batch_size)
         check(self.grad_accum > 0, "grad_accum", "a positive integer", self.grad_accum)
         check(self.reference.kind != "none", "reference.kind",

@@ -9,7 +9,7 @@ losses then sum to the full-batch loss, so the accumulated gradients equal the f
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from training.errors import ConfigError
+from training.registry import Registry
 
 KLEstimator = Literal["k1", "k3"]
 LossAggregation = Literal["token_mean", "sequence_mean", "constant"]
@@ -29,6 +30,11 @@ FORWARDS: tuple[str, ...] = ("grouped", "dense", "naive", "tree")
 HEADS: tuple[str, ...] = ("auto", "chunked", "full")
 IGNORE_INDEX = -100
 
+# One signature: fn(logps, old_logps, advantages, mask, config, ref_logps, entropy, normalizer) -> (loss, stats);
+# `policy_loss` checks the shapes and calls the one `config.policy_loss` names.
+POLICY_LOSSES: Registry[Callable[..., tuple[Tensor, dict[str, float]]]] = Registry(
+    "policy loss", ("logps", "old_logps", "advantages", "mask", "config", "ref_logps", "entropy", "normalizer"))
+
 
 def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
@@ -36,20 +42,38 @@ def _is_number(x: object) -> bool:
 
 @dataclass(frozen=True)
 class PolicyLossConfig:
-    """The RL recipe's `loss:` section: the clipped surrogate, and which forward and head compute it.
+    """The RL recipe's `loss:` section: the policy loss, and which forward and head compute it. Validated on
+    construction, so a bad recipe fails before a rollout.
 
-    epsilon / epsilon_high: the ratio is clipped to [1 - epsilon, 1 + epsilon_high]; epsilon_high=None
-    means epsilon (symmetric PPO clip), larger values are DAPO's clip-higher.
-    dual_clip: c > 1 or None; for A < 0 the per-token loss is capped at -c * A (see ``policy_loss``).
-    beta: KL coefficient, kl_estimator "k1" (logp - ref) or "k3" (exp(ref - logp) - (ref - logp) - 1).
-    entropy_coef: weight of the entropy bonus (subtracted from the loss).
-    aggregation: token_mean (DAPO), sequence_mean (GRPO), constant (Dr. GRPO: sum / (sequences x
-    max_completion_length); null takes the rollout's max_new_tokens).
-    forward: grouped (Prefix-Grouper), dense (its dense-mask form), naive, or tree (Tree-GRPO batches); head: the output head
-    (auto = chunked: never full-vocabulary logits for all tokens; full: one lm_head call, for comparison).
-    Validated on construction, so a bad recipe fails before a rollout.
+    Fields:
+        policy_loss (str, default "clipped"): a registered policy loss (`POLICY_LOSSES`, one signature); clipped
+            is PPO's clipped surrogate as GRPO and DAPO use it (verl `policy_loss.loss_mode`).
+        epsilon (float, default 0.2): the ratio is clipped to [1 - epsilon, 1 + epsilon_high], epsilon in (0, 1)
+            (PPO's epsilon, Schulman et al. 2017; TRL `epsilon`).
+        epsilon_high (float | None, default None): the upper clip; None means epsilon (symmetric), larger is
+            DAPO's clip-higher (Yu et al. 2025, "DAPO"; TRL `epsilon_high`).
+        dual_clip (float | None, default None): c > 1: for A < 0 the per-token loss is capped at -c * A (dual-clip
+            PPO, Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep Reinforcement Learning"; verl
+            `clip_ratio_c`).
+        beta (float, default 0.0): the KL coefficient, >= 0; > 0 needs a reference (TRL `beta`).
+        kl_estimator (one of k1, k3; default k3): k1 = logp - ref, k3 = exp(ref - logp) - (ref - logp) - 1
+            (Schulman 2020, "Approximating KL Divergence"; k3 is GRPO's and TRL's).
+        entropy_coef (float, default 0.0): weight of the entropy bonus subtracted from the loss, >= 0 (verl
+            `entropy_coeff`).
+        aggregation (one of token_mean, sequence_mean, constant; default token_mean): token_mean is DAPO's (TRL
+            `loss_type="dapo"`), sequence_mean GRPO's (TRL `loss_type="grpo"`), constant Dr. GRPO's: sum /
+            (sequences x max_completion_length) (TRL `loss_type="dr_grpo"`).
+        max_completion_length (int | None, default None): the constant aggregation's length; None takes the
+            rollout's longest row (max_new_tokens, times max_turns with an environment) (TRL
+            `max_completion_length`).
+        forward (one of grouped, dense, naive, tree; default grouped): grouped is Prefix Grouper's shared-prefix
+            forward (Liu et al. 2025), dense its dense-mask form, naive one row at a time, tree Tree-GRPO's
+            packed trees.
+        head (one of auto, chunked, full; default auto): auto = chunked: never full-vocabulary logits for every
+            token; full is one lm_head call, for comparison.
     """
 
+    policy_loss: str = "clipped"
     epsilon: float = 0.2
     epsilon_high: float | None = None
     dual_clip: float | None = None
@@ -65,6 +89,7 @@ class PolicyLossConfig:
         self.validate()
 
     def validate(self, key: str = "loss") -> None:
+        POLICY_LOSSES.get(self.policy_loss, f"{key}.policy_loss")  # an unknown name lists the registered ones
         if not (_is_number(self.epsilon) and 0 < self.epsilon < 1):
             raise ConfigError(f"{key}.epsilon: expected a float in (0, 1), got {self.epsilon!r}")
         if self.epsilon_high is not None and not (_is_number(self.epsilon_high) and self.epsilon_high > 0):
@@ -171,15 +196,11 @@ def policy_loss(
     entropy: Tensor | None = None,
     normalizer: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Clipped surrogate (PPO/GRPO/DAPO) + beta * KL - entropy_coef * entropy, aggregated.
+    """The policy loss `config.policy_loss` names (`POLICY_LOSSES`), after checking what every one relies on.
 
-    Per token, with r = exp(logp - old_logp) and A the sequence's advantage:
-        objective = min(r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A)
-        dual clip (A < 0 only): objective = max(objective, c * A), so the loss is at most -c * A
-        loss_t = -objective + beta * kl_t - entropy_coef * entropy_t
-    ``old_logps=None`` means the sampling policy is the current one (one update per rollout): r = 1 with
-    the policy gradient intact. Inputs are (B, T) over completion tokens, ``mask`` 1 for real tokens,
-    ``advantages`` (B,). Stats are token-level over real tokens, as floats.
+    Inputs are (B, T) over completion tokens (``logps``, ``old_logps``, ``ref_logps``, ``entropy``), ``mask`` 1 for
+    real tokens, ``advantages`` (B,). ``old_logps=None`` means the sampling policy is the current one (one update
+    per rollout). Returns (scalar loss, float stats).
     """
     config = config or PolicyLossConfig()
     if logps.dim() != 2 or mask.shape != logps.shape:
@@ -188,13 +209,38 @@ def policy_loss(
         )
     if advantages.shape != (logps.shape[0],):
         raise ValueError(f"advantages must be ({logps.shape[0]},), got {tuple(advantages.shape)}")
-    if old_logps is None:
-        old_logps = logps.detach()
     if config.beta > 0 and ref_logps is None:
         raise ValueError("beta > 0 needs ref_logps")
     if config.entropy_coef > 0 and entropy is None:
         raise ValueError("entropy_coef > 0 needs the per-token entropy")
+    loss_fn = POLICY_LOSSES.get(config.policy_loss, "loss.policy_loss")
+    return loss_fn(logps, old_logps, advantages, mask, config, ref_logps, entropy, normalizer)
 
+
+@POLICY_LOSSES.register("clipped")
+def clipped_surrogate(
+    logps: Tensor,
+    old_logps: Tensor | None,
+    advantages: Tensor,
+    mask: Tensor,
+    config: PolicyLossConfig,
+    ref_logps: Tensor | None,
+    entropy: Tensor | None,
+    normalizer: float | None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Clipped surrogate + beta * KL - entropy_coef * entropy, aggregated: PPO (Schulman et al. 2017, "Proximal
+    Policy Optimization Algorithms") as GRPO (Shao et al. 2024) uses it, with DAPO's clip-higher (Yu et al. 2025)
+    and dual-clip PPO (Ye et al. 2020) as settings.
+
+    Per token, with r = exp(logp - old_logp) and A the sequence's advantage:
+        objective = min(r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A)
+        dual clip (A < 0 only): objective = max(objective, c * A), so the loss is at most -c * A
+        loss_t = -objective + beta * kl_t - entropy_coef * entropy_t
+    Shapes: ``logps``, ``old_logps``, ``ref_logps``, ``entropy``, ``mask`` (B, T); ``advantages`` (B,).
+    ``old_logps=None``: r = 1 with the policy gradient intact. Stats are token-level over real tokens, as floats.
+    """
+    if old_logps is None:
+        old_logps = logps.detach()
     adv = advantages.to(device=logps.device, dtype=logps.dtype)[:, None]
     ratio = torch.exp(logps - old_logps)
     clipped = torch.clamp(ratio, 1 - config.epsilon, 1 + config.clip_high)

@@ -27,9 +27,21 @@ CHECKPOINT_PREFIX = "ref."  # the held tensors' keys among a checkpoint's traine
 
 @dataclass
 class ReferenceConfig:
+    """The `reference:` section of the RL and DPO recipes.
+
+    Fields:
+        kind (one of none, base, start, lagged; default none, DPO's default start): the reference policy, see the
+            module docstring (TRL `ref_model`; `lagged` is TRL's `sync_ref_model`, after TR-DPO, Gorbatovski et
+            al. 2024, with a hard copy: mixup alpha 1).
+        sync_every (int, default 10): lagged: re-sync the held adapter to the policy every K steps, >= 1 (TRL
+            `ref_model_sync_steps`).
+        as_old_policy (bool, default False): GRPO++: the lagged copy is also the ratio's denominator (the old
+            policy), so the clip measures drift from it; needs kind lagged; RL only.
+    """
+
     kind: Literal["none", "base", "start", "lagged"] = "none"
-    sync_every: int = 10  # lagged: re-sync the reference adapter to the policy every K steps
-    as_old_policy: bool = False  # GRPO++: the lagged copy is also the ratio's denominator
+    sync_every: int = 10
+    as_old_policy: bool = False
 
     def validate(self, key: str = "reference") -> None:
         check(self.sync_every >= 1, f"{key}.sync_every", "an integer >= 1", self.sync_every)

@@ -1,7 +1,10 @@
 """Reward functions by name: `fn(prompts, completions, **record_fields) -> list[float]`, one per completion.
 
-Domain packages register theirs with `@reward("name")` (the recipe lists the modules to import in
-`reward_modules`); a recipe may also name any function as `package.module:function`.
+Shapes: `prompts` and `completions` are lists of N (one entry per completion, a prompt repeated for its G
+completions), each record field a list of N too; the reward returns N floats. Domain packages register theirs in
+`REWARDS` with `@reward("name")` (`training.registry`: one signature, a duplicate name is an error; the recipe
+lists the modules to import in `reward_modules`); a recipe may also name any function as
+`package.module:function`.
 """
 
 from __future__ import annotations
@@ -13,20 +16,19 @@ from collections.abc import Callable
 import torch
 
 from training.errors import ConfigError, MedrlError
+from training.registry import Registry
 
 RewardFn = Callable[..., list[float]]
-_REGISTRY: dict[str, RewardFn] = {}
+REWARDS: Registry[RewardFn] = Registry("reward", ("prompts", "completions"), var_keyword=True)
 
 
 def reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    def deco(fn: RewardFn) -> RewardFn:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    """`@reward("name")`: register a reward in `REWARDS` (its docstring: what it scores, its range, its source)."""
+    return REWARDS.register(name)
 
 
 def resolve(names: list[str], modules: list[str]) -> dict[str, RewardFn]:
+    """Import `modules` (registering their rewards), then look each name up: registered, or `module:function`."""
     for m in modules:
         try:
             importlib.import_module(m)
@@ -34,8 +36,8 @@ def resolve(names: list[str], modules: list[str]) -> dict[str, RewardFn]:
             raise ConfigError(f"reward_modules: cannot import '{m}' ({e})") from None
     out = {}
     for name in names:
-        if name in _REGISTRY:
-            out[name] = _REGISTRY[name]
+        if name in REWARDS:
+            out[name] = REWARDS.get(name, "rewards")
         elif ":" in name:
             mod, fn = name.split(":", 1)
             try:
@@ -43,7 +45,7 @@ def resolve(names: list[str], modules: list[str]) -> dict[str, RewardFn]:
             except (ModuleNotFoundError, AttributeError):
                 raise ConfigError(f"rewards: cannot find function '{name}'") from None
         else:
-            raise ConfigError(f"rewards: unknown reward '{name}' (registered: {', '.join(sorted(_REGISTRY)) or 'none'}; "
+            raise ConfigError(f"rewards: unknown reward '{name}' (registered: {', '.join(REWARDS.names()) or 'none'}; "
                               "add its module to reward_modules)")
     return out
 

@@ -8,53 +8,67 @@ Each section is the config of the component that uses it, passed whole: `rollout
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from training.advantages import NEEDS_CORRECT, AdvantageConfig
-from training.config import ModelConfig, OptimConfig, RunConfig, check
+from training.advantages import AdvantageConfig, needs_correct
+from training.config import check
 from training.losses import PolicyLossConfig
 from training.reference import ReferenceConfig
-from training.task_card import TaskConfig
+from training.trainer_config import DataConfig, TrainerConfig
 from training.tree import RolloutConfig, rows_per_prompt
 
 
 @dataclass
-class RLDataConfig:
-    train: str = ""  # JSONL of {"prompt": [messages], "images": [...], "answer": ..., "meta": {...}}
-    max_records: int | None = None
-    shuffle: bool = True
+class RLDataConfig(DataConfig):
+    """The RL recipe's `data:` section (the fields are `DataConfig`'s): `train` holds `{"prompt": [messages],
+    "images": [...], "answer": ..., "meta": {...}}` records; every field but the prompt reaches the rewards as a
+    keyword."""
 
-    def validate(self, key: str) -> None:
-        check(bool(self.train), f"{key}.train", "a path to a JSONL file of RL records", self.train)
+    records: ClassVar[str] = "RL records"
 
 
 @dataclass
-class RLConfig:
+class RLConfig(TrainerConfig):
+    """An RL recipe (TRL's `GRPOConfig`): GRPO (Shao et al. 2024, "DeepSeekMath"), GRPO++, CRPO and Tree-GRPO
+    are settings of its sections. The sections every recipe has are `TrainerConfig`'s.
+
+    Fields:
+        rollout (RolloutConfig): the sampler (`SamplingConfig`: G = num_generations, TRL `num_generations`,
+            `temperature`, `max_completion_length`) plus the strategy (group or tree), environment and tree.
+        advantages (AdvantageConfig): the advantage estimator, see `AdvantageConfig`.
+        loss (PolicyLossConfig): the policy loss, see `PolicyLossConfig`.
+        reference (ReferenceConfig, default kind none): the KL anchor and GRPO++'s lagged old policy (TRL
+            `ref_model`, `sync_ref_model`, `ref_model_sync_steps`).
+        rewards (dict[str, float], default {}): registered reward name (or `module:function`) -> weight; at least
+            one, finite weights (TRL `reward_funcs` and `reward_weights`).
+        reward_modules (list[str], default []): modules whose import registers the named rewards.
+        prompts_per_step (int, default 4): prompts per step over all processes, each sampled G times (TRL's
+            generation batch / num_generations); a multiple of the process count.
+        grad_accum (int, default 1): micro-batches per update, in [1, prompts_per_step]; groups are never split
+            (TRL `gradient_accumulation_steps`).
+        num_iterations (int, default 1): policy updates per rollout batch (TRL `num_iterations`, GRPO's mu); > 1
+            computes the old policy's log-probs once, before the updates.
+    """
+
     trainer: Literal["rl"] = "rl"
-    run: RunConfig = field(default_factory=RunConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
     data: RLDataConfig = field(default_factory=RLDataConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)  # how the trained model is asked: RUN/task.json
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # SamplingConfig + strategy, env, tree
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
     loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    rewards: dict[str, float] = field(default_factory=dict)  # registered reward name -> weight
-    reward_modules: list[str] = field(default_factory=list)  # modules whose import registers the rewards
+    rewards: dict[str, float] = field(default_factory=dict)
+    reward_modules: list[str] = field(default_factory=list)
     prompts_per_step: int = 4
-    grad_accum: int = 1  # micro-batches per update (groups are never split)
-    num_iterations: int = 1  # policy updates per rollout batch
-    max_nonfinite_in_a_row: int = 3
+    grad_accum: int = 1
+    num_iterations: int = 1
 
     def validate(self, key: str) -> None:
+        super().validate(key)
         check(bool(self.rewards), "rewards", "at least one reward: {name: weight}", self.rewards)
         check(self.prompts_per_step >= 1, "prompts_per_step", "an integer >= 1", self.prompts_per_step)
         check(1 <= self.grad_accum <= self.prompts_per_step, "grad_accum",
               f"an integer in [1, prompts_per_step={self.prompts_per_step}]", self.grad_accum)
         check(self.num_iterations >= 1, "num_iterations", "an integer >= 1", self.num_iterations)
-        check(self.max_nonfinite_in_a_row >= 0, "max_nonfinite_in_a_row", "an integer >= 0 (0: stop at the first)",
-              self.max_nonfinite_in_a_row)
         check(self.rollout.temperature > 0, "rollout.temperature", "a float > 0 (RL samples)",
               self.rollout.temperature)
         check(rows_per_prompt(self.rollout) >= 2,
@@ -67,7 +81,7 @@ class RLConfig:
         if self.loss.beta > 0 or self.reference.as_old_policy:
             check(self.reference.kind != "none", "reference.kind", "base, start or lagged when loss.beta > 0 or "
                   "reference.as_old_policy", self.reference.kind)
-        if self.advantages.estimator in NEEDS_CORRECT:
+        if needs_correct(self.advantages.estimator):
             check(self.advantages.correct_reward is not None, "advantages.correct_reward",
                   f"the name of a reward ({self.advantages.estimator} needs a correctness signal)",
                   self.advantages.correct_reward)

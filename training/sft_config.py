@@ -3,35 +3,47 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from training.config import ModelConfig, OptimConfig, RunConfig, check
-from training.task_card import TaskConfig
+from training.config import check
+from training.trainer_config import DataConfig, TrainerConfig
 
 
 @dataclass
-class SFTDataConfig:
-    train: str = ""  # JSONL of {"messages": [...], "images": [...]}
+class SFTDataConfig(DataConfig):
+    """The SFT recipe's `data:` section: `train` holds `{"messages": [...], "images": [...]}` records (TRL's
+    conversational format); the other fields are `DataConfig`'s.
+
+    Fields:
+        max_length (int, default 1024): tokens per record, > 8; longer records are cut (TRL `max_length`).
+    """
+
+    records: ClassVar[str] = "chat records"
+
     max_length: int = 1024
-    max_records: int | None = None
-    shuffle: bool = True
 
     def validate(self, key: str) -> None:
-        check(bool(self.train), f"{key}.train", "a path to a JSONL file", self.train)
+        super().validate(key)
         check(self.max_length > 8, f"{key}.max_length", "an integer > 8", self.max_length)
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(TrainerConfig):
+    """A supervised fine-tuning recipe (TRL's `SFTConfig` with `assistant_only_loss=True`): the loss is the token
+    mean of the cross-entropy over the assistant's tokens of a whole step. The sections every recipe has are
+    `TrainerConfig`'s.
+
+    Fields:
+        batch_size (int, default 2): records per micro-batch, per process (TRL `per_device_train_batch_size`).
+        grad_accum (int, default 1): micro-batches per optimizer step (TRL `gradient_accumulation_steps`).
+    """
+
     trainer: Literal["sft"] = "sft"
-    run: RunConfig = field(default_factory=RunConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)  # how the trained model is asked: RUN/task.json
-    optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 2
     grad_accum: int = 1
 
     def validate(self, key: str) -> None:
+        super().validate(key)
         check(self.batch_size > 0, "batch_size", "a positive integer", self.batch_size)
         check(self.grad_accum > 0, "grad_accum", "a positive integer", self.grad_accum)

@@ -14,7 +14,6 @@ from training.advantages import (
     correct_from_reward,
     group_layout,
     group_zscore,
-    grpo_plus_plus,
     multi_objective_advantages,
     objective_advantages,
     weighted_sum,
@@ -101,10 +100,17 @@ def test_zero_std_groups_uses_eps() -> None:
 # --- GRPO++ --------------------------------------------------------------------------------------
 
 
+def grpo_plus_plus(rewards: torch.Tensor, correct: torch.Tensor, groups, **options):
+    """The registered `grpo++` estimator on one reward, through the RL loop's entry point."""
+    flat = rewards.reshape(-1)
+    return compute_advantages({"r": flat}, {"r": 1.0}, groups, AdvantageConfig(estimator="grpo++", **options),
+                              correct=correct.reshape(-1))
+
+
 def test_grpo_plus_plus_binary_fallback_by_hand() -> None:
     # group 0 has spread: z-score [sqrt2, -1/sqrt2, -1/sqrt2]; group 1 all right -> +1; group 2 all wrong -> -1.
     rewards = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
-    adv, stats = grpo_plus_plus(rewards, rewards >= 0.5, eps=1e-8)
+    adv, stats = grpo_plus_plus(rewards, rewards >= 0.5, 3, eps=1e-8)
     r2 = math.sqrt(2)
     close(adv, [r2, -1 / r2, -1 / r2, 1, 1, 1, -1, -1, -1], tol=1e-5)
     assert stats["frac_binary_groups"] == pytest.approx(2 / 3)

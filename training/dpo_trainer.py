@@ -6,29 +6,27 @@ only sees completion positions. Sequence log-prob = the sum of the completion's 
 1: DPO compares the model's own likelihoods). The reference never costs a second model: `start` swaps the held
 starting adapter in, `base` switches the adapter off (`training.reference`), once per micro-batch, before the
 update. The loss of a step is the sum over its pairs / the step's pair count, so gradient accumulation gives the
-update of one big batch. Data position, optimizer, RNG and the reference tensors are checkpointed: `--resume`
-continues exactly.
+update of one big batch. Everything around the step (data order, non-finite updates, clipping, logging,
+checkpoints, `--resume`) is the shared step loop's (`training.step_loop`); the reference's held tensors go into
+its checkpoints, so a resumed run has the same anchor.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from training.batch import RolloutBatch, encode_records
-from training.data import DataOrder, completion_text, read_jsonl
+from training.data import completion_text
 from training.dpo_config import DPOConfig
 from training.errors import DataError, MedrlError
 from training.forward import completion_logprobs
 from training.losses import dpo_loss
-from training.models import autocast_context, load_policy, trainable_parameters
-from training.optim import build_optimizer, build_scheduler, clip_and_step
+from training.models import autocast_context
 from training.reference import Reference
-from training.session import Session, seed_everything
-from training.tracking import progress
+from training.step_loop import StepLoop, StepResult, accumulate
 
 END_OF_TURN = "<|im_end|>"
 SIDES = ("chosen", "rejected")
@@ -86,105 +84,56 @@ def pair_logprobs(token_logprobs: torch.Tensor, mask: torch.Tensor) -> tuple[tor
 
 
 # ---------------------------------------------------------------------------------------------- one step
-class _PairStats:
-    """Pair-weighted means of the per-micro-batch DPO stats, so accumulation logs what one big batch would."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.pairs = 0
-
-    def add(self, stats: dict[str, float], pairs: int) -> None:
-        self.pairs += pairs
-        for k, v in stats.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v * pairs
-
-    def result(self) -> dict[str, float]:
-        return {k: v / max(self.pairs, 1) for k, v in self.sums.items()}
-
-
 def dpo_update(model, micro: list[RolloutBatch], reference: Reference, cfg: DPOConfig, device: torch.device,
                normalizer: float | None = None) -> tuple[float, dict[str, float]]:
-    """Backward of one optimizer step's loss over its micro-batches; returns (loss, stats). No optimizer step.
-
-    `normalizer`: the step's pair count over every rank (default: these micro-batches' own).
-    """
+    """Backward of one optimizer step's loss over its micro-batches; returns (loss, pair-weighted stats). No
+    optimizer step. `normalizer`: the step's pair count over every rank (default: these micro-batches' own)."""
     fwd = {"method": cfg.loss.forward, "head": cfg.loss.head}
     with autocast_context(cfg.run.precision, device):
         refs = [pair_logprobs(reference.logprobs(model, m, **fwd), m.completion_mask) for m in micro]
     if normalizer is None:
         normalizer = sum(m.num_rows // 2 for m in micro)
-    total, acc = 0.0, _PairStats()
-    for m, (ref_c, ref_r) in zip(micro, refs):
+
+    def micro_loss(item: tuple[RolloutBatch, tuple[torch.Tensor, torch.Tensor]]
+                   ) -> tuple[torch.Tensor, dict[str, float], float]:
+        m, (ref_c, ref_r) = item
         with autocast_context(cfg.run.precision, device):
             out = completion_logprobs(model, m, **fwd)
         pol_c, pol_r = pair_logprobs(out.logprobs, m.completion_mask)
         loss, stats = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta=cfg.dpo.beta, loss_type=cfg.dpo.loss_type,
                                label_smoothing=cfg.dpo.label_smoothing, normalizer=normalizer)
-        loss.backward()
-        total += float(loss.detach())
         stats.update({"logps/chosen": float(pol_c.detach().mean()), "logps/rejected": float(pol_r.detach().mean())})
-        acc.add(stats, int(pol_c.shape[0]))
-    return total, acc.result()
+        return loss, stats, int(pol_c.shape[0])
+
+    return accumulate(zip(micro, refs), micro_loss)
 
 
 # ---------------------------------------------------------------------------------------------- the loop
 def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
-    """Run DPO to `cfg.run.max_steps`; returns the last logged metrics."""
-    seed_everything(cfg.run.seed)
-    data = read_jsonl(cfg.data.train, "dpo", limit=cfg.data.max_records)
-    session = Session.open(cfg, resume)
-    policy = load_policy(cfg.model)
-    model = policy.model
-    params = [p for _, p in trainable_parameters(model)]
-    optimizer = build_optimizer(params, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.run.max_steps, cfg.optim)
-    reference = Reference(cfg.reference, model)  # before any restore: `start` holds the starting adapter
-    state, tensors = session.restore(model, optimizer, scheduler)
-    if session.resume_from is not None:
-        reference.restore(tensors, policy.device, session.resume_from)
-    step = int(state["step"])
-    order = DataOrder(len(data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
-    skipped = int(state.get("skipped_nonfinite", 0))
-    dist = session.dist
-    dist.broadcast_params(params)
-    session.start(policy, data, step)
-    model.train()
-    last: dict = {}
-    with progress(total=cfg.run.max_steps, initial=step, desc=f"dpo {cfg.run.name}",
-                  enabled=cfg.run.progress and dist.is_main, unit="step") as bar:
-        while step < cfg.run.max_steps:
-            t0 = time.time()
-            # every rank draws the whole step; each encodes its own micro-batches (batch_size, grad_accum: per rank)
-            step_idx = [order.take(cfg.batch_size) for _ in range(cfg.grad_accum * dist.world)]
-            encoded = [encode_pairs(policy, [data.records[i] for i in idx], cfg.data.max_length, where=data.path)
-                       for idx in dist.shard(step_idx)]
-            micro = [e.batch.to(policy.device) for e in encoded]
-            pairs = sum(e.num_pairs for e in encoded)
-            loss, stats = dpo_update(model, micro, reference, cfg, policy.device,
-                                     normalizer=dist.sum([pairs])[0])
-            dist.sum_grads(params)
-            if dist.enabled:  # pair-weighted means over ranks, the loss summed (each rank's is its share)
-                keys = sorted(stats)
-                sums = dist.sum([loss, pairs] + [stats[k] * pairs for k in keys])
-                loss, stats = sums[0], {k: v / max(sums[1], 1) for k, v in zip(keys, sums[2:])}
-            grad_norm, stepped = clip_and_step(params, optimizer, cfg.optim.max_grad_norm, loss)
-            skipped += 0 if stepped else 1  # a NaN/inf step changes nothing; counted in the metrics
-            scheduler.step()
-            step += 1
-            reference.maybe_sync(model, step)
-            dt = time.time() - t0
-            tokens, truncated = dist.sum([sum(int(m.completion_mask.sum()) for m in micro),
-                                          sum(e.truncated for e in encoded)])
-            last = {"loss": loss, **stats, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                    "completion_tokens": int(tokens), "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt,
-                    "truncated_frac": truncated / (2 * cfg.batch_size * cfg.grad_accum * dist.world),
-                    "skipped_nonfinite": skipped, "epoch": order.pos / len(data)}
-            if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
-                session.metrics.log(step, last)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", margin=f"{stats['rewards/margins']:.3f}")
-            if session.should_save(step):
-                session.checkpoint(step, model, optimizer, scheduler, {"data_pos": order.pos, "skipped_nonfinite": skipped},
-                                   tensors=reference.checkpoint_tensors())
-    session.finish(model, policy)
-    return last
+    """Run DPO to `cfg.run.max_steps` on the shared step loop; returns the last logged metrics."""
+    loop = StepLoop(cfg, "dpo", resume)
+    policy, dist = loop.policy, loop.dist
+    reference = Reference(cfg.reference, loop.model)
+    if loop.resume_from is not None:
+        reference.restore(loop.resume_tensors, policy.device, loop.resume_from)
+
+    def step() -> StepResult:
+        encoded = [encode_pairs(policy, records, cfg.data.max_length, where=loop.data.path)
+                   for records in loop.micro_batches(cfg.batch_size, cfg.grad_accum)]
+        micro = [e.batch.to(policy.device) for e in encoded]
+        pairs = sum(e.num_pairs for e in encoded)
+        loss, stats = dpo_update(loop.model, micro, reference, cfg, policy.device, normalizer=dist.sum([pairs])[0])
+        if dist.enabled:  # pair-weighted means over ranks, the loss summed (each rank's is its share)
+            keys = sorted(stats)
+            sums = dist.sum([loss, pairs] + [stats[k] * pairs for k in keys])
+            loss, stats = sums[0], {k: v / max(sums[1], 1) for k, v in zip(keys, sums[2:])}
+        grad_norm = loop.update(loss)
+        reference.maybe_sync(loop.model, loop.step + 1)
+        tokens, truncated = dist.sum([sum(int(m.completion_mask.sum()) for m in micro),
+                                      sum(e.truncated for e in encoded)])
+        rows = 2 * cfg.batch_size * cfg.grad_accum * dist.world
+        return StepResult(loss, grad_norm, tokens, {**stats, "completion_tokens": int(tokens),
+                                                    "truncated_frac": truncated / rows})
+
+    return loop.run(step, postfix={"loss": "loss", "margin": "rewards/margins"},
+                    tensors=reference.checkpoint_tensors)

@@ -41,14 +41,14 @@ KG_TEXT = SHIPPED / "kg_text.json.gz"
 BUILD_THREADS = 2
 BUILD_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
              "OMP_NUM_THREADS": str(BUILD_THREADS), "MKL_NUM_THREADS": str(BUILD_THREADS)}
-# Where the VLM's image-text pretraining pairs come from: a module with `image_text_pairs(n, seed)` -> [(PIL image,
-# question, answer)] for n images (an image object may recur in several pairs; the pairs are trained on in the order
-# given). A change to what it returns changes the VLM: the rebuild test then fails until the weights are re-shipped.
-# This package only trains on them; what the images show is the hook's business (the project's own synthetic lesions, described by their visible
-# findings, so the tiny VLM arrives able to say what it sees, as a real pretrained VLM does). Without the module the
-# vision tower stays random.
-IMAGE_TEXT_HOOK = "dermiq.pretrain"
-IMAGE_TEXT_IMAGES = 1024  # images asked for (the hook returns one or more question-answer pairs per image)
+# The VLM's image-text pretraining pairs come from a plug-in passed to the build (`--pairs MODULE`; the manifest
+# records which one the shipped VLM used): a module with `image_text_pairs(n, seed)` -> [(PIL image, question,
+# answer)] for n images (an image object may recur in several pairs; they are trained on in the order given). This
+# package only trains on them; what the images show is the plug-in's business (medrl's is `dermiq.pretrain`: synthetic
+# lesions described by their visible findings, so the tiny VLM arrives able to say what it sees, as a real pretrained
+# VLM does). A VLM build without one is an error, never a random vision tower. A change to what it returns changes the
+# VLM: the rebuild test then fails until the weights are re-shipped.
+IMAGE_TEXT_IMAGES = 1024  # images asked for (the plug-in returns one or more question-answer pairs per image)
 SEED = 1234
 VOCAB_SIZE = 2048  # BPE merges + bytes; the Qwen special tokens are added after
 
@@ -169,14 +169,22 @@ def corpus() -> list[str]:
     return texts
 
 
-def _image_text_hook():
-    """The pretraining pairs' module, or None when it is not installed."""
+def _pairs_plugin(module: str | None):
+    """The image-text pairs plug-in module (see IMAGE_TEXT_IMAGES), or a one-line error naming what is missing."""
     import importlib
 
+    from training.errors import ConfigError
+
+    if not module:
+        raise ConfigError("embedded:qwen25vl: building it needs an image-text pairs plug-in (--pairs MODULE, a module "
+                          "with image_text_pairs(n, seed)); medrl's is dermiq.pretrain")
     try:
-        return importlib.import_module(IMAGE_TEXT_HOOK)
-    except ImportError:
-        return None
+        plugin = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"embedded:qwen25vl: the image-text pairs plug-in '{module}' cannot be imported ({e})") from None
+    if not callable(getattr(plugin, "image_text_pairs", None)):
+        raise ConfigError(f"embedded:qwen25vl: '{module}' has no image_text_pairs(n, seed)")
+    return plugin
 
 
 def build_tokenizer(texts: list[str]):
@@ -239,9 +247,9 @@ def _generation_config(cls, tokenizer):
     return cls(eos_token_id=eos, pad_token_id=eos[1], do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
 
 
-def _build_qwen25vl(out: Path, tokenizer, texts: list[str]) -> None:
-    """The VLM's language model starts from the warmed-up text model (same sizes); the vision tower starts random and,
-    with the image-text hook installed, is aligned to the hook's answers, then the LM is trained to read it."""
+def _build_qwen25vl(out: Path, tokenizer, texts: list[str], pairs_module: str | None) -> None:
+    """The VLM's language model starts from the warmed-up text model (same sizes); the vision tower starts random, is
+    aligned to the plug-in's answers, then the LM is trained to read it."""
     import torch
     from transformers import (
         AutoConfig,
@@ -280,43 +288,48 @@ def _build_qwen25vl(out: Path, tokenizer, texts: list[str]) -> None:
         video_processor=Qwen2VLVideoProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2),
         tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
     )
-    hook = _image_text_hook()
-    if hook is not None:
-        pairs = hook.image_text_pairs(IMAGE_TEXT_IMAGES, SEED)
-        align = align_vision(model, processor, pairs, SEED)
-        losses = pretrain_vision(model, processor, pairs, SEED)
-        (out / "vision_pretrain_losses.json").write_text(json.dumps({
-            "hook": IMAGE_TEXT_HOOK, "align": {"first": align[:5], "last": align[-5:]},
-            "first": losses[:5], "last": losses[-5:]}))
+    pairs = _pairs_plugin(pairs_module).image_text_pairs(IMAGE_TEXT_IMAGES, SEED)
+    align = align_vision(model, processor, pairs, SEED)
+    losses = pretrain_vision(model, processor, pairs, SEED)
+    (out / "vision_pretrain_losses.json").write_text(json.dumps({
+        "hook": pairs_module, "align": {"first": align[:5], "last": align[-5:]},
+        "first": losses[:5], "last": losses[-5:]}))
     model.generation_config = _generation_config(GenerationConfig, tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
 
 
-def build(kind: str, out: Path) -> None:
-    """Build one embedded model into the empty folder `out`. Call it in the pinned child (`_build_in_child`) for the
-    shipped weights' bit-for-bit reproduction; in any other process it works but gives the CPU's own weights."""
+def build(kind: str, out: Path, pairs: str | None = None) -> None:
+    """Build one embedded model into the empty folder `out` (`pairs`: the VLM's image-text plug-in module). Call it in
+    the pinned child (`_build_in_child`) for the shipped weights' bit-for-bit reproduction; in any other process it
+    works but gives the CPU's own weights."""
     import torch
 
     torch.set_num_threads(BUILD_THREADS)
     torch.backends.mkldnn.enabled = False
     texts = corpus()
     tokenizer = build_tokenizer(texts)
-    (_build_qwen2 if kind == "qwen2" else _build_qwen25vl)(out, tokenizer, texts)
+    if kind == "qwen2":
+        _build_qwen2(out, tokenizer, texts)
+    else:
+        _build_qwen25vl(out, tokenizer, texts, pairs)
     (out / "EMBEDDED.md").write_text(
         f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): the real architecture, "
         "randomly initialised, its language model taught to copy (repeat-after-me chats) and warmed up for a few "
         "hundred CPU steps on the project's text (training/embedded_pretrain.py)" + (
             f", the VLM's vision tower and merger then aligned to, and its language model trained on, image-text pairs "
-            f"from {IMAGE_TEXT_HOOK}" if kind == "qwen25vl" else "") +
+            f"from {pairs}" if kind == "qwen25vl" else "") +
         ". For exercising the pipeline on CPU. Not a medical model.\n")
 
 
-def _build_in_child(kind: str, out: Path) -> None:
+def _build_in_child(kind: str, out: Path, pairs: str | None = None) -> None:
     """Run `build` in a fresh interpreter with the pinned kernels (they are read when torch starts, so the current
     process cannot switch); its progress bars reach this process's stderr."""
+    if kind == "qwen25vl":
+        _pairs_plugin(pairs)  # a missing plug-in stops here, in one line, not in the child
     env = {**os.environ, **BUILD_ENV}
-    subprocess.run([sys.executable, "-m", "training.embedded", "build", kind, str(out)], env=env, check=True)
+    cmd = [sys.executable, "-m", "training.embedded", "build", kind, str(out)] + (["--pairs", pairs] if pairs else [])
+    subprocess.run(cmd, env=env, check=True)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -340,7 +353,8 @@ def shipped(kind: str) -> Path | None:
 
 def ensure_embedded(kind: str) -> Path:
     """The folder of an embedded model: the shipped one, else the cached one, else built (atomically, in the pinned
-    child) into the cache. The VLM's build reads the text model, so building it builds that first when needed."""
+    child) into the cache with the plug-in the manifest names. The VLM's build reads the text model, so building it
+    builds that first when needed."""
     if kind not in KINDS:
         from training.errors import ConfigError
 
@@ -357,7 +371,7 @@ def ensure_embedded(kind: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
     try:
-        _build_in_child(kind, tmp)
+        _build_in_child(kind, tmp, manifest().get(kind, {}).get("pairs"))
         try:
             os.rename(tmp, target)
         except OSError:  # another process won the race: its build is identical
@@ -368,10 +382,10 @@ def ensure_embedded(kind: str) -> Path:
     return target
 
 
-def ship(kg_dir: Path | None = None) -> dict:
+def ship(pairs: str, kg_dir: Path | None = None) -> dict:
     """Rebuild both models in the pinned child into `embedded_weights/` and write the manifest (maintainers, after
-    changing the builder: bump BUILDER_VERSION first). `kg_dir` refreshes the frozen KG text snapshot from a KG folder
-    (e.g. knowledge_graph/data) before building."""
+    changing the builder: bump BUILDER_VERSION first). `pairs` is the VLM's image-text plug-in; `kg_dir` refreshes the
+    frozen KG text snapshot from a KG folder (e.g. knowledge_graph/data) before building."""
     SHIPPED.mkdir(parents=True, exist_ok=True)
     if kg_dir is not None:
         KG_TEXT.write_bytes(gzip.compress(json.dumps(kg_strings(kg_dir)).encode(), mtime=0))
@@ -381,8 +395,10 @@ def ship(kg_dir: Path | None = None) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
         (SHIPPED / "MANIFEST.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
         folder.mkdir()
-        _build_in_child(kind, folder)
+        _build_in_child(kind, folder, pairs if kind == "qwen25vl" else None)
         entries[kind] = {"version": BUILDER_VERSION, "files": file_hashes(folder)}
+        if kind == "qwen25vl":
+            entries[kind]["pairs"] = pairs
     (SHIPPED / "MANIFEST.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     return entries
 
@@ -395,7 +411,8 @@ def resolve_model_path(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.embedded build KIND OUT` (what the pinned child runs) and `... ship [--kg-dir DIR]`."""
+    """`python -m training.embedded build KIND OUT [--pairs MODULE]` (what the pinned child runs) and
+    `... ship --pairs MODULE [--kg-dir DIR]`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m training.embedded")
@@ -403,14 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("build", help="build one model into an empty folder (run with BUILD_ENV for the shipped bits)")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("out", type=Path)
+    p.add_argument("--pairs", help="the VLM's image-text pairs plug-in module (medrl's: dermiq.pretrain)")
     p = sub.add_parser("ship", help="rebuild the shipped folders and their manifest")
+    p.add_argument("--pairs", required=True, help="the VLM's image-text pairs plug-in module (medrl's: dermiq.pretrain)")
     p.add_argument("--kg-dir", type=Path, help="refresh the frozen KG text snapshot from this folder first")
     args = parser.parse_args(argv)
     if args.cmd == "build":
         args.out.mkdir(parents=True, exist_ok=True)
-        build(args.kind, args.out)
+        build(args.kind, args.out, args.pairs)
     else:
-        print(json.dumps(ship(args.kg_dir), indent=2))
+        print(json.dumps(ship(args.pairs, args.kg_dir), indent=2))
     return 0
 
 

@@ -25,14 +25,29 @@ def test_shipped_folders_match_their_manifest(kind):
     assert ensure_embedded(kind) == embedded.SHIPPED / kind  # the shipped folder is what loads
 
 
+@pytest.mark.parametrize("pairs, message", [(None, "needs an image-text pairs plug-in"),
+                                            ("no_such_module", "'no_such_module' cannot be imported"),
+                                            ("json", "'json' has no image_text_pairs")])
+def test_a_vlm_build_without_its_pairs_plugin_stops_in_one_line(tmp_path, pairs, message):
+    """Never a VLM with a random vision tower: the plug-in is checked before the child starts."""
+    from training.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        embedded._build_in_child("qwen25vl", tmp_path, pairs)
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_avx2(), reason="the shipped bits are pinned to AVX2 kernels; this CPU has none")
 def test_build_reproduces_the_shipped_weights_bit_for_bit(tmp_path, monkeypatch):
-    """With nothing shipped, both models build into the cache (in the pinned child) and equal the shipped files byte
+    """With no model folder shipped, both models build into the cache (in the pinned child) and equal the shipped files byte
     for byte; a second call reuses them and no temp folder is left."""
-    monkeypatch.setattr(embedded, "SHIPPED", tmp_path / "nothing-shipped")
+    manifest = json.loads((SHIPPED / "MANIFEST.json").read_text())
+    (tmp_path / "manifest-only").mkdir()
+    (tmp_path / "manifest-only" / "MANIFEST.json").write_text(json.dumps(manifest))  # names the VLM's plug-in
+    monkeypatch.setattr(embedded, "SHIPPED", tmp_path / "manifest-only")
     monkeypatch.setenv("MEDRL_CACHE", str(tmp_path / "cache"))
-    want = {kind: entry["files"] for kind, entry in json.loads((SHIPPED / "MANIFEST.json").read_text()).items()}
+    want = {kind: entry["files"] for kind, entry in manifest.items()}
     built = {kind: ensure_embedded(kind) for kind in embedded.KINDS}
     for kind, folder in built.items():
         assert folder.parent == tmp_path / "cache" / "embedded"

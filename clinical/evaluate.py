@@ -2,8 +2,8 @@
 
 Per question: the boxed letter against the key, and the paper's reasoning measures read by `clinical.reasoning`
 (the same reading the CRPO rewards use, so evaluation and training agree on what a cited finding or a rejected
-option is). Written under the run's `eval/`: `metrics.json` (what the app's Training runs tab shows) and a
-per-question `predictions.csv`.
+option is). Written under the run's `eval/` (`training.evaluation` runs the model and writes the files):
+`metrics.json` (what the app's Training runs tab shows) and a per-question `predictions.csv`.
 
 Measures (means over questions unless said):
 - ``accuracy``: exactly one ``\\boxed{}`` holding the gold letter (also per data source, ``meta.source``);
@@ -20,14 +20,13 @@ Measures (means over questions unless said):
 
 from __future__ import annotations
 
-import csv
-import json
-import time
 from collections import defaultdict
 from pathlib import Path
 
 from training.errors import MedrlError
-from training.stages import model_config_of
+from training.evaluation import Evaluation, metrics_lines, write_eval
+
+from . import task
 
 FIELDS = ("accuracy", "format_ok", "evidence", "evidence_per_100_words", "rejection_coverage", "hallucination_rate",
           "consistency",
@@ -77,83 +76,49 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def generate(model_cfg, adapter: str | Path | None, records: list[dict], max_new_tokens: int,
-             batch: int = 8) -> tuple[list[str], list[int]]:
-    """Greedy completions (one per record) and their token counts."""
-    import torch
+class ClinicalEvaluation(Evaluation):
+    """Each question asked under the run's task card, answered greedily, scored by the CRPO rules."""
 
-    from training.batch import encode_records
-    from training.models import autocast_context, load_policy
-    from training.rollout import SamplingConfig, generate_rollouts
+    default_max_new_tokens = task.DEFAULT_MAX_NEW_TOKENS
 
-    policy = load_policy(model_cfg, adapter=adapter, trainable=False)
-    sampling = SamplingConfig(num_generations=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    texts, lengths = [], []
-    for i in range(0, len(records), batch):
-        chunk = records[i: i + batch]
-        with torch.no_grad(), autocast_context("auto", policy.device):
-            out = generate_rollouts(policy.model, policy.processor, encode_records(policy, chunk), sampling)
-        texts += out.texts
-        lengths += [int(n) for n in out.completion_mask.sum(-1).tolist()]
-    return texts, lengths
+    def ask(self) -> list[dict]:
+        # Asked as the run was trained: the task card's system turn over each record's question.
+        if not self.card:
+            return self.records
+        return [{**r, "prompt": task.record_messages(self.card, r)} for r in self.records]
 
+    def respond(self, policy, asked: list[dict]) -> tuple[list[str], list[int]]:
+        """Greedy completions and their token counts, 8 prompts per decode call as these evaluations always ran
+        (the batch's padding changes float rounding, so another size could change a greedy answer)."""
+        from training.generation import generate_completions
 
-def default_max_new_tokens(run) -> int:
-    """The run's own rollout length (an RL run), else 512."""
-    return int((run.read_config().get("rollout") or {}).get("max_new_tokens") or 512)
+        done = [row[0] for row in generate_completions(policy, asked, self.max_new_tokens, batch=8)]
+        return [c.text for c in done], [c.length for c in done]
+
+    def score(self, asked: list[dict], responses) -> tuple[list[dict], dict]:
+        texts, lengths = responses
+        rows = []
+        for i, (rec, text, n) in enumerate(zip(self.records, texts, lengths, strict=True)):
+            meta = rec.get("meta") or {}
+            rows.append({"i": i, "id": meta.get("id", i), "source": meta.get("source", "unknown"),
+                         "gold": rec.get("answer"), **score_response(rec, text), "length_tokens": float(n),
+                         "truncated": int(n >= self.max_new_tokens), "response": text})
+        return rows, {**summarise(rows), "truncated": sum(r["truncated"] for r in rows) / len(rows)}
+
+    def write(self, metrics: dict, rows: list[dict], responses) -> None:
+        predictions = "predictions.csv" if self.tag == "metrics" else None  # Clinical-R1's name for the default tag
+        write_eval(self.run.eval_dir, self.tag, metrics, rows, predictions)
 
 
 def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = None, max_new_tokens: int | None = None,
                  tag: str = "metrics") -> dict:
     """Generate, score, and write `eval/<tag>.json` and `eval/<tag>_predictions.csv` (tag 'metrics':
     `metrics.json`, `predictions.csv`)."""
-    from training.data import read_jsonl
-    from training.run import RunDir
-    from training.task_card import read_card
-
-    from . import task
-
-    run = RunDir(run_path)
-    model_cfg, adapter = model_config_of(run)
-    ds = read_jsonl(data, "rl", limit=limit)
-    if not ds.records:
-        raise MedrlError(f"{data}: no usable RL records")
-    # Asked as the run was trained: the task card's system turn over each record's question, its answer length.
-    card = read_card(run.path)
-    records = [{**r, "prompt": task.record_messages(card, r)} for r in ds.records] if card else ds.records
-    n_tok = max_new_tokens or (task.max_new_tokens(card) if card else default_max_new_tokens(run))
-    t0 = time.time()
-    texts, lengths = generate(model_cfg, adapter, records, n_tok)
-    rows = []
-    for i, (rec, text, n) in enumerate(zip(ds.records, texts, lengths, strict=True)):
-        meta = rec.get("meta") or {}
-        row = {"i": i, "id": meta.get("id", i), "source": meta.get("source", "unknown"), "gold": rec.get("answer"),
-               **score_response(rec, text), "length_tokens": float(n), "truncated": int(n >= n_tok),
-               "response": text}
-        rows.append(row)
-    metrics = {"run": str(run.path), "adapter": str(adapter), "data": str(data), "max_new_tokens": n_tok,
-               **summarise(rows), "truncated": sum(r["truncated"] for r in rows) / len(rows),
-               "seconds": round(time.time() - t0, 1)}
-    write_eval(run.eval_dir, tag, metrics, rows)
-    return metrics
-
-
-def write_eval(folder: Path, tag: str, metrics: dict, rows: list[dict]) -> None:
-    from training.checkpoint import atomic_write_text
-
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_name = "predictions.csv" if tag == "metrics" else f"{tag}_predictions.csv"
-    atomic_write_text(folder / f"{tag}.json", json.dumps(metrics, indent=2) + "\n")
-    with open(folder / csv_name, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    return ClinicalEvaluation(run_path, data, limit, max_new_tokens, tag)()
 
 
 def metrics_table(m: dict) -> str:
-    lines = [f"{m['n']} questions from {m['data']} (greedy, max_new_tokens {m['max_new_tokens']})"]
-    lines += [f"{k:<24}{m[k]:.3f}" for k in FIELDS]
-    lines.append(f"{'truncated':<24}{m['truncated']:.3f}")
+    lines = metrics_lines(m, "questions", (*FIELDS, "truncated"), 24)
     for s, v in m["by_source"].items():
         lines.append(f"accuracy[{s}]".ljust(24) + f"{v['accuracy']:.3f}  (n={v['n']})")
     return "\n".join(lines)

@@ -9,21 +9,22 @@ primary metric: mean per-class recall), macro-F1, per-class recall, macro one-vs
   (the claim checker, as the KG-consistency reward reads it; responses that name no KG condition are left out);
 - ``image_faithfulness``: for synthetic images, the share of stated findings the image really shows;
 - ``vote_*`` with ``--vote K``: the majority answer of K samples (temperature ``--vote-temperature``).
-Written under RUN/eval/: ``<tag>.json`` (metrics.json), ``<tag>_probabilities.csv`` (ISIC layout: ``image`` then one
-column per class), ``<tag>_predictions.csv``, ``<tag>_confusion.png``.
+Written under RUN/eval/ (`training.evaluation` runs the model and writes the files): ``<tag>.json`` (metrics.json),
+``<tag>_probabilities.csv`` (ISIC layout: ``image`` then one column per class), ``<tag>_predictions.csv``,
+``<tag>_confusion.png``.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
 
 from training.errors import MedrlError
-from training.stages import model_config_of
+from training.evaluation import Evaluation, fmt, metrics_lines, write_csv
+from training.evaluation import write_eval as write_eval_files
+
+from . import task
 
 NONE = "(none)"
 
@@ -133,11 +134,6 @@ def summarise(rows: list[dict], labels: list[str], probs=None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- running a model
-def default_max_new_tokens(run) -> int:
-    """The run's rollout length (an RL run), else its recipe's DermIQ default 160."""
-    return int((run.read_config().get("rollout") or {}).get("max_new_tokens") or 160)
-
-
 def image_id(record: dict, i: int) -> str:
     meta = record.get("meta") or {}
     if meta.get("image_id"):
@@ -146,65 +142,73 @@ def image_id(record: dict, i: int) -> str:
     return Path(imgs[0]).stem if imgs and isinstance(imgs[0], str) else f"row{i}"
 
 
+class DermEvaluation(Evaluation):
+    """Asked with the run's label set (its task card's, else the data's own), answered greedily, with the class
+    likelihoods after the model's own analysis and, with ``vote`` >= 2, ``vote`` samples per image."""
+
+    default_max_new_tokens = task.DEFAULT_MAX_NEW_TOKENS
+
+    def __init__(self, run_path, data, limit=None, max_new_tokens=None, tag="metrics", vote: int = 0,
+                 vote_temperature: float = 0.7, seed: int = 0):
+        from .prompts import labels_of
+
+        super().__init__(run_path, data, limit, max_new_tokens, tag)
+        self.vote, self.vote_temperature, self.seed = vote, vote_temperature, seed
+        # Asked as the run was trained: its task card's label set (the data's own labels when the run has no card,
+        # e.g. one trained on another prompt).
+        self.labels = (task.labels(self.card) or labels_of(self.records[0].get("prompt"))
+                       or sorted({str(r.get("answer")) for r in self.records}))
+        self.to_label = label_map(self.labels)
+
+    def ask(self) -> list[dict]:
+        return [{**r, "prompt": task.messages(self.card, max(1, len(r.get("images") or [])), self.labels)}
+                for r in self.records]
+
+    def respond(self, policy, asked: list[dict]):
+        import torch
+
+        from training.generation import generate
+
+        from .generate import class_logprobs
+
+        texts = [s[0] for s in generate(policy, asked, self.max_new_tokens, seed=self.seed)]
+        probs = torch.softmax(class_logprobs(policy, asked, texts, self.labels), -1).tolist()
+        votes = (generate(policy, asked, self.max_new_tokens, n=self.vote, temperature=self.vote_temperature,
+                          seed=self.seed) if self.vote > 1 else None)
+        return texts, probs, votes
+
+    def score(self, asked: list[dict], responses) -> tuple[list[dict], dict]:
+        from .prompts import parse_response
+
+        texts, probs, votes = responses
+        rows = []
+        for i, (rec, text) in enumerate(zip(asked, texts, strict=True)):
+            row = {"image": image_id(rec, i), "gold": self.to_label(rec.get("answer")),
+                   **score_response(rec, text, self.to_label)}
+            if votes is not None:
+                said = Counter(self.to_label(parse_response(t).answer) for t in votes[i])
+                row["vote_pred"] = max(said, key=lambda k: (said[k], k != NONE))
+            row["response"] = text
+            rows.append(row)
+        return rows, {"vote": self.vote, **summarise(rows, self.labels, probs)}
+
+    def write(self, metrics: dict, rows: list[dict], responses) -> None:
+        write_eval(self.run.eval_dir, self.tag, metrics, rows, self.labels, responses[1])
+
+
 def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = None, max_new_tokens: int | None = None,
                  tag: str = "metrics", vote: int = 0, vote_temperature: float = 0.7, seed: int = 0) -> dict:
     """Generate, score, write RUN/eval/<tag>.json and its CSVs and PNG; returns the metrics."""
-    import torch
-
-    from training.data import read_jsonl
-    from training.models import load_policy
-    from training.run import RunDir
-    from training.task_card import read_card
-
-    from . import task
-    from .generate import class_logprobs, generate
-    from .prompts import labels_of, parse_response
-
-    run = RunDir(run_path)
-    model_cfg, adapter = model_config_of(run)
-    records = read_jsonl(data, "rl", limit=limit).records
-    # Asked as the run was trained: its task card's label set and answer length (the data's own labels when the
-    # run has no card, e.g. one trained on another prompt).
-    card = read_card(run.path)
-    labels = (task.labels(card) or labels_of(records[0].get("prompt"))
-              or sorted({str(r.get("answer")) for r in records}))
-    records = [{**r, "prompt": task.messages(card, max(1, len(r.get("images") or [])), labels)} for r in records]
-    to_label = label_map(labels)
-    n_tok = max_new_tokens or (task.max_new_tokens(card) if card else default_max_new_tokens(run))
-    t0 = time.time()
-    policy = load_policy(model_cfg, adapter=adapter, trainable=False)
-    texts = [s[0] for s in generate(policy, records, n_tok, seed=seed)]
-    probs = torch.softmax(class_logprobs(policy, records, texts, labels), -1).tolist()
-    votes = generate(policy, records, n_tok, n=vote, temperature=vote_temperature, seed=seed) if vote > 1 else None
-    del policy
-    rows = []
-    for i, (rec, text) in enumerate(zip(records, texts, strict=True)):
-        row = {"image": image_id(rec, i), "gold": to_label(rec.get("answer")), **score_response(rec, text, to_label)}
-        if votes is not None:
-            said = Counter(to_label(parse_response(t).answer) for t in votes[i])
-            row["vote_pred"] = max(said, key=lambda k: (said[k], k != NONE))
-        row["response"] = text
-        rows.append(row)
-    metrics = {"run": str(run.path), "adapter": str(adapter), "data": str(data), "max_new_tokens": n_tok,
-               "vote": vote, **summarise(rows, labels, probs), "seconds": round(time.time() - t0, 1)}
-    write_eval(run.eval_dir, tag, metrics, rows, labels, probs)
-    return metrics
+    return DermEvaluation(run_path, data, limit, max_new_tokens, tag, vote, vote_temperature, seed)()
 
 
 def write_eval(folder: Path, tag: str, metrics: dict, rows: list[dict], labels: list[str], probs) -> None:
-    from training.checkpoint import atomic_write_text
-
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / f"{tag}.json", json.dumps(metrics, indent=2) + "\n")
-    with open(folder / f"{tag}_predictions.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    with open(folder / f"{tag}_probabilities.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["image", *labels])
-        for row, p in zip(rows, probs, strict=True):
-            w.writerow([row["image"], *(f"{x:.6f}" for x in p)])
+    """The metrics and predictions (`training.evaluation.write_eval`), the ISIC probabilities CSV, the confusion PNG."""
+    write_eval_files(folder, tag, metrics, rows)
+    columns = ["image", *labels]
+    write_csv(folder / f"{tag}_probabilities.csv",
+              [dict(zip(columns, [row["image"], *(f"{x:.6f}" for x in p)], strict=True))
+               for row, p in zip(rows, probs, strict=True)], columns)
     confusion_png(folder / f"{tag}_confusion.png", metrics["confusion"], metrics["confusion_labels"])
 
 
@@ -241,15 +245,10 @@ FIELDS = ("balanced_accuracy", "accuracy", "macro_f1", "auc_macro_ovr", "format_
           "image_faithfulness")
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
 def metrics_table(m: dict) -> str:
-    lines = [f"{m['n']} images from {m['data']} (greedy, max_new_tokens {m['max_new_tokens']})"]
-    lines += [f"{k:<22}{_fmt(m.get(k))}" for k in FIELDS]
+    lines = metrics_lines(m, "images", FIELDS, 22)
     for k in ("vote_balanced_accuracy", "vote_accuracy"):
         if k in m:
-            lines.append(f"{k:<22}{_fmt(m[k])}  (k={m['vote']})")
-    lines += [f"recall[{c}]".ljust(34) + _fmt(v) for c, v in m["per_class_recall"].items()]
+            lines.append(f"{k:<22}{fmt(m[k])}  (k={m['vote']})")
+    lines += [f"recall[{c}]".ljust(34) + fmt(v) for c, v in m["per_class_recall"].items()]
     return "\n".join(lines)

@@ -37,7 +37,8 @@ def run(prompts: int = 4, s: int = 32, m: int = 2, n: int = 2, l: int = 1, k: in
     from training.config import ModelConfig
     from training.forward import completion_logprobs
     from training.models import load_policy
-    from training.tree import RolloutConfig, TreeConfig, sample_trees
+    from training.tree import RolloutConfig, TreeConfig
+    from training.tree_sampler import sample_trees
 
     if threads:
         torch.set_num_threads(threads)

@@ -87,7 +87,7 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, *, method: 
     elif method in ("grouped", "dense"):
         hidden = grouped_hidden(model, batch, mode="dense" if method == "dense" else "efficient")
     elif method == "tree":  # Tree-GRPO: each tree packed once (training.tree)
-        from training.tree import tree_hidden
+        from training.tree_pack import tree_hidden
 
         hidden = tree_hidden(model, batch)
     else:

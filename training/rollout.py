@@ -13,16 +13,16 @@ cache and fed by the first decode step), their keys written once into their G ro
 (`training.kv_cache`); then every row decodes one token per step with its own position (the prompt's last
 position + t; all three mRoPE rows for Qwen2.5-VL) and a mask over its own prompt columns. Each step does one
 device-to-host copy (the sampled ids and a finiteness flag); EOS and stop strings are checked on the host on
-token ids (stop strings byte-wise through a memoised automaton, so a stop string spanning tokens is found).
-Finished rows are masked, and dropped from the cache (one copy) once at most half the rows are alive.
+token ids (stop strings byte-wise through a memoised automaton, `training.stops`, so a stop string spanning tokens
+is found). Finished rows are masked, and dropped from the cache (one copy) once at most half the rows are alive.
 `compile: auto` compiles the decode forward on CUDA over a fixed-shape cache (untested on CUDA here: no GPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from training.config import check
 from training.errors import MedrlError
 from training.kv_cache import CACHE_KWARG, RolloutKVCache, decode_attention, prefill_mask
 from training.models import disable_cpu_bf16_repack
+from training.stops import StopStrings
 
 log = logging.getLogger(__name__)
 
@@ -136,106 +137,52 @@ def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.G
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-# ---------------------------------------------------------------- stop strings, on token ids
-
-def _byte_level_alphabet() -> dict[str, int]:
-    """Byte-level BPE's printable stand-in for every byte (GPT-2's scheme, used by Qwen and Llama 3): printable
-    Latin-1 bytes stand for themselves, the other 68 are shifted to code points 256 and up, in byte order."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    out, shift = {chr(b): b for b in keep}, 0
-    for b in range(256):
-        if b not in out.values():
-            out[chr(256 + shift)] = b
-            shift += 1
-    return out
+def sample_with_logprobs(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None,
+                         banned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the sampled ids, their log-probs at the log-prob temperature): one decode step of every sampler."""
+    nxt = sample_next(logits, config, generator, banned)
+    return nxt, torch.log_softmax(logits / config.logprob_temperature, -1).gather(-1, nxt[:, None])[:, 0]
 
 
-_TOKEN_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+@dataclass
+class Decoding:
+    """What a decode loop needs beside the model and its prompts, resolved once per call the same way for the group
+    sampler here and the multi-turn sampler (`training.tree_sampler`)."""
+
+    base: torch.nn.Module  # the unwrapped model (no DDP / peft wrapper)
+    tokenizer: Any
+    device: torch.device
+    eos: set[int]  # ids that end a completion (`eos_ids`; empty under ignore_eos)
+    pad_id: int  # the tokenizer's pad id, else the smallest EOS id, else 0
+    generator: torch.Generator | None  # the caller's, else a new one seeded with `config.seed`, else None
+    stops: StopStrings
 
 
-def token_bytes(tokenizer: Any) -> list[bytes] | None:
-    """The bytes of every token id, for byte-level BPE tokenizers; None when the tokenizer is not one, or when
-    joining the bytes of a sample of ids does not reproduce `tokenizer.decode` (then stops fall back to text)."""
+def decoding(model: torch.nn.Module, processor: Any, config: SamplingConfig,
+             generator: torch.Generator | None = None) -> Decoding:
+    """Resolve a sampler call's EOS, pad id, generator and stop strings; `processor` is the tokenizer or a
+    processor with `.tokenizer`."""
+    base = unwrap_model(model)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    device = model_device(base)
+    eos = eos_ids(base, tokenizer, config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
+    if generator is None and config.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+    stops = StopStrings(tokenizer, config.stop_strings)
+    disable_cpu_bf16_repack(base)  # a model loaded outside load_policy may still repack
+    return Decoding(base, tokenizer, device, eos, int(pad_id), generator, stops)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode (no dropout) inside the block, back in the mode it was in after it."""
+    was_training = model.training
+    model.eval()
     try:
-        return _TOKEN_BYTES[tokenizer]
-    except (KeyError, TypeError):
-        pass
-    alphabet = _byte_level_alphabet()
-    added = {int(i): t.content.encode() for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
-    n = len(tokenizer)
-    table: list[bytes] | None = []
-    for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(n)))):
-        if i in added:
-            table.append(added[i])
-        elif tok is None or any(c not in alphabet for c in tok):
-            table = None
-            break
-        else:
-            table.append(bytes(alphabet[c] for c in tok))
-    if table is not None:
-        step = max(1, n // 64)
-        samples = [list(range(i, min(i + 48, n))) for i in range(0, n, step)] + [sorted(added)]
-        for ids in samples:
-            text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            if b"".join(table[i] for i in ids).decode("utf-8", errors="replace") != text:
-                table = None
-                break
-    try:
-        _TOKEN_BYTES[tokenizer] = table
-    except TypeError:
-        pass
-    return table
-
-
-class _StopStrings:
-    """Per-row stop-string matching fed one token id at a time.
-
-    Byte-level tokenizers: each row's state is the longest tail of its output bytes that begins some stop
-    string; a (state, token) pair is resolved once and memoised, so a step costs one dict look-up per live row.
-    Other tokenizers: the row's last few tokens are decoded (enough for the longest stop string).
-    """
-
-    def __init__(self, tokenizer: Any, stop_strings: Sequence[str]):
-        self.tokenizer = tokenizer
-        self.stops = [s for s in stop_strings if s]
-        self.table = token_bytes(tokenizer) if self.stops else None
-        self.byte_stops = [s.encode() for s in self.stops]
-        self.prefixes = {s[:i] for s in self.byte_stops for i in range(len(s))}
-        self.longest = max((len(s) for s in self.byte_stops), default=0)
-        self.window = max((len(s) for s in self.stops), default=0) + 2  # text fallback: >= 1 char per token
-        self.memo: dict[tuple[bytes, int], tuple[bytes, bool]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.stops)
-
-    def start(self) -> Any:
-        """A new row's state."""
-        return b"" if self.table is not None else []
-
-    def feed(self, state: Any, token: int) -> tuple[Any, bool]:
-        """(the row's new state, whether a stop string has just been completed)."""
-        if self.table is None:
-            state.append(token)
-            tail = self.tokenizer.decode(state[-self.window:], skip_special_tokens=False)
-            return state, any(s in tail for s in self.stops)
-        key = (state, token)
-        hit = self.memo.get(key)
-        if hit is None:
-            text = state + (self.table[token] if 0 <= token < len(self.table) else b"")
-            if any(s in text for s in self.byte_stops):
-                hit = (b"", True)
-            else:
-                k = min(len(text), self.longest - 1)
-                while k > 0 and text[len(text) - k:] not in self.prefixes:
-                    k -= 1
-                hit = (text[len(text) - k:] if k else b"", False)
-            self.memo[key] = hit
-        return hit
-
-    def cut(self, text: str) -> str:
-        """The text up to and including the first stop string."""
-        ends = [text.find(s) + len(s) for s in self.stops if s in text]
-        return text[: min(ends)] if ends else text
+        yield
+    finally:
+        model.train(was_training)
 
 
 # ---------------------------------------------------------------- the decode forward, compiled or not
@@ -352,7 +299,7 @@ class _Rows:
 
 @torch.no_grad()
 def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: SamplingConfig, eos: set[int],
-                stops: _StopStrings, pad_id: int, generator: torch.Generator | None, static: bool,
+                stops: StopStrings, pad_id: int, generator: torch.Generator | None, static: bool,
                 forward: Callable = _decode_forward) -> tuple[torch.Tensor, torch.Tensor, list[int], list[bool]]:
     """All prompts -> (tokens (steps, rows), logprobs (steps, rows), done_at per row, truncated per row).
 
@@ -395,8 +342,7 @@ def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: 
                 logits = forward(base, cache, step_ids, pos[..., None])
                 finite = torch.isfinite(logits).all(-1)
                 logits = logits.masked_fill(~finite[:, None], 0.0)  # sample something; the step is an error below
-                nxt = sample_next(logits, config, generator, banned)
-                lp = torch.log_softmax(logits / config.logprob_temperature, -1).gather(-1, nxt[:, None])[:, 0]
+                nxt, lp = sample_with_logprobs(logits, config, generator, banned)
                 if index is None:
                     tokens[t], logps[t] = nxt, lp
                 else:
@@ -469,15 +415,8 @@ def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[
     `processor` is the tokenizer or a processor with `.tokenizer` (for decoding, EOS and pad ids).
     """
     config.validate()
-    base = unwrap_model(model)
-    tokenizer = getattr(processor, "tokenizer", processor)
-    device = model_device(base)
-    eos = eos_ids(base, tokenizer, config)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
-    if generator is None and config.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-    stops = _StopStrings(tokenizer, config.stop_strings)
-    disable_cpu_bf16_repack(base)  # a model loaded outside load_policy may still repack
+    d = decoding(model, processor, config, generator)
+    base, tokenizer, device, pad_id, stops = d.base, d.tokenizer, d.device, d.pad_id, d.stops
     g = config.num_generations
     moved = [p.to(device) for p in prompts]
     if not moved:
@@ -485,22 +424,18 @@ def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[
         return RolloutBatch([], empty, empty.bool(), torch.zeros(0, dtype=torch.long, device=device), int(pad_id),
                             empty.float(), [], torch.zeros(0, dtype=torch.bool, device=device),
                             config.logprob_temperature)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         # inference_mode skips autograd's version counters (~15% of a tiny model's decode step); the clones
         # below turn the results back into ordinary tensors the loss can use.
         with torch.inference_mode():
-            tokens, logps, done_at, truncated = _decode_with_compile(base, moved, config, eos, stops, pad_id,
-                                                                     generator)
+            tokens, logps, done_at, truncated = _decode_with_compile(base, moved, config, d.eos, stops, pad_id,
+                                                                     d.generator)
             width = max(done_at)
             lengths = torch.tensor(done_at, device=device)
             mask = torch.arange(width, device=device)[None] < lengths[:, None]
             ids = torch.where(mask, tokens[:width].T, pad_id)
             lp = torch.where(mask, logps[:width].T, 0.0)
         ids, mask, lp = ids.clone(), mask.clone(), lp.clone()
-    finally:
-        model.train(was_training)
     texts = []
     for row, n_tok in zip(ids.tolist(), done_at):
         texts.append(stops.cut(tokenizer.decode(row[:n_tok], skip_special_tokens=True)))

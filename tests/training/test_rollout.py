@@ -20,13 +20,12 @@ from training.rollout import (
     SamplingConfig,
     _decode_all,
     _decode_forward,
-    _StopStrings,
     eos_ids,
     generate_rollouts,
     never_sampled_ids,
     sample_next,
-    token_bytes,
 )
+from training.stops import StopStrings, token_bytes
 
 
 def naive_completion_logprobs(model, batch, **kwargs):
@@ -332,7 +331,7 @@ def test_static_cache_layout_equals_eager(text_setup):
     prompts = _ragged(tok)
     cfg = SamplingConfig(num_generations=2, max_new_tokens=8, temperature=0)
     eos = eos_ids(model, tok, cfg)
-    stops = _StopStrings(tok, [])
+    stops = StopStrings(tok, [])
     with torch.inference_mode():
         eager = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=False)
         static = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True)
@@ -355,7 +354,7 @@ def test_decode_step_compiles_as_one_graph(text_setup):
     model, tok, _ = text_setup
     prompts = _ragged(tok)
     cfg = SamplingConfig(num_generations=2, max_new_tokens=5, temperature=0)
-    eos, stops = eos_ids(model, tok, cfg), _StopStrings(tok, [])
+    eos, stops = eos_ids(model, tok, cfg), StopStrings(tok, [])
     counter = CompileCounterWithBackend("eager")
     compiled = torch.compile(_decode_forward, backend=counter, dynamic=False, fullgraph=True)
     torch._dynamo.reset()
@@ -400,7 +399,7 @@ def test_stop_matcher_bytes_equal_text_fallback(text_setup):
     ids = tok(text).input_ids
     assert any("\ufffd" in tok.decode([i]) for i in ids)  # some character is split across tokens
     for stops in (["é"], ["</answer>"], ["ïve", "## e"], ["au l", "ait <"], ["not there"]):
-        fast, slow = _StopStrings(tok, stops), _StopStrings(tok, stops)
+        fast, slow = StopStrings(tok, stops), StopStrings(tok, stops)
         slow.table = None
         for m in (fast, slow):
             state, hit_at = m.start(), None

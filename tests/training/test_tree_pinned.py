@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from clinical.cases import make_case_records
-from training.tree import RolloutConfig, TreeConfig, sample_trees
+from training.tree import RolloutConfig, TreeConfig
+from training.tree_sampler import sample_trees
 
 # (node id, parent id, model-turn token ids) of every non-root node of every tree, in tree order
 PINNED: list[list[tuple[int, int, list[int]]]] = [

@@ -9,7 +9,9 @@ import torch
 from clinical.cases import make_case_records
 from training.batch import fed_lengths, select_groups
 from training.forward import completion_logprobs
-from training.tree import RolloutConfig, TreeConfig, rows_per_prompt, sample_trees, tree_hidden
+from training.tree import RolloutConfig, TreeConfig, rows_per_prompt
+from training.tree_pack import tree_hidden
+from training.tree_sampler import sample_trees
 
 STOPS = ["</ask>", "</answer>"]
 

@@ -15,10 +15,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
+from training.responses import ANSWER, THINK, tagged
+
 from .runs import RunsReader
 
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
-_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
 _DX = re.compile(r"(most likely diagnosis|diagnosis|impression)\s*:", re.I)
 
 
@@ -44,9 +44,9 @@ class Generation:
 
 def split_answer(text: str) -> tuple[str, str]:
     """(reasoning, answer): `<think>`/`<answer>` tags, else 'Findings ... Diagnosis: X', else all of it is the answer."""
-    think, ans = _THINK.search(text), _ANSWER.search(text)
-    if think or ans:
-        return (think.group(1).strip() if think else ""), (ans.group(1).strip() if ans else "")
+    think, ans = tagged(text, THINK, closed=False), tagged(text, ANSWER, closed=False)
+    if think is not None or ans is not None:
+        return (think or "").strip(), (ans or "").strip()
     m = ([None] + list(_DX.finditer(text)))[-1]  # the last 'diagnosis:' cue
     if m is not None and m.start() > 0:
         return text[: m.start()].strip(), text[m.start():].strip()
@@ -111,7 +111,7 @@ class InferenceService:
         """
         from training.batch import encode_prompts
         from training.chat import render
-        from training.rollout import SamplingConfig, generate_rollouts
+        from training.generation import generate_completions
 
         pol, load_s = self.policy(run_id, stage)
         if images and not pol.is_vlm:
@@ -121,22 +121,18 @@ class InferenceService:
             t = time.perf_counter()
             text = render(pol.processor, messages, add_generation_prompt=True) + continuation
             prompts = encode_prompts(pol.processor, [text], [images] if images else None)
-            out = generate_rollouts(pol.model, pol.processor, prompts,
-                                    SamplingConfig(num_generations=1, max_new_tokens=n, temperature=0,
-                                                   stop_strings=list(stop_strings or [])))
+            out = generate_completions(pol, prompts, n, stop_strings=stop_strings or (), precision="fp32")[0][0]
             seconds = time.perf_counter() - t
-        answer_text = out.texts[0]
-        reasoning, answer = split_answer(answer_text)
-        used = int(out.completion_mask[0].sum())
-        ended = used < n or _ends_turn(pol, out, used) or any(answer_text.endswith(s) for s in stop_strings or [])
-        return Generation(run_id, stage, answer_text, reasoning, answer, used, seconds, load_s, n, bool(ended))
+        reasoning, answer = split_answer(out.text)
+        used = out.length
+        ended = used < n or _ends_turn(pol, out.token_ids) or any(out.text.endswith(s) for s in stop_strings or [])
+        return Generation(run_id, stage, out.text, reasoning, answer, used, seconds, load_s, n, bool(ended))
 
 
-def _ends_turn(policy, out, used: int) -> bool:
+def _ends_turn(policy, token_ids: list[int]) -> bool:
     """Did the completion's last kept token end the turn (an answer exactly `budget` long that finished)?"""
-    ids = getattr(out, "completion_ids", None)
-    if ids is None or used == 0:
+    if not token_ids:
         return False
     eos = policy.tokenizer.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos]) | {policy.tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    return int(ids[0, used - 1]) in eos
+    return int(token_ids[-1]) in eos

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.env import OBSERVATION, with_first_observation
+from training.responses import ANSWER, BOXED_CHOICE, sole_tag
 from training.run import DISCLAIMER
 
 N_SAMPLES = 12
@@ -33,11 +34,8 @@ NO_CASE_RUNS = ("No run here was trained on multi-step cases, so no model is off
                 "in the action grammar it was trained on (an RL run on the clinical_case environment, e.g. "
                 "Tree-GRPO with `medrl train clinical_cases_tiny`; `medrl demo` writes one to runs/demo/cases). "
                 "You can still step through the case yourself.")
-# One action and nothing else (whitespace aside); tags inside the body are not allowed, so two actions in one turn
-# or an action wrapped in prose do not read as one.
-_ASK_ONLY = re.compile(r"<ask>([^<>]*)</ask>")
-_ANSWER_ONLY = re.compile(r"<answer>([^<>]*)</answer>")
-_LETTER = re.compile(r"\\boxed\{\s*([A-E])\s*\}|\(?([A-E])\)?")
+# An option letter alone: boxed, bare or in brackets (a turn is one action and nothing else: `sole_tag`).
+_LETTER = re.compile(BOXED_CHOICE.pattern + r"|\(?([A-E])\)?")
 _LETTER_LABEL = re.compile(r"\(?([A-E])\)\s*(.+)", re.S)
 
 
@@ -175,11 +173,11 @@ def read_action(text: str, session: CaseSession) -> str | None:
     from clinical.cases import parse_action
 
     text = text.strip()
-    if _ASK_ONLY.fullmatch(text):
+    if sole_tag(text, "ask") is not None:
         return text if parse_action(text, derm=session.is_derm()).kind != "invalid" else None
-    m = _ANSWER_ONLY.fullmatch(text)
-    if m:
-        letter = _option_letter(m.group(1), dict(session.options))
+    body = sole_tag(text, ANSWER)
+    if body is not None:
+        letter = _option_letter(body, dict(session.options))
         return f"<answer>{letter}</answer>" if letter else None
     return None
 

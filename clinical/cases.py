@@ -19,11 +19,12 @@ import re
 from dataclasses import dataclass, field
 
 from training.env import environment, split_turns
+from training.responses import boxed_choice, tag_pattern
 from training.rewards import reward
 
 LETTERS = "ABCDE"
-ASK = re.compile(r"<ask>(.*?)</ask>", re.S)
-ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+ASK = tag_pattern("ask", ignore_case=False)
+ANSWER = tag_pattern("answer", ignore_case=False)
 INVALID = ("Invalid action. Ask with <ask>history</ask>, <ask>exam</ask>, <ask>labs: NAME</ask> (dermatology: "
            "<ask>dermoscopy</ask>) or answer with <answer>LETTER</answer>.")
 INSTRUCTIONS = ("You are assessing a patient step by step. Each turn, write exactly one action: <ask>history</ask>, "
@@ -61,9 +62,9 @@ def parse_action(text: str, derm: bool = False) -> Action:
 def answer_letter(answer: str, options: dict[str, str]) -> str | None:
     """An option letter from 'B', 'B) label', '\\boxed{B}' or the label itself; None if none fits."""
     text = answer.strip()
-    boxed = re.search(r"\\boxed\{\s*([A-E])\s*\}", text)
+    boxed = boxed_choice(text)
     if boxed:
-        return boxed.group(1)
+        return boxed
     m = re.match(r"^\(?([A-E])\b", text)
     if m:
         return m.group(1)

@@ -9,8 +9,20 @@ findings): a policy should be told what it is scored on. Torch-free: the importe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from training.responses import (
+    ANSWER,
+    THINK,
+    box_count,
+    boxes,
+    tag_counts,
+    tagged,
+    without,
+    without_boxes,
+    without_tags,
+)
+from training.responses import BOX_RE as BOX_RE  # the app's answer view marks boxes with the same pattern
 
 SYSTEM = (
     "You are a medical expert in clinical reasoning, diagnosis and treatment. Answer in exactly two parts.\n"
@@ -24,10 +36,6 @@ SYSTEM = (
 CHOICE_NOTE = "Give your final choice as one letter in \\boxed{}."
 MULTI_NOTE = "More than one option may be true; choose the single best one."
 
-THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
-BOX = "\\boxed"
-BOX_RE = re.compile(r"\\boxed\{(.*?)\}", re.S)  # the released code's pattern: first '}' closes the box
-_TAGS = re.compile(r"</?(?:think|answer)>", re.I)
 
 
 def format_options(options: dict[str, str]) -> str:
@@ -62,19 +70,15 @@ class Response:
         """What the model reasoned in: the think part, else everything outside the answer, tags removed."""
         if self.think is not None:
             return self.think
-        outside = re.sub(r"<answer>.*?(?:</answer>|$)", " ", self.text, flags=re.S | re.I)
-        return _TAGS.sub(" ", outside)
+        return without_tags(without(self.text, ANSWER, closed=False))
 
     @property
     def summary(self) -> str:
         """The answer part without its box (the summary the format asks for)."""
-        return BOX_RE.sub(" ", self.answer or "").strip()
+        return without_boxes(self.answer or "").strip()
 
 
 def parse_response(text: str) -> Response:
     """Split a completion into its think and answer parts and find its boxes."""
-    think = re.search(r"<think>(.*?)</think>", text, re.S | re.I)
-    answer = re.search(r"<answer>(.*?)</answer>", text, re.S | re.I)
-    counts = {t: len(re.findall(re.escape(t), text, re.I)) for t in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)}
-    return Response(text=text, think=think.group(1) if think else None, answer=answer.group(1) if answer else None,
-                    boxes=BOX_RE.findall(text), box_count=text.count(BOX), tag_counts=counts)
+    return Response(text=text, think=tagged(text, THINK), answer=tagged(text, ANSWER), boxes=boxes(text),
+                    box_count=box_count(text), tag_counts=tag_counts(text))

@@ -42,9 +42,9 @@ import json
 import re
 
 from knowledge_graph.kg import KnowledgeGraph
+from training.responses import box_count, boxes, strict_parts, without_boxes
 from training.rewards import reward
 
-from .prompts import BOX_RE, parse_response
 from .reasoning import Analysis, analyse
 
 EVIDENCE_FINDINGS, EVIDENCE_WORDS = 3, 5
@@ -52,7 +52,6 @@ W_REJECT, W_COVER, W_VERIFY = 0.5, 0.25, 0.25
 # English letters, digits, ASCII punctuation and whitespace, plus symbols clinical English uses.
 _ENGLISH = frozenset(chr(c) for c in range(32, 127)) | set("\n\t\r°µ±×÷≤≥–—‘’“”…·•→←↑↓")
 _LETTER = re.compile(r"[A-Z]")
-_FORMAT = re.compile(r"<think>(.*?)</think>\s*<answer>(.*?)</answer>", re.S)
 _KG: list[KnowledgeGraph] = []
 
 
@@ -74,13 +73,13 @@ def use_kg(graph: KnowledgeGraph) -> None:
 # ---------------------------------------------------------------------------------------------- the released three
 def accuracy_score(text: str, gold: str | None) -> float:
     """1 / 0 / -0.5 (not a letter) / -1 (no box parses) / -n (n boxes)."""
-    n = text.count("\\boxed")
+    n = box_count(text)
     if n > 1:
         return -float(n)
-    m = BOX_RE.search(text) if n == 1 else None
-    if m is None:
+    found = boxes(text) if n == 1 else []
+    if not found:
         return -1.0
-    inside = m.group(1).strip()
+    inside = found[0].strip()
     if len(inside) != 1 or not _LETTER.fullmatch(inside):
         return -0.5
     return 1.0 if gold is not None and inside == str(gold).strip().upper() else 0.0
@@ -88,14 +87,11 @@ def accuracy_score(text: str, gold: str | None) -> float:
 
 def format_score(text: str) -> float:
     """1 for the tag structure alone, +0.5 when the answer holds a summary and exactly one box."""
-    text = text.strip()
-    r = parse_response(text)
-    m = _FORMAT.fullmatch(text)
-    if not m or any(v != 1 for v in r.tag_counts.values()) or not m.group(1).strip() or not m.group(2).strip():
+    parts = strict_parts(text.strip(), ignore_case=False)
+    if parts is None:
         return 0.0
-    answer = m.group(2).strip()
-    boxes = BOX_RE.findall(answer)
-    return 1.5 if len(boxes) == 1 and answer.count("\\boxed") == 1 and BOX_RE.sub("", answer).strip() else 1.0
+    answer = parts[1].strip()
+    return 1.5 if len(boxes(answer)) == 1 and box_count(answer) == 1 and without_boxes(answer, "").strip() else 1.0
 
 
 def language_score(text: str) -> float:

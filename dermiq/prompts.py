@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from knowledge_graph.lexicon import normalize
+from training.responses import ANSWER, TAGS, THINK, strict_parts, tagged, without
 
 # The four headings of the analysis, in order; the finding types each one reports (the SFT target's layout).
 SECTIONS: tuple[str, ...] = ("Colour and pigmentation", "Texture and surface", "Shape and border", "Distribution")
@@ -27,8 +28,7 @@ NOT_SEEN = "no distinctive finding"  # what a section says when the image shows 
 QUESTION = "Examine this skin lesion image and give the most likely condition."
 LABELS_PREFIX = "Labels: "
 LABEL_SEP = "; "
-THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
-TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = TAGS
 
 _LAYOUT = "\n".join([THINK_OPEN, *(f"{s}: ..." for s in SECTIONS), THINK_CLOSE, f"{ANSWER_OPEN}condition{ANSWER_CLOSE}"])
 _INTRO = (
@@ -42,9 +42,6 @@ _INTRO = (
 _HEADING = re.compile(
     r"^[ \t>*#\-\d.)]*\**\s*(colou?r and pigmentation|texture and surface|shape and border|distribution)\s*\**\s*:\**",
     re.I | re.M)
-_THINK = re.compile(r"<think>(.*?)</think>", re.S | re.I)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-_FULL = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S | re.I)
 _LETTER = re.compile(r"[^\W\d_]")
 
 
@@ -105,18 +102,14 @@ class Response:
         """Where the findings are described: the think part, else everything but the answer."""
         if self.think is not None:
             return self.think
-        return _ANSWER.sub(" ", self.text)
+        return without(self.text, ANSWER)
 
 
 def parse_response(text: str) -> Response:
     """Split a completion into think / answer and the analysis into its headed sections."""
-    think_m, answer_m = _THINK.search(text), _ANSWER.search(text)
-    think = think_m.group(1) if think_m else None
-    answer = answer_m.group(1).strip() if answer_m else None
-    full = _FULL.fullmatch(text)
-    counts = [len(re.findall(re.escape(t), text, re.I)) for t in TAGS]
-    well_formed = bool(full) and counts == [1, 1, 1, 1] and bool(full.group(1).strip()) and bool(full.group(2).strip())
-    return Response(text, think, answer, well_formed, _sections(think or ""))
+    think, answer = tagged(text, THINK), tagged(text, ANSWER)
+    answer = answer.strip() if answer is not None else None
+    return Response(text, think, answer, strict_parts(text) is not None, _sections(think or ""))
 
 
 def _sections(think: str) -> dict[str, str]:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.atomic import atomic_jsonl
 from training.errors import DataError
 
 from .prompts import MULTI_NOTE, build_prompt
@@ -332,36 +331,6 @@ def assign_split(key: str, declared: str | None, fracs: dict[str, float], seed: 
     return "train"
 
 
-class _SplitWriter:
-    """train/val/test.jsonl written line by line into temporary files, renamed over the outputs only on commit."""
-
-    def __init__(self, out: Path):
-        out.mkdir(parents=True, exist_ok=True)
-        self.out, self.files, self.tmp = out, {}, {}
-        for s in SPLITS:
-            fd, tmp = tempfile.mkstemp(prefix=f".{s}.jsonl.", dir=out)
-            self.files[s], self.tmp[s] = os.fdopen(fd, "w", encoding="utf-8"), Path(tmp)
-
-    def write(self, split: str, rec: dict) -> None:
-        self.files[split].write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-    def commit(self) -> dict[str, str]:
-        for f in self.files.values():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        paths = {}
-        for s, tmp in self.tmp.items():
-            os.replace(tmp, self.out / f"{s}.jsonl")
-            paths[s] = str(self.out / f"{s}.jsonl")
-        return paths
-
-    def abort(self) -> None:
-        for s, f in self.files.items():
-            f.close()
-            self.tmp[s].unlink(missing_ok=True)
-
-
 def _items(fmt: str, path: str, n: int, seed: int) -> Iterator[tuple[str, str | None, Item | RowError]]:
     """(where, declared split, item or error) for every input row."""
     if fmt == "vignettes":
@@ -408,8 +377,7 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
     fracs = {"val": 0.0 if "val" in declared else val_frac, "test": 0.0 if "test" in declared else test_frac}
     counts, skipped, examples, seen = Counter(), Counter(), [], set()
     eval_only = 0
-    writer = _SplitWriter(Path(out))
-    try:
+    with atomic_jsonl(out, SPLITS) as writer:  # the three splits renamed into place together, or none
         for where, split, item in _items(fmt, path, n, seed):
             if isinstance(item, RowError):
                 skipped[item.reason] += 1
@@ -430,14 +398,10 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
         if not counts:
             first = f" (first problem: {examples[0]})" if examples else ""
             raise DataError(f"{path}: no usable {fmt} rows{first}")
-        outputs = writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
     return {"format": fmt, "input": path, "inputs": [str(f) for f in files], "out": str(out),
             "splits": {s: counts[s] for s in SPLITS}, "eval_only": eval_only,
             "skipped": dict(sorted(skipped.items())), "skipped_total": sum(skipped.values()),
-            "examples": examples, "files": outputs, "seed": seed,
+            "examples": examples, "files": writer.paths, "seed": seed,
             "fractions": {"val": fracs["val"], "test": fracs["test"]}}
 
 

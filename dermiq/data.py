@@ -15,7 +15,6 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from knowledge_graph.kg import KnowledgeGraph
 from knowledge_graph.lexicon import normalize
 from training import images
+from training.atomic import atomic_jsonl
 from training.errors import DataError
 
 from .prompts import build_prompt
@@ -410,19 +410,6 @@ def _rel(path: Path, out: Path) -> str:
         return str(path.resolve())
 
 
-def _write_splits(out: Path, records: dict[str, list[dict]]) -> dict[str, str]:
-    """Every split file written whole under a temporary name, then renamed: no half-written output."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, recs in records.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{split}.jsonl.", dir=out)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
-        os.replace(tmp, out / f"{split}.jsonl")
-        paths[split] = str(out / f"{split}.jsonl")
-    return paths
-
-
 def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0.1, test_frac: float = 0.1,
                 seed: int = 0, kg: KnowledgeGraph | None = None, max_pixels: int = MAX_PIXELS) -> dict:
     """Convert a data set into ``out``/{train,val,test}.jsonl; return the summary (see ``summary_table``)."""
@@ -477,14 +464,17 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
                "answer": kg.label(cid), "meta": meta}
         records[split_of[row.group]].append(rec)
         labels[rec["answer"]] += 1
-    files = _write_splits(out, records)
+    with atomic_jsonl(out, list(records)) as files:  # every split renamed into place together
+        for split, recs in records.items():
+            for rec in recs:
+                files.write(split, rec)
     summary.kept = len(kept)
     return {"format": fmt, "input": str(path), "out": str(out), "kept": summary.kept,
             "skipped": sum(summary.reasons.values()), "reasons": dict(sorted(summary.reasons.items())),
             "splits": {s: len(records[s]) for s in SPLITS}, "examples": summary.examples,
             "unmapped": dict(summary.unmapped.most_common()), "labels": dict(labels.most_common()),
-            "images_dropped": summary.images_dropped, "groups": len(groups), "files": files, "seed": seed,
-            "fractions": fracs, "max_pixels": max_pixels}
+            "images_dropped": summary.images_dropped, "groups": len(groups), "files": files.paths,
+            "seed": seed, "fractions": fracs, "max_pixels": max_pixels}
 
 
 def summary_table(s: dict) -> str:

@@ -1,7 +1,7 @@
 """Atomic checkpoints and exact resume.
 
-A checkpoint folder is written under a temporary name and renamed into place, so a crash never leaves a
-half-written `step-N/`. It holds the trainable weights (a peft adapter folder, safetensors), the optimizer
+A checkpoint folder is written under a temporary name and renamed into place (`training.atomic`), so a crash never
+leaves a half-written `step-N/`. It holds the trainable weights (a peft adapter folder, safetensors), the optimizer
 and scheduler states (torch files loaded with `weights_only=True`), every RNG state and the trainer's own
 state: step and data position as JSON, its tensors (sampling generator, reference adapter) as safetensors.
 """
@@ -9,56 +9,20 @@ state: step and data position as JSON, its tensors (sampling generator, referenc
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+# atomic_write_text is re-exported: the config, task-card and evaluation writers import it from here
+from training.atomic import atomic_dir
+from training.atomic import atomic_write_text as atomic_write_text
 from training.errors import MedrlError
 from training.run import CHECKPOINT_MARKER, RunDir
 
 TRAINER_TENSORS = "trainer_state.safetensors"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `final` in one rename."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        old = None
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.rename(final, old)
-        os.rename(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- RNG

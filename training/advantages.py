@@ -300,8 +300,8 @@ def needs_correct(estimator: str) -> bool:
 
 
 @ESTIMATORS.register("grpo")
-def grpo(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, subgroups: Tensor | None,
-         cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+def grpo_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
+                   subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
     """GRPO (Shao et al. 2024, "DeepSeekMath", sec. 4.1): the group z-score as it is; (N,) -> (N,).
 
     `correct` (N,) is only logged (`frac_correct`) when given.
@@ -311,8 +311,8 @@ def grpo(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None
 
 
 @ESTIMATORS.register("grpo++", needs_correct=True)
-def grpo_plus_plus(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
-                   subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+def grpo_plus_plus_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
+                             subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
     """GRPO++ (DermIQ-VLM's GRPO with a binary fallback): the group z-score where a group's signal has spread,
     +1 for a correct / -1 for a wrong completion where it has none (std < eps); (N,) -> (N,), `correct` (N,)."""
     if correct is None:
@@ -323,8 +323,8 @@ def grpo_plus_plus(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Ten
 
 
 @ESTIMATORS.register("binary", needs_correct=True)
-def binary(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, subgroups: Tensor | None,
-           cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+def binary_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
+                     subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
     """The other reading of GRPO++'s "binary advantage" (DermIQ-VLM): +1 correct / -1 wrong in every group, flat
     or not, the z-score ignored; (N,) -> (N,), `correct` (N,)."""
     if correct is None:
@@ -358,8 +358,8 @@ def tree_advantages(rewards: Tensor, prompt_ids: Tensor, tree_ids: Tensor, eps: 
 
 
 @ESTIMATORS.register("tree")
-def tree(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None, subgroups: Tensor | None,
-         cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+def tree_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
+                   subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
     """Tree-GRPO (Ji et al. 2025, "Tree Search for LLM Agent Reinforcement Learning"): inter-tree plus intra-tree
     z-scores of the combined signal (N,) -> (N,); `subgroups` (N,) is each row's tree."""
     if subgroups is None:

@@ -1,4 +1,5 @@
-"""Losses: clipped policy surrogate (+ KL, entropy), DPO, and the memory-lean log-prob helpers of the output head.
+"""Losses: policy losses by name (`POLICY_LOSSES`; the clipped surrogate + KL, entropy), DPO, and the memory-lean
+log-prob helpers of the output head.
 
 Gradient accumulation: every loss takes an optional ``normalizer``, the denominator of the FULL batch
 (all micro-batches of one optimizer step). Pass the same normalizer to every micro-batch and call

@@ -100,7 +100,7 @@ def test_zero_std_groups_uses_eps() -> None:
 # --- GRPO++ --------------------------------------------------------------------------------------
 
 
-def grpo_plus_plus(rewards: torch.Tensor, correct: torch.Tensor, groups, **options):
+def grpo_pp_advantages(rewards: torch.Tensor, correct: torch.Tensor, groups, **options):
     """The registered `grpo++` estimator on one reward, through the RL loop's entry point."""
     flat = rewards.reshape(-1)
     return compute_advantages({"r": flat}, {"r": 1.0}, groups, AdvantageConfig(estimator="grpo++", **options),
@@ -110,7 +110,7 @@ def grpo_plus_plus(rewards: torch.Tensor, correct: torch.Tensor, groups, **optio
 def test_grpo_plus_plus_binary_fallback_by_hand() -> None:
     # group 0 has spread: z-score [sqrt2, -1/sqrt2, -1/sqrt2]; group 1 all right -> +1; group 2 all wrong -> -1.
     rewards = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
-    adv, stats = grpo_plus_plus(rewards, rewards >= 0.5, 3, eps=1e-8)
+    adv, stats = grpo_pp_advantages(rewards, rewards >= 0.5, 3, eps=1e-8)
     r2 = math.sqrt(2)
     close(adv, [r2, -1 / r2, -1 / r2, 1, 1, 1, -1, -1, -1], tol=1e-5)
     assert stats["frac_binary_groups"] == pytest.approx(2 / 3)
@@ -121,7 +121,7 @@ def test_grpo_plus_plus_binary_fallback_by_hand() -> None:
 def test_grpo_plus_plus_with_none_scale() -> None:
     # group 0 centred only: [0.5, -0.5]; group 1 flat and both wrong: -1, -1.
     rewards = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    adv, _ = grpo_plus_plus(rewards, rewards > 0.5, 2, scale="none")
+    adv, _ = grpo_pp_advantages(rewards, rewards > 0.5, 2, scale="none")
     close(adv, [0.5, -0.5, -1.0, -1.0])
 
 

@@ -23,7 +23,9 @@ def pairs_file(tmp_path_factory):
     recs = [{"prompt": [{"role": "user", "content": f"What is {i} plus 1?"}],
              "chosen": [{"role": "assistant", "content": f"{i + 1}"}],
              "rejected": [{"role": "assistant", "content": f"{i + 3}, I think."}]} for i in range(4)]
-    return write_jsonl(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", recs)
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    write_jsonl(path, recs)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -13,27 +13,17 @@ from typing import ClassVar, Literal
 from training.config import check
 from training.losses import DPO_LOSS_TYPES, FORWARDS, HEADS
 from training.reference import ReferenceConfig
-from training.trainer_config import DataConfig, TrainerConfig
+from training.trainer_config import TokenizedDataConfig, TrainerConfig
 
 
 @dataclass
-class DPODataConfig(DataConfig):
-    """The DPO recipe's `data:` section: `train` holds `{"prompt": [messages], "chosen": [messages], "rejected":
-    [messages], "images": [...]}` pairs (TRL's conversational preference format); the other fields are
-    `DataConfig`'s.
-
-    Fields:
-        max_length (int, default 1024): prompt + completion tokens, > 8; completions are cut to fit, the prompt
-            never is (images) (TRL `max_length`).
-    """
+class DPODataConfig(TokenizedDataConfig):
+    """The DPO recipe's `data:` section (the fields are `TokenizedDataConfig`'s): `train` holds `{"prompt":
+    [messages], "chosen": [messages], "rejected": [messages], "images": [...]}` pairs (TRL's conversational
+    preference format); `max_length` bounds prompt + completion: completions are cut to fit, the prompt never is
+    (images)."""
 
     records: ClassVar[str] = "DPO pairs"
-
-    max_length: int = 1024
-
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        check(self.max_length > 8, f"{key}.max_length", "an integer > 8", self.max_length)
 
 
 @dataclass

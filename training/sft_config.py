@@ -6,25 +6,15 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from training.config import check
-from training.trainer_config import DataConfig, TrainerConfig
+from training.trainer_config import TokenizedDataConfig, TrainerConfig
 
 
 @dataclass
-class SFTDataConfig(DataConfig):
-    """The SFT recipe's `data:` section: `train` holds `{"messages": [...], "images": [...]}` records (TRL's
-    conversational format); the other fields are `DataConfig`'s.
-
-    Fields:
-        max_length (int, default 1024): tokens per record, > 8; longer records are cut (TRL `max_length`).
-    """
+class SFTDataConfig(TokenizedDataConfig):
+    """The SFT recipe's `data:` section (the fields are `TokenizedDataConfig`'s): `train` holds `{"messages":
+    [...], "images": [...]}` records (TRL's conversational format); a record longer than `max_length` is cut."""
 
     records: ClassVar[str] = "chat records"
-
-    max_length: int = 1024
-
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        check(self.max_length > 8, f"{key}.max_length", "an integer > 8", self.max_length)
 
 
 @dataclass

@@ -37,6 +37,22 @@ class DataConfig:
 
 
 @dataclass
+class TokenizedDataConfig(DataConfig):
+    """A `data:` section whose records are encoded whole, prompt and answer together (SFT, DPO).
+
+    Fields:
+        max_length (int, default 1024): tokens per record, > 8; what is cut to fit is the trainer's rule (see
+            its data section) (TRL `max_length`).
+    """
+
+    max_length: int = 1024
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        check(self.max_length > 8, f"{key}.max_length", "an integer > 8", self.max_length)
+
+
+@dataclass
 class TrainerConfig:
     """The sections every recipe has; each trainer's recipe class fixes `trainer` and its `data` type.
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from training import pipeline_cli as cli
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("clinical", help="Clinical-R1 data and pipeline")
@@ -32,92 +34,57 @@ def register(subparsers) -> None:
     i.set_defaults(handler=_import)
     t = sub.add_parser("train", help="cold-start SFT on reasoning traces -> CRPO from its adapter (a pipeline recipe)")
     _recipe_args(t, "runs/clinical")
-    t.add_argument("--stages", default=None, help="comma-separated stages to run, e.g. sft,crpo or crpo (default: "
-                   "the recipe's)")
-    t.add_argument("--no-eval", action="store_true", help="skip the evaluation of the last stage on test.jsonl")
-    t.add_argument("--json", action="store_true", help="print the result as JSON")
+    cli.add_train_args(t, "comma-separated stages to run, e.g. sft,crpo or crpo (default: the recipe's; CRPO starts "
+                       "from the SFT adapter in --out when that stage is finished)")
     t.set_defaults(handler=_train, accepts_overrides=True)
     e = sub.add_parser("eval", help="greedy answers of a run's adapter, accuracy and reasoning measures -> RUN/eval/")
-    e.add_argument("run", help="a run folder, e.g. runs/clinical/crpo")
-    e.add_argument("--data", required=True, help="RL records (JSONL), e.g. DIR/test.jsonl from medrl clinical import")
-    e.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
-    e.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's rollout length, else 512")
-    e.add_argument("--tag", default="metrics", help="file names under eval/: TAG.json (default metrics.json)")
-    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    cli.add_eval_args(e, "runs/clinical/crpo", "RL records (JSONL), e.g. DIR/test.jsonl from medrl clinical import",
+                      512)
     e.set_defaults(handler=_eval)
     a = sub.add_parser("ablate", help="GRPO vs CRPO arms from the same cold-start adapter, evaluated side by side")
     _recipe_args(a, "runs/clinical_ablation")
-    a.add_argument("--seeds", default="0,1", help="comma-separated RL seeds")
-    a.add_argument("--limit", type=int, default=None, help="held-out questions evaluated (the recipe's eval_limit)")
-    a.add_argument("--json", action="store_true", help="print the result as JSON (default: a table)")
+    cli.add_ablate_args(a, "0,1")
     a.set_defaults(handler=_ablate, accepts_overrides=True)
 
 
 def _recipe_args(p, out: str) -> None:
-    p.add_argument("--recipe", default="tiny", help="tiny (embedded Qwen2, CPU), 3b (Qwen2.5-3B-Instruct, QLoRA, "
-                   "12 GB GPU), a shipped pipeline recipe's name (`medrl recipes`) or a pipeline YAML")
-    p.add_argument("--data", default=None, help="folder from `medrl clinical import` (default: the recipe's; "
-                   "'embedded' imports KG vignettes)")
+    cli.add_recipe_args(p, out, "tiny (embedded Qwen2, CPU), 3b (Qwen2.5-3B-Instruct, QLoRA, 12 GB GPU), a shipped "
+                        "pipeline recipe's name (`medrl recipes`) or a pipeline YAML",
+                        "folder from `medrl clinical import` (default: the recipe's; 'embedded' imports KG vignettes)",
+                        "RL steps (of CRPO, or of each ablation arm; the recipe's crpo.run.max_steps)")
     p.add_argument("--sft-data", default=None, help="JSONL of {messages} reasoning traces for the cold start "
                    "(default: boxed traces built from the KG vignettes)")
-    p.add_argument("--out", default=out, help="output folder: one run folder per stage")
-    p.add_argument("--seed", type=int, default=None, help="data and SFT seed (the recipe's pipeline.seed)")
-    p.add_argument("--steps", type=int, default=None, help="RL steps (of CRPO, or of each ablation arm; the recipe's "
-                   "crpo.run.max_steps)")
     p.add_argument("--sft-steps", type=int, default=None, help="cold-start SFT steps (the recipe's sft.run.max_steps)")
 
 
 def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
-    from training.config import merge
+    from .pipeline import PIPELINE
 
-    from .pipeline import load_recipe
-
-    raw = load_recipe(args.recipe, args.overrides)
-    pipe = {k: v for k, v in (("data", args.data), ("sft_data", args.sft_data), ("seed", args.seed)) if v is not None}
-    steps = {s: {"run": {"max_steps": n}} for s, n in (("crpo", args.steps), ("sft", args.sft_steps)) if n}
-    return merge(raw, merge({"pipeline": pipe, **steps}, extra or {}))
+    return cli.recipe_from_args(PIPELINE, args, ("data", "sft_data", "seed"),
+                                {"crpo": args.steps, "sft": args.sft_steps}, extra)
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
-
     from .evaluate import metrics_table
-    from .pipeline import run_pipeline
+    from .pipeline import PIPELINE
 
-    extra: dict = {}
-    if args.stages:
-        extra["pipeline"] = {"stages": [s.strip() for s in args.stages.split(",") if s.strip()]}
-    result = run_pipeline(_recipe(args, extra), args.out, evaluate=not args.no_eval)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for stage, path in result["runs"].items():
-            print(f"{stage}: {path}")
-        if "eval" in result:
-            print(metrics_table(result["eval"]))
-    return 0
+    return cli.train(PIPELINE, args, _recipe, metrics_table)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
-
     from .evaluate import evaluate_run, metrics_table
 
     m = evaluate_run(args.run, args.data, limit=args.limit, max_new_tokens=args.max_new_tokens, tag=args.tag)
-    print(json.dumps(m, indent=2) if args.json else metrics_table(m))
-    return 0
+    return cli.show(m, args.json, metrics_table)
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    import json
-
     from training.config import parse_seeds
 
     from .ablate import run_ablation, table
 
-    result = run_ablation(_recipe(args), args.out, parse_seeds(args.seeds), limit=args.limit)
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+    seeds = parse_seeds(args.seeds)
+    return cli.show(run_ablation(_recipe(args), args.out, seeds, limit=args.limit), args.json, table)
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from training import pipeline_cli as cli
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("dermiq", help="DermIQ dermatology data and pipeline")
@@ -34,83 +36,45 @@ def register(subparsers) -> None:
     i.set_defaults(handler=_import)
     t = sub.add_parser("train", help="warm-up -> GRPO++ -> SFT -> KG-DPO, each stage its own run and adapter")
     _recipe_args(t, "runs/dermiq")
-    t.add_argument("--stages", default=None, help="comma-separated stages, e.g. grpo++,sft,dpo or dpo (default: the "
-                   "recipe's; a stage starts from the nearest earlier stage's adapter in --out)")
-    t.add_argument("--start-adapter", default=None, help="adapter the first stage starts from when no earlier stage "
-                   "is in --out")
-    t.add_argument("--eval", choices=["last", "all", "none"], default="last",
-                   help="evaluate the last stage, every stage run, or none on the held-out test.jsonl")
-    t.add_argument("--json", action="store_true", help="print the result as JSON")
+    cli.add_train_args(t, "comma-separated stages, e.g. grpo++,sft,dpo or dpo (default: the recipe's; a stage starts "
+                       "from the nearest earlier stage's adapter in --out)")
     t.set_defaults(handler=_train, accepts_overrides=True)
     pr = sub.add_parser("pairs", help="write the KG-judged DPO pairs from the SFT stage in --out, to review with "
                         "`medrl kg audit` before `train --stages dpo`")
     _recipe_args(pr, "runs/dermiq")
     pr.set_defaults(handler=_pairs, accepts_overrides=True)
     e = sub.add_parser("eval", help="a run's adapter on held-out lesions: balanced accuracy, ISIC CSV -> RUN/eval/")
-    e.add_argument("run", help="a run folder, e.g. runs/dermiq/dpo")
-    e.add_argument("--data", required=True, help="RL records (JSONL), e.g. DIR/test.jsonl from medrl dermiq import")
-    e.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
-    e.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's rollout length, else 160")
+    cli.add_eval_args(e, "runs/dermiq/dpo", "RL records (JSONL), e.g. DIR/test.jsonl from medrl dermiq import", 160)
     e.add_argument("--vote", type=int, default=0, help="also the majority answer of K samples (K >= 2)")
     e.add_argument("--vote-temperature", type=float, default=0.7)
-    e.add_argument("--tag", default="metrics", help="file names under eval/: TAG.json, TAG_probabilities.csv, ...")
-    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(handler=_eval)
     a = sub.add_parser("ablate", help="GRPO vs GRPO++ vs binary advantages from the same start at G=3")
     _recipe_args(a, "runs/dermiq_ablation")
-    a.add_argument("--seeds", default="0", help="comma-separated RL seeds")
+    cli.add_ablate_args(a, "0")
     a.add_argument("--arms", default="grpo,grpo++,binary", help="comma-separated estimators")
     a.add_argument("--group-size", type=int, default=3, help="G, samples per prompt")
-    a.add_argument("--limit", type=int, default=None, help="held-out images evaluated")
-    a.add_argument("--json", action="store_true", help="print the result as JSON (default: a table)")
     a.set_defaults(handler=_ablate, accepts_overrides=True)
 
 
 def _recipe_args(p, out: str) -> None:
-    p.add_argument("--recipe", default="tiny", help="tiny (embedded Qwen2.5-VL, CPU), 3b (Qwen2.5-VL-3B, QLoRA, "
-                   "12 GB GPU), a shipped pipeline recipe's name (`medrl recipes`) or a pipeline YAML")
-    p.add_argument("--data", default=None, help="folder from `medrl dermiq import` (train.jsonl, test.jsonl); "
-                   "default: the recipe's ('synthetic': KG-driven lesions)")
-    p.add_argument("--out", default=out, help="output folder: one run folder per stage")
-    p.add_argument("--seed", type=int, default=None, help="data and training seed (the recipe's pipeline.seed)")
-    p.add_argument("--steps", type=int, default=None, help="GRPO++ steps (of the stage, or of each ablation arm)")
+    cli.add_recipe_args(p, out, "tiny (embedded Qwen2.5-VL, CPU), 3b (Qwen2.5-VL-3B, QLoRA, 12 GB GPU), a shipped "
+                        "pipeline recipe's name (`medrl recipes`) or a pipeline YAML",
+                        "folder from `medrl dermiq import` (train.jsonl, test.jsonl); default: the recipe's "
+                        "('synthetic': KG-driven lesions)",
+                        "GRPO++ steps (of the stage, or of each ablation arm)")
 
 
 def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
+    from .pipeline import PIPELINE
 
-    from training.config import merge
-    from training.recipes import resolve
-
-    from .pipeline import RECIPES, load_recipe
-
-    # one resolver for every command: a path as given, 'tiny'/'3b', or a shipped recipe's name (an installed wheel)
-    path = resolve(args.recipe, RECIPES)
-    raw = load_recipe(str(path), args.overrides)
-    pipe = {k: v for k, v in (("data", args.data), ("seed", args.seed)) if v is not None}
-    steps = {"grpo++": {"run": {"max_steps": args.steps}}} if args.steps else {}
-    return merge(raw, merge({"pipeline": pipe, **steps}, extra or {}))
+    return cli.recipe_from_args(PIPELINE, args, ("data", "seed"), {"grpo++": args.steps}, extra)
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
-
     from .evaluate import metrics_table
-    from .pipeline import run_pipeline, stage_name
+    from .pipeline import PIPELINE
 
-    extra: dict = {"pipeline": {}}
-    if args.stages:
-        extra["pipeline"]["stages"] = [stage_name(s) for s in args.stages.split(",") if s.strip()]
-    if args.start_adapter:
-        extra["pipeline"]["start_adapter"] = args.start_adapter
-    result = run_pipeline(_recipe(args, extra), args.out, evaluate=args.eval)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    for stage, path in result["runs"].items():
-        print(f"{stage}: {path} (adapter {result['adapters'][stage]})")
-    for stage, m in (result.get("eval") or {}).items():
-        print(f"\n[{stage}] " + metrics_table(m))
-    return 0
+    return cli.train(PIPELINE, args, _recipe, metrics_table)
 
 
 def _pairs(args: argparse.Namespace) -> int:
@@ -122,8 +86,6 @@ def _pairs(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
-
     from training.errors import DataError
 
     from .evaluate import evaluate_run, metrics_table
@@ -132,13 +94,10 @@ def _eval(args: argparse.Namespace) -> int:
         raise DataError(f"--vote: expected 0 (off) or K >= 2 samples, got {args.vote}")
     m = evaluate_run(args.run, args.data, limit=args.limit, max_new_tokens=args.max_new_tokens, tag=args.tag,
                      vote=args.vote, vote_temperature=args.vote_temperature)
-    print(json.dumps(m, indent=2) if args.json else metrics_table(m))
-    return 0
+    return cli.show(m, args.json, metrics_table)
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    import json
-
     from training.config import parse_seeds
     from training.errors import DataError
 
@@ -151,8 +110,7 @@ def _ablate(args: argparse.Namespace) -> int:
     if args.group_size < 2:
         raise DataError(f"--group-size: expected an integer >= 2, got {args.group_size}")
     result = run_ablation(_recipe(args), args.out, seeds, arms, args.group_size, limit=args.limit)
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+    return cli.show(result, args.json, table)
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`medrl dermiq train`: the DermIQ-VLM stages, each its own run folder chained by adapter.
+"""`medrl dermiq train`: the DermIQ-VLM stages, each its own run folder chained by adapter (`training.pipeline`).
 
 Stages, in order (a recipe names the ones it runs; `--stages` picks some):
 - ``warmup``: SFT on reference responses in the DermIQ format (the starting point a pretrained VLM would be; the
@@ -13,38 +13,33 @@ A pipeline recipe (`dermiq_pipeline_tiny`, `dermiq_pipeline_qwen25vl_3b`; `medrl
 `pipeline:` section and one ordinary trainer recipe per stage, so each stage is exactly what `medrl train` would run.
 Stage S is the run folder OUT/<S> (``grpo++`` -> OUT/grpopp) and starts from the adapter of the nearest earlier
 stage found finished in OUT (or `pipeline.start_adapter`), so any stage runs alone after the one before it. A
-finished stage is not run again: re-running the command continues an interrupted pipeline.
+finished stage is not run again: re-running the command continues an interrupted pipeline. This module supplies
+the stages' data (the SFT files, the KG-judged DPO pairs) and settings; `training.pipeline` runs them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from training import stages
-from training.config import check, from_dict, merge, parse_overrides, read_yaml
+from training.config import check, from_dict
 from training.errors import ConfigError, DataError
-from training.stages import run_stage
+from training.pipeline import Pipeline, PipelineSettings, Stage, StageContext, data_folder
 
 RECIPES = {"tiny": "dermiq_pipeline_tiny", "3b": "dermiq_pipeline_qwen25vl_3b"}  # short names -> shipped recipes
-STAGES = ("warmup", "grpo++", "sft", "dpo")
-FOLDERS = {"warmup": "warmup", "grpo++": "grpopp", "sft": "sft", "dpo": "dpo"}
-TRAINERS = {"warmup": "sft", "grpo++": "rl", "sft": "sft", "dpo": "dpo"}
 
 
 @dataclass
-class PipelineConfig:
-    """The recipe's `pipeline:` section."""
+class PipelineConfig(PipelineSettings):
+    """The recipe's `pipeline:` section: `stages`, `seed`, `start_adapter`, `eval_limit` (`PipelineSettings`), and
+    the DermIQ data, DPO-pair and evaluation settings."""
 
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
     data: str = "synthetic"  # a folder with train.jsonl/test.jsonl (medrl dermiq import), or 'synthetic'
     conditions: list[str] | None = None  # synthetic: condition names or ids (default: the 13 default classes)
     train_per_class: int = 12  # synthetic images per condition, train split
     test_per_class: int = 6  # synthetic images per condition, held-out test split (other seeds)
     image_size: int = 112
-    seed: int = 0
-    start_adapter: str | None = None  # the first stage's start when no earlier stage is in OUT
     # The warm-up stands in for a pretrained VLM: it writes the format but has seen few cases of each condition, so
     # GRPO++ meets images it has not been taught. The warm-up learns from the first N train records per condition
     # (None: all), GRPO++ from all of them (README: DermIQ).
@@ -70,12 +65,9 @@ class PipelineConfig:
     # the KG judge compares: a pair then exists whenever the judge finds the reference better than a sample, even if
     # no two samples differ (a barely trained policy). It is judged like any sample, never chosen by fiat.
     dpo_reference: bool = False
-    eval_limit: int | None = None  # test records evaluated after the last stage (0: none)
     eval_max_new_tokens: int | None = None  # None: the stage's rollout length, else 160
 
     def validate(self, key: str) -> None:
-        check(bool(self.stages) and all(s in STAGES for s in self.stages), f"{key}.stages",
-              f"a non-empty list of {', '.join(STAGES)}", self.stages)
         check(self.warmup_per_class is None or self.warmup_per_class >= 1, f"{key}.warmup_per_class",
               "an integer >= 1, or null for every train record", self.warmup_per_class)
         check(self.train_per_class >= 1 and self.test_per_class >= 1, f"{key}.train_per_class",
@@ -85,55 +77,10 @@ class PipelineConfig:
         check(self.image_size >= 16, f"{key}.image_size", "an integer >= 16", self.image_size)
 
 
-def stage_name(name: str) -> str:
-    """'grpo++' (also 'grpopp') -> its canonical stage name; an unknown one is a one-line error."""
-    s = name.strip().lower()
-    s = "grpo++" if s == "grpopp" else s
-    if s not in STAGES:
-        raise ConfigError(f"--stages: unknown stage '{name}' (known: {', '.join(STAGES)})")
-    return s
-
-
-def load_recipe(recipe: str, overrides: list[str] | None = None) -> dict:
-    """A pipeline recipe ('tiny', '3b' or a YAML file) with `--section.key=value` overrides merged in."""
-    from training.recipes import resolve
-
-    path = resolve(recipe, RECIPES)
-    raw = merge(read_yaml(path), parse_overrides(overrides or []))
-    raw = {k: v for k, v in raw.items() if not str(k).startswith("_")}  # YAML anchors (`_model: &model`)
-    unknown = set(raw) - {"pipeline", *STAGES}
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} "
-                          f"(known: pipeline, {', '.join(STAGES)})")
-    if not isinstance(raw.get("pipeline"), dict):
-        raise ConfigError(f"{path}: expected a 'pipeline:' section (a pipeline recipe, not a `medrl train` one)")
-    raw["_path"] = str(path)
-    return raw
-
-
-def pipeline_config(raw: dict) -> PipelineConfig:
-    try:
-        pc = from_dict(PipelineConfig, raw["pipeline"], "pipeline")
-    except ConfigError as e:
-        raise ConfigError(f"{raw['_path']}: {e}") from None
-    pc.stages = [stage_name(s) for s in pc.stages]
-    for s in pc.stages:
-        if not isinstance(raw.get(s), dict):
-            raise ConfigError(f"{raw['_path']}: stage '{s}' has no '{s}:' section")
-    return pc
-
-
 def prepare_data(pc: PipelineConfig, out: Path) -> Path:
     """The folder of train/test RL records: the user's, or synthetic lesions written into OUT/data."""
-    if pc.data != "synthetic":
-        folder = Path(pc.data)
-        if not (folder / "train.jsonl").is_file():
-            raise DataError(f"{folder}: expected train.jsonl (and test.jsonl) from `medrl dermiq import`")
-        return folder
-    folder = out / "data"
-    if not (folder / "test.jsonl").is_file():
-        write_synthetic(folder, pc.conditions, pc.train_per_class, pc.test_per_class, pc.seed, pc.image_size)
-    return folder
+    return data_folder(pc.data, "synthetic", out, lambda folder: write_synthetic(
+        folder, pc.conditions, pc.train_per_class, pc.test_per_class, pc.seed, pc.image_size), "medrl dermiq import")
 
 
 def write_synthetic(folder: Path, conditions, n_train: int, n_test: int, seed: int, size: int) -> None:
@@ -149,22 +96,6 @@ def write_synthetic(folder: Path, conditions, n_train: int, n_test: int, seed: i
             r["meta"]["image_id"] = f"{split}_{Path(r['images'][0]).parent.name}_{Path(r['images'][0]).stem}"
         write_jsonl(folder / f"{split}.jsonl", recs)
     print(f"synthetic lesions: {n_train} train / {n_test} test images per class in {folder}")
-
-
-def stage_config(raw: dict, stage: str, out: Path, seed: int, extra: dict | None = None, name: str | None = None):
-    """The trainer config of one stage, its run folder OUT/<folder>."""
-    return stages.stage_config(raw, stage, TRAINERS[stage], out, name or FOLDERS[stage], seed, extra)
-
-
-def previous_adapter(out: Path, stage: str, start: str | None) -> Path | None:
-    """The adapter a stage starts from: the nearest earlier stage finished in OUT, else ``start`` (None: fresh)."""
-    from training.run import RunDir
-
-    for prev in reversed(STAGES[: STAGES.index(stage)]):
-        run = RunDir(out / FOLDERS[prev])
-        if run.is_finished():
-            return run.adapter_dir
-    return Path(start) if start else None
 
 
 def _records(path: Path) -> list[dict]:
@@ -225,9 +156,8 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
     from knowledge_graph.io import load_builtin
     from knowledge_graph.preference import abstention_summary, build_pairs, write_dpo_jsonl
     from training.config import ModelConfig
+    from training.generation import generate
     from training.models import load_policy
-
-    from .generate import generate
 
     path = out / "data" / "dpo_pairs.jsonl"
     if path.is_file():
@@ -276,28 +206,6 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
     return path
 
 
-def run_one(raw: dict, pc: PipelineConfig, stage: str, data: Path, out: Path, steps: int | None = None) -> Path:
-    """Train one stage from the adapter before it; returns its adapter."""
-    extra: dict = {}
-    start = previous_adapter(out, stage, pc.start_adapter)
-    if start is not None:
-        extra["model"] = {"adapter": str(start)}
-    if stage in ("warmup", "sft"):
-        extra["data"] = {"train": str(_write_sft(stage, data, out, pc.sft_replay, pc.warmup_per_class))}
-    elif stage == "grpo++":
-        extra["data"] = {"train": str(data / "train.jsonl")}
-    else:
-        if start is None or not (out / "sft").is_dir():
-            if start is None:
-                raise ConfigError("dpo: needs the SFT stage's adapter (run --stages sft first, or set "
-                                  "pipeline.start_adapter)")
-        extra["data"] = {"train": str(dpo_pairs(pc, raw, data, out, start))}
-    if steps:
-        extra["run"] = {"max_steps": steps}
-    extra["task"] = {"max_new_tokens": answer_tokens(raw, pc)}  # every stage is asked alike (the task card)
-    return run_stage(stage_config(raw, stage, out, pc.seed, extra))
-
-
 def answer_tokens(raw: dict, pc: PipelineConfig) -> int:
     """How long an answer of this pipeline's models may be: the evaluation's length, else GRPO++'s rollout's, else
     DermIQ's 160; written to every stage's task card so the app and `medrl dermiq eval` ask alike."""
@@ -316,21 +224,52 @@ def write_pairs(raw: dict, out: str | Path) -> Path:
     return dpo_pairs(pc, raw, prepare_data(pc, out), out, start)
 
 
-def run_pipeline(raw: dict, out: str | Path, evaluate: str = "last") -> dict:
-    """Every stage of the recipe in order; evaluate 'last', 'all' stages run here, or 'none' on test.jsonl."""
-    pc = pipeline_config(raw)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(pc, out)
-    result: dict = {"data": str(data), "runs": {}, "adapters": {}}
-    for stage in sorted(pc.stages, key=STAGES.index):
-        result["adapters"][stage] = str(run_one(raw, pc, stage, data, out))
-        result["runs"][stage] = str(out / FOLDERS[stage])
-    test = data / "test.jsonl"
-    if evaluate != "none" and pc.eval_limit != 0 and test.is_file():
-        from .evaluate import evaluate_run
+def stage_name(name: str) -> str:
+    """'grpo++' (also 'grpopp') -> its canonical stage name; an unknown one is a one-line error."""
+    return PIPELINE.stage(name).name
 
-        todo = list(result["runs"]) if evaluate == "all" else list(result["runs"])[-1:]
-        result["eval"] = {s: evaluate_run(result["runs"][s], test, limit=pc.eval_limit,
-                                          max_new_tokens=pc.eval_max_new_tokens) for s in todo}
-    return result
+
+def _asked(ctx: StageContext) -> dict:
+    """Every stage is asked alike (the task card): the pipeline's answer length."""
+    return {"task": {"max_new_tokens": answer_tokens(ctx.raw, ctx.settings)}}
+
+
+def _sft_stage(kind: str):
+    """The inputs of an SFT stage (warmup, sft): its SFT file, written from the train split."""
+    def inputs(ctx: StageContext, start: Path | None) -> dict:
+        pc = ctx.settings
+        return {"data": {"train": str(_write_sft(kind, ctx.data, ctx.out, pc.sft_replay, pc.warmup_per_class))},
+                **_asked(ctx)}
+
+    return inputs
+
+
+def _grpo_inputs(ctx: StageContext, start: Path | None) -> dict:
+    return {"data": {"train": str(ctx.data / "train.jsonl")}, **_asked(ctx)}
+
+
+def _dpo_inputs(ctx: StageContext, start: Path | None) -> dict:
+    """The KG-judged pairs of the SFT policy's samples (sampled once; an existing pair file is kept)."""
+    if start is None:
+        raise ConfigError("dpo: needs the SFT stage's adapter (run --stages sft first, or set pipeline.start_adapter)")
+    return {"data": {"train": str(dpo_pairs(ctx.settings, ctx.raw, ctx.data, ctx.out, start))}, **_asked(ctx)}
+
+
+def _evaluate(run: Path, test: Path, pc: PipelineConfig) -> dict:
+    from .evaluate import evaluate_run
+
+    return evaluate_run(run, test, limit=pc.eval_limit, max_new_tokens=pc.eval_max_new_tokens)
+
+
+PIPELINE = Pipeline(
+    stages=(Stage("warmup", "sft", _sft_stage("warmup")),
+            Stage("grpo++", "rl", _grpo_inputs, folder="grpopp", aliases=("grpopp",)),
+            Stage("sft", "sft", _sft_stage("sft")),
+            Stage("dpo", "dpo", _dpo_inputs)),
+    settings_class=PipelineConfig, recipes=RECIPES, prepare_data=prepare_data, evaluate=_evaluate)
+FOLDERS = {s.name: s.run_name for s in PIPELINE.stages}  # stage -> its run folder under OUT
+load_recipe = PIPELINE.load_recipe
+pipeline_config = PIPELINE.settings
+stage_config = PIPELINE.stage_config
+previous_adapter = PIPELINE.previous_adapter
+run_pipeline = PIPELINE.run

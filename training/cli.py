@@ -6,37 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 
-# trainer name (the recipe's `trainer:` key) -> (config class path, train function path)
-TRAINERS = {
-    "sft": ("training.sft_config:SFTConfig", "training.sft_trainer:train_sft"),
-    "rl": ("training.rl_config:RLConfig", "training.rl_trainer:train_rl"),
-    "dpo": ("training.dpo_config:DPOConfig", "training.dpo_trainer:train_dpo"),
-}
-
-
-def _load(ref: str):
-    import importlib
-
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
-
 
 def run_recipe(path: str | None, overrides: list[str], resume: bool = False) -> dict:
     """Load a recipe, pick its trainer, train; returns the last metrics."""
-    from training.config import merge, parse_overrides, read_yaml
-    from training.errors import ConfigError
+    from training.config import load_config, merge, parse_overrides, read_yaml
     from training.recipes import resolve
+    from training.trainer_kinds import check_trainer, config_class, train_function
 
     path = str(resolve(path)) if path else None
     raw = merge(read_yaml(path) if path else {}, parse_overrides(overrides))
-    name = raw.get("trainer", "sft")
-    if name not in TRAINERS:
-        raise ConfigError(f"{path}: trainer: expected one of {', '.join(TRAINERS)}, got {name!r}")
-    cfg_ref, fn_ref = TRAINERS[name]
-    from training.config import load_config
-
-    cfg = load_config(_load(cfg_ref), path, overrides)
-    return _load(fn_ref)(cfg, resume=resume)
+    name = check_trainer(raw.get("trainer", "sft"), str(path))
+    cfg = load_config(config_class(name), path, overrides)
+    return train_function(name)(cfg, resume=resume)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -1,9 +1,8 @@
-"""Generation and class likelihoods for evaluation and DPO sampling.
+"""Class likelihoods for evaluation: how likely the model finds each label as the answer after its own analysis.
 
-Completions come from the RL sampler (`training.rollout`: every prompt of a chunk prefilled once with its image,
-all prompts x n rows decoded together). Class probabilities score each label as the answer after the model's own
-analysis, on the trainer's shared-prompt forward (`training.forward`), so the number is the model's likelihood, not
-a parse of its text.
+Completions come from the core's generate helper (`training.generation`). Class probabilities score each label as
+the answer after the model's own analysis, on the trainer's shared-prompt forward (`training.forward`), so the
+number is the model's likelihood, not a parse of its text.
 """
 
 from __future__ import annotations
@@ -12,33 +11,17 @@ from collections.abc import Sequence
 
 import torch
 
-from training.batch import RolloutBatch, encode_prompts, encode_records
+from training.batch import RolloutBatch, encode_prompts
 from training.chat import render
 from training.data import load_images
 from training.forward import completion_logprobs
 from training.models import autocast_context
-from training.rollout import SamplingConfig, generate_rollouts
 
 from .prompts import ANSWER_CLOSE, ANSWER_OPEN
 
 
 def prompt_texts(policy, records: Sequence[dict]) -> list[str]:
     return [render(policy.processor, r["prompt"], add_generation_prompt=True) for r in records]
-
-
-@torch.no_grad()
-def generate(policy, records: Sequence[dict], max_new_tokens: int, n: int = 1, temperature: float = 0.0,
-             batch: int = 48, seed: int = 0) -> list[list[str]]:
-    """``n`` completions per record (greedy when temperature is 0), decoded without special tokens."""
-    config = SamplingConfig(num_generations=n, max_new_tokens=max_new_tokens, temperature=temperature)
-    generator = torch.Generator(device=policy.device).manual_seed(seed)
-    out: list[list[str]] = []
-    for i in range(0, len(records), batch):
-        chunk = list(records[i: i + batch])
-        with autocast_context("auto", policy.device):
-            rb = generate_rollouts(policy.model, policy.processor, encode_records(policy, chunk), config, generator)
-        out += [rb.texts[j * n:(j + 1) * n] for j in range(len(chunk))]
-    return out
 
 
 def answer_prefix(text: str) -> str:

@@ -52,8 +52,21 @@ STATIC_BUCKET = 128  # compiled decode: cache length rounded up to this, so most
 class SamplingConfig:
     """How to sample G completions per prompt; also the RL recipe's `rollout:` section.
 
-    temperature 0 or top_k 1 means greedy (evaluation; RL needs temperature > 0, checked by the RL config).
-    `compile`: `auto` compiles the decode step on CUDA only (`on` everywhere, `off` never).
+    Fields:
+        num_generations (int, default 8): G, completions per prompt (TRL's `num_generations`; GRPO's group size).
+        max_new_tokens (int, default 64): tokens per completion at most (TRL's `max_completion_length`); with an
+            environment, per model turn.
+        temperature (float, default 1.0): sampling temperature; 0 (or top_k 1) is greedy, for evaluation; RL needs
+            > 0 (checked by the RL config). Log-probs are recorded at this temperature (TRL's `temperature`).
+        top_p (float, default 1.0): nucleus sampling mass (Holtzman et al. 2020); 1 is off.
+        top_k (int, default 0): sample among the k likeliest tokens; 0 is off.
+        stop_strings (list[str], default []): a completion ends after any of these (kept in its text).
+        ignore_eos (bool, default False): sample exactly max_new_tokens (benchmarks compare equal work).
+        eos_token_ids (list[int] | None, default None): the tokens that end a completion; None: the model's
+            generation_config, else the tokenizer's.
+        seed (int | None, default None): seeds a private torch.Generator when the caller passes none.
+        progress (bool, default False): a progress bar over decode steps.
+        compile (str, default "auto"): `auto` compiles the decode step on CUDA only, `on` everywhere, `off` never.
     """
 
     num_generations: int = 8  # G

@@ -28,7 +28,14 @@ VERSION = 1
 
 @dataclass
 class TaskConfig:
-    """Config section `task`: what the card says about answering (the prompt itself comes from the data)."""
+    """Config section `task`: what the run's task card (task.json) says about answering; the prompt itself comes
+    from the data. Evaluations, the app and exported model cards ask the model this way.
+
+    Fields:
+        max_new_tokens (int | None, default None): the answer length the model is asked for; None: the RL rollout
+            length, else the reader's own default (DermIQ 160, Clinical-R1 512).
+        temperature (float, default 0.0): how evaluations and the app sample; 0 is greedy.
+    """
 
     max_new_tokens: int | None = None  # the answer length the model is asked for; None: the RL rollout length,
     #                                    else the reader's own default (DermIQ 160, Clinical-R1 512)

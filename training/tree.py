@@ -25,7 +25,17 @@ from training.rollout import SamplingConfig
 
 @dataclass
 class TreeConfig:
-    """Tree shape: `m` trees per prompt, `l` rounds expanding `n` nodes per tree, `k` leaves kept per tree."""
+    """Tree shape (Tree-GRPO, Ji et al. 2025, "Tree Search for LLM Agent Reinforcement Learning"): the recipe's
+    `rollout.tree:` section.
+
+    Fields:
+        m (int, default 2): trees per prompt (the paper's M).
+        n (int, default 2): nodes expanded per tree in each round (N).
+        l (int, default 1): expansion rounds (L); a tree has 1 + n*l leaves.
+        k (int | None, default None): leaves kept per tree for the loss (K); None keeps every leaf.
+        expand (str, default "uniform"): which nodes may be expanded: `uniform`, the root and every non-terminal
+            node; `internal`, non-terminal nodes below the root (more shared prefix per trajectory).
+    """
 
     m: int = 2  # trees per prompt
     n: int = 2  # nodes expanded per tree in each round
@@ -50,9 +60,17 @@ class TreeConfig:
 
 @dataclass
 class RolloutConfig(SamplingConfig):
-    """The RL recipe's `rollout:` section: the sampler's settings plus the strategy and the environment.
+    """The RL recipe's `rollout:` section: the sampler's settings (SamplingConfig) plus the strategy and the
+    environment. `max_new_tokens` caps each model turn; `max_turns` caps a trajectory whatever the environment says.
 
-    ``max_new_tokens`` caps each model turn; ``max_turns`` caps a trajectory whatever the environment says.
+    Fields:
+        strategy (str, default "group"): `group`, G independent samples per prompt (chains when there is an
+            environment); `tree`, Tree-GRPO trees (needs an environment: tree nodes are its turns).
+        env (str | None, default None): a registered environment (training.env); None: single-turn completions.
+        env_modules (list[str], default []): modules imported first, so they register their environment.
+        env_args (dict, default {}): keyword arguments of the environment's factory.
+        max_turns (int, default 4): model turns per trajectory at most.
+        tree (TreeConfig, default TreeConfig()): the tree shape, read when strategy is `tree`.
     """
 
     strategy: Literal["group", "tree"] = "group"  # group: G independent samples (chains with an env); tree

@@ -55,14 +55,15 @@ def test_tree_run_writes_trees_the_app_draws(cli, tmp_path, cases, one_thread):
 
 @pytest.mark.slow
 def test_tree_grpo_reward_rises_after_cold_start(cli, tmp_path, cases, one_thread):
-    """Fixed seeds: 120 SFT steps on opening actions, then Tree-GRPO on the case rewards; the reward of the last
-    steps beats the first (measured: 0.000, 0.004, 0.001, 0.031, 0.043, 0.040, 0.040). The KG of issue 23 changed the
-    generated cases: after 40 steps (the old setting) the new cases' reward stayed at 0.000-0.005."""
+    """Fixed seeds: 120 SFT steps on opening actions, then 14 Tree-GRPO steps on the case rewards; the mean reward of
+    the last four steps beats the first four. The floats follow the CPU's kernels, so the margin must hold on both
+    kinds measured on the shipped models: AVX-512 kernels 0.0016 -> 0.0089, AVX2 kernels 0.0192 -> 0.0446 (7 steps
+    were too few on AVX-512: 0.003 -> 0.002)."""
     assert cli("train", "configs/sft_qwen2_tiny.yaml", f"--data.train={cases[1]}", f"--run.output_dir={tmp_path}",
                "--run.name=sft", "--run.max_steps=120", "--run.save_every=0", "--optim.lr=1e-2",
                "--optim.scheduler=constant", "--grad_accum=1", "--batch_size=1") == 0
     assert cli("train", "configs/clinical_cases_tiny.yaml", f"--data.train={cases[0]}", f"--run.output_dir={tmp_path}",
-               "--run.name=rl", f"--model.adapter={tmp_path / 'sft' / 'adapter'}", "--run.max_steps=7",
+               "--run.name=rl", f"--model.adapter={tmp_path / 'sft' / 'adapter'}", "--run.max_steps=14",
                "--optim.lr=1e-2", "--rewards={case_correct: 1.0, case_valid: 1.0}", *SMALL) == 0
     r = [x["reward/mean"] for x in _rows(tmp_path / "rl") if "reward/mean" in x]
-    assert sum(r[-3:]) / 3 > 1.5 * sum(r[:2]) / 2 > 0, r
+    assert len(r) == 14 and sum(r[-4:]) / 4 > 1.5 * sum(r[:4]) / 4 > 0, r

@@ -179,8 +179,8 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, parallel: bool | Non
 
     from dermiq.evaluate import evaluate_run
     from dermiq.pipeline import FOLDERS, load_recipe, pipeline_config, run_pipeline
+    from knowledge_graph.disclaimer import DISCLAIMER
     from training.embedded import ensure_embedded
-    from training.run import DISCLAIMER
 
     if out.exists():
         if not (out / MARKER).exists():

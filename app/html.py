@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from training.run import DISCLAIMER
+from knowledge_graph.disclaimer import DISCLAIMER
 
 from .kgcheck import REFERENCE_LABEL, KGCheck
 

@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from knowledge_graph.disclaimer import DISCLAIMER
 from training.env import OBSERVATION, with_first_observation
 from training.responses import ANSWER, BOXED_CHOICE, sole_tag
-from training.run import DISCLAIMER
 
 N_SAMPLES = 12
 SAMPLE_SEED = 11

@@ -8,8 +8,8 @@ so the text is verifiable by the same claim checker the rewards and the DPO scor
 
 from __future__ import annotations
 
+from knowledge_graph.disclaimer import DISCLAIMER
 from knowledge_graph.kg import KnowledgeGraph
-from training.run import DISCLAIMER
 
 from .prompts import reference_response
 

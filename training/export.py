@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from training.card_notice import card_notices
 from training.checkpoint import atomic_dir
 from training.config import ModelConfig, from_dict
 from training.errors import MedrlError
-from training.run import DISCLAIMER, RunDir
+from training.run import RunDir
 from training.task_card import CARD_FILE, read_card, write_card
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -75,15 +76,17 @@ def model_card(run: RunDir, raw_cfg: dict, adapter_src: Path, base_path: str, me
     if merged:
         merged_txt = (f"\n## Merged model\n`merged/` holds the adapter merged onto a {merged['dtype']} copy of the base "
                       f"(max |logit difference| vs base+adapter on a probe: {merged['max_logit_diff']:.3g}).\n")
+    notices = card_notices()
+    tags = ", ".join(dict.fromkeys(["medrl", "lora", *(t for n in notices for t in n.tags)]))
+    banner = "".join(f"\n> **{n.notice}**\n" for n in notices)
+    limits = "\n".join(f"{n.intended_use}\n{n.notice}" if n.intended_use else n.notice for n in notices)
     return f"""---
 library_name: peft
 base_model: {model.get('name', '')}
-tags: [medrl, lora, medical, research-only]
+tags: [{tags}]
 ---
 # {run.name} (medrl LoRA adapter)
-
-> **{DISCLAIMER}**
-
+{banner}
 ## Base model
 `{model.get('name', '')}` (loaded from `{base_path}`), quantization during training: `{model.get('quantization', 'none')}`.
 {"This is medrl's *embedded default*: a tiny randomly initialised model of the real architecture, for exercising the pipeline. It has no medical skill. Rebuild its base with `medrl` on the same version (`training.embedded.ensure_embedded`)." if str(model.get('name', '')).startswith('embedded:') else ""}
@@ -111,9 +114,7 @@ model = PeftModel.from_pretrained(base, "<this folder>")
 ```
 
 ## Intended use and limits
-Research on medical reasoning post-training and its inspection by clinicians. Not validated for any clinical
-use; outputs can be wrong, incomplete or biased (training data, skin tones, populations).
-{DISCLAIMER}
+{limits or "Not stated by the exporter."}
 """
 
 

@@ -20,9 +20,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-DISCLAIMER = ("For research use only. Not a medical device; outputs are not medical advice and must not be "
-              "used for diagnosis or treatment decisions.")
-
 STEP_RE = re.compile(r"^step-(\d+)$")
 CHECKPOINT_MARKER = "trainer_state.json"  # written last inside the (atomic) folder
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

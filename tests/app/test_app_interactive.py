@@ -11,8 +11,8 @@ import pytest
 
 from app import interactive, tab_case
 from app.context import error_text, user_errors
+from knowledge_graph.disclaimer import DISCLAIMER
 from training.env import OBSERVATION
-from training.run import DISCLAIMER
 
 
 def visible(fragment: str) -> str:

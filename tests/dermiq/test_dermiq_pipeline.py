@@ -11,9 +11,9 @@ from dermiq.conversation import FOLLOW_UP, conversation_record
 from dermiq.pipeline import FOLDERS, previous_adapter
 from dermiq.rewards import accuracy_score, format_score
 from dermiq.synthetic import make_record, make_sample
+from knowledge_graph.disclaimer import DISCLAIMER
 from knowledge_graph.io import load_builtin
 from training.data import read_jsonl
-from training.run import DISCLAIMER
 
 pytestmark = pytest.mark.slow  # every stage of the pipeline, end to end
 

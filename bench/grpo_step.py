@@ -114,7 +114,7 @@ class StepProfile:
     def install(self) -> None:
         import torch
 
-        from training import reference, rl_trainer
+        from training import reference, rl_trainer, step_loop
 
         generate = rl_trainer.generate_rollouts
 
@@ -145,7 +145,7 @@ class StepProfile:
         self._patch(rl_trainer, "completion_logprobs", "loss_forward")
         self._patch(rl_trainer, "policy_loss", "loss_forward")
         self._patch(torch.Tensor, "backward", "backward")
-        self._patch(rl_trainer, "clip_and_step", "optimizer")
+        self._patch(step_loop, "clip_and_step", "optimizer")  # the shared step loop clips and steps
 
     def uninstall(self) -> None:
         for owner, name, original in reversed(self._undo):

@@ -29,13 +29,13 @@ def test_rollout_worker_times_both_sides():
 def test_grpo_step_profile_names_every_phase():
     """Two profiled steps of the real trainer at two prompts per step: every phase measured, the phases fit in the
     step, and the trainer's names are restored afterwards."""
-    from training import rl_trainer
+    from training import rl_trainer, step_loop
 
-    before = (rl_trainer.generate_rollouts, rl_trainer.score, rl_trainer.clip_and_step)
+    before = (rl_trainer.generate_rollouts, rl_trainer.score, step_loop.clip_and_step)
     out = grpo_step.worker_ours({"p": 48, "g": 2, "s": 4, "steps": 2, "warmup": 1, "threads": 1, "prompts": 2,
                                  "model": "embedded:qwen2", "forward": "grouped", "device": "cpu",
                                  "dtype": "float32", "profile": True})
-    assert (rl_trainer.generate_rollouts, rl_trainer.score, rl_trainer.clip_and_step) == before
+    assert (rl_trainer.generate_rollouts, rl_trainer.score, step_loop.clip_and_step) == before
     prof = out["profile_s"]
     assert list(prof) == list(grpo_step.PHASES)
     for phase in ("prefill", "decode", "rewards", "loss_forward", "backward", "optimizer"):

@@ -49,8 +49,8 @@ class AppContext:
             return self._kgs[name]
 
     def card(self, run_id: str) -> dict | None:
-        """The run's task card (how it was trained to be asked; `training.task_card`), None when it has none."""
-        from training.task_card import read_card
+        """The run's task card (how it was trained to be asked; `training.run.task_card`), None when it has none."""
+        from training.run.task_card import read_card
 
         return read_card(self.reader.run(run_id).path)
 

@@ -88,7 +88,7 @@ def run_cases(out: Path, seed: int = 0, quick: bool = False, name: str = "cases"
     the machinery, not a skill. Returns the run folder, its tree files and how many trees they hold."""
     from clinical.cases import make_case_records
     from training.cli import run_recipe
-    from training.data import write_jsonl
+    from training.data.records import write_jsonl
 
     data = out / f"{name}_data" / "cases.jsonl"
     write_jsonl(data, make_case_records(N_CASES, seed))
@@ -105,7 +105,7 @@ def run_text_part(out: Path, seed: int = 0, quick: bool = False) -> dict:
     from clinical.ablate import run_ablation
     from clinical.ablate import table as clinical_table
     from clinical.pipeline import load_recipe as clinical_recipe
-    from training.embedded import ensure_embedded
+    from training.models.embedded import ensure_embedded
 
     part: dict = {}
     t = _stage("4/5 Clinical-R1 on the tiny Qwen2: KG vignettes -> cold start on boxed traces -> GRPO vs CRPO (one seed)")
@@ -180,7 +180,7 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, parallel: bool | Non
     from dermiq.evaluate import evaluate_run
     from dermiq.pipeline import FOLDERS, load_recipe, pipeline_config, run_pipeline
     from knowledge_graph.disclaimer import DISCLAIMER
-    from training.embedded import ensure_embedded
+    from training.models.embedded import ensure_embedded
 
     if out.exists():
         if not (out / MARKER).exists():
@@ -268,7 +268,7 @@ def _text_part_main(argv: list[str] | None = None) -> int:
     out = Path(args.text_part)
     _split_threads(True)
     part = run_text_part(out, args.seed, args.quick)
-    from training.checkpoint import atomic_write_text
+    from training.atomic import atomic_write_text
 
     atomic_write_text(out / TEXT_PART_RESULT, json.dumps(part, indent=2))
     return 0

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from training.responses import ANSWER, THINK, tagged
+from training.rollout.responses import ANSWER, THINK, tagged
 
 from .runs import RunsReader
 
@@ -92,7 +92,7 @@ class InferenceService:
 
     def _load(self, run_id: str, stage: str):
         from training.export import run_model_config
-        from training.models import load_policy
+        from training.models.loading import load_policy
 
         adapter = self.reader.adapter_dir(run_id, stage)  # confined; Refused if missing
         cfg, _ = run_model_config(self.reader.run(run_id))
@@ -109,9 +109,9 @@ class InferenceService:
         `continuation`: text the assistant turn already holds (a multi-step case's earlier actions and
         observations), generation goes on from it; `stop_strings` end the new text (kept in it).
         """
-        from training.batch import encode_prompts
-        from training.chat import render
-        from training.generation import generate_completions
+        from training.data.batch import encode_prompts
+        from training.models.chat import render
+        from training.rollout.generation import generate_completions
 
         pol, load_s = self.policy(run_id, stage)
         if images and not pol.is_vlm:

@@ -2,7 +2,7 @@
 
 Below the UI and tested without a browser. The model sees exactly what Tree-GRPO trained it on: the record's prompt
 with the case's first observation appended to the last user message, then one assistant turn holding its actions
-and the case's `<observation>` blocks in order (`training.env.OBSERVATION`), each model turn ending at the
+and the case's `<observation>` blocks in order (`training.rollout.env.OBSERVATION`), each model turn ending at the
 environment's stop strings (`</ask>`, `</answer>`). A clinician can type the next action instead, e.g. to show
 what a good line of questioning reveals, or to try a model from a point of the case the clinician chose.
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knowledge_graph.disclaimer import DISCLAIMER
-from training.env import OBSERVATION, with_first_observation
-from training.responses import ANSWER, BOXED_CHOICE, sole_tag
+from training.rollout.env import OBSERVATION, with_first_observation
+from training.rollout.responses import ANSWER, BOXED_CHOICE, sole_tag
 
 N_SAMPLES = 12
 SAMPLE_SEED = 11

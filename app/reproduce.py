@@ -31,7 +31,7 @@ def _eval_rows(run, tag: str) -> tuple[dict, list[dict]]:
 def compare(ctx, run_id: str, data: str | Path, tag: str = "metrics", stage: str = "final",
             limit: int | None = None) -> dict:
     """{kind, n, app_accuracy, eval_accuracy, same_response, same_prediction} for one run (DermIQ or Clinical-R1)."""
-    from training.data import load_images, read_jsonl
+    from training.data.records import load_images, read_jsonl
 
     run = ctx.reader.run(run_id)
     metrics, eval_rows = _eval_rows(run, tag)

@@ -1,6 +1,6 @@
 """Read the runs root for the app: runs, their stages (adapters), model cards, metrics, evaluations and trees.
 
-Everything goes through `training.run.RunDir`, and every id that comes from the browser through `app.safety.confine`,
+Everything goes through `training.run.rundir.RunDir`, and every id that comes from the browser through `app.safety.confine`,
 so the app opens nothing outside the runs root. Torch- and gradio-free: the tests read runs without a browser.
 
 A run id is the run folder relative to the root (`demo/sft_vlm`); a *stage* of a run is one adapter it holds:
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from training.run import ADAPTER_WEIGHTS, RunDir
+from training.run.rundir import ADAPTER_WEIGHTS, RunDir
 
 from .safety import Refused, confine
 

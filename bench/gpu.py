@@ -54,7 +54,7 @@ def build_shape(kind: str, shape: str, root: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
-    from training.embedded import ensure_embedded
+    from training.models.embedded import ensure_embedded
 
     out = root / f"{kind}-{shape}"
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
@@ -100,10 +100,10 @@ def worker(args: dict) -> dict:
     from transformers import AutoTokenizer
 
     from training.config import load_config
-    from training.data import write_jsonl
-    from training.rl_config import RLConfig
-    from training.rl_trainer import train_rl
-    from training.tracking import read_metrics
+    from training.data.records import write_jsonl
+    from training.run.tracking import read_metrics
+    from training.trainers.rl_config import RLConfig
+    from training.trainers.rl_trainer import train_rl
 
     tok = AutoTokenizer.from_pretrained(args["model"])
     with tempfile.TemporaryDirectory() as d:
@@ -117,7 +117,7 @@ def worker(args: dict) -> dict:
             "--run.tensorboard=false", f"--rollout.num_generations={args['g']}",
             f"--rollout.max_new_tokens={args['s']}", "--rollout.ignore_eos=true", "--rollout.temperature=0.7",
             f"--prompts_per_step={args['prompts']}", "--rewards={toy_correct: 1.0, toy_digits: 0.2}",
-            "--reward_modules=[training.toy_task]", f"--advantages.estimator={args['estimator']}",
+            "--reward_modules=[training.objectives.toy_task]", f"--advantages.estimator={args['estimator']}",
             "--advantages.correct_reward=toy_correct", "--reference.kind=lagged", "--reference.sync_every=10",
             "--loss.beta=0.001", "--loss.entropy_coef=0.001", f"--model.quantization={args['quantization']}",
             "--model.lora.r=16", "--model.lora.alpha=32", "--model.lora.dropout=0.0", "--optim.lr=3e-5",
@@ -144,7 +144,7 @@ def run(shape: str = "3b", device: str = "cuda:0", steps: int = 4, warmup: int =
     """GRPO++ on the VLM with images and CRPO-shaped steps on text, ours (and TRL on text) in fresh processes."""
     import torch
 
-    from training.embedded import cache_root
+    from training.models.embedded import cache_root
 
     if device != "cpu" and not torch.cuda.is_available():
         return {"cuda": False, "message": "no CUDA device here: `medrl bench gpu` measures a 3B model in 4-bit on a "

@@ -37,7 +37,7 @@ FILLER = ("The patient is a 45-year-old woman with a 3-week history of an itchy,
 
 
 def prompt_records(tokenizer, prompt_tokens: int, n: int) -> list[dict]:
-    from training.toy_task import make_records
+    from training.objectives.toy_task import make_records
 
     filler = ""
     while len(tokenizer(filler).input_ids) < prompt_tokens - 40:
@@ -114,12 +114,13 @@ class StepProfile:
     def install(self) -> None:
         import torch
 
-        from training import reference, rl_trainer, step_loop
+        from training.objectives import reference
+        from training.trainers import rl_trainer, step_loop
 
         generate = rl_trainer.generate_rollouts
 
         def rollout(model, *a, **k):
-            from training.batch import unwrap_model
+            from training.data.batch import unwrap_model
 
             base = unwrap_model(model)
             hooks = [base.register_forward_pre_hook(self._prefill_start, with_kwargs=True),
@@ -187,11 +188,11 @@ def worker_ours(args: dict) -> dict:
     import torch
 
     from training.config import load_config
-    from training.data import write_jsonl
-    from training.embedded import resolve_model_path
-    from training.rl_config import RLConfig
-    from training.rl_trainer import train_rl
-    from training.tracking import read_metrics
+    from training.data.records import write_jsonl
+    from training.models.embedded import resolve_model_path
+    from training.run.tracking import read_metrics
+    from training.trainers.rl_config import RLConfig
+    from training.trainers.rl_trainer import train_rl
 
     torch.set_num_threads(args["threads"])
     from transformers import AutoTokenizer
@@ -205,7 +206,7 @@ def worker_ours(args: dict) -> dict:
             f"--run.max_steps={args['steps']}", "--run.save_every=0", "--run.progress=false",
             "--run.tensorboard=false", f"--rollout.num_generations={args['g']}",
             f"--rollout.max_new_tokens={args['s']}", "--rollout.ignore_eos=true", f"--prompts_per_step={args['prompts']}",
-            "--rewards={toy_correct: 1.0}", "--reward_modules=[training.toy_task]", "--loss.beta=0.0",
+            "--rewards={toy_correct: 1.0}", "--reward_modules=[training.objectives.toy_task]", "--loss.beta=0.0",
             "--model.lora.r=16", "--model.lora.alpha=32", "--model.lora.dropout=0.0", "--optim.lr=1e-5",
             f"--loss.forward={args['forward']}", "--data.shuffle=false", f"--model.device={args['device']}",
             f"--model.dtype={args['dtype']}", f"--run.precision={PRECISION[args['dtype']]}"])
@@ -237,8 +238,8 @@ def worker_trl(args: dict) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from training.config import ModelConfig
-    from training.embedded import resolve_model_path
-    from training.models import AUTO_TARGETS, quantization_config
+    from training.models.embedded import resolve_model_path
+    from training.models.loading import AUTO_TARGETS, quantization_config
 
     torch.set_num_threads(args["threads"])
     path = resolve_model_path(args["model"])
@@ -247,7 +248,7 @@ def worker_trl(args: dict) -> dict:
     ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in recs])
 
     def reward(completions, answer, **_):
-        from training.toy_task import correct
+        from training.objectives.toy_task import correct
 
         texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
         return correct(None, texts, answer)
@@ -310,7 +311,7 @@ def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, 
     `prompts` per step (global batch prompts x G on both sides); `profile`: our step's phase times."""
     import torch
 
-    from training.embedded import resolve_model_path
+    from training.models.embedded import resolve_model_path
 
     if dtype not in PRECISION:
         raise ValueError(f"dtype: expected one of {sorted(PRECISION)}, got {dtype!r}")

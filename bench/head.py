@@ -38,7 +38,7 @@ def _model(case: str, vocab: int, device: str, dtype_name: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from training.embedded import resolve_model_path
+    from training.models.embedded import resolve_model_path
 
     dtype = getattr(torch, dtype_name)
     path = resolve_model_path("embedded:qwen2")
@@ -71,7 +71,7 @@ def _inputs(vocab: int, p: int, s: int, g: int, device: str):
 
 def _ours(model, ids, s: int, head_mode: str):
     """Decoder hidden states, then the head on the completion positions only."""
-    from training.head import head_logprobs
+    from training.objectives.head import head_logprobs
 
     base = model.get_base_model()
     hidden = base.model(input_ids=ids, use_cache=False).last_hidden_state
@@ -119,7 +119,7 @@ def worker(a: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from training.losses import PolicyLossConfig, policy_loss
+    from training.objectives.losses import PolicyLossConfig, policy_loss
 
     torch.set_num_threads(a["threads"])
     device, case = a["device"], a["case"]
@@ -160,7 +160,7 @@ def run(p: int = 512, s: int = 256, g: int = 8, vocab: int = QWEN_VOCAB, device:
         threads: int | None = None, dtype: str = "float32") -> dict[str, Any]:
     import torch
 
-    from training.embedded import ensure_embedded
+    from training.models.embedded import ensure_embedded
 
     ensure_embedded("qwen2")  # build once, outside the measured children
     threads = threads or available_cpus()
@@ -196,7 +196,7 @@ def run(p: int = 512, s: int = 256, g: int = 8, vocab: int = QWEN_VOCAB, device:
         "forward": "naive rows [prompt; completion] through the decoder (model.model), the same for every case; "
                    "ours: head on the G*S completion positions, entropy without a graph; "
                    "TRL: add_fused_lm_head on the base model, model(..., labels, fused_lm_head=True)",
-        "loss": "training.losses.policy_loss, token mean, one backward",
+        "loss": "training.objectives.losses.policy_loss, token mean, one backward",
         "memory": ("peak RSS rise over the RSS before the step, fresh process per case (VmHWM reset)" if cpu and exact
                    else "peak RSS delta (ru_maxrss), fresh process per case" if cpu else "max_memory_allocated"),
         "rows": rows,

@@ -35,7 +35,7 @@ def _model(device: str, dtype_name: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from training.embedded import ensure_embedded
+    from training.models.embedded import ensure_embedded
 
     dtype = getattr(torch, dtype_name)
     model = AutoModelForCausalLM.from_pretrained(ensure_embedded("qwen2"), dtype=dtype).to(device)
@@ -52,7 +52,7 @@ def _model(device: str, dtype_name: str):
 def _batch(vocab: int, p: int, s: int, g: int):
     import torch
 
-    from training.batch import PromptInputs, RolloutBatch
+    from training.data.batch import PromptInputs, RolloutBatch
 
     gen = torch.Generator().manual_seed(1)
     prompt = PromptInputs(torch.randint(0, vocab, (p,), generator=gen))
@@ -64,7 +64,7 @@ def worker(a: dict[str, Any]) -> dict[str, Any]:
     """One path at one config, in its own process."""
     import torch
 
-    from training.forward import completion_logprobs
+    from training.objectives.forward import completion_logprobs
 
     torch.set_num_threads(a["threads"])
     device = a["device"]
@@ -99,7 +99,7 @@ def run(p: int = 1024, s: int = 128, g: int = 8, repeats: int = 3, sweep: bool =
         threads: int | None = None, dtype: str = "float32") -> dict[str, Any]:
     import torch
 
-    from training.embedded import ensure_embedded
+    from training.models.embedded import ensure_embedded
 
     ensure_embedded("qwen2")  # build once, outside the measured children
     threads = threads or available_cpus()

@@ -30,7 +30,7 @@ COLUMNS = [("prompts", "prompts", "d"), ("rows", "rows", "d"), ("seconds_ours", 
 
 def _texts(tok, p: int, n: int) -> list[str]:
     from bench.grpo_step import prompt_records
-    from training.chat import render
+    from training.models.chat import render
 
     return [render(tok, r["prompt"], add_generation_prompt=True) for r in prompt_records(tok, p, n)]
 
@@ -49,9 +49,9 @@ def worker(args: dict) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.batch import encode_prompts
-    from training.embedded import resolve_model_path
-    from training.rollout import SamplingConfig, generate_rollouts
+    from training.data.batch import encode_prompts
+    from training.models.embedded import resolve_model_path
+    from training.rollout.engine import SamplingConfig, generate_rollouts
 
     torch.set_num_threads(args["threads"])
     device, dtype = args["device"], getattr(torch, args["dtype"])
@@ -107,7 +107,7 @@ def run(p: int = 512, g: int = 8, s: int = 128, prompts: tuple[int, ...] = (1, 8
     """`device` is `cpu` or `cuda:N` (bench.common.resolve_device); both sides run there in `dtype`."""
     import torch
 
-    from training.embedded import resolve_model_path
+    from training.models.embedded import resolve_model_path
 
     resolve_model_path(model)  # build once, outside the timed children
     threads = threads or available_cpus()

@@ -33,12 +33,12 @@ def _time(fn, repeats: int) -> float:
 def run(prompts: int = 4, s: int = 32, m: int = 2, n: int = 2, l: int = 1, k: int = 3, turns: int = 3,  # noqa: E741
         repeats: int = 3, seed: int = 0, threads: int | None = None, model: str = "embedded:qwen2") -> dict:
     from clinical.cases import make_case_records
-    from training.batch import fed_lengths
     from training.config import ModelConfig
-    from training.forward import completion_logprobs
-    from training.models import load_policy
-    from training.tree import RolloutConfig, TreeConfig
-    from training.tree_sampler import sample_trees
+    from training.data.batch import fed_lengths
+    from training.models.loading import load_policy
+    from training.objectives.forward import completion_logprobs
+    from training.rollout.tree import RolloutConfig, TreeConfig
+    from training.rollout.tree_sampler import sample_trees
 
     if threads:
         torch.set_num_threads(threads)

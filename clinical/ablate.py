@@ -4,7 +4,7 @@ Arms (both from the recipe's `crpo:` section, so the sampler, loss, reference an
 - ``grpo``: accuracy + format + language only (weights 10 / 1 / 0.5), ``sum_then_normalize`` (plain GRPO);
 - ``crpo``: the recipe's five objectives and aggregation (recommended weights, ``normalize_then_sum``).
 One SFT run (OUT/sft) is the start of every arm; each arm and seed is its own run (OUT/<arm>_s<seed>), evaluated
-greedily on the held-out test split (vignettes never seen in SFT or RL). The table (`training.ablation`: per arm the
+greedily on the held-out test split (vignettes never seen in SFT or RL). The table (`training.trainers.ablation`: per arm the
 mean over seeds ± half their spread, then each run) goes to OUT/ablation.json, OUT/ablation.csv and OUT/ablation.md.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.ablation import AblationTable, Arm, run_arms
+from training.trainers.ablation import AblationTable, Arm, run_arms
 
 from .evaluate import FIELDS, evaluate_run
 from .pipeline import PIPELINE

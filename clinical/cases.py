@@ -6,8 +6,8 @@ label), which ends the episode. Observations reveal the case's structured findin
 vignettes (`clinical.synthetic`) and from the dermatology KG. Anything else gets one fixed error observation; a
 turn limit ends an episode without an answer. Reward: 1 for a correct answer, minus ``question_cost`` per question.
 
-The environment follows `training.env`'s protocol (``reset``/``step``). The RL rewards registered here score the
-decoded transcript (model turns and observations, `training.env.split_turns`) with the same parser, so a recipe
+The environment follows `training.rollout.env`'s protocol (``reset``/``step``). The RL rewards registered here score the
+decoded transcript (model turns and observations, `training.rollout.env.split_turns`) with the same parser, so a recipe
 weighs correctness, questions asked and action validity as separate named rewards:
 ``{case_correct: 1.0, case_questions: -0.05, case_valid: 0.2}``. Torch-free.
 """
@@ -18,9 +18,9 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from training.env import environment, split_turns
-from training.responses import boxed_choice, tag_pattern
-from training.rewards import reward
+from training.objectives.rewards import reward
+from training.rollout.env import environment, split_turns
+from training.rollout.responses import boxed_choice, tag_pattern
 
 LETTERS = "ABCDE"
 ASK = tag_pattern("ask", ignore_case=False)
@@ -318,8 +318,8 @@ def case_valid(prompts, completions, answer, meta, **_) -> list[float]:
 if __name__ == "__main__":  # python -m clinical.cases OUT.jsonl [N] [SEED]: RL records and OUT-sft.jsonl demos
     import sys
 
-    from training.data import write_jsonl
-    from training.env import OBSERVATION
+    from training.data.records import write_jsonl
+    from training.rollout.env import OBSERVATION
 
     out_path = sys.argv[1] if len(sys.argv) > 1 else "runs/demo_data/cases.jsonl"
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 64

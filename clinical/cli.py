@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training import pipeline_cli as cli
+from training.trainers import pipeline_cli as cli
 
 
 def register(subparsers) -> None:
@@ -89,7 +89,7 @@ def _ablate(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     from knowledge_graph.io import BUILTIN, load, load_builtin
-    from training.data import write_jsonl
+    from training.data.records import write_jsonl
     from training.errors import DataError
 
     from .synthetic import generate_vignettes

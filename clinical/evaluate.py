@@ -2,7 +2,7 @@
 
 Per question: the boxed letter against the key, and the paper's reasoning measures read by `clinical.reasoning`
 (the same reading the CRPO rewards use, so evaluation and training agree on what a cited finding or a rejected
-option is). Written under the run's `eval/` (`training.evaluation` runs the model and writes the files):
+option is). Written under the run's `eval/` (`training.trainers.evaluation` runs the model and writes the files):
 `metrics.json` (what the app's Training runs tab shows) and a per-question `predictions.csv`.
 
 Measures (means over questions unless said):
@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from training.errors import MedrlError
-from training.evaluation import Evaluation, metrics_lines, write_eval
+from training.trainers.evaluation import Evaluation, metrics_lines, write_eval
 
 from . import task
 
@@ -90,7 +90,7 @@ class ClinicalEvaluation(Evaluation):
     def respond(self, policy, asked: list[dict]) -> tuple[list[str], list[int]]:
         """Greedy completions and their token counts, 8 prompts per decode call as these evaluations always ran
         (the batch's padding changes float rounding, so another size could change a greedy answer)."""
-        from training.generation import generate_completions
+        from training.rollout.generation import generate_completions
 
         done = [row[0] for row in generate_completions(policy, asked, self.max_new_tokens, batch=8)]
         return [c.text for c in done], [c.length for c in done]

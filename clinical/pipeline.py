@@ -3,7 +3,7 @@
 A pipeline recipe (`clinical_tiny`, `clinical_r1_qwen25_3b` in `training/recipes/`) holds a `pipeline:` section
 (data, stages, traces) and one ordinary trainer recipe per stage (`sft:`, `crpo:`), so each stage is exactly what
 `medrl train` would run. Each stage is its own run folder under the pipeline's output (`OUT/sft`, `OUT/crpo`),
-chained by adapter (`training.pipeline`): CRPO starts from OUT/sft/adapter when that stage is finished, else from
+chained by adapter (`training.trainers.pipeline`): CRPO starts from OUT/sft/adapter when that stage is finished, else from
 `pipeline.start_adapter`, else from the base model. A finished stage (its adapter written) is not run again, so
 re-running the command continues an interrupted pipeline from the stage that did not finish. This module supplies
 the stages' data (the vignette bank, the boxed cold-start traces) and settings.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from training.config import check
 from training.errors import DataError
-from training.pipeline import Pipeline, PipelineSettings, Stage, StageContext, data_folder
+from training.trainers.pipeline import Pipeline, PipelineSettings, Stage, StageContext, data_folder
 
 RECIPES = {"tiny": "clinical_tiny", "3b": "clinical_r1_qwen25_3b"}  # short names -> shipped recipes (training.recipes)
 
@@ -52,7 +52,7 @@ def sft_traces(pc: PipelineConfig, data: Path, out: Path) -> Path:
     """The cold-start SFT file: the user's traces, or boxed traces built from the train split's vignettes."""
     if pc.sft_data is not None:
         return Path(pc.sft_data)
-    from training.data import read_jsonl, write_jsonl
+    from training.data.records import read_jsonl, write_jsonl
 
     from .records import boxed_sft_records
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from training.responses import (
+from training.rollout.responses import (
     ANSWER,
     THINK,
     box_count,
@@ -22,7 +22,9 @@ from training.responses import (
     without_boxes,
     without_tags,
 )
-from training.responses import BOX_RE as BOX_RE  # the app's answer view marks boxes with the same pattern
+from training.rollout.responses import (
+    BOX_RE as BOX_RE,  # the app's answer view marks boxes with the same pattern
+)
 
 SYSTEM = (
     "You are a medical expert in clinical reasoning, diagnosis and treatment. Answer in exactly two parts.\n"

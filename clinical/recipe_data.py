@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.data import write_jsonl
+from training.data.records import write_jsonl
 
 from . import records
 
@@ -29,7 +29,7 @@ def dpo_pair(vignette: dict) -> dict:
 
 
 def write(out: str | Path, seed: int = 0) -> dict[str, Path]:
-    from training.env import OBSERVATION
+    from training.rollout.env import OBSERVATION
 
     from .cases import make_case_records, sft_records
     from .synthetic import generate_vignettes

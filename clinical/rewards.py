@@ -42,8 +42,8 @@ import json
 import re
 
 from knowledge_graph.kg import KnowledgeGraph
-from training.responses import box_count, boxes, strict_parts, without_boxes
-from training.rewards import reward
+from training.objectives.rewards import reward
+from training.rollout.responses import box_count, boxes, strict_parts, without_boxes
 
 from .reasoning import Analysis, analyse
 

@@ -1,4 +1,4 @@
-"""How a Clinical-R1 run is asked, read from its task card (`training.task_card`): the system turn it trained with
+"""How a Clinical-R1 run is asked, read from its task card (`training.run.task_card`): the system turn it trained with
 (the format spec), the question laid out as its training records were, and the answer length.
 
 The app and `medrl clinical eval` build their prompts here. The cold-start SFT run trains on the RL prompt, so the
@@ -23,7 +23,7 @@ def system(card: dict | None) -> str | None:
     """The card's system turn; Clinical-R1's when there is no card; None when the run trained without one."""
     if not card:
         return SYSTEM
-    from training.task_card import system_text
+    from training.run.task_card import system_text
 
     return system_text(card)
 

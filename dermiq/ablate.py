@@ -9,7 +9,7 @@ The start is the warm-up adapter (OUT/warmup, trained first when missing, or `pi
 seed (OUT/<arm>_s<seed>): the share of groups whose rewards spread (``spread``: all a plain z-score can learn from),
 the share of groups that get a non-zero advantage (``signal``), the share whose G answers are not all right or all
 wrong (``mixed``), the mean reward over the run, and the held-out balanced accuracy (`dermiq.evaluate`). The table
-(`training.ablation`: per arm the mean over seeds ± half their spread, then every run) goes to OUT/ablation.md,
+(`training.trainers.ablation`: per arm the mean over seeds ± half their spread, then every run) goes to OUT/ablation.md,
 OUT/ablation.csv and OUT/ablation.json.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.ablation import AblationTable, Arm, run_arms
+from training.trainers.ablation import AblationTable, Arm, run_arms
 
 from .pipeline import FOLDERS, PIPELINE
 
@@ -31,7 +31,7 @@ TABLE = AblationTable("GRPO vs GRPO++ (both readings) from {start}, G={group_siz
 
 def run_stats(run_dir: Path, estimator: str) -> dict:
     """Means over the run's steps of the group shares and rewards, from its metrics.jsonl."""
-    from training.run import RunDir
+    from training.run.rundir import RunDir
 
     rows = [r for r in RunDir(run_dir).read_metrics() if "reward/mean" in r]
     if not rows:

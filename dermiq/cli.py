@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from training import pipeline_cli as cli
+from training.trainers import pipeline_cli as cli
 
 
 def register(subparsers) -> None:

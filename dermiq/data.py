@@ -22,8 +22,8 @@ from pathlib import Path
 
 from knowledge_graph.kg import KnowledgeGraph
 from knowledge_graph.lexicon import normalize
-from training import images
 from training.atomic import atomic_jsonl
+from training.data import images
 from training.errors import DataError
 
 from .prompts import build_prompt

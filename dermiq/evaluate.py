@@ -9,7 +9,7 @@ primary metric: mean per-class recall), macro-F1, per-class recall, macro one-vs
   (the claim checker, as the KG-consistency reward reads it; responses that name no KG condition are left out);
 - ``image_faithfulness``: for synthetic images, the share of stated findings the image really shows;
 - ``vote_*`` with ``--vote K``: the majority answer of K samples (temperature ``--vote-temperature``).
-Written under RUN/eval/ (`training.evaluation` runs the model and writes the files): ``<tag>.json`` (metrics.json),
+Written under RUN/eval/ (`training.trainers.evaluation` runs the model and writes the files): ``<tag>.json`` (metrics.json),
 ``<tag>_probabilities.csv`` (ISIC layout: ``image`` then one column per class), ``<tag>_predictions.csv``,
 ``<tag>_confusion.png``.
 """
@@ -21,8 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 from training.errors import MedrlError
-from training.evaluation import Evaluation, fmt, metrics_lines, write_csv
-from training.evaluation import write_eval as write_eval_files
+from training.trainers.evaluation import Evaluation, fmt, metrics_lines, write_csv
+from training.trainers.evaluation import write_eval as write_eval_files
 
 from . import task
 
@@ -167,7 +167,7 @@ class DermEvaluation(Evaluation):
     def respond(self, policy, asked: list[dict]):
         import torch
 
-        from training.generation import generate
+        from training.rollout.generation import generate
 
         from .generate import class_logprobs
 
@@ -203,7 +203,7 @@ def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = Non
 
 
 def write_eval(folder: Path, tag: str, metrics: dict, rows: list[dict], labels: list[str], probs) -> None:
-    """The metrics and predictions (`training.evaluation.write_eval`), the ISIC probabilities CSV, the confusion PNG."""
+    """The metrics and predictions (`training.trainers.evaluation.write_eval`), the ISIC probabilities CSV, the confusion PNG."""
     write_eval_files(folder, tag, metrics, rows)
     columns = ["image", *labels]
     write_csv(folder / f"{tag}_probabilities.csv",

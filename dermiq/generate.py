@@ -1,7 +1,7 @@
 """Class likelihoods for evaluation: how likely the model finds each label as the answer after its own analysis.
 
-Completions come from the core's generate helper (`training.generation`). Class probabilities score each label as
-the answer after the model's own analysis, on the trainer's shared-prompt forward (`training.forward`), so the
+Completions come from the core's generate helper (`training.rollout.generation`). Class probabilities score each label as
+the answer after the model's own analysis, on the trainer's shared-prompt forward (`training.objectives.forward`), so the
 number is the model's likelihood, not a parse of its text.
 """
 
@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 import torch
 
-from training.batch import RolloutBatch, encode_prompts
-from training.chat import render
-from training.data import load_images
-from training.forward import completion_logprobs
-from training.models import autocast_context
+from training.data.batch import RolloutBatch, encode_prompts
+from training.data.records import load_images
+from training.models.chat import render
+from training.models.loading import autocast_context
+from training.objectives.forward import completion_logprobs
 
 from .prompts import ANSWER_CLOSE, ANSWER_OPEN
 

@@ -1,4 +1,4 @@
-"""`medrl dermiq train`: the DermIQ-VLM stages, each its own run folder chained by adapter (`training.pipeline`).
+"""`medrl dermiq train`: the DermIQ-VLM stages, each its own run folder chained by adapter (`training.trainers.pipeline`).
 
 Stages, in order (a recipe names the ones it runs; `--stages` picks some):
 - ``warmup``: SFT on reference responses in the DermIQ format (the starting point a pretrained VLM would be; the
@@ -14,7 +14,7 @@ A pipeline recipe (`dermiq_pipeline_tiny`, `dermiq_pipeline_qwen25vl_3b`; `medrl
 Stage S is the run folder OUT/<S> (``grpo++`` -> OUT/grpopp) and starts from the adapter of the nearest earlier
 stage found finished in OUT (or `pipeline.start_adapter`), so any stage runs alone after the one before it. A
 finished stage is not run again: re-running the command continues an interrupted pipeline. This module supplies
-the stages' data (the SFT files, the KG-judged DPO pairs) and settings; `training.pipeline` runs them.
+the stages' data (the SFT files, the KG-judged DPO pairs) and settings; `training.trainers.pipeline` runs them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from training.config import check, from_dict
 from training.errors import ConfigError, DataError
-from training.pipeline import Pipeline, PipelineSettings, Stage, StageContext, data_folder
+from training.trainers.pipeline import Pipeline, PipelineSettings, Stage, StageContext, data_folder
 
 RECIPES = {"tiny": "dermiq_pipeline_tiny", "3b": "dermiq_pipeline_qwen25vl_3b"}  # short names -> shipped recipes
 
@@ -85,7 +85,7 @@ def prepare_data(pc: PipelineConfig, out: Path) -> Path:
 
 def write_synthetic(folder: Path, conditions, n_train: int, n_test: int, seed: int, size: int) -> None:
     """train/ and test/ image folders (different seeds: no image in both) and train.jsonl/test.jsonl beside them."""
-    from training.data import write_jsonl
+    from training.data.records import write_jsonl
 
     from .synthetic import generate_dataset
 
@@ -99,7 +99,7 @@ def write_synthetic(folder: Path, conditions, n_train: int, n_test: int, seed: i
 
 
 def _records(path: Path) -> list[dict]:
-    from training.data import read_jsonl
+    from training.data.records import read_jsonl
 
     return read_jsonl(path, "rl").records
 
@@ -123,7 +123,7 @@ def _write_sft(kind: str, data: Path, out: Path, replay: float = 0.0, limit: int
     two-turn conversations (sft), from train; for sft, ``replay`` x as many single-turn references as
     conversations after them (`PipelineConfig.sft_replay`)."""
     from knowledge_graph.io import load_builtin
-    from training.data import write_jsonl
+    from training.data.records import write_jsonl
 
     from .records import sft_records
 
@@ -156,8 +156,8 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
     from knowledge_graph.io import load_builtin
     from knowledge_graph.preference import abstention_summary, build_pairs, write_dpo_jsonl
     from training.config import ModelConfig
-    from training.generation import generate
-    from training.models import load_policy
+    from training.models.loading import load_policy
+    from training.rollout.generation import generate
 
     path = out / "data" / "dpo_pairs.jsonl"
     if path.is_file():

@@ -2,7 +2,7 @@
 
 A real VLM arrives able to say what it sees (colours, shapes, borders, surfaces) without knowing dermatology; the
 embedded tiny Qwen2.5-VL's vision tower is random, so the language model would have nothing to read from an image.
-`training.embedded` pretrains the tower and merger on these pairs at build time (it names this hook, it does not
+`training.models.embedded` pretrains the tower and merger on these pairs at build time (it names this hook, it does not
 know what the pairs are about). Each caption lists the image's visible findings under the four analysis headings,
 in the wording of the DermIQ think part, and never names the condition: naming it is what the pipeline learns.
 Deterministic (seeded per image), torch-free.

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from knowledge_graph.lexicon import normalize
-from training.responses import ANSWER, TAGS, THINK, strict_parts, tagged, without
+from training.rollout.responses import ANSWER, TAGS, THINK, strict_parts, tagged, without
 
 # The four headings of the analysis, in order; the finding types each one reports (the SFT target's layout).
 SECTIONS: tuple[str, ...] = ("Colour and pigmentation", "Texture and surface", "Shape and border", "Distribution")

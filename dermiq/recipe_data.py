@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.data import write_jsonl
+from training.data.records import write_jsonl
 
 from .prompts import reference_response
 from .records import sft_records

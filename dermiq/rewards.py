@@ -35,7 +35,7 @@ import functools
 from knowledge_graph.claims import CONTRADICTED, SUPPORTED, extract_claims, judge
 from knowledge_graph.kg import KnowledgeGraph
 from knowledge_graph.lexicon import normalize
-from training.rewards import reward
+from training.objectives.rewards import reward
 
 from .prompts import SECTIONS, in_label_set, labels_of, parse_response
 

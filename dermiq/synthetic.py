@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from knowledge_graph.kg import KnowledgeGraph
-from training.data import write_jsonl
+from training.data.records import write_jsonl
 
 from .findings import sample_findings
 from .prompts import QUESTION, build_prompt

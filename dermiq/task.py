@@ -1,4 +1,4 @@
-"""How a DermIQ run is asked, read from its task card (`training.task_card`): the label set and layout of the system
+"""How a DermIQ run is asked, read from its task card (`training.run.task_card`): the label set and layout of the system
 turn it trained with, one image slot per image, the question, and the answer length.
 
 The app and `medrl dermiq eval` both build their prompts here, so a model is never asked to choose among labels it

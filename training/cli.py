@@ -11,7 +11,7 @@ def run_recipe(path: str | None, overrides: list[str], resume: bool = False) -> 
     """Load a recipe, pick its trainer, train; returns the last metrics."""
     from training.config import load_config, merge, parse_overrides, read_yaml
     from training.recipes import resolve
-    from training.trainer_kinds import check_trainer, config_class, train_function
+    from training.trainers.trainer_kinds import check_trainer, config_class, train_function
 
     path = str(resolve(path)) if path else None
     raw = merge(read_yaml(path) if path else {}, parse_overrides(overrides))
@@ -21,7 +21,7 @@ def run_recipe(path: str | None, overrides: list[str], resume: bool = False) -> 
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.session import graceful_interrupt
+    from training.trainers.session import graceful_interrupt
 
     with graceful_interrupt():
         last = run_recipe(args.config, args.overrides, resume=args.resume)

@@ -98,7 +98,7 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     """The `optim:` section: AdamW (Loshchilov & Hutter 2019) with warm-up, then cosine, linear or constant decay,
-    and gradient clipping; shared by every trainer (`training.optim`).
+    and gradient clipping; shared by every trainer (`training.trainers.optim`).
 
     Fields:
         lr (float, default 1e-4): the peak learning rate (TRL `learning_rate`).
@@ -137,7 +137,7 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    """The `run:` section: where a run writes (runs/<name>/, see `training.run.RunDir`) and how often it logs
+    """The `run:` section: where a run writes (runs/<name>/, see `training.run.rundir.RunDir`) and how often it logs
     and checkpoints.
 
     Fields:
@@ -343,7 +343,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    from training.checkpoint import atomic_write_text
+    from training.atomic import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

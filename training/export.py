@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from training.atomic import atomic_dir
 from training.card_notice import card_notices
-from training.checkpoint import atomic_dir
 from training.config import ModelConfig, from_dict
 from training.errors import MedrlError
-from training.run import RunDir
-from training.task_card import CARD_FILE, read_card, write_card
+from training.run.rundir import RunDir
+from training.run.task_card import CARD_FILE, read_card, write_card
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -89,7 +89,7 @@ tags: [{tags}]
 {banner}
 ## Base model
 `{model.get('name', '')}` (loaded from `{base_path}`), quantization during training: `{model.get('quantization', 'none')}`.
-{"This is medrl's *embedded default*: a tiny randomly initialised model of the real architecture, for exercising the pipeline. It has no medical skill. Rebuild its base with `medrl` on the same version (`training.embedded.ensure_embedded`)." if str(model.get('name', '')).startswith('embedded:') else ""}
+{"This is medrl's *embedded default*: a tiny randomly initialised model of the real architecture, for exercising the pipeline. It has no medical skill. Rebuild its base with `medrl` on the same version (`training.models.embedded.ensure_embedded`)." if str(model.get('name', '')).startswith('embedded:') else ""}
 
 ## Data
 `{data.get('train', '')}`: {start.get('records', '?')} records used, {start.get('records_skipped', 0)} skipped.
@@ -127,7 +127,7 @@ def merge_adapter(base_cfg: ModelConfig, adapter_dir: Path, out: Path, dtype: st
     """Merge onto a fresh unquantised base in `dtype`; returns the probe's max logit difference."""
     from peft import PeftModel
 
-    from training.models import load_base
+    from training.models.loading import load_base
 
     cfg = ModelConfig(**{**base_cfg.__dict__, "quantization": "none", "dtype": dtype, "device": "cpu"})
     base, processor, tokenizer, _, _, _, _ = load_base(cfg)

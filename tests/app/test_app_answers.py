@@ -11,7 +11,7 @@ from clinical import task as clinical_task
 from clinical.prompts import SYSTEM
 from dermiq import task as derm_task
 from dermiq.prompts import build_prompt, labels_of
-from training.run import RunDir
+from training.run.rundir import RunDir
 
 SIX = ["dermatitis", "melanoma", "psoriasis", "seborrheic keratosis", "vascular lesion", "vitiligo"]
 

@@ -12,7 +12,7 @@ import pytest
 from app import interactive, tab_case
 from app.context import error_text, user_errors
 from knowledge_graph.disclaimer import DISCLAIMER
-from training.env import OBSERVATION
+from training.rollout.env import OBSERVATION
 
 
 def visible(fragment: str) -> str:

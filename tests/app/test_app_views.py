@@ -1,4 +1,4 @@
-"""Robust views (issue 24, item 5), without a browser: charts hold the selected runs' data only and hidden charts are
+"""Robust views, without a browser: charts hold the selected runs' data only and hidden charts are
 emptied; the run lists are re-read and a deleted run is refused in one line; bad uploads become one-line messages
 without a server path; a KG lookup in the wrong graph says so and leaves no old card. The runs are written by hand
 (a config and a metrics file are a run to the app), so these tests need no training."""

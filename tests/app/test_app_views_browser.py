@@ -1,4 +1,4 @@
-"""Robust views (issue 24, item 5) in headless Chromium: a chart shows only the runs just plotted (read from the
+"""Robust views in headless Chromium: a chart shows only the runs just plotted (read from the
 drawn SVG's data labels), the run list drops a deleted run on ↻ and picks up a new one on reload, a text file named
 x.png gets the app's one-line message with no server path on the page, and a KG lookup in the wrong graph says so
 and clears the old card. The app is served over its own hand-written runs (no training), so every test is quick and

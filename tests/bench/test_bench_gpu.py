@@ -21,7 +21,7 @@ def test_the_3b_shapes_have_the_published_parameter_counts():
     """Built on the meta device (no memory): Qwen2.5-3B 3.09B parameters, Qwen2.5-VL-3B 3.75B, Qwen's vocabulary."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from training.embedded import ensure_embedded
+    from training.models.embedded import ensure_embedded
 
     counts = {}
     for kind, auto in (("qwen2", AutoModelForCausalLM), ("qwen25vl", AutoModelForImageTextToText)):

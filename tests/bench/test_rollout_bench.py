@@ -29,7 +29,7 @@ def test_rollout_worker_times_both_sides():
 def test_grpo_step_profile_names_every_phase():
     """Two profiled steps of the real trainer at two prompts per step: every phase measured, the phases fit in the
     step, and the trainer's names are restored afterwards."""
-    from training import rl_trainer, step_loop
+    from training.trainers import rl_trainer, step_loop
 
     before = (rl_trainer.generate_rollouts, rl_trainer.score, step_loop.clip_and_step)
     out = grpo_step.worker_ours({"p": 48, "g": 2, "s": 4, "steps": 2, "warmup": 1, "threads": 1, "prompts": 2,

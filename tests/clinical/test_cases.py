@@ -15,7 +15,7 @@ from clinical.cases import (
     parse_action,
     score_transcript,
 )
-from training.env import OBSERVATION, Environment, make_env, split_turns
+from training.rollout.env import OBSERVATION, Environment, make_env, split_turns
 
 
 def _records():

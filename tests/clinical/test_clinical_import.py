@@ -9,7 +9,7 @@ import pytest
 from app.cli import main
 from clinical.data import import_data, split_lettered
 from clinical.prompts import MULTI_NOTE, SYSTEM, build_prompt
-from training.data import read_jsonl, validate_record
+from training.data.records import read_jsonl, validate_record
 from training.errors import DataError
 
 

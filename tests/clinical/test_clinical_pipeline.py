@@ -18,7 +18,7 @@ from clinical.rewards import (
     faithfulness_parts,
     format_score,
 )
-from training.data import read_jsonl, validate_record
+from training.data.records import read_jsonl, validate_record
 
 pytestmark = pytest.mark.slow  # cold start -> CRPO end to end
 

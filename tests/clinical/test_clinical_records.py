@@ -2,7 +2,7 @@
 
 from clinical.records import question, rl_records, sft_records
 from clinical.synthetic import generate_vignettes
-from training.data import validate_record
+from training.data.records import validate_record
 
 
 def test_sft_records_reason_then_answer(tmp_path):

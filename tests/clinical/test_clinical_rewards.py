@@ -23,7 +23,7 @@ from clinical.rewards import (
 )
 from knowledge_graph.claims import extract_claims
 from knowledge_graph.io import load_builtin
-from training.rewards import resolve, score
+from training.objectives.rewards import resolve, score
 
 CASE = ("A 58-year-old man presents with chest pain and nausea. Relevant history: smoking and hypertension. "
         "On examination: diaphoresis. Investigations: ST elevation in leads II, III and aVF; "

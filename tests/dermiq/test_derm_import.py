@@ -1,4 +1,4 @@
-"""`medrl dermiq import` (issue 8 item 1) on small fixture folders written here, one per layout, with the quirks real
+"""`medrl dermiq import` on small fixture folders written here, one per layout, with the quirks real
 downloads have: missing, truncated and bomb images, unknown labels, bad fields, extra columns."""
 
 import csv
@@ -14,7 +14,7 @@ from app.cli import main
 from dermiq.data import check_image, import_data, scin_top_label
 from dermiq.prompts import labels_of
 from knowledge_graph.io import load_builtin
-from training.data import read_jsonl
+from training.data.records import read_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from dermiq.records import sft_records
 from dermiq.rewards import accuracy, consistency_parts, format_reward
 from dermiq.synthetic import generate_dataset
 from knowledge_graph.io import load_builtin
-from training.data import validate_record
+from training.data.records import validate_record
 
 
 def test_sft_records_validate_and_explain_the_ground_truth(tmp_path):

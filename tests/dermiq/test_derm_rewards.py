@@ -21,7 +21,7 @@ from dermiq.rewards import (
     truth_set,
     use_kg,
 )
-from training.rewards import resolve, score
+from training.objectives.rewards import resolve, score
 
 LABELS = ["melanoma", "melanocytic nevus", "seborrheic keratosis", "psoriasis"]
 PROMPT = build_prompt(LABELS)
@@ -115,7 +115,7 @@ def test_groups_subtypes_and_dermnet_members():
     assert rewards(ok.format("Bowen's disease"), akiec, "x")[0] == 7.0
     assert rewards(ok.format("actinic keratosis"), akiec, "x")[0] == 7.0
     ak = {"condition_id": "condition:actinic_keratosis"}
-    assert rewards(ok.format("akiec"), ak, "x")[0] == 3.0  # the group of the true subtype: a partial answer (issue 23)
+    assert rewards(ok.format("akiec"), ak, "x")[0] == 3.0  # the group of the true subtype: a partial answer
     assert rewards(ok.format("Bowen's disease"), ak, "x")[0] == -1.0  # a sibling is another disease
     assert truth_set("condition:akiec") == {"condition:akiec", "condition:actinic_keratosis", "condition:bowen_disease"}
     folder = {"condition_id": "category:dermnet_melanoma_nevi",

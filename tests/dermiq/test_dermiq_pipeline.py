@@ -13,7 +13,7 @@ from dermiq.rewards import accuracy_score, format_score
 from dermiq.synthetic import make_record, make_sample
 from knowledge_graph.disclaimer import DISCLAIMER
 from knowledge_graph.io import load_builtin
-from training.data import read_jsonl
+from training.data.records import read_jsonl
 
 pytestmark = pytest.mark.slow  # every stage of the pipeline, end to end
 
@@ -146,7 +146,7 @@ def test_pipeline_recipes_load_every_stage(recipe, tmp_path):
 
 
 def test_pairs_written_for_review_then_audited(trained, cli, tmp_path, capsys):
-    """`medrl dermiq pairs` writes the judged pairs from the SFT stage; `medrl kg audit` reviews them (issue 23)."""
+    """`medrl dermiq pairs` writes the judged pairs from the SFT stage; `medrl kg audit` reviews them."""
     import shutil
 
     out = tmp_path / "pipe"

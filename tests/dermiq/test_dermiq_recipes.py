@@ -6,7 +6,7 @@ import pytest
 
 from dermiq.synthetic import generate_dataset
 from training.config import load_config
-from training.rl_config import RLConfig
+from training.trainers.rl_config import RLConfig
 
 SEED_SETTINGS = {
     ("rollout", "num_generations"): 3, ("rollout", "temperature"): 0.7, ("optim", "lr"): 3e-5,

@@ -1,4 +1,4 @@
-"""The blind review set (issue 23): sentences and answer pairs written by a reviewer who saw only the KGs' node lists
+"""The blind review set: sentences and answer pairs written by a reviewer who saw only the KGs' node lists
 and the defect classes, never the code (tests/knowledge_graph/blind/, committed before the scorer changed).
 
 Sentences: what the claim reader must find (the diagnosis; ids present, absent, hedged; ids that must not read as

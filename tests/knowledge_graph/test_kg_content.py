@@ -1,4 +1,4 @@
-"""What the clinician review of issue 14 fixed in the curated KGs stays fixed: separate diseases, hallmarks,
+"""What the clinician review fixed in the curated KGs stays fixed: separate diseases, hallmarks,
 must-not-miss differentials, guideline treatment lines, procedures apart from treatments, checkable citations."""
 
 import pytest
@@ -103,7 +103,7 @@ DERM_MANAGED = ["melanoma", "melanocytic nevus", "basal cell carcinoma", "actini
 
 @pytest.mark.parametrize("name", ["derm", "clinical"])
 def test_every_management_edge_has_a_checkable_source(derm, clin, name):
-    """Guideline id + year + section, or a PMID/DOI (issue 23); an edge without one is left out of the KG."""
+    """Guideline id + year + section, or a PMID/DOI; an edge without one is left out of the KG."""
     kg = {"derm": derm, "clinical": clin}[name]
     bad = [(h, r, t, a["source"]) for h, r, t, a in kg.edges() if r in MANAGEMENT_RELATIONS and not is_checkable(a["source"])]
     assert not bad, bad[:5]

@@ -1,4 +1,4 @@
-"""A user's KG as plain-word CSV triples (issue 8 item 2): names resolve through the KG lexicon, node types come from
+"""A user's KG as plain-word CSV triples: names resolve through the KG lexicon, node types come from
 the relation's schema, typed ids still work, and what cannot be typed is refused with its row."""
 
 import pytest

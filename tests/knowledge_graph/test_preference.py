@@ -78,7 +78,7 @@ def test_only_eligible_responses_are_chosen(kg):
     assert build_pairs("Diagnose.", responses, kg, "melanoma", eligible=[False, False, True]) == []
 
 
-# ---- the judge's axes and abstention (issue 23) -------------------------------------------------------------------
+# ---- the judge's axes and abstention -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def clin():
     return load_builtin("clinical")
@@ -126,7 +126,7 @@ def test_disagreeing_on_an_action_the_kg_cannot_judge_abstains(clin):
 
 
 def test_a_condition_without_findings_is_not_judged_on_them(kg):
-    """A derm condition with a documented no_findings_reason: described findings neither cost nor earn (issue 23)."""
+    """A derm condition with a documented no_findings_reason: described findings neither cost nor earn."""
     cond = next(c for c in kg.conditions() if kg.node(c).get("no_findings_reason"))
     s = score_response(f"Silvery scale with Wickham striae. <answer>{kg.label(cond)}</answer>", kg, cond)
     assert s.axes["faithfulness"] == 0 and "not judged" in s.axes["reasons"]["faithfulness"]

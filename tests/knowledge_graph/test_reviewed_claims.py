@@ -1,4 +1,4 @@
-"""A reviewed set of hand-written sentences with the verdicts a clinician expects (issue 14).
+"""A reviewed set of hand-written sentences with the verdicts a clinician expects.
 
 Each row: KG, true condition, sentence, expected diagnosis (None = no diagnosis claim, "-" = do not check) and the
 expected (polarity, verdict) of named nodes. Expectations are written from clinical knowledge (textbook facts and the

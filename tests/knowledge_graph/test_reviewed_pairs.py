@@ -1,5 +1,5 @@
 """A reviewed set of scored response pairs: (KG, true condition, better answer, worse answer), written from clinical
-judgement of which answer a clinician would rather see (issue 14), plus the scorer's structural guarantees."""
+judgement of which answer a clinician would rather see, plus the scorer's structural guarantees."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""The ablation summary (`training.ablation.AblationTable`): per-arm means and spreads across seeds by hand, the
+"""The ablation summary (`training.trainers.ablation.AblationTable`): per-arm means and spreads across seeds by hand, the
 markdown table with its intervals, and the three files on disk."""
 
 import csv
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.ablation import AblationTable
+from training.trainers.ablation import AblationTable
 
 TABLE = AblationTable("arms from {start}, seeds {seeds}", ("acc", "reward"), ("acc",))
 RUNS = [{"arm": "start", "seed": 0, "acc": 0.25, "reward": None},

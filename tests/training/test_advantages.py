@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from training.advantages import (
+from training.errors import ConfigError
+from training.objectives.advantages import (
     AdvantageConfig,
     binary_fallback,
     compute_advantages,
@@ -19,7 +20,6 @@ from training.advantages import (
     weighted_sum,
     zero_std_groups,
 )
-from training.errors import ConfigError
 
 EPS = 1e-4
 
@@ -357,7 +357,7 @@ def test_binary_with_group_index_and_errors() -> None:
 
 def test_binary_recipe_needs_correct_reward() -> None:
     from training.config import load_config
-    from training.rl_config import RLConfig
+    from training.trainers.rl_config import RLConfig
 
     recipe = "configs/grpopp_qwen2_toy.yaml"
     with pytest.raises(ConfigError, match="advantages.correct_reward: expected the name of a reward .binary"):

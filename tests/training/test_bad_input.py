@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from training.data import read_jsonl
-from training.toy_task import write_records
+from training.data.records import read_jsonl
+from training.objectives.toy_task import write_records
 
 TOY = "configs/grpopp_qwen2_toy.yaml"
 SFT = "configs/sft_qwen2_tiny.yaml"

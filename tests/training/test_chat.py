@@ -1,7 +1,7 @@
-from training.chat import IGNORE, encode_conversations
 from training.config import ModelConfig
-from training.data import read_jsonl
-from training.models import load_policy
+from training.data.records import read_jsonl
+from training.models.chat import IGNORE, encode_conversations
+from training.models.loading import load_policy
 
 
 def labelled_text(policy, enc, row=0):
@@ -39,9 +39,9 @@ def test_a_tokenizer_without_a_chat_template_is_a_clear_error(tmp_path):
     import pytest
     from transformers import AutoTokenizer
 
-    from training.chat import render
-    from training.embedded import ensure_embedded
     from training.errors import ConfigError
+    from training.models.chat import render
+    from training.models.embedded import ensure_embedded
 
     tok = AutoTokenizer.from_pretrained(ensure_embedded("qwen2"))
     tok.chat_template = None

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.run import RunDir
-from training.toy_task import write_records
+from training.objectives.toy_task import write_records
+from training.run.rundir import RunDir
 
 TOY = "configs/grpopp_qwen2_toy.yaml"
 COMMON = ["--prompts_per_step=2", "--rollout.num_generations=3", "--reference.kind=lagged",

@@ -5,7 +5,7 @@ import pytest
 
 from training.config import load_config, parse_overrides, parse_seeds
 from training.errors import ConfigError
-from training.sft_config import SFTConfig
+from training.trainers.sft_config import SFTConfig
 
 
 def write(tmp_path, text):
@@ -116,8 +116,8 @@ def test_every_config_field_is_documented_in_its_class_docstring():
     `name (type, default ...)`."""
     import dataclasses
 
-    from training.dpo_config import DPOConfig
-    from training.rl_config import RLConfig
+    from training.trainers.dpo_config import DPOConfig
+    from training.trainers.rl_config import RLConfig
 
     missing = []
     for recipe in (SFTConfig, DPOConfig, RLConfig):

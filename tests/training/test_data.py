@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from training.data import read_jsonl
+from training.data.records import read_jsonl
 from training.errors import DataError
 
 

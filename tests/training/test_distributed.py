@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from training.data import write_jsonl
+from training.data.records import write_jsonl
 
 pytestmark = pytest.mark.slow  # torchrun subprocesses (~55 s)
 
@@ -79,7 +79,7 @@ def pairs_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def toy_file(tmp_path_factory) -> Path:
-    from training.toy_task import write_records
+    from training.objectives.toy_task import write_records
 
     return write_records(tmp_path_factory.mktemp("ddp_toy") / "toy.jsonl", 8, seed=0)
 

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from training.config import LoraConfig, ModelConfig
-from training.data import write_jsonl
-from training.dpo_trainer import encode_pairs, pair_logprobs
-from training.forward import completion_logprobs
-from training.models import load_policy
+from training.data.records import write_jsonl
+from training.models.loading import load_policy
+from training.objectives.forward import completion_logprobs
+from training.trainers.dpo_trainer import encode_pairs, pair_logprobs
 
 TEXT = "configs/dpo_qwen2_tiny.yaml"
 VLM = "configs/dpo_qwen25vl_tiny.yaml"
@@ -67,7 +67,7 @@ def dpo(cli, tmp_path, data, name, *extra, recipe=TEXT) -> int:
 
 
 def read_records(path) -> list[dict]:
-    from training.data import read_jsonl
+    from training.data.records import read_jsonl
 
     return read_jsonl(path, "dpo").records
 
@@ -235,7 +235,7 @@ def test_bad_rows_are_skipped_and_counted(cli, tmp_path, toy_pairs, capsys):
     assert start["records"] == 2 and start["records_skipped"] == 3
     out = capsys.readouterr().out
     assert "2 records, 3 skipped" in out and ":3: field 'rejected'" in out
-    from training.data import read_jsonl
+    from training.data.records import read_jsonl
 
     skipped = read_jsonl(data, "dpo").skipped
     assert skipped[-1] == f"{data}:5: field 'chosen': expected one assistant message of text"

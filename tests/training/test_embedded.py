@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-from training import embedded
-from training.embedded import SHIPPED, ensure_embedded, resolve_model_path
+from training.models import embedded
+from training.models.embedded import SHIPPED, ensure_embedded, resolve_model_path
 
 
 def _has_avx2() -> bool:
@@ -88,7 +88,7 @@ def test_text_model_copies_from_its_context():
     build's) are repeated exactly, greedy; without the phase 0 of 30 were (with 400 steps 29, with 600 30)."""
     import random
 
-    from training.embedded_pretrain import COPY_ITEMS
+    from training.models.embedded_pretrain import COPY_ITEMS
 
     path = ensure_embedded("qwen2")
     tok = AutoTokenizer.from_pretrained(path)
@@ -131,7 +131,7 @@ def test_vlm_reads_images():
     pretraining the two were equal (caption loss 0.2700 / 0.2700)."""
     import random
 
-    from training.embedded_pretrain import image_text_batch
+    from training.models.embedded_pretrain import image_text_batch
 
     hook = embedded._pairs_plugin(embedded.manifest()["qwen25vl"]["pairs"])
     path = ensure_embedded("qwen25vl")

@@ -1,4 +1,4 @@
-"""The evaluator base (`training.evaluation.Evaluation`) on real run folders: which adapter and answer length it
+"""The evaluator base (`training.trainers.evaluation.Evaluation`) on real run folders: which adapter and answer length it
 uses, its one-line errors, and the metrics and tables it writes under RUN/eval/. The model is a stand-in (the
 policy loader returns a token the subclass answers from), so these are fast; the domains' end-to-end tests run it
 on tiny models."""
@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from training.errors import MedrlError
-from training.evaluation import Evaluation, fmt, metrics_lines, write_eval
-from training.run import ADAPTER_WEIGHTS, RunDir
+from training.run.rundir import ADAPTER_WEIGHTS, RunDir
+from training.trainers.evaluation import Evaluation, fmt, metrics_lines, write_eval
 
 
 def make_run(tmp_path, rollout: int | None = None, card_tokens: int | None = None, finished: bool = True):
@@ -59,10 +59,10 @@ class Echo(Evaluation):
 
 @pytest.fixture
 def stand_in_policy(monkeypatch):
-    import training.models
+    import training.models.loading
 
     loaded = []
-    monkeypatch.setattr(training.models, "load_policy",
+    monkeypatch.setattr(training.models.loading, "load_policy",
                         lambda cfg, adapter, trainable: loaded.append((cfg.name, cfg.adapter, adapter)) or "policy")
     return loaded
 

@@ -6,10 +6,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-from training.checkpoint import load_trainable
 from training.config import ModelConfig
-from training.embedded import resolve_model_path
-from training.models import disable_cpu_bf16_repack, load_policy, quantization_config
+from training.models.embedded import resolve_model_path
+from training.models.loading import disable_cpu_bf16_repack, load_policy, quantization_config
+from training.run.checkpoint import load_trainable
 
 IDS = torch.tensor([[3, 25, 77, 140, 9, 61, 200, 18]])
 
@@ -38,7 +38,7 @@ def training_logits(run_dir, quant):
 def plain_reload(exp, quant: str, exact_4bit: bool = False) -> tuple[torch.Tensor, bool]:
     """Logits of the exported adapter loaded the way a user would (plain transformers + PEFT), and whether
     bitsandbytes' avx512-bf16 CPU kernel computed them. `exact_4bit` first turns that kernel off, as
-    `training.models.disable_cpu_bf16_repack` does for training."""
+    `training.models.loading.disable_cpu_bf16_repack` does for training."""
     import bitsandbytes as bnb
 
     cfg = json.loads((exp / "adapter_config.json").read_text())

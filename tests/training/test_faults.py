@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.run import RunDir
-from training.toy_task import write_records
+from training.objectives.toy_task import write_records
+from training.run.rundir import RunDir
 
 pytestmark = pytest.mark.slow  # real subprocesses killed mid-run (~25 s)
 

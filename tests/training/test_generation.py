@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.batch import encode_records
-from training.generation import generate, generate_completions
-from training.rollout import SamplingConfig, generate_rollouts
+from training.models.chat import encode_records
+from training.rollout.engine import SamplingConfig, generate_rollouts
+from training.rollout.generation import generate, generate_completions
 
 RECORDS = [{"prompt": [{"role": "user", "content": text}]} for text in
            ("A patient has fever and cough. Diagnosis?", "Itchy rash on the forearm for two days.", "Why?")]
@@ -16,7 +16,7 @@ RECORDS = [{"prompt": [{"role": "user", "content": text}]} for text in
 @pytest.fixture(scope="module")
 def policy(one_thread):
     from training.config import ModelConfig
-    from training.models import load_policy
+    from training.models.loading import load_policy
 
     return load_policy(ModelConfig(name="embedded:qwen2"))
 

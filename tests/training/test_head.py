@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.chat import IGNORE
 from training.config import LoraConfig, ModelConfig
-from training.head import default_chunk_rows, head_logprobs, head_nll
-from training.losses import IGNORE_INDEX
-from training.models import load_policy
+from training.models.chat import IGNORE, IGNORE_INDEX
+from training.models.loading import load_policy
+from training.objectives.head import default_chunk_rows, head_logprobs, head_nll
 
 LOGPROB_ATOL = 1e-5
 GRAD_RTOL = 1e-4

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from training.errors import ConfigError
-from training.head import head_nll
-from training.losses import (
+from training.objectives.head import head_nll
+from training.objectives.losses import (
     PolicyLossConfig,
     aggregate,
     dpo_loss,

@@ -4,7 +4,7 @@ import torch
 
 from training.config import LoraConfig, ModelConfig
 from training.errors import ConfigError
-from training.models import load_policy
+from training.models.loading import load_policy
 
 
 def lora_grads(policy, ids):
@@ -66,7 +66,7 @@ def test_missing_model_is_a_config_error(tmp_path):
 def test_modules_to_save_train_and_reload(tmp_path):
     """`lora.modules_to_save: [norm]` trains every RMSNorm whole beside LoRA (and on lm_head when targeted); the saved
     adapter carries them, so a policy loaded from it gives the trained model's logits."""
-    from training.checkpoint import save_trainable
+    from training.run.checkpoint import save_trainable
 
     lora = LoraConfig(r=8, alpha=8, dropout=0.0, modules_to_save=["norm"],
                       target_modules=["q_proj", "v_proj", "down_proj", "lm_head"])

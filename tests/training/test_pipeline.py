@@ -1,6 +1,6 @@
-"""The pipeline frame (`training.pipeline`) on real recipe files and run folders: stage order, the chaining rule,
+"""The pipeline frame (`training.trainers.pipeline`) on real recipe files and run folders: stage order, the chaining rule,
 resuming (a finished stage is reused, an interrupted one resumes), `stages` spellings and errors, evaluation; the
-ablation arms (`training.ablation.run_arms`) and the shared train command trained through it.
+ablation arms (`training.trainers.ablation.run_arms`) and the shared train command trained through it.
 
 The stages train with a stand-in trainer registered under its own kind (`touch`): it writes a finished adapter into
 the real run folder and logs its call, so every test runs in milliseconds on real files."""
@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training import pipeline_cli
-from training.ablation import Arm, run_arms
 from training.config import RunConfig
 from training.errors import ConfigError, DataError
-from training.pipeline import Pipeline, PipelineSettings, Stage, data_folder
-from training.run import ADAPTER_WEIGHTS, CHECKPOINT_MARKER, RunDir
-from training.trainer_kinds import TRAINERS
+from training.run.rundir import ADAPTER_WEIGHTS, CHECKPOINT_MARKER, RunDir
+from training.trainers import pipeline_cli
+from training.trainers.ablation import Arm, run_arms
+from training.trainers.pipeline import Pipeline, PipelineSettings, Stage, data_folder
+from training.trainers.trainer_kinds import TRAINERS
 
 
 @dataclass

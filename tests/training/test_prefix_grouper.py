@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.batch import PromptInputs, RolloutBatch, encode_prompts
-from training.embedded import ensure_embedded
-from training.forward import completion_logprobs
-from training.prefix_grouper import ATTN_NAME, pack_batch
+from training.data.batch import PromptInputs, RolloutBatch, encode_prompts
+from training.models.embedded import ensure_embedded
+from training.objectives.forward import completion_logprobs
+from training.objectives.prefix_grouper import ATTN_NAME, pack_batch
 
 
 def naive_completion_logprobs(model, batch, **kwargs):

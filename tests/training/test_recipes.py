@@ -69,7 +69,7 @@ def test_missing_demo_data_names_the_command(cli, capsys, tmp_path, monkeypatch)
 
 
 def test_recipe_data_has_every_file_the_tiny_recipes_read(cli, tmp_path, monkeypatch):
-    from training.data import read_jsonl
+    from training.data.records import read_jsonl
 
     monkeypatch.chdir(tmp_path)
     assert cli("recipes", "--data") == 0

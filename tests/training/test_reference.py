@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.toy_task import write_records
+from training.objectives.toy_task import write_records
 
 TOY = "configs/grpopp_qwen2_toy.yaml"
 

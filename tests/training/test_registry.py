@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.advantages import ESTIMATORS, AdvantageConfig, compute_advantages
 from training.errors import ConfigError, MedrlError
-from training.losses import POLICY_LOSSES, PolicyLossConfig
+from training.objectives.advantages import ESTIMATORS, AdvantageConfig, compute_advantages
+from training.objectives.losses import POLICY_LOSSES, PolicyLossConfig
+from training.objectives.rewards import REWARDS, resolve
 from training.registry import Registry
-from training.rewards import REWARDS, resolve
 
 
 def test_a_name_taken_by_another_function_is_a_one_line_error():
@@ -37,7 +37,7 @@ def test_an_unknown_name_lists_the_registered_ones():
     with pytest.raises(ConfigError, match=r"loss.policy_loss: unknown policy loss 'gspo' \(registered: clipped\)"):
         PolicyLossConfig(policy_loss="gspo")
     with pytest.raises(ConfigError, match="rewards: unknown reward 'nope' \\(registered: .*toy_correct"):
-        resolve(["nope"], ["training.toy_task"])
+        resolve(["nope"], ["training.objectives.toy_task"])
 
 
 def test_a_function_with_another_signature_is_refused_when_it_registers():

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from training.responses import (
+from training.rollout.responses import (
     ANSWER,
     THINK,
     box_count,

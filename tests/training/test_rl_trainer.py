@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.toy_task import write_records
+from training.objectives.toy_task import write_records
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,11 @@ import copy
 import pytest
 import torch
 
-from training.batch import PromptInputs, RolloutBatch, encode_prompts
-from training.embedded import ensure_embedded
+from training.data.batch import PromptInputs, RolloutBatch, encode_prompts
 from training.errors import MedrlError
-from training.forward import completion_logprobs
-from training.kv_cache import RolloutKVCache
-from training.rollout import (
+from training.models.embedded import ensure_embedded
+from training.objectives.forward import completion_logprobs
+from training.rollout.engine import (
     SamplingConfig,
     _decode_all,
     _decode_forward,
@@ -25,7 +24,8 @@ from training.rollout import (
     never_sampled_ids,
     sample_next,
 )
-from training.stops import StopStrings, token_bytes
+from training.rollout.kv_cache import RolloutKVCache
+from training.rollout.stops import StopStrings, token_bytes
 
 
 def naive_completion_logprobs(model, batch, **kwargs):

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-import training.dpo_trainer
-import training.rl_trainer
-import training.sft_trainer
-from training.data import write_jsonl
+import training.trainers.dpo_trainer
+import training.trainers.rl_trainer
+import training.trainers.sft_trainer
+from training.data.records import write_jsonl
 from training.errors import MedrlError
-from training.step_loop import NonFinite, WeightedMeans
-from training.toy_task import write_records
+from training.objectives.toy_task import write_records
+from training.trainers.step_loop import NonFinite, WeightedMeans
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,11 +45,11 @@ def nan_loss(fn):
 
 # trainer module, the loss it calls, recipe, its data fixture, extra overrides (small and fast)
 TRAINERS = {
-    "sft": (training.sft_trainer, "sft_micro_loss", "configs/sft_qwen2_tiny.yaml", "text_sft_file",
+    "sft": (training.trainers.sft_trainer, "sft_micro_loss", "configs/sft_qwen2_tiny.yaml", "text_sft_file",
             ["--batch_size=1", "--grad_accum=1"]),
-    "dpo": (training.dpo_trainer, "dpo_loss", "configs/dpo_qwen2_tiny.yaml", "pairs_file",
+    "dpo": (training.trainers.dpo_trainer, "dpo_loss", "configs/dpo_qwen2_tiny.yaml", "pairs_file",
             ["--batch_size=1", "--grad_accum=1"]),
-    "rl": (training.rl_trainer, "policy_loss", "configs/grpopp_qwen2_toy.yaml", "toy_file",
+    "rl": (training.trainers.rl_trainer, "policy_loss", "configs/grpopp_qwen2_toy.yaml", "toy_file",
            ["--prompts_per_step=2", "--rollout.num_generations=2", "--rollout.max_new_tokens=3"]),
 }
 

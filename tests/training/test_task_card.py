@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from training.task_card import build_card, prompt_of, read_card, system_text
+from training.run.task_card import build_card, prompt_of, read_card, system_text
 
 
 def test_sft_run_writes_its_card_with_the_trained_prompt_and_lineage(cli, tmp_path, text_sft_file):
@@ -49,7 +49,7 @@ def test_card_of_a_run_without_one_is_inferred_from_its_training_file(tmp_path):
 
 def test_rl_card_takes_the_rollout_length():
     from training.config import from_dict
-    from training.rl_config import RLConfig
+    from training.trainers.rl_config import RLConfig
 
     cfg = from_dict(RLConfig, {"data": {"train": "t.jsonl"}, "rewards": {"r": 1.0},
                                "rollout": {"max_new_tokens": 33, "num_generations": 2}})

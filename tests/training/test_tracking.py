@@ -1,6 +1,6 @@
 import json
 
-from training.tracking import MetricsLogger, read_metrics
+from training.run.tracking import MetricsLogger, read_metrics
 
 
 def test_metrics_rows_and_truncation_on_resume(tmp_path):
@@ -25,7 +25,7 @@ def test_metrics_rows_and_truncation_on_resume(tmp_path):
 def test_clip_and_step_skips_nonfinite():
     import torch
 
-    from training.optim import clip_and_step
+    from training.trainers.optim import clip_and_step
 
     p = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([p], lr=0.1)

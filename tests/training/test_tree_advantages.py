@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.advantages import AdvantageConfig, bessel_zscore, compute_advantages, tree_advantages
+from training.objectives.advantages import AdvantageConfig, bessel_zscore, compute_advantages, tree_advantages
 
 
 def test_bessel_zscore_by_hand():

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from clinical.cases import make_case_records
-from training.tree import RolloutConfig, TreeConfig
-from training.tree_sampler import sample_trees
+from training.rollout.tree import RolloutConfig, TreeConfig
+from training.rollout.tree_sampler import sample_trees
 
 # (node id, parent id, model-turn token ids) of every non-root node of every tree, in tree order
 PINNED: list[list[tuple[int, int, list[int]]]] = [
@@ -59,7 +59,7 @@ PINNED_KEPT: list[list[int]] = [[7, 8], [3, 5], [3, 6], [5, 7]]
 @pytest.fixture(scope="module")
 def policy(one_thread):
     from training.config import ModelConfig
-    from training.models import load_policy
+    from training.models.loading import load_policy
 
     return load_policy(ModelConfig(name="embedded:qwen2"))
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from clinical.cases import make_case_records
-from training.batch import fed_lengths, select_groups
-from training.forward import completion_logprobs
-from training.tree import RolloutConfig, TreeConfig, rows_per_prompt
-from training.tree_pack import tree_hidden
-from training.tree_sampler import sample_trees
+from training.data.batch import fed_lengths, select_groups
+from training.objectives.forward import completion_logprobs
+from training.objectives.tree_pack import tree_hidden
+from training.rollout.tree import RolloutConfig, TreeConfig, rows_per_prompt
+from training.rollout.tree_sampler import sample_trees
 
 STOPS = ["</ask>", "</answer>"]
 
@@ -19,7 +19,7 @@ STOPS = ["</ask>", "</answer>"]
 @pytest.fixture(scope="module")
 def policy(one_thread):
     from training.config import ModelConfig
-    from training.models import load_policy
+    from training.models.loading import load_policy
 
     return load_policy(ModelConfig(name="embedded:qwen2"))
 
@@ -129,7 +129,7 @@ def test_vlm_trees_reuse_the_image_prompt_cache(tmp_path, one_thread):
     from PIL import Image
 
     from training.config import ModelConfig
-    from training.models import load_policy
+    from training.models.loading import load_policy
 
     vlm = load_policy(ModelConfig(name="embedded:qwen25vl"))
     Image.new("RGB", (112, 112), (180, 120, 90)).save(tmp_path / "lesion.png")

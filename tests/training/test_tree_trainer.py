@@ -8,8 +8,8 @@ import json
 import pytest
 
 from clinical.cases import make_case_records, sft_records
-from training.data import write_jsonl
-from training.env import OBSERVATION
+from training.data.records import write_jsonl
+from training.rollout.env import OBSERVATION
 
 SMALL = ["--rollout.max_turns=2", "--rollout.env_args.max_turns=2", "--rollout.max_new_tokens=8"]
 

@@ -7,8 +7,8 @@ recipe (or a checkout's `configs/x.yaml`; `configs` is a link to this folder) is
 beside it, finds the same recipes. The first comment line of a recipe is its one-line description (`medrl recipes`).
 
 The single-stage tiny recipes read `runs/demo_data/*.jsonl` (relative to the working folder); `medrl recipes --data`
-writes those files (`make demo` runs it first). The writers live beside the data they make (`training.toy_task`,
-`clinical.recipe_data`, `dermiq.recipe_data`) and are named here by string, as `training.embedded` names its
+writes those files (`make demo` runs it first). The writers live beside the data they make (`training.objectives.toy_task`,
+`clinical.recipe_data`, `dermiq.recipe_data`) and are named here by string, as `training.models.embedded` names its
 pretraining hook, so this package imports nothing above `training`.
 """
 
@@ -22,8 +22,18 @@ from training.errors import ConfigError
 RECIPES_DIR = Path(__file__).resolve().parent
 SUFFIXES = (".yaml", ".yml")
 DATA_DIR = "runs/demo_data"  # where the tiny recipes read their data, relative to the working folder
-# (module:function) writers of the tiny recipes' data; each takes (out_dir, seed) and returns {file name: path}.
-DATA_WRITERS = ("training.toy_task:write_recipe_data", "clinical.recipe_data:write", "dermiq.recipe_data:write")
+# (module:function) writers of the tiny recipes' data; each takes (out_dir, seed) and returns {file name: path}. The
+# core's own toy task is here; the packages whose recipes ship beside it add theirs (`register_data_writer`), so the
+# core never names them. Imported only when `write_data` runs: registering costs nothing at start-up.
+DATA_WRITERS: list[str] = ["training.objectives.toy_task:write_recipe_data"]
+
+
+def register_data_writer(ref: str) -> None:
+    """Add a `module:function` writer of recipe data (registering one twice keeps one)."""
+    if ":" not in ref:
+        raise ConfigError(f"recipe data writer {ref!r}: expected 'module:function'")
+    if ref not in DATA_WRITERS:
+        DATA_WRITERS.append(ref)
 
 
 def recipe_paths() -> list[Path]:

@@ -1,0 +1,1 @@
+"""Rewards, advantage estimators and policy losses (registries with one signature), the reference policy and the loss forward (naive, Prefix-Grouper, tree packing). Imports everything below it, nothing from trainers/."""

@@ -1,0 +1,1 @@
+"""The run: RunDir (the run-folder layout), the session around a training run, atomic files and checkpoints, metrics tracking, the task card, distributed setup. The lowest layer: it imports no other part of training."""

@@ -24,7 +24,10 @@ demo: $(STAMP)
 	$(VENV)/bin/medrl recipes --data
 	$(VENV)/bin/medrl demo
 
+# CI's command: lint and format first (seconds), then every test.
 test: $(STAMP) browser
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests
 
 # The inner loop: the unit tests without the end-to-end ones marked slow (no browser needed).
@@ -56,6 +59,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache *.egg-info

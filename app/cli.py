@@ -25,16 +25,30 @@ REGISTRARS = [
 
 def register_app(sub) -> None:
     """`medrl app`: the Gradio page (gradio and torch are imported by the handler, not here)."""
-    p = sub.add_parser("app", help="the clinician-facing web app (loopback only by default; research use only)")
-    p.add_argument("--runs", default="runs", help="runs root folder: the app reads runs here and opens nothing outside it")
+    p = sub.add_parser(
+        "app", help="the clinician-facing web app (loopback only by default; research use only)"
+    )
+    p.add_argument(
+        "--runs",
+        default="runs",
+        help="runs root folder: the app reads runs here and opens nothing outside it",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (other than loopback only with --auth)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--auth", default=None, help="user:password (default: the MEDRL_APP_AUTH environment variable)")
+    p.add_argument(
+        "--auth", default=None, help="user:password (default: the MEDRL_APP_AUTH environment variable)"
+    )
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs --auth)")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="cap every answer at N new tokens (default: each run's own length, from its task card)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="cap every answer at N new tokens (default: each run's own length, from its task card)",
+    )
     p.add_argument("--max-loaded", type=int, default=2, help="how many (run, stage) models stay loaded")
-    p.add_argument("--concurrency", type=int, default=1, help="generations running at once (queue beyond that)")
+    p.add_argument(
+        "--concurrency", type=int, default=1, help="generations running at once (queue beyond that)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
     def handler(args) -> int:
@@ -47,7 +61,9 @@ def register_app(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="medrl", description="Post-train medical reasoning models on one GPU, and inspect them (research use only).")
+        prog="medrl",
+        description="Post-train medical reasoning models on one GPU, and inspect them (research use only).",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module, fn in REGISTRARS:  # every package is here: a failing import is a bug to see, not to skip

@@ -15,15 +15,19 @@ from .inference import InferenceService
 from .runs import RunInfo, RunsReader
 from .safety import Refused
 
-NO_RUNS = ("No trained runs under {root} yet. `make demo` (CPU, a few minutes) creates SFT runs of the tiny "
-           "image+text and text models and a GRPO++ run; then press ↻. The samples, the KG check and the "
-           "Knowledge graph tab work without any run.")
+NO_RUNS = (
+    "No trained runs under {root} yet. `make demo` (CPU, a few minutes) creates SFT runs of the tiny "
+    "image+text and text models and a GRPO++ run; then press ↻. The samples, the KG check and the "
+    "Knowledge graph tab work without any run."
+)
 
 
 @dataclass
 class AppContext:
     runs_root: Path
-    max_new_tokens: int | None = None  # None: each run's own answer length (its task card); a number caps every answer
+    max_new_tokens: int | None = (
+        None  # None: each run's own answer length (its task card); a number caps every answer
+    )
     max_loaded: int = 2
     concurrency: int = 1
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="medrl-app-")))
@@ -72,7 +76,9 @@ class AppContext:
             runs = sorted(runs, key=lambda r: r.vlm)
         for r in runs:
             for s in r.stages:
-                out.append((f"{r.id} · {r.method} · {s} · {'image+text' if r.vlm else 'text'}", f"{r.id}@{s}"))
+                out.append(
+                    (f"{r.id} · {r.method} · {s} · {'image+text' if r.vlm else 'text'}", f"{r.id}@{s}")
+                )
         return out
 
     def run_choices(self, with_adapter: bool = False) -> list[tuple[str, str]]:
@@ -81,8 +87,11 @@ class AppContext:
     def parse_adapter(self, value: str | None) -> tuple[str, str]:
         """'run_id@stage' from the browser -> (run_id, stage), both confined and existing; Refused otherwise."""
         if not value or "@" not in value:
-            raise Refused("choose a trained adapter (run and stage) first" if self.reader.run_ids()
-                          else self.no_runs_text())
+            raise Refused(
+                "choose a trained adapter (run and stage) first"
+                if self.reader.run_ids()
+                else self.no_runs_text()
+            )
         run_id, stage = value.rsplit("@", 1)
         self.reader.adapter_dir(run_id, stage)
         return run_id, stage

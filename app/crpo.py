@@ -11,18 +11,26 @@ from clinical import rewards as R
 from knowledge_graph.kg import KnowledgeGraph
 
 
-def breakdown(case: str, options: dict[str, str], completion: str, gold: str | None, meta: dict | None = None
-              ) -> dict:
+def breakdown(
+    case: str, options: dict[str, str], completion: str, gold: str | None, meta: dict | None = None
+) -> dict:
     """Scores and their parts, plus the KG ids cited / hallucinated (for highlighting)."""
     meta = {**(meta or {}), "case": case, "options": options}
     a = R.analysis(None, completion, gold, meta)
-    out = {"format": R.format_score(completion), "faithfulness": R.faithfulness_score(a),
-           "faithfulness_parts": R.faithfulness_parts(a),
-           "comprehensiveness": R.comprehensiveness_score(a, options, gold),
-           "comprehensiveness_parts": R.comprehensiveness_parts(a, options, gold),
-           "boxed": a.boxed, "concluded": a.concluded, "cited": sorted(a.cited),
-           "hallucinated": sorted(a.hallucinated), "misreported": sorted(a.misreported),
-           "rejected": sorted(a.rejected), "self_rejected": a.self_rejected}
+    out = {
+        "format": R.format_score(completion),
+        "faithfulness": R.faithfulness_score(a),
+        "faithfulness_parts": R.faithfulness_parts(a),
+        "comprehensiveness": R.comprehensiveness_score(a, options, gold),
+        "comprehensiveness_parts": R.comprehensiveness_parts(a, options, gold),
+        "boxed": a.boxed,
+        "concluded": a.concluded,
+        "cited": sorted(a.cited),
+        "hallucinated": sorted(a.hallucinated),
+        "misreported": sorted(a.misreported),
+        "rejected": sorted(a.rejected),
+        "self_rejected": a.self_rejected,
+    }
     out["accuracy"] = R.accuracy_score(completion, gold) if gold else None
     return out
 

@@ -9,8 +9,12 @@ from knowledge_graph.disclaimer import DISCLAIMER
 
 from .kgcheck import REFERENCE_LABEL, KGCheck
 
-BADGE_TITLES = {"supported": "the KG (or the case) says so", "contradicted": "the KG (or the case) says otherwise",
-                "unverifiable": "the KG says nothing either way", "hedged": "stated as uncertain: kept open"}
+BADGE_TITLES = {
+    "supported": "the KG (or the case) says so",
+    "contradicted": "the KG (or the case) says otherwise",
+    "unverifiable": "the KG says nothing either way",
+    "hedged": "stated as uncertain: kept open",
+}
 
 CSS = """
 .medrl-disclaimer {border-left: 4px solid #b45309; background: #fffbeb; color: #78350f; padding: 8px 12px;
@@ -57,8 +61,10 @@ def notice(text: str, kind: str = "muted") -> str:
 
 
 def badge(kind: str) -> str:
-    return (f'<span class="medrl-badge medrl-{escape(kind)}" title="{escape(BADGE_TITLES.get(kind, ""))}">'
-            f"{escape(kind)}</span>")
+    return (
+        f'<span class="medrl-badge medrl-{escape(kind)}" title="{escape(BADGE_TITLES.get(kind, ""))}">'
+        f"{escape(kind)}</span>"
+    )
 
 
 def mnm(flag: bool) -> str:
@@ -68,8 +74,12 @@ def mnm(flag: bool) -> str:
 def table(header: list[str], rows: list[list], raw_cols: tuple[int, ...] = ()) -> str:
     """A table; columns in `raw_cols` hold HTML built here (badges), all others are escaped."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header) if any(header) else ""
-    body = "".join("<tr>" + "".join(f"<td>{c if i in raw_cols else escape(str(c))}</td>" for i, c in enumerate(r))
-                   + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{c if i in raw_cols else escape(str(c))}</td>" for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     thead = f"<thead><tr>{head}</tr></thead>" if head else ""
     return f'<table class="medrl-table">{thead}<tbody>{body}</tbody></table>'
 
@@ -77,8 +87,12 @@ def table(header: list[str], rows: list[list], raw_cols: tuple[int, ...] = ()) -
 def answer_card(title: str, reasoning: str, answer: str, meta: str) -> str:
     parts = [f'<div class="medrl-card"><h3>{escape(title)}</h3>']
     if reasoning:
-        parts.append(f'<div class="medrl-muted">Reasoning</div><div class="medrl-answer">{escape(reasoning)}</div>')
-    parts.append(f'<div class="medrl-muted">Answer</div><div class="medrl-answer">{escape(answer or "(empty)")}</div>')
+        parts.append(
+            f'<div class="medrl-muted">Reasoning</div><div class="medrl-answer">{escape(reasoning)}</div>'
+        )
+    parts.append(
+        f'<div class="medrl-muted">Answer</div><div class="medrl-answer">{escape(answer or "(empty)")}</div>'
+    )
     parts.append(f'<div class="medrl-muted">{escape(meta)}</div></div>')
     return disclaimer() + "".join(parts)
 
@@ -88,15 +102,36 @@ def check_card(res: KGCheck, kg_label: str) -> str:
     counts = res.counts()
     summary = " ".join(f"{badge(k)} {v}" for k, v in counts.items())
     ref = REFERENCE_LABEL[res.reference_source]
-    ref_txt = f"Judged against {escape(ref)}" + (f": <b>{escape(res.reference_label)}</b>" if res.reference else "")
+    ref_txt = f"Judged against {escape(ref)}" + (
+        f": <b>{escape(res.reference_label)}</b>" if res.reference else ""
+    )
     dx = escape(res.diagnosis_label) if res.diagnosis else "none found"
-    rows = [[c.kind, c.text, c.label, c.polarity, badge(c.badge), c.reason,
-             f'<span class="medrl-path">{escape(c.kg_path) or "—"}</span>'] for c in res.claims]
-    body = (table(["claim", "text", "KG node", "polarity", "verdict", "why", "KG path [source]"], rows, raw_cols=(4, 6))
-            if rows else '<div class="medrl-muted">No KG term found in the answer: nothing to check.</div>')
-    return (f'<div class="medrl-card medrl-kgcheck"><h3>KG check ({escape(kg_label)})</h3>'
-            f'<div class="medrl-muted">{ref_txt}. Diagnosis read from the answer: {dx}.</div>'
-            f"{check_flags(res)}<div>{summary}</div>{body}{footnote()}</div>")
+    rows = [
+        [
+            c.kind,
+            c.text,
+            c.label,
+            c.polarity,
+            badge(c.badge),
+            c.reason,
+            f'<span class="medrl-path">{escape(c.kg_path) or "—"}</span>',
+        ]
+        for c in res.claims
+    ]
+    body = (
+        table(
+            ["claim", "text", "KG node", "polarity", "verdict", "why", "KG path [source]"],
+            rows,
+            raw_cols=(4, 6),
+        )
+        if rows
+        else '<div class="medrl-muted">No KG term found in the answer: nothing to check.</div>'
+    )
+    return (
+        f'<div class="medrl-card medrl-kgcheck"><h3>KG check ({escape(kg_label)})</h3>'
+        f'<div class="medrl-muted">{ref_txt}. Diagnosis read from the answer: {dx}.</div>'
+        f"{check_flags(res)}<div>{summary}</div>{body}{footnote()}</div>"
+    )
 
 
 def check_flags(res: KGCheck) -> str:
@@ -106,8 +141,11 @@ def check_flags(res: KGCheck) -> str:
 
     if not res.flags:
         return ""
-    items = "".join(f'<li class="medrl-flag medrl-kgflag-{escape(k)}"><b>{escape(FLAG_TITLES.get(k, k))}</b>: '
-                    f"{escape('; '.join(v))}</li>" for k, v in res.flags.items())
+    items = "".join(
+        f'<li class="medrl-flag medrl-kgflag-{escape(k)}"><b>{escape(FLAG_TITLES.get(k, k))}</b>: '
+        f"{escape('; '.join(v))}</li>"
+        for k, v in res.flags.items()
+    )
     return f'<ul class="medrl-flags medrl-kgflags" role="alert">{items}</ul>'
 
 
@@ -116,19 +154,29 @@ def differential_card(res: KGCheck) -> str:
     if res.differential:
         items = "".join(f"<li>{escape(d['label'])}{mnm(d['must_not_miss'])}</li>" for d in res.differential)
         focus = res.diagnosis_label or res.reference_label
-        parts.append(f'<div class="medrl-muted">Conditions the KG says to tell apart from {escape(focus)}:</div>'
-                     f"<ul>{items}</ul>")
+        parts.append(
+            f'<div class="medrl-muted">Conditions the KG says to tell apart from {escape(focus)}:</div>'
+            f"<ul>{items}</ul>"
+        )
     if res.best_fit:
-        rows = [[d["label"] + ("" if not d["must_not_miss"] else " (must not miss)"), f"{d['score']:.2f}"]
-                for d in res.best_fit]
-        whose = {"case": "the findings the case states", "sample": "the sample's true findings",
-                 "answer": "the findings the answer states (its own: unconfirmed)"}.get(res.best_fit_source,
-                                                                                      "the stated findings")
-        parts.append(f'<div class="medrl-muted">Conditions {escape(whose)} fit best (KG ranking by '
-                     "typicality):</div>" + table(["condition", "fit"], rows))
+        rows = [
+            [d["label"] + ("" if not d["must_not_miss"] else " (must not miss)"), f"{d['score']:.2f}"]
+            for d in res.best_fit
+        ]
+        whose = {
+            "case": "the findings the case states",
+            "sample": "the sample's true findings",
+            "answer": "the findings the answer states (its own: unconfirmed)",
+        }.get(res.best_fit_source, "the stated findings")
+        parts.append(
+            f'<div class="medrl-muted">Conditions {escape(whose)} fit best (KG ranking by '
+            "typicality):</div>" + table(["condition", "fit"], rows)
+        )
     if not res.differential and not res.best_fit:
-        parts.append('<div class="medrl-muted">No diagnosis or KG finding in the answer to build a differential '
-                     "from.</div>")
+        parts.append(
+            '<div class="medrl-muted">No diagnosis or KG finding in the answer to build a differential '
+            "from.</div>"
+        )
     return "".join(parts) + footnote() + "</div>"
 
 
@@ -137,6 +185,9 @@ TURN_LABELS = {"case": "Case", "model": "Model", "clinician": "You"}
 
 def transcript(turns: list[dict]) -> str:
     """A multi-step case's turns, who said what, in order."""
-    rows = "".join(f'<div class="medrl-turn medrl-turn-{escape(t["who"])}"><b>{escape(TURN_LABELS.get(t["who"], t["who"]))}'
-                   f":</b> {escape(t['text'])}</div>" for t in turns)
+    rows = "".join(
+        f'<div class="medrl-turn medrl-turn-{escape(t["who"])}"><b>{escape(TURN_LABELS.get(t["who"], t["who"]))}'
+        f":</b> {escape(t['text'])}</div>"
+        for t in turns
+    )
     return f'<div class="medrl-card medrl-transcript">{rows}</div>'

@@ -49,7 +49,7 @@ def split_answer(text: str) -> tuple[str, str]:
         return (think or "").strip(), (ans or "").strip()
     m = ([None] + list(_DX.finditer(text)))[-1]  # the last 'diagnosis:' cue
     if m is not None and m.start() > 0:
-        return text[: m.start()].strip(), text[m.start():].strip()
+        return text[: m.start()].strip(), text[m.start() :].strip()
     return "", text.strip()
 
 
@@ -101,9 +101,16 @@ class InferenceService:
         pol.model.eval()
         return pol
 
-    def generate(self, run_id: str, stage: str, messages: list[dict], images: list | None = None,
-                 max_new_tokens: int | None = None, continuation: str = "",
-                 stop_strings: list[str] | None = None) -> Generation:
+    def generate(
+        self,
+        run_id: str,
+        stage: str,
+        messages: list[dict],
+        images: list | None = None,
+        max_new_tokens: int | None = None,
+        continuation: str = "",
+        stop_strings: list[str] | None = None,
+    ) -> Generation:
         """Greedy answer of one (run, stage) to a chat; images (PIL) only for a VLM.
 
         `continuation`: text the assistant turn already holds (a multi-step case's earlier actions and
@@ -121,11 +128,17 @@ class InferenceService:
             t = time.perf_counter()
             text = render(pol.processor, messages, add_generation_prompt=True) + continuation
             prompts = encode_prompts(pol.processor, [text], [images] if images else None)
-            out = generate_completions(pol, prompts, n, stop_strings=stop_strings or (), precision="fp32")[0][0]
+            out = generate_completions(pol, prompts, n, stop_strings=stop_strings or (), precision="fp32")[0][
+                0
+            ]
             seconds = time.perf_counter() - t
         reasoning, answer = split_answer(out.text)
         used = out.length
-        ended = used < n or _ends_turn(pol, out.token_ids) or any(out.text.endswith(s) for s in stop_strings or [])
+        ended = (
+            used < n
+            or _ends_turn(pol, out.token_ids)
+            or any(out.text.endswith(s) for s in stop_strings or [])
+        )
         return Generation(run_id, stage, out.text, reasoning, answer, used, seconds, load_s, n, bool(ended))
 
 
@@ -134,5 +147,7 @@ def _ends_turn(policy, token_ids: list[int]) -> bool:
     if not token_ids:
         return False
     eos = policy.tokenizer.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos]) | {policy.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    eos = set(eos if isinstance(eos, list) else [eos]) | {
+        policy.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    }
     return int(token_ids[-1]) in eos

@@ -30,10 +30,12 @@ DEFAULT_TURN_TOKENS = 96  # a case run whose config names no per-turn budget
 UNREADABLE = "unreadable turn (not scored)"
 EXAMPLES = "<ask>history</ask>, <ask>exam</ask>, <ask>labs: CRP</ask> or <answer>B</answer>"
 EMPTY_ACTION = f"type an action, e.g. {EXAMPLES}"
-NO_CASE_RUNS = ("No run here was trained on multi-step cases, so no model is offered: a model can only play a case "
-                "in the action grammar it was trained on (an RL run on the clinical_case environment, e.g. "
-                "Tree-GRPO with `medrl train clinical_cases_tiny`; `medrl demo` writes one to runs/demo/cases). "
-                "You can still step through the case yourself.")
+NO_CASE_RUNS = (
+    "No run here was trained on multi-step cases, so no model is offered: a model can only play a case "
+    "in the action grammar it was trained on (an RL run on the clinical_case environment, e.g. "
+    "Tree-GRPO with `medrl train clinical_cases_tiny`; `medrl demo` writes one to runs/demo/cases). "
+    "You can still step through the case yourself."
+)
 # An option letter alone: boxed, bare or in brackets (a turn is one action and nothing else: `sole_tag`).
 _LETTER = re.compile(BOXED_CHOICE.pattern + r"|\(?([A-E])\)?")
 _LETTER_LABEL = re.compile(r"\(?([A-E])\)\s*(.+)", re.S)
@@ -76,8 +78,11 @@ def case_runs(reader) -> list:
 
 def case_run_choices(reader) -> list[tuple[str, str]]:
     """(label, 'run_id@stage') for every stage of every case-trained run: the model dropdown's choices."""
-    return [(f"{r.id} · {r.method} · {s} · trained on cases", f"{r.id}@{s}") for r in case_runs(reader)
-            for s in r.stages]
+    return [
+        (f"{r.id} · {r.method} · {s} · trained on cases", f"{r.id}@{s}")
+        for r in case_runs(reader)
+        for s in r.stages
+    ]
 
 
 def require_case_run(reader, run_id: str) -> dict:
@@ -87,8 +92,10 @@ def require_case_run(reader, run_id: str) -> dict:
 
     cfg = reader.run(run_id).read_config()
     if not case_trained(cfg):
-        raise ValueError(f"{run_id} was not trained on multi-step cases ({method_of(cfg)} without the "
-                         f"{CASE_ENV} environment); choose a case-trained run")
+        raise ValueError(
+            f"{run_id} was not trained on multi-step cases ({method_of(cfg)} without the "
+            f"{CASE_ENV} environment); choose a case-trained run"
+        )
     return cfg
 
 
@@ -202,14 +209,20 @@ def act(session: CaseSession, action: str, who: str) -> CaseSession:
     return session
 
 
-def model_turn(session: CaseSession, service, run_id: str, stage: str, max_new_tokens: int = DEFAULT_TURN_TOKENS
-               ) -> CaseSession:
+def model_turn(
+    session: CaseSession, service, run_id: str, stage: str, max_new_tokens: int = DEFAULT_TURN_TOKENS
+) -> CaseSession:
     """The run's model writes the next turn (greedy, stopped at the environment's stop strings)."""
     if session.done:
         raise ValueError("the case is over: start another")
-    gen = service.generate(run_id, stage, session.messages, continuation=session.transcript,
-                           stop_strings=list(getattr(session.env, "stop_strings", [])),
-                           max_new_tokens=max_new_tokens)
+    gen = service.generate(
+        run_id,
+        stage,
+        session.messages,
+        continuation=session.transcript,
+        stop_strings=list(getattr(session.env, "stop_strings", [])),
+        max_new_tokens=max_new_tokens,
+    )
     return act(session, gen.text or "(no output)", "model")
 
 
@@ -240,5 +253,7 @@ def outcome(session: CaseSession) -> str:
         verdict = "**Correct.**" if info.get("correct") else "**Not correct.**"
     else:
         verdict = f"**No answer** before the turn limit ({session.max_turns} turns)."
-    return (f"{verdict} {last}The case's answer: {gold}. {turn_line(session)}; {counts}, "
-            f"reward {info.get('reward', 0.0):+.2f}.\n\n{DISCLAIMER}")
+    return (
+        f"{verdict} {last}The case's answer: {gold}. {turn_line(session)}; {counts}, "
+        f"reward {info.get('reward', 0.0):+.2f}.\n\n{DISCLAIMER}"
+    )

@@ -16,16 +16,36 @@ from knowledge_graph.case_check import check_case, invented
 from knowledge_graph.claims import CONTRADICTED, HEDGED, Verdict, diagnosis, extract_claims, judge
 from knowledge_graph.kg import KnowledgeGraph
 
-FINDING_TYPES = ("morphology", "colour", "border", "shape", "surface", "distribution", "size", "dermoscopic_feature",
-                 "site", "symptom", "sign", "lab_finding", "imaging_finding", "risk_factor")
-REFERENCE_LABEL = {"sample": "the synthetic sample's true label", "key": "the answer key", "given": "the reference you gave",
-                   "case": "the condition the case's stated findings point to (no reference label given)",
-                   None: "nothing: no reference label and no case findings, so the diagnosis is not checked"}
-FLAG_TITLES = {"diagnosis_not_supported": "Diagnosis not supported by the case's findings",
-               "invented_findings": "Findings the case does not state",
-               "omitted_must_do": "Must-do steps omitted",
-               "contraindicated_given": "Harmful or contraindicated steps given",
-               "not_checkable": "Not checkable"}
+FINDING_TYPES = (
+    "morphology",
+    "colour",
+    "border",
+    "shape",
+    "surface",
+    "distribution",
+    "size",
+    "dermoscopic_feature",
+    "site",
+    "symptom",
+    "sign",
+    "lab_finding",
+    "imaging_finding",
+    "risk_factor",
+)
+REFERENCE_LABEL = {
+    "sample": "the synthetic sample's true label",
+    "key": "the answer key",
+    "given": "the reference you gave",
+    "case": "the condition the case's stated findings point to (no reference label given)",
+    None: "nothing: no reference label and no case findings, so the diagnosis is not checked",
+}
+FLAG_TITLES = {
+    "diagnosis_not_supported": "Diagnosis not supported by the case's findings",
+    "invented_findings": "Findings the case does not state",
+    "omitted_must_do": "Must-do steps omitted",
+    "contraindicated_given": "Harmful or contraindicated steps given",
+    "not_checkable": "Not checkable",
+}
 
 
 @dataclass
@@ -77,8 +97,14 @@ def path_text(kg: KnowledgeGraph, reference: str | None, node: str) -> str:
     return " ; ".join(f"{kg.label(s.head)} —{s.relation}→ {kg.label(s.tail)} [{s.source}]" for s in steps)
 
 
-def check(text: str, kg: KnowledgeGraph, reference: str | None = None, source: str | None = None,
-          case_findings: dict | None = None, case_text: str | None = None) -> KGCheck:
+def check(
+    text: str,
+    kg: KnowledgeGraph,
+    reference: str | None = None,
+    source: str | None = None,
+    case_findings: dict | None = None,
+    case_text: str | None = None,
+) -> KGCheck:
     """Judge every claim of `text` against the best truth at hand, never against the text itself.
 
     With a reference (a sample's label, an answer key) the claims are judged against it. Without one, the case's
@@ -94,35 +120,83 @@ def check(text: str, kg: KnowledgeGraph, reference: str | None = None, source: s
         if case.best_fit:
             reference, source = (dx if case.diagnosis_supported else case.judged_against), "case"
     verdicts = judge(claims, kg, reference, case_findings)
-    if case is not None and case.best_fit:  # the case is the truth for the patient: what it does not state is not so
+    if (
+        case is not None and case.best_fit
+    ):  # the case is the truth for the patient: what it does not state is not so
         unstated = {id(c) for c in invented(case, claims)}
-        verdicts = [Verdict(v.claim, CONTRADICTED, "not in the case" if v.claim.node_id not in case.case_absent
-                            else "the case says it is absent") if id(v.claim) in unstated else v for v in verdicts]
-    rows = [ClaimRow(v.claim.kind, v.claim.text, v.claim.node_id,
-                     f"{v.claim.text} (ambiguous: not read)" if v.claim.kind == "unread"
-                     else kg.label(v.claim.node_id) if v.claim.node_id in kg else v.claim.text, v.claim.polarity,
-                     v.verdict, v.reason, path_text(kg, reference, v.claim.node_id)) for v in verdicts]
-    result = KGCheck(kg.name, reference, source if reference else None, dx, rows,
-                     kg.label(reference) if reference in kg else "", kg.label(dx) if dx in kg else (dx or ""))
+        verdicts = [
+            Verdict(
+                v.claim,
+                CONTRADICTED,
+                "not in the case"
+                if v.claim.node_id not in case.case_absent
+                else "the case says it is absent",
+            )
+            if id(v.claim) in unstated
+            else v
+            for v in verdicts
+        ]
+    rows = [
+        ClaimRow(
+            v.claim.kind,
+            v.claim.text,
+            v.claim.node_id,
+            f"{v.claim.text} (ambiguous: not read)"
+            if v.claim.kind == "unread"
+            else kg.label(v.claim.node_id)
+            if v.claim.node_id in kg
+            else v.claim.text,
+            v.claim.polarity,
+            v.verdict,
+            v.reason,
+            path_text(kg, reference, v.claim.node_id),
+        )
+        for v in verdicts
+    ]
+    result = KGCheck(
+        kg.name,
+        reference,
+        source if reference else None,
+        dx,
+        rows,
+        kg.label(reference) if reference in kg else "",
+        kg.label(dx) if dx in kg else (dx or ""),
+    )
     if case is not None:
         result.flags = {k: v for k, v in case.flags.items()}
         result.case_reason = case.reason
     elif reference is None:
-        result.flags = {"not_checkable": ["no reference label and no case text: the diagnosis cannot be checked, only "
-                                          "whether the findings the answer states fit it"]}
+        result.flags = {
+            "not_checkable": [
+                "no reference label and no case text: the diagnosis cannot be checked, only "
+                "whether the findings the answer states fit it"
+            ]
+        }
     focus = dx if dx in kg else reference
     if focus is not None and kg.type(focus) == "condition":
-        result.differential = [{"id": c, "label": kg.label(c), "must_not_miss": kg.must_not_miss(c)}
-                               for c in kg.differential(focus)]
+        result.differential = [
+            {"id": c, "label": kg.label(c), "must_not_miss": kg.must_not_miss(c)}
+            for c in kg.differential(focus)
+        ]
     if case is not None and case.best_fit:
         result.best_fit = [_fit(kg, c, s) for c, s in case.best_fit]
         result.best_fit_source = "case"
     else:
         truth = sorted(_case_sets_ids(case_findings, kg))
-        present = truth or [r.node_id for r in rows if r.polarity == "present" and r.node_id in kg
-                            and kg.type(r.node_id) in FINDING_TYPES]
-        absent = [] if truth else [r.node_id for r in rows if r.polarity == "absent" and r.node_id in kg
-                                   and kg.type(r.node_id) in FINDING_TYPES]
+        present = truth or [
+            r.node_id
+            for r in rows
+            if r.polarity == "present" and r.node_id in kg and kg.type(r.node_id) in FINDING_TYPES
+        ]
+        absent = (
+            []
+            if truth
+            else [
+                r.node_id
+                for r in rows
+                if r.polarity == "absent" and r.node_id in kg and kg.type(r.node_id) in FINDING_TYPES
+            ]
+        )
         if present:
             result.best_fit = [_fit(kg, c, s) for c, s in kg.rank(present, absent)[:5] if s > 0]
             result.best_fit_source = "sample" if truth else "answer"

@@ -22,12 +22,17 @@ QUEUE_MAX = 64  # waiting requests beyond this are turned away rather than pilin
 
 def header(ctx: AppContext) -> str:
     n = len(ctx.reader.run_ids())
-    runs = f"{n} run{'s' if n != 1 else ''} under <code>{html.escape(str(ctx.runs_root))}</code>" if n else \
-        html.escape(ctx.no_runs_text())
-    return (f'<div class="medrl-card"><h3 style="margin:0">{TITLE}</h3>'
-            '<div class="medrl-muted">DermIQ-VLM (dermatology) and Clinical-R1 (clinical text): query a trained '
-            "adapter, check its claims against the knowledge graph, compare runs, export adapters.</div>"
-            f'<div class="medrl-muted">{runs}</div></div>{html.disclaimer()}')
+    runs = (
+        f"{n} run{'s' if n != 1 else ''} under <code>{html.escape(str(ctx.runs_root))}</code>"
+        if n
+        else html.escape(ctx.no_runs_text())
+    )
+    return (
+        f'<div class="medrl-card"><h3 style="margin:0">{TITLE}</h3>'
+        '<div class="medrl-muted">DermIQ-VLM (dermatology) and Clinical-R1 (clinical text): query a trained '
+        "adapter, check its claims against the knowledge graph, compare runs, export adapters.</div>"
+        f'<div class="medrl-muted">{runs}</div></div>{html.disclaimer()}'
+    )
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -49,8 +54,11 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         def on_load():
             """A reload sees runs trained since the app started."""
-            return (header(ctx), gr.Dropdown(choices=ctx.adapter_choices(vlm=True)),
-                    gr.Dropdown(choices=ctx.adapter_choices(vlm=False)))
+            return (
+                header(ctx),
+                gr.Dropdown(choices=ctx.adapter_choices(vlm=True)),
+                gr.Dropdown(choices=ctx.adapter_choices(vlm=False)),
+            )
 
         demo.load(on_load, None, [head, derm["adapter"], clin["adapter"]], api_name=False)
         # every run list as the runs folder is now, not as it was when the app started
@@ -73,19 +81,40 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def launch(ctx: AppContext, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
-           share: bool = False, block: bool = True) -> gr.Blocks:
+def launch(
+    ctx: AppContext,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    auth: tuple[str, str] | None = None,
+    share: bool = False,
+    block: bool = True,
+) -> gr.Blocks:
     """Serve the app; off loopback (or shared) only with a password."""
     if (host not in LOOPBACK or share) and auth is None:
-        raise MedrlError(f"serving on {host}{' with a public link' if share else ''} needs --auth user:password "
-                         "(or MEDRL_APP_AUTH): the page answers medical questions with research models")
+        raise MedrlError(
+            f"serving on {host}{' with a public link' if share else ''} needs --auth user:password "
+            "(or MEDRL_APP_AUTH): the page answers medical questions with research models"
+        )
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     guard_pil()
     demo = build_app(ctx)
-    demo.launch(server_name=host, server_port=port, auth=auth, share=share, max_file_size=MAX_UPLOAD_BYTES,
-                prevent_thread_lock=not block, show_error=True, quiet=not block, ssr_mode=False,
-                allowed_paths=[str(ctx.scratch)], css=html.CSS + answer_view.CSS, theme=gr.themes.Default(primary_hue="blue"),
-                footer_links=["api"], pwa=False, mcp_server=False)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        share=share,
+        max_file_size=MAX_UPLOAD_BYTES,
+        prevent_thread_lock=not block,
+        show_error=True,
+        quiet=not block,
+        ssr_mode=False,
+        allowed_paths=[str(ctx.scratch)],
+        css=html.CSS + answer_view.CSS,
+        theme=gr.themes.Default(primary_hue="blue"),
+        footer_links=["api"],
+        pwa=False,
+        mcp_server=False,
+    )
     return demo
 
 
@@ -94,7 +123,11 @@ def run_cli(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ctx = AppContext(Path(args.runs), max_new_tokens=args.max_new_tokens, max_loaded=args.max_loaded,
-                     concurrency=args.concurrency)
+    ctx = AppContext(
+        Path(args.runs),
+        max_new_tokens=args.max_new_tokens,
+        max_loaded=args.max_loaded,
+        concurrency=args.concurrency,
+    )
     launch(ctx, args.host, args.port, parse_auth(args.auth), args.share)
     return 0

@@ -21,15 +21,18 @@ def _eval_rows(run, tag: str) -> tuple[dict, list[dict]]:
     if not (run.eval_dir / csv_name).is_file() and tag == "metrics":
         csv_name = "predictions.csv"  # Clinical-R1's name for the default tag
     if not metrics_path.is_file():
-        raise MedrlError(f"{metrics_path}: no evaluation to compare with (run `medrl dermiq eval` or "
-                         "`medrl clinical eval` first)")
+        raise MedrlError(
+            f"{metrics_path}: no evaluation to compare with (run `medrl dermiq eval` or "
+            "`medrl clinical eval` first)"
+        )
     with open(run.eval_dir / csv_name, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return json.loads(metrics_path.read_text(encoding="utf-8")), rows
 
 
-def compare(ctx, run_id: str, data: str | Path, tag: str = "metrics", stage: str = "final",
-            limit: int | None = None) -> dict:
+def compare(
+    ctx, run_id: str, data: str | Path, tag: str = "metrics", stage: str = "final", limit: int | None = None
+) -> dict:
     """{kind, n, app_accuracy, eval_accuracy, same_response, same_prediction} for one run (DermIQ or Clinical-R1)."""
     from training.data.records import load_images, read_jsonl
 
@@ -69,23 +72,35 @@ def compare(ctx, run_id: str, data: str | Path, tag: str = "metrics", stage: str
     same_text = sum(a == b["response"] for a, b in zip(texts, eval_rows, strict=True))
     same_pred = sum(a == b for a, b in zip(preds, eval_preds, strict=True))
     app_acc = sum(p == g for p, g in zip(preds, golds, strict=True)) / len(records)
-    return {"run": run_id, "kind": "dermiq" if vlm else "clinical", "n": len(records), "app_accuracy": app_acc,
-            "eval_accuracy": metrics["accuracy"], "same_response": same_text, "same_prediction": same_pred,
-            "max_new_tokens": metrics.get("max_new_tokens")}
+    return {
+        "run": run_id,
+        "kind": "dermiq" if vlm else "clinical",
+        "n": len(records),
+        "app_accuracy": app_acc,
+        "eval_accuracy": metrics["accuracy"],
+        "same_response": same_text,
+        "same_prediction": same_pred,
+        "max_new_tokens": metrics.get("max_new_tokens"),
+    }
 
 
 def table(rows: list[dict]) -> str:
     head = f"{'run':<28}{'n':>4}{'app acc':>10}{'eval acc':>10}{'same text':>11}{'same pred':>11}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['run']:<28}{r['n']:>4}{r['app_accuracy']:>10.3f}{r['eval_accuracy']:>10.3f}"
-                     f"{r['same_response']:>8}/{r['n']:<2}{r['same_prediction']:>8}/{r['n']:<2}")
+        lines.append(
+            f"{r['run']:<28}{r['n']:>4}{r['app_accuracy']:>10.3f}{r['eval_accuracy']:>10.3f}"
+            f"{r['same_response']:>8}/{r['n']:<2}{r['same_prediction']:>8}/{r['n']:<2}"
+        )
     return "\n".join(lines)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("app-eval", help="the app's inference path over a held-out split, beside each run's own "
-                                        "evaluation (they must agree)")
+    p = sub.add_parser(
+        "app-eval",
+        help="the app's inference path over a held-out split, beside each run's own "
+        "evaluation (they must agree)",
+    )
     p.add_argument("runs", nargs="+", help="run ids under --root (e.g. dermiq/dpo clinical/crpo_s0)")
     p.add_argument("--root", default="runs/demo", help="runs root the app would read")
     p.add_argument("--data", required=True, help="the held-out split the runs were evaluated on (RL JSONL)")

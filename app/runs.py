@@ -25,8 +25,17 @@ MAX_DEPTH = 3  # runs/<pipeline>/<run> and one level more
 MAX_TABLE_ROWS = 200
 FINAL = "final"
 # Metrics worth plotting first, in this order; the rest follow alphabetically.
-PREFERRED_METRICS = ("reward/mean", "loss", "adv/frac_correct", "reward/std", "loss/kl/mean", "loss/entropy/mean",
-                     "grad_norm", "lr", "completion_len_mean")
+PREFERRED_METRICS = (
+    "reward/mean",
+    "loss",
+    "adv/frac_correct",
+    "reward/std",
+    "loss/kl/mean",
+    "loss/entropy/mean",
+    "grad_norm",
+    "lr",
+    "completion_len_mean",
+)
 _SKIP_METRICS = {"step", "time", "epoch"}
 
 
@@ -74,9 +83,22 @@ def _is_vlm(base: str, path: Path) -> bool:
 
 
 # Headline evaluation numbers, in this order, of whichever pipeline wrote them (DermIQ, Clinical-R1).
-STAGE_COLUMNS = ("balanced_accuracy", "accuracy", "macro_f1", "auc_macro_ovr", "format_valid", "format_ok",
-                 "kg_faithfulness", "image_faithfulness", "faithfulness", "comprehensiveness", "rejection_coverage",
-                 "evidence_per_100_words", "hallucination_rate", "n")
+STAGE_COLUMNS = (
+    "balanced_accuracy",
+    "accuracy",
+    "macro_f1",
+    "auc_macro_ovr",
+    "format_valid",
+    "format_ok",
+    "kg_faithfulness",
+    "image_faithfulness",
+    "faithfulness",
+    "comprehensiveness",
+    "rejection_coverage",
+    "evidence_per_100_words",
+    "hallucination_rate",
+    "n",
+)
 
 
 def _is_number(v) -> bool:
@@ -119,8 +141,10 @@ class RunsReader:
         """The RunDir of a browser-given id: confined to the root and an actual run, else Refused."""
         run = RunDir(confine(self.root, run_id))
         if not run.is_run():
-            raise Refused(f"{run_id!r} is not a run under the runs folder (deleted or moved?); press ↻ to refresh the "
-                          "run lists")
+            raise Refused(
+                f"{run_id!r} is not a run under the runs folder (deleted or moved?); press ↻ to refresh the "
+                "run lists"
+            )
         return run
 
     def info(self, run_id: str) -> RunInfo:
@@ -128,17 +152,32 @@ class RunsReader:
         cfg = run.read_config()
         base = str((cfg.get("model") or {}).get("name", "?"))
         stages = [FINAL] if run.is_finished() else []
-        stages += [f"step-{s}" for s, p in reversed(run.checkpoints()) if (p / "adapter" / ADAPTER_WEIGHTS).is_file()]
+        stages += [
+            f"step-{s}" for s, p in reversed(run.checkpoints()) if (p / "adapter" / ADAPTER_WEIGHTS).is_file()
+        ]
         steps = sum(1 for r in run.read_metrics() if "step" in r and r.get("event") is None)
-        return RunInfo(run_id, run.path, str(cfg.get("trainer", "sft")), method_of(cfg), base, _is_vlm(base, run.path),
-                       stages, steps, run.is_finished())
+        return RunInfo(
+            run_id,
+            run.path,
+            str(cfg.get("trainer", "sft")),
+            method_of(cfg),
+            base,
+            _is_vlm(base, run.path),
+            stages,
+            steps,
+            run.is_finished(),
+        )
 
     def runs(self) -> list[RunInfo]:
         out = []
         for rid in self.run_ids():
             try:
                 out.append(self.info(rid))
-            except (OSError, ValueError, yaml.YAMLError):  # a run being written or deleted, a broken config: the others
+            except (
+                OSError,
+                ValueError,
+                yaml.YAMLError,
+            ):  # a run being written or deleted, a broken config: the others
                 continue
         return out
 
@@ -169,7 +208,12 @@ class RunsReader:
         out = []
         for r in self.run(run_id).read_metrics():
             v = r.get(metric)
-            if r.get("event") is None and isinstance(v, (int, float)) and not isinstance(v, bool) and "step" in r:
+            if (
+                r.get("event") is None
+                and isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and "step" in r
+            ):
                 out.append((int(r["step"]), float(v)))
         return out
 
@@ -177,10 +221,16 @@ class RunsReader:
         """First and last value of each metric, and the run's recipe in brief."""
         info = self.info(run_id)
         cfg = self.run(run_id).read_config()
-        out = {"run": run_id, "method": info.method, "base": info.base, "steps logged": info.steps_logged,
-               "finished": info.finished, "stages": ", ".join(info.stages) or "none",
-               "data": str((cfg.get("data") or {}).get("train", "")),
-               "lr": (cfg.get("optim") or {}).get("lr")}
+        out = {
+            "run": run_id,
+            "method": info.method,
+            "base": info.base,
+            "steps logged": info.steps_logged,
+            "finished": info.finished,
+            "stages": ", ".join(info.stages) or "none",
+            "data": str((cfg.get("data") or {}).get("train", "")),
+            "lr": (cfg.get("optim") or {}).get("lr"),
+        }
         for m in self.metric_names(run_id)[:6]:
             s = self.series(run_id, m)
             if s:
@@ -202,8 +252,11 @@ class RunsReader:
         run = self.run(run_id)
         if not run.eval_dir.is_dir():
             return []
-        return sorted(p.relative_to(run.eval_dir).as_posix() for p in run.eval_dir.rglob("*")
-                      if p.is_file() and p.suffix in (".json", ".jsonl", ".png", ".csv"))
+        return sorted(
+            p.relative_to(run.eval_dir).as_posix()
+            for p in run.eval_dir.rglob("*")
+            if p.is_file() and p.suffix in (".json", ".jsonl", ".png", ".csv")
+        )
 
     def eval_file(self, run_id: str, name: str) -> Path:
         run = self.run(run_id)
@@ -233,7 +286,11 @@ class RunsReader:
                 continue
             run = self.run(rid)
             found = sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []
-            path = run.eval_dir / "metrics.json" if (run.eval_dir / "metrics.json") in found else (found or [None])[0]
+            path = (
+                run.eval_dir / "metrics.json"
+                if (run.eval_dir / "metrics.json") in found
+                else (found or [None])[0]
+            )
             if path is None:
                 continue
             try:
@@ -248,7 +305,9 @@ class RunsReader:
         # Stages chain by adapter (a stage's model.adapter is the previous stage's): order by depth in that chain,
         # then by when the stage started (ablation arms from one start).
         names = {name for _, name, _, _ in rows}
-        parent = {name: Path(start).parent.name for _, name, _, start in rows if Path(start).parent.name in names}
+        parent = {
+            name: Path(start).parent.name for _, name, _, start in rows if Path(start).parent.name in names
+        }
 
         def depth(name: str) -> int:
             seen = 0
@@ -305,4 +364,9 @@ def _flatten(data, prefix: str = "") -> list[list]:
         return rows
     if isinstance(data, list) and data and all(isinstance(x, list) for x in data):  # a matrix (confusion)
         return [[prefix.rstrip("/"), json.dumps(data)]]
-    return [[prefix.rstrip("/"), data if isinstance(data, (int, float, str, bool)) or data is None else json.dumps(data)]]
+    return [
+        [
+            prefix.rstrip("/"),
+            data if isinstance(data, (int, float, str, bool)) or data is None else json.dumps(data),
+        ]
+    ]

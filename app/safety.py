@@ -16,7 +16,13 @@ from PIL import Image
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MB: a dermoscopy photo is 1-5 MB
 MAX_PIXELS = 6000 * 6000  # 36 MP: above any camera in clinical use; a bomb declares far more
 MODEL_SIDE = 448  # images are downscaled to this longest side before the model sees them
-IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "BMP": ".bmp"}  # MPO: phone JPEGs
+IMAGE_FORMATS = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+}  # MPO: phone JPEGs
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_TEXT_CHARS = 8000  # a vignette, a statement to check
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -84,8 +90,9 @@ def shown_name(path: Path) -> str:
     return name or "the uploaded file"
 
 
-def load_upload(path, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
-                max_side: int | None = MODEL_SIDE) -> Image.Image:
+def load_upload(
+    path, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS, max_side: int | None = MODEL_SIDE
+) -> Image.Image:
     """An uploaded image, verified and decoded as RGB, downscaled to `max_side` (None: kept as is); otherwise
     Refused with a one-line reason that names the file by its base name only, never by a server path.
 
@@ -98,7 +105,9 @@ def load_upload(path, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_P
         raise Refused("the uploaded file is missing; upload it again")
     name = shown_name(p)
     if p.suffix.lower() not in IMAGE_SUFFIXES:
-        raise Refused(f"{name} is not an accepted image type ({p.suffix.lower() or 'no extension'}); {ACCEPTED}")
+        raise Refused(
+            f"{name} is not an accepted image type ({p.suffix.lower() or 'no extension'}); {ACCEPTED}"
+        )
     size = p.stat().st_size
     if size > max_bytes:
         raise Refused(f"{name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
@@ -125,8 +134,10 @@ def _decode(p: Path, name: str, max_pixels: int) -> Image.Image:
     except Refused:
         raise
     except Image.DecompressionBombError:
-        raise Refused(f"{name} declares more pixels than the {max_pixels // 1_000_000} MP limit (decompression bomb "
-                      "guard)") from None
+        raise Refused(
+            f"{name} declares more pixels than the {max_pixels // 1_000_000} MP limit (decompression bomb "
+            "guard)"
+        ) from None
     except Image.UnidentifiedImageError:
         raise Refused(f"{name} is not a readable image (its content is not image data); {ACCEPTED}") from None
     except Exception:  # truncated, corrupt or disguised files: PIL raises many kinds

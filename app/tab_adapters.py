@@ -34,8 +34,9 @@ def export(ctx: AppContext, run_id: str | None, merge: bool) -> tuple[str, dict]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = ctx.scratch / "exports" / f"{slug}-{stamp}"
     res = export_run(run.path, out, merge=bool(merge), dtype="bfloat16")
-    archive = shutil.make_archive(str(ctx.scratch / "downloads" / f"{slug}{'-merged' if merge else ''}-{stamp}"), "zip",
-                                  root_dir=out)
+    archive = shutil.make_archive(
+        str(ctx.scratch / "downloads" / f"{slug}{'-merged' if merge else ''}-{stamp}"), "zip", root_dir=out
+    )
     shutil.rmtree(out, ignore_errors=True)
     res = {k: v for k, v in res.items() if k not in ("adapter", "merged", "source")}
     return archive, {"run": run_id, "merged": bool(merge), **res, "zip": archive.rsplit("/", 1)[-1]}
@@ -44,15 +45,20 @@ def export(ctx: AppContext, run_id: str | None, merge: bool) -> tuple[str, dict]
 def build(ctx: AppContext) -> dict:
     choices = ctx.run_choices(with_adapter=True)
     with gr.Row():
-        run = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Run", allow_custom_value=True,
-                          scale=5)
+        run = gr.Dropdown(
+            choices, value=choices[0][1] if choices else None, label="Run", allow_custom_value=True, scale=5
+        )
         refresh = gr.Button("↻", scale=0, min_width=40)
     with gr.Row():
         with gr.Column(scale=3):
-            card_md = gr.Markdown(card(ctx, choices[0][1]) if choices else ctx.no_runs_text(), elem_id="adapter-card")
+            card_md = gr.Markdown(
+                card(ctx, choices[0][1]) if choices else ctx.no_runs_text(), elem_id="adapter-card"
+            )
         with gr.Column(scale=2):
             gr.HTML(html.disclaimer())
-            merge = gr.Checkbox(label="Also merge onto a 16-bit copy of the base (bigger; loads the base model)")
+            merge = gr.Checkbox(
+                label="Also merge onto a 16-bit copy of the base (bigger; loads the base model)"
+            )
             go = gr.Button("Export and download (.zip)", variant="primary")
             file = gr.File(label="Download", interactive=False)
             result = gr.JSON(label="Export result")
@@ -66,10 +72,17 @@ def build(ctx: AppContext) -> dict:
         return export(ctx, run_id, merge)
 
     run.change(on_card, run, card_md, api_name="adapter_card")
+
     def on_refresh():
         return gr.Dropdown(choices=ctx.run_choices(with_adapter=True))
 
     refresh.click(on_refresh, None, run, api_name=False)
-    go.click(on_export, [run, merge], [file, result], api_name="adapter_export", concurrency_id="model",
-             concurrency_limit=ctx.concurrency)
+    go.click(
+        on_export,
+        [run, merge],
+        [file, result],
+        api_name="adapter_export",
+        concurrency_id="model",
+        concurrency_limit=ctx.concurrency,
+    )
     return {"run": run, "refresh": [(on_refresh, None, run)]}

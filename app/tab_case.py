@@ -15,13 +15,17 @@ from . import html, interactive
 from .context import AppContext, user_errors
 from .draw import tree_nodes, tree_svg
 
-INTRO = ("**Step through a case.** The case reveals what is asked: `<ask>history</ask>`, `<ask>exam</ask>`, "
-         "`<ask>labs: NAME</ask>` (and `<ask>dermoscopy</ask>` for skin cases), until `<answer>LETTER</answer>` "
-         "names one of the case's options. A turn is scored only when it is exactly one such action; anything "
-         "else is shown as an unreadable turn (not scored) and still uses a turn. Let a case-trained run's model "
-         "take the next turn, or type it yourself.")
-UNREADABLE_BADGE = ('<span class="medrl-badge medrl-unverifiable medrl-unreadable" title="not one action of the '
-                    f'case: the case did not score it">{escape(interactive.UNREADABLE)}</span>')
+INTRO = (
+    "**Step through a case.** The case reveals what is asked: `<ask>history</ask>`, `<ask>exam</ask>`, "
+    "`<ask>labs: NAME</ask>` (and `<ask>dermoscopy</ask>` for skin cases), until `<answer>LETTER</answer>` "
+    "names one of the case's options. A turn is scored only when it is exactly one such action; anything "
+    "else is shown as an unreadable turn (not scored) and still uses a turn. Let a case-trained run's model "
+    "take the next turn, or type it yourself."
+)
+UNREADABLE_BADGE = (
+    '<span class="medrl-badge medrl-unverifiable medrl-unreadable" title="not one action of the '
+    f'case: the case did not score it">{escape(interactive.UNREADABLE)}</span>'
+)
 
 
 def runs_with_trees(ctx: AppContext) -> list[tuple[str, str]]:
@@ -40,10 +44,12 @@ def show_tree(ctx: AppContext, run_id: str | None, name: str | None, colour_by: 
 def brief_html(session: interactive.CaseSession) -> str:
     """The case's options and its turn limit with the turns used: what the player may answer and for how long."""
     options = "".join(f"<li><b>{escape(k)})</b> {escape(v)}</li>" for k, v in session.options)
-    return (f'<div class="medrl-card medrl-case-brief"><div class="medrl-muted">Options (an answer names one)</div>'
-            f'<ul class="medrl-case-options" style="list-style: none; padding-left: 0; margin: 4px 0">{options}</ul>'
-            f'<div class="medrl-case-turns"><b>Turn limit: {session.max_turns}</b> (each question, answer or '
-            f"unreadable turn uses one) · {escape(interactive.turn_line(session))}</div></div>")
+    return (
+        f'<div class="medrl-card medrl-case-brief"><div class="medrl-muted">Options (an answer names one)</div>'
+        f'<ul class="medrl-case-options" style="list-style: none; padding-left: 0; margin: 4px 0">{options}</ul>'
+        f'<div class="medrl-case-turns"><b>Turn limit: {session.max_turns}</b> (each question, answer or '
+        f"unreadable turn uses one) · {escape(interactive.turn_line(session))}</div></div>"
+    )
 
 
 def transcript_html(session: interactive.CaseSession) -> str:
@@ -52,8 +58,10 @@ def transcript_html(session: interactive.CaseSession) -> str:
     for t in session.turns:
         who = t["who"]
         badge = f" {UNREADABLE_BADGE}" if t.get("scored") is False else ""
-        rows.append(f'<div class="medrl-turn medrl-turn-{escape(who)}"><b>{escape(html.TURN_LABELS.get(who, who))}'
-                    f":</b> {escape(t['text'])}{badge}</div>")
+        rows.append(
+            f'<div class="medrl-turn medrl-turn-{escape(who)}"><b>{escape(html.TURN_LABELS.get(who, who))}'
+            f":</b> {escape(t['text'])}{badge}</div>"
+        )
     return brief_html(session) + f'<div class="medrl-card medrl-transcript">{"".join(rows)}</div>'
 
 
@@ -91,17 +99,27 @@ def build_stepper(ctx: AppContext) -> None:
     choices, note = model_choices(ctx)
     with gr.Row():
         with gr.Column(scale=2):
-            pick = gr.Dropdown(interactive.sample_choices(), value="1", label="Case (from the KGs)",
-                               elem_id="case-pick")
+            pick = gr.Dropdown(
+                interactive.sample_choices(), value="1", label="Case (from the KGs)", elem_id="case-pick"
+            )
             begin = gr.Button("Start", elem_id="case-start")
             with gr.Row():
-                adapter = gr.Dropdown(choices, label="Model trained on cases (run · method · stage)",
-                                      allow_custom_value=True, scale=5, elem_id="case-adapter")
+                adapter = gr.Dropdown(
+                    choices,
+                    label="Model trained on cases (run · method · stage)",
+                    allow_custom_value=True,
+                    scale=5,
+                    elem_id="case-adapter",
+                )
                 refresh = gr.Button("↻", scale=0, min_width=40)
             no_runs = gr.Markdown(note, visible=bool(note), elem_id="case-no-runs")
             model_go = gr.Button("Model's turn", variant="primary", elem_id="case-model")
-            action = gr.Textbox(label="Or your action", placeholder="<ask>history</ask>", max_length=300,
-                                elem_id="case-action")
+            action = gr.Textbox(
+                label="Or your action",
+                placeholder="<ask>history</ask>",
+                max_length=300,
+                elem_id="case-action",
+            )
             send = gr.Button("Send", elem_id="case-send")
         with gr.Column(scale=3):
             shown = gr.HTML(html.notice("Choose a case and press Start."), elem_id="case-transcript")
@@ -131,8 +149,14 @@ def build_stepper(ctx: AppContext) -> None:
     begin.click(on_start, pick, [state, shown, result], api_name="case_start")
     send.click(on_send, [state, action], [state, shown, result, action], api_name="case_send")
     action.submit(on_send, [state, action], [state, shown, result, action], api_name=False)
-    model_go.click(on_model, [state, adapter], [state, shown, result], api_name="case_model_turn",
-                   concurrency_id="model", concurrency_limit=ctx.concurrency)
+    model_go.click(
+        on_model,
+        [state, adapter],
+        [state, shown, result],
+        api_name="case_model_turn",
+        concurrency_id="model",
+        concurrency_limit=ctx.concurrency,
+    )
     refresh.click(on_refresh, None, [adapter, no_runs], api_name=False)
     return on_refresh, None, [adapter, no_runs]
 
@@ -143,8 +167,9 @@ def build(ctx: AppContext) -> dict:
     gr.Markdown("**Tree-GRPO trees** that runs wrote to `trees/`, drawn.")
     runs = runs_with_trees(ctx)
     with gr.Row():
-        run = gr.Dropdown(runs, value=None, label="Run with trees", allow_custom_value=True, scale=3,
-                          elem_id="tree-run")
+        run = gr.Dropdown(
+            runs, value=None, label="Run with trees", allow_custom_value=True, scale=3, elem_id="tree-run"
+        )
         name = gr.Dropdown([], label="Tree file", allow_custom_value=True, scale=3, elem_id="tree-file")
         colour = gr.Radio(["reward", "advantage"], value="reward", label="Colour by", scale=2)
         refresh = gr.Button("↻", scale=0, min_width=40)
@@ -164,6 +189,7 @@ def build(ctx: AppContext) -> dict:
 
     run.change(on_run, run, name, api_name=False)
     gr.on([name.change, colour.change], on_tree, [run, name, colour], [svg, info], api_name="tree_view")
+
     def on_refresh():
         return gr.Dropdown(choices=runs_with_trees(ctx))
 

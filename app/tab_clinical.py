@@ -55,19 +55,32 @@ def parse_options(text: str) -> dict[str, str]:
         if m:
             out[m.group(1)] = m.group(2)
     if (text or "").strip() and len(out) < 2:
-        raise Refused("give at least two options, one per line, as 'A) text' (or none, for a free-text question)")
+        raise Refused(
+            "give at least two options, one per line, as 'A) text' (or none, for a free-text question)"
+        )
     return out
 
 
-def ask(ctx: AppContext, run_id: str, stage: str, case: str, options: dict[str, str] | None,
-        max_new_tokens: float | None = None):
+def ask(
+    ctx: AppContext,
+    run_id: str,
+    stage: str,
+    case: str,
+    options: dict[str, str] | None,
+    max_new_tokens: float | None = None,
+):
     """The run's greedy answer to one question, asked as it was trained (its task card's system turn and layout,
     its answer length). Returns (generation, the budget it was trained to). The reproduction test drives this over
     a run's held-out questions and compares with `medrl clinical eval`."""
     card = ctx.card(run_id)
     trained = task.max_new_tokens(card)
-    gen = ctx.service.generate(run_id, stage, task.messages(card, case, options or None), None,
-                               ctx.answer_budget(trained, max_new_tokens))
+    gen = ctx.service.generate(
+        run_id,
+        stage,
+        task.messages(card, case, options or None),
+        None,
+        ctx.answer_budget(trained, max_new_tokens),
+    )
     return gen, trained
 
 
@@ -76,8 +89,14 @@ def readable(text: str, options: dict[str, str]) -> str:
     letter stands for ('\\boxed{B}' alone names nothing)."""
     if not options:
         return text
-    return BOX_RE.sub(lambda m: f"{m.group(0)} (Diagnosis: {options[m.group(1).strip()]})"
-                      if m.group(1).strip() in options else m.group(0), text)
+    return BOX_RE.sub(
+        lambda m: (
+            f"{m.group(0)} (Diagnosis: {options[m.group(1).strip()]})"
+            if m.group(1).strip() in options
+            else m.group(0)
+        ),
+        text,
+    )
 
 
 def _sample_meta(key: str | None, case: str) -> dict | None:
@@ -88,32 +107,52 @@ def _sample_meta(key: str | None, case: str) -> dict | None:
     return v if v["question"] == case else None
 
 
-def crpo_card(ctx: AppContext, case: str, options: dict[str, str], text: str, gold: str | None,
-              meta: dict | None) -> tuple[str, dict | None]:
+def crpo_card(
+    ctx: AppContext, case: str, options: dict[str, str], text: str, gold: str | None, meta: dict | None
+) -> tuple[str, dict | None]:
     b = crpo.breakdown(case, options, text, gold, meta)
     kg = ctx.kg("clinical")
     f, c = b["faithfulness_parts"], b["comprehensiveness_parts"]
-    rows = [["accuracy", "—" if b["accuracy"] is None else f"{b['accuracy']:+.2f}",
-             f"boxed {b['boxed'] or 'none'}, key {gold or 'unknown'}"],
-            ["format", f"{b['format']:.2f}", "<think>…</think><answer>… \\boxed{X}</answer>"],
-            ["faithfulness", f"{b['faithfulness']:+.2f}",
-             f"evidence {f['evidence']:.2f} · hallucination {f['hallucination']:.2f} · consistency {f['consistency']:+.0f}"],
-            ["comprehensiveness", f"{b['comprehensiveness']:.2f}",
-             f"rejection {c['rejection']:.2f}{' (rules out its own answer)' if b['self_rejected'] else ''}"
-             f" · coverage {'—' if c['coverage'] is None else format(c['coverage'], '.2f')}"
-             f" · verification {c['verification']:.0f}"]]
+    rows = [
+        [
+            "accuracy",
+            "—" if b["accuracy"] is None else f"{b['accuracy']:+.2f}",
+            f"boxed {b['boxed'] or 'none'}, key {gold or 'unknown'}",
+        ],
+        ["format", f"{b['format']:.2f}", "<think>…</think><answer>… \\boxed{X}</answer>"],
+        [
+            "faithfulness",
+            f"{b['faithfulness']:+.2f}",
+            f"evidence {f['evidence']:.2f} · hallucination {f['hallucination']:.2f} · consistency {f['consistency']:+.0f}",
+        ],
+        [
+            "comprehensiveness",
+            f"{b['comprehensiveness']:.2f}",
+            f"rejection {c['rejection']:.2f}{' (rules out its own answer)' if b['self_rejected'] else ''}"
+            f" · coverage {'—' if c['coverage'] is None else format(c['coverage'], '.2f')}"
+            f" · verification {c['verification']:.0f}",
+        ],
+    ]
     bad = set(b["hallucinated"]) | set(b["misreported"])
-    body = (html.table(["objective", "score", "parts"], rows)
-            + '<div class="medrl-muted">Case, with the findings the answer cites as evidence in green:</div>'
-            + f'<div class="medrl-answer">{crpo.highlight(case, kg, set(b["cited"]), set())}</div>'
-            + '<div class="medrl-muted">Answer, cited evidence in green, findings not in the case (or misreported) '
-              "in red:</div>"
-            + f'<div class="medrl-answer">{crpo.highlight(text, kg, set(b["cited"]), bad)}</div>')
+    body = (
+        html.table(["objective", "score", "parts"], rows)
+        + '<div class="medrl-muted">Case, with the findings the answer cites as evidence in green:</div>'
+        + f'<div class="medrl-answer">{crpo.highlight(case, kg, set(b["cited"]), set())}</div>'
+        + '<div class="medrl-muted">Answer, cited evidence in green, findings not in the case (or misreported) '
+        "in red:</div>" + f'<div class="medrl-answer">{crpo.highlight(text, kg, set(b["cited"]), bad)}</div>'
+    )
     return f'<div class="medrl-card medrl-crpo"><h3>CRPO objectives</h3>{body}</div>', b
 
 
-def answer(ctx: AppContext, case: str, options_text: str, gold: str | None, sample_key: str | None,
-           adapter: str | None, max_new_tokens: float | None) -> tuple[str, str, str, str, dict]:
+def answer(
+    ctx: AppContext,
+    case: str,
+    options_text: str,
+    gold: str | None,
+    sample_key: str | None,
+    adapter: str | None,
+    max_new_tokens: float | None,
+) -> tuple[str, str, str, str, dict]:
     run_id, stage = ctx.parse_adapter(adapter)
     case = limit_text(case, "the case")
     if not case:
@@ -127,10 +166,17 @@ def answer(ctx: AppContext, case: str, options_text: str, gold: str | None, samp
     picked = None if not options else (boxes[-1].strip() in options if boxes else False)
     flags = answer_flags(gen, well_formed, picked, trained, sorted(options) if options else None)
     if not options:
-        flags.append(Flag("info", "A free-text question: this model was trained on lettered options, so how well it "
-                                  "answers without them was never measured."))
-    asked = (f"Asked as it was trained: its system turn and the {'case and options' if options else 'case'}, "
-             f"up to {trained} new tokens.")
+        flags.append(
+            Flag(
+                "info",
+                "A free-text question: this model was trained on lettered options, so how well it "
+                "answers without them was never measured.",
+            )
+        )
+    asked = (
+        f"Asked as it was trained: its system turn and the {'case and options' if options else 'case'}, "
+        f"up to {trained} new tokens."
+    )
     kg = ctx.kg("clinical")
     reference, source, case_findings = None, None, None
     if meta is not None:
@@ -139,31 +185,66 @@ def answer(ctx: AppContext, case: str, options_text: str, gold: str | None, samp
         reference, source = condition_in(options[gold], kg), "key"
     res = check(readable(gen.text, options), kg, reference, source, case_findings, case_text=case)
     if options:
-        crpo_html, parts = crpo_card(ctx, case, options, gen.text, gold,
-                                     {"finding_ids": meta["finding_ids"], "findings": meta["findings"]} if meta else None)
+        crpo_html, parts = crpo_card(
+            ctx,
+            case,
+            options,
+            gen.text,
+            gold,
+            {"finding_ids": meta["finding_ids"], "findings": meta["findings"]} if meta else None,
+        )
     else:  # the CRPO objectives weigh options (ruled out, chosen): a free-text answer has none to weigh
         crpo_html, parts = html.notice("CRPO objectives: not scored, the question has no options."), None
-    out = {"run": run_id, "stage": stage, "text": gen.text, "answer": gen.answer, "boxed": boxes[-1] if boxes else None,
-           "truncated": gen.truncated, "flags": [f.kind for f in flags], "crpo": parts, "check": res.to_dict(),
-           "disclaimer": html.DISCLAIMER}
-    return (answer_card("Model answer", gen, flags, asked), crpo_html, html.check_card(res, "clinical KG"),
-            html.differential_card(res), record_card(ctx.reader.run(run_id), ctx.card(run_id)), out)
+    out = {
+        "run": run_id,
+        "stage": stage,
+        "text": gen.text,
+        "answer": gen.answer,
+        "boxed": boxes[-1] if boxes else None,
+        "truncated": gen.truncated,
+        "flags": [f.kind for f in flags],
+        "crpo": parts,
+        "check": res.to_dict(),
+        "disclaimer": html.DISCLAIMER,
+    }
+    return (
+        answer_card("Model answer", gen, flags, asked),
+        crpo_html,
+        html.check_card(res, "clinical KG"),
+        html.differential_card(res),
+        record_card(ctx.reader.run(run_id), ctx.card(run_id)),
+        out,
+    )
 
 
 def build(ctx: AppContext) -> dict:
     with gr.Row():
         with gr.Column(scale=2):
-            pick = gr.Dropdown([(f"Sample vignette {i + 1}", str(i + 1)) for i in range(N_SAMPLES)], value=None,
-                               label="Synthetic sample (from the clinical KG)", info="or paste your own case")
+            pick = gr.Dropdown(
+                [(f"Sample vignette {i + 1}", str(i + 1)) for i in range(N_SAMPLES)],
+                value=None,
+                label="Synthetic sample (from the clinical KG)",
+                info="or paste your own case",
+            )
             case = gr.Textbox(label="Case (vignette)", lines=7, max_length=8000, elem_id="clin-case")
-            options = gr.Textbox(label="Options, one per line: A) ... (leave empty for a free-text question)", lines=5,
-                                 max_length=2000)
+            options = gr.Textbox(
+                label="Options, one per line: A) ... (leave empty for a free-text question)",
+                lines=5,
+                max_length=2000,
+            )
             gold = gr.Dropdown(["", *"ABCDEFGHIJ"], value="", label="Answer key (optional: enables accuracy)")
             with gr.Row():
-                adapter = gr.Dropdown(ctx.adapter_choices(vlm=False), label="Model (run · method · stage)",
-                                      allow_custom_value=True, scale=5, elem_id="clin-adapter")
+                adapter = gr.Dropdown(
+                    ctx.adapter_choices(vlm=False),
+                    label="Model (run · method · stage)",
+                    allow_custom_value=True,
+                    scale=5,
+                    elem_id="clin-adapter",
+                )
                 refresh = gr.Button("↻", scale=0, min_width=40)
-            tokens = gr.Slider(0, 1024, value=0, step=8, label="Max new tokens (greedy; 0: the run's own length)")
+            tokens = gr.Slider(
+                0, 1024, value=0, step=8, label="Max new tokens (greedy; 0: the run's own length)"
+            )
             go = gr.Button("Answer and check", variant="primary", elem_id="clin-run")
         with gr.Column(scale=3):
             out_answer = gr.HTML(html.disclaimer(), elem_id="clin-answer")
@@ -179,13 +260,24 @@ def build(ctx: AppContext) -> dict:
         return sample_fields(sample_key)
 
     @user_errors
-    def on_answer(case: str, options: str, gold: str | None, sample_key: str | None, adapter: str | None,
-                  max_new_tokens: float | None):
+    def on_answer(
+        case: str,
+        options: str,
+        gold: str | None,
+        sample_key: str | None,
+        adapter: str | None,
+        max_new_tokens: float | None,
+    ):
         return answer(ctx, case, options, gold, sample_key, adapter, max_new_tokens)
 
     pick.change(on_sample, pick, [case, options, gold], api_name="clinical_sample")
     refresh.click(lambda: gr.Dropdown(choices=ctx.adapter_choices(vlm=False)), None, adapter, api_name=False)
-    go.click(on_answer, [case, options, gold, pick, adapter, tokens],
-             [out_answer, out_crpo, out_check, out_ddx, out_record, out_json], api_name="clinical_answer",
-             concurrency_id="model", concurrency_limit=ctx.concurrency)
+    go.click(
+        on_answer,
+        [case, options, gold, pick, adapter, tokens],
+        [out_answer, out_crpo, out_check, out_ddx, out_record, out_json],
+        api_name="clinical_answer",
+        concurrency_id="model",
+        concurrency_limit=ctx.concurrency,
+    )
     return {"adapter": adapter, "vlm": False}

@@ -32,11 +32,16 @@ SAMPLE_SEED = 7  # not the demo's training seed: samples the tiny models did not
 
 def sample_choices(ctx: AppContext) -> list[tuple[str, str]]:
     kg = ctx.kg("derm")
-    return [(f"{kg.label(c)} · sample {i + 1}", f"{c}/{i}") for c in DEFAULT_CONDITIONS
-            for i in range(SAMPLES_PER_CONDITION)]
+    return [
+        (f"{kg.label(c)} · sample {i + 1}", f"{c}/{i}")
+        for c in DEFAULT_CONDITIONS
+        for i in range(SAMPLES_PER_CONDITION)
+    ]
 
 
-SAMPLE_SIDE = 224  # what the page shows; the model gets the sample rendered at its training side (the task card)
+SAMPLE_SIDE = (
+    224  # what the page shows; the model gets the sample rendered at its training side (the task card)
+)
 
 
 def sample(ctx: AppContext, key: str, side: int | None = None):
@@ -58,9 +63,13 @@ def sample_file(ctx: AppContext, key: str | None) -> tuple[str | None, str]:
     if not out.exists():
         img.save(out)
     kg = ctx.kg("derm")
-    found = "; ".join(f"{t}: {', '.join(kg.label(i) for i in ids)}" for t, ids in meta["findings"].items() if ids)
-    truth = (f"Synthetic sample (rendered from the KG). True label: **{kg.label(meta['condition_id'])}**, "
-             f"Fitzpatrick type {meta['fitzpatrick']}. Drawn findings: {found}.")
+    found = "; ".join(
+        f"{t}: {', '.join(kg.label(i) for i in ids)}" for t, ids in meta["findings"].items() if ids
+    )
+    truth = (
+        f"Synthetic sample (rendered from the KG). True label: **{kg.label(meta['condition_id'])}**, "
+        f"Fitzpatrick type {meta['fitzpatrick']}. Drawn findings: {found}."
+    )
     return str(out), truth
 
 
@@ -84,8 +93,14 @@ def ask(ctx: AppContext, run_id: str, stage: str, img, max_new_tokens: float | N
     return gen, parse_response(gen.text), labels, trained
 
 
-def answer(ctx: AppContext, image: str | None, sample_key: str | None, adapter: str | None,
-           max_new_tokens: float | None, description: str | None = None) -> tuple[str, str, str, str, dict]:
+def answer(
+    ctx: AppContext,
+    image: str | None,
+    sample_key: str | None,
+    adapter: str | None,
+    max_new_tokens: float | None,
+    description: str | None = None,
+) -> tuple[str, str, str, str, dict]:
     """The model's answer, the KG check card, the differential card, the model's record, and the raw result."""
     run_id, stage = ctx.parse_adapter(adapter)
     side = (ctx.card(run_id) or {}).get("image_side")  # the size it was trained on: asked at that size
@@ -93,44 +108,96 @@ def answer(ctx: AppContext, image: str | None, sample_key: str | None, adapter: 
         img, meta = sample(ctx, sample_key, side)
         reference, source, case = meta["condition_id"], "sample", meta["findings"]
     elif image:
-        img, reference, source, case = load_upload(upload_path(image), max_side=side or MODEL_SIDE), None, None, None
+        img, reference, source, case = (
+            load_upload(upload_path(image), max_side=side or MODEL_SIDE),
+            None,
+            None,
+            None,
+        )
     else:
         raise Refused("upload an image or pick a synthetic sample")
     kg = ctx.kg("derm")
     gen, parsed, labels, trained = ask(ctx, run_id, stage, img, max_new_tokens)
     predicted = label_map(labels)(parsed.answer) if labels else None
-    flags = answer_flags(gen, parsed.well_formed if labels else None,
-                         None if not labels else predicted != NONE, trained, labels)
-    asked = (f"Asked as it was trained: the DermIQ prompt over its {len(labels)} labels, up to {trained} new tokens."
-             if labels else "Asked with the prompt it was trained on (its task card); it has no label set.")
+    flags = answer_flags(
+        gen,
+        parsed.well_formed if labels else None,
+        None if not labels else predicted != NONE,
+        trained,
+        labels,
+    )
+    asked = (
+        f"Asked as it was trained: the DermIQ prompt over its {len(labels)} labels, up to {trained} new tokens."
+        if labels
+        else "Asked with the prompt it was trained on (its task card); it has no label set."
+    )
     res = check(gen.text, kg, reference, source, case, case_text=limit_text(description, "the description"))
     run = ctx.reader.run(run_id)
-    out = {"run": run_id, "stage": stage, "text": gen.text, "reasoning": gen.reasoning, "answer": gen.answer,
-           "predicted_label": predicted, "labels": labels, "truncated": gen.truncated,
-           "flags": [f.kind for f in flags], "check": res.to_dict(), "disclaimer": html.DISCLAIMER}
-    return (answer_card("Model answer", gen, flags, asked), html.check_card(res, "dermatology KG"),
-            html.differential_card(res), record_card(run, ctx.card(run_id), kg, resolve_answer), out)
+    out = {
+        "run": run_id,
+        "stage": stage,
+        "text": gen.text,
+        "reasoning": gen.reasoning,
+        "answer": gen.answer,
+        "predicted_label": predicted,
+        "labels": labels,
+        "truncated": gen.truncated,
+        "flags": [f.kind for f in flags],
+        "check": res.to_dict(),
+        "disclaimer": html.DISCLAIMER,
+    }
+    return (
+        answer_card("Model answer", gen, flags, asked),
+        html.check_card(res, "dermatology KG"),
+        html.differential_card(res),
+        record_card(run, ctx.card(run_id), kg, resolve_answer),
+        out,
+    )
 
 
 def build(ctx: AppContext) -> dict:
     """The tab's components; returns the adapter dropdown so the page can refresh it on load."""
     with gr.Row():
         with gr.Column(scale=2):
-            pick = gr.Dropdown(sample_choices(ctx), value=None, label="Synthetic sample (from the dermatology KG)",
-                               elem_id="derm-sample",
-                               info="or upload your own image below")
-            image = gr.Image(type="filepath", sources=["upload"], label="Lesion image (PNG, JPEG, WebP or BMP; ≤ 10 MB)",
-                             height=260, elem_id="derm-image")
+            pick = gr.Dropdown(
+                sample_choices(ctx),
+                value=None,
+                label="Synthetic sample (from the dermatology KG)",
+                elem_id="derm-sample",
+                info="or upload your own image below",
+            )
+            image = gr.Image(
+                type="filepath",
+                sources=["upload"],
+                label="Lesion image (PNG, JPEG, WebP or BMP; ≤ 10 MB)",
+                height=260,
+                elem_id="derm-image",
+            )
             truth = gr.Markdown()
-            description = gr.Textbox(label="What you see (optional): lets the KG check judge an upload's answer",
-                                     placeholder="e.g. asymmetric 9 mm plaque, irregular border, blue-white veil",
-                                     lines=2, max_length=2000, elem_id="derm-description")
+            description = gr.Textbox(
+                label="What you see (optional): lets the KG check judge an upload's answer",
+                placeholder="e.g. asymmetric 9 mm plaque, irregular border, blue-white veil",
+                lines=2,
+                max_length=2000,
+                elem_id="derm-description",
+            )
             with gr.Row():
-                adapter = gr.Dropdown(ctx.adapter_choices(vlm=True), label="Model (run · method · stage)",
-                                      allow_custom_value=True, scale=5, elem_id="derm-adapter")
+                adapter = gr.Dropdown(
+                    ctx.adapter_choices(vlm=True),
+                    label="Model (run · method · stage)",
+                    allow_custom_value=True,
+                    scale=5,
+                    elem_id="derm-adapter",
+                )
                 refresh = gr.Button("↻", scale=0, min_width=40)
-            tokens = gr.Slider(0, 512, value=0, step=8, label="Max new tokens (greedy; 0: the run's own length)",
-                               elem_id="derm-tokens")
+            tokens = gr.Slider(
+                0,
+                512,
+                value=0,
+                step=8,
+                label="Max new tokens (greedy; 0: the run's own length)",
+                elem_id="derm-tokens",
+            )
             go = gr.Button("Answer and check against the KG", variant="primary", elem_id="derm-run")
             if not ctx.reader.run_ids():
                 gr.Markdown(ctx.no_runs_text())
@@ -149,24 +216,37 @@ def build(ctx: AppContext) -> dict:
         return sample_file(ctx, sample_key)
 
     @user_errors
-    def on_answer(image: str | None, sample_key: str | None, adapter: str | None, max_new_tokens: float | None,
-                  description: str | None):
+    def on_answer(
+        image: str | None,
+        sample_key: str | None,
+        adapter: str | None,
+        max_new_tokens: float | None,
+        description: str | None,
+    ):
         return answer(ctx, image, sample_key, adapter, max_new_tokens, description)
 
     pick.change(on_sample, pick, [image, truth], api_name="derm_sample")
+
     @user_errors
     def on_upload(value):
         """Check the file at once: a bad one is cleared with the app's one-line reason (never gradio's error, which
         names a server path: hence preprocess=False, so gradio does not open it first)."""
         msg = check_upload(value)
-        if msg:  # the sample choice is left alone: clearing it would fire its change event, which blanks this line
+        if (
+            msg
+        ):  # the sample choice is left alone: clearing it would fire its change event, which blanks this line
             return None, gr.update(), f"**Upload refused:** {msg}"
         return gr.update(), None, ""
 
     image.upload(on_upload, image, [image, pick, truth], api_name=False, preprocess=False)
     refresh.click(lambda: gr.Dropdown(choices=ctx.adapter_choices(vlm=True)), None, adapter, api_name=False)
-    go.click(on_answer, [image, pick, adapter, tokens, description],
-             [out_answer, out_check, out_ddx, out_record, out_json], api_name="derm_answer", concurrency_id="model",
-             concurrency_limit=ctx.concurrency, preprocess=False)  # the upload reaches our checks, not gradio's PIL
+    go.click(
+        on_answer,
+        [image, pick, adapter, tokens, description],
+        [out_answer, out_check, out_ddx, out_record, out_json],
+        api_name="derm_answer",
+        concurrency_id="model",
+        concurrency_limit=ctx.concurrency,
+        preprocess=False,
+    )  # the upload reaches our checks, not gradio's PIL
     return {"adapter": adapter, "vlm": True}
-

@@ -60,8 +60,11 @@ def refused_card(message: str) -> str:
 
 def _finding_chip(f) -> str:
     """A finding's label with its source on hover; † when its absence argues against the condition."""
-    mark = (f' <span class="medrl-sens" title="absence argues against it ({html.escape(f.sensitivity)})">†</span>'
-            if f.sensitivity else "")
+    mark = (
+        f' <span class="medrl-sens" title="absence argues against it ({html.escape(f.sensitivity)})">†</span>'
+        if f.sensitivity
+        else ""
+    )
     return f'<span title="{html.escape(f.source)}">{html.escape(f.label)}</span>{mark}'
 
 
@@ -71,35 +74,67 @@ def _condition_html(kg: KnowledgeGraph, cid: str, sources: set[str]) -> str:
     for f in kg.features(cid):
         by_type[f.type][f.typicality].append(f)
         sources.add(f.source)
-    rows = [[t.replace("_", " "), *(", ".join(_finding_chip(f) for f in sorted(by_type[t][ty], key=lambda f: f.label))
-                                    or "—" for ty in TYPICALITY_ORDER)] for t in sorted(by_type)]
-    parts.append("<h4>Features by type and typicality</h4>"
-                 + (html.table(["type", *TYPICALITY_ORDER], rows, raw_cols=(1, 2, 3)) if rows else "<i>none listed</i>")
-                 + '<div class="medrl-muted">† its absence argues against the condition · hover a finding for its '
-                   "source</div>")
+    rows = [
+        [
+            t.replace("_", " "),
+            *(
+                ", ".join(_finding_chip(f) for f in sorted(by_type[t][ty], key=lambda f: f.label)) or "—"
+                for ty in TYPICALITY_ORDER
+            ),
+        ]
+        for t in sorted(by_type)
+    ]
+    parts.append(
+        "<h4>Features by type and typicality</h4>"
+        + (
+            html.table(["type", *TYPICALITY_ORDER], rows, raw_cols=(1, 2, 3))
+            if rows
+            else "<i>none listed</i>"
+        )
+        + '<div class="medrl-muted">† its absence argues against the condition · hover a finding for its '
+        "source</div>"
+    )
     absent = kg.absent_features(cid)
     if absent:
         sources.update(f.source for f in absent)
-        parts.append("<h4>Findings that argue against it</h4>" + html.table(
-            ["finding", "source"], [[f.label, f.source] for f in absent]))
+        parts.append(
+            "<h4>Findings that argue against it</h4>"
+            + html.table(["finding", "source"], [[f.label, f.source] for f in absent])
+        )
     ddx = kg.differential(cid)
     if ddx:
         items = "".join(f"<li>{html.escape(kg.label(c))}{html.mnm(kg.must_not_miss(c))}</li>" for c in ddx)
         parts.append(f"<h4>Differential</h4><ul>{items}</ul>")
-    tx = [[kg.label(t), kg.treatment_line(cid, t) or "", kg.graph.edges[cid, t, "treated_by"].get("note", ""),
-           kg.graph.edges[cid, t, "treated_by"]["source"]] for t in kg.treatments(cid)]
+    tx = [
+        [
+            kg.label(t),
+            kg.treatment_line(cid, t) or "",
+            kg.graph.edges[cid, t, "treated_by"].get("note", ""),
+            kg.graph.edges[cid, t, "treated_by"]["source"],
+        ]
+        for t in kg.treatments(cid)
+    ]
     if tx:
         sources.update(r[3] for r in tx)
         parts.append("<h4>Treatments</h4>" + html.table(["treatment", "line", "note", "source"], tx))
-    px = [[kg.label(p), kg.graph.edges[cid, p, "has_procedure"].get("purpose", ""),
-           kg.graph.edges[cid, p, "has_procedure"]["source"]] for p in kg.procedures(cid)]
+    px = [
+        [
+            kg.label(p),
+            kg.graph.edges[cid, p, "has_procedure"].get("purpose", ""),
+            kg.graph.edges[cid, p, "has_procedure"]["source"],
+        ]
+        for p in kg.procedures(cid)
+    ]
     if px:
         sources.update(r[2] for r in px)
         parts.append("<h4>Procedures</h4>" + html.table(["procedure", "purpose", "source"], px))
     contra = kg.contraindicated(cid)
     if contra:
-        parts.append("<h4>Contraindicated</h4><ul>" + "".join(f"<li>{html.escape(kg.label(t))}</li>" for t in contra)
-                     + "</ul>")
+        parts.append(
+            "<h4>Contraindicated</h4><ul>"
+            + "".join(f"<li>{html.escape(kg.label(t))}</li>" for t in contra)
+            + "</ul>"
+        )
     return "".join(parts)
 
 
@@ -112,10 +147,17 @@ def _finding_html(kg: KnowledgeGraph, nid: str, sources: set[str]) -> str:
             sources.add(a["source"])
     rows.sort(key=lambda r: (r[1] != "typical", r[1], r[0]))
     out = "<h4>Conditions with this finding</h4>" + (
-        html.table(["condition", "typicality", "absence argues against", "source"], rows) if rows else "<i>none</i>")
+        html.table(["condition", "typicality", "absence argues against", "source"], rows)
+        if rows
+        else "<i>none</i>"
+    )
     ex = kg.excluded_by(nid)
     if ex:
-        out += "<h4>Cannot coexist with</h4><ul>" + "".join(f"<li>{html.escape(kg.label(e))}</li>" for e in sorted(ex)) + "</ul>"
+        out += (
+            "<h4>Cannot coexist with</h4><ul>"
+            + "".join(f"<li>{html.escape(kg.label(e))}</li>" for e in sorted(ex))
+            + "</ul>"
+        )
     return out
 
 
@@ -126,14 +168,19 @@ def lookup(ctx: AppContext, kg_name: str, term: str) -> tuple[str, str]:
     node = kg.node(nid)
     sources: set[str] = set()
     aliases = ", ".join(node.get("aliases", []) or [])
-    head = (f'<div class="medrl-card medrl-kg-card"><h3>{html.escape(kg.label(nid))}{html.mnm(bool(node.get("must_not_miss")))}</h3>'
-            f'<div class="medrl-muted">{html.escape(nid)} · {html.escape(kg.type(nid).replace("_", " "))}'
-            + (" · group of subtypes" if node.get("group") else "")
-            + (f" · also called: {html.escape(aliases)}" if aliases else "") + "</div>")
+    head = (
+        f'<div class="medrl-card medrl-kg-card"><h3>{html.escape(kg.label(nid))}{html.mnm(bool(node.get("must_not_miss")))}</h3>'
+        f'<div class="medrl-muted">{html.escape(nid)} · {html.escape(kg.type(nid).replace("_", " "))}'
+        + (" · group of subtypes" if node.get("group") else "")
+        + (f" · also called: {html.escape(aliases)}" if aliases else "")
+        + "</div>"
+    )
     cats = kg.categories(nid)
     if cats:
         head += f'<div class="medrl-muted">is a: {html.escape(", ".join(kg.label(c) for c in cats))}</div>'
-    body = _condition_html(kg, nid, sources) if kg.type(nid) == "condition" else _finding_html(kg, nid, sources)
+    body = (
+        _condition_html(kg, nid, sources) if kg.type(nid) == "condition" else _finding_html(kg, nid, sources)
+    )
     src = "".join(f"<li>{html.escape(s)}</li>" for s in sorted(sources))
     foot = f"<h4>Sources</h4><ul class='medrl-muted'>{src}</ul>" if src else ""
     return html.disclaimer() + head + body + foot + "</div>", neighbourhood(kg, nid)
@@ -148,14 +195,22 @@ def check_statement(ctx: AppContext, kg_name: str, text: str, condition: str | N
     if ref is not None and kg.type(ref) != "condition":
         raise Refused(f"{condition!r} is a {kg.type(ref)}, not a condition")
     res = check(text, kg, ref, "given" if ref else None)
-    return html.disclaimer() + html.check_card(res, f"{kg_name} KG"), html.differential_card(res), res.to_dict()
+    return (
+        html.disclaimer() + html.check_card(res, f"{kg_name} KG"),
+        html.differential_card(res),
+        res.to_dict(),
+    )
 
 
 def build(ctx: AppContext) -> dict:
     with gr.Row():
         kg_name = gr.Radio(list(KG_NAMES), value="derm", label="Knowledge graph", scale=1, elem_id="kg-name")
-        term = gr.Textbox(label="Condition or finding (name, alias or dataset code)", value="melanoma", scale=3,
-                          elem_id="kg-term")
+        term = gr.Textbox(
+            label="Condition or finding (name, alias or dataset code)",
+            value="melanoma",
+            scale=3,
+            elem_id="kg-term",
+        )
         go = gr.Button("Look up", variant="primary", scale=1, elem_id="kg-lookup")
     with gr.Row():
         with gr.Column(scale=1):
@@ -164,9 +219,13 @@ def build(ctx: AppContext) -> dict:
             graph = gr.HTML(elem_id="kg-graph")
     with gr.Accordion("Check a statement against the KG", open=False):
         with gr.Row():
-            text = gr.Textbox(label="Statement", lines=3, scale=3,
-                              value="Asymmetric lesion with irregular border and blue-white veil; melanoma cannot be "
-                                    "ruled out, excision advised.")
+            text = gr.Textbox(
+                label="Statement",
+                lines=3,
+                scale=3,
+                value="Asymmetric lesion with irregular border and blue-white veil; melanoma cannot be "
+                "ruled out, excision advised.",
+            )
             cond = gr.Textbox(label="Reference condition (optional)", value="melanoma", scale=1)
         check_btn = gr.Button("Check")
         check_html, ddx_html = gr.HTML(elem_id="kg-check"), gr.HTML(elem_id="kg-check-ddx")

@@ -25,8 +25,10 @@ N_PLOTS = 4
 NONE = ""
 RUN_COLORS = ("#1d4ed8", "#c2410c")  # run A blue, run B orange, on every chart
 EVAL_SIDE = 1600  # eval PNGs (confusion matrices) keep their detail; uploads are cut to the model's 448
-GONE = ("a run's files changed while they were read (deleted, or still being written?); press ↻ to refresh the "
-        "run lists and try again")
+GONE = (
+    "a run's files changed while they were read (deleted, or still being written?); press ↻ to refresh the "
+    "run lists and try again"
+)
 
 
 def readable(fn):
@@ -76,8 +78,15 @@ def shown_plot(ctx: AppContext, metric: str, runs: list[str]) -> gr.LinePlot:
     """One metric, the chosen runs on the same axes; the colour map names exactly these runs, so the legend can
     never list a run that is not drawn."""
     colors = {rid: RUN_COLORS[i % len(RUN_COLORS)] for i, rid in enumerate(runs)}
-    return gr.LinePlot(frame(ctx, metric, runs), x="step", y="value", color="run", color_map=colors, title=metric,
-                       visible=True)
+    return gr.LinePlot(
+        frame(ctx, metric, runs),
+        x="step",
+        y="value",
+        color="run",
+        color_map=colors,
+        title=metric,
+        visible=True,
+    )
 
 
 def hidden_plot() -> gr.LinePlot:
@@ -98,17 +107,26 @@ def summary_html(ctx: AppContext, run_id: str | None) -> str:
     if not run_id:
         return html.notice("Choose a run to compare.")
     s = ctx.reader.summary(run_id)
-    parts = [f'<div class="medrl-card"><h3>{html.escape(run_id)}</h3>',
-             html.table(["", ""], [[k, "" if v is None else v] for k, v in s.items() if k != "run"])]
+    parts = [
+        f'<div class="medrl-card"><h3>{html.escape(run_id)}</h3>',
+        html.table(["", ""], [[k, "" if v is None else v] for k, v in s.items() if k != "run"]),
+    ]
     stages = ctx.reader.stage_table(run_id)
     if stages is not None:
         header, rows = stages
-        parts.append('<div class="medrl-muted">Pipeline stages (this run\'s folder, oldest first)</div>'
-                     + html.table(header, rows))
+        parts.append(
+            '<div class="medrl-muted">Pipeline stages (this run\'s folder, oldest first)</div>'
+            + html.table(header, rows)
+        )
     for name, rows in ctx.reader.eval_tables(run_id):
-        parts.append(f'<div class="medrl-muted">Evaluation: {html.escape(name)}</div>' + html.table(["metric", "value"], rows))
+        parts.append(
+            f'<div class="medrl-muted">Evaluation: {html.escape(name)}</div>'
+            + html.table(["metric", "value"], rows)
+        )
     if not ctx.reader.eval_files(run_id):
-        parts.append('<div class="medrl-muted">No evaluation yet (eval/ arrives with the pipelines\' evaluate step).</div>')
+        parts.append(
+            '<div class="medrl-muted">No evaluation yet (eval/ arrives with the pipelines\' evaluate step).</div>'
+        )
     return "".join(parts) + "</div>"
 
 
@@ -121,7 +139,12 @@ def eval_images(ctx: AppContext, run_id: str | None) -> list[tuple[Image.Image, 
     for name in ctx.reader.eval_files(run_id):
         if name.endswith(".png"):
             try:
-                out.append((load_upload(ctx.reader.eval_file(run_id, name), max_side=EVAL_SIDE), f"{run_id} · {name}"))
+                out.append(
+                    (
+                        load_upload(ctx.reader.eval_file(run_id, name), max_side=EVAL_SIDE),
+                        f"{run_id} · {name}",
+                    )
+                )
             except Refused:
                 continue
     return out
@@ -137,8 +160,12 @@ def compare(ctx: AppContext, run_a: str | None, run_b: str | None, metrics: list
     runs = selected_runs(ctx, run_a, run_b)
     b = run_b if run_b and run_b != run_a else None
     images = [img for rid in runs for img in eval_images(ctx, rid)]
-    return [*plot_updates(ctx, runs, metrics), summary_html(ctx, run_a or None), summary_html(ctx, b),
-            gr.Gallery(value=images or None, visible=bool(images))]
+    return [
+        *plot_updates(ctx, runs, metrics),
+        summary_html(ctx, run_a or None),
+        summary_html(ctx, b),
+        gr.Gallery(value=images or None, visible=bool(images)),
+    ]
 
 
 def run_lists(ctx: AppContext, run_a: str | None = None, run_b: str | None = None) -> tuple:
@@ -149,30 +176,62 @@ def run_lists(ctx: AppContext, run_a: str | None = None, run_b: str | None = Non
     ids = {rid for _, rid in choices}
     a = run_a if run_a in ids else (choices[0][1] if choices else None)
     b = run_b if run_b in ids and run_b != a else NONE
-    return (gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=[("(none)", NONE), *choices], value=b),
-            gr.Markdown(visible=not choices))
+    return (
+        gr.Dropdown(choices=choices, value=a),
+        gr.Dropdown(choices=[("(none)", NONE), *choices], value=b),
+        gr.Markdown(visible=not choices),
+    )
 
 
 def build(ctx: AppContext) -> dict:
     """The tab's components; returns the run dropdowns and the refresh (fn, inputs, outputs) the page runs on load."""
     choices = ctx.run_choices()
     with gr.Row():
-        run_a = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Run A", allow_custom_value=True,
-                            scale=4, elem_id="runs-a")
-        run_b = gr.Dropdown([("(none)", NONE), *choices], value=NONE, label="Run B (compare)", allow_custom_value=True,
-                            scale=4, elem_id="runs-b")
+        run_a = gr.Dropdown(
+            choices,
+            value=choices[0][1] if choices else None,
+            label="Run A",
+            allow_custom_value=True,
+            scale=4,
+            elem_id="runs-a",
+        )
+        run_b = gr.Dropdown(
+            [("(none)", NONE), *choices],
+            value=NONE,
+            label="Run B (compare)",
+            allow_custom_value=True,
+            scale=4,
+            elem_id="runs-b",
+        )
         refresh = gr.Button("↻", scale=0, min_width=40, elem_id="runs-refresh")
-    metrics = gr.Dropdown([], multiselect=True, max_choices=N_PLOTS, label="Metrics (up to 4; default: the first two)",
-                          allow_custom_value=True, elem_id="runs-metrics")
+    metrics = gr.Dropdown(
+        [],
+        multiselect=True,
+        max_choices=N_PLOTS,
+        label="Metrics (up to 4; default: the first two)",
+        allow_custom_value=True,
+        elem_id="runs-metrics",
+    )
     show = gr.Button("Plot", variant="primary", elem_id="runs-plot")
     no_runs = gr.Markdown(ctx.no_runs_text(), visible=not choices)
     with gr.Row():
-        plots = [gr.LinePlot(visible=False, height=260, elem_id=f"runs-chart-{i}", elem_classes=["medrl-plot"])
-                 for i in range(N_PLOTS)]
+        plots = [
+            gr.LinePlot(visible=False, height=260, elem_id=f"runs-chart-{i}", elem_classes=["medrl-plot"])
+            for i in range(N_PLOTS)
+        ]
     with gr.Row():
         sum_a, sum_b = gr.HTML(elem_id="runs-summary-a"), gr.HTML(elem_id="runs-summary-b")
-    gallery = gr.Gallery(label="Evaluation plots (eval/*.png; click one to enlarge)", height=440, columns=3,
-                         object_fit="contain", allow_preview=True, preview=True, format="png", visible=False, elem_id="runs-gallery")
+    gallery = gr.Gallery(
+        label="Evaluation plots (eval/*.png; click one to enlarge)",
+        height=440,
+        columns=3,
+        object_fit="contain",
+        allow_preview=True,
+        preview=True,
+        format="png",
+        visible=False,
+        elem_id="runs-gallery",
+    )
     view = [*plots, sum_a, sum_b, gallery]
 
     @user_errors
@@ -191,7 +250,8 @@ def build(ctx: AppContext) -> dict:
         return run_lists(ctx, run_a, run_b)
 
     show.click(cleared, None, view, api_name=False, show_progress="hidden").then(
-        on_compare, [run_a, run_b, metrics], view, api_name="runs_compare")
+        on_compare, [run_a, run_b, metrics], view, api_name="runs_compare"
+    )
     run_a.change(on_runs_changed, [run_a, run_b], metrics, api_name=False)
     run_b.change(on_runs_changed, [run_a, run_b], metrics, api_name=False)
     refresh.click(on_refresh, [run_a, run_b], [run_a, run_b, no_runs], api_name="runs_list")

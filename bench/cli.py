@@ -7,18 +7,27 @@ import json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks: prefix (Prefix-Grouper vs naive), grpo-step (vs TRL), "
-                                                 "head (output-head memory), rollout (vs generate)")
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmarks: prefix (Prefix-Grouper vs naive), grpo-step (vs TRL), "
+        "head (output-head memory), rollout (vs generate)",
+    )
     sub = parser.add_subparsers(dest="bench_command", metavar="BENCH")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
-    prefix = sub.add_parser("prefix", help="forward+backward of completion log-probs: naive vs Prefix-Grouper")
+    prefix = sub.add_parser(
+        "prefix", help="forward+backward of completion log-probs: naive vs Prefix-Grouper"
+    )
     prefix.add_argument("--p", type=int, default=1024, help="prompt tokens (headline config)")
     prefix.add_argument("--s", type=int, default=128, help="tokens per completion")
     prefix.add_argument("--g", type=int, default=8, help="completions per prompt")
     prefix.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (median)")
-    prefix.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
-                        help="also P in {256,512,1024} x G in {4,8} at --s")
+    prefix.add_argument(
+        "--sweep",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also P in {256,512,1024} x G in {4,8} at --s",
+    )
     prefix.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     prefix.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
     prefix.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -34,13 +43,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     step.add_argument("--threads", type=int, default=None)
     step.add_argument("--model", default="embedded:qwen2")
     step.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (both sides)")
-    step.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                      help="weights and autocast precision (both sides)")
+    step.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="weights and autocast precision (both sides)",
+    )
     step.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also run TRL")
     step.add_argument("--prompts", type=int, default=1, help="prompts per step (TRL: the same global batch)")
-    step.add_argument("--profile", action="store_true",
-                      help="also time our step's phases (prefill, decode, rewards, reference, loss forward, "
-                           "backward, optimizer)")
+    step.add_argument(
+        "--profile",
+        action="store_true",
+        help="also time our step's phases (prefill, decode, rewards, reference, loss forward, "
+        "backward, optimizer)",
+    )
     step.add_argument("--json", action="store_true")
     step.set_defaults(handler=_grpo_step)
 
@@ -54,12 +70,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     roll.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (both sides)")
     roll.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     roll.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
-    roll.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="ours: rollout.compile")
+    roll.add_argument(
+        "--compile", default="auto", choices=["auto", "on", "off"], help="ours: rollout.compile"
+    )
     roll.add_argument("--json", action="store_true", help="print JSON instead of a table")
     roll.set_defaults(handler=_rollout)
 
-    tree = sub.add_parser("tree", help="Tree-GRPO: trajectories per generated token (trees vs chains) and the "
-                                       "tree-packed loss forward vs duplicated rows")
+    tree = sub.add_parser(
+        "tree",
+        help="Tree-GRPO: trajectories per generated token (trees vs chains) and the "
+        "tree-packed loss forward vs duplicated rows",
+    )
     tree.add_argument("--prompts", type=int, default=4, help="case prompts")
     tree.add_argument("--s", type=int, default=32, help="sampled tokens per turn")
     tree.add_argument("--m", type=int, default=2, help="trees per prompt")
@@ -67,13 +88,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tree.add_argument("--l", type=int, default=1, help="expansion rounds")
     tree.add_argument("--k", type=int, default=3, help="leaves kept per tree")
     tree.add_argument("--turns", type=int, default=3, help="turns per trajectory")
-    tree.add_argument("--repeats", type=int, default=3, help="timed forward+backward runs after one warm-up (median)")
+    tree.add_argument(
+        "--repeats", type=int, default=3, help="timed forward+backward runs after one warm-up (median)"
+    )
     tree.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
     tree.add_argument("--seed", type=int, default=0)
     tree.add_argument("--json", action="store_true", help="print JSON instead of a table")
     tree.set_defaults(handler=_tree)
 
-    head = sub.add_parser("head", help="peak memory of the RL loss with the lean output head vs full head vs TRL")
+    head = sub.add_parser(
+        "head", help="peak memory of the RL loss with the lean output head vs full head vs TRL"
+    )
     head.add_argument("--p", type=int, default=512, help="prompt tokens")
     head.add_argument("--s", type=int, default=256, help="tokens per completion")
     head.add_argument("--g", type=int, default=8, help="completions per prompt")
@@ -86,7 +111,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     gpu = sub.add_parser("gpu", help="3B shapes in 4-bit on a CUDA GPU: peak memory, step time, vs TRL")
     gpu.add_argument("--device", default="cuda", help="cuda or cuda:N (cpu only with --shape tiny)")
-    gpu.add_argument("--shape", default="3b", choices=["3b", "tiny"], help="tiny: the embedded sizes, a smoke run")
+    gpu.add_argument(
+        "--shape", default="3b", choices=["3b", "tiny"], help="tiny: the embedded sizes, a smoke run"
+    )
     gpu.add_argument("--steps", type=int, default=4, help="RL steps per run, the first --warmup untimed")
     gpu.add_argument("--warmup", type=int, default=1)
     gpu.add_argument("--g", type=int, default=8, help="completions per prompt")
@@ -119,8 +146,16 @@ def _prefix(args: argparse.Namespace) -> int:
     from bench import prefix
 
     _check_positive(p=args.p, s=args.s, g=args.g, repeats=args.repeats, threads=args.threads)
-    result = prefix.run(p=args.p, s=args.s, g=args.g, repeats=args.repeats, sweep=args.sweep,
-                        device=_device(args.device), threads=args.threads, dtype=args.dtype)
+    result = prefix.run(
+        p=args.p,
+        s=args.s,
+        g=args.g,
+        repeats=args.repeats,
+        sweep=args.sweep,
+        device=_device(args.device),
+        threads=args.threads,
+        dtype=args.dtype,
+    )
     print(json.dumps(result, indent=2) if args.json else prefix.table(result))
     return 0
 
@@ -129,11 +164,23 @@ def _grpo_step(args: argparse.Namespace) -> int:
     from bench import grpo_step
     from bench.common import available_cpus, resolve_device
 
-    _check_positive(p=args.p, g=args.g, s=args.s, steps=args.steps, threads=args.threads, prompts=args.prompts)
-    result = grpo_step.run(p=args.p, g=args.g, s=args.s, steps=args.steps, warmup=args.warmup,
-                           threads=args.threads or available_cpus(), model=args.model, with_trl=args.trl,
-                           device=resolve_device(args.device), dtype=args.dtype, prompts=args.prompts,
-                           profile=args.profile)
+    _check_positive(
+        p=args.p, g=args.g, s=args.s, steps=args.steps, threads=args.threads, prompts=args.prompts
+    )
+    result = grpo_step.run(
+        p=args.p,
+        g=args.g,
+        s=args.s,
+        steps=args.steps,
+        warmup=args.warmup,
+        threads=args.threads or available_cpus(),
+        model=args.model,
+        with_trl=args.trl,
+        device=resolve_device(args.device),
+        dtype=args.dtype,
+        prompts=args.prompts,
+        profile=args.profile,
+    )
     print(json.dumps(result, indent=2) if args.json else grpo_step.table(result))
     return 0
 
@@ -142,11 +189,21 @@ def _rollout(args: argparse.Namespace) -> int:
     from bench import rollout
     from bench.common import resolve_device
 
-    _check_positive(p=args.p, g=args.g, s=args.s, repeats=args.repeats, threads=args.threads,
-                    prompts=min(args.prompts))
-    result = rollout.run(p=args.p, g=args.g, s=args.s, prompts=tuple(args.prompts), repeats=args.repeats,
-                         threads=args.threads, model=args.model, device=resolve_device(args.device),
-                         dtype=args.dtype, compile=args.compile)
+    _check_positive(
+        p=args.p, g=args.g, s=args.s, repeats=args.repeats, threads=args.threads, prompts=min(args.prompts)
+    )
+    result = rollout.run(
+        p=args.p,
+        g=args.g,
+        s=args.s,
+        prompts=tuple(args.prompts),
+        repeats=args.repeats,
+        threads=args.threads,
+        model=args.model,
+        device=resolve_device(args.device),
+        dtype=args.dtype,
+        compile=args.compile,
+    )
     print(json.dumps(result, indent=2) if args.json else rollout.table(result))
     return 0
 
@@ -167,9 +224,18 @@ def _gpu(args: argparse.Namespace) -> int:
     else:
         from bench.common import resolve_device
 
-        result = gpu.run(shape=args.shape, device=resolve_device(args.device), steps=args.steps, warmup=args.warmup,
-                         g=args.g, p=args.p, s=args.s, prompts=args.prompts, quantization=args.quantization,
-                         with_trl=args.trl)
+        result = gpu.run(
+            shape=args.shape,
+            device=resolve_device(args.device),
+            steps=args.steps,
+            warmup=args.warmup,
+            g=args.g,
+            p=args.p,
+            s=args.s,
+            prompts=args.prompts,
+            quantization=args.quantization,
+            with_trl=args.trl,
+        )
     print(json.dumps(result, indent=2) if args.json else gpu.table(result))
     return 0
 
@@ -179,8 +245,15 @@ def _head(args: argparse.Namespace) -> int:
     from bench.common import resolve_device
 
     _check_positive(p=args.p, s=args.s, g=args.g, vocab=args.vocab, threads=args.threads)
-    result = head.run(p=args.p, s=args.s, g=args.g, vocab=args.vocab, device=resolve_device(args.device),
-                      threads=args.threads, dtype=args.dtype)
+    result = head.run(
+        p=args.p,
+        s=args.s,
+        g=args.g,
+        vocab=args.vocab,
+        device=resolve_device(args.device),
+        threads=args.threads,
+        dtype=args.dtype,
+    )
     print(json.dumps(result, indent=2) if args.json else head.table(result))
     return 0
 
@@ -188,9 +261,26 @@ def _head(args: argparse.Namespace) -> int:
 def _tree(args: argparse.Namespace) -> int:
     from bench import tree
 
-    _check_positive(prompts=args.prompts, s=args.s, m=args.m, k=args.k, turns=args.turns, repeats=args.repeats,
-                    threads=args.threads)
-    result = tree.run(prompts=args.prompts, s=args.s, m=args.m, n=args.n, l=args.l, k=args.k, turns=args.turns,
-                      repeats=args.repeats, seed=args.seed, threads=args.threads)
+    _check_positive(
+        prompts=args.prompts,
+        s=args.s,
+        m=args.m,
+        k=args.k,
+        turns=args.turns,
+        repeats=args.repeats,
+        threads=args.threads,
+    )
+    result = tree.run(
+        prompts=args.prompts,
+        s=args.s,
+        m=args.m,
+        n=args.n,
+        l=args.l,
+        k=args.k,
+        turns=args.turns,
+        repeats=args.repeats,
+        seed=args.seed,
+        threads=args.threads,
+    )
     print(json.dumps(result, indent=2) if args.json else tree.table(result))
     return 0

@@ -47,8 +47,9 @@ def resolve_device(name: str) -> str:
         raise ConfigError(f"--device: '{name}' requested but no CUDA device is available")
     index = dev.index or 0
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"--device: '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) "
-                          "are visible")
+        raise ConfigError(
+            f"--device: '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) are visible"
+        )
     return f"cuda:{index}"
 
 
@@ -84,9 +85,13 @@ def run_child(module: str, payload: dict[str, Any], env: dict[str, str] | None =
     """`python -m module <json>` in a fresh interpreter (`env` added to ours); its last stdout line is its JSON
     result."""
     root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, **(env or {}), PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+    )
     env.setdefault("OMP_WAIT_POLICY", omp_wait_policy())
-    r = subprocess.run([sys.executable, "-m", module, json.dumps(payload)], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", module, json.dumps(payload)], capture_output=True, text=True, env=env
+    )
     if r.returncode != 0:
         raise RuntimeError(f"{module} child failed ({payload}):\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -25,11 +25,25 @@ from typing import Any
 from bench.common import pin_device_env, run_child
 
 # The published Qwen2.5 3B configs' sizes (config.json of Qwen/Qwen2.5-3B-Instruct, Qwen/Qwen2.5-VL-3B-Instruct).
-TEXT_3B = {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
-           "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
-           "tie_word_embeddings": True}
-VISION_3B = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 2048,
-             "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112}
+TEXT_3B = {
+    "hidden_size": 2048,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": True,
+}
+VISION_3B = {
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "out_hidden_size": 2048,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "window_size": 112,
+}
 MROPE_3B = [16, 24, 24]
 SHAPES = ("3b", "tiny")
 GOAL_PEAK_MB = 12 * 1024
@@ -85,7 +99,9 @@ def _records(tokenizer, prompt_tokens: int, n: int, image_dir: Path | None) -> l
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for i, rec in enumerate(recs):  # a 448x448 image: 256 visual tokens after the 2x2 merge, as a dermoscopy crop
+    for i, rec in enumerate(
+        recs
+    ):  # a 448x448 image: 256 visual tokens after the 2x2 merge, as a dermoscopy crop
         path = image_dir / f"img{i}.png"
         Image.fromarray(rng.integers(0, 255, (448, 448, 3), dtype=np.uint8)).save(path)
         text = rec["prompt"][-1]["content"]
@@ -111,64 +127,132 @@ def worker(args: dict) -> dict:
         images = Path(d) if args["images"] else None
         write_jsonl(data, _records(tok, args["p"], args["steps"] * args["prompts"], images))
         precision = "bf16" if args["device"] != "cpu" else "fp32"
-        cfg = load_config(RLConfig, None, [
-            f"--data.train={data}", f"--model.name={args['model']}", f"--run.output_dir={d}", "--run.name=bench",
-            f"--run.max_steps={args['steps']}", "--run.save_every=0", "--run.progress=false",
-            "--run.tensorboard=false", f"--rollout.num_generations={args['g']}",
-            f"--rollout.max_new_tokens={args['s']}", "--rollout.ignore_eos=true", "--rollout.temperature=0.7",
-            f"--prompts_per_step={args['prompts']}", "--rewards={toy_correct: 1.0, toy_digits: 0.2}",
-            "--reward_modules=[training.objectives.toy_task]", f"--advantages.estimator={args['estimator']}",
-            "--advantages.correct_reward=toy_correct", "--reference.kind=lagged", "--reference.sync_every=10",
-            "--loss.beta=0.001", "--loss.entropy_coef=0.001", f"--model.quantization={args['quantization']}",
-            "--model.lora.r=16", "--model.lora.alpha=32", "--model.lora.dropout=0.0", "--optim.lr=3e-5",
-            "--loss.forward=grouped", "--loss.head=auto", "--data.shuffle=false", f"--model.device={args['device']}",
-            f"--run.precision={precision}"])
+        cfg = load_config(
+            RLConfig,
+            None,
+            [
+                f"--data.train={data}",
+                f"--model.name={args['model']}",
+                f"--run.output_dir={d}",
+                "--run.name=bench",
+                f"--run.max_steps={args['steps']}",
+                "--run.save_every=0",
+                "--run.progress=false",
+                "--run.tensorboard=false",
+                f"--rollout.num_generations={args['g']}",
+                f"--rollout.max_new_tokens={args['s']}",
+                "--rollout.ignore_eos=true",
+                "--rollout.temperature=0.7",
+                f"--prompts_per_step={args['prompts']}",
+                "--rewards={toy_correct: 1.0, toy_digits: 0.2}",
+                "--reward_modules=[training.objectives.toy_task]",
+                f"--advantages.estimator={args['estimator']}",
+                "--advantages.correct_reward=toy_correct",
+                "--reference.kind=lagged",
+                "--reference.sync_every=10",
+                "--loss.beta=0.001",
+                "--loss.entropy_coef=0.001",
+                f"--model.quantization={args['quantization']}",
+                "--model.lora.r=16",
+                "--model.lora.alpha=32",
+                "--model.lora.dropout=0.0",
+                "--optim.lr=3e-5",
+                "--loss.forward=grouped",
+                "--loss.head=auto",
+                "--data.shuffle=false",
+                f"--model.device={args['device']}",
+                f"--run.precision={precision}",
+            ],
+        )
         if args["device"] != "cpu":
             torch.cuda.reset_peak_memory_stats()
         train_rl(cfg)
         rows = read_metrics(Path(d) / "bench")
-    steps = [r for r in rows if "step_time_s" in r][args["warmup"]:]
-    out = {"median_step_s": statistics.median(r["step_time_s"] for r in steps),
-           "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steps),
-           "median_rollout_s": statistics.median(r["rollout_s"] for r in steps), "precision": precision,
-           "quantization": args["quantization"]}
+    steps = [r for r in rows if "step_time_s" in r][args["warmup"] :]
+    out = {
+        "median_step_s": statistics.median(r["step_time_s"] for r in steps),
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steps),
+        "median_rollout_s": statistics.median(r["rollout_s"] for r in steps),
+        "precision": precision,
+        "quantization": args["quantization"],
+    }
     if args["device"] != "cpu":
         out["gpu"] = torch.cuda.get_device_name(0)
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(0) / 2**20
     return out
 
 
-def run(shape: str = "3b", device: str = "cuda:0", steps: int = 4, warmup: int = 1, g: int = 8, p: int = 512,
-        s: int = 128, prompts: int = 1, quantization: str = "4bit", with_trl: bool = True,
-        cache: Path | None = None) -> dict[str, Any]:
+def run(
+    shape: str = "3b",
+    device: str = "cuda:0",
+    steps: int = 4,
+    warmup: int = 1,
+    g: int = 8,
+    p: int = 512,
+    s: int = 128,
+    prompts: int = 1,
+    quantization: str = "4bit",
+    with_trl: bool = True,
+    cache: Path | None = None,
+) -> dict[str, Any]:
     """GRPO++ on the VLM with images and CRPO-shaped steps on text, ours (and TRL on text) in fresh processes."""
     import torch
 
     from training.models.embedded import cache_root
 
     if device != "cpu" and not torch.cuda.is_available():
-        return {"cuda": False, "message": "no CUDA device here: `medrl bench gpu` measures a 3B model in 4-bit on a "
-                                          "GPU; nothing was run"}
+        return {
+            "cuda": False,
+            "message": "no CUDA device here: `medrl bench gpu` measures a 3B model in 4-bit on a "
+            "GPU; nothing was run",
+        }
     if shape not in SHAPES:
         raise ValueError(f"shape: expected one of {SHAPES}, got {shape!r}")
     root = cache or cache_root() / "bench-gpu"
     root.mkdir(parents=True, exist_ok=True)
     env = {} if device == "cpu" else pin_device_env(device)
     child_device = "cpu" if device == "cpu" else "cuda:0"
-    common = {"steps": steps, "warmup": warmup, "g": g, "p": p, "s": s, "prompts": prompts,
-              "quantization": quantization, "device": child_device}
-    result: dict[str, Any] = {"cuda": device != "cpu", "config": {**common, "shape": shape, "device": device,
-                                                                  "goal_peak_mb": GOAL_PEAK_MB}}
+    common = {
+        "steps": steps,
+        "warmup": warmup,
+        "g": g,
+        "p": p,
+        "s": s,
+        "prompts": prompts,
+        "quantization": quantization,
+        "device": child_device,
+    }
+    result: dict[str, Any] = {
+        "cuda": device != "cpu",
+        "config": {**common, "shape": shape, "device": device, "goal_peak_mb": GOAL_PEAK_MB},
+    }
     vlm = build_shape("qwen25vl", shape, root)
-    result["vlm_grpopp"] = run_child("bench.gpu", {"impl": "ours", **common, "model": str(vlm), "images": True,
-                                                   "estimator": "grpo++"}, env=env)
+    result["vlm_grpopp"] = run_child(
+        "bench.gpu",
+        {"impl": "ours", **common, "model": str(vlm), "images": True, "estimator": "grpo++"},
+        env=env,
+    )
     text = build_shape("qwen2", shape, root)
-    result["text_crpo"] = run_child("bench.gpu", {"impl": "ours", **common, "model": str(text), "images": False,
-                                                  "estimator": "grpo"}, env=env)
+    result["text_crpo"] = run_child(
+        "bench.gpu",
+        {"impl": "ours", **common, "model": str(text), "images": False, "estimator": "grpo"},
+        env=env,
+    )
     if with_trl:
-        trl_args = {"impl": "trl", "p": p, "g": g, "s": s, "steps": steps, "warmup": warmup, "prompts": prompts,
-                    "threads": torch.get_num_threads(), "model": str(text), "device": child_device,
-                    "dtype": "bfloat16" if device != "cpu" else "float32", "quantization": quantization}
+        trl_args = {
+            "impl": "trl",
+            "p": p,
+            "g": g,
+            "s": s,
+            "steps": steps,
+            "warmup": warmup,
+            "prompts": prompts,
+            "threads": torch.get_num_threads(),
+            "model": str(text),
+            "device": child_device,
+            "dtype": "bfloat16" if device != "cpu" else "float32",
+            "quantization": quantization,
+        }
         trl = run_child("bench.grpo_step", trl_args, env=env)
         result["text_trl"] = trl
         result["text_speedup_vs_trl"] = trl["median_step_s"] / result["text_crpo"]["median_step_s"]
@@ -184,14 +268,33 @@ def table(result: dict) -> str:
     if not result.get("cuda", True) and "config" not in result:
         return result["message"]
     c = result["config"]
-    rows = [{"run": name, **result[key]} for name, key in (("VLM GRPO++ (ours)", "vlm_grpopp"),
-                                                           ("text CRPO (ours)", "text_crpo"),
-                                                           ("text (TRL GRPOTrainer)", "text_trl")) if key in result]
-    head = (f"bench gpu: {c['shape']} shapes, {c['quantization']}, G={c['g']}, P~{c['p']}, {c['s']} new tokens, "
-            f"{c['prompts']} prompt(s)/step, {c['device']}")
-    body = format_table(rows, [("run", "run", ""), ("median_step_s", "step s", ".2f"),
-                               ("tokens_per_s", "tok/s", ".0f"), ("peak_cuda_mb", "peak MB", ".0f")])
-    tail = f"\nspeedup vs TRL (text): {result['text_speedup_vs_trl']:.2f}x" if "text_speedup_vs_trl" in result else ""
+    rows = [
+        {"run": name, **result[key]}
+        for name, key in (
+            ("VLM GRPO++ (ours)", "vlm_grpopp"),
+            ("text CRPO (ours)", "text_crpo"),
+            ("text (TRL GRPOTrainer)", "text_trl"),
+        )
+        if key in result
+    ]
+    head = (
+        f"bench gpu: {c['shape']} shapes, {c['quantization']}, G={c['g']}, P~{c['p']}, {c['s']} new tokens, "
+        f"{c['prompts']} prompt(s)/step, {c['device']}"
+    )
+    body = format_table(
+        rows,
+        [
+            ("run", "run", ""),
+            ("median_step_s", "step s", ".2f"),
+            ("tokens_per_s", "tok/s", ".0f"),
+            ("peak_cuda_mb", "peak MB", ".0f"),
+        ],
+    )
+    tail = (
+        f"\nspeedup vs TRL (text): {result['text_speedup_vs_trl']:.2f}x"
+        if "text_speedup_vs_trl" in result
+        else ""
+    )
     return f"{head}\n{body}{tail}"
 
 

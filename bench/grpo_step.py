@@ -32,8 +32,10 @@ PHASES = ("prefill", "decode", "rewards", "reference", "loss_forward", "backward
 
 PRECISION = {"float32": "fp32", "bfloat16": "bf16"}  # --dtype -> autocast, ours' run.precision spelling
 
-FILLER = ("The patient is a 45-year-old woman with a 3-week history of an itchy, scaly plaque on the elbow. "
-          "Examination shows a well-demarcated erythematous plaque with silvery scale. ")
+FILLER = (
+    "The patient is a 45-year-old woman with a 3-week history of an itchy, scaly plaque on the elbow. "
+    "Examination shows a well-demarcated erythematous plaque with silvery scale. "
+)
 
 
 def prompt_records(tokenizer, prompt_tokens: int, n: int) -> list[dict]:
@@ -69,10 +71,15 @@ def _machine(device: str, weights_device, weights_dtype, precision: str) -> dict
     import torch
 
     dev = torch.device(weights_device)
-    out = {"device": f"{dev.type}:{dev.index or 0}" if dev.type == "cuda" else dev.type,
-           "dtype": str(weights_dtype).replace("torch.", ""), "precision": precision,
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "trl": _version("trl"),
-           "peak_rss_mb": _peak_rss_mb()}
+    out = {
+        "device": f"{dev.type}:{dev.index or 0}" if dev.type == "cuda" else dev.type,
+        "dtype": str(weights_dtype).replace("torch.", ""),
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "trl": _version("trl"),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
     if device != "cpu":
         out["gpu"] = torch.cuda.get_device_name(dev)
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -101,12 +108,15 @@ class StepProfile:
             finally:
                 _sync(self.device)
                 self._add(key, time.perf_counter() - t0)
+
         return wrapper
 
     def _patch(self, owner: Any, name: str, key: str) -> None:
         if not hasattr(owner, name):
-            raise RuntimeError(f"--profile: {getattr(owner, '__name__', owner)} has no {name} any more; "
-                               "update bench/grpo_step.py's StepProfile")
+            raise RuntimeError(
+                f"--profile: {getattr(owner, '__name__', owner)} has no {name} any more; "
+                "update bench/grpo_step.py's StepProfile"
+            )
         original = getattr(owner, name)
         self._undo.append((owner, name, original))
         setattr(owner, name, self._timed(key, original))
@@ -123,8 +133,10 @@ class StepProfile:
             from training.data.batch import unwrap_model
 
             base = unwrap_model(model)
-            hooks = [base.register_forward_pre_hook(self._prefill_start, with_kwargs=True),
-                     base.register_forward_hook(self._prefill_end, with_kwargs=True)]
+            hooks = [
+                base.register_forward_pre_hook(self._prefill_start, with_kwargs=True),
+                base.register_forward_hook(self._prefill_end, with_kwargs=True),
+            ]
             self.steps.append({})
             _sync(self.device)
             t0 = time.perf_counter()
@@ -201,15 +213,36 @@ def worker_ours(args: dict) -> dict:
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "prompts.jsonl"
         write_jsonl(data, prompt_records(tok, args["p"], args["steps"] * args["prompts"]))
-        cfg = load_config(RLConfig, None, [
-            f"--data.train={data}", f"--model.name={args['model']}", f"--run.output_dir={d}", "--run.name=bench",
-            f"--run.max_steps={args['steps']}", "--run.save_every=0", "--run.progress=false",
-            "--run.tensorboard=false", f"--rollout.num_generations={args['g']}",
-            f"--rollout.max_new_tokens={args['s']}", "--rollout.ignore_eos=true", f"--prompts_per_step={args['prompts']}",
-            "--rewards={toy_correct: 1.0}", "--reward_modules=[training.objectives.toy_task]", "--loss.beta=0.0",
-            "--model.lora.r=16", "--model.lora.alpha=32", "--model.lora.dropout=0.0", "--optim.lr=1e-5",
-            f"--loss.forward={args['forward']}", "--data.shuffle=false", f"--model.device={args['device']}",
-            f"--model.dtype={args['dtype']}", f"--run.precision={PRECISION[args['dtype']]}"])
+        cfg = load_config(
+            RLConfig,
+            None,
+            [
+                f"--data.train={data}",
+                f"--model.name={args['model']}",
+                f"--run.output_dir={d}",
+                "--run.name=bench",
+                f"--run.max_steps={args['steps']}",
+                "--run.save_every=0",
+                "--run.progress=false",
+                "--run.tensorboard=false",
+                f"--rollout.num_generations={args['g']}",
+                f"--rollout.max_new_tokens={args['s']}",
+                "--rollout.ignore_eos=true",
+                f"--prompts_per_step={args['prompts']}",
+                "--rewards={toy_correct: 1.0}",
+                "--reward_modules=[training.objectives.toy_task]",
+                "--loss.beta=0.0",
+                "--model.lora.r=16",
+                "--model.lora.alpha=32",
+                "--model.lora.dropout=0.0",
+                "--optim.lr=1e-5",
+                f"--loss.forward={args['forward']}",
+                "--data.shuffle=false",
+                f"--model.device={args['device']}",
+                f"--model.dtype={args['dtype']}",
+                f"--run.precision={PRECISION[args['dtype']]}",
+            ],
+        )
         profile = StepProfile(args["device"]) if args.get("profile") else None
         if profile is not None:
             profile.install()
@@ -224,10 +257,18 @@ def worker_ours(args: dict) -> dict:
     start = next((r for r in rows if r.get("event") == "start"), {})  # the loaded policy's device and dtype
     skip = args["warmup"]
     extra = {"profile_s": profile.summary(times, skip)} if profile is not None else {}
-    return {"step_times": times, "median_step_s": statistics.median(times[skip:]),
-            "median_rollout_s": statistics.median(rollout[skip:]), **extra,
-            **_machine(args["device"], start.get("device", args["device"]), start.get("dtype", args["dtype"]),
-                       cfg.run.precision)}
+    return {
+        "step_times": times,
+        "median_step_s": statistics.median(times[skip:]),
+        "median_rollout_s": statistics.median(rollout[skip:]),
+        **extra,
+        **_machine(
+            args["device"],
+            start.get("device", args["device"]),
+            start.get("dtype", args["dtype"]),
+            cfg.run.precision,
+        ),
+    }
 
 
 def worker_trl(args: dict) -> dict:
@@ -265,29 +306,59 @@ def worker_trl(args: dict) -> dict:
             times.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = GRPOConfig(output_dir=d, use_cpu=args["device"] == "cpu", bf16=args["dtype"] == "bfloat16",
-                         fp16=False, per_device_train_batch_size=args["g"] * args["prompts"],
-                         num_generations=args["g"], max_completion_length=args["s"], max_steps=args["steps"],
-                         gradient_checkpointing=False, beta=0.0, learning_rate=1e-5, logging_steps=1000,
-                         save_strategy="no", report_to=[], temperature=1.0, shuffle_dataset=False,
-                         generation_kwargs={"min_new_tokens": args["s"]}, disable_tqdm=True)
+        cfg = GRPOConfig(
+            output_dir=d,
+            use_cpu=args["device"] == "cpu",
+            bf16=args["dtype"] == "bfloat16",
+            fp16=False,
+            per_device_train_batch_size=args["g"] * args["prompts"],
+            num_generations=args["g"],
+            max_completion_length=args["s"],
+            max_steps=args["steps"],
+            gradient_checkpointing=False,
+            beta=0.0,
+            learning_rate=1e-5,
+            logging_steps=1000,
+            save_strategy="no",
+            report_to=[],
+            temperature=1.0,
+            shuffle_dataset=False,
+            generation_kwargs={"min_new_tokens": args["s"]},
+            disable_tqdm=True,
+        )
         # `quantization` (4bit / 8bit, from `bench gpu`): the same bitsandbytes settings our loader uses
-        quant = quantization_config(ModelConfig(name=path, quantization=args.get("quantization", "none")),
-                                    getattr(torch, args["dtype"]))
+        quant = quantization_config(
+            ModelConfig(name=path, quantization=args.get("quantization", "none")),
+            getattr(torch, args["dtype"]),
+        )
         extra = {} if quant is None else {"quantization_config": quant, "device_map": {"": args["device"]}}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args["dtype"]),
-                                                     attn_implementation="sdpa", **extra)
-        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=ds, processing_class=tok,
-                              peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                     target_modules=AUTO_TARGETS, task_type="CAUSAL_LM"),
-                              callbacks=[Timer()])
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, args["dtype"]), attn_implementation="sdpa", **extra
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=cfg,
+            train_dataset=ds,
+            processing_class=tok,
+            peft_config=LoraConfig(
+                r=16, lora_alpha=32, lora_dropout=0.0, target_modules=AUTO_TARGETS, task_type="CAUSAL_LM"
+            ),
+            callbacks=[Timer()],
+        )
         trainer.train()
         base = next(p for n, p in trainer.model.named_parameters() if "lora_" not in n)
-        precision = {"no": "fp32"}.get(trainer.accelerator.mixed_precision, trainer.accelerator.mixed_precision)
+        precision = {"no": "fp32"}.get(
+            trainer.accelerator.mixed_precision, trainer.accelerator.mixed_precision
+        )
         machine = _machine(args["device"], base.device, base.dtype, precision)
     skip = args["warmup"]
-    return {"step_times": times, "median_step_s": statistics.median(times[skip:]), **machine,
-            "quantization": args.get("quantization", "none")}
+    return {
+        "step_times": times,
+        "median_step_s": statistics.median(times[skip:]),
+        **machine,
+        "quantization": args.get("quantization", "none"),
+    }
 
 
 def _spawn(impl: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -300,13 +371,26 @@ def _check_same_machine(ours: dict[str, Any], trl: dict[str, Any]) -> None:
     """A speedup between different devices or precisions measures the hardware, not the code."""
     for key in ("device", "dtype", "precision", "threads"):
         if ours[key] != trl[key]:
-            raise RuntimeError(f"grpo-step: the two sides ran with different {key} "
-                               f"(ours {ours[key]!r}, TRL {trl[key]!r}): not a fair comparison")
+            raise RuntimeError(
+                f"grpo-step: the two sides ran with different {key} "
+                f"(ours {ours[key]!r}, TRL {trl[key]!r}): not a fair comparison"
+            )
 
 
-def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, threads: int = 2,
-        model: str = "embedded:qwen2", with_trl: bool = True, device: str = "cpu",
-        dtype: str = "float32", prompts: int = 1, profile: bool = False) -> dict[str, Any]:
+def run(
+    p: int = 512,
+    g: int = 8,
+    s: int = 64,
+    steps: int = 5,
+    warmup: int = 1,
+    threads: int = 2,
+    model: str = "embedded:qwen2",
+    with_trl: bool = True,
+    device: str = "cpu",
+    dtype: str = "float32",
+    prompts: int = 1,
+    profile: bool = False,
+) -> dict[str, Any]:
     """`device` is `cpu` or `cuda:N` (bench.common.resolve_device); `dtype` float32 or bfloat16, both sides;
     `prompts` per step (global batch prompts x G on both sides); `profile`: our step's phase times."""
     import torch
@@ -316,12 +400,30 @@ def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, 
     if dtype not in PRECISION:
         raise ValueError(f"dtype: expected one of {sorted(PRECISION)}, got {dtype!r}")
     resolve_model_path(model)  # build once, outside the timed workers
-    args = {"p": p, "g": g, "s": s, "steps": steps, "warmup": warmup, "threads": threads, "model": model,
-            "forward": "grouped", "device": device, "dtype": dtype, "prompts": prompts, "profile": profile}
-    config = {**{k: v for k, v in args.items() if k not in ("forward", "profile")}, "precision": PRECISION[dtype],
-              "omp_wait_policy": omp_wait_policy(), "torch": torch.__version__, "trl": _version("trl"),
-              "transformers": _version("transformers"), "peft": _version("peft"),
-              **({} if device == "cpu" else pin_device_env(device))}
+    args = {
+        "p": p,
+        "g": g,
+        "s": s,
+        "steps": steps,
+        "warmup": warmup,
+        "threads": threads,
+        "model": model,
+        "forward": "grouped",
+        "device": device,
+        "dtype": dtype,
+        "prompts": prompts,
+        "profile": profile,
+    }
+    config = {
+        **{k: v for k, v in args.items() if k not in ("forward", "profile")},
+        "precision": PRECISION[dtype],
+        "omp_wait_policy": omp_wait_policy(),
+        "torch": torch.__version__,
+        "trl": _version("trl"),
+        "transformers": _version("transformers"),
+        "peft": _version("peft"),
+        **({} if device == "cpu" else pin_device_env(device)),
+    }
     result: dict[str, Any] = {"config": config, "ours": _spawn("ours", args)}
     if with_trl:
         ours, trl = result["ours"], _spawn("trl", args)
@@ -334,17 +436,23 @@ def run(p: int = 512, g: int = 8, s: int = 64, steps: int = 5, warmup: int = 1, 
 
 def table(result: dict) -> str:
     c = result["config"]
-    lines = [f"grpo-step: {c['model']}, {c.get('prompts', 1)} prompt(s) per step, P~{c['p']}, G={c['g']}, "
-             f"{c['s']} new tokens, LoRA r=16, "
-             f"{c['steps']} steps ({c['warmup']} warm-up), {c['threads']} threads, device={c['device']}, "
-             f"{c['dtype']} (autocast {c['precision']}), both sides; torch {c['torch']}, TRL {c['trl']}",
-             f"{'impl':<8}{'median step s':>15}{'peak RSS MB':>14}"]
+    lines = [
+        f"grpo-step: {c['model']}, {c.get('prompts', 1)} prompt(s) per step, P~{c['p']}, G={c['g']}, "
+        f"{c['s']} new tokens, LoRA r=16, "
+        f"{c['steps']} steps ({c['warmup']} warm-up), {c['threads']} threads, device={c['device']}, "
+        f"{c['dtype']} (autocast {c['precision']}), both sides; torch {c['torch']}, TRL {c['trl']}",
+        f"{'impl':<8}{'median step s':>15}{'peak RSS MB':>14}",
+    ]
     for impl in ("ours", "trl"):
         if impl in result:
-            lines.append(f"{impl:<8}{result[impl]['median_step_s']:>15.3f}{result[impl]['peak_rss_mb']:>14.0f}")
+            lines.append(
+                f"{impl:<8}{result[impl]['median_step_s']:>15.3f}{result[impl]['peak_rss_mb']:>14.0f}"
+            )
     if "speedup_vs_trl" in result:
-        lines.append(f"speedup_vs_trl = {result['speedup_vs_trl']:.2f}x   "
-                     f"rss_ratio_vs_trl = {result['rss_ratio_vs_trl']:.2f}")
+        lines.append(
+            f"speedup_vs_trl = {result['speedup_vs_trl']:.2f}x   "
+            f"rss_ratio_vs_trl = {result['rss_ratio_vs_trl']:.2f}"
+        )
     prof = result["ours"].get("profile_s")
     if prof:
         total = sum(prof.values())

@@ -28,8 +28,13 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 QWEN_VOCAB = 151936
 CASES = ("chunked", "full", "small_vocab", "trl")
 GOAL_VS_SMALL = 1.5  # peak_mb_chunked <= GOAL_VS_SMALL * peak_mb_small_vocab, and < peak_mb_trl
-COLUMNS = [("case", "case", "s"), ("vocab", "V", "d"), ("head", "head", "s"), ("peak_mb", "peak MB", ".0f"),
-           ("seconds", "s", ".2f")]
+COLUMNS = [
+    ("case", "case", "s"),
+    ("vocab", "V", "d"),
+    ("head", "head", "s"),
+    ("peak_mb", "peak MB", ".0f"),
+    ("seconds", "s", ".2f"),
+]
 
 
 def _model(case: str, vocab: int, device: str, dtype_name: str):
@@ -76,8 +81,13 @@ def _ours(model, ids, s: int, head_mode: str):
     base = model.get_base_model()
     hidden = base.model(input_ids=ids, use_cache=False).last_hidden_state
     p = ids.shape[1] - s
-    return head_logprobs(base.get_output_embeddings(), hidden[:, p - 1 : p + s - 1], ids[:, p:], entropy="stats",
-                         mode=head_mode)
+    return head_logprobs(
+        base.get_output_embeddings(),
+        hidden[:, p - 1 : p + s - 1],
+        ids[:, p:],
+        entropy="stats",
+        mode=head_mode,
+    )
 
 
 def _trl(model, ids, s: int):
@@ -150,14 +160,28 @@ def worker(a: dict[str, Any]) -> dict[str, Any]:
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() if cuda else _peak_rss() if exact else peak_rss_bytes()) - before
+    peak = (
+        torch.cuda.max_memory_allocated() if cuda else _peak_rss() if exact else peak_rss_bytes()
+    ) - before
     torch.save(logp.detach().float().cpu(), a["out"])
-    return {"peak_bytes": peak, "seconds": seconds, "vocab": vocab, "exact_peak": exact,
-            "entropy_mean": ent.float().mean().item()}
+    return {
+        "peak_bytes": peak,
+        "seconds": seconds,
+        "vocab": vocab,
+        "exact_peak": exact,
+        "entropy_mean": ent.float().mean().item(),
+    }
 
 
-def run(p: int = 512, s: int = 256, g: int = 8, vocab: int = QWEN_VOCAB, device: str = "cpu",
-        threads: int | None = None, dtype: str = "float32") -> dict[str, Any]:
+def run(
+    p: int = 512,
+    s: int = 256,
+    g: int = 8,
+    vocab: int = QWEN_VOCAB,
+    device: str = "cpu",
+    threads: int | None = None,
+    dtype: str = "float32",
+) -> dict[str, Any]:
     import torch
 
     from training.models.embedded import ensure_embedded
@@ -169,50 +193,87 @@ def run(p: int = 512, s: int = 256, g: int = 8, vocab: int = QWEN_VOCAB, device:
     with tempfile.TemporaryDirectory(prefix="medrl-bench-head-") as tmp:
         for case in CASES:
             out = str(Path(tmp) / f"{case}.pt")
-            res[case] = run_child("bench.head", {"case": case, "head": "full" if case == "full" else "chunked",
-                                                 "vocab": vocab, "p": p, "s": s, "g": g, "device": device,
-                                                 "threads": threads, "dtype": dtype, "out": out})
+            res[case] = run_child(
+                "bench.head",
+                {
+                    "case": case,
+                    "head": "full" if case == "full" else "chunked",
+                    "vocab": vocab,
+                    "p": p,
+                    "s": s,
+                    "g": g,
+                    "device": device,
+                    "threads": threads,
+                    "dtype": dtype,
+                    "out": out,
+                },
+            )
             if "error" not in res[case]:
                 logps[case] = torch.load(out)
     done = [c for c in CASES if "error" not in res[c]]
     mb = {c: res[c]["peak_bytes"] / 2**20 if c in done else None for c in CASES}
-    rows = [{"case": c, "vocab": res[c]["vocab"], "head": heads[c], "peak_mb": mb[c], "seconds": res[c]["seconds"]}
-            for c in done]
+    rows = [
+        {
+            "case": c,
+            "vocab": res[c]["vocab"],
+            "head": heads[c],
+            "peak_mb": mb[c],
+            "seconds": res[c]["seconds"],
+        }
+        for c in done
+    ]
     cpu = not device.startswith("cuda")
     exact = all(res[c]["exact_peak"] for c in done)
     trl = "trl" in done
     return {
-        "vocab": res["chunked"]["vocab"], "small_vocab": res["small_vocab"]["vocab"],
-        "peak_mb_chunked": mb["chunked"], "peak_mb_full": mb["full"], "peak_mb_small_vocab": mb["small_vocab"],
-        "peak_mb_trl": mb["trl"], "trl_error": res["trl"].get("error"),
+        "vocab": res["chunked"]["vocab"],
+        "small_vocab": res["small_vocab"]["vocab"],
+        "peak_mb_chunked": mb["chunked"],
+        "peak_mb_full": mb["full"],
+        "peak_mb_small_vocab": mb["small_vocab"],
+        "peak_mb_trl": mb["trl"],
+        "trl_error": res["trl"].get("error"),
         "max_logprob_diff": (logps["chunked"] - logps["full"]).abs().max().item(),
         "max_logprob_diff_trl": (logps["chunked"] - logps["trl"]).abs().max().item() if trl else None,
         "ratio_chunked_to_small_vocab": mb["chunked"] / mb["small_vocab"],
         "goal": f"peak_mb_chunked <= {GOAL_VS_SMALL} x peak_mb_small_vocab and < peak_mb_trl",
         "goal_met": mb["chunked"] <= GOAL_VS_SMALL * mb["small_vocab"] and trl and mb["chunked"] < mb["trl"],
-        "device": device, "dtype": dtype, "p": p, "s": s, "g": g, "threads": threads,
-        "model": "tiny Qwen2 (hidden 256, 4 layers) + LoRA r=16", "torch": torch.__version__,
+        "device": device,
+        "dtype": dtype,
+        "p": p,
+        "s": s,
+        "g": g,
+        "threads": threads,
+        "model": "tiny Qwen2 (hidden 256, 4 layers) + LoRA r=16",
+        "torch": torch.__version__,
         "omp_wait_policy": omp_wait_policy(),
         "forward": "naive rows [prompt; completion] through the decoder (model.model), the same for every case; "
-                   "ours: head on the G*S completion positions, entropy without a graph; "
-                   "TRL: add_fused_lm_head on the base model, model(..., labels, fused_lm_head=True)",
+        "ours: head on the G*S completion positions, entropy without a graph; "
+        "TRL: add_fused_lm_head on the base model, model(..., labels, fused_lm_head=True)",
         "loss": "training.objectives.losses.policy_loss, token mean, one backward",
-        "memory": ("peak RSS rise over the RSS before the step, fresh process per case (VmHWM reset)" if cpu and exact
-                   else "peak RSS delta (ru_maxrss), fresh process per case" if cpu else "max_memory_allocated"),
+        "memory": (
+            "peak RSS rise over the RSS before the step, fresh process per case (VmHWM reset)"
+            if cpu and exact
+            else "peak RSS delta (ru_maxrss), fresh process per case"
+            if cpu
+            else "max_memory_allocated"
+        ),
         "rows": rows,
     }
 
 
 def table(result: dict[str, Any]) -> str:
     r = result
-    lines = [f"bench head: {r['model']}, {r['dtype']}, device={r['device']}, threads={r['threads']}, "
-             f"P={r['p']} S={r['s']} G={r['g']}; memory = {r['memory']}",
-             format_table(r["rows"], COLUMNS),
-             *([f"TRL side skipped: {r['trl_error']}"] if r["trl_error"] else []),
-             f"max |dlogp| chunked vs full {r['max_logprob_diff']:.1e}, vs TRL "
-             f"{format(r['max_logprob_diff_trl'], '.1e') if r['max_logprob_diff_trl'] is not None else '-'}; "
-             f"chunked / small vocab {r['ratio_chunked_to_small_vocab']:.2f}x -> goal ({r['goal']}) "
-             f"{'MET' if r['goal_met'] else 'NOT met'}"]
+    lines = [
+        f"bench head: {r['model']}, {r['dtype']}, device={r['device']}, threads={r['threads']}, "
+        f"P={r['p']} S={r['s']} G={r['g']}; memory = {r['memory']}",
+        format_table(r["rows"], COLUMNS),
+        *([f"TRL side skipped: {r['trl_error']}"] if r["trl_error"] else []),
+        f"max |dlogp| chunked vs full {r['max_logprob_diff']:.1e}, vs TRL "
+        f"{format(r['max_logprob_diff_trl'], '.1e') if r['max_logprob_diff_trl'] is not None else '-'}; "
+        f"chunked / small vocab {r['ratio_chunked_to_small_vocab']:.2f}x -> goal ({r['goal']}) "
+        f"{'MET' if r['goal_met'] else 'NOT met'}",
+    ]
     return "\n".join(lines)
 
 

@@ -20,10 +20,19 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 SWEEP_P = (256, 512, 1024)
 SWEEP_G = (4, 8)
 GOAL = 0.75  # speedup >= GOAL * ideal_token_ratio at the headline config
-COLUMNS = [("p", "P", "d"), ("s", "S", "d"), ("g", "G", "d"), ("naive_s", "naive s", ".3f"),
-           ("grouped_s", "grouped s", ".3f"), ("speedup", "speedup", ".2f"), ("ideal_token_ratio", "ideal", ".2f"),
-           ("of_ideal", "of ideal", ".0%"), ("naive_peak_mb", "naive MB", ".0f"),
-           ("grouped_peak_mb", "grouped MB", ".0f"), ("max_logprob_diff", "max |dlogp|", ".1e")]
+COLUMNS = [
+    ("p", "P", "d"),
+    ("s", "S", "d"),
+    ("g", "G", "d"),
+    ("naive_s", "naive s", ".3f"),
+    ("grouped_s", "grouped s", ".3f"),
+    ("speedup", "speedup", ".2f"),
+    ("ideal_token_ratio", "ideal", ".2f"),
+    ("of_ideal", "of ideal", ".0%"),
+    ("naive_peak_mb", "naive MB", ".0f"),
+    ("grouped_peak_mb", "grouped MB", ".0f"),
+    ("max_logprob_diff", "max |dlogp|", ".1e"),
+]
 
 
 def ideal_token_ratio(p: int, s: int, g: int) -> float:
@@ -95,8 +104,16 @@ def worker(a: dict[str, Any]) -> dict[str, Any]:
     return {"median_s": median, "times": times, "peak_bytes": peak}
 
 
-def run(p: int = 1024, s: int = 128, g: int = 8, repeats: int = 3, sweep: bool = True, device: str = "cpu",
-        threads: int | None = None, dtype: str = "float32") -> dict[str, Any]:
+def run(
+    p: int = 1024,
+    s: int = 128,
+    g: int = 8,
+    repeats: int = 3,
+    sweep: bool = True,
+    device: str = "cpu",
+    threads: int | None = None,
+    dtype: str = "float32",
+) -> dict[str, Any]:
     import torch
 
     from training.models.embedded import ensure_embedded
@@ -112,37 +129,74 @@ def run(p: int = 1024, s: int = 128, g: int = 8, repeats: int = 3, sweep: bool =
             res, lps = {}, {}
             for path in ("naive", "grouped"):
                 out = str(Path(tmp) / f"{path}-{cp}-{cs}-{cg}.pt")
-                res[path] = run_child("bench.prefix", {"p": cp, "s": cs, "g": cg, "path": path, "repeats": repeats,
-                                                       "device": device, "threads": threads, "dtype": dtype,
-                                                       "out": out})
+                res[path] = run_child(
+                    "bench.prefix",
+                    {
+                        "p": cp,
+                        "s": cs,
+                        "g": cg,
+                        "path": path,
+                        "repeats": repeats,
+                        "device": device,
+                        "threads": threads,
+                        "dtype": dtype,
+                        "out": out,
+                    },
+                )
                 lps[path] = torch.load(out, weights_only=True)
             ideal = ideal_token_ratio(cp, cs, cg)
             speedup = res["naive"]["median_s"] / res["grouped"]["median_s"]
-            rows.append({"p": cp, "s": cs, "g": cg, "naive_s": res["naive"]["median_s"],
-                         "grouped_s": res["grouped"]["median_s"], "speedup": speedup, "ideal_token_ratio": ideal,
-                         "of_ideal": speedup / ideal,
-                         "naive_peak_mb": res["naive"]["peak_bytes"] / 2**20,
-                         "grouped_peak_mb": res["grouped"]["peak_bytes"] / 2**20,
-                         "max_logprob_diff": (lps["naive"] - lps["grouped"]).abs().max().item(),
-                         "naive_times": res["naive"]["times"], "grouped_times": res["grouped"]["times"]})
+            rows.append(
+                {
+                    "p": cp,
+                    "s": cs,
+                    "g": cg,
+                    "naive_s": res["naive"]["median_s"],
+                    "grouped_s": res["grouped"]["median_s"],
+                    "speedup": speedup,
+                    "ideal_token_ratio": ideal,
+                    "of_ideal": speedup / ideal,
+                    "naive_peak_mb": res["naive"]["peak_bytes"] / 2**20,
+                    "grouped_peak_mb": res["grouped"]["peak_bytes"] / 2**20,
+                    "max_logprob_diff": (lps["naive"] - lps["grouped"]).abs().max().item(),
+                    "naive_times": res["naive"]["times"],
+                    "grouped_times": res["grouped"]["times"],
+                }
+            )
     head = rows[0]
-    return {"config": {"p": p, "s": s, "g": g, "repeats": repeats, "device": device, "threads": threads,
-                       "dtype": dtype, "model": "embedded:qwen2 + LoRA r=16", "torch": torch.__version__,
-                       "omp_wait_policy": omp_wait_policy(),
-                       "memory": "peak RSS delta per fresh process" if device == "cpu" else "max_memory_allocated"},
-            "headline": {**{k: head[k] for k in ("p", "s", "g", "speedup", "ideal_token_ratio")},
-                         "goal": f"speedup >= {GOAL} x ideal", "goal_met": head["speedup"] >= GOAL * head["ideal_token_ratio"]},
-            "rows": [head] + sorted(rows[1:], key=lambda r: (r["p"], r["g"]))}
+    return {
+        "config": {
+            "p": p,
+            "s": s,
+            "g": g,
+            "repeats": repeats,
+            "device": device,
+            "threads": threads,
+            "dtype": dtype,
+            "model": "embedded:qwen2 + LoRA r=16",
+            "torch": torch.__version__,
+            "omp_wait_policy": omp_wait_policy(),
+            "memory": "peak RSS delta per fresh process" if device == "cpu" else "max_memory_allocated",
+        },
+        "headline": {
+            **{k: head[k] for k in ("p", "s", "g", "speedup", "ideal_token_ratio")},
+            "goal": f"speedup >= {GOAL} x ideal",
+            "goal_met": head["speedup"] >= GOAL * head["ideal_token_ratio"],
+        },
+        "rows": [head] + sorted(rows[1:], key=lambda r: (r["p"], r["g"])),
+    }
 
 
 def table(result: dict[str, Any]) -> str:
     c, h = result["config"], result["headline"]
-    lines = [f"bench prefix: {c['model']}, {c['dtype']}, device={c['device']}, threads={c['threads']} "
-             f"(OMP_WAIT_POLICY={c['omp_wait_policy']}), "
-             f"median of {c['repeats']} after warm-up; memory = {c['memory']}",
-             format_table(result["rows"], COLUMNS),
-             f"headline P={h['p']} S={h['s']} G={h['g']}: speedup {h['speedup']:.2f}x vs ideal "
-             f"{h['ideal_token_ratio']:.2f}x -> goal ({h['goal']}) {'MET' if h['goal_met'] else 'NOT met'}"]
+    lines = [
+        f"bench prefix: {c['model']}, {c['dtype']}, device={c['device']}, threads={c['threads']} "
+        f"(OMP_WAIT_POLICY={c['omp_wait_policy']}), "
+        f"median of {c['repeats']} after warm-up; memory = {c['memory']}",
+        format_table(result["rows"], COLUMNS),
+        f"headline P={h['p']} S={h['s']} G={h['g']}: speedup {h['speedup']:.2f}x vs ideal "
+        f"{h['ideal_token_ratio']:.2f}x -> goal ({h['goal']}) {'MET' if h['goal_met'] else 'NOT met'}",
+    ]
     return "\n".join(lines)
 
 

@@ -19,19 +19,40 @@ from .pipeline import PIPELINE
 
 GRPO_REWARDS = {"clinical_accuracy": 10.0, "clinical_format": 1.0, "clinical_language": 0.5}
 # The GRPO arm replaces the reward table whole (the CRPO objectives are not merged back in).
-ARMS = (Arm("grpo", {"rewards": GRPO_REWARDS, "advantages": {"aggregation": "sum_then_normalize"}},
-            replaces=("rewards",)),
-        Arm("crpo"))
-SHOWN = ("accuracy", "format_ok", "faithfulness", "evidence", "evidence_per_100_words", "hallucination_rate",
-         "consistency", "comprehensiveness", "rejection_coverage", "verifications", "length_tokens", "truncated")
+ARMS = (
+    Arm(
+        "grpo",
+        {"rewards": GRPO_REWARDS, "advantages": {"aggregation": "sum_then_normalize"}},
+        replaces=("rewards",),
+    ),
+    Arm("crpo"),
+)
+SHOWN = (
+    "accuracy",
+    "format_ok",
+    "faithfulness",
+    "evidence",
+    "evidence_per_100_words",
+    "hallucination_rate",
+    "consistency",
+    "comprehensiveness",
+    "rejection_coverage",
+    "verifications",
+    "length_tokens",
+    "truncated",
+)
 # truncated: the share of answers that hit the token limit (a longer answer loses its box)
 MEASURES = (*FIELDS, "truncated")
-TABLE = AblationTable("GRPO vs CRPO from {start}, {steps} RL steps, seeds {seeds}, {n} held-out questions ({test}), "
-                      "greedy", MEASURES, SHOWN)
+TABLE = AblationTable(
+    "GRPO vs CRPO from {start}, {steps} RL steps, seeds {seeds}, {n} held-out questions ({test}), greedy",
+    MEASURES,
+    SHOWN,
+)
 
 
-def run_ablation(raw: dict, out: str | Path, seeds: list[int], limit: int | None = None,
-                 max_new_tokens: int | None = None) -> dict:
+def run_ablation(
+    raw: dict, out: str | Path, seeds: list[int], limit: int | None = None, max_new_tokens: int | None = None
+) -> dict:
     """Train the shared SFT start, then every (seed, arm) run for the recipe's crpo.run.max_steps; evaluate each."""
     ctx = PIPELINE.context(raw, out)
     test = ctx.data / "test.jsonl"
@@ -44,13 +65,28 @@ def run_ablation(raw: dict, out: str | Path, seeds: list[int], limit: int | None
     def pick(m: dict) -> dict:
         return {k: m[k] for k in MEASURES}
 
-    start = measure(ctx.out / "sft", max_new_tokens or (raw["crpo"].get("rollout") or {}).get("max_new_tokens"))
+    start = measure(
+        ctx.out / "sft", max_new_tokens or (raw["crpo"].get("rollout") or {}).get("max_new_tokens")
+    )
     runs = [{"arm": "start (sft)", "seed": ctx.settings.seed, **pick(start)}]
     extra = {"data": {"train": str(ctx.data / "train.jsonl")}, "model": {"adapter": str(adapter)}}
-    runs += run_arms(PIPELINE, raw, "crpo", ctx.out, seeds, list(ARMS), extra,
-                     lambda run, arm: pick(measure(run, max_new_tokens)))
-    header = {"seeds": seeds, "steps": (raw["crpo"].get("run") or {}).get("max_steps"), "test": str(test),
-              "n": start["n"], "start": str(adapter)}
+    runs += run_arms(
+        PIPELINE,
+        raw,
+        "crpo",
+        ctx.out,
+        seeds,
+        list(ARMS),
+        extra,
+        lambda run, arm: pick(measure(run, max_new_tokens)),
+    )
+    header = {
+        "seeds": seeds,
+        "steps": (raw["crpo"].get("run") or {}).get("max_steps"),
+        "test": str(test),
+        "n": start["n"],
+        "start": str(adapter),
+    }
     return TABLE.write(ctx.out, header, runs)
 
 

@@ -25,11 +25,15 @@ from training.rollout.responses import boxed_choice, tag_pattern
 LETTERS = "ABCDE"
 ASK = tag_pattern("ask", ignore_case=False)
 ANSWER = tag_pattern("answer", ignore_case=False)
-INVALID = ("Invalid action. Ask with <ask>history</ask>, <ask>exam</ask>, <ask>labs: NAME</ask> (dermatology: "
-           "<ask>dermoscopy</ask>) or answer with <answer>LETTER</answer>.")
-INSTRUCTIONS = ("You are assessing a patient step by step. Each turn, write exactly one action: <ask>history</ask>, "
-                "<ask>exam</ask>, <ask>labs: NAME</ask>{derm}, or <answer>LETTER</answer> to give the diagnosis. "
-                "Each question has a small cost.\nOptions:\n{options}")
+INVALID = (
+    "Invalid action. Ask with <ask>history</ask>, <ask>exam</ask>, <ask>labs: NAME</ask> (dermatology: "
+    "<ask>dermoscopy</ask>) or answer with <answer>LETTER</answer>."
+)
+INSTRUCTIONS = (
+    "You are assessing a patient step by step. Each turn, write exactly one action: <ask>history</ask>, "
+    "<ask>exam</ask>, <ask>labs: NAME</ask>{derm}, or <answer>LETTER</answer> to give the diagnosis. "
+    "Each question has a small cost.\nOptions:\n{options}"
+)
 DEFAULT_MAX_TURNS = 4
 STOP_STRINGS = ["</ask>", "</answer>"]
 
@@ -103,14 +107,26 @@ class CaseEnv:
     def reset(self, record: dict) -> str:
         meta = record.get("meta") or {}
         if "case" not in meta:
-            raise ValueError("case environment: the record has no meta.case (write records with clinical.cases)")
-        self.case, self.options, self.answer = meta["case"], meta.get("options", {}), str(record.get("answer", ""))
+            raise ValueError(
+                "case environment: the record has no meta.case (write records with clinical.cases)"
+            )
+        self.case, self.options, self.answer = (
+            meta["case"],
+            meta.get("options", {}),
+            str(record.get("answer", "")),
+        )
         self.turns = self.questions = self.invalid = 0
         return f"Presenting complaint: {self.case['complaint']}"
 
     def _info(self, answered: bool, correct: bool) -> dict:
-        return {"turns": self.turns, "questions": self.questions, "invalid": self.invalid, "answered": answered,
-                "correct": correct, "reward": float(correct) - self.question_cost * self.questions}
+        return {
+            "turns": self.turns,
+            "questions": self.questions,
+            "invalid": self.invalid,
+            "answered": answered,
+            "correct": correct,
+            "reward": float(correct) - self.question_cost * self.questions,
+        }
 
     def step(self, action: str) -> tuple[str, bool, dict]:
         self.turns += 1
@@ -148,9 +164,13 @@ def clinical_case(vignette: dict) -> dict:
     who = {"female": "woman", "male": "man"}.get(vignette.get("sex", ""), "patient")
     first = f["history"][0] if f.get("history") else "nonspecific symptoms"
     age = vignette.get("age", 50)
-    return {"kind": "clinical", "complaint": f"{_article(age)} {age}-year-old {who} presents with {first}.",
-            "history": list(f.get("history", [])), "exam": list(f.get("exam", [])),
-            "labs": [[nid, text] for nid, text in zip(ids.get("labs", []), f.get("labs", []), strict=False)]}
+    return {
+        "kind": "clinical",
+        "complaint": f"{_article(age)} {age}-year-old {who} presents with {first}.",
+        "history": list(f.get("history", [])),
+        "exam": list(f.get("exam", [])),
+        "labs": [[nid, text] for nid, text in zip(ids.get("labs", []), f.get("labs", []), strict=False)],
+    }
 
 
 def _article(age: int) -> str:
@@ -163,6 +183,7 @@ _TYPICAL = {"typical": 0.85, "possible": 0.3, "atypical": 0.05}
 
 def derm_case(kg, condition: str, rng: random.Random) -> dict:
     """A dermatology case from the dermatology KG: history (symptoms, risk factors), exam (the lesion), dermoscopy."""
+
     def pick(types: tuple[str, ...], k: int) -> list[str]:
         feats = kg.features(condition, types=list(types))
         kept = [ft.label for ft in feats if rng.random() < _TYPICAL.get(ft.typicality, 0.2)]
@@ -174,12 +195,19 @@ def derm_case(kg, condition: str, rng: random.Random) -> dict:
     site = next((x for x in exam if x in {kg.label(n) for n in kg.nodes("body_site")}), "skin")
     options = [condition, *_derm_distractors(kg, condition, rng)]
     rng.shuffle(options)
-    return {"case": {"kind": "dermatology",
-                     "complaint": f"{_article(age)} {age}-year-old {who} presents with a lesion on the {site}.",
-                     "history": pick(("symptom", "risk_factor"), 4), "exam": exam, "labs": [],
-                     "dermoscopy": pick(("dermoscopic_feature",), 3)},
-            "options": {LETTERS[i]: kg.label(c) for i, c in enumerate(options)},
-            "answer_idx": LETTERS[options.index(condition)], "condition_id": condition}
+    return {
+        "case": {
+            "kind": "dermatology",
+            "complaint": f"{_article(age)} {age}-year-old {who} presents with a lesion on the {site}.",
+            "history": pick(("symptom", "risk_factor"), 4),
+            "exam": exam,
+            "labs": [],
+            "dermoscopy": pick(("dermoscopic_feature",), 3),
+        },
+        "options": {LETTERS[i]: kg.label(c) for i, c in enumerate(options)},
+        "answer_idx": LETTERS[options.index(condition)],
+        "condition_id": condition,
+    }
 
 
 def _derm_distractors(kg, cid: str, rng: random.Random, n: int = 4) -> list[str]:
@@ -195,8 +223,12 @@ def case_record(case: dict, options: dict[str, str], answer_idx: str, condition_
     derm = case.get("dermoscopy") is not None
     opts = "\n".join(f"{k}) {v}" for k, v in sorted(options.items()))
     text = INSTRUCTIONS.format(derm=", <ask>dermoscopy</ask>" if derm else "", options=opts)
-    return {"prompt": [{"role": "user", "content": text}], "images": [], "answer": answer_idx,
-            "meta": {"case": case, "options": options, "condition_id": condition_id, "source": "case"}}
+    return {
+        "prompt": [{"role": "user", "content": text}],
+        "images": [],
+        "answer": answer_idx,
+        "meta": {"case": case, "options": options, "condition_id": condition_id, "source": "case"},
+    }
 
 
 def make_case_records(n: int, seed: int = 0, derm_fraction: float = 0.25) -> list[dict]:
@@ -205,8 +237,10 @@ def make_case_records(n: int, seed: int = 0, derm_fraction: float = 0.25) -> lis
     from knowledge_graph.io import load_builtin
 
     n_derm = int(round(n * derm_fraction))
-    out = [case_record(clinical_case(v), v["options"], v["answer_idx"], v["condition_id"])
-           for v in generate_vignettes(n - n_derm, seed)]
+    out = [
+        case_record(clinical_case(v), v["options"], v["answer_idx"], v["condition_id"])
+        for v in generate_vignettes(n - n_derm, seed)
+    ]
     if n_derm:
         kg = load_builtin("dermatology")
         conds = [c for c in kg.conditions() if kg.features(c, types=["dermoscopic_feature"])]
@@ -241,8 +275,16 @@ def sft_records(records: list[dict], observation_template: str, cuts: int = 1) -
         demo = demonstration(r, observation_template)
         cuts_at = [demo.index("</ask>") + 6, demo.index("</ask>", demo.index("</ask>") + 6) + 6, len(demo)]
         for cut in cuts_at[:cuts]:
-            out.append({"messages": [*r["prompt"][:-1], {"role": "user", "content": user},
-                                     {"role": "assistant", "content": demo[:cut]}], "images": []})
+            out.append(
+                {
+                    "messages": [
+                        *r["prompt"][:-1],
+                        {"role": "user", "content": user},
+                        {"role": "assistant", "content": demo[:cut]},
+                    ],
+                    "images": [],
+                }
+            )
     return out
 
 
@@ -284,16 +326,23 @@ def score_transcript(text: str, answer: str, options: dict[str, str], derm: bool
             valid += 1
         else:
             valid += format_credit(t)
-    return {"answered": answered, "correct": correct, "questions": questions,
-            "valid": valid / max(len(turns), 1)}
+    return {
+        "answered": answered,
+        "correct": correct,
+        "questions": questions,
+        "valid": valid / max(len(turns), 1),
+    }
 
 
 def _scores(completions, answer, meta) -> list[dict]:
     out = []
     for text, ans, m in zip(completions, answer, meta):
         m = m or {}
-        out.append(score_transcript(text, str(ans), m.get("options", {}),
-                                    derm=(m.get("case") or {}).get("dermoscopy") is not None))
+        out.append(
+            score_transcript(
+                text, str(ans), m.get("options", {}), derm=(m.get("case") or {}).get("dermoscopy") is not None
+            )
+        )
     return out
 
 
@@ -315,7 +364,9 @@ def case_valid(prompts, completions, answer, meta, **_) -> list[float]:
     return [s["valid"] for s in _scores(completions, answer, meta)]
 
 
-if __name__ == "__main__":  # python -m clinical.cases OUT.jsonl [N] [SEED]: RL records and OUT-sft.jsonl demos
+if (
+    __name__ == "__main__"
+):  # python -m clinical.cases OUT.jsonl [N] [SEED]: RL records and OUT-sft.jsonl demos
     import sys
 
     from training.data.records import write_jsonl

@@ -20,48 +20,81 @@ def register(subparsers) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--kg", default="clinical", help="'clinical' or a KG file")
     s.set_defaults(handler=_synth)
-    i = sub.add_parser("import", help="convert MedQA / MedMCQA / PubMedQA / MedXpertQA / vignettes into RL records")
+    i = sub.add_parser(
+        "import", help="convert MedQA / MedMCQA / PubMedQA / MedXpertQA / vignettes into RL records"
+    )
     i.add_argument("format", choices=["medqa", "medmcqa", "pubmedqa", "medxpertqa", "vignettes"])
-    i.add_argument("path", nargs="?", default=None,
-                   help="a file or a folder of .json/.jsonl files; for vignettes 'embedded' (default) or a synth JSONL")
+    i.add_argument(
+        "path",
+        nargs="?",
+        default=None,
+        help="a file or a folder of .json/.jsonl files; for vignettes 'embedded' (default) or a synth JSONL",
+    )
     i.add_argument("--out", required=True, help="output folder: train.jsonl, val.jsonl, test.jsonl")
-    i.add_argument("--val-frac", type=float, default=0.1, help="share of pooled rows for val (if no file is a val split)")
-    i.add_argument("--test-frac", type=float, default=0.1,
-                   help="share of pooled rows for test (if no file is a test split)")
+    i.add_argument(
+        "--val-frac", type=float, default=0.1, help="share of pooled rows for val (if no file is a val split)"
+    )
+    i.add_argument(
+        "--test-frac",
+        type=float,
+        default=0.1,
+        help="share of pooled rows for test (if no file is a test split)",
+    )
     i.add_argument("--seed", type=int, default=0, help="split seed (and the vignette bank's seed)")
     i.add_argument("--n", type=int, default=500, help="vignettes to generate for 'vignettes embedded'")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(handler=_import)
-    t = sub.add_parser("train", help="cold-start SFT on reasoning traces -> CRPO from its adapter (a pipeline recipe)")
+    t = sub.add_parser(
+        "train", help="cold-start SFT on reasoning traces -> CRPO from its adapter (a pipeline recipe)"
+    )
     _recipe_args(t, "runs/clinical")
-    cli.add_train_args(t, "comma-separated stages to run, e.g. sft,crpo or crpo (default: the recipe's; CRPO starts "
-                       "from the SFT adapter in --out when that stage is finished)")
+    cli.add_train_args(
+        t,
+        "comma-separated stages to run, e.g. sft,crpo or crpo (default: the recipe's; CRPO starts "
+        "from the SFT adapter in --out when that stage is finished)",
+    )
     t.set_defaults(handler=_train, accepts_overrides=True)
-    e = sub.add_parser("eval", help="greedy answers of a run's adapter, accuracy and reasoning measures -> RUN/eval/")
-    cli.add_eval_args(e, "runs/clinical/crpo", "RL records (JSONL), e.g. DIR/test.jsonl from medrl clinical import",
-                      512)
+    e = sub.add_parser(
+        "eval", help="greedy answers of a run's adapter, accuracy and reasoning measures -> RUN/eval/"
+    )
+    cli.add_eval_args(
+        e, "runs/clinical/crpo", "RL records (JSONL), e.g. DIR/test.jsonl from medrl clinical import", 512
+    )
     e.set_defaults(handler=_eval)
-    a = sub.add_parser("ablate", help="GRPO vs CRPO arms from the same cold-start adapter, evaluated side by side")
+    a = sub.add_parser(
+        "ablate", help="GRPO vs CRPO arms from the same cold-start adapter, evaluated side by side"
+    )
     _recipe_args(a, "runs/clinical_ablation")
     cli.add_ablate_args(a, "0,1")
     a.set_defaults(handler=_ablate, accepts_overrides=True)
 
 
 def _recipe_args(p, out: str) -> None:
-    cli.add_recipe_args(p, out, "tiny (embedded Qwen2, CPU), 3b (Qwen2.5-3B-Instruct, QLoRA, 12 GB GPU), a shipped "
-                        "pipeline recipe's name (`medrl recipes`) or a pipeline YAML",
-                        "folder from `medrl clinical import` (default: the recipe's; 'embedded' imports KG vignettes)",
-                        "RL steps (of CRPO, or of each ablation arm; the recipe's crpo.run.max_steps)")
-    p.add_argument("--sft-data", default=None, help="JSONL of {messages} reasoning traces for the cold start "
-                   "(default: boxed traces built from the KG vignettes)")
-    p.add_argument("--sft-steps", type=int, default=None, help="cold-start SFT steps (the recipe's sft.run.max_steps)")
+    cli.add_recipe_args(
+        p,
+        out,
+        "tiny (embedded Qwen2, CPU), 3b (Qwen2.5-3B-Instruct, QLoRA, 12 GB GPU), a shipped "
+        "pipeline recipe's name (`medrl recipes`) or a pipeline YAML",
+        "folder from `medrl clinical import` (default: the recipe's; 'embedded' imports KG vignettes)",
+        "RL steps (of CRPO, or of each ablation arm; the recipe's crpo.run.max_steps)",
+    )
+    p.add_argument(
+        "--sft-data",
+        default=None,
+        help="JSONL of {messages} reasoning traces for the cold start "
+        "(default: boxed traces built from the KG vignettes)",
+    )
+    p.add_argument(
+        "--sft-steps", type=int, default=None, help="cold-start SFT steps (the recipe's sft.run.max_steps)"
+    )
 
 
 def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
     from .pipeline import PIPELINE
 
-    return cli.recipe_from_args(PIPELINE, args, ("data", "sft_data", "seed"),
-                                {"crpo": args.steps, "sft": args.sft_steps}, extra)
+    return cli.recipe_from_args(
+        PIPELINE, args, ("data", "sft_data", "seed"), {"crpo": args.steps, "sft": args.sft_steps}, extra
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -112,7 +145,14 @@ def _import(args: argparse.Namespace) -> int:
 
     if args.path is None and args.format != "vignettes":
         raise DataError(f"clinical import {args.format}: give the PATH of the data file or folder")
-    summary = import_data(args.format, args.path or "embedded", args.out, val_frac=args.val_frac,
-                          test_frac=args.test_frac, seed=args.seed, n=args.n)
+    summary = import_data(
+        args.format,
+        args.path or "embedded",
+        args.out,
+        val_frac=args.val_frac,
+        test_frac=args.test_frac,
+        seed=args.seed,
+        n=args.n,
+    )
     print(json.dumps(summary, indent=2) if args.json else summary_table(summary))
     return 0

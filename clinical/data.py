@@ -33,8 +33,15 @@ SPLITS = ("train", "val", "test")
 LETTERS = "ABCDEFGHIJ"
 PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 EXAMPLES = 5  # skipped-row messages kept for the summary
-_SPLIT_WORDS = {"train": "train", "training": "train", "dev": "val", "val": "val", "valid": "val",
-                "validation": "val", "test": "test"}
+_SPLIT_WORDS = {
+    "train": "train",
+    "training": "train",
+    "dev": "val",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 _READ_ORDER = {"test": 0, "val": 1, None: 2, "train": 2}
 
 
@@ -80,7 +87,9 @@ def _options(raw: object, key: str) -> dict[str, str]:
     if raw is None:
         raise RowError("missing_field", f"field '{key}': expected a dict of lettered options, got nothing")
     if not isinstance(raw, dict) or len(raw) < 2:
-        raise RowError("bad_field", f"field '{key}': expected a dict of at least 2 lettered options, got {_short(raw)}")
+        raise RowError(
+            "bad_field", f"field '{key}': expected a dict of at least 2 lettered options, got {_short(raw)}"
+        )
     out = {}
     for k in raw:
         letter = str(k).strip().upper()
@@ -93,7 +102,9 @@ def _options(raw: object, key: str) -> dict[str, str]:
 def _gold(letter: str, options: dict[str, str], key: str) -> str:
     letter = letter.strip().upper()
     if letter not in options:
-        raise RowError("answer_not_option", f"field '{key}': expected one of {', '.join(options)}, got {_short(letter)}")
+        raise RowError(
+            "answer_not_option", f"field '{key}': expected one of {', '.join(options)}, got {_short(letter)}"
+        )
     return letter
 
 
@@ -108,9 +119,11 @@ def medqa(obj: dict, rid: str) -> Item:
     options = _options(obj.get("options"), "options")
     answer = _gold(_text(obj, "answer_idx", "an option letter"), options, "answer_idx")
     if isinstance(obj.get("answer"), str) and not _same(obj["answer"], options[answer]):
-        raise RowError("answer_not_option",
-                       f"field 'answer': expected the text of option {answer} ({_short(options[answer])}), "
-                       f"got {_short(obj['answer'])}")
+        raise RowError(
+            "answer_not_option",
+            f"field 'answer': expected the text of option {answer} ({_short(options[answer])}), "
+            f"got {_short(obj['answer'])}",
+        )
     subject = obj.get("meta_info") if isinstance(obj.get("meta_info"), str) else None
     return Item(question, options, answer, str(obj.get("id") or rid), subject)
 
@@ -118,8 +131,10 @@ def medqa(obj: dict, rid: str) -> Item:
 def medmcqa(obj: dict, rid: str) -> Item:
     """MedMCQA: question, opa..opd, cop 1-4 (absent, null or -1 in the test split: evaluation-only)."""
     question = _text(obj, "question")
-    options = {letter: _text(obj, key, f"option {letter} as a non-empty string")
-               for letter, key in zip("ABCD", ("opa", "opb", "opc", "opd"), strict=True)}
+    options = {
+        letter: _text(obj, key, f"option {letter} as a non-empty string")
+        for letter, key in zip("ABCD", ("opa", "opb", "opc", "opd"), strict=True)
+    }
     cop = obj.get("cop")
     if cop is None or cop == -1 or cop == "":
         answer = None
@@ -143,28 +158,43 @@ def pubmedqa(obj: dict, rid: str) -> Item:
     """PubMedQA: ``pqa_labeled`` rows (pubid, question, context{contexts, labels, meshes}, long_answer, final_decision)
     or ``ori_pqal.json`` entries (QUESTION, CONTEXTS, LABELS, MESHES, LONG_ANSWER, final_decision)."""
     if "QUESTION" in obj or "CONTEXTS" in obj:
-        question, ctx, labels, meshes = _text(obj, "QUESTION"), obj.get("CONTEXTS"), obj.get("LABELS"), obj.get("MESHES")
+        question, ctx, labels, meshes = (
+            _text(obj, "QUESTION"),
+            obj.get("CONTEXTS"),
+            obj.get("LABELS"),
+            obj.get("MESHES"),
+        )
         ctx_key, long_key = "CONTEXTS", "LONG_ANSWER"
     else:
         question = _text(obj, "question")
         context = obj.get("context")
         if context is None:
-            raise RowError("missing_field", "field 'context': expected {contexts, labels, meshes}, got nothing")
+            raise RowError(
+                "missing_field", "field 'context': expected {contexts, labels, meshes}, got nothing"
+            )
         if not isinstance(context, dict):
-            raise RowError("bad_field", f"field 'context': expected {{contexts, labels, meshes}}, got {_short(context)}")
+            raise RowError(
+                "bad_field", f"field 'context': expected {{contexts, labels, meshes}}, got {_short(context)}"
+            )
         ctx, labels, meshes = context.get("contexts"), context.get("labels"), context.get("meshes")
         ctx_key, long_key = "context.contexts", "long_answer"
     if ctx is None:
         raise RowError("missing_field", f"field '{ctx_key}': expected a list of passages, got nothing")
     if not isinstance(ctx, list) or not ctx or not all(isinstance(c, str) and c.strip() for c in ctx):
-        raise RowError("bad_field", f"field '{ctx_key}': expected a non-empty list of passages, got {_short(ctx)}")
+        raise RowError(
+            "bad_field", f"field '{ctx_key}': expected a non-empty list of passages, got {_short(ctx)}"
+        )
     labels = labels if isinstance(labels, list) and len(labels) == len(ctx) else [None] * len(ctx)
-    passages = "\n".join(f"{lab.strip().upper()}: {c.strip()}" if isinstance(lab, str) and lab.strip() else c.strip()
-                         for lab, c in zip(labels, ctx, strict=True))
+    passages = "\n".join(
+        f"{lab.strip().upper()}: {c.strip()}" if isinstance(lab, str) and lab.strip() else c.strip()
+        for lab, c in zip(labels, ctx, strict=True)
+    )
     decision = _text(obj, "final_decision", "yes, no or maybe").lower()
     answer = next((k for k, v in PUBMEDQA_OPTIONS.items() if v == decision), None)
     if answer is None:
-        raise RowError("answer_not_option", f"field 'final_decision': expected yes, no or maybe, got {_short(decision)}")
+        raise RowError(
+            "answer_not_option", f"field 'final_decision': expected yes, no or maybe, got {_short(decision)}"
+        )
     meta = {"mesh": [m for m in meshes if isinstance(m, str)]} if isinstance(meshes, list) else {}
     if isinstance(obj.get(long_key), str) and obj[long_key].strip():
         meta["explanation"] = obj[long_key].strip()
@@ -179,11 +209,11 @@ _LETTERED = re.compile(r"\(([A-J])\)\s*")
 def split_lettered(text: str) -> tuple[str, dict[str, str]]:
     """'stem Answer Choices: (A) x (B) y' -> (stem, {A: x, B: y}); letters must run A, B, C... in order."""
     m = _CHOICES.search(text)
-    stem, tail = (text[: m.start()], text[m.end():]) if m else (text, text)
+    stem, tail = (text[: m.start()], text[m.end() :]) if m else (text, text)
     marks = list(_LETTERED.finditer(tail))
     if not m:  # no header: the options are the last run of (A), (B), ... in the text
         starts = [i for i, x in enumerate(marks) if x.group(1) == "A"]
-        marks = marks[starts[-1]:] if starts else []
+        marks = marks[starts[-1] :] if starts else []
         if marks:
             stem = tail[: marks[0].start()]
     options = {}
@@ -191,7 +221,7 @@ def split_lettered(text: str) -> tuple[str, dict[str, str]]:
         if x.group(1) != LETTERS[i]:
             break
         end = marks[i + 1].start() if i + 1 < len(marks) else len(tail)
-        options[x.group(1)] = tail[x.end(): end].strip()
+        options[x.group(1)] = tail[x.end() : end].strip()
     return stem.strip(), options
 
 
@@ -200,7 +230,9 @@ def medxpertqa(obj: dict, rid: str) -> Item:
     stem, parsed = split_lettered(_text(obj, "question"))
     options = _options(obj["options"], "options") if obj.get("options") is not None else parsed
     if len(options) < 2 or not all(options.values()):
-        raise RowError("bad_field", "field 'question': expected lettered options '(A) ... (B) ...' in the text")
+        raise RowError(
+            "bad_field", "field 'question': expected lettered options '(A) ... (B) ...' in the text"
+        )
     if not stem:
         raise RowError("bad_field", "field 'question': expected a question before the options")
     answer = _gold(_text(obj, "label", "an option letter"), options, "label")
@@ -212,8 +244,10 @@ def medxpertqa(obj: dict, rid: str) -> Item:
 def vignette(obj: dict, rid: str, kg=None) -> Item:
     """A `clinical.synthetic` vignette (MedQA layout plus condition_id, findings, finding_ids)."""
     item = medqa(obj, rid)
-    item.meta = {"answer_text": item.options[item.answer],
-                 **{k: obj[k] for k in ("condition_id", "findings", "finding_ids", "seed") if k in obj}}
+    item.meta = {
+        "answer_text": item.options[item.answer],
+        **{k: obj[k] for k in ("condition_id", "findings", "finding_ids", "seed") if k in obj},
+    }
     item.subject = None
     cid = obj.get("condition_id")
     if kg is not None and isinstance(cid, str) and cid in kg:
@@ -248,8 +282,12 @@ def input_files(path: Path) -> list[Path]:
 
 def _keyed(obj: object) -> bool:
     """The ori_pqal.json layout: {pmid: {...}, ...}, no row-level keys at the top."""
-    return (isinstance(obj, dict) and bool(obj) and all(isinstance(v, dict) for v in obj.values())
-            and not {"question", "QUESTION", "pubid", "id"} & obj.keys())
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(v, dict) for v in obj.values())
+        and not {"question", "QUESTION", "pubid", "id"} & obj.keys()
+    )
 
 
 def iter_rows(path: Path) -> Iterator[tuple[str, dict | RowError]]:
@@ -273,7 +311,10 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict | RowError]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield where, RowError("not_utf8", f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+                yield (
+                    where,
+                    RowError("not_utf8", f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"),
+                )
                 continue
             if not line.strip():
                 continue
@@ -289,7 +330,9 @@ def _document_rows(path: Path) -> Iterator[tuple[str, dict | RowError]]:
     try:
         doc = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 (byte at offset {e.start}); a JSON document must be UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 (byte at offset {e.start}); a JSON document must be UTF-8"
+        ) from None
     except ValueError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if isinstance(doc, list):
@@ -305,12 +348,22 @@ def _document_rows(path: Path) -> Iterator[tuple[str, dict | RowError]]:
 # ---------------------------------------------------------------------------------------------- records
 def record(item: Item, source: str) -> dict:
     """The RL record of one question."""
-    meta = {"options": item.options, "source": source, "id": item.id, "subject": item.subject, "case": item.case,
-            **item.meta}
+    meta = {
+        "options": item.options,
+        "source": source,
+        "id": item.id,
+        "subject": item.subject,
+        "case": item.case,
+        **item.meta,
+    }
     if item.answer is None:
         meta["eval_only"] = True
-    return {"prompt": build_prompt(item.case, item.options, item.note), "images": [], "answer": item.answer,
-            "meta": meta}
+    return {
+        "prompt": build_prompt(item.case, item.options, item.note),
+        "images": [],
+        "answer": item.answer,
+        "meta": meta,
+    }
 
 
 def content_key(item: Item) -> str:
@@ -358,8 +411,15 @@ def _items(fmt: str, path: str, n: int, seed: int) -> Iterator[tuple[str, str | 
                 yield where, declared, e
 
 
-def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0.1, test_frac: float = 0.1,
-                seed: int = 0, n: int = 500) -> dict:
+def import_data(
+    fmt: str,
+    path: str | Path,
+    out: str | Path,
+    val_frac: float = 0.1,
+    test_frac: float = 0.1,
+    seed: int = 0,
+    n: int = 500,
+) -> dict:
     """Convert ``path`` (a file or folder; 'embedded' for the vignette bank) into ``out``/{train,val,test}.jsonl.
 
     Returns the summary: records per split, evaluation-only rows, skipped rows by reason with the first examples.
@@ -368,7 +428,9 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
     if fmt not in FORMATS:
         raise DataError(f"unknown format '{fmt}' (expected one of {', '.join(FORMATS)})")
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
-        raise DataError(f"--val-frac and --test-frac must be in [0, 1) with a sum below 1 (got {val_frac}, {test_frac})")
+        raise DataError(
+            f"--val-frac and --test-frac must be in [0, 1) with a sum below 1 (got {val_frac}, {test_frac})"
+        )
     if fmt == "vignettes" and n < 1:
         raise DataError(f"--n must be >= 1 (got {n})")
     path = str(path)
@@ -398,18 +460,29 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
         if not counts:
             first = f" (first problem: {examples[0]})" if examples else ""
             raise DataError(f"{path}: no usable {fmt} rows{first}")
-    return {"format": fmt, "input": path, "inputs": [str(f) for f in files], "out": str(out),
-            "splits": {s: counts[s] for s in SPLITS}, "eval_only": eval_only,
-            "skipped": dict(sorted(skipped.items())), "skipped_total": sum(skipped.values()),
-            "examples": examples, "files": writer.paths, "seed": seed,
-            "fractions": {"val": fracs["val"], "test": fracs["test"]}}
+    return {
+        "format": fmt,
+        "input": path,
+        "inputs": [str(f) for f in files],
+        "out": str(out),
+        "splits": {s: counts[s] for s in SPLITS},
+        "eval_only": eval_only,
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_total": sum(skipped.values()),
+        "examples": examples,
+        "files": writer.paths,
+        "seed": seed,
+        "fractions": {"val": fracs["val"], "test": fracs["test"]},
+    }
 
 
 def summary_table(s: dict) -> str:
     """The summary as a few aligned lines (the CLI's default output)."""
     lines = [f"{s['format']} from {s['input']} -> {s['out']}", f"{'split':<8}{'records':>9}"]
     for split in SPLITS:
-        extra = f"  ({s['eval_only']} evaluation-only, no answer)" if split == "test" and s["eval_only"] else ""
+        extra = (
+            f"  ({s['eval_only']} evaluation-only, no answer)" if split == "test" and s["eval_only"] else ""
+        )
         lines.append(f"{split:<8}{s['splits'][split]:>9}{extra}")
     lines.append(f"{'skipped':<8}{s['skipped_total']:>9}")
     lines += [f"  {reason:<17}{n:>6}" for reason, n in s["skipped"].items()]

@@ -28,9 +28,21 @@ from training.trainers.evaluation import Evaluation, metrics_lines, write_eval
 
 from . import task
 
-FIELDS = ("accuracy", "format_ok", "evidence", "evidence_per_100_words", "rejection_coverage", "hallucination_rate",
-          "consistency",
-          "faithfulness", "comprehensiveness", "verifications", "backtracks", "length_tokens", "length_words")
+FIELDS = (
+    "accuracy",
+    "format_ok",
+    "evidence",
+    "evidence_per_100_words",
+    "rejection_coverage",
+    "hallucination_rate",
+    "consistency",
+    "faithfulness",
+    "comprehensiveness",
+    "verifications",
+    "backtracks",
+    "length_tokens",
+    "length_words",
+)
 
 
 def score_response(record: dict, text: str) -> dict:
@@ -100,18 +112,34 @@ class ClinicalEvaluation(Evaluation):
         rows = []
         for i, (rec, text, n) in enumerate(zip(self.records, texts, lengths, strict=True)):
             meta = rec.get("meta") or {}
-            rows.append({"i": i, "id": meta.get("id", i), "source": meta.get("source", "unknown"),
-                         "gold": rec.get("answer"), **score_response(rec, text), "length_tokens": float(n),
-                         "truncated": int(n >= self.max_new_tokens), "response": text})
+            rows.append(
+                {
+                    "i": i,
+                    "id": meta.get("id", i),
+                    "source": meta.get("source", "unknown"),
+                    "gold": rec.get("answer"),
+                    **score_response(rec, text),
+                    "length_tokens": float(n),
+                    "truncated": int(n >= self.max_new_tokens),
+                    "response": text,
+                }
+            )
         return rows, {**summarise(rows), "truncated": sum(r["truncated"] for r in rows) / len(rows)}
 
     def write(self, metrics: dict, rows: list[dict], responses) -> None:
-        predictions = "predictions.csv" if self.tag == "metrics" else None  # Clinical-R1's name for the default tag
+        predictions = (
+            "predictions.csv" if self.tag == "metrics" else None
+        )  # Clinical-R1's name for the default tag
         write_eval(self.run.eval_dir, self.tag, metrics, rows, predictions)
 
 
-def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = None, max_new_tokens: int | None = None,
-                 tag: str = "metrics") -> dict:
+def evaluate_run(
+    run_path: str | Path,
+    data: str | Path,
+    limit: int | None = None,
+    max_new_tokens: int | None = None,
+    tag: str = "metrics",
+) -> dict:
     """Generate, score, and write `eval/<tag>.json` and `eval/<tag>_predictions.csv` (tag 'metrics':
     `metrics.json`, `predictions.csv`)."""
     return ClinicalEvaluation(run_path, data, limit, max_new_tokens, tag)()

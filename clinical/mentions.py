@@ -27,9 +27,11 @@ from knowledge_graph.scope import HEDGE, HYPO, NEG, WITHHELD, categories, fold
 PRESENT, ABSENT, HEDGED = "present", "absent", "hedged"
 FINDING_TYPES = ("symptom", "sign", "lab_finding", "imaging_finding", "risk_factor")
 # Textbook statements about a disease, not observations of this patient.
-_GENERAL = ("typically|typical of|usually|classically|characteristically|commonly|often|would|would cause|"
-            "would expect|expected|tends to|tend to|can cause|may cause|causes|features of|feature of|"
-            "associated with|characterised by|characterized by|presentation of|hallmark of")
+_GENERAL = (
+    "typically|typical of|usually|classically|characteristically|commonly|often|would|would cause|"
+    "would expect|expected|tends to|tend to|can cause|may cause|causes|features of|feature of|"
+    "associated with|characterised by|characterized by|presentation of|hallmark of"
+)
 _LOCK = threading.Lock()
 
 
@@ -49,8 +51,11 @@ class MentionFinder:
     def __init__(self, kg: KnowledgeGraph):
         self.kg = kg
         lex = kg.lexicon
-        self.terms: dict[str, str] = {**{t: u for t, u in lex.unlisted.items()},
-                                      **{t: n + _ABSENT_MARK for t, n in lex.absent.items()}, **lex.terms}
+        self.terms: dict[str, str] = {
+            **{t: u for t, u in lex.unlisted.items()},
+            **{t: n + _ABSENT_MARK for t, n in lex.absent.items()},
+            **lex.terms,
+        }
         self.max_len = max(len(t.split()) for t in self.terms)
         self.values = _value_rules(kg, set(self.terms))
         self.nlp = _build_nlp()
@@ -62,7 +67,7 @@ class MentionFinder:
         out, i = [], 0
         while i < len(words):
             for n in range(min(self.max_len, len(words) - i), 0, -1):
-                label = self.terms.get(" ".join(words[i: i + n]))
+                label = self.terms.get(" ".join(words[i : i + n]))
                 if label is not None and not glued(text, toks[i][1], toks[i + n - 1][2]):
                     out.append((label, toks[i][1], toks[i + n - 1][2]))
                     i += n
@@ -87,7 +92,9 @@ class MentionFinder:
 
         with _LOCK:  # one spaCy pipeline per process; rewards may be called from threads
             doc = self.nlp.make_doc(fold(text))  # same length: the spans' offsets hold
-            ents = [s for label, a, b in spans if (s := doc.char_span(a, b, label=label, alignment_mode="expand"))]
+            ents = [
+                s for label, a, b in spans if (s := doc.char_span(a, b, label=label, alignment_mode="expand"))
+            ]
             doc.ents = filter_spans(ents)
             with warnings.catch_warnings():  # W036: ConText's empty token matcher warns on every document
                 warnings.simplefilter("ignore", UserWarning)
@@ -134,6 +141,7 @@ def _build_nlp():
     logger.disable("PyRuSH")
 
     if "clinical_line_sentences" not in Language.factories:
+
         @Language.component("clinical_line_sentences")
         def line_sentences(doc):
             """Sentences end at . ! ? and at line breaks (bulleted reasoning has no full stops)."""
@@ -142,14 +150,18 @@ def _build_nlp():
                     tok.is_sent_start = True
                 else:
                     prev = doc[i - 1]
-                    tok.is_sent_start = prev.text in (".", "!", "?") or "\n" in prev.text or prev.text.endswith("\n")
+                    tok.is_sent_start = (
+                        prev.text in (".", "!", "?") or "\n" in prev.text or prev.text.endswith("\n")
+                    )
             return doc
 
     nlp = spacy.blank("en")
     nlp.add_pipe("clinical_line_sentences")
     context = nlp.add_pipe("medspacy_context", config={"rules": None, "prune_on_target_overlap": True})
-    rules = [ConTextRule(lit, cat, direction=d, pattern=p, max_scope=1 if d == "TERMINATE" else None)
-             for lit, cat, d, p in CONTEXT_RULES]
+    rules = [
+        ConTextRule(lit, cat, direction=d, pattern=p, max_scope=1 if d == "TERMINATE" else None)
+        for lit, cat, d, p in CONTEXT_RULES
+    ]
     rules += [ConTextRule(lit.strip(), "GENERAL", direction="FORWARD") for lit in _GENERAL.split("|")]
     context.add(rules)
     return nlp

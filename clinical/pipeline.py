@@ -18,7 +18,10 @@ from training.config import check
 from training.errors import DataError
 from training.trainers.pipeline import Pipeline, PipelineSettings, Stage, StageContext, data_folder
 
-RECIPES = {"tiny": "clinical_tiny", "3b": "clinical_r1_qwen25_3b"}  # short names -> shipped recipes (training.recipes)
+RECIPES = {
+    "tiny": "clinical_tiny",
+    "3b": "clinical_r1_qwen25_3b",
+}  # short names -> shipped recipes (training.recipes)
 
 
 @dataclass
@@ -26,24 +29,35 @@ class PipelineConfig(PipelineSettings):
     """The recipe's `pipeline:` section: `stages`, `seed`, `start_adapter`, `eval_limit` (`PipelineSettings`), and
     the Clinical-R1 data and trace settings."""
 
-    data: str = "embedded"  # a folder with train.jsonl/val.jsonl/test.jsonl (medrl clinical import), or 'embedded'
+    data: str = (
+        "embedded"  # a folder with train.jsonl/val.jsonl/test.jsonl (medrl clinical import), or 'embedded'
+    )
     vignettes: int = 300  # vignettes imported for 'embedded'
     sft_data: str | None = None  # JSONL of {"messages": [...]} traces; None: boxed traces built from the KG
-    trace_style: str = "full"  # built traces: full (every finding, options named), brief or lead (tiny models)
+    trace_style: str = (
+        "full"  # built traces: full (every finding, options named), brief or lead (tiny models)
+    )
     eval_limit: int | None = 40  # test questions evaluated after the last stage (0: no evaluation)
 
     def validate(self, key: str) -> None:
-        check(self.trace_style in ("full", "brief", "lead"), f"{key}.trace_style", "full, brief or lead",
-              self.trace_style)
+        check(
+            self.trace_style in ("full", "brief", "lead"),
+            f"{key}.trace_style",
+            "full, brief or lead",
+            self.trace_style,
+        )
         check(self.vignettes >= 10, f"{key}.vignettes", "an integer >= 10", self.vignettes)
 
 
 def prepare_data(pc: PipelineConfig, out: Path) -> Path:
     """The folder of train/val/test RL records: the user's, or the vignette bank imported into OUT/data."""
+
     def write(folder: Path) -> None:
         from .data import import_data
 
-        import_data("vignettes", "embedded", folder, val_frac=0.1, test_frac=0.2, seed=pc.seed, n=pc.vignettes)
+        import_data(
+            "vignettes", "embedded", folder, val_frac=0.1, test_frac=0.2, seed=pc.seed, n=pc.vignettes
+        )
 
     return data_folder(pc.data, "embedded", out, write, "medrl clinical import")
 
@@ -60,8 +74,10 @@ def sft_traces(pc: PipelineConfig, data: Path, out: Path) -> Path:
     if not path.is_file():
         rows = boxed_sft_records(read_jsonl(data / "train.jsonl", "rl").records, style=pc.trace_style)
         if not rows:
-            raise DataError(f"{data / 'train.jsonl'}: no record carries a KG condition to build a trace from; "
-                            "give your own traces with --sft-data FILE (JSONL of messages)")
+            raise DataError(
+                f"{data / 'train.jsonl'}: no record carries a KG condition to build a trace from; "
+                "give your own traces with --sft-data FILE (JSONL of messages)"
+            )
         write_jsonl(path, rows)
     return path
 
@@ -69,8 +85,10 @@ def sft_traces(pc: PipelineConfig, data: Path, out: Path) -> Path:
 def _sft_inputs(ctx: StageContext, start: Path | None) -> dict:
     """The cold start: the traces, asked as the RL stage after it will be (the same answer length on its card)."""
     rollout = (ctx.raw.get("crpo") or {}).get("rollout") or {}
-    return {"data": {"train": str(sft_traces(ctx.settings, ctx.data, ctx.out))},
-            "task": {"max_new_tokens": rollout.get("max_new_tokens")}}
+    return {
+        "data": {"train": str(sft_traces(ctx.settings, ctx.data, ctx.out))},
+        "task": {"max_new_tokens": rollout.get("max_new_tokens")},
+    }
 
 
 def _crpo_inputs(ctx: StageContext, start: Path | None) -> dict:
@@ -83,6 +101,11 @@ def _evaluate(run: Path, test: Path, pc: PipelineConfig) -> dict:
     return evaluate_run(run, test, limit=pc.eval_limit)
 
 
-PIPELINE = Pipeline(stages=(Stage("sft", "sft", _sft_inputs), Stage("crpo", "rl", _crpo_inputs)),
-                    settings_class=PipelineConfig, recipes=RECIPES, prepare_data=prepare_data, evaluate=_evaluate)
+PIPELINE = Pipeline(
+    stages=(Stage("sft", "sft", _sft_inputs), Stage("crpo", "rl", _crpo_inputs)),
+    settings_class=PipelineConfig,
+    recipes=RECIPES,
+    prepare_data=prepare_data,
+    evaluate=_evaluate,
+)
 load_recipe = PIPELINE.load_recipe

@@ -39,7 +39,6 @@ CHOICE_NOTE = "Give your final choice as one letter in \\boxed{}."
 MULTI_NOTE = "More than one option may be true; choose the single best one."
 
 
-
 def format_options(options: dict[str, str]) -> str:
     """``A) text`` lines in letter order (the layout `clinical.records.question` uses)."""
     return "\n".join(f"{k}) {v}" for k, v in sorted(options.items()))
@@ -53,7 +52,10 @@ def user_text(case: str, options: dict[str, str], note: str | None = None) -> st
 
 def build_prompt(case: str, options: dict[str, str], note: str | None = None) -> list[dict]:
     """The RL prompt messages for one question: the format spec (system) and the question (user)."""
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_text(case, options, note)}]
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": user_text(case, options, note)},
+    ]
 
 
 @dataclass
@@ -82,5 +84,11 @@ class Response:
 
 def parse_response(text: str) -> Response:
     """Split a completion into its think and answer parts and find its boxes."""
-    return Response(text=text, think=tagged(text, THINK), answer=tagged(text, ANSWER), boxes=boxes(text),
-                    box_count=box_count(text), tag_counts=tag_counts(text))
+    return Response(
+        text=text,
+        think=tagged(text, THINK),
+        answer=tagged(text, ANSWER),
+        boxes=boxes(text),
+        box_count=box_count(text),
+        tag_counts=tag_counts(text),
+    )

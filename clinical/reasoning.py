@@ -26,32 +26,48 @@ _SENT = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 STRONG_CONCLUDE = re.compile(
     r"\b(?:most likely|most consistent|most probable|best (?:answer|explains|explanation|fits|option|choice)|"
     r"(?:correct|right|best|final) (?:answer|option|choice)|answer (?:is|would be)|diagnosis (?:is|would be)|"
-    r"therefore|thus|hence|in conclusion|i (?:choose|select|pick|will go with)|so (?:the|it|this))\b", re.I)
+    r"therefore|thus|hence|in conclusion|i (?:choose|select|pick|will go with)|so (?:the|it|this))\b",
+    re.I,
+)
 WEAK_CONCLUDE = re.compile(r"\b(?:points? (?:to|towards)|consistent with|in keeping with)\b", re.I)
 CONCLUDE = re.compile(f"{STRONG_CONCLUDE.pattern}|{WEAK_CONCLUDE.pattern}", re.I)
 REJECT = re.compile(
     r"\b(?:unlikely|less likely|not likely|improbable|rules? out|ruled out|excluded?|excludes|eliminat\w*|"
     r"(?:does not|doesn't|do not|don't|would not|wouldn't|cannot|can't) (?:fit|explain|account|match|support|cause)\w*|"
     r"not (?:consistent|compatible|supported|typical|the answer|correct|likely|right)|inconsistent|incompatible|"
-    r"argues? against|goes against|incorrect|wrong|rather than|instead of|no evidence (?:of|for))\b", re.I)
+    r"argues? against|goes against|incorrect|wrong|rather than|instead of|no evidence (?:of|for))\b",
+    re.I,
+)
 REASON = re.compile(
     r"\b(?:because|since|given|due to|as (?:there|the|it|this|she|he|they|we)|without|absence of|lack of|"
     r"which would|would (?:cause|present|show|expect|give|produce)|typically|usually|classically|requires?|"
-    r"presents? with|characteri[sz]ed by)\b|:", re.I)
+    r"presents? with|characteri[sz]ed by)\b|:",
+    re.I,
+)
 VERIFY = re.compile(
     r"\b(?:consistent with|in keeping with|confirm\w*|support\w*|fits?|explains?|explained|accounts? for|verif\w*|"
-    r"check\w*|double-check\w*|matches|corroborat\w*|agrees? with|compatible with)\b", re.I)
+    r"check\w*|double-check\w*|matches|corroborat\w*|agrees? with|compatible with)\b",
+    re.I,
+)
 BACKTRACK = re.compile(
     r"\b(?:wait|on second thought|let me reconsider|reconsider\w*|re-?evaluat\w*|let me re-?check|i was wrong|"
-    r"that(?:'s| is) not right|let me rethink|i made (?:a|an) (?:mistake|error))\b", re.I)
-_NEG_BEFORE = re.compile(r"\b(?:not|no|rather than|instead of|against|exclude|excluding|unlike)\s+(?:\w+\s+){0,2}$", re.I)
-_NEG_AFTER = re.compile(r"^\W*(?:(?:is|are|was|seems|appears|would be)\s+)?(?:unlikely|less likely|not likely|"
-                        r"ruled out|excluded|incorrect|wrong|not\b)", re.I)
+    r"that(?:'s| is) not right|let me rethink|i made (?:a|an) (?:mistake|error))\b",
+    re.I,
+)
+_NEG_BEFORE = re.compile(
+    r"\b(?:not|no|rather than|instead of|against|exclude|excluding|unlike)\s+(?:\w+\s+){0,2}$", re.I
+)
+_NEG_AFTER = re.compile(
+    r"^\W*(?:(?:is|are|was|seems|appears|would be)\s+)?(?:unlikely|less likely|not likely|"
+    r"ruled out|excluded|incorrect|wrong|not\b)",
+    re.I,
+)
 _STOP = frozenset(
     "which what with that this from have their there these those were been being into most following patient "
     "presents presented history year years old male female woman women child about after before also than then "
     "when where while does doing would could should other some such only very more less each both shows showed "
-    "likely diagnosis options answer best following".split())
+    "likely diagnosis options answer best following".split()
+)
 
 
 @dataclass
@@ -96,17 +112,21 @@ def _option_patterns(options: tuple[tuple[str, str], ...]) -> tuple[re.Pattern, 
     cls = f"[{re.escape(letters)}]"
     letter = re.compile(
         rf"(?:\b(?:[Oo]ption|[Cc]hoice|[Aa]nswer)s?\s*\(?({cls})\b\)?|\(({cls})\)|(?<![\w\\{{(])({cls})\)|"
-        rf"(?m:^)[ \t]*[-*]?[ \t]*({cls})[.:][ \t]|\b(?:is|be|choose|select|pick)\s+({cls})\b(?![\w'-]))")
+        rf"(?m:^)[ \t]*[-*]?[ \t]*({cls})[.:][ \t]|\b(?:is|be|choose|select|pick)\s+({cls})\b(?![\w'-]))"
+    )
     texts = {}
     for k, v in options:
         words = normalize(v).split()
         if words:
-            texts[k] = re.compile(r"(?i)(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?:e?s)?(?!\w)")
+            texts[k] = re.compile(
+                r"(?i)(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?:e?s)?(?!\w)"
+            )
     return letter, texts
 
 
-def option_mentions(text: str, options: dict[str, str], kg: KnowledgeGraph | None = None,
-                    mentions: tuple[Mention, ...] = ()) -> list[OptionMention]:
+def option_mentions(
+    text: str, options: dict[str, str], kg: KnowledgeGraph | None = None, mentions: tuple[Mention, ...] = ()
+) -> list[OptionMention]:
     """Every place ``text`` names an option, by letter, by its text or by a KG alias, in order of position."""
     letter_re, text_res = _option_patterns(tuple(sorted(options.items())))
     found: dict[tuple[int, int], OptionMention] = {}
@@ -115,7 +135,9 @@ def option_mentions(text: str, options: dict[str, str], kg: KnowledgeGraph | Non
         found[m.span()] = OptionMention(k, m.start(), m.end(), _negated_near(text, m.start(), m.end()))
     for k, rx in text_res.items():
         for m in rx.finditer(text):
-            found.setdefault(m.span(), OptionMention(k, m.start(), m.end(), _negated_near(text, m.start(), m.end())))
+            found.setdefault(
+                m.span(), OptionMention(k, m.start(), m.end(), _negated_near(text, m.start(), m.end()))
+            )
     if kg is not None and mentions:
         ids = {k: kg.canonical(v) for k, v in options.items()}
         by_id = {nid: k for k, nid in ids.items() if nid is not None}
@@ -125,13 +147,18 @@ def option_mentions(text: str, options: dict[str, str], kg: KnowledgeGraph | Non
                 found[(mt.start, mt.end)] = OptionMention(by_id[mt.node_id], mt.start, mt.end, neg)
     # 'ST-elevation myocardial infarction' inside 'non-ST-elevation myocardial infarction' names only the longer one
     spans = list(found.values())
-    kept = [o for o in spans if not any(p.start <= o.start and o.end <= p.end and p.end - p.start > o.end - o.start
-                                        for p in spans)]
+    kept = [
+        o
+        for o in spans
+        if not any(p.start <= o.start and o.end <= p.end and p.end - p.start > o.end - o.start for p in spans)
+    ]
     return sorted(kept, key=lambda o: o.start)
 
 
 def _negated_near(text: str, start: int, end: int) -> bool:
-    return bool(_NEG_BEFORE.search(text[max(0, start - 30): start]) or _NEG_AFTER.search(text[end: end + 30]))
+    return bool(
+        _NEG_BEFORE.search(text[max(0, start - 30) : start]) or _NEG_AFTER.search(text[end : end + 30])
+    )
 
 
 def concluded_option(text: str, mentions: list[OptionMention]) -> str | None:
@@ -157,12 +184,21 @@ def case_findings(case: str, kg: KnowledgeGraph, known: dict | None = None) -> s
     """Findings present in the case: KG terms found in its text (not negated), plus ``known`` ids (vignettes)."""
     ids = {m.node_id for m in finder(kg).find(case) if m.node_type in FINDING_TYPES and m.polarity != ABSENT}
     for values in (known or {}).values():
-        ids.update(v for v in (values if isinstance(values, list) else [values]) if isinstance(v, str) and v in kg)
+        ids.update(
+            v for v in (values if isinstance(values, list) else [values]) if isinstance(v, str) and v in kg
+        )
     return {i for i in ids if kg.type(i) in FINDING_TYPES}
 
 
-def analyse(completion: str, options: dict[str, str], gold: str | None, case: str, kg: KnowledgeGraph,
-            known: dict | None = None, surfaces: dict[str, str] | None = None) -> Analysis:
+def analyse(
+    completion: str,
+    options: dict[str, str],
+    gold: str | None,
+    case: str,
+    kg: KnowledgeGraph,
+    known: dict | None = None,
+    surfaces: dict[str, str] | None = None,
+) -> Analysis:
     """Read one response. ``known``: finding ids the case is built from; ``surfaces``: id -> the text the case
     shows for it ('troponin I 2.1 ng/mL'), so a quoted value counts as citing that finding."""
     r = parse_response(completion)
@@ -176,14 +212,24 @@ def analyse(completion: str, options: dict[str, str], gold: str | None, case: st
     cited = {m.node_id for m in findings if m.node_id in in_case and m.polarity != ABSENT}
     low = normalize(reasoning)
     read = {m.node_id for m in findings}
-    for nid, surface in (surfaces or {}).items():  # a quoted value ('troponin I 2.1') the KG reader cannot see
+    for nid, surface in (
+        surfaces or {}
+    ).items():  # a quoted value ('troponin I 2.1') the KG reader cannot see
         s = normalize(re.sub(r"\(.*?\)", " ", surface))
         if nid in in_case and nid not in read and s and re.search(rf"(?<!\w){re.escape(s)}(?!\w)", low):
             cited.add(nid)
     asserted = {m.node_id for m in findings if m.polarity == "present" and not m.general}
     misreported = {m.node_id for m in findings if m.polarity == ABSENT and m.node_id in in_case} - cited
-    a = Analysis(response=r, boxed=boxed, concluded=None, case_findings=in_case, cited=cited, asserted=asserted,
-                 hallucinated=asserted - in_case, misreported=misreported)
+    a = Analysis(
+        response=r,
+        boxed=boxed,
+        concluded=None,
+        case_findings=in_case,
+        cited=cited,
+        asserted=asserted,
+        hallucinated=asserted - in_case,
+        misreported=misreported,
+    )
     words = salient_words(case) - set().union(*(salient_words(v) for v in options.values()))
     a.case_words, a.cited_words = len(words), len(words & set(low.split()))
     omen = option_mentions(reasoning, options, kg, ments)
@@ -206,8 +252,11 @@ def analyse(completion: str, options: dict[str, str], gold: str | None, case: st
         # 'C) less likely', not 'B is less likely than C'). Its own answer is the boxed option and the concluded one:
         # ruling out what it concludes and boxing another it left standing is no discrimination either (CRPO found
         # it: coverage credit for a box that contradicts the conclusion).
-        if any(any(o.letter == own and o.negated for o in here)
-               or (rejecting and here[0].letter == own and not CONCLUDE.search(sent)) for own in owns):
+        if any(
+            any(o.letter == own and o.negated for o in here)
+            or (rejecting and here[0].letter == own and not CONCLUDE.search(sent))
+            for own in owns
+        ):
             a.self_rejected = True
     a.types_case = {kg.type(i) for i in in_case}
     a.types_cited = {kg.type(i) for i in cited}
@@ -216,8 +265,15 @@ def analyse(completion: str, options: dict[str, str], gold: str | None, case: st
     return a
 
 
-def _verifications(r: Response, options: dict[str, str], chosen: str | None, in_case: set[str], words: set[str],
-                   kg: KnowledgeGraph, f) -> int:
+def _verifications(
+    r: Response,
+    options: dict[str, str],
+    chosen: str | None,
+    in_case: set[str],
+    words: set[str],
+    kg: KnowledgeGraph,
+    f,
+) -> int:
     """Sentences that check the chosen option against the case: a verification cue, the option, a case finding."""
     if chosen is None:
         return 0
@@ -230,6 +286,7 @@ def _verifications(r: Response, options: dict[str, str], chosen: str | None, in_
             if not VERIFY.search(sent) or not any(o.letter == chosen and s <= o.start < e for o in omen):
                 continue
             grounded = any(s <= m.start < e and m.node_id in in_case for m in ments) or (
-                not in_case and len(words & set(normalize(sent).split())) >= 1)
+                not in_case and len(words & set(normalize(sent).split())) >= 1
+            )
             n += grounded
     return n

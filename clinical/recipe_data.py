@@ -23,9 +23,12 @@ def _wrong_answer(vignette: dict) -> str:
 
 
 def dpo_pair(vignette: dict) -> dict:
-    return {"prompt": [{"role": "user", "content": records.question(vignette)}],
-            "chosen": [{"role": "assistant", "content": records.reference_answer(vignette)}],
-            "rejected": [{"role": "assistant", "content": _wrong_answer(vignette)}], "images": []}
+    return {
+        "prompt": [{"role": "user", "content": records.question(vignette)}],
+        "chosen": [{"role": "assistant", "content": records.reference_answer(vignette)}],
+        "rejected": [{"role": "assistant", "content": _wrong_answer(vignette)}],
+        "images": [],
+    }
 
 
 def write(out: str | Path, seed: int = 0) -> dict[str, Path]:
@@ -37,8 +40,12 @@ def write(out: str | Path, seed: int = 0) -> dict[str, Path]:
     out = Path(out)
     vignettes = generate_vignettes(24, seed=seed)
     cases = make_case_records(64, seed)
-    paths = {"clinical_sft.jsonl": out / "clinical_sft.jsonl", "clinical_dpo.jsonl": out / "clinical_dpo.jsonl",
-             "cases.jsonl": out / "cases.jsonl", "cases-sft.jsonl": out / "cases-sft.jsonl"}
+    paths = {
+        "clinical_sft.jsonl": out / "clinical_sft.jsonl",
+        "clinical_dpo.jsonl": out / "clinical_dpo.jsonl",
+        "cases.jsonl": out / "cases.jsonl",
+        "cases-sft.jsonl": out / "cases-sft.jsonl",
+    }
     write_jsonl(paths["clinical_sft.jsonl"], records.sft_records(vignettes))
     write_jsonl(paths["clinical_dpo.jsonl"], [dpo_pair(v) for v in vignettes])
     write_jsonl(paths["cases.jsonl"], cases)

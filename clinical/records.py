@@ -17,22 +17,36 @@ def question(vignette: dict) -> str:
 def reference_answer(vignette: dict) -> str:
     """Key findings (history, exam, labs), then the correct option as `<answer>X) label</answer>`."""
     findings = [f for part in ("history", "exam", "labs") for f in vignette["findings"].get(part, [])]
-    return (f"<think>Key findings: {', '.join(findings)}. These fit {vignette['answer']} best.</think>\n"
-            f"<answer>{vignette['answer_idx']}) {vignette['answer']}</answer>")
+    return (
+        f"<think>Key findings: {', '.join(findings)}. These fit {vignette['answer']} best.</think>\n"
+        f"<answer>{vignette['answer_idx']}) {vignette['answer']}</answer>"
+    )
 
 
 def sft_record(vignette: dict) -> dict:
-    return {"messages": [{"role": "user", "content": question(vignette)},
-                         {"role": "assistant", "content": reference_answer(vignette)}], "images": []}
+    return {
+        "messages": [
+            {"role": "user", "content": question(vignette)},
+            {"role": "assistant", "content": reference_answer(vignette)},
+        ],
+        "images": [],
+    }
 
 
 def rl_record(vignette: dict) -> dict:
     """The question as an RL prompt; `answer` is the option letter, the rest of the ground truth goes to `meta`
     (reward functions receive record fields as keyword arguments)."""
-    meta = {k: vignette[k] for k in ("options", "condition_id", "findings", "finding_ids", "seed") if k in vignette}
-    return {"prompt": [{"role": "user", "content": question(vignette)}], "images": [],
-            "answer": vignette["answer_idx"], "meta": {**meta, "answer_text": vignette["answer"],
-                                                       "source": "synthetic"}}
+    meta = {
+        k: vignette[k]
+        for k in ("options", "condition_id", "findings", "finding_ids", "seed")
+        if k in vignette
+    }
+    return {
+        "prompt": [{"role": "user", "content": question(vignette)}],
+        "images": [],
+        "answer": vignette["answer_idx"],
+        "meta": {**meta, "answer_text": vignette["answer"], "source": "synthetic"},
+    }
 
 
 def sft_records(vignettes: list[dict]) -> list[dict]:
@@ -88,7 +102,9 @@ def rejection_reason(kg, distractor: str, gold: str, case_texts: dict[str, str],
 def _support(kg, gold: str, case_texts: dict[str, str]) -> str:
     """The case finding most typical of the answer (the most specific kind first), for its 'fits' line."""
     rank = {"typical": 0, "possible": 1}
-    ids = sorted(case_texts, key=lambda i: (rank.get(kg.typicality_of(gold, i) or "", 2), _PRIORITY.get(kg.type(i), 4)))
+    ids = sorted(
+        case_texts, key=lambda i: (rank.get(kg.typicality_of(gold, i) or "", 2), _PRIORITY.get(kg.type(i), 4))
+    )
     return case_texts[ids[0]] if ids else "the findings"
 
 
@@ -128,10 +144,17 @@ def boxed_trace(record: dict, kg=None, style: str = "full") -> str | None:
                 lines.append(leading)
             continue
         nid = kg.canonical(label)
-        why = (rejection_reason(kg, nid, gold, case_texts, used) if nid is not None and kg.type(nid) == "condition"
-               else "it does not account for these findings")
+        why = (
+            rejection_reason(kg, nid, gold, case_texts, used)
+            if nid is not None and kg.type(nid) == "condition"
+            else "it does not account for these findings"
+        )
         if brief:
-            why = why.split(" favours ")[0].split(" argues ")[0] if " favours " in why or " argues " in why else "no fit"
+            why = (
+                why.split(" favours ")[0].split(" argues ")[0]
+                if " favours " in why or " argues " in why
+                else "no fit"
+            )
             lines.append(f"{k}) less likely: {why}.")
         else:
             lines.append(f"{k}) {label} is less likely: {why}.")
@@ -143,8 +166,10 @@ def boxed_trace(record: dict, kg=None, style: str = "full") -> str | None:
     # One sentence a line: the reward's sentence splitter keeps '... 16.8 x10^9/L. B) ...' as one sentence, so a
     # rejection cue would reach back over the findings list.
     body = "\n".join(lines)
-    return (f"<think>\n{body}\n</think>\n<answer>\n{summary[0].upper() + summary[1:]} "
-            f"\\boxed{{{letter}}}\n</answer>")
+    return (
+        f"<think>\n{body}\n</think>\n<answer>\n{summary[0].upper() + summary[1:]} "
+        f"\\boxed{{{letter}}}\n</answer>"
+    )
 
 
 def boxed_sft_records(rl_recs: list[dict], kg=None, style: str = "full") -> list[dict]:

@@ -91,7 +91,11 @@ def format_score(text: str) -> float:
     if parts is None:
         return 0.0
     answer = parts[1].strip()
-    return 1.5 if len(boxes(answer)) == 1 and box_count(answer) == 1 and without_boxes(answer, "").strip() else 1.0
+    return (
+        1.5
+        if len(boxes(answer)) == 1 and box_count(answer) == 1 and without_boxes(answer, "").strip()
+        else 1.0
+    )
 
 
 def language_score(text: str) -> float:
@@ -143,9 +147,18 @@ def _frozen(v) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _cached(completion: str, case: str, options: str, gold: str | None, known: str, surfaces: str) -> Analysis:
-    return analyse(completion, json.loads(options), gold, case, kg(), json.loads(known) or None,
-                   json.loads(surfaces) or None)
+def _cached(
+    completion: str, case: str, options: str, gold: str | None, known: str, surfaces: str
+) -> Analysis:
+    return analyse(
+        completion,
+        json.loads(options),
+        gold,
+        case,
+        kg(),
+        json.loads(known) or None,
+        json.loads(surfaces) or None,
+    )
 
 
 def analysis(prompt: list | None, completion: str, gold: str | None, meta: dict | None) -> Analysis:
@@ -156,7 +169,9 @@ def analysis(prompt: list | None, completion: str, gold: str | None, meta: dict 
     surfaces = {}
     if isinstance(meta.get("findings"), dict):
         for section, texts in meta["findings"].items():
-            for nid, text in zip(known.get(section, []), texts if isinstance(texts, list) else [], strict=False):
+            for nid, text in zip(
+                known.get(section, []), texts if isinstance(texts, list) else [], strict=False
+            ):
                 surfaces[nid] = text
     return _cached(completion, case, _frozen(options), gold, _frozen(known), _frozen(surfaces))
 
@@ -181,7 +196,9 @@ def faithfulness_score(a: Analysis) -> float:
     return 0.5 * p["evidence"] - 0.5 * p["hallucination"] + 0.5 * p["consistency"]
 
 
-def comprehensiveness_parts(a: Analysis, options: dict[str, str], gold: str | None) -> dict[str, float | None]:
+def comprehensiveness_parts(
+    a: Analysis, options: dict[str, str], gold: str | None
+) -> dict[str, float | None]:
     chosen = gold if gold in options else a.boxed or a.concluded
     wrong = set(options) - {chosen}
     # Ruling out the option it answers makes its rejections no evidence of discrimination ('every option is less
@@ -209,7 +226,9 @@ def _rows(prompts, completions, answer, meta):
 @reward("clinical_faithfulness")
 def faithfulness(prompts, completions, answer=None, meta=None, **_) -> list[float]:
     """Range [-1, 1]: 0.5 evidence - 0.5 hallucination + 0.5 consistency (module docstring)."""
-    return [faithfulness_score(analysis(p, c, g, m)) for p, c, g, m in _rows(prompts, completions, answer, meta)]
+    return [
+        faithfulness_score(analysis(p, c, g, m)) for p, c, g, m in _rows(prompts, completions, answer, meta)
+    ]
 
 
 @reward("clinical_comprehensiveness")

@@ -14,8 +14,12 @@ from knowledge_graph.kg import KnowledgeGraph
 LETTERS = "ABCDE"
 _P = {"typical": 0.85, "possible": 0.35, "atypical": 0.05}
 # section -> (KG finding types, at most how many)
-SECTIONS = {"history": (("symptom",), 4), "risk": (("risk_factor",), 2), "exam": (("sign",), 3),
-            "labs": (("lab_finding", "imaging_finding"), 3)}
+SECTIONS = {
+    "history": (("symptom",), 4),
+    "risk": (("risk_factor",), 2),
+    "exam": (("sign",), 3),
+    "labs": (("lab_finding", "imaging_finding"), 3),
+}
 QUESTION = "Which of the following is the most likely diagnosis?"
 
 
@@ -96,8 +100,9 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
 
 
-def generate_vignettes(n: int, seed: int = 0, kg: KnowledgeGraph | None = None,
-                       conditions: list[str] | None = None) -> list[dict]:
+def generate_vignettes(
+    n: int, seed: int = 0, kg: KnowledgeGraph | None = None, conditions: list[str] | None = None
+) -> list[dict]:
     """``n`` vignettes cycling through the conditions (balanced), each with its own seeded RNG."""
     kg = _kg(kg)
     conds = [kg.require(c, "condition") for c in (conditions or kg.conditions())]

@@ -15,8 +15,10 @@ from __future__ import annotations
 from .prompts import SYSTEM, user_text
 
 DEFAULT_MAX_NEW_TOKENS = 512
-FREE_NOTE = ("There are no options: give the most likely diagnosis and the first steps, and write the diagnosis "
-             "in \\boxed{}.")
+FREE_NOTE = (
+    "There are no options: give the most likely diagnosis and the first steps, and write the diagnosis "
+    "in \\boxed{}."
+)
 
 
 def system(card: dict | None) -> str | None:
@@ -32,7 +34,9 @@ def free_text(case: str) -> str:
     return f"{case.strip()}\n\n{FREE_NOTE}"
 
 
-def messages(card: dict | None, case: str, options: dict[str, str] | None, note: str | None = None) -> list[dict]:
+def messages(
+    card: dict | None, case: str, options: dict[str, str] | None, note: str | None = None
+) -> list[dict]:
     """[system from the card,] the case with its options (or the free-text note) as the training records laid out."""
     sys_text = system(card)
     if options and sys_text is None and not _options_block(card):
@@ -41,7 +45,9 @@ def messages(card: dict | None, case: str, options: dict[str, str] | None, note:
         user = question({"question": case, "options": options})
     else:
         user = user_text(case, options, note) if options else free_text(case)
-    return ([{"role": "system", "content": sys_text}] if sys_text else []) + [{"role": "user", "content": user}]
+    return ([{"role": "system", "content": sys_text}] if sys_text else []) + [
+        {"role": "user", "content": user}
+    ]
 
 
 def record_messages(card: dict | None, record: dict) -> list[dict]:
@@ -61,4 +67,3 @@ def _options_block(card: dict | None) -> bool:
 
 def max_new_tokens(card: dict | None) -> int:
     return int((card or {}).get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
-

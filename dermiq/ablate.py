@@ -23,10 +23,22 @@ from .pipeline import FOLDERS, PIPELINE
 
 ARMS = ("grpo", "grpo++", "binary")
 RUN_STATS = ("spread", "signal", "mixed", "reward", "accuracy_reward")  # read from a run's metrics.jsonl
-SHOWN = ("spread", "signal", "mixed", "reward", "accuracy_reward", "balanced_accuracy", "format_valid",
-         "kg_faithfulness")
-TABLE = AblationTable("GRPO vs GRPO++ (both readings) from {start}, G={group_size}, {steps} steps, seeds {seeds}; "
-                      "held-out {test} (greedy)", SHOWN, SHOWN)
+SHOWN = (
+    "spread",
+    "signal",
+    "mixed",
+    "reward",
+    "accuracy_reward",
+    "balanced_accuracy",
+    "format_valid",
+    "kg_faithfulness",
+)
+TABLE = AblationTable(
+    "GRPO vs GRPO++ (both readings) from {start}, G={group_size}, {steps} steps, seeds {seeds}; "
+    "held-out {test} (greedy)",
+    SHOWN,
+    SHOWN,
+)
 
 
 def run_stats(run_dir: Path, estimator: str) -> dict:
@@ -42,19 +54,32 @@ def run_stats(run_dir: Path, estimator: str) -> dict:
         return sum(vals) / len(vals) if vals else default
 
     flat = mean("adv/frac_flat_groups", 0.0)
-    return {"spread": 1.0 - flat, "signal": 1.0 - flat if estimator == "grpo" else 1.0,
-            "mixed": 1.0 - mean("reward/derm_accuracy/frac_zero_std_groups", 1.0), "reward": mean("reward/mean"),
-            "accuracy_reward": mean("reward/derm_accuracy/mean"), "steps": len(rows)}
+    return {
+        "spread": 1.0 - flat,
+        "signal": 1.0 - flat if estimator == "grpo" else 1.0,
+        "mixed": 1.0 - mean("reward/derm_accuracy/frac_zero_std_groups", 1.0),
+        "reward": mean("reward/mean"),
+        "accuracy_reward": mean("reward/derm_accuracy/mean"),
+        "steps": len(rows),
+    }
 
 
-def run_ablation(raw: dict, out: str | Path, seeds: list[int], arms: tuple[str, ...] = ARMS,
-                 group_size: int = 3, limit: int | None = None) -> dict:
+def run_ablation(
+    raw: dict,
+    out: str | Path,
+    seeds: list[int],
+    arms: tuple[str, ...] = ARMS,
+    group_size: int = 3,
+    limit: int | None = None,
+) -> dict:
     """Train (or reuse) the warm-up start, then every (seed, arm) GRPO run; evaluate each and the start."""
     from .evaluate import evaluate_run
 
     ctx = PIPELINE.context(raw, out)
     pc, test = ctx.settings, ctx.data / "test.jsonl"
-    start = PIPELINE.previous_adapter(ctx.out, "grpo++", pc.start_adapter) or PIPELINE.run_stage(ctx, "warmup")
+    start = PIPELINE.previous_adapter(ctx.out, "grpo++", pc.start_adapter) or PIPELINE.run_stage(
+        ctx, "warmup"
+    )
     limit = limit or pc.eval_limit or None
 
     def evaluate(run: Path) -> dict:
@@ -65,13 +90,32 @@ def run_ablation(raw: dict, out: str | Path, seeds: list[int], arms: tuple[str, 
     warmup = ctx.out / FOLDERS["warmup"]
     if warmup.is_dir():
         runs.append({"arm": "start", "seed": pc.seed, **dict.fromkeys(RUN_STATS), **evaluate(warmup)})
-    chosen = [Arm(a, {"advantages": {"estimator": a}, "rollout": {"num_generations": group_size}},
-                  folder=FOLDERS.get(a, a)) for a in arms]
+    chosen = [
+        Arm(
+            a,
+            {"advantages": {"estimator": a}, "rollout": {"num_generations": group_size}},
+            folder=FOLDERS.get(a, a),
+        )
+        for a in arms
+    ]
     extra = {"data": {"train": str(ctx.data / "train.jsonl")}, "model": {"adapter": str(start)}}
-    runs += run_arms(PIPELINE, raw, "grpo++", ctx.out, seeds, chosen, extra,
-                     lambda run, arm: {**run_stats(run, arm.name), **evaluate(run)})
-    header = {"seeds": seeds, "group_size": group_size, "steps": (raw["grpo++"].get("run") or {}).get("max_steps"),
-              "start": str(start), "test": str(test)}
+    runs += run_arms(
+        PIPELINE,
+        raw,
+        "grpo++",
+        ctx.out,
+        seeds,
+        chosen,
+        extra,
+        lambda run, arm: {**run_stats(run, arm.name), **evaluate(run)},
+    )
+    header = {
+        "seeds": seeds,
+        "group_size": group_size,
+        "steps": (raw["grpo++"].get("run") or {}).get("max_steps"),
+        "start": str(start),
+        "test": str(test),
+    }
     return TABLE.write(ctx.out, header, runs)
 
 

@@ -31,8 +31,12 @@ def explanation(kg: KnowledgeGraph, condition: str, findings: dict[str, list[str
     ddx = [kg.label(d) for d in kg.differential(cid)][:MAX_DIFFERENTIAL]
     if ddx:
         lines.append(f"Differential diagnosis: {', '.join(ddx)}.")
-    steps = [kg.label(p) for p in kg.procedures(cid)][:2] + [kg.label(t) for t in kg.treatments(cid, "first")][:2]
-    urgent = "Please see a dermatologist soon" if kg.must_not_miss(cid) else "A dermatologist can confirm this"
+    steps = [kg.label(p) for p in kg.procedures(cid)][:2] + [
+        kg.label(t) for t in kg.treatments(cid, "first")
+    ][:2]
+    urgent = (
+        "Please see a dermatologist soon" if kg.must_not_miss(cid) else "A dermatologist can confirm this"
+    )
     lines.append(f"Next steps: {urgent}" + (f"; options include {', '.join(steps)}." if steps else "."))
     lines.append(DISCLAIMER)
     return "\n".join(lines)
@@ -43,12 +47,18 @@ def conversation_record(record: dict, kg: KnowledgeGraph) -> dict:
     meta = record.get("meta") or {}
     cid = meta.get("condition_id") or kg.require(record["answer"], "condition")
     findings = meta.get("findings") or {}
-    first = reference_response(findings, record.get("answer") or kg.label(cid),
-                               lambda i: kg.label(i) if i in kg else str(i))
-    return {"messages": [*record["prompt"], {"role": "assistant", "content": first},
-                         {"role": "user", "content": FOLLOW_UP},
-                         {"role": "assistant", "content": explanation(kg, cid, findings)}],
-            "images": list(record.get("images") or [])}
+    first = reference_response(
+        findings, record.get("answer") or kg.label(cid), lambda i: kg.label(i) if i in kg else str(i)
+    )
+    return {
+        "messages": [
+            *record["prompt"],
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": FOLLOW_UP},
+            {"role": "assistant", "content": explanation(kg, cid, findings)},
+        ],
+        "images": list(record.get("images") or []),
+    }
 
 
 def conversation_records(records: list[dict], kg: KnowledgeGraph) -> list[dict]:

@@ -113,7 +113,9 @@ def find_file(path: Path, name: str) -> Path:
     return hits[0]
 
 
-def read_table(path: Path, required: tuple[str, ...], what: str, optional: tuple[str, ...] = ()) -> list[dict]:
+def read_table(
+    path: Path, required: tuple[str, ...], what: str, optional: tuple[str, ...] = ()
+) -> list[dict]:
     """CSV rows as dicts; a file without the expected columns is one line naming them."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -122,9 +124,14 @@ def read_table(path: Path, required: tuple[str, ...], what: str, optional: tuple
             missing = [c for c in required if c not in cols]
             if missing:
                 opt = f" (optional: {', '.join(optional)})" if optional else ""
-                raise DataError(f"{path}: not a {what} file: expected columns {', '.join(required)}{opt}; "
-                                f"found {', '.join(cols) or 'none'}")
-            return [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+                raise DataError(
+                    f"{path}: not a {what} file: expected columns {', '.join(required)}{opt}; "
+                    f"found {', '.join(cols) or 'none'}"
+                )
+            return [
+                {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                for row in reader
+            ]
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text CSV file ({e.reason})") from None
 
@@ -167,15 +174,26 @@ def _fitzpatrick(text: str, col: str) -> int | None:
 def read_ham10000(path: Path) -> Iterator[tuple[str, Row | RowError]]:
     """HAM10000_metadata.csv; images <image_id>.jpg in HAM10000_images_part_1/ and _part_2/ (any sub-folder)."""
     table = find_file(path, "HAM10000_metadata.csv")
-    rows = read_table(table, ("lesion_id", "image_id", "dx"), "HAM10000 metadata",
-                      ("dx_type", "age", "sex", "localization", "dataset"))
+    rows = read_table(
+        table,
+        ("lesion_id", "image_id", "dx"),
+        "HAM10000 metadata",
+        ("dx_type", "age", "sex", "localization", "dataset"),
+    )
     index = image_index(table.parent)
     for i, r in enumerate(rows, start=2):
         where = f"{table.name}:{i}"
         try:
             image_id, lesion_id, dx = _need(r, "image_id"), _need(r, "lesion_id"), _need(r, "dx")
-            meta = {"image_id": image_id, "lesion_id": lesion_id, "dataset_label": dx, "dx_type": r.get("dx_type") or None,
-                    "age": _age(r.get("age", "")), "sex": r.get("sex") or None, "site": r.get("localization") or None}
+            meta = {
+                "image_id": image_id,
+                "lesion_id": lesion_id,
+                "dataset_label": dx,
+                "dx_type": r.get("dx_type") or None,
+                "age": _age(r.get("age", "")),
+                "sex": r.get("sex") or None,
+                "site": r.get("localization") or None,
+            }
             if r.get("dataset"):
                 meta["dataset"] = r["dataset"]
             image = index.get(image_id, table.parent / f"{image_id}.jpg")
@@ -187,8 +205,12 @@ def read_ham10000(path: Path) -> Iterator[tuple[str, Row | RowError]]:
 def read_fitzpatrick17k(path: Path) -> Iterator[tuple[str, Row | RowError]]:
     """fitzpatrick17k.csv; images <md5hash>.jpg anywhere under the CSV's folder. QC 'wrongly labelled' rows are skipped."""
     table = find_file(path, "fitzpatrick17k.csv")
-    rows = read_table(table, ("md5hash", "label"), "Fitzpatrick17k",
-                      ("fitzpatrick_scale", "nine_partition_label", "three_partition_label", "qc", "url"))
+    rows = read_table(
+        table,
+        ("md5hash", "label"),
+        "Fitzpatrick17k",
+        ("fitzpatrick_scale", "nine_partition_label", "three_partition_label", "qc", "url"),
+    )
     index = image_index(table.parent)
     for i, r in enumerate(rows, start=2):
         where = f"{table.name}:{i}"
@@ -196,10 +218,13 @@ def read_fitzpatrick17k(path: Path) -> Iterator[tuple[str, Row | RowError]]:
             md5, label = _need(r, "md5hash"), _need(r, "label")
             if "wrongly labelled" in r.get("qc", "").lower():
                 raise RowError("qc_wrong_label", f"quality control marks {md5} as wrongly labelled")
-            meta = {"image_id": md5, "dataset_label": label,
-                    "fitzpatrick": _fitzpatrick(r.get("fitzpatrick_scale", ""), "fitzpatrick_scale"),
-                    "nine_partition_label": r.get("nine_partition_label") or None,
-                    "three_partition_label": r.get("three_partition_label") or None}
+            meta = {
+                "image_id": md5,
+                "dataset_label": label,
+                "fitzpatrick": _fitzpatrick(r.get("fitzpatrick_scale", ""), "fitzpatrick_scale"),
+                "nine_partition_label": r.get("nine_partition_label") or None,
+                "three_partition_label": r.get("three_partition_label") or None,
+            }
             if r.get("qc"):
                 meta["qc"] = r["qc"]
             image = index.get(md5, table.parent / f"{md5}.jpg")
@@ -216,14 +241,27 @@ def scin_top_label(text: str) -> tuple[str, float, dict[str, float]]:
     if not text or text in ("{}", "nan", "NaN"):
         raise RowError("no_label", "no dermatologist label (weighted_skin_condition_label is empty)")
     if len(text) > _MAX_LITERAL:
-        raise RowError("bad_field", f"field 'weighted_skin_condition_label': {len(text)} characters is too long")
+        raise RowError(
+            "bad_field", f"field 'weighted_skin_condition_label': {len(text)} characters is too long"
+        )
     try:
         weights = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise RowError("bad_field", f"field 'weighted_skin_condition_label': not a dict of weights: {text[:60]!r}") from None
-    if not isinstance(weights, dict) or not weights or not all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in weights.items()):
-        raise RowError("bad_field", f"field 'weighted_skin_condition_label': expected {{label: weight}}, got {text[:60]!r}")
+        raise RowError(
+            "bad_field", f"field 'weighted_skin_condition_label': not a dict of weights: {text[:60]!r}"
+        ) from None
+    if (
+        not isinstance(weights, dict)
+        or not weights
+        or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in weights.items()
+        )
+    ):
+        raise RowError(
+            "bad_field",
+            f"field 'weighted_skin_condition_label': expected {{label: weight}}, got {text[:60]!r}",
+        )
     top = max(weights, key=lambda k: weights[k])  # max keeps the first of equal weights
     return top, float(weights[top]), {k: float(v) for k, v in weights.items()}
 
@@ -241,10 +279,21 @@ def read_scin(path: Path) -> Iterator[tuple[str, Row | RowError]]:
     """scin_cases.csv joined to scin_labels.csv on case_id; up to 3 images per case; the case is the split unit."""
     cases_file = find_file(path, "scin_cases.csv")
     labels_file = find_file(cases_file.parent if path.is_file() else path, "scin_labels.csv")
-    cases = read_table(cases_file, ("case_id", "image_1_path"), "SCIN cases",
-                       ("image_2_path", "image_3_path", "age_group", "sex_at_birth", "fitzpatrick_skin_type"))
-    labels = {r["case_id"]: r for r in read_table(labels_file, ("case_id", "weighted_skin_condition_label"), "SCIN labels",
-                                                   ("dermatologist_fitzpatrick_skin_type_label_1",))}
+    cases = read_table(
+        cases_file,
+        ("case_id", "image_1_path"),
+        "SCIN cases",
+        ("image_2_path", "image_3_path", "age_group", "sex_at_birth", "fitzpatrick_skin_type"),
+    )
+    labels = {
+        r["case_id"]: r
+        for r in read_table(
+            labels_file,
+            ("case_id", "weighted_skin_condition_label"),
+            "SCIN labels",
+            ("dermatologist_fitzpatrick_skin_type_label_1",),
+        )
+    }
     root = cases_file.parent
     index = image_index(root)
     for i, r in enumerate(cases, start=2):
@@ -259,13 +308,26 @@ def read_scin(path: Path) -> Iterator[tuple[str, Row | RowError]]:
             if not rels:
                 raise RowError("missing_image", f"case {case_id} lists no image")
             images = [_scin_image(root, index, rel) for rel in rels]
-            sites = sorted(c.removeprefix("body_parts_") for c, v in r.items() if c.startswith("body_parts_") and v.upper() == "YES")
-            meta = {"case_id": case_id, "image_ids": [Path(x).stem for x in rels], "dataset_label": top,
-                    "label_weight": weight, "weighted_labels": weights,
-                    "fitzpatrick": _fitzpatrick(lab.get("dermatologist_fitzpatrick_skin_type_label_1", ""),
-                                                "dermatologist_fitzpatrick_skin_type_label_1"),
-                    "fitzpatrick_self": _fitzpatrick(r.get("fitzpatrick_skin_type", ""), "fitzpatrick_skin_type"),
-                    "age": r.get("age_group") or None, "sex": r.get("sex_at_birth") or None, "site": sites or None}
+            sites = sorted(
+                c.removeprefix("body_parts_")
+                for c, v in r.items()
+                if c.startswith("body_parts_") and v.upper() == "YES"
+            )
+            meta = {
+                "case_id": case_id,
+                "image_ids": [Path(x).stem for x in rels],
+                "dataset_label": top,
+                "label_weight": weight,
+                "weighted_labels": weights,
+                "fitzpatrick": _fitzpatrick(
+                    lab.get("dermatologist_fitzpatrick_skin_type_label_1", ""),
+                    "dermatologist_fitzpatrick_skin_type_label_1",
+                ),
+                "fitzpatrick_self": _fitzpatrick(r.get("fitzpatrick_skin_type", ""), "fitzpatrick_skin_type"),
+                "age": r.get("age_group") or None,
+                "sex": r.get("sex_at_birth") or None,
+                "site": sites or None,
+            }
             yield where, Row(images, top, f"case:{case_id}", meta, where=where)
         except RowError as e:
             yield where, e
@@ -274,7 +336,9 @@ def read_scin(path: Path) -> Iterator[tuple[str, Row | RowError]]:
 def read_dermnet(path: Path) -> Iterator[tuple[str, Row | RowError]]:
     """``train/<class>/*.jpg`` and ``test/<class>/*.jpg`` (test stays test), or ``<class>/*.jpg`` pooled."""
     if not path.is_dir():
-        raise DataError(f"{path}: expected a DermNet folder with train/<class>/ and test/<class>/ (or <class>/) folders")
+        raise DataError(
+            f"{path}: expected a DermNet folder with train/<class>/ and test/<class>/ (or <class>/) folders"
+        )
     split_dirs = [d for d in ("train", "test") if (path / d).is_dir()]
     roots = [(path / d, d) for d in split_dirs] or [(path, None)]
     n = 0
@@ -284,37 +348,64 @@ def read_dermnet(path: Path) -> Iterator[tuple[str, Row | RowError]]:
                 n += 1
                 rel = img.relative_to(path).as_posix()
                 meta = {"image_id": img.stem, "dataset_label": cls.name, "dermnet_split": split}
-                yield rel, Row([img], cls.name, f"image:{rel}", meta, declared="test" if split == "test" else None, where=rel)
+                yield (
+                    rel,
+                    Row(
+                        [img],
+                        cls.name,
+                        f"image:{rel}",
+                        meta,
+                        declared="test" if split == "test" else None,
+                        where=rel,
+                    ),
+                )
     if n == 0:
-        raise DataError(f"{path}: no images in train/<class>/, test/<class>/ or <class>/ folders "
-                        f"(expected {', '.join(IMAGE_SUFFIXES)} files)")
+        raise DataError(
+            f"{path}: no images in train/<class>/, test/<class>/ or <class>/ folders "
+            f"(expected {', '.join(IMAGE_SUFFIXES)} files)"
+        )
 
 
 def _jsonl_prompt(messages: object) -> list[dict]:
     """A JSONL row's own messages -> the prompt: the non-assistant turns, with exactly one image slot."""
-    if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), (str, list))
-            for m in messages):
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), (str, list))
+            for m in messages
+        )
+    ):
         raise RowError("bad_field", "field 'messages': expected a list of {role, content} messages")
     prompt = [dict(m) for m in messages if m["role"] != "assistant"]
     users = [m for m in prompt if m["role"] == "user"]
     if not users:
         raise RowError("bad_field", "field 'messages': expected a user message")
-    slots = sum(1 for m in prompt if isinstance(m["content"], list)
-                for p in m["content"] if isinstance(p, dict) and p.get("type") == "image")
+    slots = sum(
+        1
+        for m in prompt
+        if isinstance(m["content"], list)
+        for p in m["content"]
+        if isinstance(p, dict) and p.get("type") == "image"
+    )
     if slots > 1:
         raise RowError("bad_field", f"field 'messages': {slots} image slots for one image")
     if slots == 0:  # the image goes before the user's first words
         first = users[0]
         text = first["content"]
-        first["content"] = [{"type": "image"}, *([{"type": "text", "text": text}] if isinstance(text, str) else text)]
+        first["content"] = [
+            {"type": "image"},
+            *([{"type": "text", "text": text}] if isinstance(text, str) else text),
+        ]
     return prompt
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, Row | RowError]]:
     """Rows ``{"image": path, "label": name, "messages"?: [...], "id"?: ..., "split"?: ...}``; other scalars go to meta."""
     if not path.is_file():
-        raise DataError(f"{path}: expected a JSONL file of {{\"image\", \"label\"}} rows")
+        raise DataError(f'{path}: expected a JSONL file of {{"image", "label"}} rows')
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for i, line in enumerate(lines, start=1):
         if not line.strip():
@@ -325,25 +416,43 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Row | RowError]]:
                 obj = json.loads(line)
             except ValueError as e:
                 raise RowError("bad_field", f"not valid JSON ({e})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("image"), str) or not isinstance(obj.get("label"), str):
+            if (
+                not isinstance(obj, dict)
+                or not isinstance(obj.get("image"), str)
+                or not isinstance(obj.get("label"), str)
+            ):
                 raise RowError("bad_field", "expected an object with string fields 'image' and 'label'")
             img = Path(obj["image"])
             image = img if img.is_absolute() else path.parent / img
             prompt = _jsonl_prompt(obj["messages"]) if obj.get("messages") is not None else None
             split = obj.get("split")
             if split is not None and split not in SPLITS:
-                raise RowError("bad_field", f"field 'split': expected one of {', '.join(SPLITS)}, got {split!r}")
+                raise RowError(
+                    "bad_field", f"field 'split': expected one of {', '.join(SPLITS)}, got {split!r}"
+                )
             rid = str(obj.get("id") or obj["image"])
-            meta = {k: v for k, v in obj.items() if k not in ("image", "label", "messages", "split")
-                    and isinstance(v, (str, int, float, bool, type(None)))}
+            meta = {
+                k: v
+                for k, v in obj.items()
+                if k not in ("image", "label", "messages", "split")
+                and isinstance(v, (str, int, float, bool, type(None)))
+            }
             meta.update({"image_id": rid, "dataset_label": obj["label"]})
-            yield where, Row([image], obj["label"], f"id:{rid}", meta, declared=split, prompt=prompt, where=where)
+            yield (
+                where,
+                Row([image], obj["label"], f"id:{rid}", meta, declared=split, prompt=prompt, where=where),
+            )
         except RowError as e:
             yield where, e
 
 
-READERS = {"ham10000": read_ham10000, "fitzpatrick17k": read_fitzpatrick17k, "scin": read_scin,
-           "dermnet": read_dermnet, "jsonl": read_jsonl}
+READERS = {
+    "ham10000": read_ham10000,
+    "fitzpatrick17k": read_fitzpatrick17k,
+    "scin": read_scin,
+    "dermnet": read_dermnet,
+    "jsonl": read_jsonl,
+}
 
 
 # ---- labels and splits ----------------------------------------------------------------------------------------
@@ -366,7 +475,9 @@ def _rank(seed: int, group: str) -> str:
     return hashlib.blake2b(f"{seed}\x00{group}".encode(), digest_size=8).hexdigest()
 
 
-def assign_splits(groups: dict[str, tuple[str, str | None]], val_frac: float, test_frac: float, seed: int) -> dict[str, str]:
+def assign_splits(
+    groups: dict[str, tuple[str, str | None]], val_frac: float, test_frac: float, seed: int
+) -> dict[str, str]:
     """Group -> split. Groups sorted by label, then by a seeded hash, are dealt out systematically, so every label
     gets its share of val/test and the totals match the fractions; a declared split (DermNet test/) stands."""
     out = {g: d for g, (_, d) in groups.items() if d is not None}
@@ -410,13 +521,23 @@ def _rel(path: Path, out: Path) -> str:
         return str(path.resolve())
 
 
-def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0.1, test_frac: float = 0.1,
-                seed: int = 0, kg: KnowledgeGraph | None = None, max_pixels: int = MAX_PIXELS) -> dict:
+def import_data(
+    fmt: str,
+    path: str | Path,
+    out: str | Path,
+    val_frac: float = 0.1,
+    test_frac: float = 0.1,
+    seed: int = 0,
+    kg: KnowledgeGraph | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> dict:
     """Convert a data set into ``out``/{train,val,test}.jsonl; return the summary (see ``summary_table``)."""
     if fmt not in READERS:
         raise DataError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
-        raise DataError(f"--val-frac and --test-frac must be in [0, 1) with a sum below 1 (got {val_frac}, {test_frac})")
+        raise DataError(
+            f"--val-frac and --test-frac must be in [0, 1) with a sum below 1 (got {val_frac}, {test_frac})"
+        )
     if max_pixels < 1:
         raise DataError(f"--max-pixels must be >= 1 (got {max_pixels})")
     if kg is None:
@@ -437,7 +558,9 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
                 summary.unmapped[row.label] += 1
                 raise RowError("unknown_label", f"label {row.label!r} is not a condition of KG {kg.name!r}")
             if row.group in groups and groups[row.group][0] != cid:
-                raise RowError("bad_field", f"{row.group} already has label {kg.label(groups[row.group][0])!r}")
+                raise RowError(
+                    "bad_field", f"{row.group} already has label {kg.label(groups[row.group][0])!r}"
+                )
             if any(p.resolve() in seen_images for p in row.images):
                 raise RowError("duplicate", f"image listed twice: {row.images[0].name}")
             images = _usable_images(row, max_pixels, summary)
@@ -460,8 +583,12 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
         meta = {"source": fmt, "condition_id": cid, **row.meta}
         if kg.type(cid) == "category":  # a DermNet class folder: naming any member condition is right
             meta["members"] = sorted(kg.members(cid))
-        rec = {"prompt": row.prompt or build_prompt(label_set, len(images)), "images": [_rel(p, out) for p in images],
-               "answer": kg.label(cid), "meta": meta}
+        rec = {
+            "prompt": row.prompt or build_prompt(label_set, len(images)),
+            "images": [_rel(p, out) for p in images],
+            "answer": kg.label(cid),
+            "meta": meta,
+        }
         records[split_of[row.group]].append(rec)
         labels[rec["answer"]] += 1
     with atomic_jsonl(out, list(records)) as files:  # every split renamed into place together
@@ -469,18 +596,32 @@ def import_data(fmt: str, path: str | Path, out: str | Path, val_frac: float = 0
             for rec in recs:
                 files.write(split, rec)
     summary.kept = len(kept)
-    return {"format": fmt, "input": str(path), "out": str(out), "kept": summary.kept,
-            "skipped": sum(summary.reasons.values()), "reasons": dict(sorted(summary.reasons.items())),
-            "splits": {s: len(records[s]) for s in SPLITS}, "examples": summary.examples,
-            "unmapped": dict(summary.unmapped.most_common()), "labels": dict(labels.most_common()),
-            "images_dropped": summary.images_dropped, "groups": len(groups), "files": files.paths,
-            "seed": seed, "fractions": fracs, "max_pixels": max_pixels}
+    return {
+        "format": fmt,
+        "input": str(path),
+        "out": str(out),
+        "kept": summary.kept,
+        "skipped": sum(summary.reasons.values()),
+        "reasons": dict(sorted(summary.reasons.items())),
+        "splits": {s: len(records[s]) for s in SPLITS},
+        "examples": summary.examples,
+        "unmapped": dict(summary.unmapped.most_common()),
+        "labels": dict(labels.most_common()),
+        "images_dropped": summary.images_dropped,
+        "groups": len(groups),
+        "files": files.paths,
+        "seed": seed,
+        "fractions": fracs,
+        "max_pixels": max_pixels,
+    }
 
 
 def summary_table(s: dict) -> str:
     """The summary as a few aligned lines (the CLI's default output)."""
-    lines = [f"{s['format']} from {s['input']} -> {s['out']}",
-             f"kept {s['kept']} ({s['groups']} split units), skipped {s['skipped']}"]
+    lines = [
+        f"{s['format']} from {s['input']} -> {s['out']}",
+        f"kept {s['kept']} ({s['groups']} split units), skipped {s['skipped']}",
+    ]
     lines += [f"  {split:<8}{n:>8}" for split, n in s["splits"].items()]
     lines += [f"  skipped {reason:<16}{n:>6}" for reason, n in s["reasons"].items()]
     for shown in s["examples"].values():
@@ -490,6 +631,8 @@ def summary_table(s: dict) -> str:
     if s["unmapped"]:
         top = ", ".join(f"{k} ({n})" for k, n in list(s["unmapped"].items())[:15])
         more = len(s["unmapped"]) - 15
-        lines.append(f"  unmapped labels: {top}" + (f", and {more} more (--json lists all)" if more > 0 else ""))
+        lines.append(
+            f"  unmapped labels: {top}" + (f", and {more} more (--json lists all)" if more > 0 else "")
+        )
     lines.append(f"  classes: {len(s['labels'])}")
     return "\n".join(lines)

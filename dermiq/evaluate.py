@@ -63,8 +63,11 @@ def image_findings_parts(text: str, findings: dict | None) -> tuple[int, int]:
     if not findings:
         return (0, 0)
     truth = {v for vs in findings.values() for v in (vs if isinstance(vs, list) else [vs])}
-    claims = [c for c in extract_claims(parse_response(text).findings_text, kg())
-              if c.kind == "finding" and c.polarity == PRESENT]
+    claims = [
+        c
+        for c in extract_claims(parse_response(text).findings_text, kg())
+        if c.kind == "finding" and c.polarity == PRESENT
+    ]
     return (sum(c.node_id in truth for c in claims), len(claims))
 
 
@@ -76,8 +79,14 @@ def score_response(record: dict, text: str, to_label) -> dict:
     r = parse_response(text)
     supported, _, stated = consistency_parts(text)
     img_ok, img_n = image_findings_parts(text, (record.get("meta") or {}).get("findings"))
-    return {"pred": to_label(r.answer), "format_ok": float(well_formed(text, record.get("prompt"))),
-            "kg_supported": supported, "kg_stated": stated, "image_supported": img_ok, "image_stated": img_n}
+    return {
+        "pred": to_label(r.answer),
+        "format_ok": float(well_formed(text, record.get("prompt"))),
+        "kg_supported": supported,
+        "kg_stated": stated,
+        "image_supported": img_ok,
+        "image_stated": img_n,
+    }
 
 
 def class_metrics(gold: list[str], pred: list[str], labels: list[str], probs=None) -> dict:
@@ -92,8 +101,16 @@ def class_metrics(gold: list[str], pred: list[str], labels: list[str], probs=Non
             "accuracy": float(M.accuracy_score(gold, pred)),
             "balanced_accuracy": float(M.balanced_accuracy_score(gold, pred)),
             "macro_f1": float(M.f1_score(gold, pred, labels=present, average="macro", zero_division=0)),
-            "per_class_recall": dict(zip(present, (float(x) for x in M.recall_score(
-                gold, pred, labels=present, average=None, zero_division=0)), strict=True)),
+            "per_class_recall": dict(
+                zip(
+                    present,
+                    (
+                        float(x)
+                        for x in M.recall_score(gold, pred, labels=present, average=None, zero_division=0)
+                    ),
+                    strict=True,
+                )
+            ),
             "confusion_labels": [*labels, NONE],
             "confusion": M.confusion_matrix(gold, pred, labels=[*labels, NONE]).tolist(),
         }
@@ -104,9 +121,13 @@ def class_metrics(gold: list[str], pred: list[str], labels: list[str], probs=Non
             p = p / p.sum(1, keepdims=True)
             y = np.array([present.index(g) for g in gold])
             try:
-                out["auc_macro_ovr"] = float(M.roc_auc_score(y, p, multi_class="ovr", average="macro",
-                                                            labels=list(range(len(present))))
-                                             if len(present) > 2 else M.roc_auc_score(y, p[:, 1]))
+                out["auc_macro_ovr"] = float(
+                    M.roc_auc_score(
+                        y, p, multi_class="ovr", average="macro", labels=list(range(len(present)))
+                    )
+                    if len(present) > 2
+                    else M.roc_auc_score(y, p[:, 1])
+                )
             except ValueError:
                 out["auc_macro_ovr"] = None
     return out
@@ -125,8 +146,9 @@ def summarise(rows: list[dict], labels: list[str], probs=None) -> dict:
     img = sum(r["image_stated"] for r in rows)
     out["image_faithfulness"] = sum(r["image_supported"] for r in rows) / img if img else None
     if probs is not None:
-        out["prob_accuracy"] = sum(labels[max(range(len(labels)), key=p.__getitem__)] == g
-                                   for p, g in zip(probs, gold)) / len(rows)
+        out["prob_accuracy"] = sum(
+            labels[max(range(len(labels)), key=p.__getitem__)] == g for p, g in zip(probs, gold)
+        ) / len(rows)
     if rows and "vote_pred" in rows[0]:
         vote = class_metrics(gold, [r["vote_pred"] for r in rows], labels)
         out.update({f"vote_{k}": vote[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")})
@@ -148,21 +170,35 @@ class DermEvaluation(Evaluation):
 
     default_max_new_tokens = task.DEFAULT_MAX_NEW_TOKENS
 
-    def __init__(self, run_path, data, limit=None, max_new_tokens=None, tag="metrics", vote: int = 0,
-                 vote_temperature: float = 0.7, seed: int = 0):
+    def __init__(
+        self,
+        run_path,
+        data,
+        limit=None,
+        max_new_tokens=None,
+        tag="metrics",
+        vote: int = 0,
+        vote_temperature: float = 0.7,
+        seed: int = 0,
+    ):
         from .prompts import labels_of
 
         super().__init__(run_path, data, limit, max_new_tokens, tag)
         self.vote, self.vote_temperature, self.seed = vote, vote_temperature, seed
         # Asked as the run was trained: its task card's label set (the data's own labels when the run has no card,
         # e.g. one trained on another prompt).
-        self.labels = (task.labels(self.card) or labels_of(self.records[0].get("prompt"))
-                       or sorted({str(r.get("answer")) for r in self.records}))
+        self.labels = (
+            task.labels(self.card)
+            or labels_of(self.records[0].get("prompt"))
+            or sorted({str(r.get("answer")) for r in self.records})
+        )
         self.to_label = label_map(self.labels)
 
     def ask(self) -> list[dict]:
-        return [{**r, "prompt": task.messages(self.card, max(1, len(r.get("images") or [])), self.labels)}
-                for r in self.records]
+        return [
+            {**r, "prompt": task.messages(self.card, max(1, len(r.get("images") or [])), self.labels)}
+            for r in self.records
+        ]
 
     def respond(self, policy, asked: list[dict]):
         import torch
@@ -173,8 +209,18 @@ class DermEvaluation(Evaluation):
 
         texts = [s[0] for s in generate(policy, asked, self.max_new_tokens, seed=self.seed)]
         probs = torch.softmax(class_logprobs(policy, asked, texts, self.labels), -1).tolist()
-        votes = (generate(policy, asked, self.max_new_tokens, n=self.vote, temperature=self.vote_temperature,
-                          seed=self.seed) if self.vote > 1 else None)
+        votes = (
+            generate(
+                policy,
+                asked,
+                self.max_new_tokens,
+                n=self.vote,
+                temperature=self.vote_temperature,
+                seed=self.seed,
+            )
+            if self.vote > 1
+            else None
+        )
         return texts, probs, votes
 
     def score(self, asked: list[dict], responses) -> tuple[list[dict], dict]:
@@ -183,8 +229,11 @@ class DermEvaluation(Evaluation):
         texts, probs, votes = responses
         rows = []
         for i, (rec, text) in enumerate(zip(asked, texts, strict=True)):
-            row = {"image": image_id(rec, i), "gold": self.to_label(rec.get("answer")),
-                   **score_response(rec, text, self.to_label)}
+            row = {
+                "image": image_id(rec, i),
+                "gold": self.to_label(rec.get("answer")),
+                **score_response(rec, text, self.to_label),
+            }
             if votes is not None:
                 said = Counter(self.to_label(parse_response(t).answer) for t in votes[i])
                 row["vote_pred"] = max(said, key=lambda k: (said[k], k != NONE))
@@ -196,8 +245,16 @@ class DermEvaluation(Evaluation):
         write_eval(self.run.eval_dir, self.tag, metrics, rows, self.labels, responses[1])
 
 
-def evaluate_run(run_path: str | Path, data: str | Path, limit: int | None = None, max_new_tokens: int | None = None,
-                 tag: str = "metrics", vote: int = 0, vote_temperature: float = 0.7, seed: int = 0) -> dict:
+def evaluate_run(
+    run_path: str | Path,
+    data: str | Path,
+    limit: int | None = None,
+    max_new_tokens: int | None = None,
+    tag: str = "metrics",
+    vote: int = 0,
+    vote_temperature: float = 0.7,
+    seed: int = 0,
+) -> dict:
     """Generate, score, write RUN/eval/<tag>.json and its CSVs and PNG; returns the metrics."""
     return DermEvaluation(run_path, data, limit, max_new_tokens, tag, vote, vote_temperature, seed)()
 
@@ -206,9 +263,14 @@ def write_eval(folder: Path, tag: str, metrics: dict, rows: list[dict], labels: 
     """The metrics and predictions (`training.trainers.evaluation.write_eval`), the ISIC probabilities CSV, the confusion PNG."""
     write_eval_files(folder, tag, metrics, rows)
     columns = ["image", *labels]
-    write_csv(folder / f"{tag}_probabilities.csv",
-              [dict(zip(columns, [row["image"], *(f"{x:.6f}" for x in p)], strict=True))
-               for row, p in zip(rows, probs, strict=True)], columns)
+    write_csv(
+        folder / f"{tag}_probabilities.csv",
+        [
+            dict(zip(columns, [row["image"], *(f"{x:.6f}" for x in p)], strict=True))
+            for row, p in zip(rows, probs, strict=True)
+        ],
+        columns,
+    )
     confusion_png(folder / f"{tag}_confusion.png", metrics["confusion"], metrics["confusion_labels"])
 
 
@@ -241,8 +303,15 @@ def confusion_png(path: Path, matrix: list[list[int]], labels: list[str], cell: 
     return path
 
 
-FIELDS = ("balanced_accuracy", "accuracy", "macro_f1", "auc_macro_ovr", "format_valid", "kg_faithfulness",
-          "image_faithfulness")
+FIELDS = (
+    "balanced_accuracy",
+    "accuracy",
+    "macro_f1",
+    "auc_macro_ovr",
+    "format_valid",
+    "kg_faithfulness",
+    "image_faithfulness",
+)
 
 
 def metrics_table(m: dict) -> str:

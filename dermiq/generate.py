@@ -31,15 +31,16 @@ def answer_prefix(text: str) -> str:
 
 
 @torch.no_grad()
-def class_logprobs(policy, records: Sequence[dict], responses: Sequence[str], labels: Sequence[str],
-                   batch: int = 8) -> torch.Tensor:
+def class_logprobs(
+    policy, records: Sequence[dict], responses: Sequence[str], labels: Sequence[str], batch: int = 8
+) -> torch.Tensor:
     """(records, labels): log p(label + '</answer>' | prompt, the response's analysis, '<answer>'), summed over tokens."""
     tok = policy.tokenizer
     label_ids = [tok(f"{lab}{ANSWER_CLOSE}<|im_end|>", add_special_tokens=False).input_ids for lab in labels]
     rows = []
     for i in range(0, len(records), batch):
-        chunk = list(records[i: i + batch])
-        texts = [p + answer_prefix(r) for p, r in zip(prompt_texts(policy, chunk), responses[i: i + batch])]
+        chunk = list(records[i : i + batch])
+        texts = [p + answer_prefix(r) for p, r in zip(prompt_texts(policy, chunk), responses[i : i + batch])]
         images = [load_images(r.get("images", [])) for r in chunk] if policy.is_vlm else None
         prompts = encode_prompts(policy.processor, texts, images)
         comps = [ids for _ in chunk for ids in label_ids]

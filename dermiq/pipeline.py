@@ -27,7 +27,10 @@ from training.config import check, from_dict
 from training.errors import ConfigError, DataError
 from training.trainers.pipeline import Pipeline, PipelineSettings, Stage, StageContext, data_folder
 
-RECIPES = {"tiny": "dermiq_pipeline_tiny", "3b": "dermiq_pipeline_qwen25vl_3b"}  # short names -> shipped recipes
+RECIPES = {
+    "tiny": "dermiq_pipeline_tiny",
+    "3b": "dermiq_pipeline_qwen25vl_3b",
+}  # short names -> shipped recipes
 
 
 @dataclass
@@ -68,10 +71,18 @@ class PipelineConfig(PipelineSettings):
     eval_max_new_tokens: int | None = None  # None: the stage's rollout length, else 160
 
     def validate(self, key: str) -> None:
-        check(self.warmup_per_class is None or self.warmup_per_class >= 1, f"{key}.warmup_per_class",
-              "an integer >= 1, or null for every train record", self.warmup_per_class)
-        check(self.train_per_class >= 1 and self.test_per_class >= 1, f"{key}.train_per_class",
-              "train_per_class and test_per_class >= 1", (self.train_per_class, self.test_per_class))
+        check(
+            self.warmup_per_class is None or self.warmup_per_class >= 1,
+            f"{key}.warmup_per_class",
+            "an integer >= 1, or null for every train record",
+            self.warmup_per_class,
+        )
+        check(
+            self.train_per_class >= 1 and self.test_per_class >= 1,
+            f"{key}.train_per_class",
+            "train_per_class and test_per_class >= 1",
+            (self.train_per_class, self.test_per_class),
+        )
         check(self.sft_replay >= 0, f"{key}.sft_replay", "a number >= 0", self.sft_replay)
         check(self.dpo_samples >= 2, f"{key}.dpo_samples", "an integer >= 2", self.dpo_samples)
         check(self.image_size >= 16, f"{key}.image_size", "an integer >= 16", self.image_size)
@@ -79,8 +90,15 @@ class PipelineConfig(PipelineSettings):
 
 def prepare_data(pc: PipelineConfig, out: Path) -> Path:
     """The folder of train/test RL records: the user's, or synthetic lesions written into OUT/data."""
-    return data_folder(pc.data, "synthetic", out, lambda folder: write_synthetic(
-        folder, pc.conditions, pc.train_per_class, pc.test_per_class, pc.seed, pc.image_size), "medrl dermiq import")
+    return data_folder(
+        pc.data,
+        "synthetic",
+        out,
+        lambda folder: write_synthetic(
+            folder, pc.conditions, pc.train_per_class, pc.test_per_class, pc.seed, pc.image_size
+        ),
+        "medrl dermiq import",
+    )
 
 
 def write_synthetic(folder: Path, conditions, n_train: int, n_test: int, seed: int, size: int) -> None:
@@ -130,7 +148,9 @@ def _write_sft(kind: str, data: Path, out: Path, replay: float = 0.0, limit: int
     kg = load_builtin("derm")
     records = [r for r in _records(data / "train.jsonl") if (r.get("meta") or {}).get("condition_id")]
     if not records:
-        raise DataError(f"{data / 'train.jsonl'}: no record carries meta.condition_id to build SFT targets from")
+        raise DataError(
+            f"{data / 'train.jsonl'}: no record carries meta.condition_id to build SFT targets from"
+        )
     if kind == "warmup":
         rows = sft_records(per_class(records, limit), kg)
     else:
@@ -143,7 +163,9 @@ def _write_sft(kind: str, data: Path, out: Path, replay: float = 0.0, limit: int
             rows += [single[i % len(single)] for i in range(n)]  # the trainer shuffles
     path = out / "data" / f"{kind}_sft.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    for r in rows:  # read_jsonl has joined each image path to the data folder; absolute, so any file can hold them
+    for r in (
+        rows
+    ):  # read_jsonl has joined each image path to the data folder; absolute, so any file can hold them
         r["images"] = [str(Path(p).resolve()) for p in r["images"]]
     write_jsonl(path, rows)
     return path
@@ -169,8 +191,9 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
         r["images"] = [str(Path(p).resolve()) for p in r.get("images", [])]
     model_cfg = from_dict(ModelConfig, {**raw["dpo"].get("model", {}), "adapter": None}, "dpo.model")
     policy = load_policy(model_cfg, adapter=sft_adapter, trainable=False)
-    samples = generate(policy, records, pc.dpo_max_new_tokens, n=pc.dpo_samples, temperature=pc.dpo_temperature,
-                       seed=pc.seed)
+    samples = generate(
+        policy, records, pc.dpo_max_new_tokens, n=pc.dpo_samples, temperature=pc.dpo_temperature, seed=pc.seed
+    )
     del policy
     from .records import sft_record
     from .rewards import well_formed
@@ -182,27 +205,47 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
             texts = [*texts, sft_record(rec, kg)["messages"][-1]["content"]]
         ok = [well_formed(t, rec["prompt"]) for t in texts]
         formed += sum(ok[: pc.dpo_samples])  # the samples, not the reference
-        pairs += build_pairs(rec["prompt"], texts, kg, meta["condition_id"], case_findings=meta.get("findings"),
-                             images=rec["images"], min_margin=pc.dpo_min_margin, max_pairs=pc.dpo_max_pairs,
-                             eligible=ok if pc.dpo_well_formed else None, stats=stats)
+        pairs += build_pairs(
+            rec["prompt"],
+            texts,
+            kg,
+            meta["condition_id"],
+            case_findings=meta.get("findings"),
+            images=rec["images"],
+            min_margin=pc.dpo_min_margin,
+            max_pairs=pc.dpo_max_pairs,
+            eligible=ok if pc.dpo_well_formed else None,
+            stats=stats,
+        )
     n = len(records) * pc.dpo_samples
-    summary = {**abstention_summary(stats), "prompts": len(records), "samples": n, "well_formed": formed,
-               "reference_among_candidates": pc.dpo_reference}
-    (path.parent / "dpo_pairs.summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    summary = {
+        **abstention_summary(stats),
+        "prompts": len(records),
+        "samples": n,
+        "well_formed": formed,
+        "reference_among_candidates": pc.dpo_reference,
+    }
+    (path.parent / "dpo_pairs.summary.json").write_text(
+        json.dumps(summary, indent=1) + "\n", encoding="utf-8"
+    )
     if not pairs:
         better = " with the better one well-formed" if pc.dpo_well_formed else ""
-        raise DataError(f"DPO: no SFT sample was better than another on the KG judge's axes{better} over "
-                        f"{len(records)} prompts x {pc.dpo_samples} samples ({formed} of {n} well-formed; the judge "
-                        f"abstained on {summary['abstained']} comparisons, see {path.parent / 'dpo_pairs.summary.json'})"
-                        "; raise pipeline.dpo_samples or lower pipeline.dpo_temperature")
+        raise DataError(
+            f"DPO: no SFT sample was better than another on the KG judge's axes{better} over "
+            f"{len(records)} prompts x {pc.dpo_samples} samples ({formed} of {n} well-formed; the judge "
+            f"abstained on {summary['abstained']} comparisons, see {path.parent / 'dpo_pairs.summary.json'})"
+            "; raise pipeline.dpo_samples or lower pipeline.dpo_temperature"
+        )
     for p in pairs:  # every record says how the run's judge did, beside the axes that decided it
         p["meta"]["judge"] = {k: summary[k] for k in ("abstention_rate", "abstained", "comparisons", "pairs")}
     write_dpo_jsonl(pairs, path)
     chosen = ", the only ones chosen" if pc.dpo_well_formed else ""
-    print(f"DPO: {len(pairs)} KG-scored pairs from {len(records)} prompts x {pc.dpo_samples} SFT samples "
-          f"({formed} of {n} well-formed{chosen}); the KG judge abstained on {summary['abstained']} of "
-          f"{summary['comparisons']} comparisons ({summary['abstention_rate']:.0%}), {summary['undecided']} undecided "
-          f"-> {path}")
+    print(
+        f"DPO: {len(pairs)} KG-scored pairs from {len(records)} prompts x {pc.dpo_samples} SFT samples "
+        f"({formed} of {n} well-formed{chosen}); the KG judge abstained on {summary['abstained']} of "
+        f"{summary['comparisons']} comparisons ({summary['abstention_rate']:.0%}), {summary['undecided']} undecided "
+        f"-> {path}"
+    )
     return path
 
 
@@ -220,7 +263,9 @@ def write_pairs(raw: dict, out: str | Path) -> Path:
     out = Path(out)
     start = previous_adapter(out, "dpo", pc.start_adapter)
     if start is None:
-        raise ConfigError(f"dpo pairs: no SFT adapter in {out} (run --stages sft first, or set pipeline.start_adapter)")
+        raise ConfigError(
+            f"dpo pairs: no SFT adapter in {out} (run --stages sft first, or set pipeline.start_adapter)"
+        )
     return dpo_pairs(pc, raw, prepare_data(pc, out), out, start)
 
 
@@ -236,10 +281,13 @@ def _asked(ctx: StageContext) -> dict:
 
 def _sft_stage(kind: str):
     """The inputs of an SFT stage (warmup, sft): its SFT file, written from the train split."""
+
     def inputs(ctx: StageContext, start: Path | None) -> dict:
         pc = ctx.settings
-        return {"data": {"train": str(_write_sft(kind, ctx.data, ctx.out, pc.sft_replay, pc.warmup_per_class))},
-                **_asked(ctx)}
+        return {
+            "data": {"train": str(_write_sft(kind, ctx.data, ctx.out, pc.sft_replay, pc.warmup_per_class))},
+            **_asked(ctx),
+        }
 
     return inputs
 
@@ -251,7 +299,9 @@ def _grpo_inputs(ctx: StageContext, start: Path | None) -> dict:
 def _dpo_inputs(ctx: StageContext, start: Path | None) -> dict:
     """The KG-judged pairs of the SFT policy's samples (sampled once; an existing pair file is kept)."""
     if start is None:
-        raise ConfigError("dpo: needs the SFT stage's adapter (run --stages sft first, or set pipeline.start_adapter)")
+        raise ConfigError(
+            "dpo: needs the SFT stage's adapter (run --stages sft first, or set pipeline.start_adapter)"
+        )
     return {"data": {"train": str(dpo_pairs(ctx.settings, ctx.raw, ctx.data, ctx.out, start))}, **_asked(ctx)}
 
 
@@ -262,11 +312,17 @@ def _evaluate(run: Path, test: Path, pc: PipelineConfig) -> dict:
 
 
 PIPELINE = Pipeline(
-    stages=(Stage("warmup", "sft", _sft_stage("warmup")),
-            Stage("grpo++", "rl", _grpo_inputs, folder="grpopp", aliases=("grpopp",)),
-            Stage("sft", "sft", _sft_stage("sft")),
-            Stage("dpo", "dpo", _dpo_inputs)),
-    settings_class=PipelineConfig, recipes=RECIPES, prepare_data=prepare_data, evaluate=_evaluate)
+    stages=(
+        Stage("warmup", "sft", _sft_stage("warmup")),
+        Stage("grpo++", "rl", _grpo_inputs, folder="grpopp", aliases=("grpopp",)),
+        Stage("sft", "sft", _sft_stage("sft")),
+        Stage("dpo", "dpo", _dpo_inputs),
+    ),
+    settings_class=PipelineConfig,
+    recipes=RECIPES,
+    prepare_data=prepare_data,
+    evaluate=_evaluate,
+)
 FOLDERS = {s.name: s.run_name for s in PIPELINE.stages}  # stage -> its run folder under OUT
 load_recipe = PIPELINE.load_recipe
 pipeline_config = PIPELINE.settings

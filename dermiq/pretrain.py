@@ -26,7 +26,9 @@ ATTRIBUTE_QUESTIONS = {
     "size": "How large is the lesion?",
     "distribution": "Is it one lesion or several?",
 }
-CAPTIONS_PER_IMAGE = 3  # copies of the full description per image after the warm start (its share of the pairs)
+CAPTIONS_PER_IMAGE = (
+    3  # copies of the full description per image after the warm start (its share of the pairs)
+)
 SIZE = 112  # the synthetic data sets' default image side
 
 
@@ -49,8 +51,12 @@ def samples(n: int, seed: int) -> list[tuple[object, dict[str, list[str]]]]:
     out = []
     for i in range(n):
         cond = DEFAULT_CONDITIONS[i % len(DEFAULT_CONDITIONS)]
-        img, meta = make_sample(kg, cond, seed=10_000 + seed, index=i, size=SIZE)  # never a data set's seed/index
-        out.append((img, {t: [kg.label(x) if x in kg else str(x) for x in v] for t, v in meta["findings"].items()}))
+        img, meta = make_sample(
+            kg, cond, seed=10_000 + seed, index=i, size=SIZE
+        )  # never a data set's seed/index
+        out.append(
+            (img, {t: [kg.label(x) if x in kg else str(x) for x in v] for t, v in meta["findings"].items()})
+        )
     return out
 
 

@@ -17,7 +17,12 @@ from knowledge_graph.lexicon import normalize
 from training.rollout.responses import ANSWER, TAGS, THINK, strict_parts, tagged, without
 
 # The four headings of the analysis, in order; the finding types each one reports (the SFT target's layout).
-SECTIONS: tuple[str, ...] = ("Colour and pigmentation", "Texture and surface", "Shape and border", "Distribution")
+SECTIONS: tuple[str, ...] = (
+    "Colour and pigmentation",
+    "Texture and surface",
+    "Shape and border",
+    "Distribution",
+)
 SECTION_TYPES: dict[str, tuple[str, ...]] = {
     "Colour and pigmentation": ("colour", "dermoscopic_feature"),
     "Texture and surface": ("morphology", "surface"),
@@ -30,7 +35,9 @@ LABELS_PREFIX = "Labels: "
 LABEL_SEP = "; "
 THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = TAGS
 
-_LAYOUT = "\n".join([THINK_OPEN, *(f"{s}: ..." for s in SECTIONS), THINK_CLOSE, f"{ANSWER_OPEN}condition{ANSWER_CLOSE}"])
+_LAYOUT = "\n".join(
+    [THINK_OPEN, *(f"{s}: ..." for s in SECTIONS), THINK_CLOSE, f"{ANSWER_OPEN}condition{ANSWER_CLOSE}"]
+)
 _INTRO = (
     "You are a dermatologist. Look at the skin lesion image and answer in exactly two parts.\n"
     "1. Between <think> and </think>: describe what you see under four headings, one line each: "
@@ -41,7 +48,8 @@ _INTRO = (
 # A heading at the start of a line, with optional list marks or bold around it, then ':' (US 'color' too).
 _HEADING = re.compile(
     r"^[ \t>*#\-\d.)]*\**\s*(colou?r and pigmentation|texture and surface|shape and border|distribution)\s*\**\s*:\**",
-    re.I | re.M)
+    re.I | re.M,
+)
 _LETTER = re.compile(r"[^\W\d_]")
 
 
@@ -65,12 +73,17 @@ def labels_of(prompt: list[dict] | None) -> list[str] | None:
     """The label set a prompt lists (None when it lists none, e.g. a user's own messages)."""
     for msg in prompt or []:
         content = msg.get("content") if isinstance(msg, dict) else None
-        texts = [content] if isinstance(content, str) else [
-            p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"]
+        texts = (
+            [content]
+            if isinstance(content, str)
+            else [p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"]
+        )
         for text in texts:
             for line in str(text).splitlines():
                 if line.startswith(LABELS_PREFIX):
-                    return [x.strip() for x in line[len(LABELS_PREFIX):].split(LABEL_SEP.strip()) if x.strip()]
+                    return [
+                        x.strip() for x in line[len(LABELS_PREFIX) :].split(LABEL_SEP.strip()) if x.strip()
+                    ]
     return None
 
 
@@ -95,7 +108,9 @@ class Response:
     think: str | None  # inside the first <think>...</think>
     answer: str | None  # inside the first <answer>...</answer>, stripped
     well_formed: bool  # exactly one of each tag, think then answer, nothing outside, neither part blank
-    sections: dict[str, str] = field(default_factory=dict)  # heading (canonical) -> its text, when it has a word
+    sections: dict[str, str] = field(
+        default_factory=dict
+    )  # heading (canonical) -> its text, when it has a word
 
     @property
     def findings_text(self) -> str:
@@ -118,7 +133,7 @@ def _sections(think: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for i, m in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(think)
-        body = think[m.end():end].strip()
+        body = think[m.end() : end].strip()
         key = next(s for s in SECTIONS if normalize(s) == normalize(m.group(1)))
         if _LETTER.search(body) and key not in out:
             out[key] = body

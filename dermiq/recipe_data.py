@@ -31,11 +31,19 @@ def write(out: str | Path, seed: int = 0) -> dict[str, Path]:
         findings = r["meta"].get("findings", {})
         name = lambda i: kg.label(i) if i in kg else str(i)  # noqa: E731
         wrong = labels[(labels.index(r["answer"]) + 1) % len(labels)]
-        pairs.append({"prompt": r["prompt"], "images": r["images"],
-                      "chosen": [{"role": "assistant", "content": reference_response(findings, r["answer"], name)}],
-                      "rejected": [{"role": "assistant", "content": reference_response(findings, wrong, name)}]})
-    paths = {"lesions/records.jsonl": out / "lesions" / "records.jsonl", "derm_sft.jsonl": out / "derm_sft.jsonl",
-             "derm_dpo.jsonl": out / "derm_dpo.jsonl"}
+        pairs.append(
+            {
+                "prompt": r["prompt"],
+                "images": r["images"],
+                "chosen": [{"role": "assistant", "content": reference_response(findings, r["answer"], name)}],
+                "rejected": [{"role": "assistant", "content": reference_response(findings, wrong, name)}],
+            }
+        )
+    paths = {
+        "lesions/records.jsonl": out / "lesions" / "records.jsonl",
+        "derm_sft.jsonl": out / "derm_sft.jsonl",
+        "derm_dpo.jsonl": out / "derm_dpo.jsonl",
+    }
     write_jsonl(paths["derm_sft.jsonl"], sft_records(moved, kg))
     write_jsonl(paths["derm_dpo.jsonl"], pairs)
     return paths

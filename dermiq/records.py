@@ -19,7 +19,10 @@ def sft_record(record: dict, kg: KnowledgeGraph) -> dict:
     meta = record.get("meta", {})
     answer = record.get("answer") or kg.label(meta["condition_id"])
     text = reference_response(meta.get("findings", {}), answer, lambda i: kg.label(i) if i in kg else str(i))
-    return {"messages": [*record["prompt"], {"role": "assistant", "content": text}], "images": list(record["images"])}
+    return {
+        "messages": [*record["prompt"], {"role": "assistant", "content": text}],
+        "images": list(record["images"]),
+    }
 
 
 def sft_records(records: list[dict], kg: KnowledgeGraph) -> list[dict]:

@@ -13,40 +13,134 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 SS = 2  # supersampling factor: draw large, downscale once for smooth edges
 
-FITZPATRICK_RGB = {1: (246, 224, 208), 2: (234, 199, 172), 3: (210, 166, 130), 4: (176, 124, 88),
-                   5: (122, 82, 57), 6: (78, 52, 38)}
+FITZPATRICK_RGB = {
+    1: (246, 224, 208),
+    2: (234, 199, 172),
+    3: (210, 166, 130),
+    4: (176, 124, 88),
+    5: (122, 82, 57),
+    6: (78, 52, 38),
+}
 COLOUR_RGB = {
-    "colour:light_brown": (165, 112, 70), "colour:dark_brown": (92, 55, 33), "colour:black": (32, 24, 24),
-    "colour:blue_grey": (92, 104, 128), "colour:red": (205, 62, 62), "colour:pink": (230, 140, 145),
-    "colour:salmon_pink": (238, 138, 112), "colour:violaceous": (128, 66, 122), "colour:purple": (118, 36, 88),
-    "colour:white": (238, 236, 230), "colour:yellow": (222, 190, 92), "colour:depigmented": (252, 247, 242),
+    "colour:light_brown": (165, 112, 70),
+    "colour:dark_brown": (92, 55, 33),
+    "colour:black": (32, 24, 24),
+    "colour:blue_grey": (92, 104, 128),
+    "colour:red": (205, 62, 62),
+    "colour:pink": (230, 140, 145),
+    "colour:salmon_pink": (238, 138, 112),
+    "colour:violaceous": (128, 66, 122),
+    "colour:purple": (118, 36, 88),
+    "colour:white": (238, 236, 230),
+    "colour:yellow": (222, 190, 92),
+    "colour:depigmented": (252, 247, 242),
     "colour:tan": (196, 150, 105),
 }
 RELATIVE = {"colour:skin_coloured": 0.92, "colour:hypopigmented": 1.22, "colour:hyperpigmented": 0.62}
 SIZE_FRAC = {"size:small": (0.07, 0.10), "size:medium": (0.13, 0.19), "size:large": (0.23, 0.32)}
-LAYOUTS = {"distribution:solitary": (1, 1), "distribution:multiple": (3, 6), "distribution:grouped": (5, 9),
-           "distribution:generalized": (9, 15), "distribution:dermatomal": (7, 11), "distribution:symmetric": (4, 6),
-           "distribution:christmas_tree": (5, 8), "distribution:centrofacial": (1, 1), "distribution:follicular": (8, 14),
-           "distribution:flexural": (1, 1), "distribution:sun_exposed": (3, 6), "distribution:unilateral": (1, 1),
-           "distribution:extensor": (2, 4), "distribution:satellite_lesions": (5, 8)}
-SHAPES = ("shape:round", "shape:oval", "shape:irregular", "shape:asymmetric", "shape:annular", "shape:polygonal",
-          "shape:linear", "shape:targetoid")
-BORDERS = ("border:well_defined", "border:ill_defined", "border:irregular", "border:rolled", "border:raised_active_edge")
-SURFACES = ("surface:smooth", "surface:scaly", "surface:silvery_scale", "surface:crusted", "surface:honey_crust",
-            "surface:ulcerated", "surface:verrucous", "surface:stuck_on", "surface:shiny", "surface:keratotic",
-            "surface:umbilicated", "surface:lichenified", "surface:excoriated", "surface:fine_scale",
-            "surface:greasy_scale")
-MORPHOLOGY = ("morphology:macule", "morphology:patch", "morphology:papule", "morphology:plaque", "morphology:nodule",
-              "morphology:vesicle", "morphology:pustule", "morphology:wheal", "morphology:comedo", "morphology:bulla",
-              "morphology:erosion", "morphology:burrow", "morphology:palpable_purpura")
-DERMOSCOPY = tuple(f"dermoscopic_feature:{n}" for n in (
-    "pigment_network", "atypical_pigment_network", "blue_white_veil", "irregular_dots_globules", "streaks",
-    "arborizing_vessels", "milia_like_cysts", "comedo_like_openings", "central_white_patch", "red_blue_lacunae",
-    "strawberry_pattern", "wickham_striae", "dotted_vessels", "glomerular_vessels", "telangiectasia",
-    "regression_structures", "leaf_like_areas", "blue_grey_ovoid_nests", "fissures_ridges", "hairpin_vessels",
-    "peripheral_delicate_network", "moth_eaten_border"))
-SUPPORTED: set[str] = {*COLOUR_RGB, *RELATIVE, *SIZE_FRAC, *LAYOUTS, *SHAPES, *BORDERS, *SURFACES, *MORPHOLOGY,
-                       *DERMOSCOPY}
+LAYOUTS = {
+    "distribution:solitary": (1, 1),
+    "distribution:multiple": (3, 6),
+    "distribution:grouped": (5, 9),
+    "distribution:generalized": (9, 15),
+    "distribution:dermatomal": (7, 11),
+    "distribution:symmetric": (4, 6),
+    "distribution:christmas_tree": (5, 8),
+    "distribution:centrofacial": (1, 1),
+    "distribution:follicular": (8, 14),
+    "distribution:flexural": (1, 1),
+    "distribution:sun_exposed": (3, 6),
+    "distribution:unilateral": (1, 1),
+    "distribution:extensor": (2, 4),
+    "distribution:satellite_lesions": (5, 8),
+}
+SHAPES = (
+    "shape:round",
+    "shape:oval",
+    "shape:irregular",
+    "shape:asymmetric",
+    "shape:annular",
+    "shape:polygonal",
+    "shape:linear",
+    "shape:targetoid",
+)
+BORDERS = (
+    "border:well_defined",
+    "border:ill_defined",
+    "border:irregular",
+    "border:rolled",
+    "border:raised_active_edge",
+)
+SURFACES = (
+    "surface:smooth",
+    "surface:scaly",
+    "surface:silvery_scale",
+    "surface:crusted",
+    "surface:honey_crust",
+    "surface:ulcerated",
+    "surface:verrucous",
+    "surface:stuck_on",
+    "surface:shiny",
+    "surface:keratotic",
+    "surface:umbilicated",
+    "surface:lichenified",
+    "surface:excoriated",
+    "surface:fine_scale",
+    "surface:greasy_scale",
+)
+MORPHOLOGY = (
+    "morphology:macule",
+    "morphology:patch",
+    "morphology:papule",
+    "morphology:plaque",
+    "morphology:nodule",
+    "morphology:vesicle",
+    "morphology:pustule",
+    "morphology:wheal",
+    "morphology:comedo",
+    "morphology:bulla",
+    "morphology:erosion",
+    "morphology:burrow",
+    "morphology:palpable_purpura",
+)
+DERMOSCOPY = tuple(
+    f"dermoscopic_feature:{n}"
+    for n in (
+        "pigment_network",
+        "atypical_pigment_network",
+        "blue_white_veil",
+        "irregular_dots_globules",
+        "streaks",
+        "arborizing_vessels",
+        "milia_like_cysts",
+        "comedo_like_openings",
+        "central_white_patch",
+        "red_blue_lacunae",
+        "strawberry_pattern",
+        "wickham_striae",
+        "dotted_vessels",
+        "glomerular_vessels",
+        "telangiectasia",
+        "regression_structures",
+        "leaf_like_areas",
+        "blue_grey_ovoid_nests",
+        "fissures_ridges",
+        "hairpin_vessels",
+        "peripheral_delicate_network",
+        "moth_eaten_border",
+    )
+)
+SUPPORTED: set[str] = {
+    *COLOUR_RGB,
+    *RELATIVE,
+    *SIZE_FRAC,
+    *LAYOUTS,
+    *SHAPES,
+    *BORDERS,
+    *SURFACES,
+    *MORPHOLOGY,
+    *DERMOSCOPY,
+}
 
 
 def _scale(c, f: float) -> tuple[int, int, int]:
@@ -62,8 +156,11 @@ def skin(size: int, fitzpatrick: int, rng: random.Random) -> Image.Image:
     dark, light = _scale(base, 0.86), _scale(base, 1.08)
     img = Image.composite(Image.new("RGB", img.size, light), Image.new("RGB", img.size, dark), coarse)
     img = Image.blend(img, Image.new("RGB", img.size, base), 0.45)
-    return Image.composite(Image.new("RGB", img.size, _scale(base, 0.93)), img,
-                           fine.point(lambda v: 90 if v > 200 else 0).filter(ImageFilter.GaussianBlur(0.8)))
+    return Image.composite(
+        Image.new("RGB", img.size, _scale(base, 0.93)),
+        img,
+        fine.point(lambda v: 90 if v > 200 else 0).filter(ImageFilter.GaussianBlur(0.8)),
+    )
 
 
 def _outline(cx, cy, r, shape, border, rng, n=48) -> list[tuple[float, float]]:
@@ -90,8 +187,10 @@ def _outline(cx, cy, r, shape, border, rng, n=48) -> list[tuple[float, float]]:
 def _centres(layout: str, n: int, S: int, r: float, rng: random.Random) -> list[tuple[float, float]]:
     if layout == "distribution:dermatomal":
         y0, slope = rng.uniform(0.3, 0.7) * S, rng.uniform(-0.3, 0.3)
-        return [(x, y0 + slope * (x - S / 2) + rng.gauss(0, r * 0.6)) for x in
-                [S * (0.1 + 0.8 * i / max(1, n - 1)) for i in range(n)]]
+        return [
+            (x, y0 + slope * (x - S / 2) + rng.gauss(0, r * 0.6))
+            for x in [S * (0.1 + 0.8 * i / max(1, n - 1)) for i in range(n)]
+        ]
     if layout in ("distribution:grouped", "distribution:satellite_lesions"):
         gx, gy = rng.uniform(0.35, 0.65) * S, rng.uniform(0.35, 0.65) * S
         spread = 1.8 if layout == "distribution:grouped" else 3.2
@@ -132,7 +231,9 @@ def _branches(d, x, y, ang, length, width, fill, rng, depth=3):
     x2, y2 = x + length * math.cos(ang), y + length * math.sin(ang)
     d.line([(x, y), (x2, y2)], fill=fill, width=max(1, int(width)))
     for s in (-1, 1):
-        _branches(d, x2, y2, ang + s * rng.uniform(0.3, 0.8), length * 0.62, width * 0.7, fill, rng, depth - 1)
+        _branches(
+            d, x2, y2, ang + s * rng.uniform(0.3, 0.8), length * 0.62, width * 0.7, fill, rng, depth - 1
+        )
 
 
 def _overlay(img: Image.Image, mask: Image.Image, draw_fn, blur: float = 0.0) -> Image.Image:
@@ -161,8 +262,14 @@ def _lesion_at(img, f: dict[str, list[str]], cx, cy, r, skin_rgb, rng) -> Image.
     one = {t: (v[0] if v else "") for t, v in f.items()}
     colours = f.get("colour", ["colour:light_brown"])
     shape, border = one.get("shape", "shape:round"), one.get("border", "border:well_defined")
-    morph, surf, derm = one.get("morphology", ""), set(f.get("surface", [])), set(f.get("dermoscopic_feature", []))
-    border_src = "dermoscopic_feature:moth_eaten_border" if "dermoscopic_feature:moth_eaten_border" in derm else border
+    morph, surf, derm = (
+        one.get("morphology", ""),
+        set(f.get("surface", [])),
+        set(f.get("dermoscopic_feature", [])),
+    )
+    border_src = (
+        "dermoscopic_feature:moth_eaten_border" if "dermoscopic_feature:moth_eaten_border" in derm else border
+    )
     poly = _outline(cx, cy, r, shape, border_src, rng)
 
     def colour(cid: str) -> tuple[int, int, int]:
@@ -193,8 +300,12 @@ def _lesion_at(img, f: dict[str, list[str]], cx, cy, r, skin_rgb, rng) -> Image.
     if morph in ("morphology:papule", "morphology:nodule", "morphology:bulla", "morphology:plaque"):
         hl = Image.new("L", img.size, 0)
         s = r * (0.55 if morph != "morphology:plaque" else 0.8)
-        ImageDraw.Draw(hl).ellipse((cx - s - r * 0.25, cy - s - r * 0.25, cx + s - r * 0.25, cy + s - r * 0.25), fill=70)
-        layer = Image.composite(Image.new("RGB", img.size, (255, 255, 255)), layer, hl.filter(ImageFilter.GaussianBlur(r * 0.4)))
+        ImageDraw.Draw(hl).ellipse(
+            (cx - s - r * 0.25, cy - s - r * 0.25, cx + s - r * 0.25, cy + s - r * 0.25), fill=70
+        )
+        layer = Image.composite(
+            Image.new("RGB", img.size, (255, 255, 255)), layer, hl.filter(ImageFilter.GaussianBlur(r * 0.4))
+        )
     img = Image.composite(layer, img, mask)
     lw = max(1, int(r * 0.06))
 
@@ -202,53 +313,101 @@ def _lesion_at(img, f: dict[str, list[str]], cx, cy, r, skin_rgb, rng) -> Image.
         return lambda d: d.line(poly + poly[:1], fill=fill, width=width)
 
     if border == "border:rolled":
-        img = _overlay(img, mask.point(lambda v: 255 if v else 0), edge((255, 236, 236, 170), max(2, int(r * 0.16))), 1.0)
+        img = _overlay(
+            img, mask.point(lambda v: 255 if v else 0), edge((255, 236, 236, 170), max(2, int(r * 0.16))), 1.0
+        )
     if border == "border:raised_active_edge" or (ring and "surface:scaly" in surf):
-        img = _overlay(img, Image.new("L", img.size, 255), edge(colour(colours[0]) + (200,), max(2, int(r * 0.14))), 0.8)
+        img = _overlay(
+            img, Image.new("L", img.size, 255), edge(colour(colours[0]) + (200,), max(2, int(r * 0.14))), 0.8
+        )
     # surface
     if "surface:silvery_scale" in surf:
-        img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, int(r * 3), r * 0.09, (236, 236, 240, 215), rng), 0.6)
+        img = _overlay(
+            img, mask, lambda d: _dots(d, cx, cy, r, int(r * 3), r * 0.09, (236, 236, 240, 215), rng), 0.6
+        )
     if "surface:scaly" in surf:
-        img = _overlay(img, mask, lambda d: _lines(d, cx, cy, r, int(r * 0.9), (245, 240, 232, 200), lw, rng, 0.18), 0.4)
+        img = _overlay(
+            img, mask, lambda d: _lines(d, cx, cy, r, int(r * 0.9), (245, 240, 232, 200), lw, rng, 0.18), 0.4
+        )
     if "surface:fine_scale" in surf:
         img = _overlay(img, mask, edge((250, 246, 240, 200), lw), 0.5)
     if "surface:greasy_scale" in surf:
-        img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, int(r * 1.2), r * 0.08, (235, 210, 140, 190), rng), 0.6)
+        img = _overlay(
+            img, mask, lambda d: _dots(d, cx, cy, r, int(r * 1.2), r * 0.08, (235, 210, 140, 190), rng), 0.6
+        )
     if surf & {"surface:crusted", "surface:honey_crust"}:
         fill = (214, 160, 60, 235) if "surface:honey_crust" in surf else (140, 80, 40, 230)
         img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, 6, r * 0.18, fill, rng, 0.6), 0.8)
     if "surface:ulcerated" in surf:
-        img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, 3, r * 0.22, (120, 20, 28, 235), rng, 0.25), 1.0)
+        img = _overlay(
+            img, mask, lambda d: _dots(d, cx, cy, r, 3, r * 0.22, (120, 20, 28, 235), rng, 0.25), 1.0
+        )
     if surf & {"surface:verrucous", "surface:keratotic"}:
-        img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, int(r * 4), r * 0.05, (250, 238, 220, 120), rng), 0.3)
-        img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, int(r * 2), r * 0.05, (60, 40, 30, 100), rng), 0.3)
+        img = _overlay(
+            img, mask, lambda d: _dots(d, cx, cy, r, int(r * 4), r * 0.05, (250, 238, 220, 120), rng), 0.3
+        )
+        img = _overlay(
+            img, mask, lambda d: _dots(d, cx, cy, r, int(r * 2), r * 0.05, (60, 40, 30, 100), rng), 0.3
+        )
     if "surface:stuck_on" in surf:
-        img = _overlay(img, mask, lambda d: _lines(d, cx, cy, r, 5, (50, 32, 20, 170), lw, rng, 0.5, curvy=True), 0.3)
+        img = _overlay(
+            img, mask, lambda d: _lines(d, cx, cy, r, 5, (50, 32, 20, 170), lw, rng, 0.5, curvy=True), 0.3
+        )
     if "surface:shiny" in surf:
         s = r * 0.22
-        img = _overlay(img, mask, lambda d: d.ellipse((cx - r * 0.4 - s, cy - r * 0.4 - s, cx - r * 0.4 + s, cy - r * 0.4 + s),
-                                                      fill=(255, 255, 255, 150)), r * 0.12)
+        img = _overlay(
+            img,
+            mask,
+            lambda d: d.ellipse(
+                (cx - r * 0.4 - s, cy - r * 0.4 - s, cx - r * 0.4 + s, cy - r * 0.4 + s),
+                fill=(255, 255, 255, 150),
+            ),
+            r * 0.12,
+        )
     if "surface:umbilicated" in surf:
         s = r * 0.18
-        img = _overlay(img, mask, lambda d: d.ellipse((cx - s, cy - s, cx + s, cy + s), fill=(150, 110, 100, 200)), 0.8)
+        img = _overlay(
+            img, mask, lambda d: d.ellipse((cx - s, cy - s, cx + s, cy + s), fill=(150, 110, 100, 200)), 0.8
+        )
     if "surface:lichenified" in surf:
-        img = _overlay(img, mask, lambda d: [d.line([(cx - r + i * r / 3, cy - r), (cx - r + i * r / 3 + r, cy + r)],
-                                                    fill=(90, 50, 50, 110), width=lw) for i in range(7)], 0.3)
+        img = _overlay(
+            img,
+            mask,
+            lambda d: [
+                d.line(
+                    [(cx - r + i * r / 3, cy - r), (cx - r + i * r / 3 + r, cy + r)],
+                    fill=(90, 50, 50, 110),
+                    width=lw,
+                )
+                for i in range(7)
+            ],
+            0.3,
+        )
     if "surface:excoriated" in surf:
         img = _overlay(img, mask, lambda d: _lines(d, cx, cy, r, 3, (160, 20, 20, 200), lw, rng, 0.6), 0.3)
     # primary-lesion extras
     if morph in ("morphology:vesicle", "morphology:pustule"):
         fill = (250, 245, 215, 220) if morph == "morphology:pustule" else (255, 235, 230, 180)
-        img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, max(3, int(r * 0.5)), r * 0.12, fill, rng), 0.5)
+        img = _overlay(
+            img, mask, lambda d: _dots(d, cx, cy, r, max(3, int(r * 0.5)), r * 0.12, fill, rng), 0.5
+        )
     if morph == "morphology:wheal":
-        img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, 1, r * 0.45, (250, 225, 225, 160), rng, 0.1), r * 0.25)
+        img = _overlay(
+            img, mask, lambda d: _dots(d, cx, cy, r, 1, r * 0.45, (250, 225, 225, 160), rng, 0.1), r * 0.25
+        )
     if morph == "morphology:comedo":
         img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, 1, r * 0.2, (40, 30, 25, 230), rng, 0.1), 0.5)
     if morph == "morphology:burrow":
-        img = _overlay(img, Image.new("L", img.size, 255),
-                       lambda d: _lines(d, cx, cy, r, 1, (110, 100, 95, 220), lw, rng, 1.6, curvy=True), 0.3)
+        img = _overlay(
+            img,
+            Image.new("L", img.size, 255),
+            lambda d: _lines(d, cx, cy, r, 1, (110, 100, 95, 220), lw, rng, 1.6, curvy=True),
+            0.3,
+        )
     if morph == "morphology:erosion":
-        img = _overlay(img, mask, lambda d: _dots(d, cx, cy, r, 2, r * 0.3, (220, 90, 90, 150), rng, 0.3), 1.0)
+        img = _overlay(
+            img, mask, lambda d: _dots(d, cx, cy, r, 2, r * 0.3, (220, 90, 90, 150), rng, 0.3), 1.0
+        )
     # dermoscopic structures
     for df in sorted(derm):
         img = _DERMOSCOPY_DRAW.get(df, lambda *a: a[0])(img, mask, cx, cy, r, lw, rng)
@@ -263,9 +422,19 @@ def _network(colour, irregular):
             for i in range(k):
                 off = (rng.uniform(-0.3, 0.3) * step) if irregular else 0
                 w = lw * (2 if irregular and rng.random() < 0.4 else 1)
-                d.line([(cx - r + i * step + off, cy - r), (cx - r + i * step - off, cy + r)], fill=colour, width=w)
-                d.line([(cx - r, cy - r + i * step + off), (cx + r, cy - r + i * step - off)], fill=colour, width=w)
+                d.line(
+                    [(cx - r + i * step + off, cy - r), (cx - r + i * step - off, cy + r)],
+                    fill=colour,
+                    width=w,
+                )
+                d.line(
+                    [(cx - r, cy - r + i * step + off), (cx + r, cy - r + i * step - off)],
+                    fill=colour,
+                    width=w,
+                )
+
         return _overlay(img, mask, fn, 0.4)
+
     return draw
 
 
@@ -277,44 +446,129 @@ _DERMOSCOPY_DRAW = {
     "dermoscopic_feature:pigment_network": _network((70, 42, 25, 95), False),
     "dermoscopic_feature:peripheral_delicate_network": _network((90, 55, 35, 110), False),
     "dermoscopic_feature:atypical_pigment_network": _network((35, 22, 18, 190), True),
-    "dermoscopic_feature:blue_white_veil": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx + r * 0.2, cy, r, 2, r * 0.35, (150, 170, 205, 190), rng, 0.3), 3.0),
-    "dermoscopic_feature:irregular_dots_globules": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx, cy, r, 9, r * 0.07, (30, 20, 20, 230), rng, 0.95)),
-    "dermoscopic_feature:streaks": lambda img, mask, cx, cy, r, lw, rng: _overlay(img, Image.new("L", img.size, 255), lambda d: [
-        d.line([(cx + r * 0.75 * math.cos(a), cy + r * 0.75 * math.sin(a)), (cx + r * 1.15 * math.cos(a), cy + r * 1.15 * math.sin(a))],
-               fill=(40, 25, 20, 220), width=lw) for a in [rng.uniform(0, 6.28) for _ in range(5)]], 0.4),
-    "dermoscopic_feature:arborizing_vessels": _simple(lambda cx, cy, r, lw, rng: lambda d: [
-        _branches(d, cx + rng.uniform(-0.4, 0.4) * r, cy + rng.uniform(-0.4, 0.4) * r, rng.uniform(0, 6.28), r * 0.45,
-                  lw * 1.5, (185, 20, 35, 230), rng) for _ in range(3)], 0.3),
-    "dermoscopic_feature:telangiectasia": _simple(lambda cx, cy, r, lw, rng: lambda d: _lines(
-        d, cx, cy, r * 1.4, 6, (200, 40, 50, 200), max(1, lw // 2 + 1), rng, 0.5, curvy=True), 0.3),
-    "dermoscopic_feature:milia_like_cysts": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx, cy, r, 6, r * 0.07, (252, 250, 240, 240), rng), 0.3),
-    "dermoscopic_feature:comedo_like_openings": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx, cy, r, 6, r * 0.07, (45, 30, 20, 235), rng), 0.3),
-    "dermoscopic_feature:central_white_patch": _simple(lambda cx, cy, r, lw, rng: lambda d: d.ellipse(
-        (cx - r * 0.38, cy - r * 0.3, cx + r * 0.38, cy + r * 0.3), fill=(245, 238, 230, 225)), 1.5),
-    "dermoscopic_feature:red_blue_lacunae": _simple(lambda cx, cy, r, lw, rng: lambda d: [_dots(
-        d, cx, cy, r, 4, r * 0.17, c, rng, 0.6) for c in ((170, 20, 50, 230), (90, 40, 110, 230))], 0.5),
-    "dermoscopic_feature:strawberry_pattern": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx, cy, r, int(r * 0.8), r * 0.05, (250, 245, 240, 220), rng), 0.3),
-    "dermoscopic_feature:wickham_striae": _simple(lambda cx, cy, r, lw, rng: lambda d: _lines(
-        d, cx, cy, r, 4, (250, 250, 250, 220), max(1, lw), rng, 0.5, curvy=True), 0.3),
-    "dermoscopic_feature:dotted_vessels": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx, cy, r, int(r * 0.9), r * 0.04, (175, 15, 30, 230), rng), 0.2),
-    "dermoscopic_feature:glomerular_vessels": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx, cy, r, 6, r * 0.08, (175, 15, 30, 200), rng), 0.6),
-    "dermoscopic_feature:hairpin_vessels": _simple(lambda cx, cy, r, lw, rng: lambda d: _lines(
-        d, cx, cy, r, 5, (180, 20, 30, 200), lw, rng, 0.25, curvy=True), 0.3),
-    "dermoscopic_feature:regression_structures": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx - r * 0.3, cy, r * 0.5, 14, r * 0.03, (110, 115, 130, 230), rng), 0.2),
-    "dermoscopic_feature:leaf_like_areas": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx, cy, r * 1.05, 4, r * 0.14, (80, 85, 105, 220), rng, 0.95), 0.5),
-    "dermoscopic_feature:blue_grey_ovoid_nests": _simple(lambda cx, cy, r, lw, rng: lambda d: _dots(
-        d, cx, cy, r, 3, r * 0.16, (75, 85, 110, 225), rng, 0.6), 0.6),
-    "dermoscopic_feature:fissures_ridges": _simple(lambda cx, cy, r, lw, rng: lambda d: _lines(
-        d, cx, cy, r, 6, (45, 28, 18, 200), lw, rng, 0.45, curvy=True), 0.3),
+    "dermoscopic_feature:blue_white_veil": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _dots(d, cx + r * 0.2, cy, r, 2, r * 0.35, (150, 170, 205, 190), rng, 0.3)
+        ),
+        3.0,
+    ),
+    "dermoscopic_feature:irregular_dots_globules": _simple(
+        lambda cx, cy, r, lw, rng: lambda d: _dots(d, cx, cy, r, 9, r * 0.07, (30, 20, 20, 230), rng, 0.95)
+    ),
+    "dermoscopic_feature:streaks": lambda img, mask, cx, cy, r, lw, rng: _overlay(
+        img,
+        Image.new("L", img.size, 255),
+        lambda d: [
+            d.line(
+                [
+                    (cx + r * 0.75 * math.cos(a), cy + r * 0.75 * math.sin(a)),
+                    (cx + r * 1.15 * math.cos(a), cy + r * 1.15 * math.sin(a)),
+                ],
+                fill=(40, 25, 20, 220),
+                width=lw,
+            )
+            for a in [rng.uniform(0, 6.28) for _ in range(5)]
+        ],
+        0.4,
+    ),
+    "dermoscopic_feature:arborizing_vessels": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: [
+                _branches(
+                    d,
+                    cx + rng.uniform(-0.4, 0.4) * r,
+                    cy + rng.uniform(-0.4, 0.4) * r,
+                    rng.uniform(0, 6.28),
+                    r * 0.45,
+                    lw * 1.5,
+                    (185, 20, 35, 230),
+                    rng,
+                )
+                for _ in range(3)
+            ]
+        ),
+        0.3,
+    ),
+    "dermoscopic_feature:telangiectasia": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _lines(
+                d, cx, cy, r * 1.4, 6, (200, 40, 50, 200), max(1, lw // 2 + 1), rng, 0.5, curvy=True
+            )
+        ),
+        0.3,
+    ),
+    "dermoscopic_feature:milia_like_cysts": _simple(
+        lambda cx, cy, r, lw, rng: lambda d: _dots(d, cx, cy, r, 6, r * 0.07, (252, 250, 240, 240), rng), 0.3
+    ),
+    "dermoscopic_feature:comedo_like_openings": _simple(
+        lambda cx, cy, r, lw, rng: lambda d: _dots(d, cx, cy, r, 6, r * 0.07, (45, 30, 20, 235), rng), 0.3
+    ),
+    "dermoscopic_feature:central_white_patch": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: d.ellipse(
+                (cx - r * 0.38, cy - r * 0.3, cx + r * 0.38, cy + r * 0.3), fill=(245, 238, 230, 225)
+            )
+        ),
+        1.5,
+    ),
+    "dermoscopic_feature:red_blue_lacunae": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: [
+                _dots(d, cx, cy, r, 4, r * 0.17, c, rng, 0.6)
+                for c in ((170, 20, 50, 230), (90, 40, 110, 230))
+            ]
+        ),
+        0.5,
+    ),
+    "dermoscopic_feature:strawberry_pattern": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _dots(d, cx, cy, r, int(r * 0.8), r * 0.05, (250, 245, 240, 220), rng)
+        ),
+        0.3,
+    ),
+    "dermoscopic_feature:wickham_striae": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _lines(d, cx, cy, r, 4, (250, 250, 250, 220), max(1, lw), rng, 0.5, curvy=True)
+        ),
+        0.3,
+    ),
+    "dermoscopic_feature:dotted_vessels": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _dots(d, cx, cy, r, int(r * 0.9), r * 0.04, (175, 15, 30, 230), rng)
+        ),
+        0.2,
+    ),
+    "dermoscopic_feature:glomerular_vessels": _simple(
+        lambda cx, cy, r, lw, rng: lambda d: _dots(d, cx, cy, r, 6, r * 0.08, (175, 15, 30, 200), rng), 0.6
+    ),
+    "dermoscopic_feature:hairpin_vessels": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _lines(d, cx, cy, r, 5, (180, 20, 30, 200), lw, rng, 0.25, curvy=True)
+        ),
+        0.3,
+    ),
+    "dermoscopic_feature:regression_structures": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _dots(d, cx - r * 0.3, cy, r * 0.5, 14, r * 0.03, (110, 115, 130, 230), rng)
+        ),
+        0.2,
+    ),
+    "dermoscopic_feature:leaf_like_areas": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _dots(d, cx, cy, r * 1.05, 4, r * 0.14, (80, 85, 105, 220), rng, 0.95)
+        ),
+        0.5,
+    ),
+    "dermoscopic_feature:blue_grey_ovoid_nests": _simple(
+        lambda cx, cy, r, lw, rng: lambda d: _dots(d, cx, cy, r, 3, r * 0.16, (75, 85, 110, 225), rng, 0.6),
+        0.6,
+    ),
+    "dermoscopic_feature:fissures_ridges": _simple(
+        lambda cx, cy, r, lw, rng: (
+            lambda d: _lines(d, cx, cy, r, 6, (45, 28, 18, 200), lw, rng, 0.45, curvy=True)
+        ),
+        0.3,
+    ),
 }
 
 
@@ -330,7 +584,12 @@ def render(findings: dict[str, list[str]], size: int, fitzpatrick: int, rng: ran
     frac = SIZE_FRAC.get(one.get("size", "size:medium"), (0.13, 0.19))
     shrink = 1.0 if n == 1 else max(0.35, 1.0 / math.sqrt(n) * 1.3)
     if layout == "distribution:centrofacial":  # diffuse erythema plus small papules across it
-        f_bg = {**findings, "morphology": ["morphology:patch"], "border": ["border:ill_defined"], "dermoscopic_feature": []}
+        f_bg = {
+            **findings,
+            "morphology": ["morphology:patch"],
+            "border": ["border:ill_defined"],
+            "dermoscopic_feature": [],
+        }
         img = _lesion(img, f_bg, S / 2, S / 2, S * 0.36, skin_rgb, rng)
         n, shrink = rng.randint(5, 9), 0.35
     for cx, cy in _centres(layout, n, S, S * frac[1] * shrink, rng):

@@ -162,8 +162,13 @@ def _consistency(findings_text: str, condition: str) -> tuple[int, int, int]:
     parts = []
     for target in judged_against(condition):
         verdicts = judge(claims, kg(), target)
-        parts.append((sum(v.verdict == SUPPORTED for v in verdicts), sum(v.verdict == CONTRADICTED for v in verdicts),
-                      len(verdicts)))
+        parts.append(
+            (
+                sum(v.verdict == SUPPORTED for v in verdicts),
+                sum(v.verdict == CONTRADICTED for v in verdicts),
+                len(verdicts),
+            )
+        )
     return max(parts, key=lambda p: p[0] - p[1])  # ties: the first member in name order
 
 
@@ -188,7 +193,9 @@ def _each(values, n: int) -> list:
 def accuracy(prompts, completions, answer=None, meta=None, **_) -> list[float]:
     """{7, -1}: see accuracy_score."""
     n = len(completions)
-    return [accuracy_score(c, a, m) for c, a, m in zip(completions, _each(answer, n), _each(meta, n), strict=True)]
+    return [
+        accuracy_score(c, a, m) for c, a, m in zip(completions, _each(answer, n), _each(meta, n), strict=True)
+    ]
 
 
 @reward("derm_format")

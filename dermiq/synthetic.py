@@ -20,9 +20,18 @@ from .render import SUPPORTED, render
 
 # Visually separable defaults: the DermIQ 8 DermNet conditions, the other HAM10000 classes and a few more.
 DEFAULT_CONDITIONS = (
-    "condition:melanoma", "condition:melanocytic_nevus", "condition:basal_cell_carcinoma", "condition:actinic_keratosis",
-    "condition:seborrheic_keratosis", "condition:dermatofibroma", "condition:vascular_lesion", "condition:psoriasis",
-    "condition:dermatitis", "condition:lichen_planus", "condition:rosacea", "condition:vitiligo",
+    "condition:melanoma",
+    "condition:melanocytic_nevus",
+    "condition:basal_cell_carcinoma",
+    "condition:actinic_keratosis",
+    "condition:seborrheic_keratosis",
+    "condition:dermatofibroma",
+    "condition:vascular_lesion",
+    "condition:psoriasis",
+    "condition:dermatitis",
+    "condition:lichen_planus",
+    "condition:rosacea",
+    "condition:vitiligo",
     "condition:tinea_corporis",
 )
 PROMPT = QUESTION  # the user turn's question (the format and labels are the system turn: dermiq.prompts)
@@ -36,7 +45,9 @@ def _kg(kg: KnowledgeGraph | None) -> KnowledgeGraph:
     return load_builtin("derm")
 
 
-def make_sample(kg: KnowledgeGraph, condition: str, seed: int, index: int, size: int = 112) -> tuple[Image.Image, dict]:
+def make_sample(
+    kg: KnowledgeGraph, condition: str, seed: int, index: int, size: int = 112
+) -> tuple[Image.Image, dict]:
     """One image and its ground truth (findings by type, Fitzpatrick type, per-image seed)."""
     cid = kg.require(condition, "condition")
     rng = random.Random(f"{seed}/{cid}/{index}")
@@ -101,7 +112,9 @@ def contact_sheet(
     kg = _kg(kg)
     conds = [kg.require(c, "condition") for c in (conditions or DEFAULT_CONDITIONS)]
     label_w, pad = 190, 4
-    sheet = Image.new("RGB", (label_w + per_row * (size + pad), len(conds) * (size + pad) + pad), (255, 255, 255))
+    sheet = Image.new(
+        "RGB", (label_w + per_row * (size + pad), len(conds) * (size + pad) + pad), (255, 255, 255)
+    )
     draw = ImageDraw.Draw(sheet)
     try:
         font = ImageFont.load_default(size=15)

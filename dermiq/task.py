@@ -50,4 +50,3 @@ def _with_images(prompt: list[dict], n_images: int) -> list[dict]:
 
 def max_new_tokens(card: dict | None) -> int:
     return int((card or {}).get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
-

@@ -17,8 +17,12 @@ from .errors import KGError
 from .preference import AXES
 
 # Which claims explain which axis.
-_AXIS_KINDS = {"diagnosis": ("diagnosis", "differential"), "safety": ("diagnosis", "differential"),
-               "management": ("treatment", "procedure"), "faithfulness": ("finding",)}
+_AXIS_KINDS = {
+    "diagnosis": ("diagnosis", "differential"),
+    "safety": ("diagnosis", "differential"),
+    "management": ("treatment", "procedure"),
+    "faithfulness": ("finding",),
+}
 _SENTENCE_END = re.compile(r"[.;!?\n]|</?answer>|</?think>")
 
 
@@ -32,8 +36,12 @@ def find_pairs(path: str | Path) -> Path:
         if len(found) == 1:
             return found[0]
         if found:
-            raise KGError(f"{p}: several pair files ({', '.join(str(f.relative_to(p)) for f in found)}); name one")
-        raise KGError(f"{p}: no dpo_pairs.jsonl in this folder (a DermIQ run writes data/dpo_pairs.jsonl in its DPO stage)")
+            raise KGError(
+                f"{p}: several pair files ({', '.join(str(f.relative_to(p)) for f in found)}); name one"
+            )
+        raise KGError(
+            f"{p}: no dpo_pairs.jsonl in this folder (a DermIQ run writes data/dpo_pairs.jsonl in its DPO stage)"
+        )
     raise KGError(f"{p}: no such file or folder")
 
 
@@ -72,8 +80,10 @@ def explain(text: str, score: dict, axes: list[str] | None = None) -> list[dict]
     for v in score.get("verdicts", []):
         if v["kind"] not in kinds and v["kind"] != "unread":
             continue
-        line = f"{v['kind']} {v['node_id']} ({v['polarity']}{', ' + ', '.join(v['context']) if v.get('context') else ''})" \
-               f": {v['verdict']} - {v['reason']}"
+        line = (
+            f"{v['kind']} {v['node_id']} ({v['polarity']}{', ' + ', '.join(v['context']) if v.get('context') else ''})"
+            f": {v['verdict']} - {v['reason']}"
+        )
         out.setdefault(_sentence(text, v.get("start", 0)), []).append(line)
     return [{"sentence": s, "claims": c} for s, c in out.items()]
 
@@ -84,12 +94,21 @@ def audit_rows(rows: list[dict]) -> list[dict]:
     for i, row in enumerate(rows, 1):
         meta = row["meta"]
         decided = meta.get("decided_by") or []
-        item = {"pair": i, "condition": meta.get("condition_id"), "decided_by": decided, "margin": meta.get("margin")}
+        item = {
+            "pair": i,
+            "condition": meta.get("condition_id"),
+            "decided_by": decided,
+            "margin": meta.get("margin"),
+        }
         for side in ("chosen", "rejected"):
             score = meta.get(f"{side}_score") or {}
             text = _text(row[side])
-            item[side] = {"text": text, "axes": {a: (score.get("axes") or {}).get(a) for a in AXES},
-                          "total": score.get("total"), "explained": explain(text, score)}
+            item[side] = {
+                "text": text,
+                "axes": {a: (score.get("axes") or {}).get(a) for a in AXES},
+                "total": score.get("total"),
+                "explained": explain(text, score),
+            }
         out.append(item)
     return out
 
@@ -97,48 +116,66 @@ def audit_rows(rows: list[dict]) -> list[dict]:
 def format_text(items: list[dict], summary: dict | None) -> str:
     lines = []
     if summary:
-        lines.append(f"pairs {summary.get('pairs')} from {summary.get('comparisons')} comparisons; judge abstained on "
-                     f"{summary.get('abstained')} ({summary.get('abstention_rate', 0):.0%}); undecided "
-                     f"{summary.get('undecided')}")
+        lines.append(
+            f"pairs {summary.get('pairs')} from {summary.get('comparisons')} comparisons; judge abstained on "
+            f"{summary.get('abstained')} ({summary.get('abstention_rate', 0):.0%}); undecided "
+            f"{summary.get('undecided')}"
+        )
         for reason, n in (summary.get("reasons") or {}).items():
             lines.append(f"  abstained: {reason} x{n}")
         for axis, n in (summary.get("decided_by") or {}).items():
             lines.append(f"  decided by {axis}: {n}")
     for it in items:
         lines.append("")
-        lines.append(f"pair {it['pair']}: {it['condition']}  decided by: {', '.join(it['decided_by']) or '(not recorded)'}")
+        lines.append(
+            f"pair {it['pair']}: {it['condition']}  decided by: {', '.join(it['decided_by']) or '(not recorded)'}"
+        )
         for side in ("chosen", "rejected"):
             s = it[side]
             axes = "  ".join(f"{a}={s['axes'][a]}" for a in AXES)
             lines.append(f"  {side.upper():<8} {axes}  total={s['total']}")
             lines.append(f"    text: {' '.join(s['text'].split())[:300]}")
             for e in s["explained"]:
-                lines.append(f"    \"{e['sentence']}\"")
+                lines.append(f'    "{e["sentence"]}"')
                 lines.extend(f"      - {c}" for c in e["claims"])
     return "\n".join(lines)
 
 
 def format_html(items: list[dict], summary: dict | None, title: str) -> str:
     esc = html.escape
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{esc(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}.chosen{background:#eef8ee}"
-             ".rejected{background:#fbeeee}</style>",
-             f"<h1>KG judge audit: {esc(title)}</h1>",
-             "<p>Research use only: the KG judge is a proxy for expert preference, not a clinician.</p>"]
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>{esc(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}.chosen{background:#eef8ee}"
+        ".rejected{background:#fbeeee}</style>",
+        f"<h1>KG judge audit: {esc(title)}</h1>",
+        "<p>Research use only: the KG judge is a proxy for expert preference, not a clinician.</p>",
+    ]
     if summary:
-        parts.append(f"<p>{summary.get('pairs')} pairs from {summary.get('comparisons')} comparisons; the judge abstained on "
-                     f"{summary.get('abstained')} ({summary.get('abstention_rate', 0):.0%}).</p>")
+        parts.append(
+            f"<p>{summary.get('pairs')} pairs from {summary.get('comparisons')} comparisons; the judge abstained on "
+            f"{summary.get('abstained')} ({summary.get('abstention_rate', 0):.0%}).</p>"
+        )
     for it in items:
-        parts.append(f"<h2>Pair {it['pair']}: {esc(str(it['condition']))}</h2><p>Decided by: "
-                     f"<b>{esc(', '.join(it['decided_by']) or '(not recorded)')}</b></p><table><tr><th></th>"
-                     + "".join(f"<th>{a}</th>" for a in AXES) + "<th>answer and the sentences that decided it</th></tr>")
+        parts.append(
+            f"<h2>Pair {it['pair']}: {esc(str(it['condition']))}</h2><p>Decided by: "
+            f"<b>{esc(', '.join(it['decided_by']) or '(not recorded)')}</b></p><table><tr><th></th>"
+            + "".join(f"<th>{a}</th>" for a in AXES)
+            + "<th>answer and the sentences that decided it</th></tr>"
+        )
         for side in ("chosen", "rejected"):
             s = it[side]
-            sentences = "".join(f"<p>&ldquo;{esc(e['sentence'])}&rdquo;<ul>" + "".join(f"<li>{esc(c)}</li>" for c in e["claims"])
-                                + "</ul></p>" for e in s["explained"])
-            parts.append(f"<tr class='{side}'><th>{side}</th>" + "".join(f"<td>{esc(str(s['axes'][a]))}</td>" for a in AXES)
-                         + f"<td><pre style='white-space:pre-wrap'>{esc(s['text'])}</pre>{sentences}</td></tr>")
+            sentences = "".join(
+                f"<p>&ldquo;{esc(e['sentence'])}&rdquo;<ul>"
+                + "".join(f"<li>{esc(c)}</li>" for c in e["claims"])
+                + "</ul></p>"
+                for e in s["explained"]
+            )
+            parts.append(
+                f"<tr class='{side}'><th>{side}</th>"
+                + "".join(f"<td>{esc(str(s['axes'][a]))}</td>" for a in AXES)
+                + f"<td><pre style='white-space:pre-wrap'>{esc(s['text'])}</pre>{sentences}</td></tr>"
+            )
         parts.append("</table>")
     return "\n".join(parts)
 

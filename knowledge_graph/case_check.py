@@ -25,9 +25,30 @@ from .claims import ABSENT, HEDGED, PRESENT, Claim, diagnosis, extract_claims
 from .kg import KnowledgeGraph
 
 # Finding types a case states about the patient (what `kg.rank` weighs) and what an answer can invent.
-CASE_TYPES = ("morphology", "colour", "border", "shape", "surface", "distribution", "size", "dermoscopic_feature",
-              "site", "body_site", "symptom", "sign", "lab_finding", "imaging_finding", "risk_factor")
-FLAGS = ("diagnosis_not_supported", "invented_findings", "omitted_must_do", "contraindicated_given", "not_checkable")
+CASE_TYPES = (
+    "morphology",
+    "colour",
+    "border",
+    "shape",
+    "surface",
+    "distribution",
+    "size",
+    "dermoscopic_feature",
+    "site",
+    "body_site",
+    "symptom",
+    "sign",
+    "lab_finding",
+    "imaging_finding",
+    "risk_factor",
+)
+FLAGS = (
+    "diagnosis_not_supported",
+    "invented_findings",
+    "omitted_must_do",
+    "contraindicated_given",
+    "not_checkable",
+)
 BEST_FIT_K = 3  # at most this many conditions count as what the case fits
 BEST_FIT_RATIO = 0.75  # ... and only those scoring at least this share of the best score
 _PAST = {"historical", "family"}
@@ -58,7 +79,12 @@ def case_findings(case: str, kg: KnowledgeGraph) -> tuple[list[str], list[str]]:
     """(present, absent) finding ids the case text states about the patient now (not hedged, not past/family)."""
     present, absent = [], []
     for c in extract_claims(case or "", kg):
-        if c.kind != "finding" or c.node_type not in CASE_TYPES or _PAST & set(c.context) or c.polarity == HEDGED:
+        if (
+            c.kind != "finding"
+            or c.node_type not in CASE_TYPES
+            or _PAST & set(c.context)
+            or c.polarity == HEDGED
+        ):
             continue
         (absent if c.polarity == ABSENT else present).append(c.node_id)
     return list(dict.fromkeys(present)), [a for a in dict.fromkeys(absent) if a not in present]
@@ -115,26 +141,40 @@ def check_case(answer: str, case: str, kg: KnowledgeGraph) -> CaseCheck:
     if not out.diagnosis_supported:
         out.flags["diagnosis_not_supported"] = [
             f"{kg.label(out.diagnosis)} is not among the conditions the case's findings fit best "
-            f"({', '.join(kg.label(c) for c in fits)})"]
-    out.judged_against = out.diagnosis if out.diagnosis_supported and kg.type(out.diagnosis) == "condition" else fits[0]
+            f"({', '.join(kg.label(c) for c in fits)})"
+        ]
+    out.judged_against = (
+        out.diagnosis if out.diagnosis_supported and kg.type(out.diagnosis) == "condition" else fits[0]
+    )
     _findings(out, claims, kg)
     _management(out, claims, kg)
-    out.reason = (f"diagnosis {'among' if out.diagnosis_supported else 'not among'} the case's best fits; "
-                  f"management judged against {kg.label(out.judged_against)}")
+    out.reason = (
+        f"diagnosis {'among' if out.diagnosis_supported else 'not among'} the case's best fits; "
+        f"management judged against {kg.label(out.judged_against)}"
+    )
     return out
 
 
 def invented(out: CaseCheck, claims: list[Claim]) -> list[Claim]:
     """The answer's claims of findings for the patient now that the case does not state (or denies)."""
     stated = set(out.case_present)
-    return [c for c in claims if c.kind == "finding" and c.node_type in CASE_TYPES and c.polarity == PRESENT
-            and not _PAST & set(c.context) and c.node_id not in stated]
+    return [
+        c
+        for c in claims
+        if c.kind == "finding"
+        and c.node_type in CASE_TYPES
+        and c.polarity == PRESENT
+        and not _PAST & set(c.context)
+        and c.node_id not in stated
+    ]
 
 
 def _findings(out: CaseCheck, claims: list[Claim], kg: KnowledgeGraph) -> None:
     """Findings the answer asserts for the patient now that the case does not state (or denies)."""
-    said = [f"{kg.label(c.node_id)} ({'the case says it is absent' if c.node_id in out.case_absent else 'not in the case'})"
-            for c in invented(out, claims)]
+    said = [
+        f"{kg.label(c.node_id)} ({'the case says it is absent' if c.node_id in out.case_absent else 'not in the case'})"
+        for c in invented(out, claims)
+    ]
     if said:
         out.flags["invented_findings"] = list(dict.fromkeys(said))
 
@@ -159,5 +199,6 @@ def _management(out: CaseCheck, claims: list[Claim], kg: KnowledgeGraph) -> None
         out.flags["contraindicated_given"] = harmful
     needed = must_do(kg, cond)
     if needed and not needed & given:
-        out.flags["omitted_must_do"] = [f"none of {', '.join(sorted(kg.label(a) for a in needed))} "
-                                        f"for {kg.label(cond)}"]
+        out.flags["omitted_must_do"] = [
+            f"none of {', '.join(sorted(kg.label(a) for a in needed))} for {kg.label(cond)}"
+        ]

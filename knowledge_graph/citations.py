@@ -31,10 +31,14 @@ def citation_counts(edges) -> tuple[int, int]:
 # "doi:10.1093/eurheartj/ehad191". A textbook chapter is specific but not checkable for a management decision.
 _PMID = re.compile(r"\bPMID:?\s*\d{6,9}\b", re.I)
 _DOI = re.compile(r"\b(?:doi:?\s*|https?://doi\.org/)10\.\d{4,9}/\S+", re.I)
-_GUIDELINE_ID = re.compile(r"\b(?:[A-Z]{2,}[A-Za-z]*\s?(?:[A-Z]{1,3}\s?)?\d{1,4}|[A-Z]{2,}(?:/[A-Z]{2,})*\s(?:19|20)\d\d)\b")
+_GUIDELINE_ID = re.compile(
+    r"\b(?:[A-Z]{2,}[A-Za-z]*\s?(?:[A-Z]{1,3}\s?)?\d{1,4}|[A-Z]{2,}(?:/[A-Z]{2,})*\s(?:19|20)\d\d)\b"
+)
 _YEAR = re.compile(r"\b(?:19|20)\d\d\b")
-_SECTION = re.compile(r"(?:§|\bsec(?:tion)?\.?\s|\brec(?:ommendation)?\.?\s|\btable\s|\bfig(?:ure)?\.?\s|\bpara\.?\s|\bp\.\s?\d)",
-                      re.I)
+_SECTION = re.compile(
+    r"(?:§|\bsec(?:tion)?\.?\s|\brec(?:ommendation)?\.?\s|\btable\s|\bfig(?:ure)?\.?\s|\bpara\.?\s|\bp\.\s?\d)",
+    re.I,
+)
 
 
 def is_checkable(source: str) -> bool:

@@ -23,11 +23,16 @@ PRESENT, ABSENT, HEDGED = "present", "absent", "hedged"
 
 _DX_CUE = re.compile(
     r"\b(diagnosis|diagnose|dx|impression|consistent with|suggestive of|compatible with|most likely|likely|"
-    r"represents|probably|probable|favou?r|in keeping with|answer|now|this is|today)\b", re.I)
+    r"represents|probably|probable|favou?r|in keeping with|answer|now|this is|today)\b",
+    re.I,
+)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.I | re.S)
 # ConText's FAMILY cue is lost when it overlaps a target ('family history' is itself a risk factor), so check it here.
-_FAMILY = re.compile(r"\b(?:family history of|(?:mother|father|sister|brother|sibling|parent|aunt|uncle|grandmother|"
-                     r"grandfather|son|daughter|cousin|relatives?|grandparents?)(?:'s)?\b[^.;]*\b(?:had|has|with|died of))\b([^.;]*)$", re.I)
+_FAMILY = re.compile(
+    r"\b(?:family history of|(?:mother|father|sister|brother|sibling|parent|aunt|uncle|grandmother|"
+    r"grandfather|son|daughter|cousin|relatives?|grandparents?)(?:'s)?\b[^.;]*\b(?:had|has|with|died of))\b([^.;]*)$",
+    re.I,
+)
 _KIND = {"condition": "differential", "treatment": "treatment", "procedure": "procedure"}
 # An ambiguous abbreviation ('PE', 'RA', 'MS') is read by context (``_code_reading``): after a diagnostic or hedging
 # cue ("possible PE", "Dx: RA", "r/o MS") or a qualifier ("massive PE", "inferior MI"), never in "SpO2 94% on RA"
@@ -35,11 +40,15 @@ _KIND = {"condition": "differential", "treatment": "treatment", "procedure": "pr
 _CODE_QUALIFIER = re.compile(
     r"\b(?:massive|submassive|saddle|segmental|subsegmental|bilateral|acute|chronic|suspected|confirmed|new|recent|"
     r"inferior|anterior|lateral|posterior|septal|severe|mild|moderate|active|relapsing|seropositive|seronegative|"
-    r"negative for|positive for|treated|known|lobe|lobar|basal|multiple|several|numerous)\W+$", re.I)
+    r"negative for|positive for|treated|known|lobe|lobar|basal|multiple|several|numerous)\W+$",
+    re.I,
+)
 _CODE_CUE = re.compile(
     r"\b(?:possible|probable|probably|likely|suspected|suspect|suspicion of|r/o|rule out|exclude|excluding|diagnosis|"
     r"dx|impression|consistent with|in keeping with|query|favou?r|treat(?:ed)? (?:as|for)|known|history of|"
-    r"differential|ddx|vs|versus|than|not|no|of)\W+(?:\w+\W+){0,1}$|\?\s*$", re.I)
+    r"differential|ddx|vs|versus|than|not|no|of)\W+(?:\w+\W+){0,1}$|\?\s*$",
+    re.I,
+)
 
 
 @dataclass
@@ -77,7 +86,11 @@ def _polarity(ent, doc, node_type) -> tuple[str, list[str]]:
 
     A hedge beats a negation ('cannot be excluded'); a withheld action ('avoid X', 'X is contraindicated') is absent."""
     cats = categories(ent, doc, node_type)
-    other = [name for name, cat in (("historical", HIST), ("family", FAMILY), ("hypothetical", HYPO)) if cat in cats]
+    other = [
+        name
+        for name, cat in (("historical", HIST), ("family", FAMILY), ("hypothetical", HYPO))
+        if cat in cats
+    ]
     if HEDGE in cats or HYPO in cats:
         return HEDGED, other
     if NEG in cats or WITHHELD in cats:
@@ -119,11 +132,21 @@ def extract_claims(text: str, kg: KnowledgeGraph) -> list[Claim]:
             if reading == "other":
                 continue
             if reading == "unread":
-                claims.append(Claim("unread", label, "unread", original[ent.start_char: ent.end_char], False,
-                                    ent.start_char, HEDGED, ["ambiguous abbreviation"]))
+                claims.append(
+                    Claim(
+                        "unread",
+                        label,
+                        "unread",
+                        original[ent.start_char : ent.end_char],
+                        False,
+                        ent.start_char,
+                        HEDGED,
+                        ["ambiguous abbreviation"],
+                    )
+                )
                 continue
         polarity, other = _polarity(ent, doc, node_type)
-        family = _FAMILY.search(text[ent.sent.start_char: ent.start_char])
+        family = _FAMILY.search(text[ent.sent.start_char : ent.start_char])
         if "family" not in other and family and not clause_break(family.group(1)):
             other = [*other, "family"]
         if label.endswith(ABSENT_MARK):
@@ -137,7 +160,9 @@ def extract_claims(text: str, kg: KnowledgeGraph) -> list[Claim]:
             ntype = kg.type(label)
         else:
             continue
-        if ntype in ("category", "dataset_label") or (ntype in ("condition", "unlisted") and "family" in other):
+        if ntype in ("category", "dataset_label") or (
+            ntype in ("condition", "unlisted") and "family" in other
+        ):
             continue
         kind = "differential" if ntype == "unlisted" else _KIND.get(ntype, "finding")
         if ntype in ("condition", "unlisted"):
@@ -148,8 +173,18 @@ def extract_claims(text: str, kg: KnowledgeGraph) -> list[Claim]:
             last_condition_end = ent.end_char
         if any(c.node_id == label and c.polarity == polarity for c in claims):
             continue  # 'stuck-on waxy surface': one claim, not two
-        claims.append(Claim(kind, label, ntype, original[ent.start_char: ent.end_char], polarity == ABSENT,
-                            ent.start_char, polarity, other))
+        claims.append(
+            Claim(
+                kind,
+                label,
+                ntype,
+                original[ent.start_char : ent.end_char],
+                polarity == ABSENT,
+                ent.start_char,
+                polarity,
+                other,
+            )
+        )
     _pick_diagnosis(text, claims, kg)
     return claims
 
@@ -164,15 +199,18 @@ def _upper_codes(kg: KnowledgeGraph) -> frozenset[str]:
 def _code_reading(text: str, start: int, end: int) -> str:
     """How to read an ambiguous abbreviation ('PE', 'RA', 'LP'): 'read' as the KG's condition, 'other' (another sense:
     'PE: chest clear', 'SpO2 94% on RA') or 'unread' (no context says which: the scorer abstains on it)."""
-    before, after = text[max(0, start - 40): start], text[end: end + 4]
+    before, after = text[max(0, start - 40) : start], text[end : end + 4]
     if _CODE_CUE.search(before) or _CODE_QUALIFIER.search(before):
         return "read"
     if re.match(r"\s*:", after) or re.search(r"(?:\bon|\d%?)\s*$", before):
         return "other"
-    if re.match(r"\s*(?:\?|(?:is|was)?\s*(?:likely|suspected|confirmed|possible|probable|unlikely|excluded|ruled out)\b)",
-                text[end: end + 24], re.I):
+    if re.match(
+        r"\s*(?:\?|(?:is|was)?\s*(?:likely|suspected|confirmed|possible|probable|unlikely|excluded|ruled out)\b)",
+        text[end : end + 24],
+        re.I,
+    ):
         return "read"  # "PE likely", "RA confirmed", "PE?"
-    if re.match(r"\s+(?:flare|lesions?|rash|exacerbation|relapse|crisis)\b", text[end: end + 16], re.I):
+    if re.match(r"\s+(?:flare|lesions?|rash|exacerbation|relapse|crisis)\b", text[end : end + 16], re.I):
         return "read"  # "AD flare", "KS lesions on the palate"
     if re.search(r"(?:^|[.;:!?>\n])\s*$", before) and re.match(r"\s*(?:[.;,)!?<]|\s-\s|$)", after):
         return "read"  # the abbreviation is the whole answer: "CAP; amoxicillin."
@@ -180,7 +218,11 @@ def _code_reading(text: str, start: int, end: int) -> str:
 
 
 def _eligible(c: Claim) -> bool:
-    return c.node_type in ("condition", "unlisted") and c.polarity == PRESENT and not {"historical", "apposition"} & set(c.context)
+    return (
+        c.node_type in ("condition", "unlisted")
+        and c.polarity == PRESENT
+        and not {"historical", "apposition"} & set(c.context)
+    )
 
 
 def _pick_diagnosis(text: str, claims: list[Claim], kg: KnowledgeGraph) -> None:
@@ -188,8 +230,13 @@ def _pick_diagnosis(text: str, claims: list[Claim], kg: KnowledgeGraph) -> None:
     chosen = None
     tag = _ANSWER_TAG.search(text)
     if tag:
-        inside = [c for c in claims if c.node_type in ("condition", "unlisted") and c.polarity != ABSENT
-                  and tag.start(1) <= c.start < tag.end(1)]
+        inside = [
+            c
+            for c in claims
+            if c.node_type in ("condition", "unlisted")
+            and c.polarity != ABSENT
+            and tag.start(1) <= c.start < tag.end(1)
+        ]
         chosen = inside[0] if inside else None
     if chosen is None and conds:
         for cue_end in reversed([m.end() for m in _DX_CUE.finditer(text)]):
@@ -250,11 +297,17 @@ def _judge_condition(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
     in_ddx = c.node_type == "condition" and c.node_id in kg.differential(cond)
     truth = kg.label(cond)
     if c.polarity == ABSENT:
-        return Verdict(c, CONTRADICTED, f"rules out the true condition {truth}") if same else Verdict(c, SUPPORTED, "rules out")
+        return (
+            Verdict(c, CONTRADICTED, f"rules out the true condition {truth}")
+            if same
+            else Verdict(c, SUPPORTED, "rules out")
+        )
     if c.polarity == HEDGED:
         if same:
             return Verdict(c, SUPPORTED, f"keeps the true condition {truth} open")
-        return Verdict(c, SUPPORTED if in_ddx else UNVERIFIABLE, "in the KG differential" if in_ddx else "hedged")
+        return Verdict(
+            c, SUPPORTED if in_ddx else UNVERIFIABLE, "in the KG differential" if in_ddx else "hedged"
+        )
     if c.kind == "diagnosis":
         if group:
             return Verdict(c, SUPPORTED, f"names {name}, the group of {truth}: a partial answer")
@@ -264,7 +317,11 @@ def _judge_condition(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
         return Verdict(c, CONTRADICTED, f"{name} {why} {truth}")
     if same:
         return Verdict(c, SUPPORTED, "the true condition")
-    return Verdict(c, SUPPORTED if in_ddx else UNVERIFIABLE, "in the KG differential" if in_ddx else "not in the KG differential")
+    return Verdict(
+        c,
+        SUPPORTED if in_ddx else UNVERIFIABLE,
+        "in the KG differential" if in_ddx else "not in the KG differential",
+    )
 
 
 def _judge_action(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
@@ -281,7 +338,11 @@ def _judge_action(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
         return Verdict(c, UNVERIFIABLE, f"{label} only considered")
     if c.polarity == ABSENT:
         if kind in ("contraindicated", "delays"):
-            return Verdict(c, SUPPORTED, f"{label} {'is contraindicated in' if kind == 'contraindicated' else 'delays care of'} {truth}")
+            return Verdict(
+                c,
+                SUPPORTED,
+                f"{label} {'is contraindicated in' if kind == 'contraindicated' else 'delays care of'} {truth}",
+            )
         if kind == "indicated" and attrs.get("line") == "first":
             return Verdict(c, CONTRADICTED, f"{label} is first line for {truth}")
         return Verdict(c, UNVERIFIABLE, f"withholding {label}")
@@ -290,12 +351,16 @@ def _judge_action(c: Claim, kg: KnowledgeGraph, cond: str | None) -> Verdict:
     if kind == "delays":
         return Verdict(c, CONTRADICTED, f"{label} delays the diagnosis or treatment of {truth}")
     if kind == "indicated":
-        what = f"{attrs['line']} line" if attrs.get("line") else f"part of the {attrs.get('purpose', 'work-up')}"
+        what = (
+            f"{attrs['line']} line" if attrs.get("line") else f"part of the {attrs.get('purpose', 'work-up')}"
+        )
         return Verdict(c, SUPPORTED, f"{label} is {what} for {truth}")
     return Verdict(c, UNVERIFIABLE, f"KG does not list {label} for {truth}")
 
 
-def _judge_finding(c: Claim, kg: KnowledgeGraph, cond: str | None, known: set[str], recorded: set[str]) -> Verdict:
+def _judge_finding(
+    c: Claim, kg: KnowledgeGraph, cond: str | None, known: set[str], recorded: set[str]
+) -> Verdict:
     label = kg.label(c.node_id)
     if c.polarity == HEDGED:
         return Verdict(c, UNVERIFIABLE, f"{label} is only hedged")
@@ -313,10 +378,16 @@ def _judge_finding(c: Claim, kg: KnowledgeGraph, cond: str | None, known: set[st
         return Verdict(c, SUPPORTED, f"{label} is {typ} in {cname}")
     sens = kg.sensitivity_of(cond, c.node_id)
     if sens:
-        return Verdict(c, CONTRADICTED, f"{label} is {'required for' if sens == 'required' else 'nearly always present in'} {cname}")
+        return Verdict(
+            c,
+            CONTRADICTED,
+            f"{label} is {'required for' if sens == 'required' else 'nearly always present in'} {cname}",
+        )
     return Verdict(c, UNVERIFIABLE, f"{label} is {typ} in {cname} but its absence proves little")
 
 
-def check_text(text: str, kg: KnowledgeGraph, condition: str | None, case_findings: dict | None = None) -> list[Verdict]:
+def check_text(
+    text: str, kg: KnowledgeGraph, condition: str | None, case_findings: dict | None = None
+) -> list[Verdict]:
     """extract_claims + judge in one call."""
     return judge(extract_claims(text, kg), kg, condition, case_findings)

@@ -9,27 +9,37 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    kg = subparsers.add_parser("kg", help="knowledge graphs: stats, validate a user's KG, check and score text")
+    kg = subparsers.add_parser(
+        "kg", help="knowledge graphs: stats, validate a user's KG, check and score text"
+    )
     sub = kg.add_subparsers(dest="kg_command", metavar="KG_COMMAND", required=True)
     stats = sub.add_parser("stats", help="count nodes per type, edges per relation and specific citations")
     stats.add_argument("--kg", default="derm", help="'derm', 'clinical' or a KG file (.json/.graphml/.csv)")
-    stats.add_argument("--extend", action="store_true", help="with a file: merge it into the built-in --base KG")
+    stats.add_argument(
+        "--extend", action="store_true", help="with a file: merge it into the built-in --base KG"
+    )
     stats.add_argument("--base", default="derm", help="built-in KG that --extend merges into")
     stats.set_defaults(handler=_stats)
     check = sub.add_parser("check", help="validate a KG file (JSON node-link, GraphML or CSV triples)")
     check.add_argument("file", help="path to the KG file")
     check.set_defaults(handler=_check)
-    audit = sub.add_parser("audit", help="review a DPO pair file (or a run's) pair by pair: axes, parts, deciding sentences")
-    audit.add_argument("path", metavar="RUN_OR_PAIRS_FILE", help="a dpo_pairs.jsonl, or a run folder holding one")
+    audit = sub.add_parser(
+        "audit", help="review a DPO pair file (or a run's) pair by pair: axes, parts, deciding sentences"
+    )
+    audit.add_argument(
+        "path", metavar="RUN_OR_PAIRS_FILE", help="a dpo_pairs.jsonl, or a run folder holding one"
+    )
     audit.add_argument("--html", metavar="OUT", help="also write the review as an HTML page")
     audit.set_defaults(handler=_audit)
-    for name, handler, text in (("claims", _claims, "each claim in TEXT with its node, polarity and verdict"),
-                                ("score", _score, "the preference score of TEXT and its parts")):
+    for name, handler, text in (
+        ("claims", _claims, "each claim in TEXT with its node, polarity and verdict"),
+        ("score", _score, "the preference score of TEXT and its parts"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("text", metavar="TEXT", help="the answer to check (quote it)")
         p.add_argument("--kg", default="derm", help="'derm', 'clinical' or a KG file")
         p.add_argument("--condition", required=True, help="the true condition (id, label or alias)")
-        p.add_argument("--case", help="JSON file with the case's findings, e.g. {\"colour\": [\"colour:red\"]}")
+        p.add_argument("--case", help='JSON file with the case\'s findings, e.g. {"colour": ["colour:red"]}')
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         p.set_defaults(handler=handler)
 
@@ -52,7 +62,9 @@ def _case(path: str | None) -> dict | None:
     except json.JSONDecodeError as e:
         raise KGError(f"{Path(path).name} line {e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(data, dict):
-        raise KGError(f"{Path(path).name}: expected an object of finding lists, e.g. {{\"colour\": [\"colour:red\"]}}")
+        raise KGError(
+            f'{Path(path).name}: expected an object of finding lists, e.g. {{"colour": ["colour:red"]}}'
+        )
     return data.get("findings", data) if isinstance(data.get("findings"), dict) else data
 
 
@@ -109,7 +121,12 @@ def _claims(args: argparse.Namespace) -> int:
     verdicts = check_text(args.text, kg, cond, _case(args.case))
     dx = diagnosis([v.claim for v in verdicts])
     if args.json:
-        print(json.dumps({"condition": cond, "diagnosis": dx, "claims": [v.to_dict() for v in verdicts]}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {"condition": cond, "diagnosis": dx, "claims": [v.to_dict() for v in verdicts]},
+                ensure_ascii=False,
+            )
+        )
         return 0
     print(f"condition: {kg.label(cond)} ({cond})")
     print(f"diagnosis: {dx or 'none'}")

@@ -108,7 +108,9 @@ def save(kg: KnowledgeGraph, path: str | Path) -> Path:
             w = csv.writer(f, delimiter="\t" if suffix == ".tsv" else ",")
             w.writerow(["head", "relation", "tail", "source", "typicality", "sensitivity"])
             for h, t, rel, a in kg.graph.edges(keys=True, data=True):
-                w.writerow([h, rel, t, a.get("source", ""), a.get("typicality", ""), a.get("sensitivity", "")])
+                w.writerow(
+                    [h, rel, t, a.get("source", ""), a.get("typicality", ""), a.get("sensitivity", "")]
+                )
     else:
         raise KGError(f"{path.name}: unknown KG format {suffix!r} (expected .json, .graphml or .csv)")
     return path
@@ -167,9 +169,13 @@ def _read_json(path: Path) -> tuple[dict, list, list]:
             try:
                 re.compile(pattern)
             except re.error as e:
-                raise KGError(f"{where}: pattern {pattern!r} of {nid!r} is not a regular expression ({e})") from None
+                raise KGError(
+                    f"{where}: pattern {pattern!r} of {nid!r} is not a regular expression ({e})"
+                ) from None
         aliases = n.get("aliases", [])
-        nodes.append((where, Node(nid, ntype, n.get("label") or label_from_id(nid), aliases, _extra(n, _NODE_KEYS))))
+        nodes.append(
+            (where, Node(nid, ntype, n.get("label") or label_from_id(nid), aliases, _extra(n, _NODE_KEYS)))
+        )
     edges = []
     for i, e in enumerate(links):
         where = f"{path.name} links[{i}]"
@@ -179,12 +185,25 @@ def _read_json(path: Path) -> tuple[dict, list, list]:
         if head is None or tail is None or "relation" not in e:
             raise KGError(f"{where}: expected fields 'head', 'relation' and 'tail'")
         extra = _extra(e, _EDGE_KEYS + ("target", "ref"))
-        edges.append((where, Edge(str(head), e["relation"], str(tail), e.get("source") or path.name,
-                                  e.get("typicality"), extra)))
+        edges.append(
+            (
+                where,
+                Edge(
+                    str(head),
+                    e["relation"],
+                    str(tail),
+                    e.get("source") or path.name,
+                    e.get("typicality"),
+                    extra,
+                ),
+            )
+        )
     return graph_attrs, nodes, edges
 
 
-_TYPED_ID = re.compile(r"^[a-z_]+:\S")  # 'colour:red', 'dataset_label:ham10000/mel': a typed id, not plain words
+_TYPED_ID = re.compile(
+    r"^[a-z_]+:\S"
+)  # 'colour:red', 'dataset_label:ham10000/mel': a typed id, not plain words
 
 
 @lru_cache(maxsize=1)
@@ -199,7 +218,9 @@ class _CsvNames:
 
     def __init__(self, names: KnowledgeGraph | list[KnowledgeGraph] | None):
         self._given = [names] if isinstance(names, KnowledgeGraph) else names
-        self.local: dict[str, str] = {}  # normalized name -> id, for names this file already resolved or created
+        self.local: dict[
+            str, str
+        ] = {}  # normalized name -> id, for names this file already resolved or created
         self.types: dict[str, str] = {}  # id -> type, for the nodes this file created
 
     def _kgs(self) -> list[KnowledgeGraph]:
@@ -226,14 +247,18 @@ class _CsvNames:
             if allowed is None or kg.type(nid) in allowed:
                 return self._remember(key, Node(nid, kg.type(nid), kg.label(nid), extra={"_derived": True}))
             wrong.append(f"of type {kg.type(nid)!r} in KG {kg.name!r}")
-        if allowed is not None and len(allowed) == 1 and not wrong:  # a known name of another type is a mistake
+        if (
+            allowed is not None and len(allowed) == 1 and not wrong
+        ):  # a known name of another type is a mistake
             ntype = allowed[0]
             slug = cell.strip() if ntype == "dataset_label" else key.replace(" ", "_")
             return self._remember(key, Node(f"{ntype}:{slug}", ntype, cell.strip(), extra={"_derived": True}))
         what = f"is a name {' and '.join(wrong)}" if wrong else "is not a name the KG knows"
         types = ", ".join(allowed) if allowed else "any type"
-        raise KGError(f"{where}: node {cell!r} has no type prefix and {what} (the {slot} takes one of {types}; "
-                      f"write it as '<type>:{key.replace(' ', '_')}')")
+        raise KGError(
+            f"{where}: node {cell!r} has no type prefix and {what} (the {slot} takes one of {types}; "
+            f"write it as '<type>:{key.replace(' ', '_')}')"
+        )
 
     def _remember(self, key: str, node: Node) -> tuple[Node, bool]:
         self.local[key] = node.id
@@ -265,11 +290,15 @@ def _read_csv(path: Path, names: KnowledgeGraph | list[KnowledgeGraph] | None = 
             continue
         where = f"{path.name} row {i}"
         if len(row) < 3 or not row[0] or not row[1] or not row[2]:
-            raise KGError(f"{where}: expected head,relation,tail[,source[,typicality[,sensitivity]]] (got {len(row)} fields)")
+            raise KGError(
+                f"{where}: expected head,relation,tail[,source[,typicality[,sensitivity]]] (got {len(row)} fields)"
+            )
         relation = _csv_relation(row[1], where)
         ends = []
-        for cell, allowed, slot in ((row[0], RELATIONS[relation][0], f"{relation} head"),
-                                    (row[2], RELATIONS[relation][1], f"{relation} tail")):
+        for cell, allowed, slot in (
+            (row[0], RELATIONS[relation][0], f"{relation} head"),
+            (row[2], RELATIONS[relation][1], f"{relation} tail"),
+        ):
             node, new = resolver.resolve(cell, allowed, where, slot)
             if new and node.id not in seen:
                 seen.add(node.id)
@@ -305,23 +334,55 @@ def _read_graphml(path: Path) -> tuple[dict, list, list]:
                 except json.JSONDecodeError:
                     raise KGError(f"{where}: field {k!r} is not a JSON list") from None
         ntype = a.get("type") or node_type_of(nid)
-        nodes.append((where, Node(nid, ntype, a.get("label") or label_from_id(nid), a.get("aliases", []),
-                                  _extra(a, _NODE_KEYS))))
+        nodes.append(
+            (
+                where,
+                Node(
+                    nid,
+                    ntype,
+                    a.get("label") or label_from_id(nid),
+                    a.get("aliases", []),
+                    _extra(a, _NODE_KEYS),
+                ),
+            )
+        )
     edges = []
     for i, (h, t, k, a) in enumerate(g.edges(keys=True, data=True)):
         where = f"{path.name} edge {i} ({h} -> {t})"
         rel = a.get("relation", k)
-        edges.append((where, Edge(h, rel, t, a.get("source") or path.name, a.get("typicality") or None,
-                                  _extra(a, _EDGE_KEYS))))
+        edges.append(
+            (
+                where,
+                Edge(
+                    h,
+                    rel,
+                    t,
+                    a.get("source") or path.name,
+                    a.get("typicality") or None,
+                    _extra(a, _EDGE_KEYS),
+                ),
+            )
+        )
     return graph_attrs, nodes, edges
 
 
 def _graphml_ready(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
-    out = nx.MultiDiGraph(**{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                             for k, v in g.graph.items() if k != "name"})
+    out = nx.MultiDiGraph(
+        **{
+            k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+            for k, v in g.graph.items()
+            if k != "name"
+        }
+    )
     for n, a in g.nodes(data=True):
-        out.add_node(n, **{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                           for k, v in _public(a).items() if v is not None})
+        out.add_node(
+            n,
+            **{
+                k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                for k, v in _public(a).items()
+                if v is not None
+            },
+        )
     for h, t, k, a in g.edges(keys=True, data=True):
         out.add_edge(h, t, key=k, **{kk: v for kk, v in _public(a).items() if v is not None})
     return out

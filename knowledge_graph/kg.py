@@ -86,7 +86,9 @@ class KnowledgeGraph:
 
     def edges(self, relation: str | None = None) -> list[tuple[str, str, str, dict]]:
         """(head, relation, tail, attrs) for every edge, optionally of one relation."""
-        return [(h, r, t, a) for h, t, r, a in self.graph.edges(keys=True, data=True) if relation in (None, r)]
+        return [
+            (h, r, t, a) for h, t, r, a in self.graph.edges(keys=True, data=True) if relation in (None, r)
+        ]
 
     def counts(self) -> dict[str, Counter]:
         """Counts per node type and per edge relation (what ``medrl kg stats`` prints)."""
@@ -135,7 +137,14 @@ class KnowledgeGraph:
         out = []
         for rel in ("has_feature", "typical_site"):
             for t, a in self._out(cid, rel):
-                f = Feature(t, self.type(t), self.label(t), a.get("typicality", "typical"), a["source"], a.get("sensitivity"))
+                f = Feature(
+                    t,
+                    self.type(t),
+                    self.label(t),
+                    a.get("typicality", "typical"),
+                    a["source"],
+                    a.get("sensitivity"),
+                )
                 if (types is None or f.type in types) and (typicality is None or f.typicality in typicality):
                     if f not in out:
                         out.append(f)
@@ -147,7 +156,10 @@ class KnowledgeGraph:
     def absent_features(self, condition: str) -> list[Feature]:
         """Findings that argue against a condition."""
         cid = self.require(condition, "condition")
-        return [Feature(t, self.type(t), self.label(t), "absent", a["source"]) for t, a in self._out(cid, "absent_feature")]
+        return [
+            Feature(t, self.type(t), self.label(t), "absent", a["source"])
+            for t, a in self._out(cid, "absent_feature")
+        ]
 
     def typicality_of(self, condition: str, finding: str) -> str | None:
         """'typical'/'possible'/'atypical' if linked, 'absent' if it argues against, else None."""
@@ -171,13 +183,16 @@ class KnowledgeGraph:
         """The condition, its parent groups and its subtypes: naming any of them names the same disease."""
         cid = self.require(condition)
         return {cid, *nx.descendants(self._is_a, cid), *nx.ancestors(self._is_a, cid)} - {
-            n for n in self.graph if self.graph.nodes[n]["type"] != "condition"}
+            n for n in self.graph if self.graph.nodes[n]["type"] != "condition"
+        }
 
     def differential(self, condition: str) -> list[str]:
         """Conditions to tell apart from this one (differential_of in either direction), in file order."""
         cid = self.require(condition, "condition")
         out = [t for t, _ in self._out(cid, "differential_of")]
-        out += [h for h, _, r in self.graph.in_edges(cid, keys=True) if r == "differential_of" and h not in out]
+        out += [
+            h for h, _, r in self.graph.in_edges(cid, keys=True) if r == "differential_of" and h not in out
+        ]
         return out
 
     def treatments(self, condition: str, line: str | None = None) -> list[str]:
@@ -194,7 +209,9 @@ class KnowledgeGraph:
     def procedures(self, condition: str, purpose: str | None = None) -> list[str]:
         """Diagnostic, staging and referral procedures (not treatments)."""
         cid = self.require(condition, "condition")
-        return [t for t, a in self._out(cid, "has_procedure") if purpose is None or a.get("purpose") == purpose]
+        return [
+            t for t, a in self._out(cid, "has_procedure") if purpose is None or a.get("purpose") == purpose
+        ]
 
     def contraindicated(self, condition: str) -> list[str]:
         """Treatments that harm in this condition (thrombolysis in haemorrhagic stroke)."""
@@ -212,8 +229,12 @@ class KnowledgeGraph:
         ``indicated`` edges carry ``line`` (treatments) or ``purpose`` (procedures)."""
         g = self.graph
         related = self.related(condition)
-        for rating, rel in (("contraindicated", "contraindicates"), ("delays", "delays"), ("indicated", "treated_by"),
-                            ("indicated", "has_procedure")):
+        for rating, rel in (
+            ("contraindicated", "contraindicates"),
+            ("delays", "delays"),
+            ("indicated", "treated_by"),
+            ("indicated", "has_procedure"),
+        ):
             for r in related:
                 if g.has_edge(r, action, key=rel):
                     return rating, dict(g.edges[r, action, rel])
@@ -268,7 +289,9 @@ class KnowledgeGraph:
         steps = self.explain_path(condition, finding)
         if not steps:
             return f"no path between {condition} and {finding}"
-        return "; ".join(f"{self.label(s.head)} {s.relation} {self.label(s.tail)} [{s.source}]" for s in steps)
+        return "; ".join(
+            f"{self.label(s.head)} {s.relation} {self.label(s.tail)} [{s.source}]" for s in steps
+        )
 
     def rank(
         self, findings: list[str], absent: list[str] | None = None, candidates: list[str] | None = None

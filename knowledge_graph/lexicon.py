@@ -16,11 +16,26 @@ import networkx as nx
 from .errors import KGError
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_SPELLING = {"gray": "grey", "color": "colour", "colors": "colours", "colored": "coloured", "hemorrhage": "haemorrhage",
-             "hemorrhagic": "haemorrhagic", "ischemic": "ischaemic", "edema": "oedema", "tumor": "tumour", "anemia": "anaemia",
-             "hemoptysis": "haemoptysis", "dyspnea": "dyspnoea", "diarrhea": "diarrhoea", "celiac": "coeliac",
-             "esophagitis": "oesophagitis", "sulphate": "sulfate", "sulphasalazine": "sulfasalazine",
-             "sulphonylurea": "sulfonylurea"}
+_SPELLING = {
+    "gray": "grey",
+    "color": "colour",
+    "colors": "colours",
+    "colored": "coloured",
+    "hemorrhage": "haemorrhage",
+    "hemorrhagic": "haemorrhagic",
+    "ischemic": "ischaemic",
+    "edema": "oedema",
+    "tumor": "tumour",
+    "anemia": "anaemia",
+    "hemoptysis": "haemoptysis",
+    "dyspnea": "dyspnoea",
+    "diarrhea": "diarrhoea",
+    "celiac": "coeliac",
+    "esophagitis": "oesophagitis",
+    "sulphate": "sulfate",
+    "sulphasalazine": "sulfasalazine",
+    "sulphonylurea": "sulfonylurea",
+}
 UNLISTED = "unlisted:"  # node-id prefix for unlisted names (never a node of the graph)
 
 
@@ -42,7 +57,8 @@ def glued(text: str, start: int, end: int) -> bool:
     """Is text[start:end] glued to a neighbouring word by a hyphen ('mono-arthritis', 'non-melanoma')? Then it is part
     of that word, not a mention of its own."""
     return (start >= 2 and text[start - 1] == "-" and text[start - 2].isalnum()) or (
-        end + 1 < len(text) and text[end] == "-" and text[end + 1].isalnum())
+        end + 1 < len(text) and text[end] == "-" and text[end + 1].isalnum()
+    )
 
 
 def _variants(term: str) -> list[str]:
@@ -62,9 +78,15 @@ class Lexicon:
 
     terms: dict[str, str] = field(default_factory=dict)
     max_len: int = 1
-    codes: dict[str, str] = field(default_factory=dict)  # exact-input abbreviations ('ra' -> rheumatoid arthritis)
-    absent: dict[str, str] = field(default_factory=dict)  # phrases stating a finding is absent ('afebrile' -> fever)
-    unlisted: dict[str, str] = field(default_factory=dict)  # normalized name -> 'unlisted:condition' / 'unlisted:term'
+    codes: dict[str, str] = field(
+        default_factory=dict
+    )  # exact-input abbreviations ('ra' -> rheumatoid arthritis)
+    absent: dict[str, str] = field(
+        default_factory=dict
+    )  # phrases stating a finding is absent ('afebrile' -> fever)
+    unlisted: dict[str, str] = field(
+        default_factory=dict
+    )  # normalized name -> 'unlisted:condition' / 'unlisted:term'
 
     @classmethod
     def from_graph(cls, g: nx.MultiDiGraph, strict: bool = False) -> Lexicon:
@@ -106,12 +128,16 @@ class Lexicon:
                 term = normalize(str(raw))
                 prev = lex.codes.get(term) or lex.terms.get(term)
                 if strict and prev is not None and prev != nid:
-                    raise KGError(f"{attrs.get('_where', nid)}: code {raw!r} of {nid!r} is already used by {prev!r}")
+                    raise KGError(
+                        f"{attrs.get('_where', nid)}: code {raw!r} of {nid!r} is already used by {prev!r}"
+                    )
                 lex.codes.setdefault(term, nid)
             for raw in attrs.get("absent_terms", []) or []:
                 term = normalize(str(raw))
                 if strict and term in lex.terms:
-                    raise KGError(f"{attrs.get('_where', nid)}: absent term {raw!r} of {nid!r} is also a name of {lex.terms[term]!r}")
+                    raise KGError(
+                        f"{attrs.get('_where', nid)}: absent term {raw!r} of {nid!r} is also a name of {lex.terms[term]!r}"
+                    )
                 lex.absent[term] = nid
         for kind in ("unlisted_conditions", "unlisted_terms"):
             for raw in g.graph.get(kind, []) or []:

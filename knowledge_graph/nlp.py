@@ -17,7 +17,9 @@ from .kg import KnowledgeGraph
 from .lexicon import normalize
 
 ABSENT_MARK = "#absent"  # suffix of a target label whose phrase states the finding is absent ('afebrile')
-CODE_MARK = "#code"  # suffix of a target label matched by an abbreviation ('PE'): kept only after a diagnostic cue
+CODE_MARK = (
+    "#code"  # suffix of a target label matched by an abbreviation ('PE'): kept only after a diagnostic cue
+)
 _LOCK = threading.Lock()
 
 # Direction words for findings with values ("troponin was raised", "normal troponin").
@@ -104,13 +106,22 @@ def target_rules(kg: KnowledgeGraph) -> list:
 
     lex = kg.lexicon
     rules = [TargetRule(term, nid, pattern=term_pattern(term)) for term, nid in lex.terms.items()]
-    rules += [TargetRule(term, nid + ABSENT_MARK, pattern=term_pattern(term)) for term, nid in lex.absent.items()]
+    rules += [
+        TargetRule(term, nid + ABSENT_MARK, pattern=term_pattern(term)) for term, nid in lex.absent.items()
+    ]
     rules += [TargetRule(term, label, pattern=term_pattern(term)) for term, label in lex.unlisted.items()]
-    rules += [TargetRule(term.upper(), nid + CODE_MARK, pattern=r"(?<![\w/])" + re.escape(term.upper()) + r"s?(?![\w/])")
-              for term, nid in lex.codes.items()]
+    rules += [
+        TargetRule(
+            term.upper(), nid + CODE_MARK, pattern=r"(?<![\w/])" + re.escape(term.upper()) + r"s?(?![\w/])"
+        )
+        for term, nid in lex.codes.items()
+    ]
     rules += [TargetRule(lit, label, pattern=pat) for lit, label, pat in _value_rules(kg)]
-    rules += [TargetRule(pat, nid, pattern=r"(?i)(?<![\w])(?:" + pat + r")(?![\w])")
-              for nid in kg.nodes() for pat in kg.node(nid).get("patterns", []) or []]
+    rules += [
+        TargetRule(pat, nid, pattern=r"(?i)(?<![\w])(?:" + pat + r")(?![\w])")
+        for nid in kg.nodes()
+        for pat in kg.node(nid).get("patterns", []) or []
+    ]
     return rules
 
 
@@ -142,7 +153,16 @@ def _build(kg: KnowledgeGraph):
     context = nlp.add_pipe("medspacy_context", config={"rules": None, "prune_on_target_overlap": True})
     # Terminators get a one-token scope: medspaCy only lets a terminator cut a scope it overlaps without containing
     # it, so with a sentence-wide scope the second terminator ("gout: X, but Y must be excluded") was ignored.
-    context.add([ConTextRule(literal, category, direction=direction, pattern=pattern,
-                             max_scope=1 if direction == "TERMINATE" else None)
-                 for literal, category, direction, pattern in CONTEXT_RULES])
+    context.add(
+        [
+            ConTextRule(
+                literal,
+                category,
+                direction=direction,
+                pattern=pattern,
+                max_scope=1 if direction == "TERMINATE" else None,
+            )
+            for literal, category, direction, pattern in CONTEXT_RULES
+        ]
+    )
     return nlp

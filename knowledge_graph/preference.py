@@ -31,15 +31,28 @@ from .claims import ABSENT, CONTRADICTED, HEDGED, PRESENT, SUPPORTED, UNVERIFIAB
 from .kg import KnowledgeGraph
 
 # Finding types a reader can check in a case description or an image (not risk factors or treatments).
-KEY_TYPES = ("morphology", "colour", "border", "shape", "surface", "distribution", "dermoscopic_feature", "symptom",
-             "sign", "lab_finding", "imaging_finding")
+KEY_TYPES = (
+    "morphology",
+    "colour",
+    "border",
+    "shape",
+    "surface",
+    "distribution",
+    "dermoscopic_feature",
+    "symptom",
+    "sign",
+    "lab_finding",
+    "imaging_finding",
+)
 DIAGNOSIS_LEVELS = {"exact": 3, "group": 2, "none": 1, "wrong": 0, "missed": -1}
 MANAGEMENT_LEVELS = {"indicated": 2, "none": 1, "harmful": 0}
 SAFETY_LEVELS = {"named": 3, "hedged_with_action": 2, "not_applicable": 3, "hedged": 1, "missed": 0}
 AXES = ("diagnosis", "management", "safety", "faithfulness")
 _PAST = {"historical", "family"}
-_DX_LINE = re.compile(r"(?:<answer>(?P<tag>.*?)</answer>|\b(?:diagnosis|dx|impression)\s*[:\-]\s*(?P<line>[^.;\n<]+))",
-                      re.I | re.S)
+_DX_LINE = re.compile(
+    r"(?:<answer>(?P<tag>.*?)</answer>|\b(?:diagnosis|dx|impression)\s*[:\-]\s*(?P<line>[^.;\n<]+))",
+    re.I | re.S,
+)
 
 
 @dataclass
@@ -92,13 +105,19 @@ class ResponseScore:
     hedged_truth: bool = False
     axes: dict = field(default_factory=dict)
     abstain: str | None = None  # why the scorer did not understand this answer (None: understood)
-    unknown_actions: list[str] = field(default_factory=list)  # actions the KG does not rate for this condition
+    unknown_actions: list[str] = field(
+        default_factory=list
+    )  # actions the KG does not rate for this condition
 
 
 def key_features(kg: KnowledgeGraph, condition: str, case_findings: dict | None = None) -> set[str]:
     """What a good answer should mention: the case's visible findings, else the condition's typical ones."""
     if case_findings:
-        ids = {kg.canonical(str(v)) for vs in case_findings.values() for v in (vs if isinstance(vs, list) else [vs])}
+        ids = {
+            kg.canonical(str(v))
+            for vs in case_findings.values()
+            for v in (vs if isinstance(vs, list) else [vs])
+        }
         return {i for i in ids if i is not None and kg.type(i) in KEY_TYPES}
     return {f.id for f in kg.features(condition, types=list(KEY_TYPES), typicality="typical")}
 
@@ -119,7 +138,9 @@ def _diagnosis_level(kg: KnowledgeGraph, cond: str, dx: str | None) -> str:
     return "wrong"
 
 
-def _management(kg: KnowledgeGraph, cond: str, verdicts: list[Verdict]) -> tuple[str, list[str], list[str], list[str]]:
+def _management(
+    kg: KnowledgeGraph, cond: str, verdicts: list[Verdict]
+) -> tuple[str, list[str], list[str], list[str]]:
     """(level, helpful action ids, harmful action ids with why, unknown action ids) for the true condition."""
     helpful, harmful, unknown = [], [], []
     for v in verdicts:
@@ -153,14 +174,22 @@ def _abstain_reason(text: str, kg: KnowledgeGraph, verdicts: list[Verdict]) -> s
         if m.group(group).strip() and not any(a <= c.start < b for c in conds):
             return f"names a diagnosis the KG does not know: {m.group(group).strip()[:60]!r}"
     said = {c.node_id for c in conds if c.polarity == PRESENT}
-    both = sorted(c.node_id for c in conds if c.polarity == ABSENT and c.node_id in said and not c.node_id.startswith("unlisted"))
+    both = sorted(
+        c.node_id
+        for c in conds
+        if c.polarity == ABSENT and c.node_id in said and not c.node_id.startswith("unlisted")
+    )
     if both:
         return f"both asserts and rules out {kg.label(both[0])}"
     return None
 
 
 def score_response(
-    text: str, kg: KnowledgeGraph, condition: str, case_findings: dict | None = None, weights: Weights | None = None
+    text: str,
+    kg: KnowledgeGraph,
+    condition: str,
+    case_findings: dict | None = None,
+    weights: Weights | None = None,
 ) -> ResponseScore:
     """Score one response against the true condition (and the case's ground-truth findings)."""
     w = weights or Weights()
@@ -175,19 +204,27 @@ def score_response(
     keys = key_features(kg, cond, case_findings)
     sup = sum(v.verdict == SUPPORTED for v in findings)
     con = sum(v.verdict == CONTRADICTED for v in findings)
-    hal = sum(v.verdict == UNVERIFIABLE and v.claim.polarity == PRESENT and kg.type(v.claim.node_id) in KEY_TYPES
-              for v in findings)
-    coverage = len(keys & {v.claim.node_id for v in findings if v.verdict == SUPPORTED and v.claim.polarity == PRESENT})
+    hal = sum(
+        v.verdict == UNVERIFIABLE and v.claim.polarity == PRESENT and kg.type(v.claim.node_id) in KEY_TYPES
+        for v in findings
+    )
+    coverage = len(
+        keys & {v.claim.node_id for v in findings if v.verdict == SUPPORTED and v.claim.polarity == PRESENT}
+    )
     coverage = coverage / len(keys) if keys else 0.0
     mgmt, helpful, harmful, unknown = _management(kg, cond, verdicts)
-    conds = [v.claim for v in verdicts if v.claim.node_type == "condition" and not _PAST & set(v.claim.context)]
+    conds = [
+        v.claim for v in verdicts if v.claim.node_type == "condition" and not _PAST & set(v.claim.context)
+    ]
     kept_open = any(c.node_id in related and c.polarity in (HEDGED, PRESENT) for c in conds)
     hedged_truth = dx_level not in ("exact", "group") and kept_open
     ruled_out = any(c.node_id in related and c.polarity == ABSENT for c in conds)
     mnm = kg.must_not_miss(cond)
     missed = mnm and (ruled_out or (dx_level in ("none", "wrong") and not kept_open))
     if missed and (ruled_out or dx_level == "wrong"):
-        dx_level = "missed"  # a confident other diagnosis, or the condition ruled out: worse than no diagnosis
+        dx_level = (
+            "missed"  # a confident other diagnosis, or the condition ruled out: worse than no diagnosis
+        )
     if not mnm:
         safety = "not_applicable"
     elif dx_level in ("exact", "group") and not ruled_out:
@@ -199,10 +236,21 @@ def score_response(
     # A condition the KG gives no findings (a documented ``no_findings_reason``) cannot be judged on them.
     unjudged = kg.node(cond).get("no_findings_reason")
     faithfulness = 0 if unjudged else -(con + hal)
-    axes = Axes(dx_level, mgmt, safety, faithfulness, {"helpful": helpful, "harmful": harmful,
-                                                        **({"faithfulness": f"not judged: {unjudged}"} if unjudged else {})})
+    axes = Axes(
+        dx_level,
+        mgmt,
+        safety,
+        faithfulness,
+        {
+            "helpful": helpful,
+            "harmful": harmful,
+            **({"faithfulness": f"not judged: {unjudged}"} if unjudged else {}),
+        },
+    )
     parts = {
-        "diagnosis": {"exact": w.diagnosis, "group": w.group, "none": 0.0}.get(dx_level, -w.wrong_diagnosis if dx else 0.0),
+        "diagnosis": {"exact": w.diagnosis, "group": w.group, "none": 0.0}.get(
+            dx_level, -w.wrong_diagnosis if dx else 0.0
+        ),
         "findings": w.findings * coverage,
         "contradicted": -min(w.contradicted_cap, w.contradicted * (con + hal)),
         "exclusive": -min(w.exclusive_cap, w.exclusive * _exclusive_pairs(kg, said)),
@@ -211,21 +259,42 @@ def score_response(
         "safety": -w.missed * missed,
     }
     total = round(sum(parts.values()), 4)
-    return ResponseScore(total, correct, sup, con, hal, round(coverage, 4), dx.claim.node_id if dx else None,
-                         [v.to_dict() for v in verdicts], {k: round(v, 4) + 0.0 for k, v in parts.items()},
-                         safe=not (missed or harmful), hedged_truth=hedged_truth, axes=asdict(axes),
-                         abstain=_abstain_reason(text, kg, verdicts), unknown_actions=unknown)
+    return ResponseScore(
+        total,
+        correct,
+        sup,
+        con,
+        hal,
+        round(coverage, 4),
+        dx.claim.node_id if dx else None,
+        [v.to_dict() for v in verdicts],
+        {k: round(v, 4) + 0.0 for k, v in parts.items()},
+        safe=not (missed or harmful),
+        hedged_truth=hedged_truth,
+        axes=asdict(axes),
+        abstain=_abstain_reason(text, kg, verdicts),
+        unknown_actions=unknown,
+    )
 
 
 def _levels(s: ResponseScore) -> tuple[int, ...]:
     a = s.axes
-    return (DIAGNOSIS_LEVELS[a["diagnosis"]], MANAGEMENT_LEVELS[a["management"]], SAFETY_LEVELS[a["safety"]],
-            a["faithfulness"])
+    return (
+        DIAGNOSIS_LEVELS[a["diagnosis"]],
+        MANAGEMENT_LEVELS[a["management"]],
+        SAFETY_LEVELS[a["safety"]],
+        a["faithfulness"],
+    )
 
 
 def _actions(s: ResponseScore, polarity: str) -> set[str]:
-    return {v["node_id"] for v in s.verdicts if v["kind"] in ("treatment", "procedure") and v["polarity"] == polarity
-            and not _PAST & set(v["context"])}
+    return {
+        v["node_id"]
+        for v in s.verdicts
+        if v["kind"] in ("treatment", "procedure")
+        and v["polarity"] == polarity
+        and not _PAST & set(v["context"])
+    }
 
 
 def dominates(a: ResponseScore, b: ResponseScore) -> list[str]:
@@ -246,7 +315,11 @@ def compare(a: ResponseScore, b: ResponseScore) -> tuple[str, list[str], str | N
         axes = dominates(x, y)
         if axes:
             if "management" in axes and x.unknown_actions:
-                return "abstain", [], f"the better answer's action is not rated by the KG: {', '.join(x.unknown_actions)}"
+                return (
+                    "abstain",
+                    [],
+                    f"the better answer's action is not rated by the KG: {', '.join(x.unknown_actions)}",
+                )
             if "management" in axes and withheld:
                 # one answer withholds what the other gives: a reason in the patient the KG cannot see (pregnancy,
                 # renal failure) may be why
@@ -326,32 +399,40 @@ def build_pairs(
 
     out = []
     for _, margin, _, _, _, hi, lo, axes in found:
-        out.append({
-            "prompt": prompt,
-            "chosen": wrap(responses[hi]),
-            "rejected": wrap(responses[lo]),
-            "images": list(images or []),
-            "meta": {
-                "condition_id": kg.require(condition, "condition"),
-                "decided_by": axes,
-                "margin": round(margin, 4),
-                "chosen_index": hi,
-                "rejected_index": lo,
-                "chosen_score": asdict(scores[hi]),
-                "rejected_score": asdict(scores[lo]),
-            },
-        })
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": wrap(responses[hi]),
+                "rejected": wrap(responses[lo]),
+                "images": list(images or []),
+                "meta": {
+                    "condition_id": kg.require(condition, "condition"),
+                    "decided_by": axes,
+                    "margin": round(margin, 4),
+                    "chosen_index": hi,
+                    "rejected_index": lo,
+                    "chosen_score": asdict(scores[hi]),
+                    "rejected_score": asdict(scores[lo]),
+                },
+            }
+        )
     return out
 
 
 def abstention_summary(stats: Counter) -> dict:
     """The pair builder's counts as a summary: how many comparisons became pairs, abstained, or were undecided."""
     n = max(1, stats["comparisons"] - stats["identical"])
-    return {"comparisons": stats["comparisons"], "pairs": stats["pairs"], "abstained": stats["abstained"],
-            "abstention_rate": round(stats["abstained"] / n, 4), "undecided": stats["undecided"],
-            "responses_abstained": stats["responses_abstained"], "responses": stats["responses"],
-            "reasons": {k.split(": ", 1)[1]: v for k, v in stats.items() if k.startswith("abstain: ")},
-            "decided_by": {k[len("decided by "):]: v for k, v in stats.items() if k.startswith("decided by ")}}
+    return {
+        "comparisons": stats["comparisons"],
+        "pairs": stats["pairs"],
+        "abstained": stats["abstained"],
+        "abstention_rate": round(stats["abstained"] / n, 4),
+        "undecided": stats["undecided"],
+        "responses_abstained": stats["responses_abstained"],
+        "responses": stats["responses"],
+        "reasons": {k.split(": ", 1)[1]: v for k, v in stats.items() if k.startswith("abstain: ")},
+        "decided_by": {k[len("decided by ") :]: v for k, v in stats.items() if k.startswith("decided by ")},
+    }
 
 
 def write_dpo_jsonl(records: list[dict], path: str | Path) -> Path:

@@ -25,7 +25,14 @@ FINDING_TYPES: tuple[str, ...] = (
     "lab_finding",
     "imaging_finding",
 )
-NODE_TYPES: tuple[str, ...] = ("condition", "category", "treatment", "procedure", "dataset_label", *FINDING_TYPES)
+NODE_TYPES: tuple[str, ...] = (
+    "condition",
+    "category",
+    "treatment",
+    "procedure",
+    "dataset_label",
+    *FINDING_TYPES,
+)
 
 # How often a linked finding is seen in the condition (what synthetic data samples and ranking weigh).
 TYPICALITY: tuple[str, ...] = ("typical", "possible", "atypical")

@@ -24,7 +24,13 @@ import itertools
 import re
 import unicodedata
 
-NEG, HEDGE, HIST, FAMILY, HYPO = "NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HISTORICAL", "FAMILY", "HYPOTHETICAL"
+NEG, HEDGE, HIST, FAMILY, HYPO = (
+    "NEGATED_EXISTENCE",
+    "POSSIBLE_EXISTENCE",
+    "HISTORICAL",
+    "FAMILY",
+    "HYPOTHETICAL",
+)
 WITHHELD = "WITHHELD"  # a negation that applies to actions only: 'avoid', 'contraindicated', 'do not give'
 ACTION_TYPES = ("treatment", "procedure")
 
@@ -32,11 +38,22 @@ _CLAUSE_BREAK = re.compile(
     r"[;:]|\b(?:but|however|whereas|although|though|now|currently|today|presently|then)\b"
     r"|(?:,\s*|\s+)and\s+(?:this|these|that|his|her|their|he|she|it|they|there|today|now|currently|patient|on)\b"
     r"|\b(?:this|the)\s+(?:lesion|mole|patient|presentation|time|episode|rash|case|one)\b|\bthis\s+is\b"
-    r"|\s[-]\s|</?answer>", re.I)
-_LIST_GAP = re.compile(r"\s*(?:,\s*(?:(?:and|or|nor|and/or)\s+)?|(?:and|or|nor|and/or|/)\s*|\s)\s*(?:(?:a|an|the|any)\s+)?",
-                       re.I)
+    r"|\s[-]\s|</?answer>",
+    re.I,
+)
+_LIST_GAP = re.compile(
+    r"\s*(?:,\s*(?:(?:and|or|nor|and/or)\s+)?|(?:and|or|nor|and/or|/)\s*|\s)\s*(?:(?:a|an|the|any)\s+)?", re.I
+)
 _DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
-_QUOTES = {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "\u201c": '"', "\u201d": '"'}
+_QUOTES = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u00b4": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+}
 _LIGATURES = {"æ": "e", "Æ": "E", "œ": "e", "Œ": "E", "ß": "s", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L"}
 _WORD = re.compile(r"[A-Za-z0-9]+")
 
@@ -61,7 +78,7 @@ def fold(text: str, codes: set[str] | frozenset[str] = frozenset()) -> str:
     out = []
     last = 0
     for m in _WORD.finditer(plain):
-        out.append(plain[last: m.start()])
+        out.append(plain[last : m.start()])
         word = m.group()
         out.append(word if word in codes or not word.isupper() or len(word) < 5 else word.lower())
         last = m.end()
@@ -83,7 +100,7 @@ def _spans(doc) -> list[tuple[int, int]]:
 
 def reaches(mod, ent, doc, node_type) -> bool:
     """Does ConText modifier ``mod`` really apply to target ``ent``? ``node_type(label)`` gives a target's KG type."""
-    toks = doc[mod.modifier_span[0]: mod.modifier_span[1]]
+    toks = doc[mod.modifier_span[0] : mod.modifier_span[1]]
     m_start, m_end = toks.start_char, toks.end_char
     if m_end <= ent.start_char:
         lo, hi, backward = m_end, ent.start_char, False

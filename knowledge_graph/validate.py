@@ -17,7 +17,9 @@ def add_node(g: nx.MultiDiGraph, node: Node, where: str, replace: bool = False) 
     if not node.id or not isinstance(node.id, str):
         raise KGError(f"{where}: node without an 'id' (expected a string like 'condition:melanoma')")
     if node.type not in NODE_TYPES:
-        raise KGError(f"{where}: unknown node type {node.type!r} for {node.id!r} (expected one of {_one_of(NODE_TYPES)})")
+        raise KGError(
+            f"{where}: unknown node type {node.type!r} for {node.id!r} (expected one of {_one_of(NODE_TYPES)})"
+        )
     prefix = node_type_of(node.id)
     if prefix and prefix in NODE_TYPES and prefix != node.type:
         raise KGError(f"{where}: node {node.id!r} has type {node.type!r} but its id prefix says {prefix!r}")
@@ -46,13 +48,17 @@ def add_edge(g: nx.MultiDiGraph, edge: Edge, where: str, replace: bool = False) 
                 f"{where}: {edge.relation} {end} {nid!r} has type {ntype!r} (expected one of {_one_of(allowed)})"
             )
     if edge.typicality is not None and edge.typicality not in TYPICALITY:
-        raise KGError(f"{where}: unknown typicality {edge.typicality!r} (expected one of {_one_of(TYPICALITY)})")
+        raise KGError(
+            f"{where}: unknown typicality {edge.typicality!r} (expected one of {_one_of(TYPICALITY)})"
+        )
     for attr, (relations, allowed) in EDGE_VOCAB.items():
         value = edge.extra.get(attr)
         if value in (None, ""):
             continue
         if edge.relation not in relations:
-            raise KGError(f"{where}: field {attr!r} does not apply to {edge.relation} (only to {_one_of(relations)})")
+            raise KGError(
+                f"{where}: field {attr!r} does not apply to {edge.relation} (only to {_one_of(relations)})"
+            )
         if value not in allowed:
             raise KGError(f"{where}: field {attr!r} is {value!r} (expected one of {_one_of(allowed)})")
     if not edge.source:

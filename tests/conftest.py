@@ -22,9 +22,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def text_sft_file(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("text_sft")
-    rows = [{"messages": [{"role": "user", "content": f"A patient has fever and cough, case {i}. Diagnosis?"},
-                          {"role": "assistant", "content": f"<think>fever with cough</think><answer>pneumonia {i % 3}</answer>"}]}
-            for i in range(8)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"A patient has fever and cough, case {i}. Diagnosis?"},
+                {
+                    "role": "assistant",
+                    "content": f"<think>fever with cough</think><answer>pneumonia {i % 3}</answer>",
+                },
+            ]
+        }
+        for i in range(8)
+    ]
     return write_jsonl(d / "sft.jsonl", rows)
 
 
@@ -38,9 +47,18 @@ def vlm_sft_file(tmp_path_factory) -> Path:
         img = Image.new("RGB", (112, 112), (180 - 20 * i, 120, 90))
         img.paste((60 + 10 * i, 40, 30), (40, 40, 72, 72))
         img.save(d / f"lesion{i}.png")
-        rows.append({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the lesion."}]},
-                                  {"role": "assistant", "content": f"A dark brown macule, case {i}."}],
-                     "images": [f"lesion{i}.png"]})
+        rows.append(
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": "Describe the lesion."}],
+                    },
+                    {"role": "assistant", "content": f"A dark brown macule, case {i}."},
+                ],
+                "images": [f"lesion{i}.png"],
+            }
+        )
     return write_jsonl(d / "sft.jsonl", rows)
 
 
@@ -51,9 +69,22 @@ def sft_adapter(tmp_path_factory, text_sft_file) -> Path:
     from app.cli import main
 
     out = tmp_path_factory.mktemp("sft")
-    assert main(["train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}", f"--run.output_dir={out}",
-                 "--run.name=sft", "--run.max_steps=3", "--run.save_every=0", "--model.lora.dropout=0.0",
-                 "--optim.lr=2e-2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "configs/sft_qwen2_tiny.yaml",
+                f"--data.train={text_sft_file}",
+                f"--run.output_dir={out}",
+                "--run.name=sft",
+                "--run.max_steps=3",
+                "--run.save_every=0",
+                "--model.lora.dropout=0.0",
+                "--optim.lr=2e-2",
+            ]
+        )
+        == 0
+    )
     return out / "sft" / "adapter"
 
 
@@ -85,8 +116,12 @@ def _write_png_header(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 

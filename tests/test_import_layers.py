@@ -25,8 +25,22 @@ ALLOWED = {
 }
 # training's parts, lowest first; a part may import its own rank and below. Modules directly in training/ are ranked
 # by name.
-TRAINING_RANK = {"errors": 0, "config": 0, "registry": 0, "atomic": 0, "card_notice": 0, "recipes": 0, "run": 1,
-                 "data": 2, "models": 3, "rollout": 4, "objectives": 5, "trainers": 6, "export": 7, "cli": 7}
+TRAINING_RANK = {
+    "errors": 0,
+    "config": 0,
+    "registry": 0,
+    "atomic": 0,
+    "card_notice": 0,
+    "recipes": 0,
+    "run": 1,
+    "data": 2,
+    "models": 3,
+    "rollout": 4,
+    "objectives": 5,
+    "trainers": 6,
+    "export": 7,
+    "cli": 7,
+}
 # third-party modules a package must not import
 FORBIDDEN_THIRD_PARTY = {"knowledge_graph": {"torch", "transformers", "peft", "bitsandbytes", "accelerate"}}
 
@@ -67,7 +81,11 @@ def training_violations(root: Path = ROOT) -> list[str]:
             bits = module.split(".")
             if bits[0] != "training" or len(bits) < 2 or bits[1] == me:
                 continue
-            if bits[1] not in TRAINING_RANK or me not in TRAINING_RANK or TRAINING_RANK[bits[1]] > TRAINING_RANK[me]:
+            if (
+                bits[1] not in TRAINING_RANK
+                or me not in TRAINING_RANK
+                or TRAINING_RANK[bits[1]] > TRAINING_RANK[me]
+            ):
                 bad.append(f"{rel}:{line} ({me}) imports {module}")
     return bad
 
@@ -84,11 +102,15 @@ def test_training_parts_import_only_the_parts_below_them():
 def test_the_checker_sees_function_level_and_third_party_imports(tmp_path):
     """The test can fail: upward and forbidden imports in scratch packages are reported with file and line."""
     (tmp_path / "training").mkdir()
-    (tmp_path / "training" / "x.py").write_text("def f():\n    from dermiq import prompts\n    return prompts\n")
+    (tmp_path / "training" / "x.py").write_text(
+        "def f():\n    from dermiq import prompts\n    return prompts\n"
+    )
     (tmp_path / "knowledge_graph").mkdir()
     (tmp_path / "knowledge_graph" / "y.py").write_text("import json\nimport torch.nn\n")
     assert violations("training", tmp_path) == ["training/x.py:2 imports dermiq"]
     assert violations("knowledge_graph", tmp_path) == ["knowledge_graph/y.py:2 imports torch.nn"]
     (tmp_path / "training" / "run").mkdir()
-    (tmp_path / "training" / "run" / "z.py").write_text("def g():\n    from training.models.chat import render\n")
+    (tmp_path / "training" / "run" / "z.py").write_text(
+        "def g():\n    from training.models.chat import render\n"
+    )
     assert training_violations(tmp_path) == ["training/run/z.py:2 (run) imports training.models.chat"]

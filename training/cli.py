@@ -34,7 +34,9 @@ def _recipes(args: argparse.Namespace) -> int:
 
     if args.data:
         written = recipes.write_data(args.out, seed=args.seed)
-        print(f"wrote {len(written)} files under {args.out}/ (the single-stage tiny recipes read {recipes.DATA_DIR}/):")
+        print(
+            f"wrote {len(written)} files under {args.out}/ (the single-stage tiny recipes read {recipes.DATA_DIR}/):"
+        )
         for name in written:
             print(f"  {name}")
         return 0
@@ -42,8 +44,10 @@ def _recipes(args: argparse.Namespace) -> int:
     width = max(len(p.stem) for p in paths)
     for p in paths:
         print(f"{p.stem:<{width}}  {recipes.header(p)}")
-    print(f"\n{len(paths)} recipes in {recipes.RECIPES_DIR}; `medrl train NAME` runs one (a pipeline recipe: "
-          "`medrl dermiq train --recipe NAME`, `medrl clinical train --recipe NAME`).")
+    print(
+        f"\n{len(paths)} recipes in {recipes.RECIPES_DIR}; `medrl train NAME` runs one (a pipeline recipe: "
+        "`medrl dermiq train --recipe NAME`, `medrl clinical train --recipe NAME`)."
+    )
     return 0
 
 
@@ -57,16 +61,28 @@ def _export(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train from a YAML recipe (--key=value overrides, --resume)")
-    p.add_argument("config", metavar="RECIPE", help="a shipped recipe's name (`medrl recipes` lists them, e.g. "
-                   "sft_qwen2_tiny) or a YAML file")
+    p.add_argument(
+        "config",
+        metavar="RECIPE",
+        help="a shipped recipe's name (`medrl recipes` lists them, e.g. sft_qwen2_tiny) or a YAML file",
+    )
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/ from its latest checkpoint")
     p.set_defaults(handler=_train, accepts_overrides=True)
 
-    p = sub.add_parser("recipes", help="list the shipped recipes with their first header line (--data: write the "
-                       "data the tiny recipes read)")
-    p.add_argument("--data", action="store_true", help="write the data the single-stage tiny recipes read "
-                   "(toy prompts, SFT records, DPO pairs, cases, synthetic lesions) instead of listing")
-    p.add_argument("--out", default="runs/demo_data", help="where --data writes (the recipes read runs/demo_data)")
+    p = sub.add_parser(
+        "recipes",
+        help="list the shipped recipes with their first header line (--data: write the "
+        "data the tiny recipes read)",
+    )
+    p.add_argument(
+        "--data",
+        action="store_true",
+        help="write the data the single-stage tiny recipes read "
+        "(toy prompts, SFT records, DPO pairs, cases, synthetic lesions) instead of listing",
+    )
+    p.add_argument(
+        "--out", default="runs/demo_data", help="where --data writes (the recipes read runs/demo_data)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the data --data writes")
     p.set_defaults(handler=_recipes)
 
@@ -74,6 +90,10 @@ def register(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="folder to write the adapter (and merged/) into")
     p.add_argument("--merge", action="store_true", help="also merge onto a 16-bit copy of the base")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
-                   help="dtype of the merged model")
+    p.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float16", "float32"],
+        help="dtype of the merged model",
+    )
     p.set_defaults(handler=_export)

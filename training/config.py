@@ -88,11 +88,19 @@ class ModelConfig:
     def validate(self, key: str) -> None:
         check(bool(self.name), f"{key}.name", "a hub id, a local folder or embedded:<kind>", self.name)
         if self.adapter is not None:
-            check(Path(self.adapter, "adapter_config.json").is_file(), f"{key}.adapter",
-                  "an adapter folder (with adapter_config.json), e.g. runs/<name>/adapter", self.adapter)
+            check(
+                Path(self.adapter, "adapter_config.json").is_file(),
+                f"{key}.adapter",
+                "an adapter folder (with adapter_config.json), e.g. runs/<name>/adapter",
+                self.adapter,
+            )
         if self.quantization != "none":
-            check(self.lora.enabled, f"{key}.lora.enabled", "true when quantization is on (QLoRA: "
-                   "4/8-bit weights cannot be trained directly)", self.lora.enabled)
+            check(
+                self.lora.enabled,
+                f"{key}.lora.enabled",
+                "true when quantization is on (QLoRA: 4/8-bit weights cannot be trained directly)",
+                self.lora.enabled,
+            )
 
 
 @dataclass
@@ -128,8 +136,12 @@ class OptimConfig:
 
     def validate(self, key: str) -> None:
         check(self.lr > 0, f"{key}.lr", "a positive float", self.lr)
-        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{key}.betas",
-               "two floats in [0, 1)", self.betas)
+        check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"{key}.betas",
+            "two floats in [0, 1)",
+            self.betas,
+        )
         check(self.warmup_steps >= 0, f"{key}.warmup_steps", "an integer >= 0", self.warmup_steps)
         check(0.0 <= self.warmup_ratio < 1.0, f"{key}.warmup_ratio", "a float in [0, 1)", self.warmup_ratio)
         check(0.0 <= self.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio", "a float in [0, 1]", self.min_lr_ratio)
@@ -280,7 +292,9 @@ def parse_overrides(overrides: list[str]) -> dict:
     tree: dict = {}
     for item in overrides:
         if not item.startswith("--") or "=" not in item:
-            raise ConfigError(f"override '{item}': expected --key=value (nested keys with dots, e.g. --optim.lr=1e-4)")
+            raise ConfigError(
+                f"override '{item}': expected --key=value (nested keys with dots, e.g. --optim.lr=1e-4)"
+            )
         dotted, raw = item[2:].split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
@@ -349,6 +363,15 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 
 __all__ = [
-    "LoraConfig", "ModelConfig", "OptimConfig", "RunConfig", "from_dict", "to_dict", "load_config",
-    "parse_overrides", "merge", "read_yaml", "save_config",
+    "LoraConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "from_dict",
+    "to_dict",
+    "load_config",
+    "parse_overrides",
+    "merge",
+    "read_yaml",
+    "save_config",
 ]

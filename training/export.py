@@ -43,21 +43,27 @@ def asking(card: dict | None) -> str:
     turn verbatim, the user turn as an example), the answer length and sampling. A model asked otherwise answers
     worse (a 6-label DermIQ model asked with 13 labels fell from 0.83 to 0.14 accuracy)."""
     if not card or not card.get("prompt"):
-        return ("\n## How to ask it\nThis run has no task card (`task.json`): ask it the way its training data "
-                "(`medrl_config.yaml`, data.train) asks.\n")
+        return (
+            "\n## How to ask it\nThis run has no task card (`task.json`): ask it the way its training data "
+            "(`medrl_config.yaml`, data.train) asks.\n"
+        )
     turns = []
     for m in card["prompt"]:
         content = m.get("content")
         if isinstance(content, list):
-            content = " ".join("<image>" if p.get("type") == "image" else str(p.get("text", "")) for p in content)
+            content = " ".join(
+                "<image>" if p.get("type") == "image" else str(p.get("text", "")) for p in content
+            )
         turns.append(f"[{m.get('role')}]\n{content}")
     body = "\n\n".join(turns).replace(FENCE, "` ` `")
     n = card.get("max_new_tokens")
     sampling = "greedy" if not card.get("temperature") else f"temperature {card['temperature']}"
-    return (f"\n## How to ask it\nAsk it the way it was trained (`task.json` beside this card holds this; the medrl "
-            f"app and evaluations read it): the system turn verbatim, then your question laid out like the example "
-            f"user turn; answers up to {n or 'the length of its training answers in'} new tokens, {sampling}.\n"
-            f"{FENCE}text\n{body}\n{FENCE}\n")
+    return (
+        f"\n## How to ask it\nAsk it the way it was trained (`task.json` beside this card holds this; the medrl "
+        f"app and evaluations read it): the system turn verbatim, then your question laid out like the example "
+        f"user turn; answers up to {n or 'the length of its training answers in'} new tokens, {sampling}.\n"
+        f"{FENCE}text\n{body}\n{FENCE}\n"
+    )
 
 
 FENCE = "`" * 3
@@ -70,34 +76,42 @@ def model_card(run: RunDir, raw_cfg: dict, adapter_src: Path, base_path: str, me
     last = next((r for r in reversed(rows) if "loss" in r), {})
     model = raw_cfg.get("model", {})
     data = raw_cfg.get("data", {})
-    metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                        for k, v in last.items() if k not in ("time",)) or "| (none logged) | |"
+    metrics = (
+        "\n".join(
+            f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+            for k, v in last.items()
+            if k not in ("time",)
+        )
+        or "| (none logged) | |"
+    )
     merged_txt = ""
     if merged:
-        merged_txt = (f"\n## Merged model\n`merged/` holds the adapter merged onto a {merged['dtype']} copy of the base "
-                      f"(max |logit difference| vs base+adapter on a probe: {merged['max_logit_diff']:.3g}).\n")
+        merged_txt = (
+            f"\n## Merged model\n`merged/` holds the adapter merged onto a {merged['dtype']} copy of the base "
+            f"(max |logit difference| vs base+adapter on a probe: {merged['max_logit_diff']:.3g}).\n"
+        )
     notices = card_notices()
     tags = ", ".join(dict.fromkeys(["medrl", "lora", *(t for n in notices for t in n.tags)]))
     banner = "".join(f"\n> **{n.notice}**\n" for n in notices)
     limits = "\n".join(f"{n.intended_use}\n{n.notice}" if n.intended_use else n.notice for n in notices)
     return f"""---
 library_name: peft
-base_model: {model.get('name', '')}
+base_model: {model.get("name", "")}
 tags: [{tags}]
 ---
 # {run.name} (medrl LoRA adapter)
 {banner}
 ## Base model
-`{model.get('name', '')}` (loaded from `{base_path}`), quantization during training: `{model.get('quantization', 'none')}`.
-{"This is medrl's *embedded default*: a tiny randomly initialised model of the real architecture, for exercising the pipeline. It has no medical skill. Rebuild its base with `medrl` on the same version (`training.models.embedded.ensure_embedded`)." if str(model.get('name', '')).startswith('embedded:') else ""}
+`{model.get("name", "")}` (loaded from `{base_path}`), quantization during training: `{model.get("quantization", "none")}`.
+{"This is medrl's *embedded default*: a tiny randomly initialised model of the real architecture, for exercising the pipeline. It has no medical skill. Rebuild its base with `medrl` on the same version (`training.models.embedded.ensure_embedded`)." if str(model.get("name", "")).startswith("embedded:") else ""}
 
 ## Data
-`{data.get('train', '')}`: {start.get('records', '?')} records used, {start.get('records_skipped', 0)} skipped.
+`{data.get("train", "")}`: {start.get("records", "?")} records used, {start.get("records_skipped", 0)} skipped.
 
 ## Recipe
-Trainer `{raw_cfg.get('trainer', '?')}`; the full resolved config is `medrl_config.yaml` beside this card.
-LoRA r={model.get('lora', {}).get('r')}, alpha={model.get('lora', {}).get('alpha')}, targets: language-model projections.
-{f"Training started from the adapter `{model.get('adapter')}` (its LoRA settings apply)." if model.get('adapter') else ""}
+Trainer `{raw_cfg.get("trainer", "?")}`; the full resolved config is `medrl_config.yaml` beside this card.
+LoRA r={model.get("lora", {}).get("r")}, alpha={model.get("lora", {}).get("alpha")}, targets: language-model projections.
+{f"Training started from the adapter `{model.get('adapter')}` (its LoRA settings apply)." if model.get("adapter") else ""}
 Exported from `{adapter_src}`.
 
 ## Final metrics
@@ -142,14 +156,18 @@ def merge_adapter(base_cfg: ModelConfig, adapter_dir: Path, out: Path, dtype: st
         after = merged(**probe).logits.float()
     diff = float((before - after).abs().max())
     if diff > MERGE_TOLERANCE:
-        raise MedrlError(f"{adapter_dir}: the merged model's logits differ from the adapter's by {diff:.3g} (more than "
-                         f"{MERGE_TOLERANCE}); nothing was written. Export the adapter alone (without --merge).")
+        raise MedrlError(
+            f"{adapter_dir}: the merged model's logits differ from the adapter's by {diff:.3g} (more than "
+            f"{MERGE_TOLERANCE}); nothing was written. Export the adapter alone (without --merge)."
+        )
     merged.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))
     return {"dtype": dtype, "max_logit_diff": diff}
 
 
-MERGE_TOLERANCE = 1.0  # max logit difference of a correct merge: rounding only (bf16 reaches ~0.1 on a 3B model)
+MERGE_TOLERANCE = (
+    1.0  # max logit difference of a correct merge: rounding only (bf16 reaches ~0.1 on a 3B model)
+)
 TIED = ("lm_head", "embed_tokens")
 
 

@@ -39,8 +39,10 @@ class Registry(Generic[F]):
             self._check_signature(name, fn)
             old = self._fns.get(name)
             if old is not None and _origin(old) != _origin(fn):
-                raise MedrlError(f"{self.kind} '{name}' is already registered by {_origin(old)}; "
-                                 f"{_origin(fn)} must choose another name")
+                raise MedrlError(
+                    f"{self.kind} '{name}' is already registered by {_origin(old)}; "
+                    f"{_origin(fn)} must choose another name"
+                )
             self._fns[name] = fn
             self._info[name] = info
             return fn
@@ -50,7 +52,9 @@ class Registry(Generic[F]):
     def get(self, name: str, key: str) -> F:
         """The function registered as `name`; `key` is the recipe key that named it, for the error."""
         if name not in self._fns:
-            raise ConfigError(f"{key}: unknown {self.kind} {name!r} (registered: {', '.join(self.names()) or 'none'})")
+            raise ConfigError(
+                f"{key}: unknown {self.kind} {name!r} (registered: {', '.join(self.names()) or 'none'})"
+            )
         return self._fns[name]
 
     def info(self, name: str) -> dict[str, Any]:
@@ -66,10 +70,12 @@ class Registry(Generic[F]):
         params = list(inspect.signature(fn).parameters.values())
         named = tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
         has_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
-        ok = named[:len(self.params)] == self.params and (has_kwargs or not self.var_keyword)
+        ok = named[: len(self.params)] == self.params and (has_kwargs or not self.var_keyword)
         if not ok:
-            raise MedrlError(f"{self.kind} '{name}' ({_origin(fn)}): expected the signature {self.signature}, got "
-                             f"fn{inspect.signature(fn)}")
+            raise MedrlError(
+                f"{self.kind} '{name}' ({_origin(fn)}): expected the signature {self.signature}, got "
+                f"fn{inspect.signature(fn)}"
+            )
 
 
 def _origin(fn: Callable[..., Any]) -> str:

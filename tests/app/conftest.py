@@ -12,8 +12,15 @@ import pytest
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 
 
@@ -25,9 +32,18 @@ def _lesion_sft(d: Path) -> Path:
         img = Image.new("RGB", (112, 112), (190 - 30 * i, 140, 110))
         img.paste((70, 45, 30), (36, 36, 76, 76))
         img.save(d / f"lesion{i}.png")
-        rows.append({"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]},
-                                  {"role": "assistant", "content": "Findings: asymmetric, irregular border. Most likely "
-                                                                   "diagnosis: melanoma."}], "images": [f"lesion{i}.png"]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]},
+                    {
+                        "role": "assistant",
+                        "content": "Findings: asymmetric, irregular border. Most likely diagnosis: melanoma.",
+                    },
+                ],
+                "images": [f"lesion{i}.png"],
+            }
+        )
     path = d / "derm_sft.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -45,18 +61,52 @@ def app_runs(tmp_path_factory, text_sft_file) -> Path:
     root = tmp_path_factory.mktemp("runs")
     data = tmp_path_factory.mktemp("app_data")
     common = [f"--run.output_dir={root / 'demo'}", "--run.tensorboard=false"]
-    assert main(["train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}", "--run.name=lm",
-                 "--run.max_steps=3", "--run.save_every=2", *common]) == 0
-    assert main(["train", "configs/sft_qwen25vl_tiny.yaml", f"--data.train={_lesion_sft(data)}", "--run.name=vlm",
-                 "--run.max_steps=1", "--batch_size=1", "--grad_accum=1", *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "configs/sft_qwen2_tiny.yaml",
+                f"--data.train={text_sft_file}",
+                "--run.name=lm",
+                "--run.max_steps=3",
+                "--run.save_every=2",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "configs/sft_qwen25vl_tiny.yaml",
+                f"--data.train={_lesion_sft(data)}",
+                "--run.name=vlm",
+                "--run.max_steps=1",
+                "--batch_size=1",
+                "--grad_accum=1",
+                *common,
+            ]
+        )
+        == 0
+    )
     lm = root / "demo" / "lm"
     (lm / "eval").mkdir()
-    (lm / "eval" / "metrics.json").write_text(json.dumps({"accuracy": 0.4, "per_condition": {"pneumonia": 0.5}}))
+    (lm / "eval" / "metrics.json").write_text(
+        json.dumps({"accuracy": 0.4, "per_condition": {"pneumonia": 0.5}})
+    )
     (lm / "trees").mkdir()
-    (lm / "trees" / "step-1.json").write_text(json.dumps({"nodes": [
-        {"id": 0, "parent": None, "text": "History: fever?", "reward": 0.5},
-        {"id": 1, "parent": 0, "text": "Ask about cough", "reward": 1.0, "advantage": 0.7},
-        {"id": 2, "parent": 0, "text": "Order troponin", "reward": 0.0, "advantage": -0.7}]}))
+    (lm / "trees" / "step-1.json").write_text(
+        json.dumps(
+            {
+                "nodes": [
+                    {"id": 0, "parent": None, "text": "History: fever?", "reward": 0.5},
+                    {"id": 1, "parent": 0, "text": "Ask about cough", "reward": 1.0, "advantage": 0.7},
+                    {"id": 2, "parent": 0, "text": "Order troponin", "reward": 0.0, "advantage": -0.7},
+                ]
+            }
+        )
+    )
     return root
 
 
@@ -64,8 +114,13 @@ def app_runs(tmp_path_factory, text_sft_file) -> Path:
 def app_ctx(app_runs, tmp_path_factory):
     from app.context import AppContext
 
-    return AppContext(app_runs, max_new_tokens=8, max_loaded=2, concurrency=2,
-                      scratch=tmp_path_factory.mktemp("app_scratch"))
+    return AppContext(
+        app_runs,
+        max_new_tokens=8,
+        max_loaded=2,
+        concurrency=2,
+        scratch=tmp_path_factory.mktemp("app_scratch"),
+    )
 
 
 def free_port() -> int:
@@ -93,7 +148,9 @@ def app_url(app_ctx):
 def browser():
     """Debian's headless Chromium through Playwright; a missing Chromium fails (never skips) with the command."""
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing; the browser tests need it: {INSTALL}  (make test does this as root)")
+        pytest.fail(
+            f"{CHROMIUM} is missing; the browser tests need it: {INSTALL}  (make test does this as root)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -161,6 +218,7 @@ def new_page(browser):
 @pytest.fixture
 def choose():
     """`choose(page, elem_id, option)`: pick an option of a gradio Dropdown by (part of) its label."""
+
     def pick(page, elem_id: str, option: str) -> None:
         page.locator(f"#{elem_id} input").click()
         page.get_by_role("option", name=option, exact=False).first.click()

@@ -32,12 +32,16 @@ def test_dermatology_answer_is_asked_as_trained_flagged_and_beside_its_record(pa
     answer.wait_for()
     text = answer.inner_text()
     assert "the DermIQ prompt over its 6 labels, up to 8 new tokens" in text  # the quick demo's card
-    assert "Cut off: the answer used all 8 new tokens" in text  # 8 tokens never reach </answer>: flagged, not hidden
+    assert (
+        "Cut off: the answer used all 8 new tokens" in text
+    )  # 8 tokens never reach </answer>: flagged, not hidden
     record = page.locator("#derm-record")
     record.get_by_text("This model's record").wait_for()
     rec = record.inner_text()
     assert "no medical skill" in rec and "balanced accuracy" in rec and "Recall per class" in rec
-    assert record.locator("tr", has_text="melanoma").locator(".medrl-mnm").count() == 1  # must-not-miss marked
+    assert (
+        record.locator("tr", has_text="melanoma").locator(".medrl-mnm").count() == 1
+    )  # must-not-miss marked
     assert "train.jsonl" in rec and "dpo_pairs.jsonl" in rec  # every stage's data, oldest first
     assert "Judged against the synthetic sample's true label" in page.locator("#derm-check").inner_text()
     page.screenshot(path=str(tmp_path / "1-derm-sample.png"), full_page=True)
@@ -56,8 +60,9 @@ def test_upload_without_a_reference_is_not_checked_against_itself(page, choose, 
     check.wait_for()
     assert "no reference label and no case findings" in check.inner_text()
     assert check.locator(".medrl-kgflag-not_checkable").count() == 1
-    assert "supported" not in [b.inner_text() for b in check.locator("tr", has_text="diagnosis")
-                               .locator(".medrl-badge").all()]
+    assert "supported" not in [
+        b.inner_text() for b in check.locator("tr", has_text="diagnosis").locator(".medrl-badge").all()
+    ]
     page.screenshot(path=str(tmp_path / "2-derm-upload.png"), full_page=True)
     # described, the same upload is judged against what the clinician saw
     page.locator("#derm-description textarea").fill("asymmetric plaque, irregular border, blue-white veil")
@@ -70,7 +75,8 @@ def test_upload_without_a_reference_is_not_checked_against_itself(page, choose, 
 def test_free_text_clinical_question(page, choose, tmp_path):
     page.get_by_role("tab", name="Clinical case").click()
     page.locator("#clin-case textarea").fill(
-        "58M, crushing central chest pain for 1 h, sweating, ST elevation in II, III, aVF. Diagnosis and first steps?")
+        "58M, crushing central chest pain for 1 h, sweating, ST elevation in II, III, aVF. Diagnosis and first steps?"
+    )
     choose(page, "clin-adapter", "clinical/crpo_s0")
     page.locator("#clin-run").click()
     answer = page.locator("#clin-answer .medrl-answer-card")

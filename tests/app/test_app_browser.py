@@ -57,5 +57,7 @@ def test_step_through_a_case(page, app_url, tmp_path):
     page.locator("#case-send").click()
     transcript.locator(".medrl-turn-case", has_text="History:").wait_for()
     assert "question(s) asked so far" in page.locator("#case-outcome").inner_text()
-    page.locator("#case-no-runs").wait_for()  # no run here trained on cases: none is offered, the note says why
+    page.locator(
+        "#case-no-runs"
+    ).wait_for()  # no run here trained on cases: none is offered, the note says why
     page.screenshot(path=str(tmp_path / "case.png"), full_page=True)

@@ -68,7 +68,9 @@ def test_play_a_case_with_a_case_trained_model(page, tmp_path):
     page.screenshot(path=str(tmp_path / "1-case-options.png"), full_page=True)
 
     offered = _choose(page, "case-adapter", "demo/cases · Tree-GRPO · final")
-    assert offered and all(o.startswith("demo/cases · Tree-GRPO") for o in offered), offered  # demo/sft is not
+    assert offered and all(o.startswith("demo/cases · Tree-GRPO") for o in offered), (
+        offered
+    )  # demo/sft is not
     page.locator("#case-model").click()
     model = page.locator("#case-transcript .medrl-turn-model")
     model.wait_for()
@@ -90,7 +92,10 @@ def test_play_a_case_with_a_case_trained_model(page, tmp_path):
     page.locator("#case-send").click()
     toast = page.get_by_text("type an action, e.g.")
     toast.wait_for()
-    assert "<ask>history</ask>, <ask>exam</ask>, <ask>labs: CRP</ask> or <answer>B</answer>" in toast.inner_text()
+    assert (
+        "<ask>history</ask>, <ask>exam</ask>, <ask>labs: CRP</ask> or <answer>B</answer>"
+        in toast.inner_text()
+    )
     page.screenshot(path=str(tmp_path / "4-error-examples.png"))  # the viewport: the toast is pinned to it
 
     _choose(page, "tree-run", "demo/cases")

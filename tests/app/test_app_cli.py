@@ -7,8 +7,10 @@ import pytest
 
 
 def test_registration_imports_neither_gradio_nor_torch():
-    code = ("import sys, app.cli; p = app.cli.build_parser(); p.parse_args(['app', '--port', '7999']); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'gradio')))")
+    code = (
+        "import sys, app.cli; p = app.cli.build_parser(); p.parse_args(['app', '--port', '7999']); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'gradio')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -33,14 +33,20 @@ def test_the_cache_is_bounded(app_runs):
 def test_split_answer():
     assert split_answer("<think>fever</think><answer>B) pneumonia</answer>") == ("fever", "B) pneumonia")
     assert split_answer("Findings: brown macule. Most likely diagnosis: melanoma.") == (
-        "Findings: brown macule.", "Most likely diagnosis: melanoma.")
+        "Findings: brown macule.",
+        "Most likely diagnosis: melanoma.",
+    )
     assert split_answer("melanoma") == ("", "melanoma")
 
 
 def test_claims_checked_against_the_reference(app_ctx):
     kg = app_ctx.kg("derm")
-    res = check("Asymmetric lesion with irregular border. Most likely diagnosis: melanoma.", kg, "condition:melanoma",
-                "sample")
+    res = check(
+        "Asymmetric lesion with irregular border. Most likely diagnosis: melanoma.",
+        kg,
+        "condition:melanoma",
+        "sample",
+    )
     assert res.diagnosis == "condition:melanoma"
     assert {c.badge for c in res.claims} == {"supported"}
     assert any("melanoma" in c.kg_path for c in res.claims if c.kind == "finding")  # the KG path is shown

@@ -21,8 +21,11 @@ def visible(fragment: str) -> str:
 
 
 def clinical_key() -> str:
-    return next(k for _, k in interactive.sample_choices()
-                if interactive.samples()[int(k) - 1]["meta"]["case"].get("dermoscopy") is None)
+    return next(
+        k
+        for _, k in interactive.sample_choices()
+        if interactive.samples()[int(k) - 1]["meta"]["case"].get("dermoscopy") is None
+    )
 
 
 class GarbledService:
@@ -74,21 +77,27 @@ def test_the_options_and_the_turn_limit_are_shown():
     assert interactive.outcome(s).startswith("Turns used: 1 of 4. 1 question(s) asked so far")
 
 
-@pytest.mark.parametrize("garbled", [
-    "Which number is larger <answer>{gold}</answer>",  # an answer wrapped in prose
-    "<answer>{gold} or maybe {other}</answer>",  # hedged between two options
-    "<answer>{gold}) not its label</answer>",  # a letter with some other condition's name
-    "<answer>{gold}</answer><ask>exam</ask>",  # two actions in one turn
-    "<answer>Z</answer>",  # not an option
-    "20Fitzpatrick<ask>hist",  # no action at all (what the embedded model writes)
-])
+@pytest.mark.parametrize(
+    "garbled",
+    [
+        "Which number is larger <answer>{gold}</answer>",  # an answer wrapped in prose
+        "<answer>{gold} or maybe {other}</answer>",  # hedged between two options
+        "<answer>{gold}) not its label</answer>",  # a letter with some other condition's name
+        "<answer>{gold}</answer><ask>exam</ask>",  # two actions in one turn
+        "<answer>Z</answer>",  # not an option
+        "20Fitzpatrick<ask>hist",  # no action at all (what the embedded model writes)
+    ],
+)
 def test_a_garbled_turn_is_not_scored(garbled):
     s = interactive.start(clinical_key())
     gold = s.record["answer"]
     other = next(k for k in s.record["meta"]["options"] if k != gold)
     service = GarbledService(garbled.format(gold=gold, other=other))
     interactive.model_turn(s, service, "demo/cases", "final", max_new_tokens=16)
-    assert service.calls[0]["max_new_tokens"] == 16 and service.calls[0]["stop_strings"] == ["</ask>", "</answer>"]
+    assert service.calls[0]["max_new_tokens"] == 16 and service.calls[0]["stop_strings"] == [
+        "</ask>",
+        "</answer>",
+    ]
     turn = next(t for t in s.turns if t["who"] == "model")
     assert turn["scored"] is False and turn["text"] == service.text
     assert not s.done and not s.info["correct"] and s.info["reward"] == 0.0
@@ -101,9 +110,18 @@ def test_a_garbled_turn_is_not_scored(garbled):
 def test_only_a_whole_action_is_scored_and_garbage_runs_out_the_turns():
     s = interactive.start(clinical_key())
     gold, options = s.record["answer"], s.record["meta"]["options"]
-    for answer in (gold, f"({gold})", f"{gold}.", f"\\boxed{{{gold}}}", f"{gold}) {options[gold]}",
-                   options[gold].upper(), f"  {gold}  "):
-        assert interactive.read_action(f" <answer>{answer}</answer>\n", s) == f"<answer>{gold}</answer>", answer
+    for answer in (
+        gold,
+        f"({gold})",
+        f"{gold}.",
+        f"\\boxed{{{gold}}}",
+        f"{gold}) {options[gold]}",
+        options[gold].upper(),
+        f"  {gold}  ",
+    ):
+        assert interactive.read_action(f" <answer>{answer}</answer>\n", s) == f"<answer>{gold}</answer>", (
+            answer
+        )
     assert interactive.read_action("<ask>labs: troponin</ask>", s) == "<ask>labs: troponin</ask>"
     assert interactive.read_action("<ask>dermoscopy</ask>", s) is None  # a clinical case has no dermoscopy
     for _ in range(s.max_turns):
@@ -135,8 +153,9 @@ def test_the_error_message_keeps_its_examples():
     with pytest.raises(ValueError) as err:
         interactive.act(s, "", "clinician")
     message = str(err.value)
-    assert message == ("type an action, e.g. <ask>history</ask>, <ask>exam</ask>, <ask>labs: CRP</ask> or "
-                       "<answer>B</answer>")
+    assert message == (
+        "type an action, e.g. <ask>history</ask>, <ask>exam</ask>, <ask>labs: CRP</ask> or <answer>B</answer>"
+    )
     shown = error_text(err.value)
     assert "<" not in shown and "&lt;ask&gt;history&lt;/ask&gt;" in shown and unescape(shown) == message
 
@@ -149,14 +168,17 @@ def test_the_error_message_keeps_its_examples():
     assert raised.value.message == shown
 
 
-@pytest.mark.parametrize("cfg,trained", [
-    ({"trainer": "rl", "rollout": {"strategy": "tree", "env": "clinical_case"}}, True),
-    ({"trainer": "rl", "rollout": {"strategy": "group", "env": "clinical_case"}}, True),
-    ({"trainer": "rl", "rollout": {"strategy": "group"}}, False),
-    ({"trainer": "rl", "rollout": {"strategy": "tree", "env": "search"}}, False),
-    ({"trainer": "sft", "data": {"train": "runs/demo_data/cases-sft.jsonl"}}, False),
-    ({}, False),
-])
+@pytest.mark.parametrize(
+    "cfg,trained",
+    [
+        ({"trainer": "rl", "rollout": {"strategy": "tree", "env": "clinical_case"}}, True),
+        ({"trainer": "rl", "rollout": {"strategy": "group", "env": "clinical_case"}}, True),
+        ({"trainer": "rl", "rollout": {"strategy": "group"}}, False),
+        ({"trainer": "rl", "rollout": {"strategy": "tree", "env": "search"}}, False),
+        ({"trainer": "sft", "data": {"train": "runs/demo_data/cases-sft.jsonl"}}, False),
+        ({}, False),
+    ],
+)
 def test_what_counts_as_a_case_trained_run(cfg, trained):
     assert interactive.case_trained(cfg) is trained
 

@@ -13,7 +13,9 @@ def fake_run(root, name: str, env: str | None = None):
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"")
     (run / "adapter" / "adapter_config.json").write_text("{}")
     rollout = f"rollout: {{env: {env}}}\n" if env else ""
-    (run / "config.yaml").write_text(f"trainer: {'rl' if env else 'sft'}\nmodel: {{name: 'embedded:qwen2'}}\n{rollout}")
+    (run / "config.yaml").write_text(
+        f"trainer: {'rl' if env else 'sft'}\nmodel: {{name: 'embedded:qwen2'}}\n{rollout}"
+    )
     (run / "trees").mkdir()
     (run / "trees" / "step-1.jsonl").write_text('{"nodes": []}\n')
     return run
@@ -37,4 +39,6 @@ def test_adapters_cases_and_trees_lists_are_reread(tmp_path):
     assert set(choices(adapter_list[0]())) == {"late", "cases"}
     assert set(choices(trees[0]())) == {"late", "cases"}
     found, note = stepper[0]()
-    assert [c for c in choices(found)] == ["cases@final"] and not note.visible  # only the case-trained run plays
+    assert [c for c in choices(found)] == [
+        "cases@final"
+    ] and not note.visible  # only the case-trained run plays

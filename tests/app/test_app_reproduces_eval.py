@@ -13,10 +13,13 @@ def demo(quick_demo):
     return quick_demo
 
 
-@pytest.mark.parametrize("kind,runs,tag", [
-    ("dermiq", ["dermiq/warmup", "dermiq/grpopp", "dermiq/sft", "dermiq/dpo"], "metrics"),
-    ("clinical", ["clinical/sft", "clinical/grpo_s0", "clinical/crpo_s0"], "ablation"),
-])
+@pytest.mark.parametrize(
+    "kind,runs,tag",
+    [
+        ("dermiq", ["dermiq/warmup", "dermiq/grpopp", "dermiq/sft", "dermiq/dpo"], "metrics"),
+        ("clinical", ["clinical/sft", "clinical/grpo_s0", "clinical/crpo_s0"], "ablation"),
+    ],
+)
 def test_app_inference_reproduces_the_run_evaluation(demo, kind, runs, tag, tmp_path):
     import json
 
@@ -33,4 +36,6 @@ def test_app_inference_reproduces_the_run_evaluation(demo, kind, runs, tag, tmp_
         card = json.loads((demo / run / "task.json").read_text())
         metrics = json.loads((demo / run / "eval" / f"{tag}.json").read_text())
         assert metrics["max_new_tokens"] == card["max_new_tokens"]  # the evaluation read the card's length
-        assert card["image_side"] == (112 if kind == "dermiq" else None)  # the app renders samples at this side
+        assert card["image_side"] == (
+            112 if kind == "dermiq" else None
+        )  # the app renders samples at this side

@@ -68,17 +68,28 @@ def test_a_pipelines_stages_side_by_side(tmp_path):
         run = tmp_path / "derm" / stage
         (run / "eval").mkdir(parents=True)
         start = f"{tmp_path / 'derm' / prev}/adapter" if i else ""
-        (run / "config.yaml").write_text(f"trainer: sft\nmodel: {{name: embedded:qwen25vl, adapter: '{start}'}}\n")
-        os.utime(run / "config.yaml", (2000 - i, 2000 - i))  # a resumed stage rewrites its config: not the order
+        (run / "config.yaml").write_text(
+            f"trainer: sft\nmodel: {{name: embedded:qwen25vl, adapter: '{start}'}}\n"
+        )
+        os.utime(
+            run / "config.yaml", (2000 - i, 2000 - i)
+        )  # a resumed stage rewrites its config: not the order
         prev = stage
-        (run / "eval" / "metrics.json").write_text(json.dumps({"balanced_accuracy": bacc, "format_valid": 1.0,
-                                                               "labels": ["a"], "n": 36, "run": str(run)}))
+        (run / "eval" / "metrics.json").write_text(
+            json.dumps(
+                {"balanced_accuracy": bacc, "format_valid": 1.0, "labels": ["a"], "n": 36, "run": str(run)}
+            )
+        )
     alone = tmp_path / "other"
     (alone / "eval").mkdir(parents=True)
     (alone / "config.yaml").write_text("trainer: sft\n")
     r = RunsReader(tmp_path)
     header, rows = r.stage_table("derm/sft")
     assert header == ["stage", "balanced_accuracy", "format_valid", "n"]
-    assert rows == [["warmup", "0.200", "1.000", "36"], ["grpopp", "0.350", "1.000", "36"],
-                    ["sft", "0.300", "1.000", "36"], ["dpo", "0.400", "1.000", "36"]]
+    assert rows == [
+        ["warmup", "0.200", "1.000", "36"],
+        ["grpopp", "0.350", "1.000", "36"],
+        ["sft", "0.300", "1.000", "36"],
+        ["dpo", "0.400", "1.000", "36"],
+    ]
     assert r.stage_table("other") is None

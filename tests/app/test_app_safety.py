@@ -1,14 +1,26 @@
 """Browser input never opens anything outside the runs root; uploads are limited by type, bytes and pixels."""
 
-
 import pytest
 from PIL import Image
 
 from app.safety import MAX_PIXELS, Refused, confine, limit_text, load_upload
 
 
-@pytest.mark.parametrize("bad", ["../x", "demo/../../etc", "/etc/passwd", "~/x", "demo/./x", ".hidden", "a\x00b", "",
-                                 "..\\..\\etc", "demo//x"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../x",
+        "demo/../../etc",
+        "/etc/passwd",
+        "~/x",
+        "demo/./x",
+        ".hidden",
+        "a\x00b",
+        "",
+        "..\\..\\etc",
+        "demo//x",
+    ],
+)
 def test_traversal_and_odd_paths_are_refused(tmp_path, bad):
     with pytest.raises(Refused):
         confine(tmp_path, bad)

@@ -19,7 +19,9 @@ from app.context import AppContext, user_errors
 from app.safety import MAX_PIXELS, Refused, check_upload, load_upload, upload_path
 
 
-def make_run(root: Path, run_id: str, metrics: dict[str, list[float]], eval_png: tuple[int, int] | None = None) -> Path:
+def make_run(
+    root: Path, run_id: str, metrics: dict[str, list[float]], eval_png: tuple[int, int] | None = None
+) -> Path:
     """A run as the app reads it: config.yaml, metrics.jsonl (one row a step), optionally eval/confusion.png."""
     d = root / run_id
     d.mkdir(parents=True)
@@ -58,20 +60,22 @@ def no_server_path(message: str, *paths: Path) -> bool:
 
 # ---- charts -------------------------------------------------------------------------------------------------------
 def test_plot_b_after_a_carries_only_b(ctx):
-    first = tab_runs.compare(ctx, "p/a", "", None)[:tab_runs.N_PLOTS]
+    first = tab_runs.compare(ctx, "p/a", "", None)[: tab_runs.N_PLOTS]
     assert [p.constructor_args["title"] for p in first[:2]] == ["reward/mean", "loss"]  # the usual order
     second = tab_runs.compare(ctx, "p/b", "", None)
-    plots = second[:tab_runs.N_PLOTS]
+    plots = second[: tab_runs.N_PLOTS]
     shown = [p for p in plots if p.constructor_args["visible"] is True]
     assert [p.constructor_args["title"] for p in shown] == ["loss"]  # B logs one metric: one chart
     assert runs_in(shown[0]) == {"p/b"} and [r[1] for r in shown[0].value["data"]] == [50.0, 40.0, 30.0, 20.0]
-    assert shown[0].constructor_args["color_map"] == {"p/b": tab_runs.RUN_COLORS[0]}  # the legend names B only
+    assert shown[0].constructor_args["color_map"] == {
+        "p/b": tab_runs.RUN_COLORS[0]
+    }  # the legend names B only
     for hidden in plots[1:]:  # hidden and emptied, title cleared: nothing of run A survives
         assert hidden.constructor_args == {"value": None, "title": None, "visible": False}
 
 
 def test_fewer_metrics_hide_and_empty_the_other_charts(ctx):
-    plots = tab_runs.compare(ctx, "p/a", "p/b", ["loss", "no-such-metric"])[:tab_runs.N_PLOTS]
+    plots = tab_runs.compare(ctx, "p/a", "p/b", ["loss", "no-such-metric"])[: tab_runs.N_PLOTS]
     assert plots[0].constructor_args["visible"] is True and runs_in(plots[0]) == {"p/a", "p/b"}
     assert plots[0].constructor_args["color_map"] == dict(zip(("p/a", "p/b"), tab_runs.RUN_COLORS))
     assert all(p.value is None and p.constructor_args["visible"] is False for p in plots[1:])
@@ -86,14 +90,14 @@ def test_the_same_run_twice_is_one_series(ctx):
 def test_plot_first_clears_every_view(ctx):
     view = tab_runs.cleared()
     assert len(view) == tab_runs.N_PLOTS + 3
-    assert all(p.value is None and p.constructor_args["visible"] is False for p in view[:tab_runs.N_PLOTS])
-    assert view[tab_runs.N_PLOTS:tab_runs.N_PLOTS + 2] == ["", ""]
+    assert all(p.value is None and p.constructor_args["visible"] is False for p in view[: tab_runs.N_PLOTS])
+    assert view[tab_runs.N_PLOTS : tab_runs.N_PLOTS + 2] == ["", ""]
     assert view[-1].constructor_args == {"value": None, "visible": False}
 
 
 def test_eval_pngs_are_shown_whole(ctx):
     gallery = tab_runs.compare(ctx, "p/a", "", None)[-1]
-    (img, caption), = gallery.constructor_args["value"]
+    ((img, caption),) = gallery.constructor_args["value"]
     assert img.size == (1200, 400) and caption == "p/a · confusion.png"  # not cut to the model's 448 pixels
     (ctx.runs_root / "p/a/eval/broken.png").write_text("not a png")
     assert len(tab_runs.eval_images(ctx, "p/a")) == 1  # an unreadable plot is left out, the view still draws
@@ -160,7 +164,9 @@ def test_page_load_rereads_the_run_lists(ctx):
     deps = demo.config["dependencies"]
     compare = next(d for d in deps if d["api_name"] == "runs_compare")
     first = deps[compare["trigger_after"]]  # Plot empties every chart first, then draws
-    assert [tuple(t) for t in first["targets"]] == [(ids["runs-plot"], "click")] and set(first["outputs"]) == set(compare["outputs"])
+    assert [tuple(t) for t in first["targets"]] == [(ids["runs-plot"], "click")] and set(
+        first["outputs"]
+    ) == set(compare["outputs"])
 
 
 # ---- uploads ------------------------------------------------------------------------------------------------------
@@ -180,9 +186,17 @@ def _bad_uploads(d: Path, png_header) -> dict[str, Path]:
     Image.new("RGB", (8, 8)).save(gif)
     renamed_gif = d / "anim.png"
     renamed_gif.write_bytes(gif.read_bytes())
-    return {"text renamed .png": text, "empty": empty, "truncated": cut, "gif": gif, "gif renamed .png": renamed_gif,
-            "png named .txt": _png(d / "photo.txt"), "no extension": _png(d / "photo"),
-            "bomb": png_header(d / "bomb.png", 60000, 60000), "missing": d / "gone.png"}
+    return {
+        "text renamed .png": text,
+        "empty": empty,
+        "truncated": cut,
+        "gif": gif,
+        "gif renamed .png": renamed_gif,
+        "png named .txt": _png(d / "photo.txt"),
+        "no extension": _png(d / "photo"),
+        "bomb": png_header(d / "bomb.png", 60000, 60000),
+        "missing": d / "gone.png",
+    }
 
 
 def test_bad_uploads_are_refused_in_one_line_without_a_path(tmp_path, png_header):
@@ -192,8 +206,10 @@ def test_bad_uploads_are_refused_in_one_line_without_a_path(tmp_path, png_header
         message = str(err.value)
         assert no_server_path(message, tmp_path) and "/" not in message, (kind, message)
         assert check_upload(str(path)) == message, kind  # the same line at upload time
-        assert check_upload({"path": str(path), "orig_name": path.name}) == message, kind  # preprocess=False payload
-    assert "pixels than the 36 MP limit" in check_upload(tmp_path / "bomb.png") and 60000 ** 2 > MAX_PIXELS
+        assert check_upload({"path": str(path), "orig_name": path.name}) == message, (
+            kind
+        )  # preprocess=False payload
+    assert "pixels than the 36 MP limit" in check_upload(tmp_path / "bomb.png") and 60000**2 > MAX_PIXELS
     assert check_upload(tmp_path / "x.png").startswith("x.png is not a readable image")
 
 
@@ -222,7 +238,9 @@ def test_good_uploads_pass_in_every_form(tmp_path):
     phone = tmp_path / "IMG_0001.JPG"  # phone cameras write multi-picture JPEGs, which PIL reads as MPO
     Image.new("RGB", (64, 48)).save(phone, "MPO", save_all=True, append_images=[Image.new("RGB", (64, 48))])
     assert Image.open(phone).format == "MPO" and check_upload(phone) == ""
-    assert load_upload(good).size == (300, 200) and load_upload(_png(tmp_path / "wide.png", (1000, 500))).size == (448, 224)
+    assert load_upload(good).size == (300, 200) and load_upload(
+        _png(tmp_path / "wide.png", (1000, 500))
+    ).size == (448, 224)
 
 
 # ---- knowledge graph ----------------------------------------------------------------------------------------------
@@ -233,8 +251,10 @@ def kg_handler(ctx: AppContext, api_name: str):
     return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
 
 
-@pytest.mark.parametrize("graph,term,home,other", [("clinical", "melanoma", "dermatology", "clinical"),
-                                                   ("derm", "STEMI", "clinical", "dermatology")])
+@pytest.mark.parametrize(
+    "graph,term,home,other",
+    [("clinical", "melanoma", "dermatology", "clinical"), ("derm", "STEMI", "clinical", "dermatology")],
+)
 def test_lookup_in_the_wrong_graph_says_so_and_clears_the_card(ctx, graph, term, home, other):
     on_lookup = kg_handler(ctx, "kg_lookup")
     card, svg = on_lookup(graph, term)

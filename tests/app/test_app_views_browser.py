@@ -40,7 +40,9 @@ def views_app(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = launch(AppContext(root, scratch=tmp_path_factory.mktemp("views_scratch")), "127.0.0.1", port, block=False)
+    demo = launch(
+        AppContext(root, scratch=tmp_path_factory.mktemp("views_scratch")), "127.0.0.1", port, block=False
+    )
     yield demo.local_url.rstrip("/"), root
     demo.close()
     Image.MAX_IMAGE_PIXELS = pixels
@@ -85,8 +87,13 @@ def charts(page) -> list[dict]:
             out.append(None)
             continue
         points = [POINT.search(p).groups() for p in c["points"] if POINT.search(p)]
-        out.append({"title": " ".join(c["title"]), "legend": " ".join(c["legend"]),
-                    "points": [(float(s), float(v), r) for s, v, r in points]})
+        out.append(
+            {
+                "title": " ".join(c["title"]),
+                "legend": " ".join(c["legend"]),
+                "points": [(float(s), float(v), r) for s, v, r in points],
+            }
+        )
     return out
 
 
@@ -96,7 +103,9 @@ def wait_for_charts(page, titles: list[str], timeout: float = 30) -> list[dict]:
     last = None
     while time.monotonic() < deadline:
         now = charts(page)
-        ready = len(now) == len(titles) and all(c and c["points"] and repr(t) in c["title"] for c, t in zip(now, titles))
+        ready = len(now) == len(titles) and all(
+            c and c["points"] and repr(t) in c["title"] for c, t in zip(now, titles)
+        )
         if ready and now == last:
             return now
         last = now if ready else None
@@ -115,7 +124,9 @@ def test_plot_a_then_b_shows_only_b(page, choose, tmp_path):
     assert preview.evaluate("i => i.naturalWidth / i.naturalHeight") == pytest.approx(3.0)
     assert preview.evaluate("i => getComputedStyle(i).objectFit") == "contain"
     img, frame = preview.bounding_box(), page.locator("#runs-gallery").bounding_box()
-    assert frame["y"] <= img["y"] and img["y"] + img["height"] <= frame["y"] + frame["height"]  # inside the view
+    assert (
+        frame["y"] <= img["y"] and img["y"] + img["height"] <= frame["y"] + frame["height"]
+    )  # inside the view
     page.screenshot(path=str(tmp_path / "1-run-a.png"), full_page=True)
 
     choose(page, "runs-a", "p/b")
@@ -153,8 +164,12 @@ def test_deleted_run_is_refused_then_gone_after_refresh(page, choose, views_app,
     assert any(o.startswith("p/late") for o in options(page, "runs-a"))
 
 
-@pytest.mark.xfail(not DERM_WIRED, reason="the Dermatology tab does not call app.safety.check_upload at upload time "
-                                          "yet (tab_derm.py is wired by the lead)", strict=False)
+@pytest.mark.xfail(
+    not DERM_WIRED,
+    reason="the Dermatology tab does not call app.safety.check_upload at upload time "
+    "yet (tab_derm.py is wired by the lead)",
+    strict=False,
+)
 def test_text_file_named_png_gets_one_line_and_no_server_path(page, tmp_path):
     fake = tmp_path / "x.png"
     fake.write_text("clinic notes, not an image\n")
@@ -163,7 +178,9 @@ def test_text_file_named_png_gets_one_line_and_no_server_path(page, tmp_path):
     assert "/tmp/" not in page_text(page)
     page.screenshot(path=str(tmp_path / "1-upload.png"), full_page=True)
     page.locator("#derm-run").click()
-    for _ in range(20):  # whatever Answer says in the next 5 s, it never shows a server path or gradio's internals
+    for _ in range(
+        20
+    ):  # whatever Answer says in the next 5 s, it never shows a server path or gradio's internals
         text = page_text(page)
         assert "/tmp/" not in text and "Could not preprocess" not in text
         page.wait_for_timeout(250)

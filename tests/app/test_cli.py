@@ -10,8 +10,10 @@ import app.cli
 
 def test_registration_imports_no_torch():
     """`medrl --help` and `medrl kg ...` must start without torch's ~2 s import (handlers import it)."""
-    code = ("import sys, app.cli; app.cli.build_parser(); app.cli._user_errors(); "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    code = (
+        "import sys, app.cli; app.cli.build_parser(); app.cli._user_errors(); "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -22,6 +24,8 @@ def test_every_package_registers():
 
 
 def test_a_package_that_fails_to_import_is_an_error(monkeypatch):
-    monkeypatch.setattr(app.cli, "REGISTRARS", [*app.cli.REGISTRARS, ("medrl_no_such_package.cli", "register")])
+    monkeypatch.setattr(
+        app.cli, "REGISTRARS", [*app.cli.REGISTRARS, ("medrl_no_such_package.cli", "register")]
+    )
     with pytest.raises(ModuleNotFoundError, match="medrl_no_such_package"):
         app.cli.build_parser()

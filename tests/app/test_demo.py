@@ -24,7 +24,9 @@ def assert_trees_on_disk(out, summary) -> None:
     reader = RunsReader(out.parent)
     assert reader.tree_files("demo/cases") == ["step-1.jsonl#0", "step-1.jsonl#1"]
     assert reader.read_tree("demo/cases", "step-1.jsonl#1") == trees[1]
-    assert [r.id for r in interactive.case_runs(reader)] == ["demo/cases"]  # the run the interactive case offers
+    assert [r.id for r in interactive.case_runs(reader)] == [
+        "demo/cases"
+    ]  # the run the interactive case offers
 
 
 def test_demo_quick_runs_every_stage(cli, tmp_path, one_thread, capsys):

@@ -19,8 +19,12 @@ from knowledge_graph.io import load_builtin
 # Set 1 was written before the check was built, set 2 after it (by another blind reviewer): set 2 measures how it
 # generalises rather than how well it fits the cases it was built against.
 SETS = ("kgcheck_cases.jsonl", "kgcheck_cases_2.jsonl")
-CASES = [json.loads(x) for name in SETS for x in (Path(__file__).parent / "blind" / name).read_text().splitlines()
-         if x.strip()]
+CASES = [
+    json.loads(x)
+    for name in SETS
+    for x in (Path(__file__).parent / "blind" / name).read_text().splitlines()
+    if x.strip()
+]
 KGS = {"derm": "derm", "clinical": "clinical"}
 
 
@@ -39,7 +43,9 @@ def failures(case: dict, kg) -> list[str]:
     out += [f"missing {f}" for f in e["flags"] if f not in r.flags]
     out += [f"wrongly raised {f}: {r.flags[f]}" for f in e.get("must_not_flag", []) if f in r.flags]
     fits = {c for c, _ in r.best_fit}
-    out += [f"{c} not among the best fits {sorted(fits)}" for c in e.get("best_fit_includes", []) if c not in fits]
+    out += [
+        f"{c} not among the best fits {sorted(fits)}" for c in e.get("best_fit_includes", []) if c not in fits
+    ]
     return out
 
 
@@ -48,8 +54,9 @@ def test_blind_case(case, kgs):
     assert not failures(case, kgs[case["graph"]]), case["why"]
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c["expect"]["diagnosis_supported"] is False],
-                         ids=lambda c: c["id"])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c["expect"]["diagnosis_supported"] is False], ids=lambda c: c["id"]
+)
 def test_a_wrong_diagnosis_is_never_shown_as_supported(case, kgs):
     """What the page shows: the diagnosis row of the claim table, judged against the case, not against itself."""
     res = check(case["answer"], kgs[case["graph"]], case_text=case["case"])

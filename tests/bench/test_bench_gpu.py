@@ -36,8 +36,18 @@ def test_the_3b_shapes_have_the_published_parameter_counts():
 
 @pytest.mark.slow
 def test_the_measuring_path_runs_on_the_embedded_sizes(tmp_path):
-    r = gpu.run(shape="tiny", device="cpu", steps=2, warmup=1, g=2, p=48, s=3, quantization="none",
-                with_trl=False, cache=tmp_path)
+    r = gpu.run(
+        shape="tiny",
+        device="cpu",
+        steps=2,
+        warmup=1,
+        g=2,
+        p=48,
+        s=3,
+        quantization="none",
+        with_trl=False,
+        cache=tmp_path,
+    )
     for key in ("vlm_grpopp", "text_crpo"):
         assert r[key]["median_step_s"] > 0 and r[key]["tokens_per_s"] > 0, key
     assert (tmp_path / "qwen25vl-tiny" / "config.json").is_file()

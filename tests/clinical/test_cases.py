@@ -52,8 +52,14 @@ def test_clinical_episode_reveals_findings_and_scores():
     obs, _, _ = env.step("<ask>labs: zzzqqq</ask>")
     assert obs == "zzzqqq: no abnormality reported."
     obs, done, info = env.step(f"<answer>{rec['answer']}) whatever</answer>")
-    assert done and info == {"turns": 5, "questions": 4, "invalid": 0, "answered": True, "correct": True,
-                             "reward": 1.0 - 0.4}
+    assert done and info == {
+        "turns": 5,
+        "questions": 4,
+        "invalid": 0,
+        "answered": True,
+        "correct": True,
+        "reward": 1.0 - 0.4,
+    }
 
 
 def test_invalid_actions_turn_limit_and_branch_copies():
@@ -64,7 +70,9 @@ def test_invalid_actions_turn_limit_and_branch_copies():
     twin = copy.deepcopy(env)
     obs, done, info = env.step("hello")
     assert obs == INVALID and done and info["answered"] is False and info["invalid"] == 2
-    assert twin.turns == 1 and twin.step("<answer>Z</answer>")[2]["correct"] is False  # copies are independent
+    assert (
+        twin.turns == 1 and twin.step("<answer>Z</answer>")[2]["correct"] is False
+    )  # copies are independent
     env.reset(derm)
     obs, _, _ = env.step("<ask>dermoscopy</ask>")
     assert obs.startswith("Dermoscopy: ") and all(x in obs for x in derm["meta"]["case"]["dermoscopy"])
@@ -81,10 +89,20 @@ def test_rewards_score_transcripts_like_the_env():
     recs, rec, _ = _records()
     good = demonstration(rec, OBSERVATION)
     assert split_turns(good) == ["<ask>history</ask>", "<ask>exam</ask>", f"<answer>{rec['answer']}</answer>"]
-    wrong = "blah" + OBSERVATION.format(INVALID) + "<answer>" + ("A" if rec["answer"] != "A" else "B") + "</answer>"
+    wrong = (
+        "blah"
+        + OBSERVATION.format(INVALID)
+        + "<answer>"
+        + ("A" if rec["answer"] != "A" else "B")
+        + "</answer>"
+    )
     kw = {"answer": [rec["answer"]] * 2, "meta": [rec["meta"]] * 2}
     assert case_correct(None, [good, wrong], **kw) == [1.0, 0.0]
     assert case_questions(None, [good, wrong], **kw) == [2.0, 0.0]
     assert case_valid(None, [good, wrong], **kw) == [1.0, 0.5]
-    assert format_credit("so <ask>hist") == 0.5 * 9 / 18 and format_credit("x < y") == 0.5 / 8 and format_credit("xyz") == 0
+    assert (
+        format_credit("so <ask>hist") == 0.5 * 9 / 18
+        and format_credit("x < y") == 0.5 / 8
+        and format_credit("xyz") == 0
+    )
     assert score_transcript(good, rec["answer"], rec["meta"]["options"])["answered"]

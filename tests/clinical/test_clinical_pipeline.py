@@ -23,9 +23,17 @@ from training.data.records import read_jsonl, validate_record
 pytestmark = pytest.mark.slow  # cold start -> CRPO end to end
 
 
-TINY = ["--sft-steps", "1", "--crpo.rollout.max_new_tokens=6", "--crpo.rollout.num_generations=2",
-        "--crpo.prompts_per_step=1", "--sft.batch_size=1", "--sft.data.max_length=640", "--pipeline.vignettes=12",
-        "--pipeline.eval_limit=2"]
+TINY = [
+    "--sft-steps",
+    "1",
+    "--crpo.rollout.max_new_tokens=6",
+    "--crpo.rollout.num_generations=2",
+    "--crpo.prompts_per_step=1",
+    "--sft.batch_size=1",
+    "--sft.data.max_length=640",
+    "--pipeline.vignettes=12",
+    "--pipeline.eval_limit=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +64,19 @@ def test_boxed_traces_score_top_on_every_objective(vignettes, tmp_path, style):
 def test_lead_trace_states_its_answer_first_then_goes_through_every_option_in_order(vignettes):
     for rec in vignettes[:6]:
         think = boxed_trace(rec, style="lead").split("<think>\n")[1].split("\n</think>")[0].splitlines()
-        assert think[0].startswith("Findings: ") and think[1].startswith(f"Leading option: {rec['answer']}) fits: ")
+        assert think[0].startswith("Findings: ") and think[1].startswith(
+            f"Leading option: {rec['answer']}) fits: "
+        )
         options = sorted(rec["meta"]["options"])
         assert [line[0] for line in think[2:7]] == options
-        for k, line in zip(options, think[2:7], strict=True):  # the answer's line is the leading line word for word
-            assert line == think[1].removeprefix("Leading option: ") if k == rec["answer"] else "less likely: " in line
+        for k, line in zip(
+            options, think[2:7], strict=True
+        ):  # the answer's line is the leading line word for word
+            assert (
+                line == think[1].removeprefix("Leading option: ")
+                if k == rec["answer"]
+                else "less likely: " in line
+            )
         assert think[7] == f"So the answer is {rec['answer']})."
 
 
@@ -75,10 +91,16 @@ def test_score_response_by_hand(vignettes):
     gold, wrong = rec["answer"], next(k for k in rec["meta"]["options"] if k != rec["answer"])
     good = score_response(rec, boxed_trace(rec))
     assert good["accuracy"] == 1.0 and good["format_ok"] == 1.0 and good["rejection_coverage"] == 1.0
-    assert good["evidence"] == 1.0 and good["hallucination_rate"] == 0.0 and good["evidence_per_100_words"] > 0
-    lazy = score_response(rec, f"<think>Hmm.</think><answer>Wait, let me reconsider. \\boxed{{{wrong}}}</answer>")
+    assert (
+        good["evidence"] == 1.0 and good["hallucination_rate"] == 0.0 and good["evidence_per_100_words"] > 0
+    )
+    lazy = score_response(
+        rec, f"<think>Hmm.</think><answer>Wait, let me reconsider. \\boxed{{{wrong}}}</answer>"
+    )
     assert lazy["accuracy"] == 0.0 and lazy["format_ok"] == 1.0 and lazy["rejection_coverage"] == 0.0
-    assert lazy["evidence"] == 0.0 and lazy["backtracks"] == 0.0  # backtracking is counted in the reasoning only
+    assert (
+        lazy["evidence"] == 0.0 and lazy["backtracks"] == 0.0
+    )  # backtracking is counted in the reasoning only
     assert score_response(rec, f"\\boxed{{{gold}}} \\boxed{{{gold}}}")["accuracy"] == 0.0  # two boxes
 
 
@@ -105,15 +127,34 @@ def test_train_chains_sft_into_crpo(trained):
     assert traces and "\\boxed{" in traces[0]["messages"][-1]["content"]
     metrics = json.loads((crpo / "eval" / "metrics.json").read_text())
     n_test = len(read_jsonl(trained / "data" / "test.jsonl", "rl").records)
-    assert metrics["n"] == min(2, n_test) >= 1 and "vignettes" in metrics["by_source"] and 0 <= metrics["accuracy"] <= 1
+    assert (
+        metrics["n"] == min(2, n_test) >= 1
+        and "vignettes" in metrics["by_source"]
+        and 0 <= metrics["accuracy"] <= 1
+    )
     rows = list(csv.DictReader(open(crpo / "eval" / "predictions.csv", encoding="utf-8")))
     assert len(rows) == metrics["n"] and {"gold", "boxed", "response", "rejection_coverage"} <= set(rows[0])
 
 
 def test_eval_cli_and_rerun_skips_finished_stages(trained, cli, capsys):
     test = trained / "data" / "test.jsonl"
-    assert cli("clinical", "eval", trained / "sft", "--data", test, "--limit", 1, "--max-new-tokens", 4,
-               "--tag", "quick", "--json") == 0
+    assert (
+        cli(
+            "clinical",
+            "eval",
+            trained / "sft",
+            "--data",
+            test,
+            "--limit",
+            1,
+            "--max-new-tokens",
+            4,
+            "--tag",
+            "quick",
+            "--json",
+        )
+        == 0
+    )
     m = json.loads(capsys.readouterr().out)
     assert m["n"] == 1 and m["max_new_tokens"] == 4 and (trained / "sft" / "eval" / "quick.json").is_file()
     assert cli("clinical", "train", "--out", trained, "--no-eval", *TINY) == 0
@@ -122,7 +163,10 @@ def test_eval_cli_and_rerun_skips_finished_stages(trained, cli, capsys):
 
 def test_ablate_arms_share_the_start(trained, cli, capsys):
     """Both arms start from the pipeline's SFT adapter (reused, not retrained) with the same budget."""
-    assert cli("clinical", "ablate", "--out", trained, "--seeds", "0", "--steps", "1", "--limit", "1", *TINY) == 0
+    assert (
+        cli("clinical", "ablate", "--out", trained, "--seeds", "0", "--steps", "1", "--limit", "1", *TINY)
+        == 0
+    )
     table = capsys.readouterr().out
     assert "| grpo | 1 |" in table and "| crpo | 1 |" in table and "| start (sft) | 1 |" in table
     result = json.loads((trained / "ablation.json").read_text())

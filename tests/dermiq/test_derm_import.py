@@ -37,12 +37,18 @@ def truncated(path: Path) -> Path:
 
 def png_bomb(path: Path, side: int = 200_000) -> Path:
     """A valid PNG header claiming side x side pixels, with almost no data: what a decompression bomb looks like."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -56,7 +62,10 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
 
 
 def records(out: Path) -> dict[str, list[dict]]:
-    return {s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "val", "test")}
+    return {
+        s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text().splitlines()]
+        for s in ("train", "val", "test")
+    }
 
 
 # ---- HAM10000 ---------------------------------------------------------------------------------------------------
@@ -70,7 +79,19 @@ def ham(tmp_path) -> Path:
         for _ in range(1 + lesion % 3):  # 1-3 images per lesion, as in HAM10000
             image_id = f"ISIC_{n:07d}"
             jpeg(root / f"HAM10000_images_part_{1 + n % 2}" / f"{image_id}.jpg", shade=n % 255)
-            rows.append([f"HAM_{lesion:07d}", image_id, dxs[lesion % 5], "histo", "45.0", "male", "back", "vidir_modern", "x"])
+            rows.append(
+                [
+                    f"HAM_{lesion:07d}",
+                    image_id,
+                    dxs[lesion % 5],
+                    "histo",
+                    "45.0",
+                    "male",
+                    "back",
+                    "vidir_modern",
+                    "x",
+                ]
+            )
             n += 1
     rows.append(["HAM_9000001", "ISIC_missing", "mel", "histo", "50", "female", "face", "rosendahl", "x"])
     truncated(root / "HAM10000_images_part_1" / "ISIC_trunc.jpg")
@@ -81,16 +102,24 @@ def ham(tmp_path) -> Path:
     rows.append(["HAM_9000004", "ISIC_badage", "nv", "histo", "old", "male", "face", "rosendahl", "x"])
     png_bomb(root / "HAM10000_images_part_1" / "ISIC_bomb.png")
     rows.append(["HAM_9000005", "ISIC_bomb", "nv", "histo", "30", "male", "face", "rosendahl", "x"])
-    write_csv(root / "HAM10000_metadata.csv",
-              ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset", "extra_column"], rows)
+    write_csv(
+        root / "HAM10000_metadata.csv",
+        ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "dataset", "extra_column"],
+        rows,
+    )
     return root
 
 
 def test_ham10000_import_skips_and_reports_quirks(ham, tmp_path, kg):
     s = import_data("ham10000", ham, tmp_path / "out", seed=1)
     assert s["kept"] == 60 and s["skipped"] == 5
-    assert s["reasons"] == {"bad_field": 1, "image_too_large": 1, "missing_image": 1, "unknown_label": 1,
-                            "unreadable_image": 1}
+    assert s["reasons"] == {
+        "bad_field": 1,
+        "image_too_large": 1,
+        "missing_image": 1,
+        "unknown_label": 1,
+        "unreadable_image": 1,
+    }
     assert s["unmapped"] == {"xyz": 1}
     assert any("ISIC_missing" in e for e in s["examples"]["missing_image"])
     recs = records(tmp_path / "out")
@@ -100,7 +129,9 @@ def test_ham10000_import_skips_and_reports_quirks(ham, tmp_path, kg):
     assert {"image_id", "lesion_id", "dx_type", "age", "sex", "site", "dataset"} <= set(r["meta"])
     assert r["meta"]["site"] == "back" and r["meta"]["age"] == 45.0 and r["meta"]["source"] == "ham10000"
     assert r["prompt"][1]["content"][0] == {"type": "image"}
-    assert labels_of(r["prompt"]) == sorted(s["labels"], key=str.lower)  # the run's label set, in every prompt
+    assert labels_of(r["prompt"]) == sorted(
+        s["labels"], key=str.lower
+    )  # the run's label set, in every prompt
     ds = read_jsonl(tmp_path / "out" / "train.jsonl", "rl")  # the trainers' reader accepts every record
     assert len(ds.records) == len(recs["train"]) and not ds.skipped
     assert all(Path(p).is_file() for rec in ds.records for p in rec["images"])
@@ -112,13 +143,20 @@ def test_ham10000_split_is_by_lesion_and_deterministic(ham, tmp_path):
     import_data("ham10000", ham, tmp_path / "c", seed=4, val_frac=0.2, test_frac=0.2)
     a = records(tmp_path / "a")
     lesions = {s: {r["meta"]["lesion_id"] for r in recs} for s, recs in a.items()}
-    assert not (lesions["train"] & lesions["val"] or lesions["train"] & lesions["test"] or lesions["val"] & lesions["test"])
+    assert not (
+        lesions["train"] & lesions["val"]
+        or lesions["train"] & lesions["test"]
+        or lesions["val"] & lesions["test"]
+    )
     assert [len(lesions[s]) for s in ("train", "val", "test")] == [18, 6, 6]  # 30 lesions, 20% / 20%
     for s in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{s}.jsonl").read_text() == (tmp_path / "b" / f"{s}.jsonl").read_text()
     c = records(tmp_path / "c")
     assert {r["meta"]["lesion_id"] for r in c["val"]} != lesions["val"]
-    for s in ("val", "test"):  # stratified: every one of the 5 classes (6 lesions each) has a lesion in val and test
+    for s in (
+        "val",
+        "test",
+    ):  # stratified: every one of the 5 classes (6 lesions each) has a lesion in val and test
         assert len({r["meta"]["dataset_label"] for r in a[s]}) == 5
 
 
@@ -129,8 +167,14 @@ def test_cli_json_and_wrong_columns(ham, tmp_path, capsys):
     bad = write_csv(tmp_path / "other" / "HAM10000_metadata.csv", ["id", "diagnosis"], [["1", "mel"]])
     assert main(["dermiq", "import", "ham10000", str(bad.parent), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "expected columns lesion_id, image_id, dx" in err and "found id, diagnosis" in err and len(err.splitlines()) == 1
-    assert main(["dermiq", "import", "ham10000", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3")]) == 2
+    assert (
+        "expected columns lesion_id, image_id, dx" in err
+        and "found id, diagnosis" in err
+        and len(err.splitlines()) == 1
+    )
+    assert (
+        main(["dermiq", "import", "ham10000", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3")]) == 2
+    )
 
 
 def test_lowered_pixel_limit_skips_a_large_blank_image(tmp_path):
@@ -144,10 +188,21 @@ def test_lowered_pixel_limit_skips_a_large_blank_image(tmp_path):
 # ---- Fitzpatrick17k ---------------------------------------------------------------------------------------------
 def test_fitzpatrick17k_labels_types_and_unmapped(tmp_path, kg):
     root = tmp_path / "fitz"
-    header = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label",
-              "three_partition_label", "qc", "url", "url_alphanum"]
+    header = [
+        "md5hash",
+        "fitzpatrick_scale",
+        "fitzpatrick_centaur",
+        "label",
+        "nine_partition_label",
+        "three_partition_label",
+        "qc",
+        "url",
+        "url_alphanum",
+    ]
     rows = []
-    for i, label in enumerate(["psoriasis", "nevocytic nevus", "malignant melanoma", "lentigo maligna", "eczema"] * 2):
+    for i, label in enumerate(
+        ["psoriasis", "nevocytic nevus", "malignant melanoma", "lentigo maligna", "eczema"] * 2
+    ):
         md5 = f"{i:032x}"
         jpeg(root / "images" / f"{md5}.jpg")
         rows.append([md5, str(1 + i % 6), "", label, "inflammatory", "non-neoplastic", "", "http://x", "x"])
@@ -174,9 +229,19 @@ def test_fitzpatrick17k_labels_types_and_unmapped(tmp_path, kg):
 
 # ---- SCIN -------------------------------------------------------------------------------------------------------
 def test_scin_label_parsing_is_safe():
-    assert scin_top_label("{'Eczema': 0.41, 'Psoriasis': 0.59}") == ("Psoriasis", 0.59, {"Eczema": 0.41, "Psoriasis": 0.59})
+    assert scin_top_label("{'Eczema': 0.41, 'Psoriasis': 0.59}") == (
+        "Psoriasis",
+        0.59,
+        {"Eczema": 0.41, "Psoriasis": 0.59},
+    )
     assert scin_top_label("{'Tinea': 0.5, 'Eczema': 0.5}")[0] == "Tinea"  # a tie goes to the first listed
-    for bad in ("__import__('os').system('true')", "{'Eczema': ", "['Eczema']", "{'Eczema': 'high'}", "{" * 5000):
+    for bad in (
+        "__import__('os').system('true')",
+        "{'Eczema': ",
+        "['Eczema']",
+        "{'Eczema': 'high'}",
+        "{" * 5000,
+    ):
         with pytest.raises(Exception) as e:
             scin_top_label(bad)
         assert getattr(e.value, "reason", None) == "bad_field", bad
@@ -193,9 +258,15 @@ def test_scin_join_images_and_case_split(tmp_path):
         for p in paths:
             jpeg(root / p.replace(".png", ".jpg")).rename(root / p)  # a JPEG under a .png name still decodes
         paths += [""] * (3 - len(paths))
-        cases.append([f"c{c}", *paths, "AGE_30_TO_39", "FEMALE", "FST3", "YES" if c % 2 else "", "NO", "extra"])
-        labels.append([f"c{c}", str({conds[c % 4]: 0.7, "Eczema": 0.3}) if c % 4 else "{'Eczema': 1.0}", "FST2"])
-    cases.append(["c90", "dataset/images/c90.png", "", "", "AGE_18_TO_29", "MALE", "", "", "", ""])  # image missing
+        cases.append(
+            [f"c{c}", *paths, "AGE_30_TO_39", "FEMALE", "FST3", "YES" if c % 2 else "", "NO", "extra"]
+        )
+        labels.append(
+            [f"c{c}", str({conds[c % 4]: 0.7, "Eczema": 0.3}) if c % 4 else "{'Eczema': 1.0}", "FST2"]
+        )
+    cases.append(
+        ["c90", "dataset/images/c90.png", "", "", "AGE_18_TO_29", "MALE", "", "", "", ""]
+    )  # image missing
     labels.append(["c90", "{'Eczema': 1.0}", ""])
     jpeg(root / "dataset/images/c91.png")
     cases.append(["c91", "dataset/images/c91.png", "dataset/images/gone.png", "", "", "", "", "", "", ""])
@@ -205,21 +276,47 @@ def test_scin_join_images_and_case_split(tmp_path):
     labels.append(["c92", "", ""])  # not gradable: no label
     jpeg(root / "dataset/images/c93.png")
     cases.append(["c93", "dataset/images/c93.png", "", "", "", "", "", "", "", ""])  # no label row at all
-    write_csv(root / "scin_cases.csv", ["case_id", "image_1_path", "image_2_path", "image_3_path", "age_group",
-                                        "sex_at_birth", "fitzpatrick_skin_type", "body_parts_arm", "body_parts_leg",
-                                        "textures_raised_or_bumpy"], cases)
-    write_csv(root / "scin_labels.csv", ["case_id", "weighted_skin_condition_label",
-                                         "dermatologist_fitzpatrick_skin_type_label_1"], labels)
+    write_csv(
+        root / "scin_cases.csv",
+        [
+            "case_id",
+            "image_1_path",
+            "image_2_path",
+            "image_3_path",
+            "age_group",
+            "sex_at_birth",
+            "fitzpatrick_skin_type",
+            "body_parts_arm",
+            "body_parts_leg",
+            "textures_raised_or_bumpy",
+        ],
+        cases,
+    )
+    write_csv(
+        root / "scin_labels.csv",
+        ["case_id", "weighted_skin_condition_label", "dermatologist_fitzpatrick_skin_type_label_1"],
+        labels,
+    )
     s = import_data("scin", root, tmp_path / "out", val_frac=0.25, test_frac=0.25, seed=2)
-    assert s["kept"] == 17 and s["reasons"] == {"missing_image": 1, "no_label": 2} and s["images_dropped"] == 1
+    assert (
+        s["kept"] == 17 and s["reasons"] == {"missing_image": 1, "no_label": 2} and s["images_dropped"] == 1
+    )
     recs = records(tmp_path / "out")
     cases_in = {sp: {r["meta"]["case_id"] for r in rs} for sp, rs in recs.items()}
-    assert not (cases_in["train"] & cases_in["val"] or cases_in["train"] & cases_in["test"] or cases_in["val"] & cases_in["test"])
+    assert not (
+        cases_in["train"] & cases_in["val"]
+        or cases_in["train"] & cases_in["test"]
+        or cases_in["val"] & cases_in["test"]
+    )
     allr = {r["meta"]["case_id"]: r for rs in recs.values() for r in rs}
     two = allr["c1"]
     assert len(two["images"]) == 2 and sum(p == {"type": "image"} for p in two["prompt"][1]["content"]) == 2
     assert two["answer"] == "psoriasis" and two["meta"]["label_weight"] == 0.7
-    assert two["meta"]["fitzpatrick"] == 2 and two["meta"]["fitzpatrick_self"] == 3 and two["meta"]["site"] == ["arm"]
+    assert (
+        two["meta"]["fitzpatrick"] == 2
+        and two["meta"]["fitzpatrick_self"] == 3
+        and two["meta"]["site"] == ["arm"]
+    )
     assert len(allr["c91"]["images"]) == 1
     for split in ("train", "val", "test"):
         read_jsonl(tmp_path / "out" / f"{split}.jsonl", "rl")
@@ -229,14 +326,20 @@ def test_scin_join_images_and_case_split(tmp_path):
 def test_dermnet_folders_keep_the_test_split(tmp_path, kg):
     root = tmp_path / "dermnet"
     for split, n in (("train", 10), ("test", 3)):
-        for cls in ("Eczema Photos", "Psoriasis pictures Lichen Planus and related diseases", "Mystery Photos"):
+        for cls in (
+            "Eczema Photos",
+            "Psoriasis pictures Lichen Planus and related diseases",
+            "Mystery Photos",
+        ):
             for i in range(n):
                 jpeg(root / split / cls / f"{cls[:3]}_{i}.jpg")
     (root / "train" / "Eczema Photos" / "notes.txt").write_text("not an image")
     truncated(root / "train" / "Eczema Photos" / "broken.jpg")
     s = import_data("dermnet", root, tmp_path / "out", val_frac=0.2, test_frac=0.3)
     assert s["splits"] == {"train": 16, "val": 4, "test": 6} and s["fractions"]["test"] == 0.0
-    assert s["reasons"] == {"unknown_label": 13, "unreadable_image": 1} and s["unmapped"] == {"Mystery Photos": 13}
+    assert s["reasons"] == {"unknown_label": 13, "unreadable_image": 1} and s["unmapped"] == {
+        "Mystery Photos": 13
+    }
     recs = records(tmp_path / "out")
     assert all(r["meta"]["dermnet_split"] == "test" for r in recs["test"])
     ecz = next(r for r in recs["train"] if r["meta"]["dataset_label"] == "Eczema Photos")
@@ -246,12 +349,20 @@ def test_dermnet_folders_keep_the_test_split(tmp_path, kg):
 def test_jsonl_rows_with_own_messages(tmp_path):
     jpeg(tmp_path / "img" / "a.jpg")
     jpeg(tmp_path / "img" / "b.jpg")
-    rows = [{"image": "img/a.jpg", "label": "melanoma", "patient": "p1", "age": 61},
-            {"image": "img/b.jpg", "label": "bcc", "messages": [{"role": "user", "content": "What is this?"},
-                                                                {"role": "assistant", "content": "A BCC."}]},
-            {"image": "img/a.jpg", "label": "not a disease"},
-            {"image": "img/none.jpg", "label": "melanoma"},
-            {"label": "melanoma"}]
+    rows = [
+        {"image": "img/a.jpg", "label": "melanoma", "patient": "p1", "age": 61},
+        {
+            "image": "img/b.jpg",
+            "label": "bcc",
+            "messages": [
+                {"role": "user", "content": "What is this?"},
+                {"role": "assistant", "content": "A BCC."},
+            ],
+        },
+        {"image": "img/a.jpg", "label": "not a disease"},
+        {"image": "img/none.jpg", "label": "melanoma"},
+        {"label": "melanoma"},
+    ]
     src = tmp_path / "mine.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
     s = import_data("jsonl", src, tmp_path / "out", val_frac=0.0, test_frac=0.0)
@@ -259,17 +370,27 @@ def test_jsonl_rows_with_own_messages(tmp_path):
     recs = records(tmp_path / "out")["train"]
     assert [r["answer"] for r in recs] == ["melanoma", "basal cell carcinoma"]
     assert recs[0]["meta"]["patient"] == "p1" and recs[0]["meta"]["age"] == 61
-    assert recs[1]["prompt"] == [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+    assert recs[1]["prompt"] == [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}
+    ]
     assert read_jsonl(tmp_path / "out" / "train.jsonl", "rl").records
 
 
-@pytest.mark.parametrize("label,condition", [
-    ("fixed eruptions", "condition:fixed_drug_eruption"), ("neurodermatitis", "condition:lichen_simplex_chronicus"),
-    ("lichen simplex", "condition:lichen_simplex_chronicus"), ("porokeratosis actinic", "condition:dsap"),
-    ("disseminated actinic porokeratosis", "condition:dsap"), ("lupus subacute", "condition:scle"),
-    ("erythema annulare centrifigum", "condition:erythema_annulare_centrifugum"), ("hidradenitis", "condition:hidradenitis_suppurativa"),
-    ("urticaria pigmentosa", "condition:urticaria_pigmentosa"), ("nevocytic nevus", "condition:melanocytic_nevus"),
-])
+@pytest.mark.parametrize(
+    "label,condition",
+    [
+        ("fixed eruptions", "condition:fixed_drug_eruption"),
+        ("neurodermatitis", "condition:lichen_simplex_chronicus"),
+        ("lichen simplex", "condition:lichen_simplex_chronicus"),
+        ("porokeratosis actinic", "condition:dsap"),
+        ("disseminated actinic porokeratosis", "condition:dsap"),
+        ("lupus subacute", "condition:scle"),
+        ("erythema annulare centrifigum", "condition:erythema_annulare_centrifugum"),
+        ("hidradenitis", "condition:hidradenitis_suppurativa"),
+        ("urticaria pigmentosa", "condition:urticaria_pigmentosa"),
+        ("nevocytic nevus", "condition:melanocytic_nevus"),
+    ],
+)
 def test_fitzpatrick17k_labels_the_kg_holds(kg, label, condition):
     from dermiq.data import condition_of
 
@@ -279,19 +400,31 @@ def test_fitzpatrick17k_labels_the_kg_holds(kg, label, condition):
 def test_fitzpatrick17k_groups_and_unmapped(kg):
     from dermiq.data import condition_of
 
-    assert "condition:psoriasis" in kg.related("condition:pustular_psoriasis")  # a subtype names the same disease
+    assert "condition:psoriasis" in kg.related(
+        "condition:pustular_psoriasis"
+    )  # a subtype names the same disease
     assert "condition:rosacea" in kg.related("condition:rhinophyma")
-    for label in ("photodermatoses", "neutrophilic dermatoses", "nematode infection", "tick bite", "sun damaged skin"):
-        assert condition_of(kg, label, "fitzpatrick17k") is None, label  # groups or findings, not one condition
+    for label in (
+        "photodermatoses",
+        "neutrophilic dermatoses",
+        "nematode infection",
+        "tick bite",
+        "sun damaged skin",
+    ):
+        assert condition_of(kg, label, "fitzpatrick17k") is None, (
+            label
+        )  # groups or findings, not one condition
 
 
 # ---- README path A, as written ----------------------------------------------------------------------------------
 def readme_path_a() -> list[str]:
     """The commands of README path A (own dermatology images), comments stripped, and path F's first export line."""
     text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    a = text[text.index("## A. "):text.index("## B. ")]
-    f = text[text.index("## F. "):]
-    lines = [ln.split("  #")[0].strip() for part in (a, f) for ln in part.splitlines() if ln.startswith("medrl ")]
+    a = text[text.index("## A. ") : text.index("## B. ")]
+    f = text[text.index("## F. ") :]
+    lines = [
+        ln.split("  #")[0].strip() for part in (a, f) for ln in part.splitlines() if ln.startswith("medrl ")
+    ]
     return lines
 
 
@@ -301,20 +434,33 @@ def test_readme_path_a_runs_as_written_on_a_ham10000_folder(ham, tmp_path, monke
     change: every stage 2 steps and short answers, through the README's documented --KEY=VALUE overrides), evaluate,
     export. It ends in an evaluation table and an exported adapter that carries how to ask it."""
     cmds = readme_path_a()
-    want = {"import": "medrl dermiq import ham10000 data/HAM10000 --out data/dermiq",
-            "train": "medrl dermiq train --data data/dermiq --out runs/derm",
-            "eval": "medrl dermiq eval runs/derm/dpo --data data/dermiq/test.jsonl",
-            "export": "medrl export runs/derm/dpo --out exported/derm"}
+    want = {
+        "import": "medrl dermiq import ham10000 data/HAM10000 --out data/dermiq",
+        "train": "medrl dermiq train --data data/dermiq --out runs/derm",
+        "eval": "medrl dermiq eval runs/derm/dpo --data data/dermiq/test.jsonl",
+        "export": "medrl export runs/derm/dpo --out exported/derm",
+    }
     assert set(want.values()) <= set(cmds), [c for c in cmds if c.split()[:3] == ["medrl", "dermiq", "train"]]
     work = tmp_path / "work"
     (work / "data").mkdir(parents=True)
     (work / "data" / "HAM10000").symlink_to(ham, target_is_directory=True)
     monkeypatch.chdir(work)
-    short = ["--warmup.run.max_steps=2", "--grpo++.run.max_steps=2", "--sft.run.max_steps=2", "--dpo.run.max_steps=2",
-             "--grpo++.prompts_per_step=1", "--grpo++.rollout.max_new_tokens=8", "--pipeline.dpo_prompts=3",
-             "--pipeline.dpo_max_new_tokens=8", "--pipeline.dpo_min_margin=0", "--pipeline.dpo_well_formed=false",
-             "--pipeline.dpo_reference=true",  # 8-token samples may all tie; the reference answer always pairs
-             "--pipeline.eval_max_new_tokens=8", "--dpo.batch_size=1", "--dpo.grad_accum=1"]
+    short = [
+        "--warmup.run.max_steps=2",
+        "--grpo++.run.max_steps=2",
+        "--sft.run.max_steps=2",
+        "--dpo.run.max_steps=2",
+        "--grpo++.prompts_per_step=1",
+        "--grpo++.rollout.max_new_tokens=8",
+        "--pipeline.dpo_prompts=3",
+        "--pipeline.dpo_max_new_tokens=8",
+        "--pipeline.dpo_min_margin=0",
+        "--pipeline.dpo_well_formed=false",
+        "--pipeline.dpo_reference=true",  # 8-token samples may all tie; the reference answer always pairs
+        "--pipeline.eval_max_new_tokens=8",
+        "--dpo.batch_size=1",
+        "--dpo.grad_accum=1",
+    ]
     assert main(want["import"].split()[1:]) == 0
     imported = capsys.readouterr().out
     assert "kept" in imported and "unknown_label" in imported  # the broken rows are counted, not fatal

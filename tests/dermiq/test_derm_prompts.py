@@ -17,7 +17,9 @@ def test_prompt_lists_the_label_set_once_sorted():
     p = build_prompt(["psoriasis", "Melanoma", "psoriasis", " basal cell carcinoma "], n_images=2)
     assert [m["role"] for m in p] == ["system", "user"]
     system = p[0]["content"]
-    assert all(s in system for s in SECTIONS) and "<think>" in system and "<answer>condition</answer>" in system
+    assert (
+        all(s in system for s in SECTIONS) and "<think>" in system and "<answer>condition</answer>" in system
+    )
     assert system.endswith("Labels: basal cell carcinoma; Melanoma; psoriasis")
     assert p[1]["content"] == [{"type": "image"}, {"type": "image"}, {"type": "text", "text": QUESTION}]
     assert labels_of(p) == ["basal cell carcinoma", "Melanoma", "psoriasis"]
@@ -33,12 +35,18 @@ def test_prompt_refuses_bad_label_sets():
 
 
 def test_reference_response_round_trips():
-    findings = {"colour": ["dark brown"], "dermoscopic_feature": ["streaks"], "border": ["irregular border"],
-                "size": ["medium (6-20 mm)"]}
+    findings = {
+        "colour": ["dark brown"],
+        "dermoscopic_feature": ["streaks"],
+        "border": ["irregular border"],
+        "size": ["medium (6-20 mm)"],
+    }
     text = reference_response(findings, "melanoma")
-    assert text == ("<think>\nColour and pigmentation: dark brown, streaks.\nTexture and surface: no distinctive finding.\n"
-                    "Shape and border: irregular border, medium (6-20 mm).\nDistribution: no distinctive finding.\n"
-                    "</think>\n<answer>melanoma</answer>")
+    assert text == (
+        "<think>\nColour and pigmentation: dark brown, streaks.\nTexture and surface: no distinctive finding.\n"
+        "Shape and border: irregular border, medium (6-20 mm).\nDistribution: no distinctive finding.\n"
+        "</think>\n<answer>melanoma</answer>"
+    )
     r = parse_response(text)
     assert r.well_formed and r.answer == "melanoma" and list(r.sections) == list(SECTIONS)
     assert r.sections["Shape and border"] == "irregular border, medium (6-20 mm)."

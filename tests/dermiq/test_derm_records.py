@@ -30,5 +30,9 @@ def test_sft_records_validate_and_explain_the_ground_truth(tmp_path):
         assert format_reward([r["prompt"]], [text]) == [1.0]
         supported, contradicted, n = consistency_parts(text)
         # every finding read back is supported (a name inside another, 'irregular' in 'irregular border', reads once)
-        assert 0 < n <= sum(len(v) for v in r["meta"]["findings"].values()) and supported == n and contradicted == 0
+        assert (
+            0 < n <= sum(len(v) for v in r["meta"]["findings"].values())
+            and supported == n
+            and contradicted == 0
+        )
     assert {parse_response(s["messages"][2]["content"]).answer for s in sft} == {"melanoma", "psoriasis"}

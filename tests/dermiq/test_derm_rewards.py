@@ -59,7 +59,9 @@ Shape and border: round with a well-defined border.
 Distribution: multiple.
 </think>
 <answer>melanoma</answer>"""
-LAZY = "<think>It looks like melanoma.</think><answer>melanoma</answer>"  # tags + label, no heading, no finding
+LAZY = (
+    "<think>It looks like melanoma.</think><answer>melanoma</answer>"  # tags + label, no heading, no finding
+)
 MALFORMED = "Colour and pigmentation: dark brown and black. The diagnosis is melanoma."  # no tags at all
 # Absent findings count: blue-white veil and atypical pigment network are absent features of seborrheic keratosis,
 # so saying they are absent is supported; with light brown, dark brown, stuck-on, oval, well-defined, multiple: 8/8.
@@ -74,20 +76,36 @@ NO_ANSWER = GOOD.split("<answer>")[0]  # cut before the answer: headings only, 4
 
 
 def rewards(text: str, meta: dict = MELANOMA, answer: str = "melanoma", prompt: list = PROMPT) -> tuple:
-    return (accuracy([prompt], [text], answer=[answer], meta=[meta])[0], format_reward([prompt], [text])[0],
-            kg_consistency([prompt], [text])[0])
+    return (
+        accuracy([prompt], [text], answer=[answer], meta=[meta])[0],
+        format_reward([prompt], [text])[0],
+        kg_consistency([prompt], [text])[0],
+    )
 
 
-@pytest.mark.parametrize("text,expected", [
-    (GOOD, (7.0, 1.0, 1.0)),
-    (WRONG, (-1.0, 1.0, 0.25)),
-    (WRONG_CONSISTENT, (-1.0, 1.0, 1.0)),
-    (HALLUCINATING, (7.0, 1.0, -1 / 6)),
-    (LAZY, (7.0, 0.6, 0.0)),
-    (MALFORMED, (-1.0, 0.0, 0.0)),
-    (ABSENT, (-1.0, 1.0, 1.0)),
-    (NO_ANSWER, (-1.0, 0.4, 0.0)),
-], ids=["good", "wrong", "wrong_consistent", "hallucinating", "lazy", "malformed", "absent_findings", "no_answer"])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (GOOD, (7.0, 1.0, 1.0)),
+        (WRONG, (-1.0, 1.0, 0.25)),
+        (WRONG_CONSISTENT, (-1.0, 1.0, 1.0)),
+        (HALLUCINATING, (7.0, 1.0, -1 / 6)),
+        (LAZY, (7.0, 0.6, 0.0)),
+        (MALFORMED, (-1.0, 0.0, 0.0)),
+        (ABSENT, (-1.0, 1.0, 1.0)),
+        (NO_ANSWER, (-1.0, 0.4, 0.0)),
+    ],
+    ids=[
+        "good",
+        "wrong",
+        "wrong_consistent",
+        "hallucinating",
+        "lazy",
+        "malformed",
+        "absent_findings",
+        "no_answer",
+    ],
+)
 def test_hand_written_responses(text, expected):
     assert rewards(text) == pytest.approx(expected)
 
@@ -101,7 +119,10 @@ def test_consistency_parts_by_hand():
 
 def test_answer_names_through_the_kg_lexicon():
     ok = "<think>x</think><answer>{}</answer>"
-    assert rewards(ok.format("Malignant melanoma."))[:2] == (7.0, 0.5)  # an alias: right, but not the listed label
+    assert rewards(ok.format("Malignant melanoma."))[:2] == (
+        7.0,
+        0.5,
+    )  # an alias: right, but not the listed label
     assert rewards(ok.format("MEL"))[0] == 7.0  # HAM10000 code
     assert rewards(ok.format("Melanoma"))[:2] == (7.0, 0.6)  # case and punctuation aside it is the label
     assert rewards(ok.format("melanoma or melanocytic nevus"))[:2] == (-1.0, 0.5)  # two conditions: no answer
@@ -111,17 +132,27 @@ def test_answer_names_through_the_kg_lexicon():
 
 def test_groups_subtypes_and_dermnet_members():
     ok = "<think>x</think><answer>{}</answer>"
-    akiec = {"condition_id": "condition:akiec"}  # HAM10000 akiec: the group of actinic keratosis and Bowen's disease
+    akiec = {
+        "condition_id": "condition:akiec"
+    }  # HAM10000 akiec: the group of actinic keratosis and Bowen's disease
     assert rewards(ok.format("Bowen's disease"), akiec, "x")[0] == 7.0
     assert rewards(ok.format("actinic keratosis"), akiec, "x")[0] == 7.0
     ak = {"condition_id": "condition:actinic_keratosis"}
     assert rewards(ok.format("akiec"), ak, "x")[0] == 3.0  # the group of the true subtype: a partial answer
     assert rewards(ok.format("Bowen's disease"), ak, "x")[0] == -1.0  # a sibling is another disease
-    assert truth_set("condition:akiec") == {"condition:akiec", "condition:actinic_keratosis", "condition:bowen_disease"}
-    folder = {"condition_id": "category:dermnet_melanoma_nevi",
-              "members": ["condition:melanocytic_nevus", "condition:melanoma"]}
+    assert truth_set("condition:akiec") == {
+        "condition:akiec",
+        "condition:actinic_keratosis",
+        "condition:bowen_disease",
+    }
+    folder = {
+        "condition_id": "category:dermnet_melanoma_nevi",
+        "members": ["condition:melanocytic_nevus", "condition:melanoma"],
+    }
     assert rewards(ok.format("melanocytic nevus"), folder, "x")[0] == 7.0
-    assert rewards(ok.format("Melanoma Skin Cancer Nevi and Moles"), folder, "x")[0] == 7.0  # the folder itself
+    assert (
+        rewards(ok.format("Melanoma Skin Cancer Nevi and Moles"), folder, "x")[0] == 7.0
+    )  # the folder itself
     assert rewards(ok.format("psoriasis"), folder, "x")[0] == -1.0
     # without meta the record's answer is the truth
     assert accuracy(None, [ok.format("melanoma")], answer=["malignant melanoma"])[0] == 7.0
@@ -146,14 +177,22 @@ Distribution: solitary.
 
 def test_format_details():
     body = GOOD.split("<think>")[1].split("</think>")[0]
-    assert rewards("Sure. " + GOOD)[1] == pytest.approx(0.5)  # text outside the tags: tags lost, headings + label kept
+    assert rewards("Sure. " + GOOD)[1] == pytest.approx(
+        0.5
+    )  # text outside the tags: tags lost, headings + label kept
     assert rewards(GOOD + GOOD)[1] == pytest.approx(0.5)  # two of each tag
-    bold = body.replace("Colour and pigmentation:", "**Color and pigmentation:**").replace("Distribution:", "- Distribution:")
+    bold = body.replace("Colour and pigmentation:", "**Color and pigmentation:**").replace(
+        "Distribution:", "- Distribution:"
+    )
     assert rewards(f"<think>{bold}</think><answer>melanoma</answer>")[1] == pytest.approx(1.0)
     empty = body.replace("Distribution: solitary.", "Distribution: ...")
     assert rewards(f"<think>{empty}</think><answer>melanoma</answer>")[1] == pytest.approx(0.9)
-    assert rewards("<think> </think><answer>melanoma</answer>")[1] == pytest.approx(0.1)  # blank think: no tag credit
-    own = [{"role": "user", "content": "What is this?"}]  # a user's own prompt lists no labels: any KG condition
+    assert rewards("<think> </think><answer>melanoma</answer>")[1] == pytest.approx(
+        0.1
+    )  # blank think: no tag credit
+    own = [
+        {"role": "user", "content": "What is this?"}
+    ]  # a user's own prompt lists no labels: any KG condition
     assert rewards("<think>x</think><answer>malignant melanoma</answer>", prompt=own)[1] == pytest.approx(0.6)
     assert rewards("<think>x</think><answer>xyz</answer>", prompt=own)[1] == pytest.approx(0.5)
 
@@ -168,7 +207,9 @@ def test_registered_and_fast():
     out = {name: score(name, fn, [PROMPT] * len(texts), texts, fields) for name, fn in fns.items()}
     per = (time.perf_counter() - t) / len(texts)
     assert all(len(v) == 64 for v in out.values()) and set(out["derm_accuracy"].tolist()) == {7.0}
-    assert per < 0.1, f"{per * 1000:.1f} ms per completion"  # 10-30 ms here (load-dependent); slack for busy CI
+    assert per < 0.1, (
+        f"{per * 1000:.1f} ms per completion"
+    )  # 10-30 ms here (load-dependent); slack for busy CI
     t = time.perf_counter()
     kg_consistency([PROMPT] * 64, texts)  # a group's repeated completions: cached
     assert time.perf_counter() - t < 0.05

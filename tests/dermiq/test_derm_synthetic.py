@@ -105,4 +105,5 @@ def test_describe(kg):
     for fid in meta["findings"]["colour"]:
         assert kg.label(fid) in text
     assert describe({"meta": {"findings": {}, "condition_id": "condition:melanoma"}}, kg) == (
-        "Findings: none recorded. Most likely diagnosis: melanoma.")
+        "Findings: none recorded. Most likely diagnosis: melanoma."
+    )

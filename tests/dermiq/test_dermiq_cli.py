@@ -9,8 +9,21 @@ from app.cli import main
 
 def test_synth_preview(tmp_path, capsys):
     out = tmp_path / "synth"
-    rc = main(["dermiq", "synth", "--out", str(out), "--n-per-class", "2", "--seed", "5",
-               "--conditions", "melanoma,bcc,psoriasis", "--preview"])
+    rc = main(
+        [
+            "dermiq",
+            "synth",
+            "--out",
+            str(out),
+            "--n-per-class",
+            "2",
+            "--seed",
+            "5",
+            "--conditions",
+            "melanoma,bcc,psoriasis",
+            "--preview",
+        ]
+    )
     assert rc == 0
     recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert [r["answer"] for r in recs] == ["melanoma"] * 2 + ["basal cell carcinoma"] * 2 + ["psoriasis"] * 2

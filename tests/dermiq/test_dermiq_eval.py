@@ -53,21 +53,43 @@ def test_reference_response_scores_faithful_and_valid():
     assert s["image_stated"] > 0 and s["image_supported"] == s["image_stated"]  # and what the image shows
     wrong = text.replace("<answer>melanoma</answer>", "<answer>vitiligo</answer>")
     w = score_response(rec, wrong, label_map(LABELS))
-    assert w["pred"] == "vitiligo" and w["kg_supported"] < s["kg_supported"]  # the same findings do not fit vitiligo
+    assert (
+        w["pred"] == "vitiligo" and w["kg_supported"] < s["kg_supported"]
+    )  # the same findings do not fit vitiligo
     assert w["image_supported"] == s["image_supported"]  # the image's truth does not depend on the answer
     bad = score_response(rec, "melanoma", label_map(LABELS))
     assert bad["pred"] == NONE and bad["format_ok"] == 0.0
 
 
 def test_summary_and_files(tmp_path):
-    rows = [{"image": f"img{i}", "gold": g, "pred": p, "format_ok": f, "kg_supported": ks, "kg_stated": kn,
-             "image_supported": 0, "image_stated": 0, "response": "r"}
-            for i, (g, p, f, ks, kn) in enumerate([("melanoma", "melanoma", 1.0, 3, 4), ("psoriasis", NONE, 0.0, 0, 0),
-                                                   ("vitiligo", "vitiligo", 1.0, 1, 2)])]
+    rows = [
+        {
+            "image": f"img{i}",
+            "gold": g,
+            "pred": p,
+            "format_ok": f,
+            "kg_supported": ks,
+            "kg_stated": kn,
+            "image_supported": 0,
+            "image_stated": 0,
+            "response": "r",
+        }
+        for i, (g, p, f, ks, kn) in enumerate(
+            [
+                ("melanoma", "melanoma", 1.0, 3, 4),
+                ("psoriasis", NONE, 0.0, 0, 0),
+                ("vitiligo", "vitiligo", 1.0, 1, 2),
+            ]
+        )
+    ]
     probs = [[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.1, 0.1, 0.8]]
     m = summarise(rows, LABELS, probs)
     assert m["format_valid"] == pytest.approx(2 / 3) and m["kg_faithfulness"] == pytest.approx(4 / 6)
-    assert m["image_faithfulness"] is None and m["answered"] == pytest.approx(2 / 3) and m["prob_accuracy"] == 1.0
+    assert (
+        m["image_faithfulness"] is None
+        and m["answered"] == pytest.approx(2 / 3)
+        and m["prob_accuracy"] == 1.0
+    )
     m.update(data="d", max_new_tokens=1)
     write_eval(tmp_path, "metrics", m, rows, LABELS, probs)
     with open(tmp_path / "metrics_probabilities.csv") as f:

@@ -19,12 +19,28 @@ pytestmark = pytest.mark.slow  # every stage of the pipeline, end to end
 
 
 CONDS = "[melanoma,psoriasis,vitiligo]"
-TINY = ["--pipeline.train_per_class=2", "--pipeline.test_per_class=1", f"--pipeline.conditions={CONDS}",
-        "--warmup.run.max_steps=1", "--grpo++.run.max_steps=1", "--sft.run.max_steps=1", "--dpo.run.max_steps=1",
-        "--warmup.batch_size=2", "--sft.batch_size=2", "--grpo++.rollout.max_new_tokens=6",
-        "--grpo++.prompts_per_step=1", "--pipeline.dpo_prompts=2", "--pipeline.dpo_max_new_tokens=6",
-        "--pipeline.dpo_min_margin=0", "--pipeline.dpo_well_formed=false", "--pipeline.dpo_reference=true", "--pipeline.eval_max_new_tokens=6",
-        "--dpo.batch_size=1", "--dpo.grad_accum=1", "--pipeline.warmup_per_class=1"]
+TINY = [
+    "--pipeline.train_per_class=2",
+    "--pipeline.test_per_class=1",
+    f"--pipeline.conditions={CONDS}",
+    "--warmup.run.max_steps=1",
+    "--grpo++.run.max_steps=1",
+    "--sft.run.max_steps=1",
+    "--dpo.run.max_steps=1",
+    "--warmup.batch_size=2",
+    "--sft.batch_size=2",
+    "--grpo++.rollout.max_new_tokens=6",
+    "--grpo++.prompts_per_step=1",
+    "--pipeline.dpo_prompts=2",
+    "--pipeline.dpo_max_new_tokens=6",
+    "--pipeline.dpo_min_margin=0",
+    "--pipeline.dpo_well_formed=false",
+    "--pipeline.dpo_reference=true",
+    "--pipeline.eval_max_new_tokens=6",
+    "--dpo.batch_size=1",
+    "--dpo.grad_accum=1",
+    "--pipeline.warmup_per_class=1",
+]
 
 
 def test_conversation_record_is_built_from_label_and_kg():
@@ -34,9 +50,14 @@ def test_conversation_record_is_built_from_label_and_kg():
     msgs = conversation_record(rec, kg)["messages"]
     assert msgs[:2] == rec["prompt"] and [m["role"] for m in msgs[2:]] == ["assistant", "user", "assistant"]
     first, follow, talk = msgs[2]["content"], msgs[3]["content"], msgs[4]["content"]
-    assert accuracy_score(first, "melanoma", meta) == 7.0 and format_score(first, rec["prompt"]) == pytest.approx(1.0)
+    assert accuracy_score(first, "melanoma", meta) == 7.0 and format_score(
+        first, rec["prompt"]
+    ) == pytest.approx(1.0)
     assert follow == FOLLOW_UP
-    assert talk.startswith("Most likely diagnosis: melanoma.") and "Differential diagnosis: melanocytic nevus" in talk
+    assert (
+        talk.startswith("Most likely diagnosis: melanoma.")
+        and "Differential diagnosis: melanocytic nevus" in talk
+    )
     assert "Supporting findings:" in talk and "Please see a dermatologist soon" in talk  # must-not-miss
     assert talk.endswith(DISCLAIMER)
 
@@ -57,7 +78,10 @@ def test_stages_chain_by_adapter(trained):
     assert cfg["sft"]["model"]["adapter"] == str(trained / "grpopp" / "adapter")
     assert cfg["dpo"]["model"]["adapter"] == str(trained / "sft" / "adapter")
     assert cfg["dpo"]["reference"]["kind"] == "start"  # the SFT adapter, frozen
-    assert cfg["grpo++"]["advantages"]["estimator"] == "grpo++" and cfg["grpo++"]["rollout"]["num_generations"] == 3
+    assert (
+        cfg["grpo++"]["advantages"]["estimator"] == "grpo++"
+        and cfg["grpo++"]["rollout"]["num_generations"] == 3
+    )
     for f in FOLDERS.values():
         assert (trained / f / "adapter" / "adapter_model.safetensors").is_file()
     # any stage runs alone from the stage before it
@@ -70,7 +94,9 @@ def test_stages_chain_by_adapter(trained):
     for r in train:
         firsts.setdefault(r["meta"]["condition_id"], r)
     assert len(train) == 6 and len(warm) == 3
-    assert [Path(w["images"][0]).resolve() for w in warm] == [Path(r["images"][0]).resolve() for r in firsts.values()]
+    assert [Path(w["images"][0]).resolve() for w in warm] == [
+        Path(r["images"][0]).resolve() for r in firsts.values()
+    ]
     assert cfg["grpo++"]["data"]["train"] == str(trained / "data" / "train.jsonl")
     # the SFT stage's data: two-turn conversations, plus the recipe's sft_replay (3) x as many single-turn references
     # (the diagnosis turn alone, word for word); DPO pairs: KG-scored samples of the SFT policy
@@ -80,7 +106,9 @@ def test_stages_chain_by_adapter(trained):
     assert len(talks) == 6 and len(single) == 18 and len(sft) == 24
     assert {m[2]["content"] for m in single} == {m[2]["content"] for m in talks}
     pairs = [json.loads(x) for x in (trained / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
-    assert pairs and all(p["meta"]["chosen_score"]["total"] >= p["meta"]["rejected_score"]["total"] for p in pairs)
+    assert pairs and all(
+        p["meta"]["chosen_score"]["total"] >= p["meta"]["rejected_score"]["total"] for p in pairs
+    )
     assert all(p["chosen"][0]["role"] == "assistant" and len(p["images"]) == 1 for p in pairs)
 
 
@@ -103,15 +131,19 @@ def test_eval_writes_isic_csv_and_metrics(trained, cli):
     with open(ev / "metrics_predictions.csv") as f:
         preds = list(csv.DictReader(f))
     assert [p["image"] for p in preds] == [r[0] for r in rows[1:]]
-    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score([p["gold"] for p in preds],
-                                                                           [p["pred"] for p in preds]))
+    assert m["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score([p["gold"] for p in preds], [p["pred"] for p in preds])
+    )
     assert (ev / "metrics_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sum(map(sum, m["confusion"])) == 3
 
 
 def test_ablate_smoke(trained, cli):
     out = trained  # reuses the warm-up adapter as the common start
-    assert cli("dermiq", "ablate", "--out", out, "--arms", "grpo,binary", "--steps", "1", "--limit", "2", *TINY) == 0
+    assert (
+        cli("dermiq", "ablate", "--out", out, "--arms", "grpo,binary", "--steps", "1", "--limit", "2", *TINY)
+        == 0
+    )
     res = json.loads((out / "ablation.json").read_text())
     assert [r["arm"] for r in res["runs"]] == ["start", "grpo", "binary"] and res["group_size"] == 3
     grpo, binary = res["runs"][1], res["runs"][2]

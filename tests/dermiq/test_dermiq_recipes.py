@@ -9,16 +9,27 @@ from training.config import load_config
 from training.trainers.rl_config import RLConfig
 
 SEED_SETTINGS = {
-    ("rollout", "num_generations"): 3, ("rollout", "temperature"): 0.7, ("optim", "lr"): 3e-5,
-    ("optim", "scheduler"): "cosine", ("optim", "warmup_steps"): 50, ("optim", "max_grad_norm"): 1.0,
-    ("loss", "epsilon"): 0.2, ("loss", "kl_estimator"): "k1", ("loss", "beta"): 1e-3, ("loss", "entropy_coef"): 1e-3,
-    ("reference", "kind"): "lagged", ("reference", "sync_every"): 10, ("reference", "as_old_policy"): True,
-    ("advantages", "estimator"): "grpo++", ("advantages", "correct_reward"): "derm_accuracy",
+    ("rollout", "num_generations"): 3,
+    ("rollout", "temperature"): 0.7,
+    ("optim", "lr"): 3e-5,
+    ("optim", "scheduler"): "cosine",
+    ("optim", "warmup_steps"): 50,
+    ("optim", "max_grad_norm"): 1.0,
+    ("loss", "epsilon"): 0.2,
+    ("loss", "kl_estimator"): "k1",
+    ("loss", "beta"): 1e-3,
+    ("loss", "entropy_coef"): 1e-3,
+    ("reference", "kind"): "lagged",
+    ("reference", "sync_every"): 10,
+    ("reference", "as_old_policy"): True,
+    ("advantages", "estimator"): "grpo++",
+    ("advantages", "correct_reward"): "derm_accuracy",
 }
 
 
-@pytest.mark.parametrize("recipe,new_tokens", [("configs/dermiq_tiny.yaml", 160),
-                                               ("configs/dermiq_qwen25vl_3b.yaml", 250)])
+@pytest.mark.parametrize(
+    "recipe,new_tokens", [("configs/dermiq_tiny.yaml", 160), ("configs/dermiq_qwen25vl_3b.yaml", 250)]
+)
 def test_recipes_carry_the_seed_settings(recipe, new_tokens):
     cfg = load_config(RLConfig, recipe)
     for (section, key), value in SEED_SETTINGS.items():
@@ -49,8 +60,18 @@ def _rows(run_dir):
 
 @pytest.mark.slow
 def test_tiny_recipe_runs_two_steps(cli, tmp_path, synthetic, one_thread):
-    assert cli("train", "configs/dermiq_tiny.yaml", f"--data.train={synthetic}", f"--run.output_dir={tmp_path}",
-               "--run.max_steps=2", "--run.save_every=0", "--prompts_per_step=2") == 0
+    assert (
+        cli(
+            "train",
+            "configs/dermiq_tiny.yaml",
+            f"--data.train={synthetic}",
+            f"--run.output_dir={tmp_path}",
+            "--run.max_steps=2",
+            "--run.save_every=0",
+            "--prompts_per_step=2",
+        )
+        == 0
+    )
     rows = [r for r in _rows(tmp_path / "dermiq_tiny") if "reward/mean" in r]
     assert [r["step"] for r in rows] == [1, 2]
     last = rows[-1]
@@ -58,13 +79,27 @@ def test_tiny_recipe_runs_two_steps(cli, tmp_path, synthetic, one_thread):
     for name in ("derm_accuracy", "derm_format", "derm_kg_consistency"):
         assert f"reward/{name}/mean" in last
     assert -1.0 <= last["reward/derm_accuracy/mean"] <= 7.0
-    assert 0.0 <= last["reward/derm_format/mean"] <= 1.0 and -1.0 <= last["reward/derm_kg_consistency/mean"] <= 1.0
+    assert (
+        0.0 <= last["reward/derm_format/mean"] <= 1.0
+        and -1.0 <= last["reward/derm_kg_consistency/mean"] <= 1.0
+    )
     assert "adv/frac_binary_groups" in last and "loss/kl/mean" in last and "loss/entropy/mean" in last
 
 
 def test_tiny_recipe_binary_estimator(cli, tmp_path, synthetic, one_thread):
-    assert cli("train", "configs/dermiq_tiny.yaml", f"--data.train={synthetic}", f"--run.output_dir={tmp_path}",
-               "--run.name=binary", "--run.max_steps=1", "--run.save_every=0", "--prompts_per_step=2",
-               "--advantages.estimator=binary") == 0
+    assert (
+        cli(
+            "train",
+            "configs/dermiq_tiny.yaml",
+            f"--data.train={synthetic}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=binary",
+            "--run.max_steps=1",
+            "--run.save_every=0",
+            "--prompts_per_step=2",
+            "--advantages.estimator=binary",
+        )
+        == 0
+    )
     last = [r for r in _rows(tmp_path / "binary") if "reward/mean" in r][-1]
     assert last["adv/frac_binary_groups"] == 1.0 and last["adv/abs_mean"] == 1.0  # +-1 for every completion

@@ -19,7 +19,9 @@ from knowledge_graph.io import load_builtin
 from knowledge_graph.preference import build_pairs
 
 HERE = Path(__file__).parent / "blind"
-SENTENCES = [json.loads(line) for line in (HERE / "sentences.jsonl").read_text(encoding="utf-8").splitlines() if line]
+SENTENCES = [
+    json.loads(line) for line in (HERE / "sentences.jsonl").read_text(encoding="utf-8").splitlines() if line
+]
 PAIRS = [json.loads(line) for line in (HERE / "pairs.jsonl").read_text(encoding="utf-8").splitlines() if line]
 _KGS: dict = {}
 
@@ -57,7 +59,10 @@ def pair_outcome(row: dict) -> str:
 
 @pytest.fixture(scope="module")
 def outcomes():
-    return {"sentences": {r["id"]: sentence_errors(r) for r in SENTENCES}, "pairs": {r["id"]: pair_outcome(r) for r in PAIRS}}
+    return {
+        "sentences": {r["id"]: sentence_errors(r) for r in SENTENCES},
+        "pairs": {r["id"]: pair_outcome(r) for r in PAIRS},
+    }
 
 
 def test_the_set_is_big_enough():
@@ -93,11 +98,16 @@ def report() -> dict:
     by_axis: dict = {}
     for r in PAIRS:
         by_axis.setdefault(r["axis"], Counter())[pairs[r["id"]]] += 1
-    return {"sentences_right": sum(not v for v in sent.values()), "sentences": len(SENTENCES),
-            "pairs": dict(Counter(pairs.values())), "n_pairs": len(PAIRS), "by_class": by_class,
-            "by_axis": {k: dict(v) for k, v in by_axis.items()},
-            "wrong_sentences": {k: v for k, v in sent.items() if v},
-            "worse_pairs": [k for k, v in pairs.items() if v == "worse"]}
+    return {
+        "sentences_right": sum(not v for v in sent.values()),
+        "sentences": len(SENTENCES),
+        "pairs": dict(Counter(pairs.values())),
+        "n_pairs": len(PAIRS),
+        "by_class": by_class,
+        "by_axis": {k: dict(v) for k, v in by_axis.items()},
+        "wrong_sentences": {k: v for k, v in sent.items() if v},
+        "worse_pairs": [k for k, v in pairs.items() if v == "worse"],
+    }
 
 
 if __name__ == "__main__":
@@ -107,7 +117,9 @@ if __name__ == "__main__":
     if "--json" in sys.argv:
         print(json.dumps(r, indent=1))
     else:
-        print(f"sentences right: {r['sentences_right']}/{r['sentences']} ({r['sentences_right'] / r['sentences']:.0%})")
+        print(
+            f"sentences right: {r['sentences_right']}/{r['sentences']} ({r['sentences_right'] / r['sentences']:.0%})"
+        )
         print(f"pairs: {r['pairs']} of {r['n_pairs']}")
         for k, (ok, n) in sorted(r["by_class"].items()):
             print(f"  {k:<18} {ok}/{n}")

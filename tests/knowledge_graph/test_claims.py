@@ -16,22 +16,31 @@ def verdicts(text, kg, condition, case=None):
 
 
 def test_extract_diagnosis_and_findings(kg):
-    claims = extract_claims("Asymmetric dark-brown macule with an irregular border. Most likely diagnosis: melanoma.", kg)
+    claims = extract_claims(
+        "Asymmetric dark-brown macule with an irregular border. Most likely diagnosis: melanoma.", kg
+    )
     assert diagnosis(claims) == "condition:melanoma"
     found = {(c.node_type, c.node_id) for c in claims if c.kind == "finding"}
-    assert found == {("shape", "shape:asymmetric"), ("colour", "colour:dark_brown"), ("morphology", "morphology:macule"),
-                     ("border", "border:irregular")}
+    assert found == {
+        ("shape", "shape:asymmetric"),
+        ("colour", "colour:dark_brown"),
+        ("morphology", "morphology:macule"),
+        ("border", "border:irregular"),
+    }
     assert not any(c.negated for c in claims)
 
 
-@pytest.mark.parametrize("text,node", [
-    ("There is no scale on the plaque.", "surface:scaly"),
-    ("A nodule without ulceration.", "surface:ulcerated"),
-    ("Absence of pigment network.", "dermoscopic_feature:pigment_network"),
-    ("Ulceration is absent.", "surface:ulcerated"),
-    ("Negative for blue-white veil.", "dermoscopic_feature:blue_white_veil"),
-    ("The patient denies itching.", "symptom:pruritus"),
-])
+@pytest.mark.parametrize(
+    "text,node",
+    [
+        ("There is no scale on the plaque.", "surface:scaly"),
+        ("A nodule without ulceration.", "surface:ulcerated"),
+        ("Absence of pigment network.", "dermoscopic_feature:pigment_network"),
+        ("Ulceration is absent.", "surface:ulcerated"),
+        ("Negative for blue-white veil.", "dermoscopic_feature:blue_white_veil"),
+        ("The patient denies itching.", "symptom:pruritus"),
+    ],
+)
 def test_negation_cues(kg, text, node):
     claims = extract_claims(text, kg)
     hit = [c for c in claims if c.node_id == node]
@@ -48,14 +57,20 @@ def test_negation_scope_ends_at_clause(kg):
 
 
 def test_verdicts_against_condition(kg):
-    v = verdicts("Silvery scale on well-demarcated salmon plaques; no vesicles. Diagnosis: psoriasis.", kg, "psoriasis")
+    v = verdicts(
+        "Silvery scale on well-demarcated salmon plaques; no vesicles. Diagnosis: psoriasis.", kg, "psoriasis"
+    )
     assert v[("surface:silvery_scale", False)] == "supported"
     assert v[("border:well_defined", False)] == "supported"
-    assert v[("morphology:vesicle", True)] == "supported"  # vesicles argue against psoriasis; denying them is right
+    assert (
+        v[("morphology:vesicle", True)] == "supported"
+    )  # vesicles argue against psoriasis; denying them is right
     assert v[("condition:psoriasis", False)] == "supported"
     v = verdicts("Smooth plaque with no scale, consistent with psoriasis.", kg, "psoriasis")
     assert v[("surface:scaly", True)] == "contradicted"  # scale is typical of psoriasis
-    v = verdicts("Stuck-on waxy lesion with milia-like cysts. Diagnosis: seborrheic keratosis.", kg, "melanoma")
+    v = verdicts(
+        "Stuck-on waxy lesion with milia-like cysts. Diagnosis: seborrheic keratosis.", kg, "melanoma"
+    )
     assert v[("surface:stuck_on", False)] == "contradicted"  # argues against melanoma
     assert v[("condition:seborrheic_keratosis", False)] == "contradicted"
     assert v[("dermoscopic_feature:milia_like_cysts", False)] == "contradicted"
@@ -66,8 +81,17 @@ def test_verdicts_against_condition(kg):
 
 
 def test_verdicts_against_case_findings(kg):
-    case = {"colour": ["colour:dark_brown", "colour:black"], "border": ["border:irregular"], "surface": ["surface:ulcerated"]}
-    v = verdicts("Dark brown and blue-grey lesion, irregular border, without ulceration; melanoma.", kg, "melanoma", case)
+    case = {
+        "colour": ["colour:dark_brown", "colour:black"],
+        "border": ["border:irregular"],
+        "surface": ["surface:ulcerated"],
+    }
+    v = verdicts(
+        "Dark brown and blue-grey lesion, irregular border, without ulceration; melanoma.",
+        kg,
+        "melanoma",
+        case,
+    )
     assert v[("colour:dark_brown", False)] == "supported"
     assert v[("colour:blue_grey", False)] == "contradicted"  # possible in melanoma, but not in this image
     assert v[("border:irregular", False)] == "supported"
@@ -77,21 +101,29 @@ def test_verdicts_against_case_findings(kg):
 
 
 def test_answer_tag_and_negated_diagnosis(kg):
-    claims = extract_claims("Could be melanoma, but the stuck-on look favours it. <answer>seborrheic keratosis</answer>", kg)
+    claims = extract_claims(
+        "Could be melanoma, but the stuck-on look favours it. <answer>seborrheic keratosis</answer>", kg
+    )
     assert diagnosis(claims) == "condition:seborrheic_keratosis"
     v = verdicts("This is not melanoma. Most likely a melanocytic nevus.", kg, "melanoma")
     assert v[("condition:melanoma", True)] == "contradicted"
     assert v[("condition:melanocytic_nevus", False)] == "contradicted"
-    claims = extract_claims("Differential includes dermatofibroma and melanoma; most likely melanocytic nevus.", kg)
+    claims = extract_claims(
+        "Differential includes dermatofibroma and melanoma; most likely melanocytic nevus.", kg
+    )
     assert diagnosis(claims) == "condition:melanocytic_nevus"
-    v = verdicts("Differential includes dermatofibroma; most likely melanocytic nevus.", kg, "melanocytic nevus")
+    v = verdicts(
+        "Differential includes dermatofibroma; most likely melanocytic nevus.", kg, "melanocytic nevus"
+    )
     assert v[("condition:dermatofibroma", False)] == "supported"  # in the KG differential of nevus
 
 
 def test_clinical_claims():
     kg = load_builtin("clinical")
-    text = ("Crushing chest pain with diaphoresis, elevated troponin and ST elevation on ECG; no fever. "
-            "Most likely STEMI rather than aortic dissection.")
+    text = (
+        "Crushing chest pain with diaphoresis, elevated troponin and ST elevation on ECG; no fever. "
+        "Most likely STEMI rather than aortic dissection."
+    )
     v = verdicts(text, kg, "condition:stemi")
     assert v[("lab_finding:troponin_high", False)] == "supported"
     assert v[("sign:diaphoresis", False)] == "supported"
@@ -99,5 +131,12 @@ def test_clinical_claims():
     assert v[("condition:stemi", False)] == "supported"
     assert v[("condition:aortic_dissection", True)] == "supported"  # correctly ruled out
     case = {"history": ["symptom:chest_pain"], "labs": ["lab_finding:troponin_high"]}
-    v = verdicts("Chest pain, troponin normal? No: elevated troponin. Negative for ST elevation on ECG.", kg, "stemi", case)
-    assert v[("lab_finding:st_elevation", True)] == "supported"  # the case records labs and has no ST elevation
+    v = verdicts(
+        "Chest pain, troponin normal? No: elevated troponin. Negative for ST elevation on ECG.",
+        kg,
+        "stemi",
+        case,
+    )
+    assert (
+        v[("lab_finding:st_elevation", True)] == "supported"
+    )  # the case records labs and has no ST elevation

@@ -10,14 +10,24 @@ from knowledge_graph.errors import KGError
 from knowledge_graph.io import load_builtin
 from knowledge_graph.preference import abstention_summary, build_pairs, write_dpo_jsonl
 
-ANSWERS = ["Most likely melanoma, less likely a naevus; excision biopsy.", "Naevus; reassure.", "<answer>blue rubber bleb</answer>"]
+ANSWERS = [
+    "Most likely melanoma, less likely a naevus; excision biopsy.",
+    "Naevus; reassure.",
+    "<answer>blue rubber bleb</answer>",
+]
 
 
 @pytest.fixture()
 def run(tmp_path):
     stats = Counter()
-    pairs = build_pairs([{"role": "user", "content": "Diagnose."}], ANSWERS, load_builtin("derm"), "melanoma",
-                        stats=stats, max_pairs=None)
+    pairs = build_pairs(
+        [{"role": "user", "content": "Diagnose."}],
+        ANSWERS,
+        load_builtin("derm"),
+        "melanoma",
+        stats=stats,
+        max_pairs=None,
+    )
     write_dpo_jsonl(pairs, tmp_path / "run" / "data" / "dpo_pairs.jsonl")
     (tmp_path / "run" / "data" / "dpo_pairs.summary.json").write_text(json.dumps(abstention_summary(stats)))
     return tmp_path / "run", pairs, stats

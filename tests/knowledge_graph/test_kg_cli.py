@@ -39,8 +39,13 @@ def test_kg_check_ok_and_error(tmp_path, capsys):
 
 
 def test_kg_stats_fresh_process():
-    r = subprocess.run([sys.executable, "-m", "app.cli", "kg", "stats", "--kg", "clinical"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "kg", "stats", "--kg", "clinical"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert "KG clinical" in r.stdout
 
@@ -48,15 +53,58 @@ def test_kg_stats_fresh_process():
 def test_kg_claims_and_score(tmp_path, capsys):
     import json
 
-    assert main(["kg", "claims", "--kg", "clinical", "--condition", "pulmonary embolism", "No fever, cough, or haemoptysis."]) == 0
+    assert (
+        main(
+            [
+                "kg",
+                "claims",
+                "--kg",
+                "clinical",
+                "--condition",
+                "pulmonary embolism",
+                "No fever, cough, or haemoptysis.",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "diagnosis: none" in out and re.search(r"symptom:haemoptysis\s+absent\s+unverifiable", out)
-    assert main(["kg", "claims", "--kg", "derm", "--condition", "melanoma", "--json", "Melanoma cannot be ruled out."]) == 0
+    assert (
+        main(
+            [
+                "kg",
+                "claims",
+                "--kg",
+                "derm",
+                "--condition",
+                "melanoma",
+                "--json",
+                "Melanoma cannot be ruled out.",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["claims"][0]["node_id"] == "condition:melanoma" and data["claims"][0]["polarity"] == "hedged"
     case = tmp_path / "case.json"
     case.write_text(json.dumps({"findings": {"border": ["border:rolled"]}}))
-    assert main(["kg", "score", "--kg", "derm", "--condition", "bcc", "--case", str(case), "--json", "Rolled border: BCC."]) == 0
+    assert (
+        main(
+            [
+                "kg",
+                "score",
+                "--kg",
+                "derm",
+                "--condition",
+                "bcc",
+                "--case",
+                str(case),
+                "--json",
+                "Rolled border: BCC.",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["correct"] and data["coverage"] == 1.0 and data["parts"]["diagnosis"] == 8.0
     assert main(["kg", "score", "--kg", "derm", "--condition", "melanoma", "Melanocytic nevus."]) == 0

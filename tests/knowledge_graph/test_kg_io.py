@@ -13,7 +13,13 @@ NODES = [
     {"id": "dataset_label:ds/f", "type": "dataset_label", "label": "F1", "dataset": "ds"},
 ]
 LINKS = [
-    {"head": "condition:foo", "relation": "has_feature", "tail": "colour:red", "source": "Test book", "typicality": "typical"},
+    {
+        "head": "condition:foo",
+        "relation": "has_feature",
+        "tail": "colour:red",
+        "source": "Test book",
+        "typicality": "typical",
+    },
     {"head": "dataset_label:ds/f", "relation": "alias_of", "tail": "condition:foo", "source": "ds"},
 ]
 
@@ -50,10 +56,13 @@ def test_roundtrip_builtin(tmp_path, suffix):
 
 
 def test_csv_triples_with_header_and_defaults(tmp_path):
-    p = write_csv(tmp_path, "head,relation,tail,source\n"
-                  "condition:bar,has_feature,colour:blue_grey,My notes\n"
-                  "condition:bar,has_feature,surface:scaly\n"
-                  "dataset_label:mine/B2,alias_of,condition:bar,mine\n")
+    p = write_csv(
+        tmp_path,
+        "head,relation,tail,source\n"
+        "condition:bar,has_feature,colour:blue_grey,My notes\n"
+        "condition:bar,has_feature,surface:scaly\n"
+        "dataset_label:mine/B2,alias_of,condition:bar,mine\n",
+    )
     kg = load(p)
     assert kg.label("colour:blue_grey") == "blue grey"
     assert kg.canonical("B2") == "condition:bar"
@@ -62,15 +71,22 @@ def test_csv_triples_with_header_and_defaults(tmp_path):
 
 
 def test_csv_unknown_relation_names_row(tmp_path):
-    p = write_csv(tmp_path, "head,relation,tail,source\ncondition:x,has_feature,colour:red,s\n\ncondition:x,has_feat,colour:red,s\n")
-    with pytest.raises(KGError, match=r"^kg\.csv row 4: unknown relation 'has_feat' \(expected one of has_feature"):
+    p = write_csv(
+        tmp_path,
+        "head,relation,tail,source\ncondition:x,has_feature,colour:red,s\n\ncondition:x,has_feat,colour:red,s\n",
+    )
+    with pytest.raises(
+        KGError, match=r"^kg\.csv row 4: unknown relation 'has_feat' \(expected one of has_feature"
+    ):
         load(p)
 
 
 def test_csv_unknown_node_type_and_missing_prefix(tmp_path):
     with pytest.raises(KGError, match=r"kg\.csv row 1: unknown node type 'colur'"):
         load(write_csv(tmp_path, "condition:x,has_feature,colur:red\n"))
-    with pytest.raises(KGError, match=r"kg\.csv row 2: node 'zzq' has no type prefix"):  # plain 'red' now resolves
+    with pytest.raises(
+        KGError, match=r"kg\.csv row 2: node 'zzq' has no type prefix"
+    ):  # plain 'red' now resolves
         load(write_csv(tmp_path, "condition:x,has_feature,colour:red\ncondition:x,has_feature,zzq\n"))
 
 
@@ -82,12 +98,16 @@ def test_csv_too_few_fields_and_bad_typicality(tmp_path):
 
 
 def test_csv_wrong_endpoint_type(tmp_path):
-    with pytest.raises(KGError, match=r"row 1: treated_by tail 'colour:red' has type 'colour' \(expected one of treatment\)"):
+    with pytest.raises(
+        KGError, match=r"row 1: treated_by tail 'colour:red' has type 'colour' \(expected one of treatment\)"
+    ):
         load(write_csv(tmp_path, "condition:x,treated_by,colour:red,src\n"))
 
 
 def test_csv_duplicate_alias_dataset_code(tmp_path):
-    p = write_csv(tmp_path, "dataset_label:d/X,alias_of,condition:a,s\ndataset_label:d/X,alias_of,condition:b,s\n")
+    p = write_csv(
+        tmp_path, "dataset_label:d/X,alias_of,condition:a,s\ndataset_label:d/X,alias_of,condition:b,s\n"
+    )
     with pytest.raises(KGError, match=r"kg\.csv row 2: duplicate alias 'X'"):
         load(p)
 
@@ -99,8 +119,12 @@ def test_json_unknown_node_type(tmp_path):
 
 
 def test_json_dangling_edge(tmp_path):
-    links = LINKS + [{"head": "condition:foo", "relation": "has_feature", "tail": "colour:blue", "source": "s"}]
-    with pytest.raises(KGError, match=r"kg\.json links\[2\]: dangling edge, tail 'colour:blue' is not a node"):
+    links = LINKS + [
+        {"head": "condition:foo", "relation": "has_feature", "tail": "colour:blue", "source": "s"}
+    ]
+    with pytest.raises(
+        KGError, match=r"kg\.json links\[2\]: dangling edge, tail 'colour:blue' is not a node"
+    ):
         load(write_json(tmp_path, links=links))
 
 
@@ -112,7 +136,10 @@ def test_json_unknown_relation(tmp_path):
 
 def test_json_duplicate_alias(tmp_path):
     nodes = NODES + [{"id": "condition:bar", "type": "condition", "label": "bar", "aliases": ["Foo"]}]
-    with pytest.raises(KGError, match=r"kg\.json nodes\[3\]: duplicate alias 'Foo' of 'condition:bar' is already used by 'condition:foo'"):
+    with pytest.raises(
+        KGError,
+        match=r"kg\.json nodes\[3\]: duplicate alias 'Foo' of 'condition:bar' is already used by 'condition:foo'",
+    ):
         load(write_json(tmp_path, nodes=nodes))
 
 
@@ -140,7 +167,9 @@ def test_graphml_dangling_edge_and_unknown_type(tmp_path):
 <edge source="condition:a" target="colour:red"><data key="d1">has_feature</data><data key="d2">s</data></edge>
 <edge source="condition:a" target="colour:red"><data key="d1">differential_of</data><data key="d2">s</data></edge>
 </graph></graphml>""")
-    with pytest.raises(KGError, match=r"kg\.graphml edge 1 \(condition:a -> colour:red\): differential_of tail"):
+    with pytest.raises(
+        KGError, match=r"kg\.graphml edge 1 \(condition:a -> colour:red\): differential_of tail"
+    ):
         load(p)
     p.write_text(p.read_text().replace(">colour</data>", ">hue</data>"))
     with pytest.raises(KGError, match=r"kg\.graphml node 'colour:red': unknown node type 'hue'"):
@@ -163,28 +192,53 @@ def test_unknown_format_and_missing_file(tmp_path):
 
 def test_merge_extends_and_replaces(tmp_path):
     base = load_builtin("derm")
-    user = load(write_csv(tmp_path, "condition:melanoma,has_feature,colour:white,My atlas,possible\n"
-                          "condition:melanoma,has_feature,colour:black,My atlas,possible\n"
-                          "condition:new_rash,differential_of,condition:psoriasis,My atlas\n"))
+    user = load(
+        write_csv(
+            tmp_path,
+            "condition:melanoma,has_feature,colour:white,My atlas,possible\n"
+            "condition:melanoma,has_feature,colour:black,My atlas,possible\n"
+            "condition:new_rash,differential_of,condition:psoriasis,My atlas\n",
+        )
+    )
     kg = merge(base, user)
     assert kg.typicality_of("condition:melanoma", "colour:black") == "possible"  # replaced
     assert "condition:new_rash" in kg.differential("psoriasis")  # extended
     assert kg.label("condition:melanoma") == "melanoma"  # a CSV id does not clobber our label
     assert base.typicality_of("condition:melanoma", "colour:black") == "typical"  # base untouched
-    clash = load(write_json(tmp_path, nodes=[{"id": "condition:zz", "type": "condition", "label": "zz",
-                                              "aliases": ["naevus"]}], links=[], name="clash.json"))
+    clash = load(
+        write_json(
+            tmp_path,
+            nodes=[{"id": "condition:zz", "type": "condition", "label": "zz", "aliases": ["naevus"]}],
+            links=[],
+            name="clash.json",
+        )
+    )
     with pytest.raises(KGError, match="duplicate alias 'naevus'"):
         merge(base, clash)
 
 
 def test_new_edge_fields_are_validated(tmp_path):
     links = [{**LINKS[0], "sensitivity": "sometimes"}]
-    with pytest.raises(KGError, match=r"kg\.json links\[0\]: field 'sensitivity' is 'sometimes' \(expected one of required, high\)"):
+    with pytest.raises(
+        KGError,
+        match=r"kg\.json links\[0\]: field 'sensitivity' is 'sometimes' \(expected one of required, high\)",
+    ):
         load(write_json(tmp_path, links=links))
-    links = [{"head": "condition:foo", "relation": "differential_of", "tail": "condition:foo", "source": "s", "sensitivity": "high"}]
+    links = [
+        {
+            "head": "condition:foo",
+            "relation": "differential_of",
+            "tail": "condition:foo",
+            "source": "s",
+            "sensitivity": "high",
+        }
+    ]
     with pytest.raises(KGError, match=r"field 'sensitivity' does not apply to differential_of"):
         load(write_json(tmp_path, links=links))
-    p = write_csv(tmp_path, "condition:x,has_feature,colour:red,src,typical,high\ncondition:x,treated_by,treatment:y,src\n")
+    p = write_csv(
+        tmp_path,
+        "condition:x,has_feature,colour:red,src,typical,high\ncondition:x,treated_by,treatment:y,src\n",
+    )
     kg = load(p)
     assert kg.sensitivity_of("condition:x", "colour:red") == "high"
     bad = tmp_path / "bad.json"

@@ -18,17 +18,34 @@ def clin():
 
 def test_derm_coverage(derm):
     assert len(derm.conditions()) >= 40
-    ham = {"akiec": "actinic keratosis or Bowen's disease (akiec)", "bcc": "basal cell carcinoma", "bkl": "benign keratosis-like lesion",
-           "df": "dermatofibroma", "mel": "melanoma", "nv": "melanocytic nevus", "vasc": "vascular lesion"}
+    ham = {
+        "akiec": "actinic keratosis or Bowen's disease (akiec)",
+        "bcc": "basal cell carcinoma",
+        "bkl": "benign keratosis-like lesion",
+        "df": "dermatofibroma",
+        "mel": "melanoma",
+        "nv": "melanocytic nevus",
+        "vasc": "vascular lesion",
+    }
     for code, label in ham.items():
         assert derm.canonical_label(code) == label
         assert derm.canonical_label(code.upper()) == label
-    for name in ["actinic keratosis", "basal cell carcinoma", "dermatitis", "lichen planus", "melanoma", "psoriasis",
-                 "rosacea", "seborrheic keratosis"]:
+    for name in [
+        "actinic keratosis",
+        "basal cell carcinoma",
+        "dermatitis",
+        "lichen planus",
+        "melanoma",
+        "psoriasis",
+        "rosacea",
+        "seborrheic keratosis",
+    ]:
         assert derm.type(derm.canonical(name)) == "condition"
     dermnet = [n for n in derm.nodes("dataset_label") if derm.node(n).get("dataset") == "DermNet"]
     assert len(dermnet) == 23
-    assert derm.canonical_label("Psoriasis pictures Lichen Planus and related diseases").startswith("DermNet group")
+    assert derm.canonical_label("Psoriasis pictures Lichen Planus and related diseases").startswith(
+        "DermNet group"
+    )
     group = derm.canonical("Psoriasis pictures Lichen Planus and related diseases")
     assert {"condition:psoriasis", "condition:lichen_planus"} <= set(derm.members(group))
     assert derm.canonical_label("nevocytic nevus") == "melanocytic nevus"  # Fitzpatrick17k label
@@ -78,7 +95,8 @@ def test_differential_is_symmetric(derm):
 def test_explain_path(derm):
     steps = derm.explain_path("melanoma", "blue-white veil")
     assert [(s.head, s.relation, s.tail) for s in steps] == [
-        ("condition:melanoma", "has_feature", "dermoscopic_feature:blue_white_veil")]
+        ("condition:melanoma", "has_feature", "dermoscopic_feature:blue_white_veil")
+    ]
     two = derm.explain_path("psoriasis", "Wickham striae")
     assert len(two) == 2 and two[-1].tail == "dermoscopic_feature:wickham_striae"
     assert "lichen planus" in derm.explain_text("psoriasis", "Wickham striae")
@@ -90,8 +108,11 @@ def test_rank_findings(derm, clin):
     ranked = derm.rank(["silvery scale", "well-demarcated", "elbows"])
     assert ranked[0][0] == "condition:psoriasis"
     # a denied typical finding pushes psoriasis below lichen planus
-    lp = derm.rank(["violaceous", "polygonal", "pruritus"], absent=["silvery scale"],
-                   candidates=["condition:psoriasis", "condition:lichen_planus"])
+    lp = derm.rank(
+        ["violaceous", "polygonal", "pruritus"],
+        absent=["silvery scale"],
+        candidates=["condition:psoriasis", "condition:lichen_planus"],
+    )
     assert lp[0][0] == "condition:lichen_planus"
     ranked = clin.rank(["elevated troponin", "ST elevation on ECG", "chest pain"])
     assert ranked[0][0] == "condition:stemi"

@@ -9,18 +9,29 @@ import pytest
 from training.trainers.ablation import AblationTable
 
 TABLE = AblationTable("arms from {start}, seeds {seeds}", ("acc", "reward"), ("acc",))
-RUNS = [{"arm": "start", "seed": 0, "acc": 0.25, "reward": None},
-        {"arm": "a", "seed": 0, "acc": 0.5, "reward": 1.0},
-        {"arm": "b", "seed": 0, "acc": 0.75, "reward": 2.0},
-        {"arm": "a", "seed": 1, "acc": 1.0, "reward": None},
-        {"arm": "b", "seed": 1, "acc": 0.25, "reward": 4.0}]
+RUNS = [
+    {"arm": "start", "seed": 0, "acc": 0.25, "reward": None},
+    {"arm": "a", "seed": 0, "acc": 0.5, "reward": 1.0},
+    {"arm": "b", "seed": 0, "acc": 0.75, "reward": 2.0},
+    {"arm": "a", "seed": 1, "acc": 1.0, "reward": None},
+    {"arm": "b", "seed": 1, "acc": 0.25, "reward": 4.0},
+]
 
 
 def test_means_and_spreads_across_seeds():
     start, a, b = TABLE.summarise(RUNS)
-    assert start == {"arm": "start", "seeds": 1, "acc": 0.25, "acc_spread": 0.0, "reward": None, "reward_spread": None}
+    assert start == {
+        "arm": "start",
+        "seeds": 1,
+        "acc": 0.25,
+        "acc_spread": 0.0,
+        "reward": None,
+        "reward_spread": None,
+    }
     assert a["seeds"] == 2 and a["acc"] == pytest.approx(0.75) and a["acc_spread"] == pytest.approx(0.5)
-    assert a["reward"] == 1.0 and a["reward_spread"] == 0.0  # a run without the measure is left out of its mean
+    assert (
+        a["reward"] == 1.0 and a["reward_spread"] == 0.0
+    )  # a run without the measure is left out of its mean
     assert b["acc"] == pytest.approx(0.5) and b["reward"] == pytest.approx(3.0) and b["reward_spread"] == 2.0
 
 
@@ -30,7 +41,12 @@ def test_markdown_shows_mean_and_half_the_spread_then_every_run():
     assert lines[0] == "arms from s/adapter, seeds [0, 1]" and lines[2] == "| arm | seeds | acc |"
     assert lines[4:7] == ["| start | 1 | 0.250 |", "| a | 2 | 0.750 ± 0.250 |", "| b | 2 | 0.500 ± 0.250 |"]
     assert lines[8] == "| arm | seed | acc |" and lines[10:] == [
-        "| start | 0 | 0.250 |", "| a | 0 | 0.500 |", "| b | 0 | 0.750 |", "| a | 1 | 1.000 |", "| b | 1 | 0.250 |"]
+        "| start | 0 | 0.250 |",
+        "| a | 0 | 0.500 |",
+        "| b | 0 | 0.750 |",
+        "| a | 1 | 1.000 |",
+        "| b | 1 | 0.250 |",
+    ]
 
 
 def test_written_as_json_csv_and_markdown(tmp_path):

@@ -103,8 +103,13 @@ def test_zero_std_groups_uses_eps() -> None:
 def grpo_pp_advantages(rewards: torch.Tensor, correct: torch.Tensor, groups, **options):
     """The registered `grpo++` estimator on one reward, through the RL loop's entry point."""
     flat = rewards.reshape(-1)
-    return compute_advantages({"r": flat}, {"r": 1.0}, groups, AdvantageConfig(estimator="grpo++", **options),
-                              correct=correct.reshape(-1))
+    return compute_advantages(
+        {"r": flat},
+        {"r": 1.0},
+        groups,
+        AdvantageConfig(estimator="grpo++", **options),
+        correct=correct.reshape(-1),
+    )
 
 
 def test_grpo_plus_plus_binary_fallback_by_hand() -> None:
@@ -185,8 +190,9 @@ def test_normalize_then_sum_is_trls_batch_normalised_sum() -> None:
     adv, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_sum", eps=1e-8))
     d = math.sqrt(0.625)
     close(adv, [0.5 / d, -0.5 / d, 1 / d, -1 / d], tol=1e-5)
-    unscaled, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_weighted_sum",
-                                                                     eps=1e-8))
+    unscaled, _ = compute_advantages(
+        rewards, W, 2, AdvantageConfig(aggregation="normalize_then_weighted_sum", eps=1e-8)
+    )
     close(unscaled, [0.5, -0.5, 1.0, -1.0], tol=1e-5)
     # a group flat on every objective stays exactly 0 after the batch z-score
     flat = {"acc": torch.tensor([1.0, 0.0, 1.0, 1.0]), "fmt": torch.tensor([0.0, 1.0, 0.5, 0.5])}
@@ -198,7 +204,9 @@ def test_aggregations_agree_without_scaling() -> None:
     # scale none: sum_k w_k (r_k - mean_k) = sum_k w_k r_k - mean(sum); both give [0.25, -0.25 | 0.25, -0.25].
     rewards = {"acc": ACC, "fmt": FMT}
     a, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="sum_then_normalize", scale="none"))
-    b, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_weighted_sum", scale="none"))
+    b, _ = compute_advantages(
+        rewards, W, 2, AdvantageConfig(aggregation="normalize_then_weighted_sum", scale="none")
+    )
     close(a, [0.25, -0.25, 0.25, -0.25])
     close(b, [0.25, -0.25, 0.25, -0.25])
 
@@ -259,12 +267,18 @@ def test_entry_point_normalize_then_sum_flatness_is_on_the_combined_advantage() 
     weights = {"acc": 1.0, "fmt": 1.0}
     correct = torch.tensor([True, False])
     adv, _ = compute_advantages(
-        rewards, weights, 2, AdvantageConfig(estimator="grpo++", aggregation="normalize_then_weighted_sum", eps=1e-8),
+        rewards,
+        weights,
+        2,
+        AdvantageConfig(estimator="grpo++", aggregation="normalize_then_weighted_sum", eps=1e-8),
         correct=correct,
     )
     close(adv, [1.0, -1.0])
     adv, _ = compute_advantages(
-        rewards, weights, 2, AdvantageConfig(estimator="grpo++", aggregation="sum_then_normalize", eps=1e-8),
+        rewards,
+        weights,
+        2,
+        AdvantageConfig(estimator="grpo++", aggregation="sum_then_normalize", eps=1e-8),
         correct=correct,
     )
     close(adv, [1.0, -1.0], tol=1e-5)  # z-score of [1, 0.5], not the fallback
@@ -282,7 +296,9 @@ def test_entry_point_errors() -> None:
 
 def test_stats_are_plain_floats() -> None:
     r = {"acc": torch.tensor([1.0, 0.0, 1.0, 1.0])}
-    _, stats = compute_advantages(r, {"acc": 1.0}, 2, AdvantageConfig(estimator="grpo++"), correct=r["acc"] > 0.5)
+    _, stats = compute_advantages(
+        r, {"acc": 1.0}, 2, AdvantageConfig(estimator="grpo++"), correct=r["acc"] > 0.5
+    )
     assert stats and all(type(v) is float for v in stats.values())
 
 
@@ -319,8 +335,13 @@ def test_infinite_weight_is_refused_by_name() -> None:
 def test_estimator_table_with_uneven_groups() -> None:
     # GRPO++ over groups of 3 and 1 (a tree's leaves can be uneven): the single-completion group is flat.
     r = {"acc": torch.tensor([1.0, 0.0, 0.0, 1.0])}
-    adv, stats = compute_advantages(r, {"acc": 1.0}, torch.tensor([0, 0, 0, 1]),
-                                    AdvantageConfig(estimator="grpo++", eps=1e-8), correct=r["acc"] > 0.5)
+    adv, stats = compute_advantages(
+        r,
+        {"acc": 1.0},
+        torch.tensor([0, 0, 0, 1]),
+        AdvantageConfig(estimator="grpo++", eps=1e-8),
+        correct=r["acc"] > 0.5,
+    )
     r2 = math.sqrt(2)
     close(adv, [r2, -1 / r2, -1 / r2, 1.0], tol=1e-5)
     assert stats["frac_binary_groups"] == 0.5
@@ -335,21 +356,36 @@ def test_binary_is_plus_minus_one_everywhere_by_hand() -> None:
     acc = torch.tensor([7.0, -1.0, -1.0, -1.0, -1.0, -1.0])
     fmt = torch.tensor([1.0, 0.0, 1.0, 0.5, 0.0, 1.0])  # size of the other rewards does not matter either
     correct = correct_from_reward({"acc": acc, "fmt": fmt}, "acc", 1.0)
-    adv, stats = compute_advantages({"acc": acc, "fmt": fmt}, {"acc": 1.0, "fmt": 1.0}, 3,
-                                    AdvantageConfig(estimator="binary", correct_reward="acc"), correct=correct)
+    adv, stats = compute_advantages(
+        {"acc": acc, "fmt": fmt},
+        {"acc": 1.0, "fmt": 1.0},
+        3,
+        AdvantageConfig(estimator="binary", correct_reward="acc"),
+        correct=correct,
+    )
     close(adv, [1.0, -1.0, -1.0, -1.0, -1.0, -1.0])
     assert stats["frac_binary_groups"] == 1.0 and stats["frac_correct"] == pytest.approx(1 / 6)
     assert stats["adv/mean"] == pytest.approx(-4 / 6) and stats["reward/acc/mean"] == pytest.approx(2 / 6)
-    pp, _ = compute_advantages({"acc": acc, "fmt": fmt}, {"acc": 1.0, "fmt": 0.0}, 3,
-                               AdvantageConfig(estimator="grpo++", correct_reward="acc"), correct=correct)
+    pp, _ = compute_advantages(
+        {"acc": acc, "fmt": fmt},
+        {"acc": 1.0, "fmt": 0.0},
+        3,
+        AdvantageConfig(estimator="grpo++", correct_reward="acc"),
+        correct=correct,
+    )
     r2 = math.sqrt(2)
     close(pp, [r2, -1 / r2, -1 / r2, -1.0, -1.0, -1.0], tol=1e-4)  # the first reading, for contrast
 
 
 def test_binary_with_group_index_and_errors() -> None:
     acc = torch.tensor([0.0, 1.0, 1.0])
-    adv, _ = compute_advantages({"acc": acc}, {"acc": 1.0}, torch.tensor([5, 2, 5]),
-                                AdvantageConfig(estimator="binary"), correct=acc > 0.5)
+    adv, _ = compute_advantages(
+        {"acc": acc},
+        {"acc": 1.0},
+        torch.tensor([5, 2, 5]),
+        AdvantageConfig(estimator="binary"),
+        correct=acc > 0.5,
+    )
     close(adv, [-1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="'binary' needs the correct"):
         compute_advantages({"acc": acc}, {"acc": 1.0}, 3, AdvantageConfig(estimator="binary"))

@@ -14,13 +14,19 @@ def test_jsonl_splits_appear_together_and_an_error_leaves_the_old_files(tmp_path
         files.write("train", {"q": "café"})
         files.write("val", {"q": 2})
         assert not (tmp_path / "out" / "train.jsonl").exists()  # nothing renamed before the end
-    assert files.paths == {"train": str(tmp_path / "out" / "train.jsonl"), "val": str(tmp_path / "out" / "val.jsonl")}
+    assert files.paths == {
+        "train": str(tmp_path / "out" / "train.jsonl"),
+        "val": str(tmp_path / "out" / "val.jsonl"),
+    }
     assert (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8") == '{"q": "café"}\n'
     with pytest.raises(RuntimeError), atomic_jsonl(tmp_path / "out", ["train", "val"]) as files:
         files.write("train", {"q": "new"})
         raise RuntimeError("the last row was bad")
     assert json.loads((tmp_path / "out" / "train.jsonl").read_text()) == {"q": "café"}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["train.jsonl", "val.jsonl"]  # no temporaries
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "train.jsonl",
+        "val.jsonl",
+    ]  # no temporaries
 
 
 def test_text_replaces_whole(tmp_path):

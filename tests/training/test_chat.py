@@ -12,13 +12,15 @@ def labelled_text(policy, enc, row=0):
 
 def test_labels_cover_assistant_turns_only():
     policy = load_policy(ModelConfig(name="embedded:qwen2"))
-    rec = {"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Fever and cough?"},
-        {"role": "assistant", "content": "Pneumonia."},
-        {"role": "user", "content": "Treatment?"},
-        {"role": "assistant", "content": "Amoxicillin."},
-    ]}
+    rec = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Fever and cough?"},
+            {"role": "assistant", "content": "Pneumonia."},
+            {"role": "user", "content": "Treatment?"},
+            {"role": "assistant", "content": "Amoxicillin."},
+        ]
+    }
     enc = encode_conversations(policy, [rec, {"messages": rec["messages"][:3]}], max_length=512)
     assert labelled_text(policy, enc, 0) == "Pneumonia.<|im_end|>Amoxicillin.<|im_end|>"
     assert labelled_text(policy, enc, 1) == "Pneumonia.<|im_end|>"

@@ -10,8 +10,14 @@ from training.objectives.toy_task import write_records
 from training.run.rundir import RunDir
 
 TOY = "configs/grpopp_qwen2_toy.yaml"
-COMMON = ["--prompts_per_step=2", "--rollout.num_generations=3", "--reference.kind=lagged",
-          "--reference.sync_every=2", "--run.save_every=1", "--run.keep_checkpoints=0"]
+COMMON = [
+    "--prompts_per_step=2",
+    "--rollout.num_generations=3",
+    "--reference.kind=lagged",
+    "--reference.sync_every=2",
+    "--run.save_every=1",
+    "--run.keep_checkpoints=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +34,18 @@ def test_every_published_checkpoint_resumes_exactly(cli, tmp_path, toy_file):
     """Resuming from step-k and running one step gives the uninterrupted run's step-(k+1) adapter, bit for bit:
     the sampling generator and the lagged reference are inside every checkpoint, not written beside it."""
     full = tmp_path / "full"
-    assert cli("train", TOY, f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", "--run.name=full",
-               "--run.max_steps=3", *COMMON) == 0
+    assert (
+        cli(
+            "train",
+            TOY,
+            f"--data.train={toy_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=full",
+            "--run.max_steps=3",
+            *COMMON,
+        )
+        == 0
+    )
     published = RunDir(full).checkpoints()
     assert [s for s, _ in published] == [1, 2, 3]
     for step, path in published[:-1]:
@@ -39,8 +55,19 @@ def test_every_published_checkpoint_resumes_exactly(cli, tmp_path, toy_file):
         (part / "checkpoints").mkdir(parents=True)
         shutil.copytree(path, part / "checkpoints" / path.name)
         shutil.copy(full / "config.yaml", part / "config.yaml")
-        assert cli("train", TOY, f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", f"--run.name={name}",
-                   f"--run.max_steps={step + 1}", *COMMON, "--resume") == 0
+        assert (
+            cli(
+                "train",
+                TOY,
+                f"--data.train={toy_file}",
+                f"--run.output_dir={tmp_path}",
+                f"--run.name={name}",
+                f"--run.max_steps={step + 1}",
+                *COMMON,
+                "--resume",
+            )
+            == 0
+        )
         want = adapter(full / "checkpoints" / f"step-{step + 1}" / "adapter")
         got = adapter(part / "adapter")
         for k in want:
@@ -48,13 +75,31 @@ def test_every_published_checkpoint_resumes_exactly(cli, tmp_path, toy_file):
 
 
 def test_a_checkpoint_without_rl_state_is_a_clear_error(cli, tmp_path, toy_file, capsys):
-    assert cli("train", TOY, f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", "--run.name=r",
-               "--run.max_steps=1", *COMMON) == 0
+    assert (
+        cli(
+            "train",
+            TOY,
+            f"--data.train={toy_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=r",
+            "--run.max_steps=1",
+            *COMMON,
+        )
+        == 0
+    )
     run = RunDir(tmp_path / "r")
     (run.checkpoint_dir(1) / "trainer_state.safetensors").unlink()
     shutil.rmtree(run.adapter_dir)
-    rc = cli("train", TOY, f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", "--run.name=r",
-             "--run.max_steps=2", *COMMON, "--resume")
+    rc = cli(
+        "train",
+        TOY,
+        f"--data.train={toy_file}",
+        f"--run.output_dir={tmp_path}",
+        "--run.name=r",
+        "--run.max_steps=2",
+        *COMMON,
+        "--resume",
+    )
     assert rc != 0
     assert "has no RL state" in capsys.readouterr().err
 

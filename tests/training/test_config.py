@@ -15,7 +15,9 @@ def write(tmp_path, text):
 
 
 def test_recipe_and_nested_overrides(tmp_path):
-    p = write(tmp_path, "trainer: sft\nrun: {name: a, max_steps: 3}\ndata: {train: x.jsonl}\noptim: {lr: 1e-4}\n")
+    p = write(
+        tmp_path, "trainer: sft\nrun: {name: a, max_steps: 3}\ndata: {train: x.jsonl}\noptim: {lr: 1e-4}\n"
+    )
     cfg = load_config(SFTConfig, p, ["--optim.lr=3e-4", "--model.lora.r=4", "--run.name=b"])
     assert cfg.optim.lr == pytest.approx(3e-4)  # YAML 1.1 reads 1e-4 as a string: coerced
     assert cfg.model.lora.r == 4 and cfg.run.name == "b" and cfg.run.max_steps == 3
@@ -23,19 +25,38 @@ def test_recipe_and_nested_overrides(tmp_path):
 
 def test_overrides_parse_yaml_scalars():
     assert parse_overrides(["--a.b=1", "--c=true", "--d=[1, 2]", "--e=x"]) == {
-        "a": {"b": 1}, "c": True, "d": [1, 2], "e": "x"}
+        "a": {"b": 1},
+        "c": True,
+        "d": [1, 2],
+        "e": "x",
+    }
 
 
-@pytest.mark.parametrize("text, overrides, message", [
-    ("data: {train: x}\nrun: {max_step: 3}\n", [], "unknown key 'run.max_step' (did you mean 'max_steps'?)"),
-    ("data: {train: x}\n", ["--optim.lr=fast"], "optim.lr: expected a number, got 'fast'"),
-    ("data: {train: x}\n", ["--run.max_steps=0"], "run.max_steps: expected a positive integer, got 0"),
-    ("data: {train: x}\n", ["--model.quantization=3bit"], "model.quantization: expected one of 'none', '4bit', '8bit'"),
-    ("data: {train: x}\n", ["--model.lora.dropout=1.5"], "model.lora.dropout: expected a float in [0, 1)"),
-    ("data: {train: x}\nrun: [1, 2]\n", [], "run: expected a mapping"),
-    ("data: {train: x}\nrun:\n  name: a\n bad indent: 1\n", [], "line 4: malformed YAML"),
-    ("data: {train: x}\n", ["optim.lr=1"], "expected --key=value"),
-])
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        (
+            "data: {train: x}\nrun: {max_step: 3}\n",
+            [],
+            "unknown key 'run.max_step' (did you mean 'max_steps'?)",
+        ),
+        ("data: {train: x}\n", ["--optim.lr=fast"], "optim.lr: expected a number, got 'fast'"),
+        ("data: {train: x}\n", ["--run.max_steps=0"], "run.max_steps: expected a positive integer, got 0"),
+        (
+            "data: {train: x}\n",
+            ["--model.quantization=3bit"],
+            "model.quantization: expected one of 'none', '4bit', '8bit'",
+        ),
+        (
+            "data: {train: x}\n",
+            ["--model.lora.dropout=1.5"],
+            "model.lora.dropout: expected a float in [0, 1)",
+        ),
+        ("data: {train: x}\nrun: [1, 2]\n", [], "run: expected a mapping"),
+        ("data: {train: x}\nrun:\n  name: a\n bad indent: 1\n", [], "line 4: malformed YAML"),
+        ("data: {train: x}\n", ["optim.lr=1"], "expected --key=value"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, text, overrides, message):
     p = write(tmp_path, text)
     with pytest.raises(ConfigError) as e:
@@ -53,21 +74,47 @@ def test_quantization_requires_lora(tmp_path):
 
 
 def _medrl(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env={"MEDRL_PROGRESS": "0", "PATH": "/usr/bin:/bin", "HOME": str(cwd),
-                               "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[2])})
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={
+            "MEDRL_PROGRESS": "0",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+            "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[2]),
+        },
+    )
 
 
-@pytest.mark.parametrize("recipe, extra, expected", [
-    ("trainer: sft\ndata: {train: d.jsonl}\nmodel: {name: ./no/such/model}\n", [], "model.name: './no/such/model'"),
-    ("trainer: sft\ndata: {train: d.jsonl}\nrun:\n  name: a\n bad: [\n", [], "malformed YAML"),
-    ("trainer: sft\ndata: {train: d.jsonl}\nmodle: {}\n", [], "unknown key 'modle' (did you mean 'model'?)"),
-    ("trainer: sft\ndata: {train: missing.jsonl}\n", [], "missing.jsonl: data file not found"),
-    ("trainer: sft\ndata: {train: d.jsonl}\n", ["--data.train=bad.jsonl"], "bad.jsonl: no usable sft records"),
-])
+@pytest.mark.parametrize(
+    "recipe, extra, expected",
+    [
+        (
+            "trainer: sft\ndata: {train: d.jsonl}\nmodel: {name: ./no/such/model}\n",
+            [],
+            "model.name: './no/such/model'",
+        ),
+        ("trainer: sft\ndata: {train: d.jsonl}\nrun:\n  name: a\n bad: [\n", [], "malformed YAML"),
+        (
+            "trainer: sft\ndata: {train: d.jsonl}\nmodle: {}\n",
+            [],
+            "unknown key 'modle' (did you mean 'model'?)",
+        ),
+        ("trainer: sft\ndata: {train: missing.jsonl}\n", [], "missing.jsonl: data file not found"),
+        (
+            "trainer: sft\ndata: {train: d.jsonl}\n",
+            ["--data.train=bad.jsonl"],
+            "bad.jsonl: no usable sft records",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line_exit_2(tmp_path, recipe, extra, expected):
     (tmp_path / "r.yaml").write_text(recipe)
-    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}\n'
+    )
     (tmp_path / "bad.jsonl").write_text('{"messages": 3}\nnot json\n')
     r = _medrl("train", "r.yaml", *extra, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
@@ -88,8 +135,10 @@ def test_parse_seeds(text, seeds):
 
 
 @pytest.mark.parametrize("command", [["clinical", "ablate"], ["dermiq", "ablate"]])
-@pytest.mark.parametrize("text,expected", [("0,x", "expected comma-separated integers, got '0,x'"),
-                                           (",", "expected at least one seed")])
+@pytest.mark.parametrize(
+    "text,expected",
+    [("0,x", "expected comma-separated integers, got '0,x'"), (",", "expected at least one seed")],
+)
 def test_ablation_commands_refuse_bad_seeds_before_training(cli, tmp_path, capsys, command, text, expected):
     assert cli(*command, "--out", tmp_path / "abl", "--seeds", text) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -123,5 +172,7 @@ def test_every_config_field_is_documented_in_its_class_docstring():
     for recipe in (SFTConfig, DPOConfig, RLConfig):
         for cls in _sections(recipe):
             doc = "".join(c.__doc__ or "" for c in cls.__mro__ if dataclasses.is_dataclass(c))
-            missing += [f"{cls.__name__}.{f.name}" for f in dataclasses.fields(cls) if f"{f.name} (" not in doc]
+            missing += [
+                f"{cls.__name__}.{f.name}" for f in dataclasses.fields(cls) if f"{f.name} (" not in doc
+            ]
     assert not missing, missing

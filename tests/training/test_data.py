@@ -12,10 +12,20 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
         {"messages": [{"role": "user", "content": "q"}]},
         {"messages": [{"role": "doctor", "content": "q"}, {"role": "assistant", "content": "a"}]},
-        {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
-                      {"role": "assistant", "content": "a"}], "images": []},
-        {"messages": [{"role": "user", "content": [{"type": "image"}]}, {"role": "assistant", "content": "a"}],
-         "images": ["missing.png"]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
+                {"role": "assistant", "content": "a"},
+            ],
+            "images": [],
+        },
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}]},
+                {"role": "assistant", "content": "a"},
+            ],
+            "images": ["missing.png"],
+        },
     ]
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{oops\n")
@@ -42,8 +52,12 @@ def test_image_paths_resolve_relative_to_file(tmp_path):
     (tmp_path / "sub").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "sub" / "x.png")
     path = tmp_path / "sub" / "d.jsonl"
-    path.write_text(json.dumps({"prompt": [{"role": "user", "content": [{"type": "image"}]}], "images": ["x.png"],
-                                "answer": "a"}) + "\n")
+    path.write_text(
+        json.dumps(
+            {"prompt": [{"role": "user", "content": [{"type": "image"}]}], "images": ["x.png"], "answer": "a"}
+        )
+        + "\n"
+    )
     ds = read_jsonl(path, "rl")
     assert ds.records[0]["images"] == [str(tmp_path / "sub" / "x.png")]
 
@@ -55,11 +69,17 @@ def test_unusable_images_are_skipped_and_counted_before_training(tmp_path, png_h
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("not an image")
     png_header(tmp_path / "bomb.png", 60000, 60000)
-    slot = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
-            {"role": "assistant", "content": "a"}]
+    slot = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
+        {"role": "assistant", "content": "a"},
+    ]
     path = tmp_path / "d.jsonl"
-    path.write_text("".join(json.dumps({"messages": slot, "images": [name]}) + "\n"
-                            for name in ("ok.png", "empty.png", "text.png", "bomb.png")))
+    path.write_text(
+        "".join(
+            json.dumps({"messages": slot, "images": [name]}) + "\n"
+            for name in ("ok.png", "empty.png", "text.png", "bomb.png")
+        )
+    )
     ds = read_jsonl(path, "sft")
     assert len(ds) == 1 and ds.records[0]["images"] == [str(tmp_path / "ok.png")]
     assert [s.split(": ", 1)[0] for s in ds.skipped] == [f"{path}:{row}" for row in (2, 3, 4)]

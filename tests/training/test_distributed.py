@@ -31,10 +31,20 @@ ADAM = "--optim.eps=1e-3"
 
 def torchrun(*args: object, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDRL_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "app.cli", *map(str, args)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=Path(__file__).resolve().parents[2])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "app.cli",
+        *map(str, args),
+    ]
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[2]
+    )
 
 
 def adapter(run_dir: Path) -> dict:
@@ -70,9 +80,14 @@ def check_multi_process_run(run_dir: Path, max_steps: int) -> dict:
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("ddp_pairs")
-    recs = [{"prompt": [{"role": "user", "content": f"Case {i}: fever and cough. Diagnosis?"}],
-             "chosen": [{"role": "assistant", "content": f"<answer>pneumonia {i}</answer>"}],
-             "rejected": [{"role": "assistant", "content": f"<answer>fracture {i}</answer>"}]} for i in range(8)]
+    recs = [
+        {
+            "prompt": [{"role": "user", "content": f"Case {i}: fever and cough. Diagnosis?"}],
+            "chosen": [{"role": "assistant", "content": f"<answer>pneumonia {i}</answer>"}],
+            "rejected": [{"role": "assistant", "content": f"<answer>fracture {i}</answer>"}],
+        }
+        for i in range(8)
+    ]
     write_jsonl(d / "pairs.jsonl", recs)
     return d / "pairs.jsonl"
 
@@ -84,11 +99,20 @@ def toy_file(tmp_path_factory) -> Path:
     return write_records(tmp_path_factory.mktemp("ddp_toy") / "toy.jsonl", 8, seed=0)
 
 
-def two_vs_one(cli, tmp_path, recipe: str, data: Path, one_extra: list[str], ddp_extra: list[str],
-               common: list[str]) -> tuple[dict, dict]:
+def two_vs_one(
+    cli, tmp_path, recipe: str, data: Path, one_extra: list[str], ddp_extra: list[str], common: list[str]
+) -> tuple[dict, dict]:
     """The same global batch through 2 processes (torchrun) and 1 (in-process); (last row of each)."""
-    args = [recipe, f"--data.train={data}", f"--run.output_dir={tmp_path}", "--run.max_steps=2", "--run.save_every=0",
-            "--optim.lr=1e-2", ADAM, *common]
+    args = [
+        recipe,
+        f"--data.train={data}",
+        f"--run.output_dir={tmp_path}",
+        "--run.max_steps=2",
+        "--run.save_every=0",
+        "--optim.lr=1e-2",
+        ADAM,
+        *common,
+    ]
     res = torchrun("train", *args, "--run.name=ddp", *ddp_extra)
     assert res.returncode == 0, res.stderr[-3000:]
     assert cli("train", *args, "--run.name=one", *one_extra) == 0
@@ -96,35 +120,71 @@ def two_vs_one(cli, tmp_path, recipe: str, data: Path, one_extra: list[str], ddp
     return check_multi_process_run(tmp_path / "ddp", 2), rows(tmp_path / "one")[-1]
 
 
-PER_RANK = ["--batch_size=1", "--model.lora.dropout=0.0"]  # grad_accum 1 on each of 2 ranks = 2 in one process
+PER_RANK = [
+    "--batch_size=1",
+    "--model.lora.dropout=0.0",
+]  # grad_accum 1 on each of 2 ranks = 2 in one process
 
 
 def test_sft_two_processes_equal_one_with_the_same_global_batch(cli, tmp_path, text_sft_file, one_thread):
-    last, one = two_vs_one(cli, tmp_path, "configs/sft_qwen2_tiny.yaml", text_sft_file, ["--grad_accum=2"],
-                           ["--grad_accum=1"], PER_RANK)
+    last, one = two_vs_one(
+        cli,
+        tmp_path,
+        "configs/sft_qwen2_tiny.yaml",
+        text_sft_file,
+        ["--grad_accum=2"],
+        ["--grad_accum=1"],
+        PER_RANK,
+    )
     assert last["loss"] == pytest.approx(one["loss"], rel=1e-4)
     assert last["label_tokens"] == one["label_tokens"]  # the global batch's tokens, not rank 0's
 
 
 def test_dpo_two_processes_equal_one_with_the_same_global_batch(cli, tmp_path, pairs_file, one_thread):
-    last, one = two_vs_one(cli, tmp_path, "configs/dpo_qwen2_tiny.yaml", pairs_file, ["--grad_accum=2"],
-                           ["--grad_accum=1"], PER_RANK)
+    last, one = two_vs_one(
+        cli,
+        tmp_path,
+        "configs/dpo_qwen2_tiny.yaml",
+        pairs_file,
+        ["--grad_accum=2"],
+        ["--grad_accum=1"],
+        PER_RANK,
+    )
     for key in ("loss", "rewards/margins", "logps/chosen"):
         assert last[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
 
 
 def test_rl_two_processes_equal_one_with_the_same_global_batch(cli, tmp_path, toy_file, one_thread):
     # prompts_per_step is global: 1 prompt on each of 2 ranks = 2 in one process
-    last, one = two_vs_one(cli, tmp_path, "configs/grpopp_qwen2_toy.yaml", toy_file, [], [],
-                           ["--prompts_per_step=2", "--rollout.num_generations=2", "--rollout.top_k=1",
-                            "--advantages.estimator=binary", "--reference.kind=base"])
+    last, one = two_vs_one(
+        cli,
+        tmp_path,
+        "configs/grpopp_qwen2_toy.yaml",
+        toy_file,
+        [],
+        [],
+        [
+            "--prompts_per_step=2",
+            "--rollout.num_generations=2",
+            "--rollout.top_k=1",
+            "--advantages.estimator=binary",
+            "--reference.kind=base",
+        ],
+    )
     # the rewards and advantages are of the global batch on every rank
     for key in ("reward/mean", "loss"):
         assert last[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
 
 
 def test_prompts_that_do_not_split_over_the_processes_are_refused(tmp_path, toy_file):
-    res = torchrun("train", "configs/grpopp_qwen2_toy.yaml", f"--data.train={toy_file}",
-                   f"--run.output_dir={tmp_path}", "--run.name=odd", "--prompts_per_step=3", "--run.max_steps=1")
+    res = torchrun(
+        "train",
+        "configs/grpopp_qwen2_toy.yaml",
+        f"--data.train={toy_file}",
+        f"--run.output_dir={tmp_path}",
+        "--run.name=odd",
+        "--prompts_per_step=3",
+        "--run.max_steps=1",
+    )
     assert res.returncode != 0
     assert "prompts_per_step=3 does not split over 2 processes" in res.stderr

@@ -24,16 +24,28 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair(question: str, good: str, bad: str, images: list | None = None, image_slots: int = 0) -> dict:
-    content = [{"type": "image"}] * image_slots + [{"type": "text", "text": question}] if image_slots else question
-    return {"prompt": [{"role": "user", "content": content}], "chosen": [{"role": "assistant", "content": good}],
-            "rejected": [{"role": "assistant", "content": bad}], "images": images or []}
+    content = (
+        [{"type": "image"}] * image_slots + [{"type": "text", "text": question}] if image_slots else question
+    )
+    return {
+        "prompt": [{"role": "user", "content": content}],
+        "chosen": [{"role": "assistant", "content": good}],
+        "rejected": [{"role": "assistant", "content": bad}],
+        "images": images or [],
+    }
 
 
 @pytest.fixture(scope="module")
 def toy_pairs(tmp_path_factory):
     """Chosen = the right sum, rejected = a wrong one; uneven lengths so padding is exercised."""
-    rows = [pair(f"What is {a} plus {b}? Reply with the number.", f"{a + b}", f"The answer is {a + b + 3}, I think.")
-            for a, b in [(1, 2), (2, 2), (3, 1), (0, 4), (2, 3), (4, 1), (1, 1), (3, 3)]]
+    rows = [
+        pair(
+            f"What is {a} plus {b}? Reply with the number.",
+            f"{a + b}",
+            f"The answer is {a + b + 3}, I think.",
+        )
+        for a, b in [(1, 2), (2, 2), (3, 1), (0, 4), (2, 3), (4, 1), (1, 1), (3, 3)]
+    ]
     path = tmp_path_factory.mktemp("dpo") / "pairs.jsonl"
     write_jsonl(path, rows)
     return path
@@ -47,8 +59,15 @@ def vlm_pairs(tmp_path_factory):
     rows = []
     for i in range(3):
         Image.new("RGB", (56, 56 + 28 * i), (180 - 40 * i, 90, 60)).save(d / f"l{i}.png")
-        rows.append(pair("Which condition is this?", f"<answer>melanoma {i}</answer>", "<answer>nevus</answer>",
-                         [f"l{i}.png"], image_slots=1))
+        rows.append(
+            pair(
+                "Which condition is this?",
+                f"<answer>melanoma {i}</answer>",
+                "<answer>nevus</answer>",
+                [f"l{i}.png"],
+                image_slots=1,
+            )
+        )
     write_jsonl(d / "pairs.jsonl", rows)
     return d / "pairs.jsonl"
 
@@ -62,8 +81,15 @@ def steps(run_dir) -> list[dict]:
 
 
 def dpo(cli, tmp_path, data, name, *extra, recipe=TEXT) -> int:
-    return cli("train", recipe, f"--data.train={data}", f"--run.output_dir={tmp_path}", f"--run.name={name}",
-               "--run.save_every=0", *extra)
+    return cli(
+        "train",
+        recipe,
+        f"--data.train={data}",
+        f"--run.output_dir={tmp_path}",
+        f"--run.name={name}",
+        "--run.save_every=0",
+        *extra,
+    )
 
 
 def read_records(path) -> list[dict]:
@@ -83,6 +109,7 @@ def policies():
             lora = LoraConfig(dropout=0.0, init_weights=False)
             cache[kind] = load_policy(ModelConfig(name=f"embedded:{kind}", lora=lora))
         return cache[kind]
+
     return get
 
 
@@ -97,8 +124,12 @@ def test_grouped_pair_logprobs_equal_naive(kind, toy_pairs, vlm_pairs, policies)
     assert batch.group_index.tolist() == [0, 0, 1, 1, 2, 2]
     assert all((p.pixel_values is not None) == (kind == "qwen25vl") for p in batch.prompts)
     with torch.no_grad():
-        seq = {m: pair_logprobs(completion_logprobs(policy.model, batch, method=m).logprobs, batch.completion_mask)
-               for m in ("grouped", "naive")}
+        seq = {
+            m: pair_logprobs(
+                completion_logprobs(policy.model, batch, method=m).logprobs, batch.completion_mask
+            )
+            for m in ("grouped", "naive")
+        }
     for g, n in zip(seq["grouped"], seq["naive"]):
         assert torch.all(n < 0)
         # sums of ~100 fp32 token log-probs near -130: one ulp there is 1.5e-5, so the bound is relative
@@ -125,11 +156,13 @@ def test_encoding_ends_turns_and_cuts_completions_to_max_length(toy_pairs, polic
 # ---------------------------------------------------------------------------------------------- the loss
 def hand_pair_logprobs(model, tok, rec: dict) -> tuple[float, float]:
     """Sequence log-probs from one plain forward per sequence with full logits: nothing of the trainer's path."""
-    prompt = tok(tok.apply_chat_template(rec["prompt"], tokenize=False, add_generation_prompt=True))["input_ids"]
+    prompt = tok(tok.apply_chat_template(rec["prompt"], tokenize=False, add_generation_prompt=True))[
+        "input_ids"
+    ]
     out = []
     for side in ("chosen", "rejected"):
         comp = tok(rec[side][0]["content"])["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
-        logits = model(input_ids=torch.tensor([prompt + comp])).logits[0, len(prompt) - 1: -1].double()
+        logits = model(input_ids=torch.tensor([prompt + comp])).logits[0, len(prompt) - 1 : -1].double()
         out.append(float(torch.log_softmax(logits, -1)[torch.arange(len(comp)), torch.tensor(comp)].sum()))
     return out[0], out[1]
 
@@ -137,8 +170,14 @@ def hand_pair_logprobs(model, tok, rec: dict) -> tuple[float, float]:
 def test_first_step_loss_matches_hand_computation_and_accumulation(cli, tmp_path, toy_pairs, sft_adapter):
     """Policy = SFT adapter, reference = base (adapter off): the logged step-1 loss and rewards equal the DPO
     formula on independently computed log-probs, for one batch of 4 pairs and for 4 accumulated pairs of 1."""
-    common = [f"--model.adapter={sft_adapter}", "--reference.kind=base", "--data.shuffle=false",
-              "--run.max_steps=1", "--dpo.beta=0.5", "--optim.warmup_steps=0"]
+    common = [
+        f"--model.adapter={sft_adapter}",
+        "--reference.kind=base",
+        "--data.shuffle=false",
+        "--run.max_steps=1",
+        "--dpo.beta=0.5",
+        "--optim.warmup_steps=0",
+    ]
     assert dpo(cli, tmp_path, toy_pairs, "one", *common, "--batch_size=4", "--grad_accum=1") == 0
     assert dpo(cli, tmp_path, toy_pairs, "acc", *common, "--batch_size=1", "--grad_accum=4") == 0
 
@@ -169,8 +208,19 @@ def test_first_step_loss_matches_hand_computation_and_accumulation(cli, tmp_path
 def test_sft_adapter_to_dpo_with_start_reference(cli, tmp_path, toy_pairs, sft_adapter):
     """SFT -> DPO via the real CLI: the start reference is the SFT adapter, so step 1 is exactly log 2 with
     zero margin; the run trains that adapter further and keeps its LoRA layout."""
-    assert dpo(cli, tmp_path, toy_pairs, "chain", f"--model.adapter={sft_adapter}", "--reference.kind=start",
-               "--run.max_steps=2", "--optim.lr=5e-3") == 0
+    assert (
+        dpo(
+            cli,
+            tmp_path,
+            toy_pairs,
+            "chain",
+            f"--model.adapter={sft_adapter}",
+            "--reference.kind=start",
+            "--run.max_steps=2",
+            "--optim.lr=5e-3",
+        )
+        == 0
+    )
     first = steps(tmp_path / "chain")[0]
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
@@ -197,8 +247,14 @@ def test_toy_preference_raises_the_margin(cli, tmp_path, toy_pairs):
 def test_resume_equals_uninterrupted(cli, tmp_path, toy_pairs):
     """2 steps + resume + 2 steps == 4 steps, bit for bit. A lagged reference re-synced at step 2 makes the
     restored reference tensors matter (a rebuilt one would hold the step-0 adapter)."""
-    common = ["--run.max_steps=4", "--run.save_every=2", "--optim.lr=5e-3", "--reference.kind=lagged",
-              "--reference.sync_every=2", "--model.lora.dropout=0.1"]
+    common = [
+        "--run.max_steps=4",
+        "--run.save_every=2",
+        "--optim.lr=5e-3",
+        "--reference.kind=lagged",
+        "--reference.sync_every=2",
+        "--model.lora.dropout=0.1",
+    ]
     assert dpo(cli, tmp_path, toy_pairs, "full", *common) == 0
     assert dpo(cli, tmp_path, toy_pairs, "part", *common) == 0
     shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-4")
@@ -214,8 +270,19 @@ def test_resume_equals_uninterrupted(cli, tmp_path, toy_pairs):
 
 
 def test_vlm_recipe_runs(cli, tmp_path, vlm_pairs):
-    assert dpo(cli, tmp_path, vlm_pairs, "v", "--run.max_steps=2", "--batch_size=1", "--optim.lr=5e-3",
-               recipe=VLM) == 0
+    assert (
+        dpo(
+            cli,
+            tmp_path,
+            vlm_pairs,
+            "v",
+            "--run.max_steps=2",
+            "--batch_size=1",
+            "--optim.lr=5e-3",
+            recipe=VLM,
+        )
+        == 0
+    )
     got = steps(tmp_path / "v")
     assert len(got) == 2 and got[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert got[-1]["skipped_nonfinite"] == 0
@@ -224,10 +291,16 @@ def test_vlm_recipe_runs(cli, tmp_path, vlm_pairs):
 # ---------------------------------------------------------------------------------------------- data and config
 def test_bad_rows_are_skipped_and_counted(cli, tmp_path, toy_pairs, capsys):
     good = toy_pairs.read_text().splitlines()[:2]
-    bad = ['{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}]}',
-           "not json",
-           json.dumps({**json.loads(good[0]), "chosen": [{"role": "user", "content": "two turns"},
-                                                         {"role": "assistant", "content": "a"}]})]
+    bad = [
+        '{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}]}',
+        "not json",
+        json.dumps(
+            {
+                **json.loads(good[0]),
+                "chosen": [{"role": "user", "content": "two turns"}, {"role": "assistant", "content": "a"}],
+            }
+        ),
+    ]
     data = tmp_path / "mixed.jsonl"
     data.write_text("\n".join(good + bad) + "\n")
     assert dpo(cli, tmp_path, data, "mixed", "--run.max_steps=1") == 0
@@ -247,13 +320,16 @@ def test_bad_rows_are_skipped_and_counted(cli, tmp_path, toy_pairs, capsys):
     assert len(err.splitlines()) == 1 and "no usable dpo records" in err and str(only_bad) in err
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--reference.kind=none", "reference.kind: expected start, base or lagged"),
-    ("--dpo.beta=0", "dpo.beta: expected a float > 0"),
-    ("--dpo.loss_type=kto", "dpo.loss_type: expected one of"),
-    ("--dpo.label_smoothing=0.6", "dpo.label_smoothing: expected a float in [0, 0.5)"),
-    ("--loss.forward=tree", "loss.forward: expected one of"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--reference.kind=none", "reference.kind: expected start, base or lagged"),
+        ("--dpo.beta=0", "dpo.beta: expected a float > 0"),
+        ("--dpo.loss_type=kto", "dpo.loss_type: expected one of"),
+        ("--dpo.label_smoothing=0.6", "dpo.label_smoothing: expected a float in [0, 0.5)"),
+        ("--loss.forward=tree", "loss.forward: expected one of"),
+    ],
+)
 def test_config_errors_name_the_key(cli, tmp_path, toy_pairs, capsys, override, message):
     assert dpo(cli, tmp_path, toy_pairs, "cfg", override) == 2
     assert message in capsys.readouterr().err

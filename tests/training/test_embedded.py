@@ -25,9 +25,14 @@ def test_shipped_folders_match_their_manifest(kind):
     assert ensure_embedded(kind) == embedded.SHIPPED / kind  # the shipped folder is what loads
 
 
-@pytest.mark.parametrize("pairs, message", [(None, "needs an image-text pairs plug-in"),
-                                            ("no_such_module", "'no_such_module' cannot be imported"),
-                                            ("json", "'json' has no image_text_pairs")])
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        (None, "needs an image-text pairs plug-in"),
+        ("no_such_module", "'no_such_module' cannot be imported"),
+        ("json", "'json' has no image_text_pairs"),
+    ],
+)
 def test_a_vlm_build_without_its_pairs_plugin_stops_in_one_line(tmp_path, pairs, message):
     """Never a VLM with a random vision tower: the plug-in is checked before the child starts."""
     from training.errors import ConfigError
@@ -62,8 +67,9 @@ def test_tokenizer_has_qwen_specials_and_chat_template():
     tok = AutoTokenizer.from_pretrained(ensure_embedded("qwen2"))
     for t in embedded.SPECIAL_TOKENS:
         assert len(tok(t, add_special_tokens=False).input_ids) == 1, t
-    text = tok.apply_chat_template([{"role": "user", "content": "Is the border irregular?"}], tokenize=False,
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Is the border irregular?"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
     ids = tok(text).input_ids
     assert tok.decode(ids) == text  # byte-level BPE round-trips
@@ -95,13 +101,17 @@ def test_text_model_copies_from_its_context():
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     rng = random.Random(123)
     seqs = [" ".join(rng.choice(COPY_ITEMS) for _ in range(rng.randint(2, 5))) for _ in range(30)]
-    prompts = [tok.apply_chat_template([{"role": "user", "content": f"Repeat: {s}"}], add_generation_prompt=True,
-                                       tokenize=False) for s in seqs]
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": f"Repeat: {s}"}], add_generation_prompt=True, tokenize=False
+        )
+        for s in seqs
+    ]
     tok.padding_side = "left"
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=24, do_sample=False)
-    said = [t.strip() for t in tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)]
+    said = [t.strip() for t in tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)]
     exact = sum(a == s for a, s in zip(said, seqs))
     assert exact >= 20, list(zip(seqs, said))
 
@@ -113,8 +123,11 @@ def test_vlm_has_real_vision_tower_and_mrope():
     assert model.config.model_type == "qwen2_5_vl"
     assert hasattr(model.model, "visual") and hasattr(model.model.visual, "merger")
     assert sum(model.config.text_config.rope_parameters["mrope_section"]) * 2 == (
-        model.config.text_config.hidden_size // model.config.text_config.num_attention_heads)
-    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this lesion?"}]}]
+        model.config.text_config.hidden_size // model.config.text_config.num_attention_heads
+    )
+    msgs = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this lesion?"}]}
+    ]
     text = proc.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     enc = proc(text=[text], images=[Image.new("RGB", (112, 112), (150, 90, 70))], return_tensors="pt")
     n_img = int((enc["input_ids"] == model.config.image_token_id).sum())
@@ -143,12 +156,22 @@ def test_vlm_reads_images():
 
     def loss(imgs):
         with torch.no_grad():
-            return sum(float(model(**image_text_batch(proc, [(im, q, a) for im, (_, q, a) in zip(imgs[i:i + 16],
-                                                                                                   pairs[i:i + 16])])).loss)
-                       for i in range(0, len(pairs), 16)) / (len(pairs) / 16)
+            return sum(
+                float(
+                    model(
+                        **image_text_batch(
+                            proc, [(im, q, a) for im, (_, q, a) in zip(imgs[i : i + 16], pairs[i : i + 16])]
+                        )
+                    ).loss
+                )
+                for i in range(0, len(pairs), 16)
+            ) / (len(pairs) / 16)
 
     true, shuffled = loss([p[0] for p in pairs]), loss(images)
-    assert true < shuffled - 0.2, (true, shuffled)  # measured 0.658 vs 1.330 (400 copy steps: 0.657 vs 1.518; none: 0.727 vs 0.867)
+    assert true < shuffled - 0.2, (
+        true,
+        shuffled,
+    )  # measured 0.658 vs 1.330 (400 copy steps: 0.657 vs 1.518; none: 0.727 vs 0.867)
 
 
 @pytest.mark.parametrize("value,expected", [("", "home"), ("/tmp/medrl-cache", "/tmp/medrl-cache")])

@@ -53,7 +53,9 @@ class Echo(Evaluation):
         return ["0" for _ in asked]
 
     def score(self, asked, responses):
-        rows = [{"i": i, "gold": r["answer"], "response": t} for i, (r, t) in enumerate(zip(asked, responses))]
+        rows = [
+            {"i": i, "gold": r["answer"], "response": t} for i, (r, t) in enumerate(zip(asked, responses))
+        ]
         return rows, {"n": len(rows), "accuracy": sum(r["gold"] == r["response"] for r in rows) / len(rows)}
 
 
@@ -62,25 +64,39 @@ def stand_in_policy(monkeypatch):
     import training.models.loading
 
     loaded = []
-    monkeypatch.setattr(training.models.loading, "load_policy",
-                        lambda cfg, adapter, trainable: loaded.append((cfg.name, cfg.adapter, adapter)) or "policy")
+    monkeypatch.setattr(
+        training.models.loading,
+        "load_policy",
+        lambda cfg, adapter, trainable: loaded.append((cfg.name, cfg.adapter, adapter)) or "policy",
+    )
     return loaded
 
 
 def test_evaluation_writes_metrics_and_predictions(tmp_path, data, stand_in_policy):
     run = make_run(tmp_path)
     m = Echo(run.path, data, limit=2, tag="quick")()
-    assert stand_in_policy == [("embedded:qwen2", None, run.adapter_dir)]  # the run's own adapter, not its config's
+    assert stand_in_policy == [
+        ("embedded:qwen2", None, run.adapter_dir)
+    ]  # the run's own adapter, not its config's
     assert list(m) == ["run", "adapter", "data", "max_new_tokens", "n", "accuracy", "seconds"]
-    assert m["n"] == 2 and m["accuracy"] == 0.5 and m["adapter"] == str(run.adapter_dir) and m["max_new_tokens"] == 99
+    assert (
+        m["n"] == 2
+        and m["accuracy"] == 0.5
+        and m["adapter"] == str(run.adapter_dir)
+        and m["max_new_tokens"] == 99
+    )
     assert json.loads((run.eval_dir / "quick.json").read_text()) == m
     with open(run.eval_dir / "quick_predictions.csv", newline="") as f:
-        assert list(csv.DictReader(f)) == [{"i": "0", "gold": "0", "response": "0"},
-                                           {"i": "1", "gold": "1", "response": "0"}]
+        assert list(csv.DictReader(f)) == [
+            {"i": "0", "gold": "0", "response": "0"},
+            {"i": "1", "gold": "1", "response": "0"},
+        ]
 
 
 def test_answer_length_is_the_flag_then_the_card_then_the_rollout_then_the_default(tmp_path, data):
-    assert Echo(make_run(tmp_path / "a", rollout=40, card_tokens=30), data, max_new_tokens=7).max_new_tokens == 7
+    assert (
+        Echo(make_run(tmp_path / "a", rollout=40, card_tokens=30), data, max_new_tokens=7).max_new_tokens == 7
+    )
     assert Echo(make_run(tmp_path / "b", rollout=40, card_tokens=30), data).max_new_tokens == 30
     assert Echo(make_run(tmp_path / "c", rollout=40), data).max_new_tokens == 40
     assert Echo(make_run(tmp_path / "d"), data).max_new_tokens == 99
@@ -99,8 +115,11 @@ def test_a_run_without_adapter_or_config_and_empty_data_are_one_line_errors(tmp_
 
 def test_tables_and_files(tmp_path):
     m = {"n": 3, "data": "d.jsonl", "max_new_tokens": 8, "acc": 2 / 3, "auc": None}
-    assert metrics_lines(m, "cases", ("acc", "auc"), 6) == ["3 cases from d.jsonl (greedy, max_new_tokens 8)",
-                                                            "acc   0.667", "auc   -"]
+    assert metrics_lines(m, "cases", ("acc", "auc"), 6) == [
+        "3 cases from d.jsonl (greedy, max_new_tokens 8)",
+        "acc   0.667",
+        "auc   -",
+    ]
     assert fmt(None) == "-" and fmt(0.5) == "0.500"
     write_eval(tmp_path / "eval", "metrics", m, [{"a": 1, "b": "x,y"}], predictions="predictions.csv")
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == m

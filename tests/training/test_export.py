@@ -20,9 +20,22 @@ def trained_runs(tmp_path_factory, text_sft_file):
 
     out = tmp_path_factory.mktemp("runs")
     for quant in ("none", "4bit"):
-        assert main(["train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}",
-                     f"--run.output_dir={out}", f"--run.name={quant}", "--run.max_steps=3", "--run.save_every=3",
-                     f"--model.quantization={quant}", "--optim.lr=1e-2"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "configs/sft_qwen2_tiny.yaml",
+                    f"--data.train={text_sft_file}",
+                    f"--run.output_dir={out}",
+                    f"--run.name={quant}",
+                    "--run.max_steps=3",
+                    "--run.save_every=3",
+                    f"--model.quantization={quant}",
+                    "--optim.lr=1e-2",
+                ]
+            )
+            == 0
+        )
     return out
 
 
@@ -44,8 +57,10 @@ def plain_reload(exp, quant: str, exact_4bit: bool = False) -> tuple[torch.Tenso
     cfg = json.loads((exp / "adapter_config.json").read_text())
     kwargs = {}
     if quant == "4bit":
-        kwargs = {"quantization_config": quantization_config(ModelConfig(quantization="4bit"), torch.float32),
-                  "device_map": {"": "cpu"}}
+        kwargs = {
+            "quantization_config": quantization_config(ModelConfig(quantization="4bit"), torch.float32),
+            "device_map": {"": "cpu"},
+        }
     base = AutoModelForCausalLM.from_pretrained(cfg["base_model_name_or_path"], dtype=torch.float32, **kwargs)
     model = PeftModel.from_pretrained(base, str(exp)).eval()
     if exact_4bit:
@@ -87,11 +102,15 @@ def test_exported_adapter_reloads_with_plain_peft(cli, trained_runs, tmp_path, q
     exp = tmp_path / "exp"
     expected = training_logits(run, quant)
     plain, bf16_kernel = plain_reload(exp, quant)
-    print(f"{quant}: bf16 CPU kernel {'on' if bf16_kernel else 'off'}, max |dlogit| "
-          f"{(plain - expected).abs().max().item():.2e}")
+    print(
+        f"{quant}: bf16 CPU kernel {'on' if bf16_kernel else 'off'}, max |dlogit| "
+        f"{(plain - expected).abs().max().item():.2e}"
+    )
     atol = max(BF16_KERNEL_ATOL, 3 * bf16_noise()) if bf16_kernel else 1e-5
     torch.testing.assert_close(plain, expected, rtol=0, atol=atol)
-    if quant == "4bit":  # on every CPU, the fp32 path reproduces training exactly: a wrong adapter cannot hide
+    if (
+        quant == "4bit"
+    ):  # on every CPU, the fp32 path reproduces training exactly: a wrong adapter cannot hide
         exact, bf16_kernel = plain_reload(exp, quant, exact_4bit=True)
         assert not bf16_kernel
         torch.testing.assert_close(exact, expected, rtol=0, atol=1e-5)
@@ -105,14 +124,18 @@ def test_exported_adapter_reloads_with_plain_peft(cli, trained_runs, tmp_path, q
 
 def test_adapter_changed_the_model(trained_runs):
     base = AutoModelForCausalLM.from_pretrained(
-        json.loads((trained_runs / "none" / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"])
+        json.loads((trained_runs / "none" / "adapter" / "adapter_config.json").read_text())[
+            "base_model_name_or_path"
+        ]
+    )
     with torch.no_grad():
         before = base(input_ids=IDS).logits
     assert (training_logits(trained_runs / "none", "none") - before).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("quant, dtype, tol", [("none", "float32", 1e-4), ("4bit", "float32", 1e-4),
-                                               ("none", "bfloat16", 0.05)])
+@pytest.mark.parametrize(
+    "quant, dtype, tol", [("none", "float32", 1e-4), ("4bit", "float32", 1e-4), ("none", "bfloat16", 0.05)]
+)
 def test_merge_matches_adapter(cli, trained_runs, tmp_path, quant, dtype, tol):
     """Merged onto a 16/32-bit base (never the 4-bit weights): logits match base+adapter in that dtype."""
     run = trained_runs / quant
@@ -136,14 +159,27 @@ def test_merge_of_lora_on_tied_head(cli, tmp_path, text_sft_file):
     the tiny Clinical-R1 cold start's targets), RMSNorms trained whole: the merge unties the head, so the merged
     model (reloaded plainly) gives the adapter's logits; merging into the shared matrix was off by 38 logits."""
     targets = "[q_proj,v_proj,lm_head,embed_tokens]"
-    assert cli("train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}", f"--run.output_dir={tmp_path}",
-               "--run.name=t", "--run.max_steps=3", "--optim.lr=1e-2", f"--model.lora.target_modules={targets}",
-               "--model.lora.modules_to_save=[norm]") == 0
+    assert (
+        cli(
+            "train",
+            "configs/sft_qwen2_tiny.yaml",
+            f"--data.train={text_sft_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=t",
+            "--run.max_steps=3",
+            "--optim.lr=1e-2",
+            f"--model.lora.target_modules={targets}",
+            "--model.lora.modules_to_save=[norm]",
+        )
+        == 0
+    )
     assert cli("export", tmp_path / "t", "--out", tmp_path / "e", "--merge", "--dtype", "float32") == 0
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "e" / "merged", dtype=torch.float32).eval()
     assert merged.lm_head.weight is not merged.model.embed_tokens.weight
     base = AutoModelForCausalLM.from_pretrained(
-        json.loads((tmp_path / "e" / "adapter_config.json").read_text())["base_model_name_or_path"], dtype=torch.float32)
+        json.loads((tmp_path / "e" / "adapter_config.json").read_text())["base_model_name_or_path"],
+        dtype=torch.float32,
+    )
     ref = PeftModel.from_pretrained(base, str(tmp_path / "e")).eval()
     with torch.no_grad():
         a, b = merged(input_ids=IDS).logits, ref(input_ids=IDS).logits
@@ -154,8 +190,18 @@ def test_merge_of_lora_on_tied_head(cli, tmp_path, text_sft_file):
 
 
 def test_vlm_export_merge(cli, tmp_path, vlm_sft_file):
-    assert cli("train", "configs/sft_qwen25vl_tiny.yaml", f"--data.train={vlm_sft_file}",
-               f"--run.output_dir={tmp_path}", "--run.name=v", "--run.max_steps=2", "--optim.lr=1e-2") == 0
+    assert (
+        cli(
+            "train",
+            "configs/sft_qwen25vl_tiny.yaml",
+            f"--data.train={vlm_sft_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=v",
+            "--run.max_steps=2",
+            "--optim.lr=1e-2",
+        )
+        == 0
+    )
     assert cli("export", tmp_path / "v", "--out", tmp_path / "e", "--merge", "--dtype", "float32") == 0
     merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "e" / "merged")
     assert merged.config.model_type == "qwen2_5_vl"

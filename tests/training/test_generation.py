@@ -9,8 +9,14 @@ from training.models.chat import encode_records
 from training.rollout.engine import SamplingConfig, generate_rollouts
 from training.rollout.generation import generate, generate_completions
 
-RECORDS = [{"prompt": [{"role": "user", "content": text}]} for text in
-           ("A patient has fever and cough. Diagnosis?", "Itchy rash on the forearm for two days.", "Why?")]
+RECORDS = [
+    {"prompt": [{"role": "user", "content": text}]}
+    for text in (
+        "A patient has fever and cough. Diagnosis?",
+        "Itchy rash on the forearm for two days.",
+        "Why?",
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +30,12 @@ def policy(one_thread):
 def test_greedy_completions_are_the_samplers_rows(policy):
     got = generate_completions(policy, RECORDS, 6, batch=2)
     with torch.no_grad():
-        rb = generate_rollouts(policy.model, policy.processor, encode_records(policy, RECORDS),
-                               SamplingConfig(num_generations=1, max_new_tokens=6, temperature=0))
+        rb = generate_rollouts(
+            policy.model,
+            policy.processor,
+            encode_records(policy, RECORDS),
+            SamplingConfig(num_generations=1, max_new_tokens=6, temperature=0),
+        )
     assert [len(row) for row in got] == [1, 1, 1]
     lengths = rb.completion_mask.sum(-1).tolist()
     for r, (c,) in enumerate(got):
@@ -39,6 +49,8 @@ def test_sampled_texts_are_reproducible_and_encoded_prompts_work(policy):
     assert a == generate(policy, RECORDS, 5, n=2, temperature=1.0, batch=2, seed=3)
     assert [len(row) for row in a] == [2, 2, 2]
     encoded = encode_records(policy, RECORDS)
-    assert [[c.text for c in row] for row in generate_completions(policy, encoded, 5, n=2, temperature=1.0, batch=2,
-                                                                  seed=3)] == a
+    assert [
+        [c.text for c in row]
+        for row in generate_completions(policy, encoded, 5, n=2, temperature=1.0, batch=2, seed=3)
+    ] == a
     assert generate(policy, [], 5) == []

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _policy(name: str, **lora):
     torch.manual_seed(0)  # init_weights=False draws A and B from the global RNG
-    cfg = ModelConfig(name=name, dtype="float32", device="cpu",
-                      lora=LoraConfig(init_weights=False, dropout=0.0, **lora))
+    cfg = ModelConfig(
+        name=name, dtype="float32", device="cpu", lora=LoraConfig(init_weights=False, dropout=0.0, **lora)
+    )
     return load_policy(cfg).model
 
 
@@ -85,11 +86,15 @@ def test_chunked_matches_full_with_lora(lora_model):
     head = lora_model.get_output_embeddings()
     hidden, targets = _hidden(lora_model)
     params = _lora_params(lora_model)
-    lp_ref, ent_ref = head_logprobs(head, hidden, targets, temperature=TEMPERATURE, entropy="grad", mode="full")
+    lp_ref, ent_ref = head_logprobs(
+        head, hidden, targets, temperature=TEMPERATURE, entropy="grad", mode="full"
+    )
     assert lp_ref.dtype == torch.float32 and torch.all(lp_ref < 0) and torch.all(ent_ref > 0)
     g_ref = _grads(_objective(lp_ref, ent_ref), params)
     for rows in CHUNKS:
-        lp, ent = head_logprobs(head, hidden, targets, temperature=TEMPERATURE, entropy="grad", chunk_rows=rows)
+        lp, ent = head_logprobs(
+            head, hidden, targets, temperature=TEMPERATURE, entropy="grad", chunk_rows=rows
+        )
         assert (lp - lp_ref).abs().max().item() < LOGPROB_ATOL
         assert (ent - ent_ref).abs().max().item() < LOGPROB_ATOL
         _assert_grads_close(_grads(_objective(lp, ent), params), g_ref)
@@ -99,11 +104,15 @@ def test_stats_entropy_has_no_graph_and_logprob_grads_match(lora_model):
     head = lora_model.get_output_embeddings()
     hidden, targets = _hidden(lora_model, seed=2)
     params = _lora_params(lora_model)
-    lp_ref, ent_ref = head_logprobs(head, hidden, targets, temperature=TEMPERATURE, entropy="stats", mode="full")
+    lp_ref, ent_ref = head_logprobs(
+        head, hidden, targets, temperature=TEMPERATURE, entropy="stats", mode="full"
+    )
     assert ent_ref.grad_fn is None
     g_ref = _grads(_objective(lp_ref, None), params)
     for rows in (3, 10_000):
-        lp, ent = head_logprobs(head, hidden, targets, temperature=TEMPERATURE, entropy="stats", chunk_rows=rows)
+        lp, ent = head_logprobs(
+            head, hidden, targets, temperature=TEMPERATURE, entropy="stats", chunk_rows=rows
+        )
         assert ent.grad_fn is None and not ent.requires_grad and lp.requires_grad
         assert (ent - ent_ref).abs().max().item() < LOGPROB_ATOL
         assert (lp - lp_ref).abs().max().item() < LOGPROB_ATOL
@@ -133,7 +142,9 @@ def test_mask_sends_only_real_positions_to_the_head(lora_model):
     holed = targets.masked_fill(~mask, IGNORE_INDEX)
     lp, ent = head_logprobs(head, hidden, holed, entropy="grad", chunk_rows=5, mask=mask)
     assert torch.all(lp[~mask] == 0) and torch.all(ent[~mask] == 0) and torch.all(lp[mask] < 0)
-    assert (lp - lp_ref).abs().max().item() < LOGPROB_ATOL and (ent - ent_ref).abs().max().item() < LOGPROB_ATOL
+    assert (lp - lp_ref).abs().max().item() < LOGPROB_ATOL and (
+        ent - ent_ref
+    ).abs().max().item() < LOGPROB_ATOL
     _assert_grads_close(_grads(_objective(lp, ent), params), g_ref)
 
 
@@ -145,7 +156,9 @@ def test_lora_on_the_head_itself():
     hidden, targets = _hidden(model, rows=2, length=7)
     params = _lora_params(model)
     assert any("lm_head" in n for n in params)
-    lp_ref, ent_ref = head_logprobs(head, hidden, targets, temperature=TEMPERATURE, entropy="grad", mode="full")
+    lp_ref, ent_ref = head_logprobs(
+        head, hidden, targets, temperature=TEMPERATURE, entropy="grad", mode="full"
+    )
     g_ref = _grads(_objective(lp_ref, ent_ref), params)
     lp, ent = head_logprobs(head, hidden, targets, temperature=TEMPERATURE, entropy="grad", chunk_rows=3)
     assert (lp - lp_ref).abs().max().item() < LOGPROB_ATOL
@@ -156,18 +169,23 @@ def test_lora_on_the_head_itself():
 def test_full_finetune_grads_of_hidden_and_head_weight(entropy):
     """The embedded model's own (tied) head under full fine-tuning: gradients of hidden and of the weight."""
     torch.manual_seed(0)
-    model = load_policy(ModelConfig(name="embedded:qwen2", dtype="float32", device="cpu",
-                                    lora=LoraConfig(enabled=False))).model
+    model = load_policy(
+        ModelConfig(name="embedded:qwen2", dtype="float32", device="cpu", lora=LoraConfig(enabled=False))
+    ).model
     head = model.get_output_embeddings()
     assert type(head) is torch.nn.Linear and head.weight.requires_grad
     gen = torch.Generator().manual_seed(5)
     hidden = torch.randn(4, 6, head.in_features, generator=gen, requires_grad=True)
     targets = torch.randint(0, head.out_features, (4, 6), generator=gen)
     params = {"hidden": hidden, "weight": head.weight}
-    lp_ref, ent_ref = head_logprobs(head, hidden, targets, temperature=TEMPERATURE, entropy=entropy, mode="full")
+    lp_ref, ent_ref = head_logprobs(
+        head, hidden, targets, temperature=TEMPERATURE, entropy=entropy, mode="full"
+    )
     g_ref = _grads(_objective(lp_ref, ent_ref), params)
     for rows in CHUNKS:
-        lp, ent = head_logprobs(head, hidden, targets, temperature=TEMPERATURE, entropy=entropy, chunk_rows=rows)
+        lp, ent = head_logprobs(
+            head, hidden, targets, temperature=TEMPERATURE, entropy=entropy, chunk_rows=rows
+        )
         assert (lp - lp_ref).abs().max().item() < LOGPROB_ATOL
         _assert_grads_close(_grads(_objective(lp, ent), params), g_ref)
 
@@ -193,8 +211,9 @@ def test_gradcheck_linear_with_bias_fp64(entropy):
     targets = torch.randint(0, 9, (7,), generator=gen)
 
     def f(h, w, b):
-        lp, ent = head_logprobs(_FunctionalLinear(w, b), h, targets, temperature=TEMPERATURE, entropy=entropy,
-                                chunk_rows=3)
+        lp, ent = head_logprobs(
+            _FunctionalLinear(w, b), h, targets, temperature=TEMPERATURE, entropy=entropy, chunk_rows=3
+        )
         assert lp.dtype == torch.float64
         return lp if ent is None else (lp, ent)
 
@@ -207,7 +226,9 @@ def test_bf16_hidden_gives_fp32_outputs():
     hidden = torch.randn(2, 5, 16, generator=gen)
     targets = torch.randint(0, 50, (2, 5), generator=gen)
     ref, ref_ent = head_logprobs(head, hidden.bfloat16().float(), targets, entropy="stats", mode="full")
-    lp, ent = head_logprobs(head, hidden.bfloat16(), targets, entropy="stats", chunk_rows=3)  # into an fp32 head
+    lp, ent = head_logprobs(
+        head, hidden.bfloat16(), targets, entropy="stats", chunk_rows=3
+    )  # into an fp32 head
     assert lp.dtype == ent.dtype == torch.float32
     assert (lp - ref).abs().max().item() < LOGPROB_ATOL and (ent - ref_ent).abs().max().item() < LOGPROB_ATOL
     head16 = head.to(torch.bfloat16)
@@ -227,7 +248,9 @@ def test_empty_input(mode):
     (lp.sum() + ent.sum()).backward()
     assert hidden.grad is not None and hidden.grad.shape == hidden.shape
     nothing = torch.ones(3, 4, dtype=torch.bool) & False
-    lp, _ = head_logprobs(head, torch.randn(3, 4, 8), torch.full((3, 4), IGNORE_INDEX), mask=nothing, mode=mode)
+    lp, _ = head_logprobs(
+        head, torch.randn(3, 4, 8), torch.full((3, 4), IGNORE_INDEX), mask=nothing, mode=mode
+    )
     assert lp.shape == (3, 4) and torch.all(lp == 0)
 
 
@@ -271,11 +294,17 @@ def test_head_nll_all_ignored_keeps_the_graph():
     assert hidden.grad is not None and torch.all(hidden.grad == 0)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"temperature": 0.0}, "temperature"), ({"temperature": float("inf")}, "temperature"),
-    ({"entropy": "yes"}, "entropy"), ({"mode": "liger"}, "mode"), ({"chunk_rows": 0}, "chunk_rows"),
-    ({"mask": torch.ones(5, dtype=torch.bool)}, "mask"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"entropy": "yes"}, "entropy"),
+        ({"mode": "liger"}, "mode"),
+        ({"chunk_rows": 0}, "chunk_rows"),
+        ({"mask": torch.ones(5, dtype=torch.bool)}, "mask"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, match):
     head = torch.nn.Linear(8, 20)
     with pytest.raises(ValueError, match=match):

@@ -21,8 +21,15 @@ def test_lora_targets_language_model_only(name):
     lora = [n for n, p in policy.model.named_parameters() if p.requires_grad]
     assert lora and all("lora_" in n for n in lora)
     assert not any("visual" in n for n in lora)
-    assert {n.split(".")[-4] for n in lora} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                "down_proj"}
+    assert {n.split(".")[-4] for n in lora} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
 
 
 def test_4bit_quantizes_language_model_but_not_vision_or_head():
@@ -30,14 +37,18 @@ def test_4bit_quantizes_language_model_but_not_vision_or_head():
     kinds = {n: type(m) for n, m in policy.model.named_modules()}
     lm_linear = [n for n, t in kinds.items() if "language_model" in n and n.endswith("q_proj.base_layer")]
     assert lm_linear and all(issubclass(kinds[n], bnb.nn.Linear4bit) for n in lm_linear)
-    assert not any(issubclass(t, bnb.nn.Linear4bit) for n, t in kinds.items() if "visual" in n or "lm_head" in n)
+    assert not any(
+        issubclass(t, bnb.nn.Linear4bit) for n, t in kinds.items() if "visual" in n or "lm_head" in n
+    )
     weight = policy.model.get_base_model().model.language_model.layers[0].self_attn.q_proj.base_layer.weight
     assert weight.quant_type == "nf4" and weight.quant_state.nested  # double quant
 
 
 def test_4bit_lora_gradients_after_generate_equal_fresh_load():
     """bitsandbytes' CPU bf16 repack must not break training after an eval-mode generate (ENVIRONMENT.md)."""
-    cfg = ModelConfig(name="embedded:qwen2", quantization="4bit", lora=LoraConfig(init_weights=False, dropout=0.0))
+    cfg = ModelConfig(
+        name="embedded:qwen2", quantization="4bit", lora=LoraConfig(init_weights=False, dropout=0.0)
+    )
     ids = torch.tensor([[5, 17, 33, 2, 90, 41, 7, 12]])
     torch.manual_seed(0)
     fresh = lora_grads(load_policy(cfg), ids)
@@ -68,8 +79,13 @@ def test_modules_to_save_train_and_reload(tmp_path):
     adapter carries them, so a policy loaded from it gives the trained model's logits."""
     from training.run.checkpoint import save_trainable
 
-    lora = LoraConfig(r=8, alpha=8, dropout=0.0, modules_to_save=["norm"],
-                      target_modules=["q_proj", "v_proj", "down_proj", "lm_head"])
+    lora = LoraConfig(
+        r=8,
+        alpha=8,
+        dropout=0.0,
+        modules_to_save=["norm"],
+        target_modules=["q_proj", "v_proj", "down_proj", "lm_head"],
+    )
     policy = load_policy(ModelConfig(name="embedded:qwen2", lora=lora))
     names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
     assert any(n.endswith("model.norm.modules_to_save.default.weight") for n in names)
@@ -77,7 +93,9 @@ def test_modules_to_save_train_and_reload(tmp_path):
     assert any("lm_head.lora_A" in n for n in names)
     ids = torch.arange(3, 40)[None]
     opt = torch.optim.SGD([p for p in policy.model.parameters() if p.requires_grad], lr=0.5)
-    before = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "model.norm.modules_to_save" in n}
+    before = {
+        n: p.detach().clone() for n, p in policy.model.named_parameters() if "model.norm.modules_to_save" in n
+    }
     for _ in range(2):
         lora_grads(policy, ids)
         opt.step()

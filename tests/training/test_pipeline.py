@@ -50,9 +50,20 @@ def touch_train(cfg: TouchConfig, resume: bool = False) -> dict:
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "calls.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"run": cfg.run.name, "adapter": cfg.model.adapter, "data": cfg.data.train,
-                            "seed": cfg.run.seed, "steps": cfg.run.max_steps, "lr": cfg.lr,
-                            "resume": resume}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "run": cfg.run.name,
+                    "adapter": cfg.model.adapter,
+                    "data": cfg.data.train,
+                    "seed": cfg.run.seed,
+                    "steps": cfg.run.max_steps,
+                    "lr": cfg.lr,
+                    "resume": resume,
+                }
+            )
+            + "\n"
+        )
     run = RunDir(cfg.run.dir)
     run.adapter_dir.mkdir(parents=True, exist_ok=True)
     (run.adapter_dir / ADAPTER_WEIGHTS).write_bytes(b"weights")
@@ -71,6 +82,7 @@ def calls(out: Path) -> list[dict]:
 
 def data_inputs(name: str):
     """A stage's inputs hook: its data file, noted on disk so a test sees the hook ran."""
+
     def inputs(ctx, start):
         (ctx.out / f"inputs_{name}").write_text(str(start))
         return {"data": {"train": str(ctx.data / f"{name}.jsonl")}}
@@ -89,11 +101,17 @@ def evaluate(run: Path, test: Path, pc: PipelineSettings) -> dict:
     return {"run": str(run), "test": str(test), "limit": pc.eval_limit}
 
 
-PIPE = Pipeline(stages=(Stage("first", "touch", data_inputs("first")),
-                        Stage("rl++", "touch", data_inputs("rl"), folder="rlpp", aliases=("rlpp",)),
-                        Stage("last", "touch", data_inputs("last"))),
-                settings_class=PipelineSettings, recipes={},
-                prepare_data=prepare, evaluate=evaluate)
+PIPE = Pipeline(
+    stages=(
+        Stage("first", "touch", data_inputs("first")),
+        Stage("rl++", "touch", data_inputs("rl"), folder="rlpp", aliases=("rlpp",)),
+        Stage("last", "touch", data_inputs("last")),
+    ),
+    settings_class=PipelineSettings,
+    recipes={},
+    prepare_data=prepare,
+    evaluate=evaluate,
+)
 
 
 def recipe(tmp_path: Path, pipeline: dict | None = None, **sections) -> Path:
@@ -112,12 +130,22 @@ def test_stages_run_in_pipeline_order_each_from_the_one_before(tmp_path):
     result = run(tmp_path, ["--pipeline.stages=[last,first,rl++]", "--pipeline.seed=7"])
     out = tmp_path / "out"
     assert list(result["runs"]) == ["first", "rl++", "last"]  # pipeline order, whatever the list says
-    assert result["runs"]["rl++"] == str(out / "rlpp") and result["adapters"]["last"] == str(out / "last" / "adapter")
+    assert result["runs"]["rl++"] == str(out / "rlpp") and result["adapters"]["last"] == str(
+        out / "last" / "adapter"
+    )
     made = calls(out)
     assert [c["run"] for c in made] == ["first", "rlpp", "last"]
-    assert [c["adapter"] for c in made] == [None, str(out / "first" / "adapter"), str(out / "rlpp" / "adapter")]
+    assert [c["adapter"] for c in made] == [
+        None,
+        str(out / "first" / "adapter"),
+        str(out / "rlpp" / "adapter"),
+    ]
     assert [c["data"] for c in made] == [str(out / "data" / f"{n}.jsonl") for n in ("first", "rl", "last")]
-    assert {c["seed"] for c in made} == {7} and [c["lr"] for c in made] == [0.1, 0.5, 0.1]  # each its own section
+    assert {c["seed"] for c in made} == {7} and [c["lr"] for c in made] == [
+        0.1,
+        0.5,
+        0.1,
+    ]  # each its own section
 
 
 def test_rerun_reuses_finished_stages_and_resumes_an_interrupted_one(tmp_path, capsys):
@@ -143,7 +171,9 @@ def test_a_stage_alone_starts_from_the_nearest_finished_earlier_stage_else_the_s
     assert calls(out)[-1]["adapter"] == "base/adapter"  # nothing earlier is finished in OUT
     run(tmp_path, ["--pipeline.stages=[first]"])
     assert calls(out)[-1]["adapter"] is None
-    assert PIPE.previous_adapter(out, "last", "base/adapter") == out / "first" / "adapter"  # rl++ skipped: not run
+    assert (
+        PIPE.previous_adapter(out, "last", "base/adapter") == out / "first" / "adapter"
+    )  # rl++ skipped: not run
     assert PIPE.previous_adapter(out, "first", "base/adapter") == Path("base/adapter")
     assert PIPE.previous_adapter(out, "first", None) is None
 
@@ -153,20 +183,26 @@ def test_stage_spellings_and_recipe_errors_are_one_line_and_name_the_file(tmp_pa
     assert PIPE.settings(raw).stages == ["rl++", "last"]
     assert PIPE.settings(PIPE.load_recipe(str(recipe(tmp_path)))).stages == ["first", "rl++", "last"]
     path = recipe(tmp_path)
-    with pytest.raises(ConfigError, match=r"recipe.yaml: pipeline.stages: unknown stage 'ppo' \(known: first, rl\+\+"):
+    with pytest.raises(
+        ConfigError, match=r"recipe.yaml: pipeline.stages: unknown stage 'ppo' \(known: first, rl\+\+"
+    ):
         PIPE.settings(PIPE.load_recipe(str(path), ["--pipeline.stages=[first,ppo]"]))
     with pytest.raises(ConfigError, match="pipeline.stages: expected a non-empty list"):
         PIPE.settings(PIPE.load_recipe(str(path), ["--pipeline.stages=[]"]))
     with pytest.raises(ConfigError, match="unknown key 'pipeline.sed'"):
         PIPE.settings(PIPE.load_recipe(str(path), ["--pipeline.sed=1"]))
-    with pytest.raises(ConfigError, match=r"recipe.yaml: rl\+\+\.lr: expected"):  # the file, then the section's key
+    with pytest.raises(
+        ConfigError, match=r"recipe.yaml: rl\+\+\.lr: expected"
+    ):  # the file, then the section's key
         PIPE.stage_config(PIPE.load_recipe(str(path), ["--rl++.lr=fast"]), "rl++", tmp_path, 0)
     bare = tmp_path / "bare.yaml"
     bare.write_text("trainer: sft\n")
     with pytest.raises(ConfigError, match="expected a 'pipeline:' section"):
         PIPE.load_recipe(str(bare))
     bare.write_text("pipeline: {}\nfirst: {}\nextra: {}\n")
-    with pytest.raises(ConfigError, match=r"unknown section\(s\) extra \(known: pipeline, first, rl\+\+, last\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown section\(s\) extra \(known: pipeline, first, rl\+\+, last\)"
+    ):
         PIPE.load_recipe(str(bare))
     bare.write_text("pipeline: {}\nfirst: {}\n")
     with pytest.raises(ConfigError, match="stage 'rl\\+\\+' has no 'rl\\+\\+:' section"):
@@ -177,7 +213,9 @@ def test_stage_spellings_and_recipe_errors_are_one_line_and_name_the_file(tmp_pa
 def test_evaluation_of_the_last_stage_all_or_none(tmp_path):
     out = tmp_path / "out"
     last = run(tmp_path, ["--pipeline.stages=[first,rl++]", "--pipeline.eval_limit=3"], evaluate="last")
-    assert last["eval"] == {"rl++": {"run": str(out / "rlpp"), "test": str(out / "data" / "test.jsonl"), "limit": 3}}
+    assert last["eval"] == {
+        "rl++": {"run": str(out / "rlpp"), "test": str(out / "data" / "test.jsonl"), "limit": 3}
+    }
     assert list(run(tmp_path, evaluate="all")["eval"]) == ["first", "rl++", "last"]
     assert "eval" not in run(tmp_path, evaluate="none")
     assert "eval" not in run(tmp_path, ["--pipeline.eval_limit=0"], evaluate="all")  # 0: no evaluation
@@ -188,17 +226,36 @@ def test_evaluation_of_the_last_stage_all_or_none(tmp_path):
 def test_ablation_arms_x_seeds_each_a_run_from_the_shared_start(tmp_path):
     raw = PIPE.load_recipe(str(recipe(tmp_path, **{"rl++": {"lr": 0.5, "data": {"train": "own.jsonl"}}})))
     out = tmp_path / "out"
-    arms = [Arm("plain", {"lr": 0.2}), Arm("rl++", folder="rlpp"),
-            Arm("bare", {"model": {"adapter": "other"}}, replaces=("data",))]
+    arms = [
+        Arm("plain", {"lr": 0.2}),
+        Arm("rl++", folder="rlpp"),
+        Arm("bare", {"model": {"adapter": "other"}}, replaces=("data",)),
+    ]
     seen = []
-    rows = run_arms(PIPE, raw, "rl++", out, [3, 4], arms, {"model": {"adapter": "start"}},
-                    lambda run, arm: seen.append((run.name, arm.name)) or {"score": len(seen)})
+    rows = run_arms(
+        PIPE,
+        raw,
+        "rl++",
+        out,
+        [3, 4],
+        arms,
+        {"model": {"adapter": "start"}},
+        lambda run, arm: seen.append((run.name, arm.name)) or {"score": len(seen)},
+    )
     assert [(r["arm"], r["seed"], r["score"]) for r in rows] == [
-        ("plain", 3, 1), ("rl++", 3, 2), ("bare", 3, 3), ("plain", 4, 4), ("rl++", 4, 5), ("bare", 4, 6)]
+        ("plain", 3, 1),
+        ("rl++", 3, 2),
+        ("bare", 3, 3),
+        ("plain", 4, 4),
+        ("rl++", 4, 5),
+        ("bare", 4, 6),
+    ]
     assert [s[0] for s in seen] == ["plain_s3", "rlpp_s3", "bare_s3", "plain_s4", "rlpp_s4", "bare_s4"]
     made = {c["run"]: c for c in calls(out)}
     assert made["plain_s3"]["lr"] == 0.2 and made["rlpp_s4"]["lr"] == 0.5  # only what the arm says differs
-    assert made["plain_s3"]["data"] == "own.jsonl" and made["bare_s3"]["data"] is None  # `replaces` dropped it
+    assert (
+        made["plain_s3"]["data"] == "own.jsonl" and made["bare_s3"]["data"] is None
+    )  # `replaces` dropped it
     assert made["rlpp_s3"]["adapter"] == "start" and made["bare_s4"]["adapter"] == "other"
     assert [c["seed"] for c in calls(out)] == [3, 3, 3, 4, 4, 4]
     run_arms(PIPE, raw, "rl++", out, [3, 4], arms, {}, lambda run, arm: {})
@@ -209,8 +266,21 @@ def test_the_shared_train_command_builds_the_recipe_from_flags(tmp_path, capsys)
     parser = argparse.ArgumentParser()
     pipeline_cli.add_recipe_args(parser, str(tmp_path / "out"), "recipe", "data", "steps")
     pipeline_cli.add_train_args(parser, "stages")
-    args = parser.parse_args(["--recipe", str(recipe(tmp_path)), "--stages", "first, rlpp", "--seed", "5",
-                              "--steps", "4", "--start-adapter", "base/adapter", "--no-eval"])
+    args = parser.parse_args(
+        [
+            "--recipe",
+            str(recipe(tmp_path)),
+            "--stages",
+            "first, rlpp",
+            "--seed",
+            "5",
+            "--steps",
+            "4",
+            "--start-adapter",
+            "base/adapter",
+            "--no-eval",
+        ]
+    )
     args.overrides = ["--rl++.lr=0.25", "--pipeline.seed=1"]
 
     def build(args, extra):
@@ -219,11 +289,16 @@ def test_the_shared_train_command_builds_the_recipe_from_flags(tmp_path, capsys)
     assert args.eval == "none" and pipeline_cli.train(PIPE, args, build, str) == 0
     made = calls(tmp_path / "out")
     # --seed beats the --pipeline.seed override, --steps is the RL stage's, the section override reaches its stage
-    assert [(c["run"], c["seed"], c["steps"], c["lr"]) for c in made] == [("first", 5, 10, 0.1), ("rlpp", 5, 4, 0.25)]
+    assert [(c["run"], c["seed"], c["steps"], c["lr"]) for c in made] == [
+        ("first", 5, 10, 0.1),
+        ("rlpp", 5, 4, 0.25),
+    ]
     assert made[0]["adapter"] == "base/adapter"
     printed = capsys.readouterr().out.splitlines()
-    assert printed == [f"first: {tmp_path / 'out' / 'first'} (adapter {tmp_path / 'out' / 'first' / 'adapter'})",
-                       f"rl++: {tmp_path / 'out' / 'rlpp'} (adapter {tmp_path / 'out' / 'rlpp' / 'adapter'})"]
+    assert printed == [
+        f"first: {tmp_path / 'out' / 'first'} (adapter {tmp_path / 'out' / 'first' / 'adapter'})",
+        f"rl++: {tmp_path / 'out' / 'rlpp'} (adapter {tmp_path / 'out' / 'rlpp' / 'adapter'})",
+    ]
 
 
 def test_data_folder_is_the_users_or_the_builtin_data_written_once(tmp_path):
@@ -238,7 +313,9 @@ def test_data_folder_is_the_users_or_the_builtin_data_written_once(tmp_path):
     assert data_folder("builtin", "builtin", out, write, "medrl x import") == out / "data"
     assert data_folder("builtin", "builtin", out, write, "medrl x import") == out / "data"
     assert written == [out / "data"]  # its test.jsonl says it is complete: not written again
-    with pytest.raises(DataError, match=r"mine: expected train.jsonl \(and test.jsonl\) from `medrl x import`"):
+    with pytest.raises(
+        DataError, match=r"mine: expected train.jsonl \(and test.jsonl\) from `medrl x import`"
+    ):
         data_folder(str(tmp_path / "mine"), "builtin", out, write, "medrl x import")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "train.jsonl").write_text("{}\n")

@@ -46,10 +46,13 @@ def text_setup():
     path = ensure_embedded("qwen2")
     tok = AutoTokenizer.from_pretrained(path)
     model = _lora(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), seed=0)
-    prompts = encode_prompts(tok, [
-        "Question: What is the most likely diagnosis? Answer with the letter.",
-        "The patient is a 45-year-old woman who presents with a 3-week history of symptoms and fever.",
-    ])
+    prompts = encode_prompts(
+        tok,
+        [
+            "Question: What is the most likely diagnosis? Answer with the letter.",
+            "The patient is a 45-year-old woman who presents with a 3-week history of symptoms and fever.",
+        ],
+    )
     return model, prompts, tok.pad_token_id
 
 
@@ -64,11 +67,14 @@ def vlm_setup():
 
     def chat(text: str, n_images: int) -> str:
         content = [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
-        return proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                        tokenize=False)
+        return proc.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
 
-    images = [[Image.new("RGB", (56, 84), (200, 100, 50))],
-              [Image.new("RGB", (84, 56), (20, 120, 60)), Image.new("RGB", (56, 56), (0, 0, 250))]]
+    images = [
+        [Image.new("RGB", (56, 84), (200, 100, 50))],
+        [Image.new("RGB", (84, 56), (20, 120, 60)), Image.new("RGB", (56, 56), (0, 0, 250))],
+    ]
     prompts = encode_prompts(proc, [chat("Describe the lesion.", 1), chat("Compare them.", 2)], images)
     return model, prompts, proc.tokenizer.pad_token_id
 

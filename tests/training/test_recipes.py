@@ -15,13 +15,24 @@ from training.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 # Single-stage recipes on the embedded default (a `trainer:` key, no `pipeline:` section): each must train as written
 # once `medrl recipes --data` (run by `make demo`) has written runs/demo_data/.
-TINY = [n for n in recipes.names() if "trainer" in yaml.safe_load(recipes.resolve(n).read_text())
-        and "embedded:" in str(yaml.safe_load(recipes.resolve(n).read_text()).get("model", {}).get("name", ""))]
+TINY = [
+    n
+    for n in recipes.names()
+    if "trainer" in yaml.safe_load(recipes.resolve(n).read_text())
+    and "embedded:" in str(yaml.safe_load(recipes.resolve(n).read_text()).get("model", {}).get("name", ""))
+]
 
 
 def test_the_tiny_single_stage_recipes_are_the_ones_the_issue_names():
-    assert set(TINY) == {"sft_qwen2_tiny", "sft_qwen25vl_tiny", "dpo_qwen2_tiny", "dpo_qwen25vl_tiny",
-                         "grpopp_qwen2_toy", "dermiq_tiny", "clinical_cases_tiny"}
+    assert set(TINY) == {
+        "sft_qwen2_tiny",
+        "sft_qwen25vl_tiny",
+        "dpo_qwen2_tiny",
+        "dpo_qwen25vl_tiny",
+        "grpopp_qwen2_toy",
+        "dermiq_tiny",
+        "clinical_cases_tiny",
+    }
 
 
 def test_every_recipe_has_a_header_line_and_one_for_its_data():
@@ -50,7 +61,9 @@ def test_resolve_by_name_path_old_location_and_alias(tmp_path, monkeypatch):
 
 
 def test_the_checkout_configs_folder_is_the_shipped_recipes():
-    assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == [p.name for p in recipes.recipe_paths()]
+    assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == [
+        p.name for p in recipes.recipe_paths()
+    ]
 
 
 def test_medrl_recipes_lists_every_recipe_with_its_header(cli, capsys):

@@ -27,14 +27,21 @@ def test_a_name_taken_by_another_function_is_a_one_line_error():
     with pytest.raises(MedrlError) as e:
         reg.register("a")(second)
     msg = str(e.value)
-    assert "\n" not in msg and "thing 'a' is already registered by" in msg and "first" in msg and "second" in msg
+    assert (
+        "\n" not in msg and "thing 'a' is already registered by" in msg and "first" in msg and "second" in msg
+    )
 
 
 def test_an_unknown_name_lists_the_registered_ones():
-    with pytest.raises(ConfigError, match=r"advantages.estimator: unknown advantage estimator 'mcts' \(registered: "
-                                          r"binary, grpo, grpo\+\+, tree\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"advantages.estimator: unknown advantage estimator 'mcts' \(registered: "
+        r"binary, grpo, grpo\+\+, tree\)",
+    ):
         AdvantageConfig(estimator="mcts")
-    with pytest.raises(ConfigError, match=r"loss.policy_loss: unknown policy loss 'gspo' \(registered: clipped\)"):
+    with pytest.raises(
+        ConfigError, match=r"loss.policy_loss: unknown policy loss 'gspo' \(registered: clipped\)"
+    ):
         PolicyLossConfig(policy_loss="gspo")
     with pytest.raises(ConfigError, match="rewards: unknown reward 'nope' \\(registered: .*toy_correct"):
         resolve(["nope"], ["training.objectives.toy_task"])
@@ -44,7 +51,9 @@ def test_a_function_with_another_signature_is_refused_when_it_registers():
     with pytest.raises(MedrlError, match=r"expected the signature fn\(prompts, completions, \*\*fields\)"):
         REWARDS.register("no_fields")(lambda prompts, completions: [0.0] * len(completions))
     with pytest.raises(MedrlError, match="advantage estimator 'swapped'"):
-        ESTIMATORS.register("swapped")(lambda signal, advantages, ids, correct, subgroups, cfg: (advantages, {}))
+        ESTIMATORS.register("swapped")(
+            lambda signal, advantages, ids, correct, subgroups, cfg: (advantages, {})
+        )
     assert "no_fields" not in REWARDS and "swapped" not in ESTIMATORS
 
 

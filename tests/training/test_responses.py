@@ -41,7 +41,9 @@ TEXTS = [
 @pytest.mark.parametrize("text", TEXTS)
 def test_strict_parts_is_the_full_layout_with_each_tag_once(text):
     full = re.fullmatch(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", text, re.S | re.I)
-    counts = [len(re.findall(re.escape(t), text, re.I)) for t in ("<think>", "</think>", "<answer>", "</answer>")]
+    counts = [
+        len(re.findall(re.escape(t), text, re.I)) for t in ("<think>", "</think>", "<answer>", "</answer>")
+    ]
     ok = bool(full) and counts == [1, 1, 1, 1] and bool(full.group(1).strip()) and bool(full.group(2).strip())
     assert strict_parts(text) == ((full.group(1), full.group(2)) if ok else None)
     assert list(tag_counts(text).values()) == counts
@@ -60,4 +62,7 @@ def test_readings_by_hand():
     assert boxed_choice("\\boxed{AB}") is None
     assert tag_pattern("ask", ignore_case=False).search("<ASK>x</ASK>") is None
     assert sole_tag("<ask>history</ask>", "ask") == "history"
-    assert sole_tag("<ask>a</ask><ask>b</ask>", "ask") is None and sole_tag("so <answer>B</answer>", ANSWER) is None
+    assert (
+        sole_tag("<ask>a</ask><ask>b</ask>", "ask") is None
+        and sole_tag("so <answer>B</answer>", ANSWER) is None
+    )

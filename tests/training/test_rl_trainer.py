@@ -19,21 +19,45 @@ def rows(run_dir):
 @pytest.mark.slow
 def test_grpopp_raises_mean_reward(cli, tmp_path, toy_file):
     """Fixed seed: the mean reward of the last steps beats the first steps (the toy task is verifiable)."""
-    assert cli("train", "configs/grpopp_qwen2_toy.yaml", f"--data.train={toy_file}", f"--run.output_dir={tmp_path}",
-               "--run.name=toy", "--run.save_every=0") == 0
+    assert (
+        cli(
+            "train",
+            "configs/grpopp_qwen2_toy.yaml",
+            f"--data.train={toy_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=toy",
+            "--run.save_every=0",
+        )
+        == 0
+    )
     r = [x["reward/mean"] for x in rows(tmp_path / "toy") if "reward/mean" in x]
     assert len(r) == 24
     first, last = sum(r[:4]) / 4, sum(r[-8:]) / 8
     assert last > first + 0.05, (first, last, r)
     row = rows(tmp_path / "toy")[-1]
-    for key in ("reward/toy_correct/mean", "reward/toy_digits/weighted_mean", "adv/frac_binary_groups",
-                "loss/clip/frac", "loss/kl/mean", "loss/entropy/mean", "completion_len_mean", "tokens_per_s"):
+    for key in (
+        "reward/toy_correct/mean",
+        "reward/toy_digits/weighted_mean",
+        "adv/frac_binary_groups",
+        "loss/clip/frac",
+        "loss/kl/mean",
+        "loss/entropy/mean",
+        "completion_len_mean",
+        "tokens_per_s",
+    ):
         assert key in row, key
 
 
 def test_rl_resume_is_exact(cli, tmp_path, toy_file):
-    common = [f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", "--run.max_steps=4", "--run.save_every=2",
-              "--prompts_per_step=2", "--rollout.num_generations=3", "--reference.sync_every=3"]
+    common = [
+        f"--data.train={toy_file}",
+        f"--run.output_dir={tmp_path}",
+        "--run.max_steps=4",
+        "--run.save_every=2",
+        "--prompts_per_step=2",
+        "--rollout.num_generations=3",
+        "--reference.sync_every=3",
+    ]
     assert cli("train", "configs/grpopp_qwen2_toy.yaml", "--run.name=full", *common) == 0
     assert cli("train", "configs/grpopp_qwen2_toy.yaml", "--run.name=part", *common) == 0
     import shutil
@@ -50,18 +74,42 @@ def test_rl_resume_is_exact(cli, tmp_path, toy_file):
     assert ra == rb  # same samples after resume: the sampling generator was restored
 
 
-@pytest.mark.parametrize("extra", [["--loss.forward=naive"], ["--num_iterations=2", "--grad_accum=2",
-                                   "--reference.kind=base", "--loss.aggregation=sequence_mean"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--loss.forward=naive"],
+        ["--num_iterations=2", "--grad_accum=2", "--reference.kind=base", "--loss.aggregation=sequence_mean"],
+    ],
+)
 def test_rl_variants_run(cli, tmp_path, toy_file, extra):
-    assert cli("train", "configs/grpopp_qwen2_toy.yaml", f"--data.train={toy_file}", f"--run.output_dir={tmp_path}",
-               "--run.name=v", "--run.max_steps=2", "--prompts_per_step=2", "--rollout.num_generations=3",
-               *extra) == 0
+    assert (
+        cli(
+            "train",
+            "configs/grpopp_qwen2_toy.yaml",
+            f"--data.train={toy_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=v",
+            "--run.max_steps=2",
+            "--prompts_per_step=2",
+            "--rollout.num_generations=3",
+            *extra,
+        )
+        == 0
+    )
     last = rows(tmp_path / "v")[-1]
     assert last["step"] == 2 and last["skipped_nonfinite"] == 0
 
 
 def test_reward_errors_are_clear(cli, tmp_path, toy_file, capsys):
-    rc = cli("train", "configs/grpopp_qwen2_toy.yaml", f"--data.train={toy_file}", f"--run.output_dir={tmp_path}",
-             "--run.name=e", "--rewards={nope: 1.0}", "--advantages.estimator=grpo", "--advantages.correct_reward=null")
+    rc = cli(
+        "train",
+        "configs/grpopp_qwen2_toy.yaml",
+        f"--data.train={toy_file}",
+        f"--run.output_dir={tmp_path}",
+        "--run.name=e",
+        "--rewards={nope: 1.0}",
+        "--advantages.estimator=grpo",
+        "--advantages.correct_reward=null",
+    )
     assert rc == 2
     assert "rewards: unknown reward 'nope'" in capsys.readouterr().err

@@ -31,11 +31,18 @@ from training.rollout.stops import StopStrings, token_bytes
 def naive_completion_logprobs(model, batch, **kwargs):
     return completion_logprobs(model, batch, method="naive", **kwargs)
 
-TEXTS = ["Question: What is the most likely diagnosis? Answer with the letter.",
-         "The patient is a 45-year-old woman who presents with a 3-week history of"]
-RAGGED = ["Fever", "A rash on the left forearm for two days, itchy at night.",
-          "History: 62-year-old man, smoker, with a changing pigmented lesion on the back; examination shows an "
-          "asymmetric plaque with irregular borders and several colours. What is the next step?", "Why?"]
+
+TEXTS = [
+    "Question: What is the most likely diagnosis? Answer with the letter.",
+    "The patient is a 45-year-old woman who presents with a 3-week history of",
+]
+RAGGED = [
+    "Fever",
+    "A rash on the left forearm for two days, itchy at night.",
+    "History: 62-year-old man, smoker, with a changing pigmented lesion on the back; examination shows an "
+    "asymmetric plaque with irregular borders and several colours. What is the next step?",
+    "Why?",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,13 +69,20 @@ def vlm_setup():
 
     def chat(text: str, n_images: int) -> str:
         content = [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
-        return proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                        tokenize=False)
+        return proc.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
 
-    images = [[Image.new("RGB", (56, 84), (200, 100, 50))], None,
-              [Image.new("RGB", (84, 56), (20, 120, 60)), Image.new("RGB", (56, 56), (0, 0, 250))]]
-    texts = [chat("Describe the lesion.", 1), chat("No image in this one, a longer question.", 0),
-             chat("Compare them.", 2)]
+    images = [
+        [Image.new("RGB", (56, 84), (200, 100, 50))],
+        None,
+        [Image.new("RGB", (84, 56), (20, 120, 60)), Image.new("RGB", (56, 56), (0, 0, 250))],
+    ]
+    texts = [
+        chat("Describe the lesion.", 1),
+        chat("No image in this one, a longer question.", 0),
+        chat("Compare them.", 2),
+    ]
     return model, proc, encode_prompts(proc, texts, images), texts, images
 
 
@@ -81,7 +95,9 @@ def _teacher_forced(model, batch: RolloutBatch) -> torch.Tensor:
         tokens = batch.completion_ids[r, :n]
         kwargs = {}
         if prompt.pixel_values is not None or prompt.mm_token_type_ids is not None:
-            kwargs["mm_token_type_ids"] = torch.cat([prompt.mm_token_type_ids, torch.zeros(n, dtype=torch.long)])[None]
+            kwargs["mm_token_type_ids"] = torch.cat(
+                [prompt.mm_token_type_ids, torch.zeros(n, dtype=torch.long)]
+            )[None]
             if prompt.pixel_values is not None:
                 kwargs.update(pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw)
         with torch.no_grad():
@@ -141,7 +157,9 @@ def test_sampling_logprobs_equal_the_loss_forward_at_the_sampling_temperature(te
 
 def test_greedy_records_plain_logprobs(text_setup):
     model, tok, prompts = text_setup
-    batch = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=4, temperature=0))
+    batch = generate_rollouts(
+        model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=4, temperature=0)
+    )
     assert batch.logprob_temperature == 1.0
     ref = naive_completion_logprobs(model, batch).logprobs.detach()
     assert (batch.sampling_logprobs - ref)[batch.completion_mask].abs().max().item() < 1e-5
@@ -155,12 +173,18 @@ def test_greedy_equals_generate(request, setup):
     for i, prompt in enumerate(prompts):
         if rest:  # VLM: generate from the processor's own encoding
             texts, images = rest
-            enc = (proc(text=[texts[i]], images=images[i], return_tensors="pt") if images[i]
-                   else proc(text=[texts[i]], return_tensors="pt"))
+            enc = (
+                proc(text=[texts[i]], images=images[i], return_tensors="pt")
+                if images[i]
+                else proc(text=[texts[i]], return_tensors="pt")
+            )
         else:
-            enc = {"input_ids": prompt.input_ids[None], "attention_mask": torch.ones(1, len(prompt), dtype=torch.long)}
+            enc = {
+                "input_ids": prompt.input_ids[None],
+                "attention_mask": torch.ones(1, len(prompt), dtype=torch.long),
+            }
         with torch.no_grad():
-            ref = model.generate(**enc, do_sample=False, max_new_tokens=12)[0, len(prompt):]
+            ref = model.generate(**enc, do_sample=False, max_new_tokens=12)[0, len(prompt) :]
         for r in (2 * i, 2 * i + 1):
             n = int(batch.completion_mask[r].sum())
             assert batch.completion_ids[r, :n].tolist() == ref[:n].tolist()
@@ -181,12 +205,18 @@ def test_seeded_generator_reproducible(text_setup):
 def test_eos_and_stop_strings_end_rows(text_setup):
     """Uneven lengths: a frequent token made EOS, and a stop string checked on the decoded text."""
     model, tok, prompts = text_setup
-    free = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=4, max_new_tokens=10, seed=3,
-                                                                 temperature=1.5, eos_token_ids=[]))
+    free = generate_rollouts(
+        model,
+        tok,
+        prompts,
+        SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[]),
+    )
     assert torch.all(free.completion_mask) and torch.all(free.truncated)
     # stop on the 4th token of row 0: rows that produce it end there, the token itself is kept
     eos_tok = int(free.completion_ids[0, 3])
-    cfg = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[eos_tok])
+    cfg = SamplingConfig(
+        num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[eos_tok]
+    )
     batch = generate_rollouts(model, tok, prompts, cfg)
     _check_layout(batch, 4, 2, {eos_tok})
     assert int(batch.completion_mask[0].sum()) == 4 and not bool(batch.truncated[0])
@@ -194,8 +224,9 @@ def test_eos_and_stop_strings_end_rows(text_setup):
     # a stop string: the text of row 1 up to some character
     stop = free.texts[1][3:6]
     assert stop
-    cfg = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[],
-                         stop_strings=(stop,))
+    cfg = SamplingConfig(
+        num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[], stop_strings=(stop,)
+    )
     stopped = generate_rollouts(model, tok, prompts, cfg)
     n = int(stopped.completion_mask[1].sum())
     assert n < 10 and not bool(stopped.truncated[1]) and stopped.texts[1].endswith(stop)
@@ -207,8 +238,9 @@ def test_mode_restored_no_grad_and_progress(text_setup, capsys):
     model, tok, prompts = text_setup
     model.train()
     try:
-        batch = generate_rollouts(model, tok, prompts,
-                                  SamplingConfig(num_generations=2, max_new_tokens=4, seed=0, progress=True))
+        batch = generate_rollouts(
+            model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=4, seed=0, progress=True)
+        )
         assert model.training
     finally:
         model.eval()
@@ -240,16 +272,22 @@ def test_4bit_model_rollout(text_setup):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     _, tok, prompts = text_setup
-    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
-                           llm_int8_skip_modules=["lm_head"])
+    q = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.float32,
+        llm_int8_skip_modules=["lm_head"],
+    )
     device_map = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(ensure_embedded("qwen2"), quantization_config=q,
-                                                 device_map=device_map)
-    batch = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=6, seed=0))
+    model = AutoModelForCausalLM.from_pretrained(
+        ensure_embedded("qwen2"), quantization_config=q, device_map=device_map
+    )
+    batch = generate_rollouts(
+        model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=6, seed=0)
+    )
     with torch.no_grad():
         ref = naive_completion_logprobs(model, batch).logprobs
     assert (batch.sampling_logprobs - ref).abs().max().item() < 1e-4
-
 
 
 def test_diverged_weights_are_a_clear_error(text_setup):
@@ -260,7 +298,9 @@ def test_diverged_weights_are_a_clear_error(text_setup):
     with torch.no_grad():
         model.model.norm.weight.fill_(float("nan"))
     with pytest.raises(MedrlError, match="logits are not finite at sampling step 0"):
-        generate_rollouts(model, tok, prompts[:1], SamplingConfig(num_generations=2, max_new_tokens=3, seed=0))
+        generate_rollouts(
+            model, tok, prompts[:1], SamplingConfig(num_generations=2, max_new_tokens=3, seed=0)
+        )
 
 
 def _ragged(tok) -> list[PromptInputs]:
@@ -272,8 +312,13 @@ def _ragged(tok) -> list[PromptInputs]:
 def _generate_greedy(model, prompt, n: int, eos: list[int] | None = None) -> list[int]:
     kwargs = {} if eos is None else {"eos_token_id": eos}
     with torch.no_grad():
-        out = model.generate(input_ids=prompt.input_ids[None], attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                             do_sample=False, max_new_tokens=n, **kwargs)[0, len(prompt):]
+        out = model.generate(
+            input_ids=prompt.input_ids[None],
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=n,
+            **kwargs,
+        )[0, len(prompt) :]
     return out.tolist()
 
 
@@ -284,8 +329,12 @@ def test_ragged_prompts_decoded_together_equal_generate_per_prompt(text_setup):
     prompts = _ragged(tok)
     lengths = [len(p) for p in prompts]
     assert min(lengths) == 1 and max(lengths) > 30
-    batch = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=10, temperature=0,
-                                                                  eos_token_ids=[]))
+    batch = generate_rollouts(
+        model,
+        tok,
+        prompts,
+        SamplingConfig(num_generations=2, max_new_tokens=10, temperature=0, eos_token_ids=[]),
+    )
     for i, prompt in enumerate(prompts):
         ref = _generate_greedy(model, prompt, 10, eos=[])
         assert batch.completion_ids[2 * i].tolist() == ref == batch.completion_ids[2 * i + 1].tolist()
@@ -298,13 +347,21 @@ def test_rows_finish_at_different_times(text_setup, monkeypatch):
     first EOS, and greedy rows equal `generate` with the same EOS."""
     model, tok, _ = text_setup
     prompts = _ragged(tok)
-    free = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=12, seed=5,
-                                                                 temperature=1.5, eos_token_ids=[]))
-    common = torch.bincount(free.completion_ids.flatten()).topk(6).indices.tolist()  # enough to end most rows early
+    free = generate_rollouts(
+        model,
+        tok,
+        prompts,
+        SamplingConfig(num_generations=2, max_new_tokens=12, seed=5, temperature=1.5, eos_token_ids=[]),
+    )
+    common = (
+        torch.bincount(free.completion_ids.flatten()).topk(6).indices.tolist()
+    )  # enough to end most rows early
     cfg = SamplingConfig(num_generations=2, max_new_tokens=12, seed=5, temperature=1.5, eos_token_ids=common)
     dropped = []
     select = RolloutKVCache.select_groups
-    monkeypatch.setattr(RolloutKVCache, "select_groups", lambda self, gr: (dropped.append(len(gr)), select(self, gr)))
+    monkeypatch.setattr(
+        RolloutKVCache, "select_groups", lambda self, gr: (dropped.append(len(gr)), select(self, gr))
+    )
     batch = generate_rollouts(model, tok, prompts, cfg)
     monkeypatch.undo()
     assert dropped  # finished groups left the cache mid-loop
@@ -312,8 +369,12 @@ def test_rows_finish_at_different_times(text_setup, monkeypatch):
     lengths = batch.completion_mask.sum(-1)
     assert len(set(lengths.tolist())) >= 4 and int((lengths < 12).sum()) > len(lengths) // 2
     assert (batch.sampling_logprobs - _teacher_forced(model, batch)).abs().max().item() < 1e-5
-    greedy = generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=1, max_new_tokens=12, temperature=0,
-                                                                   eos_token_ids=common))
+    greedy = generate_rollouts(
+        model,
+        tok,
+        prompts,
+        SamplingConfig(num_generations=1, max_new_tokens=12, temperature=0, eos_token_ids=common),
+    )
     for i, prompt in enumerate(prompts):
         n = int(greedy.completion_mask[i].sum())
         ref = _generate_greedy(model, prompt, 12, eos=common)
@@ -335,7 +396,9 @@ def test_static_cache_layout_equals_eager(text_setup):
     with torch.inference_mode():
         eager = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=False)
         static = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True)
-        _decode_all(model, prompts[::-1], cfg, eos, stops, 0, None, static=True)  # the held buffers, overwritten
+        _decode_all(
+            model, prompts[::-1], cfg, eos, stops, 0, None, static=True
+        )  # the held buffers, overwritten
         again = _decode_all(model, prompts, cfg, eos, stops, 0, None, static=True)  # ... and reused
     assert eager[2:] == static[2:]  # each row ends at the same step, truncated or not
     # After its end a row's slots are not read (eager drops finished groups, static keeps decoding them).
@@ -369,14 +432,18 @@ def test_decode_step_compiles_as_one_graph(text_setup):
 def test_stop_string_spanning_tokens(text_setup):
     """A stop string made of the end of one sampled token and the start of the next ends the row at the second."""
     model, tok, prompts = text_setup
-    assert token_bytes(tok) is not None  # the byte-level matcher, not the text fallback, runs for Qwen's tokenizer
+    assert (
+        token_bytes(tok) is not None
+    )  # the byte-level matcher, not the text fallback, runs for Qwen's tokenizer
     base = SamplingConfig(num_generations=4, max_new_tokens=10, seed=3, temperature=1.5, eos_token_ids=[])
     free = generate_rollouts(model, tok, prompts, base)
 
     def spanning_stop(r: int) -> str | None:
         """The last character of token 4 and the first of token 5, if that pair first occurs across 4|5."""
         ids = free.completion_ids[r, :5].tolist()
-        if not all(len(tok.decode([t])) >= 2 and t < tok.vocab_size for t in ids):  # ordinary tokens, 2+ characters
+        if not all(
+            len(tok.decode([t])) >= 2 and t < tok.vocab_size for t in ids
+        ):  # ordinary tokens, 2+ characters
             return None
         stop = tok.decode([ids[3]])[-1] + tok.decode([ids[4]])[0]
         return stop if tok.decode(ids).index(stop) + len(stop) > len(tok.decode(ids[:4])) else None
@@ -408,7 +475,9 @@ def test_stop_matcher_bytes_equal_text_fallback(text_setup):
                 if hit:
                     hit_at = k
                     break
-            expected = next((k for k in range(len(ids)) if any(s in tok.decode(ids[: k + 1]) for s in stops)), None)
+            expected = next(
+                (k for k in range(len(ids)) if any(s in tok.decode(ids[: k + 1]) for s in stops)), None
+            )
             assert hit_at == expected, (stops, m.table is None)
 
 
@@ -423,6 +492,7 @@ def test_one_host_sync_per_decode_step(text_setup, monkeypatch):
         def counted(self, *a, _original=original, **k):
             calls["n"] += 1
             return _original(self, *a, **k)
+
         monkeypatch.setattr(torch.Tensor, name, counted)
     cfg = SamplingConfig(num_generations=3, max_new_tokens=7, seed=0, ignore_eos=True, stop_strings=["zzz"])
     batch = generate_rollouts(model, tok, prompts, cfg)
@@ -446,9 +516,17 @@ def test_compiled_decode_equals_eager_on_cuda(text_setup):
     _, tok, _ = text_setup
     model = AutoModelForCausalLM.from_pretrained(ensure_embedded("qwen2"), dtype=torch.float32).to("cuda")
     prompts = _ragged(tok)
-    runs = {mode: generate_rollouts(model, tok, prompts, SamplingConfig(num_generations=2, max_new_tokens=12,
-                                                                        temperature=0, eos_token_ids=[], compile=mode))
-            for mode in ("off", "on")}
+    runs = {
+        mode: generate_rollouts(
+            model,
+            tok,
+            prompts,
+            SamplingConfig(
+                num_generations=2, max_new_tokens=12, temperature=0, eos_token_ids=[], compile=mode
+            ),
+        )
+        for mode in ("off", "on")
+    }
     for a, b in zip(runs["off"].completion_ids, runs["on"].completion_ids, strict=True):
         assert a.tolist() == b.tolist()
     assert (runs["on"].sampling_logprobs - runs["off"].sampling_logprobs).abs().max().item() < 1e-3
@@ -461,7 +539,9 @@ def test_vision_placeholders_are_never_sampled(vlm_setup):
     model, proc, prompts, _, _ = vlm_setup
     banned = never_sampled_ids(model)
     cfg = model.config
-    assert banned is not None and {cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id} <= set(banned.tolist())
+    assert banned is not None and {cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id} <= set(
+        banned.tolist()
+    )
     image_id = cfg.image_token_id
 
     def favour_placeholder(_module, _inputs, logits):
@@ -471,11 +551,17 @@ def test_vision_placeholders_are_never_sampled(vlm_setup):
 
     handle = model.lm_head.register_forward_hook(favour_placeholder)
     try:
-        batch = generate_rollouts(model, proc, prompts, SamplingConfig(num_generations=4, max_new_tokens=8, seed=0,
-                                                                       eos_token_ids=[]))
+        batch = generate_rollouts(
+            model,
+            proc,
+            prompts,
+            SamplingConfig(num_generations=4, max_new_tokens=8, seed=0, eos_token_ids=[]),
+        )
         assert not torch.isin(batch.completion_ids[batch.completion_mask], banned).any()
         with torch.no_grad():
-            packed = completion_logprobs(model, batch).logprobs  # raised 'features and tokens do not match' before
+            packed = completion_logprobs(
+                model, batch
+            ).logprobs  # raised 'features and tokens do not match' before
         assert (packed - batch.sampling_logprobs).abs().max().item() < 1e-4
     finally:
         handle.remove()

@@ -6,8 +6,15 @@ from safetensors.torch import load_file
 
 
 def train(cli, tmp_path, data, name, *extra):
-    rc = cli("train", "configs/sft_qwen2_tiny.yaml", f"--data.train={data}", f"--run.output_dir={tmp_path}",
-             f"--run.name={name}", "--model.lora.dropout=0.05", *extra)
+    rc = cli(
+        "train",
+        "configs/sft_qwen2_tiny.yaml",
+        f"--data.train={data}",
+        f"--run.output_dir={tmp_path}",
+        f"--run.name={name}",
+        "--model.lora.dropout=0.05",
+        *extra,
+    )
     assert rc == 0
     return tmp_path / name
 
@@ -29,9 +36,19 @@ def test_resume_equals_uninterrupted(cli, tmp_path, text_sft_file):
     shutil.rmtree(part / "adapter")
     rows_before = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows_before) == 4
-    assert cli("train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}",
-               f"--run.output_dir={tmp_path}", "--run.name=part", "--model.lora.dropout=0.05", *common,
-               "--resume") == 0
+    assert (
+        cli(
+            "train",
+            "configs/sft_qwen2_tiny.yaml",
+            f"--data.train={text_sft_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=part",
+            "--model.lora.dropout=0.05",
+            *common,
+            "--resume",
+        )
+        == 0
+    )
     a, b = adapter(full), adapter(part)
     assert a.keys() == b.keys()
     for k in a:
@@ -41,11 +58,25 @@ def test_resume_equals_uninterrupted(cli, tmp_path, text_sft_file):
 
 
 def test_run_layout_metrics_and_checkpoints(cli, tmp_path, text_sft_file):
-    run = train(cli, tmp_path, text_sft_file, "r", "--run.max_steps=6", "--run.save_every=2",
-                "--run.keep_checkpoints=2", "--optim.lr=5e-3")
+    run = train(
+        cli,
+        tmp_path,
+        text_sft_file,
+        "r",
+        "--run.max_steps=6",
+        "--run.save_every=2",
+        "--run.keep_checkpoints=2",
+        "--optim.lr=5e-3",
+    )
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-4", "step-6"]
     ck = run / "checkpoints" / "step-4"
-    for f in ("adapter/adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "trainer_state.json"):
+    for f in (
+        "adapter/adapter_model.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng.pt",
+        "trainer_state.json",
+    ):
         assert (ck / f).is_file(), f
     state = json.loads((ck / "trainer_state.json").read_text())
     assert state == {"data_pos": 4 * 2 * 2, "step": 4}  # steps x batch_size x grad_accum records consumed
@@ -55,15 +86,43 @@ def test_run_layout_metrics_and_checkpoints(cli, tmp_path, text_sft_file):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "config.yaml").read_text().count("sft_qwen2_tiny") == 0  # resolved name was overridden
     assert not [p for p in run.rglob(".*tmp*")]  # atomic writes leave no temporaries
-    assert cli("train", "configs/sft_qwen2_tiny.yaml", f"--data.train={text_sft_file}",
-               f"--run.output_dir={tmp_path}", "--run.name=r") == 2  # refuses to overwrite
+    assert (
+        cli(
+            "train",
+            "configs/sft_qwen2_tiny.yaml",
+            f"--data.train={text_sft_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=r",
+        )
+        == 2
+    )  # refuses to overwrite
 
 
 def test_grad_accumulation_matches_one_big_batch(cli, tmp_path, text_sft_file):
-    one = train(cli, tmp_path, text_sft_file, "one", "--run.max_steps=1", "--batch_size=4", "--grad_accum=1",
-                "--model.lora.dropout=0.0", "--data.shuffle=false", "--optim.warmup_steps=0")
-    acc = train(cli, tmp_path, text_sft_file, "acc", "--run.max_steps=1", "--batch_size=1", "--grad_accum=4",
-                "--model.lora.dropout=0.0", "--data.shuffle=false", "--optim.warmup_steps=0")
+    one = train(
+        cli,
+        tmp_path,
+        text_sft_file,
+        "one",
+        "--run.max_steps=1",
+        "--batch_size=4",
+        "--grad_accum=1",
+        "--model.lora.dropout=0.0",
+        "--data.shuffle=false",
+        "--optim.warmup_steps=0",
+    )
+    acc = train(
+        cli,
+        tmp_path,
+        text_sft_file,
+        "acc",
+        "--run.max_steps=1",
+        "--batch_size=1",
+        "--grad_accum=4",
+        "--model.lora.dropout=0.0",
+        "--data.shuffle=false",
+        "--optim.warmup_steps=0",
+    )
     # Adam's first step is ~lr*sign(g), too sensitive to compare weights; the loss and the whole gradient's
     # norm (logged before clipping) must match instead.
     ra, rb = (json.loads((r / "metrics.jsonl").read_text().splitlines()[-1]) for r in (one, acc))
@@ -74,9 +133,17 @@ def test_grad_accumulation_matches_one_big_batch(cli, tmp_path, text_sft_file):
 
 @pytest.mark.parametrize("quant", ["none", "4bit"])
 def test_vlm_sft_trains_on_images(cli, tmp_path, vlm_sft_file, quant):
-    rc = cli("train", "configs/sft_qwen25vl_tiny.yaml", f"--data.train={vlm_sft_file}",
-             f"--run.output_dir={tmp_path}", "--run.name=v", "--run.max_steps=3", "--run.save_every=0",
-             f"--model.quantization={quant}", "--optim.lr=5e-3")
+    rc = cli(
+        "train",
+        "configs/sft_qwen25vl_tiny.yaml",
+        f"--data.train={vlm_sft_file}",
+        f"--run.output_dir={tmp_path}",
+        "--run.name=v",
+        "--run.max_steps=3",
+        "--run.save_every=0",
+        f"--model.quantization={quant}",
+        "--optim.lr=5e-3",
+    )
     assert rc == 0
     rows = [json.loads(x) for x in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["vlm"] is True and rows[0]["quantization"] == quant

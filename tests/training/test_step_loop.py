@@ -20,9 +20,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
-    recs = [{"prompt": [{"role": "user", "content": f"What is {i} plus 1?"}],
-             "chosen": [{"role": "assistant", "content": f"{i + 1}"}],
-             "rejected": [{"role": "assistant", "content": f"{i + 3}, I think."}]} for i in range(4)]
+    recs = [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} plus 1?"}],
+            "chosen": [{"role": "assistant", "content": f"{i + 1}"}],
+            "rejected": [{"role": "assistant", "content": f"{i + 3}, I think."}],
+        }
+        for i in range(4)
+    ]
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
     write_jsonl(path, recs)
     return path
@@ -45,29 +50,56 @@ def nan_loss(fn):
 
 # trainer module, the loss it calls, recipe, its data fixture, extra overrides (small and fast)
 TRAINERS = {
-    "sft": (training.trainers.sft_trainer, "sft_micro_loss", "configs/sft_qwen2_tiny.yaml", "text_sft_file",
-            ["--batch_size=1", "--grad_accum=1"]),
-    "dpo": (training.trainers.dpo_trainer, "dpo_loss", "configs/dpo_qwen2_tiny.yaml", "pairs_file",
-            ["--batch_size=1", "--grad_accum=1"]),
-    "rl": (training.trainers.rl_trainer, "policy_loss", "configs/grpopp_qwen2_toy.yaml", "toy_file",
-           ["--prompts_per_step=2", "--rollout.num_generations=2", "--rollout.max_new_tokens=3"]),
+    "sft": (
+        training.trainers.sft_trainer,
+        "sft_micro_loss",
+        "configs/sft_qwen2_tiny.yaml",
+        "text_sft_file",
+        ["--batch_size=1", "--grad_accum=1"],
+    ),
+    "dpo": (
+        training.trainers.dpo_trainer,
+        "dpo_loss",
+        "configs/dpo_qwen2_tiny.yaml",
+        "pairs_file",
+        ["--batch_size=1", "--grad_accum=1"],
+    ),
+    "rl": (
+        training.trainers.rl_trainer,
+        "policy_loss",
+        "configs/grpopp_qwen2_toy.yaml",
+        "toy_file",
+        ["--prompts_per_step=2", "--rollout.num_generations=2", "--rollout.max_new_tokens=3"],
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(TRAINERS))
-def test_a_nan_loss_is_skipped_counted_and_repeated_stops_every_trainer(kind, cli, tmp_path, monkeypatch, capsys,
-                                                                       request):
+def test_a_nan_loss_is_skipped_counted_and_repeated_stops_every_trainer(
+    kind, cli, tmp_path, monkeypatch, capsys, request
+):
     module, loss_name, recipe, data_fixture, extra = TRAINERS[kind]
     monkeypatch.setattr(module, loss_name, nan_loss(getattr(module, loss_name)))
     data = request.getfixturevalue(data_fixture)
-    rc = cli("train", recipe, f"--data.train={data}", f"--run.output_dir={tmp_path}", "--run.name=nan",
-             "--run.max_steps=3", "--run.save_every=1", "--run.tensorboard=false", "--max_nonfinite_in_a_row=1",
-             *extra)
+    rc = cli(
+        "train",
+        recipe,
+        f"--data.train={data}",
+        f"--run.output_dir={tmp_path}",
+        "--run.name=nan",
+        "--run.max_steps=3",
+        "--run.save_every=1",
+        "--run.tensorboard=false",
+        "--max_nonfinite_in_a_row=1",
+        *extra,
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert err[-1].endswith("2 policy updates in a row had a non-finite loss or gradient (step 2); lower optim.lr, "
-                            "raise optim.max_grad_norm clipping, or "
-                            + ("check the rewards" if kind == "rl" else "check the data")), err
+    assert err[-1].endswith(
+        "2 policy updates in a row had a non-finite loss or gradient (step 2); lower optim.lr, "
+        "raise optim.max_grad_norm clipping, or "
+        + ("check the rewards" if kind == "rl" else "check the data")
+    ), err
     run = tmp_path / "nan"
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]

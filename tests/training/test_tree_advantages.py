@@ -27,9 +27,16 @@ def test_tree_advantages_by_hand():
     a_sd = math.sqrt((1 / 9 + 4 / 9 + 1 / 9) / 2)  # tree 0: mean 2/3
     b_sd = math.sqrt((1 / 9 + 1 / 9 + 4 / 9) / 2)  # tree 1: mean 1/3
     p1_sd = math.sqrt(0.5)  # two leaves 1, 0: mean 0.5, unbiased var 0.5
-    want = [0.5 / inter_sd + (1 / 3) / a_sd, -0.5 / inter_sd - (2 / 3) / a_sd, 0.5 / inter_sd + (1 / 3) / a_sd,
-            -0.5 / inter_sd + (-1 / 3) / b_sd, -0.5 / inter_sd + (-1 / 3) / b_sd, 0.5 / inter_sd + (2 / 3) / b_sd,
-            0.5 / p1_sd + 0.5 / p1_sd, -0.5 / p1_sd - 0.5 / p1_sd]
+    want = [
+        0.5 / inter_sd + (1 / 3) / a_sd,
+        -0.5 / inter_sd - (2 / 3) / a_sd,
+        0.5 / inter_sd + (1 / 3) / a_sd,
+        -0.5 / inter_sd + (-1 / 3) / b_sd,
+        -0.5 / inter_sd + (-1 / 3) / b_sd,
+        0.5 / inter_sd + (2 / 3) / b_sd,
+        0.5 / p1_sd + 0.5 / p1_sd,
+        -0.5 / p1_sd - 0.5 / p1_sd,
+    ]
     adv, stats = tree_advantages(r, prompts, trees, eps=0.0)
     assert adv.tolist() == pytest.approx(want, abs=1e-6)
     assert stats["adv/intra_abs_mean"] > 0 and stats["adv/inter_abs_mean"] > 0
@@ -38,12 +45,16 @@ def test_tree_advantages_by_hand():
 def test_estimator_entry_point_uses_the_weighted_signal_and_needs_trees():
     r = {"a": torch.tensor([1.0, 0.0, 1.0, 0.0]), "b": torch.tensor([0.0, 1.0, 0.0, 3.0])}
     cfg = AdvantageConfig(estimator="tree", eps=1e-6)
-    adv, stats = compute_advantages(r, {"a": 1.0, "b": 0.5}, torch.zeros(4, dtype=torch.long), cfg,
-                                    subgroups=torch.tensor([0, 0, 1, 1]))
-    want, _ = tree_advantages(torch.tensor([1.0, 0.5, 1.0, 1.5]), torch.zeros(4), torch.tensor([0, 0, 1, 1]), 1e-6)
+    adv, stats = compute_advantages(
+        r, {"a": 1.0, "b": 0.5}, torch.zeros(4, dtype=torch.long), cfg, subgroups=torch.tensor([0, 0, 1, 1])
+    )
+    want, _ = tree_advantages(
+        torch.tensor([1.0, 0.5, 1.0, 1.5]), torch.zeros(4), torch.tensor([0, 0, 1, 1]), 1e-6
+    )
     assert torch.allclose(adv, want) and "adv/intra_abs_mean" in stats
-    chains, _ = compute_advantages(r, {"a": 1.0, "b": 0.0}, torch.zeros(4, dtype=torch.long), cfg,
-                                   subgroups=torch.arange(4))  # one leaf per tree: no intra-tree part
+    chains, _ = compute_advantages(
+        r, {"a": 1.0, "b": 0.0}, torch.zeros(4, dtype=torch.long), cfg, subgroups=torch.arange(4)
+    )  # one leaf per tree: no intra-tree part
     assert torch.allclose(chains, bessel_zscore(r["a"], torch.zeros(4, dtype=torch.long), 1e-6))
     with pytest.raises(ValueError, match="tree index"):
         compute_advantages(r, {"a": 1.0, "b": 0.5}, torch.zeros(4, dtype=torch.long), cfg)

@@ -65,9 +65,17 @@ def policy(one_thread):
 
 
 def _sample(policy):
-    cfg = RolloutConfig(num_generations=2, max_new_tokens=5, strategy="tree", env="clinical_case",
-                        env_modules=["clinical.cases"], env_args={"max_turns": 3}, max_turns=3,
-                        stop_strings=["</ask>", "</answer>", "e"], tree=TreeConfig(m=2, n=2, l=1, k=2))
+    cfg = RolloutConfig(
+        num_generations=2,
+        max_new_tokens=5,
+        strategy="tree",
+        env="clinical_case",
+        env_modules=["clinical.cases"],
+        env_args={"max_turns": 3},
+        max_turns=3,
+        stop_strings=["</ask>", "</answer>", "e"],
+        tree=TreeConfig(m=2, n=2, l=1, k=2),
+    )
     recs = make_case_records(2, seed=3)
     return sample_trees(policy.model, policy.processor, recs, cfg, torch.Generator().manual_seed(7))
 

@@ -25,32 +25,52 @@ def policy(one_thread):
 
 
 def _cfg(strategy="tree", **tree) -> RolloutConfig:
-    return RolloutConfig(num_generations=3, max_new_tokens=10, strategy=strategy, env="clinical_case",
-                         env_modules=["clinical.cases"], env_args={"max_turns": 3}, max_turns=3, stop_strings=STOPS,
-                         ignore_eos=True, tree=TreeConfig(**tree))
+    return RolloutConfig(
+        num_generations=3,
+        max_new_tokens=10,
+        strategy=strategy,
+        env="clinical_case",
+        env_modules=["clinical.cases"],
+        env_args={"max_turns": 3},
+        max_turns=3,
+        stop_strings=STOPS,
+        ignore_eos=True,
+        tree=TreeConfig(**tree),
+    )
 
 
 @pytest.fixture(scope="module")
 def trees(policy):
     recs = make_case_records(2, seed=1)
     cfg = _cfg(m=2, n=2, l=1, k=None)
-    return recs, cfg, sample_trees(policy.model, policy.processor, recs, cfg, torch.Generator().manual_seed(0))
+    return (
+        recs,
+        cfg,
+        sample_trees(policy.model, policy.processor, recs, cfg, torch.Generator().manual_seed(0)),
+    )
 
 
 def test_tree_shape_rows_and_counters(trees, policy):
     recs, cfg, b = trees
     assert b.num_rows == rows_per_prompt(cfg) * len(recs) == 2 * 2 * 3
-    assert b.group_index.tolist() == [0] * 6 + [1] * 6 and b.tree_index.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert (
+        b.group_index.tolist() == [0] * 6 + [1] * 6
+        and b.tree_index.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    )
     prompt_lens = [len(p) for p in b.prompts]
     for tree in b.trees:
         assert len(tree.leaves()) == 3 and tree.kept == tree.leaves()
-        assert all(len(n.tokens) == 10 for n in tree.nodes[1:])  # ignore_eos and no stop string: turns at the cap
+        assert all(
+            len(n.tokens) == 10 for n in tree.nodes[1:]
+        )  # ignore_eos and no stop string: turns at the cap
         assert max(n.depth for n in tree.nodes) == 3  # the turn cap ends every path
         assert len(tree.nodes[0].children) >= 1
     nodes = [n for t in b.trees for n in t.nodes[1:]]
     # every token is generated once and every observation encoded once: branches reuse their node's cache
     assert b.stats["rollout/tokens_generated"] == sum(len(n.tokens) for n in nodes)
-    assert b.stats["rollout/tokens_encoded"] == sum(p - 1 for p in prompt_lens) + sum(len(n.obs_tokens) for n in nodes)
+    assert b.stats["rollout/tokens_encoded"] == sum(p - 1 for p in prompt_lens) + sum(
+        len(n.obs_tokens) for n in nodes
+    )
     assert b.stats["rollout/env_calls"] == len(nodes)
     # a tree holds fewer generated tokens than its three paths written out as chains
     row_tokens = int(b.completion_mask.sum())
@@ -80,8 +100,13 @@ def test_chains_are_reproducible_and_internal_expansion(policy):
     b = sample_trees(policy.model, policy.processor, recs, _cfg("group"), torch.Generator().manual_seed(5))
     assert a.num_rows == 3 and a.tree_index.tolist() == [0, 1, 2]
     assert torch.equal(a.completion_ids, b.completion_ids) and a.texts == b.texts
-    t = sample_trees(policy.model, policy.processor, recs, _cfg(m=1, n=2, l=1, k=2, expand="internal"),
-                     torch.Generator().manual_seed(5))
+    t = sample_trees(
+        policy.model,
+        policy.processor,
+        recs,
+        _cfg(m=1, n=2, l=1, k=2, expand="internal"),
+        torch.Generator().manual_seed(5),
+    )
     assert t.num_rows == 2 and t.trees[0].nodes[0].children == [1]  # the root was never expanded
 
 
@@ -90,7 +115,9 @@ def test_tree_forward_matches_duplicated_rows(policy):
     """`loss.forward: tree` (each node encoded once) equals the naive duplicated rows: log-probs and LoRA grads."""
     model = policy.model
     recs = make_case_records(2, seed=4)
-    b = sample_trees(model, policy.processor, recs, _cfg(m=2, n=2, l=1, k=2), torch.Generator().manual_seed(3))
+    b = sample_trees(
+        model, policy.processor, recs, _cfg(m=2, n=2, l=1, k=2), torch.Generator().manual_seed(3)
+    )
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     saved = [p.detach().clone() for p in lora_b]
     gen = torch.Generator().manual_seed(0)
@@ -104,13 +131,18 @@ def test_tree_forward_matches_duplicated_rows(policy):
             model.zero_grad()
             lp = completion_logprobs(model, b, method=method).logprobs
             (lp * adv[:, None]).sum().backward()
-            got[method] = lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            got[method] = (
+                lp.detach(),
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+            )
         assert float((got["tree"][0] - got["naive"][0]).abs().max()) < 2e-5
         assert got["tree"][1].keys() == got["naive"][1].keys() and len(got["naive"][1]) > 0
         for name, g in got["naive"][1].items():
             assert float((got["tree"][1][name] - g).norm() / g.norm().clamp(min=1e-12)) < 1e-4, name
         with torch.no_grad():  # the efficient attention equals the dense-mask packing
-            assert torch.allclose(tree_hidden(model, b, "efficient"), tree_hidden(model, b, "dense"), atol=1e-5)
+            assert torch.allclose(
+                tree_hidden(model, b, "efficient"), tree_hidden(model, b, "dense"), atol=1e-5
+            )
         sub = select_groups(b, [1])  # micro-batches keep their trees
         with torch.no_grad():
             a = completion_logprobs(model, sub, method="tree").logprobs

@@ -32,11 +32,31 @@ def test_tree_run_writes_trees_the_app_draws(cli, tmp_path, cases, one_thread):
     from app.draw import tree_nodes, tree_svg
     from app.runs import RunsReader
 
-    assert cli("train", "configs/clinical_cases_tiny.yaml", f"--data.train={cases[0]}", f"--run.output_dir={tmp_path}",
-               "--run.name=t", "--run.max_steps=2", "--prompts_per_step=2", "--loss.forward=tree", *SMALL) == 0
+    assert (
+        cli(
+            "train",
+            "configs/clinical_cases_tiny.yaml",
+            f"--data.train={cases[0]}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=t",
+            "--run.max_steps=2",
+            "--prompts_per_step=2",
+            "--loss.forward=tree",
+            *SMALL,
+        )
+        == 0
+    )
     row = _rows(tmp_path / "t")[-1]
-    for key in ("rollout/tokens_generated", "rollout/tokens_encoded", "rollout/env_calls", "rollout/questions_asked",
-                "rollout/answer_rate", "rollout/tokens_per_trajectory", "adv/intra_abs_mean", "reward/case_valid/mean"):
+    for key in (
+        "rollout/tokens_generated",
+        "rollout/tokens_encoded",
+        "rollout/env_calls",
+        "rollout/questions_asked",
+        "rollout/answer_rate",
+        "rollout/tokens_per_trajectory",
+        "adv/intra_abs_mean",
+        "reward/case_valid/mean",
+    ):
         assert key in row, key
     assert row["rollout/trajectories"] == 2 * 2 * 3
     lines = (tmp_path / "t" / "trees" / "step-2.jsonl").read_text().splitlines()
@@ -48,7 +68,10 @@ def test_tree_run_writes_trees_the_app_draws(cli, tmp_path, cases, one_thread):
     assert len(leaves) == 3 and all(isinstance(n["advantage"], float) for n in leaves)
     reader = RunsReader(tmp_path)
     names = reader.tree_files("t")
-    assert names[:4] == ["step-1.jsonl#0", "step-1.jsonl#1", "step-1.jsonl#2", "step-1.jsonl#3"] and len(names) == 8
+    assert (
+        names[:4] == ["step-1.jsonl#0", "step-1.jsonl#1", "step-1.jsonl#2", "step-1.jsonl#3"]
+        and len(names) == 8
+    )
     nodes = tree_nodes(reader.read_tree("t", "step-2.jsonl#0"))
     assert len(nodes) == len(tree["nodes"]) and "<svg" in tree_svg(nodes, "advantage")
 
@@ -59,11 +82,36 @@ def test_tree_grpo_reward_rises_after_cold_start(cli, tmp_path, cases, one_threa
     the last four steps beats the first four. The floats follow the CPU's kernels, so the margin must hold on both
     kinds measured on the shipped models: AVX-512 kernels 0.0016 -> 0.0089, AVX2 kernels 0.0192 -> 0.0446 (7 steps
     were too few on AVX-512: 0.003 -> 0.002)."""
-    assert cli("train", "configs/sft_qwen2_tiny.yaml", f"--data.train={cases[1]}", f"--run.output_dir={tmp_path}",
-               "--run.name=sft", "--run.max_steps=120", "--run.save_every=0", "--optim.lr=1e-2",
-               "--optim.scheduler=constant", "--grad_accum=1", "--batch_size=1") == 0
-    assert cli("train", "configs/clinical_cases_tiny.yaml", f"--data.train={cases[0]}", f"--run.output_dir={tmp_path}",
-               "--run.name=rl", f"--model.adapter={tmp_path / 'sft' / 'adapter'}", "--run.max_steps=14",
-               "--optim.lr=1e-2", "--rewards={case_correct: 1.0, case_valid: 1.0}", *SMALL) == 0
+    assert (
+        cli(
+            "train",
+            "configs/sft_qwen2_tiny.yaml",
+            f"--data.train={cases[1]}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=sft",
+            "--run.max_steps=120",
+            "--run.save_every=0",
+            "--optim.lr=1e-2",
+            "--optim.scheduler=constant",
+            "--grad_accum=1",
+            "--batch_size=1",
+        )
+        == 0
+    )
+    assert (
+        cli(
+            "train",
+            "configs/clinical_cases_tiny.yaml",
+            f"--data.train={cases[0]}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=rl",
+            f"--model.adapter={tmp_path / 'sft' / 'adapter'}",
+            "--run.max_steps=14",
+            "--optim.lr=1e-2",
+            "--rewards={case_correct: 1.0, case_valid: 1.0}",
+            *SMALL,
+        )
+        == 0
+    )
     r = [x["reward/mean"] for x in _rows(tmp_path / "rl") if "reward/mean" in x]
     assert len(r) == 14 and sum(r[-4:]) / 4 > 1.5 * sum(r[:4]) / 4 > 0, r

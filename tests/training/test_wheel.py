@@ -25,8 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _copy_tree(dst: Path) -> Path:
     """The working tree as git sees it (tracked and untracked-not-ignored files; links kept), without .venv/runs."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     for rel in filter(None, out.split("\0")):
         src = ROOT / rel
         if not (src.exists() or src.is_symlink()):
@@ -44,20 +48,59 @@ def _copy_tree(dst: Path) -> Path:
 def test_installed_wheel_runs_recipes_by_name_outside_the_checkout(tmp_path):
     src = _copy_tree(tmp_path / "src")
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(dist), str(src)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     wheel = next(dist.glob("medrl-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "training/recipes/sft_qwen2_tiny.yaml" in names and "knowledge_graph/data/dermatology.json" in names
+    assert (
+        "training/recipes/sft_qwen2_tiny.yaml" in names and "knowledge_graph/data/dermatology.json" in names
+    )
     assert not any(n.startswith(("configs/", "tests/")) for n in names)
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, capture_output=True, text=True)
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "zz_project_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     work = tmp_path / "elsewhere"
@@ -66,13 +109,25 @@ def test_installed_wheel_runs_recipes_by_name_outside_the_checkout(tmp_path):
     env.update(OMP_NUM_THREADS="1", MEDRL_PROGRESS="0", TOKENIZERS_PARALLELISM="false")
 
     def medrl(*args: str) -> subprocess.CompletedProcess:
-        res = subprocess.run([str(venv / "bin" / "medrl"), *args], cwd=work, env=env, capture_output=True, text=True,
-                             timeout=600)
+        res = subprocess.run(
+            [str(venv / "bin" / "medrl"), *args],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, (args, res.stderr[-2000:])
         return res
 
-    where = subprocess.run([str(py), "-c", "import training, dermiq; print(training.__file__, dermiq.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [str(py), "-c", "import training, dermiq; print(training.__file__, dermiq.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert str(ROOT) not in where and str(site) in where, where
 
     listing = medrl("recipes").stdout

@@ -46,16 +46,21 @@ class PromptInputs:
         return cls(ids.long(), enc.get("pixel_values"), enc.get("image_grid_thw"), types)
 
     def to(self, device: torch.device | str) -> PromptInputs:
-        move = (lambda t: t.to(device) if t is not None else None)  # noqa: E731
-        return PromptInputs(move(self.input_ids), move(self.pixel_values), move(self.image_grid_thw),
-                            move(self.mm_token_type_ids))
+        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        return PromptInputs(
+            move(self.input_ids),
+            move(self.pixel_values),
+            move(self.image_grid_thw),
+            move(self.mm_token_type_ids),
+        )
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
 
-def encode_prompts(processor: Any, texts: Sequence[str], images: Sequence[Sequence[Any] | None] | None = None
-                   ) -> list[PromptInputs]:
+def encode_prompts(
+    processor: Any, texts: Sequence[str], images: Sequence[Sequence[Any] | None] | None = None
+) -> list[PromptInputs]:
     """Encode already-templated prompt texts one by one (a tokenizer, or a VLM processor when images are given)."""
     out = []
     for i, text in enumerate(texts):
@@ -94,8 +99,13 @@ class RolloutBatch:
     stats: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_completions(cls, prompts: Sequence[PromptInputs], completions: Sequence[Sequence[int]],
-                         pad_token_id: int, group_index: Sequence[int] | None = None) -> RolloutBatch:
+    def from_completions(
+        cls,
+        prompts: Sequence[PromptInputs],
+        completions: Sequence[Sequence[int]],
+        pad_token_id: int,
+        group_index: Sequence[int] | None = None,
+    ) -> RolloutBatch:
         """Build a batch from given token lists (teacher forcing, tests, benchmarks); G rows per prompt in order."""
         n = len(completions)
         if group_index is None:
@@ -108,8 +118,14 @@ class RolloutBatch:
         for i, c in enumerate(completions):
             ids[i, : len(c)] = torch.as_tensor(list(c), dtype=torch.long)
             mask[i, : len(c)] = True
-        return cls(list(prompts), ids, mask, torch.as_tensor(list(group_index), dtype=torch.long), pad_token_id,
-                   texts=[""] * n)
+        return cls(
+            list(prompts),
+            ids,
+            mask,
+            torch.as_tensor(list(group_index), dtype=torch.long),
+            pad_token_id,
+            texts=[""] * n,
+        )
 
     @property
     def num_rows(self) -> int:
@@ -120,11 +136,17 @@ class RolloutBatch:
         return self.completion_mask.sum(-1)
 
     def to(self, device: torch.device | str) -> RolloutBatch:
-        move = (lambda t: t.to(device) if t is not None else None)  # noqa: E731
-        return replace(self, prompts=[p.to(device) for p in self.prompts],
-                       completion_ids=self.completion_ids.to(device), completion_mask=self.completion_mask.to(device),
-                       group_index=self.group_index.to(device), sampling_logprobs=move(self.sampling_logprobs),
-                       truncated=move(self.truncated), tree_index=move(self.tree_index))
+        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        return replace(
+            self,
+            prompts=[p.to(device) for p in self.prompts],
+            completion_ids=self.completion_ids.to(device),
+            completion_mask=self.completion_mask.to(device),
+            group_index=self.group_index.to(device),
+            sampling_logprobs=move(self.sampling_logprobs),
+            truncated=move(self.truncated),
+            tree_index=move(self.tree_index),
+        )
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -157,8 +179,12 @@ def prompt_positions(base: torch.nn.Module, prompt: PromptInputs) -> torch.Tenso
     ids = prompt.input_ids
     if not is_mrope_model(base):
         return torch.arange(ids.shape[0], device=ids.device)
-    types = prompt.mm_token_type_ids if prompt.mm_token_type_ids is not None else mm_token_types(base.model, ids)
-    pos, _ = base.model.get_rope_index(ids[None], types[None].to(ids.device), image_grid_thw=prompt.image_grid_thw)
+    types = (
+        prompt.mm_token_type_ids if prompt.mm_token_type_ids is not None else mm_token_types(base.model, ids)
+    )
+    pos, _ = base.model.get_rope_index(
+        ids[None], types[None].to(ids.device), image_grid_thw=prompt.image_grid_thw
+    )
     return pos[:, 0]
 
 
@@ -186,11 +212,14 @@ def select_groups(batch: RolloutBatch, groups: Sequence[int]) -> RolloutBatch:
     width = int(fed_lengths(batch.completion_mask[rows]).max().clamp(min=1))
     remap = {int(g): i for i, g in enumerate(groups)}
     return replace(
-        batch, prompts=[batch.prompts[g] for g in groups], completion_ids=batch.completion_ids[rows, :width],
+        batch,
+        prompts=[batch.prompts[g] for g in groups],
+        completion_ids=batch.completion_ids[rows, :width],
         completion_mask=batch.completion_mask[rows, :width],
         group_index=torch.tensor([remap[int(g)] for g in batch.group_index[rows]], device=rows.device),
         sampling_logprobs=None if batch.sampling_logprobs is None else batch.sampling_logprobs[rows, :width],
         texts=[batch.texts[i] for i in rows.tolist()] if batch.texts else [],
         truncated=None if batch.truncated is None else batch.truncated[rows],
         tree_index=None if batch.tree_index is None else batch.tree_index[rows],
-        infos=[batch.infos[i] for i in rows.tolist()] if batch.infos else [])
+        infos=[batch.infos[i] for i in rows.tolist()] if batch.infos else [],
+    )

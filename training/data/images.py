@@ -7,7 +7,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-MAX_PIXELS = 40_000_000  # a clinical photo is under 25 MP; larger is a bomb or not a photo (PIL's own limit is 89 MP)
+MAX_PIXELS = (
+    40_000_000  # a clinical photo is under 25 MP; larger is a bomb or not a photo (PIL's own limit is 89 MP)
+)
 
 
 class ImageError(ValueError):
@@ -32,14 +34,18 @@ def check_image(path: str | Path, max_pixels: int = MAX_PIXELS, decode: bool = T
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise ImageError("image_too_large",
-                                     f"{path.name}: {w}x{h} pixels is over the {max_pixels:,}-pixel limit")
+                    raise ImageError(
+                        "image_too_large",
+                        f"{path.name}: {w}x{h} pixels is over the {max_pixels:,}-pixel limit",
+                    )
                 im.verify()
             if decode:
                 with Image.open(path) as im:
                     im.convert("RGB")
     except Image.DecompressionBombError as e:
-        raise ImageError("image_too_large", f"{path.name}: over the {max_pixels:,}-pixel limit ({e})") from None
+        raise ImageError(
+            "image_too_large", f"{path.name}: over the {max_pixels:,}-pixel limit ({e})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL's unreadable/truncated/corrupt signals
         if isinstance(e, ImageError):
             raise

@@ -71,7 +71,9 @@ def completion_text(messages: list[dict]) -> str | None:
 
 
 def count_image_slots(msgs: list[dict]) -> int:
-    return sum(1 for m in msgs if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image")
+    return sum(
+        1 for m in msgs if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image"
+    )
 
 
 def validate_record(rec: Any, kind: Kind, base: Path) -> str | None:
@@ -85,10 +87,22 @@ def validate_record(rec: Any, kind: Kind, base: Path) -> str | None:
         problem = _check_messages(rec.get("prompt"), "prompt")
         slots = None if problem else count_image_slots(rec["prompt"])
     else:
-        problem = next((p for f in ("prompt", "chosen", "rejected")
-                        if (p := _check_messages(rec.get(f), f)) is not None), None)
-        problem = problem or next((f"field '{f}': expected one assistant message of text" for f in ("chosen", "rejected")
-                                   if completion_text(rec[f]) is None), None)
+        problem = next(
+            (
+                p
+                for f in ("prompt", "chosen", "rejected")
+                if (p := _check_messages(rec.get(f), f)) is not None
+            ),
+            None,
+        )
+        problem = problem or next(
+            (
+                f"field '{f}': expected one assistant message of text"
+                for f in ("chosen", "rejected")
+                if completion_text(rec[f]) is None
+            ),
+            None,
+        )
         slots = None if problem else count_image_slots(rec["prompt"])
     if problem:
         return problem
@@ -139,8 +153,10 @@ def read_jsonl(path: str | Path, kind: Kind, limit: int | None = None) -> Datase
         if problem:
             skipped.append(f"{path}:{row}: {problem}")
             continue
-        rec["images"] = [str(Path(i) if Path(i).is_absolute() else base / i) if isinstance(i, str) else i
-                         for i in rec.get("images", [])]
+        rec["images"] = [
+            str(Path(i) if Path(i).is_absolute() else base / i) if isinstance(i, str) else i
+            for i in rec.get("images", [])
+        ]
         records.append(rec)
         if limit is not None and len(records) >= limit:
             break

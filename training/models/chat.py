@@ -25,9 +25,13 @@ def render(processor, messages: list[dict], add_generation_prompt: bool = False)
     """The chat template's text; a tokenizer without one (a base, non-instruct checkpoint) is a one-line error."""
     tok = getattr(processor, "tokenizer", processor)
     if not (getattr(processor, "chat_template", None) or getattr(tok, "chat_template", None)):
-        raise ConfigError(f"model.name: the tokenizer of '{getattr(tok, 'name_or_path', '?')}' has no chat template: "
-                          "use an instruct checkpoint, or add a chat_template to its tokenizer_config.json")
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        raise ConfigError(
+            f"model.name: the tokenizer of '{getattr(tok, 'name_or_path', '?')}' has no chat template: "
+            "use an instruct checkpoint, or add a chat_template to its tokenizer_config.json"
+        )
+    return processor.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def assistant_mask(ids: list[int], tokenizer) -> list[bool]:
@@ -56,14 +60,17 @@ def assistant_mask(ids: list[int], tokenizer) -> list[bool]:
     return mask
 
 
-def encode_conversations(policy, records: list[dict], max_length: int, field: str = "messages") -> dict[str, Any]:
+def encode_conversations(
+    policy, records: list[dict], max_length: int, field: str = "messages"
+) -> dict[str, Any]:
     """Right-padded batch with `labels` (-100 outside assistant tokens); truncates to `max_length` tokens."""
     texts = [render(policy.processor, r[field]) for r in records]
     tok = policy.tokenizer
     if policy.is_vlm:
         images = [img for r in records for img in load_images(r.get("images", []))]
-        enc = policy.processor(text=texts, images=images or None, return_tensors="pt", padding=True,
-                               padding_side="right")
+        enc = policy.processor(
+            text=texts, images=images or None, return_tensors="pt", padding=True, padding_side="right"
+        )
     else:
         enc = tok(texts, return_tensors="pt", padding=True, padding_side="right")
     ids = enc["input_ids"]

@@ -38,15 +38,24 @@ from training.models.embedded_pretrain import (
 
 EMBEDDED_PREFIX = "embedded:"
 KINDS = ("qwen2", "qwen25vl")
-BUILDER_VERSION = 4  # bump when a change below (or in embedded_pretrain.py) alters the built files; then re-ship
-SHIPPED = Path(__file__).resolve().parent / "embedded_weights"  # the built folders, MANIFEST.json, kg_text.json.gz
+BUILDER_VERSION = (
+    4  # bump when a change below (or in embedded_pretrain.py) alters the built files; then re-ship
+)
+SHIPPED = (
+    Path(__file__).resolve().parent / "embedded_weights"
+)  # the built folders, MANIFEST.json, kg_text.json.gz
 KG_TEXT = SHIPPED / "kg_text.json.gz"
 # The child process that builds: pinned kernels and threads make the weights the same on every AVX2 CPU (measured:
 # the copy warm-up's weights after 60 steps differ between native AVX-512 and AVX2 kernels, and agree between this
 # setting with and without MKL_ENABLE_INSTRUCTIONS=AVX2).
 BUILD_THREADS = 2
-BUILD_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "OMP_NUM_THREADS": str(BUILD_THREADS), "MKL_NUM_THREADS": str(BUILD_THREADS)}
+BUILD_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OMP_NUM_THREADS": str(BUILD_THREADS),
+    "MKL_NUM_THREADS": str(BUILD_THREADS),
+}
 # The VLM's image-text pretraining pairs come from a plug-in passed to the build (`--pairs MODULE`; the manifest
 # records which one the shipped VLM used): a module with `image_text_pairs(n, seed)` -> [(PIL image, question,
 # answer)] for n images (an image object may recur in several pairs; they are trained on in the order given). This
@@ -60,9 +69,20 @@ VOCAB_SIZE = 2048  # BPE merges + bytes; the Qwen special tokens are added after
 
 # The Qwen2.5 special tokens, in the hub tokenizer's order.
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 # Text sizes shared by both models, so the text LM is "the VLM's language model" for benchmarks.
@@ -182,12 +202,16 @@ def _pairs_plugin(module: str | None):
     from training.errors import ConfigError
 
     if not module:
-        raise ConfigError("embedded:qwen25vl: building it needs an image-text pairs plug-in (--pairs MODULE, a module "
-                          "with image_text_pairs(n, seed)); medrl's is dermiq.pretrain")
+        raise ConfigError(
+            "embedded:qwen25vl: building it needs an image-text pairs plug-in (--pairs MODULE, a module "
+            "with image_text_pairs(n, seed)); medrl's is dermiq.pretrain"
+        )
     try:
         plugin = importlib.import_module(module)
     except ImportError as e:
-        raise ConfigError(f"embedded:qwen25vl: the image-text pairs plug-in '{module}' cannot be imported ({e})") from None
+        raise ConfigError(
+            f"embedded:qwen25vl: the image-text pairs plug-in '{module}' cannot be imported ({e})"
+        ) from None
     if not callable(getattr(plugin, "image_text_pairs", None)):
         raise ConfigError(f"embedded:qwen25vl: '{module}' has no image_text_pairs(n, seed)")
     return plugin
@@ -201,21 +225,34 @@ def build_tokenizer(texts: list[str]):
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, min_frequency=2, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     return Qwen2Tokenizer(
-        vocab=model["vocab"], merges=merges,
-        unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        extra_special_tokens=SPECIAL_TOKENS[1:], chat_template=CHAT_TEMPLATE,
-        model_max_length=TEXT_CONFIG["max_position_embeddings"], errors="replace",
+        vocab=model["vocab"],
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=SPECIAL_TOKENS[1:],
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=TEXT_CONFIG["max_position_embeddings"],
+        errors="replace",
     )
 
 
@@ -234,8 +271,13 @@ def _build_qwen2(out: Path, tokenizer, texts: list[str]) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-    cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "dtype": "float32",
-           **_text_model_config(tokenizer), "max_window_layers": TEXT_CONFIG["num_hidden_layers"]}
+    cfg = {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "dtype": "float32",
+        **_text_model_config(tokenizer),
+        "max_window_layers": TEXT_CONFIG["num_hidden_layers"],
+    }
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     config = AutoConfig.from_pretrained(out)
     torch.manual_seed(SEED)
@@ -269,10 +311,15 @@ def _build_qwen25vl(out: Path, tokenizer, texts: list[str], pairs_module: str | 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     # The hub's flat layout: text fields at the top, the vision tower nested.
     cfg = {
-        "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl", "dtype": "float32",
-        **_text_model_config(tokenizer), "max_window_layers": TEXT_CONFIG["num_hidden_layers"],
-        "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
-        "vision_token_id": ids["<|vision_pad|>"], "image_token_id": ids["<|image_pad|>"],
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "dtype": "float32",
+        **_text_model_config(tokenizer),
+        "max_window_layers": TEXT_CONFIG["num_hidden_layers"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "vision_token_id": ids["<|vision_pad|>"],
+        "image_token_id": ids["<|image_pad|>"],
         "video_token_id": ids["<|video_pad|>"],
         "rope_scaling": {"type": "mrope", "mrope_section": MROPE_SECTION},
         "vision_config": VISION_CONFIG,
@@ -284,22 +331,34 @@ def _build_qwen25vl(out: Path, tokenizer, texts: list[str], pairs_module: str | 
     from safetensors.torch import load_file
 
     text = load_file(str(ensure_embedded("qwen2") / "model.safetensors"))
-    lm = {k[len("model."):]: v for k, v in text.items() if k.startswith("model.")}
+    lm = {k[len("model.") :]: v for k, v in text.items() if k.startswith("model.")}
     model.model.language_model.load_state_dict(lm, strict=True)
     model.tie_weights()
     # Small images keep the CPU path fast: 56x56 .. 224x224 pixels -> 4 .. 64 visual tokens.
     pixels = {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}
     processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2),
-        video_processor=Qwen2VLVideoProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2),
-        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
+        image_processor=Qwen2VLImageProcessor(
+            size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2
+        ),
+        video_processor=Qwen2VLVideoProcessor(
+            size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2
+        ),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
     )
     pairs = _pairs_plugin(pairs_module).image_text_pairs(IMAGE_TEXT_IMAGES, SEED)
     align = align_vision(model, processor, pairs, SEED)
     losses = pretrain_vision(model, processor, pairs, SEED)
-    (out / "vision_pretrain_losses.json").write_text(json.dumps({
-        "hook": pairs_module, "align": {"first": align[:5], "last": align[-5:]},
-        "first": losses[:5], "last": losses[-5:]}))
+    (out / "vision_pretrain_losses.json").write_text(
+        json.dumps(
+            {
+                "hook": pairs_module,
+                "align": {"first": align[:5], "last": align[-5:]},
+                "first": losses[:5],
+                "last": losses[-5:],
+            }
+        )
+    )
     model.generation_config = _generation_config(GenerationConfig, tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -322,10 +381,15 @@ def build(kind: str, out: Path, pairs: str | None = None) -> None:
     (out / "EMBEDDED.md").write_text(
         f"medrl embedded default '{kind}' (builder v{BUILDER_VERSION}, seed {SEED}): the real architecture, "
         "randomly initialised, its language model taught to copy (repeat-after-me chats) and warmed up for a few "
-        "hundred CPU steps on the project's text (training/models/embedded_pretrain.py)" + (
+        "hundred CPU steps on the project's text (training/models/embedded_pretrain.py)"
+        + (
             f", the VLM's vision tower and merger then aligned to, and its language model trained on, image-text pairs "
-            f"from {pairs}" if kind == "qwen25vl" else "") +
-        ". For exercising the pipeline on CPU. Not a medical model.\n")
+            f"from {pairs}"
+            if kind == "qwen25vl"
+            else ""
+        )
+        + ". For exercising the pipeline on CPU. Not a medical model.\n"
+    )
 
 
 def _build_in_child(kind: str, out: Path, pairs: str | None = None) -> None:
@@ -334,13 +398,19 @@ def _build_in_child(kind: str, out: Path, pairs: str | None = None) -> None:
     if kind == "qwen25vl":
         _pairs_plugin(pairs)  # a missing plug-in stops here, in one line, not in the child
     env = {**os.environ, **BUILD_ENV}
-    cmd = [sys.executable, "-m", "training.models.embedded", "build", kind, str(out)] + (["--pairs", pairs] if pairs else [])
+    cmd = [sys.executable, "-m", "training.models.embedded", "build", kind, str(out)] + (
+        ["--pairs", pairs] if pairs else []
+    )
     subprocess.run(cmd, env=env, check=True)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
     """SHA-256 of every file in a built folder, by name: what the manifest records and the rebuild test compares."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).iterdir())
+        if p.is_file()
+    }
 
 
 def manifest() -> dict:
@@ -364,8 +434,10 @@ def ensure_embedded(kind: str) -> Path:
     if kind not in KINDS:
         from training.errors import ConfigError
 
-        raise ConfigError(f"model: unknown embedded model '{EMBEDDED_PREFIX}{kind}' (expected one of "
-                          f"{', '.join(EMBEDDED_PREFIX + k for k in KINDS)})")
+        raise ConfigError(
+            f"model: unknown embedded model '{EMBEDDED_PREFIX}{kind}' (expected one of "
+            f"{', '.join(EMBEDDED_PREFIX + k for k in KINDS)})"
+        )
     folder = shipped(kind)
     if folder is not None:
         return folder
@@ -412,7 +484,7 @@ def ship(pairs: str, kg_dir: Path | None = None) -> dict:
 def resolve_model_path(name: str) -> str:
     """`embedded:qwen2` -> its cached folder; anything else (hub id, local dir) is returned unchanged."""
     if name.startswith(EMBEDDED_PREFIX):
-        return str(ensure_embedded(name[len(EMBEDDED_PREFIX):]))
+        return str(ensure_embedded(name[len(EMBEDDED_PREFIX) :]))
     return name
 
 
@@ -423,12 +495,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.models.embedded")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("build", help="build one model into an empty folder (run with BUILD_ENV for the shipped bits)")
+    p = sub.add_parser(
+        "build", help="build one model into an empty folder (run with BUILD_ENV for the shipped bits)"
+    )
     p.add_argument("kind", choices=KINDS)
     p.add_argument("out", type=Path)
     p.add_argument("--pairs", help="the VLM's image-text pairs plug-in module (medrl's: dermiq.pretrain)")
     p = sub.add_parser("ship", help="rebuild the shipped folders and their manifest")
-    p.add_argument("--pairs", required=True, help="the VLM's image-text pairs plug-in module (medrl's: dermiq.pretrain)")
+    p.add_argument(
+        "--pairs", required=True, help="the VLM's image-text pairs plug-in module (medrl's: dermiq.pretrain)"
+    )
     p.add_argument("--kg-dir", type=Path, help="refresh the frozen KG text snapshot from this folder first")
     args = parser.parse_args(argv)
     if args.cmd == "build":

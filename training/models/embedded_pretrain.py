@@ -16,12 +16,31 @@ PRETRAIN_STEPS = 200
 BATCH = 8
 SEQ = 64
 LR = 1e-3  # 3e-3 erased the copy skill the phase before it grows
-COPY_STEPS = 600  # repeat-after-me batches from random init, before the prose warm-up (400 copied only nearby)
+COPY_STEPS = (
+    600  # repeat-after-me batches from random init, before the prose warm-up (400 copied only nearby)
+)
 COPY_BATCH = 16
 COPY_LR = 1e-3
 # What the repeat chats are drawn from: option letters as the Clinical-R1 traces write them, and a few words.
-COPY_ITEMS = ["fever", "cough", "pneumonia", "anaemia", "rash", "troponin", "syncope", "oedema", "dyspnoea", "pallor",
-              "jaundice", "ascites", "headache", "nausea", "polyuria", *"ABCDE", *(f"{c})" for c in "ABCDE")]
+COPY_ITEMS = [
+    "fever",
+    "cough",
+    "pneumonia",
+    "anaemia",
+    "rash",
+    "troponin",
+    "syncope",
+    "oedema",
+    "dyspnoea",
+    "pallor",
+    "jaundice",
+    "ascites",
+    "headache",
+    "nausea",
+    "polyuria",
+    *"ABCDE",
+    *(f"{c})" for c in "ABCDE"),
+]
 
 
 def chat_transcripts(n: int, seed: int) -> list[list[dict]]:
@@ -57,8 +76,12 @@ def copy_batch(tokenizer, rng: random.Random) -> tuple[torch.Tensor, torch.Tenso
     chats = []
     for _ in range(COPY_BATCH):
         seq = " ".join(rng.choice(COPY_ITEMS) for _ in range(rng.randint(2, 5)))
-        chats.append(tokenizer.apply_chat_template([{"role": "user", "content": f"Repeat: {seq}"},
-                                                    {"role": "assistant", "content": seq}], tokenize=False))
+        chats.append(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": f"Repeat: {seq}"}, {"role": "assistant", "content": seq}],
+                tokenize=False,
+            )
+        )
     b = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
     return b.input_ids, b.input_ids.masked_fill(b.attention_mask == 0, -100), b.attention_mask
 
@@ -76,15 +99,23 @@ def copy_warm_up(model, tokenizer, seed: int, steps: int | None = None) -> list[
     losses = []
     for _ in progress(range(steps), desc="copy warm-up", unit="step", leave=False):
         ids, labels, mask = copy_batch(tokenizer, rng)
-        losses.append(_step(model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss,
-                            model.parameters(), opt, sched))
+        losses.append(
+            _step(
+                model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss,
+                model.parameters(),
+                opt,
+                sched,
+            )
+        )
     model.eval()
     return losses
 
 
 def _schedule(opt: torch.optim.Optimizer, steps: int, floor: float) -> torch.optim.lr_scheduler.LambdaLR:
     """20 warm-up steps, then linear decay to `floor` x the learning rate: every build-time loop's schedule."""
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(floor, 1 - s / steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 20) * max(floor, 1 - s / steps)
+    )
 
 
 def _step(loss: torch.Tensor, params, opt: torch.optim.Optimizer, sched) -> float:
@@ -121,8 +152,10 @@ def warm_up(model, tokenizer, texts: list[str], seed: int, steps: int | None = N
         starts = torch.randint(0, len(data) - SEQ - 1, (BATCH,), generator=g)
         batch = torch.stack([data[s : s + SEQ] for s in starts.tolist()])
         ids, labels, mask = copy_batch(tokenizer, copies)
-        loss = (model(input_ids=batch, labels=batch, use_cache=False).loss
-                + model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss)
+        loss = (
+            model(input_ids=batch, labels=batch, use_cache=False).loss
+            + model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        )
         losses.append(_step(loss, model.parameters(), opt, sched))
     model.eval()
     return losses
@@ -179,10 +212,13 @@ def align_vision(model, processor, pairs: list[tuple], seed: int, steps: int | N
     torch.manual_seed(seed)
     head = torch.nn.Linear(visual.merger.mlp[-1].out_features, target.shape[1])
     params = [p for p in visual.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": params, "lr": ALIGN_LR}, {"params": head.parameters(), "lr": ALIGN_HEAD_LR}],
-                            weight_decay=0.0, foreach=False)
+    opt = torch.optim.AdamW(
+        [{"params": params, "lr": ALIGN_LR}, {"params": head.parameters(), "lr": ALIGN_HEAD_LR}],
+        weight_decay=0.0,
+        foreach=False,
+    )
     sched = _schedule(opt, steps, 0.05)
-    merge = visual.spatial_merge_size ** 2
+    merge = visual.spatial_merge_size**2
     visual.train()
     losses = []
     for _ in progress(range(steps), desc="align embedded vision", unit="step", leave=False):
@@ -190,12 +226,20 @@ def align_vision(model, processor, pairs: list[tuple], seed: int, steps: int | N
         grid = torch.cat([enc[i]["image_grid_thw"] for i in idx])
         tokens = visual(torch.cat([enc[i]["pixel_values"] for i in idx]), grid_thw=grid).pooler_output
         pooled = torch.stack([t.mean(0) for t in tokens.split((grid.prod(-1) // merge).tolist())])
-        losses.append(_step(torch.nn.functional.binary_cross_entropy_with_logits(head(pooled), target[idx]), params,
-                            opt, sched))
+        losses.append(
+            _step(
+                torch.nn.functional.binary_cross_entropy_with_logits(head(pooled), target[idx]),
+                params,
+                opt,
+                sched,
+            )
+        )
     with torch.no_grad():
         k = min(32, len(enc))
-        out = visual(torch.cat([e["pixel_values"] for e in enc[:k]]),
-                     grid_thw=torch.cat([e["image_grid_thw"] for e in enc[:k]])).pooler_output
+        out = visual(
+            torch.cat([e["pixel_values"] for e in enc[:k]]),
+            grid_thw=torch.cat([e["image_grid_thw"] for e in enc[:k]]),
+        ).pooler_output
         scale = float(model.get_input_embeddings().weight.norm(dim=-1).mean() / out.norm(dim=-1).mean())
         visual.merger.mlp[-1].weight.mul_(scale)
         visual.merger.mlp[-1].bias.mul_(scale)
@@ -212,7 +256,9 @@ def image_text_batch(processor, pairs: list[tuple]) -> dict:
         prompt = processor.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
         prompts.append(prompt)
         texts.append(prompt + answer + "<|im_end|>")
-    enc = processor(text=texts, images=[p[0] for p in pairs], return_tensors="pt", padding=True, padding_side="right")
+    enc = processor(
+        text=texts, images=[p[0] for p in pairs], return_tensors="pt", padding=True, padding_side="right"
+    )
     plen = [len(x) for x in processor(text=prompts, images=[p[0] for p in pairs], padding=False)["input_ids"]]
     labels = enc["input_ids"].clone()
     labels[enc["attention_mask"] == 0] = -100
@@ -238,7 +284,9 @@ def pretrain_vision(model, processor, pairs: list[tuple], seed: int, steps: int 
     losses = []
     try:
         for step in progress(range(steps), desc="pretrain embedded vision", unit="step", leave=False):
-            batch = image_text_batch(processor, [pairs[(step * VISION_BATCH + k) % len(pairs)] for k in range(VISION_BATCH)])
+            batch = image_text_batch(
+                processor, [pairs[(step * VISION_BATCH + k) % len(pairs)] for k in range(VISION_BATCH)]
+            )
             losses.append(_step(model(**batch, use_cache=False).loss, params, opt, sched))
     finally:
         for p in frozen:

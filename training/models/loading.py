@@ -41,8 +41,14 @@ class Policy:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":  # under torchrun, `training.run.distributed.setup` made this rank's GPU the current one
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if (
+        name == "auto"
+    ):  # under torchrun, `training.run.distributed.setup` made this rank's GPU the current one
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -67,7 +73,9 @@ def _load_config(path: str):
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
-        where = "folder has no readable config.json" if local.exists() else "could not be fetched from the hub"
+        where = (
+            "folder has no readable config.json" if local.exists() else "could not be fetched from the hub"
+        )
         raise ConfigError(f"model.name: '{path}' {where} ({str(e).splitlines()[0][:160]})") from None
 
 
@@ -80,7 +88,9 @@ def quantization_config(cfg: ModelConfig, compute_dtype: torch.dtype):
 
     if cfg.quantization == "4bit":
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if compute_dtype != torch.float32 else torch.float32,
             llm_int8_skip_modules=QUANT_SKIP,
         )
@@ -141,9 +151,16 @@ def lora_targets(lora: LoraConfig) -> str | list[str]:
 def peft_lora_config(lora: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
 
-    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                          target_modules=lora_targets(lora), init_lora_weights=lora.init_weights,
-                          modules_to_save=lora.modules_to_save, task_type="CAUSAL_LM")
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias="none",
+        target_modules=lora_targets(lora),
+        init_lora_weights=lora.init_weights,
+        modules_to_save=lora.modules_to_save,
+        task_type="CAUSAL_LM",
+    )
 
 
 def check_adapter(adapter: str | Path, key: str = "model.adapter") -> Path:
@@ -178,8 +195,16 @@ def load_policy(cfg: ModelConfig, adapter: str | Path | None = None, trainable: 
             p.requires_grad_(True)
     if cfg.quantization != "none":
         disable_cpu_bf16_repack(model)  # LoRA wrapping keeps the bnb layers; set again to be sure
-    return Policy(model=model, processor=processor, tokenizer=tokenizer, is_vlm=vlm, device=device,
-                  dtype=dtype, base_path=path, config=cfg)
+    return Policy(
+        model=model,
+        processor=processor,
+        tokenizer=tokenizer,
+        is_vlm=vlm,
+        device=device,
+        dtype=dtype,
+        base_path=path,
+        config=cfg,
+    )
 
 
 def autocast_context(precision: str, device: torch.device):
@@ -192,8 +217,12 @@ def autocast_context(precision: str, device: torch.device):
 
 def _warn_if_other_base(adapter: str | Path, base_path: str) -> None:
     recorded = read_adapter_base(adapter)
-    if recorded and Path(recorded).exists() and Path(base_path).exists() and \
-            Path(recorded).resolve() != Path(base_path).resolve():
+    if (
+        recorded
+        and Path(recorded).exists()
+        and Path(base_path).exists()
+        and Path(recorded).resolve() != Path(base_path).resolve()
+    ):
         print(f"medrl: warning: {adapter} was trained on {recorded}, now loaded onto {base_path}")
 
 
@@ -205,9 +234,16 @@ def describe(policy: Policy) -> dict:
     """Counts for logs and model cards."""
     total = sum(p.numel() for p in policy.model.parameters())
     trainable = sum(p.numel() for _, p in trainable_parameters(policy.model))
-    return {"base": policy.config.name, "path": policy.base_path, "vlm": policy.is_vlm,
-            "quantization": policy.config.quantization, "dtype": str(policy.dtype).replace("torch.", ""),
-            "device": str(policy.device), "params_total": total, "params_trainable": trainable}
+    return {
+        "base": policy.config.name,
+        "path": policy.base_path,
+        "vlm": policy.is_vlm,
+        "quantization": policy.config.quantization,
+        "dtype": str(policy.dtype).replace("torch.", ""),
+        "device": str(policy.device),
+        "params_total": total,
+        "params_trainable": trainable,
+    }
 
 
 def read_adapter_base(adapter_dir: str | Path) -> str:

@@ -70,7 +70,8 @@ class AdvantageConfig:
 
     estimator: str = "grpo"
     aggregation: Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"] = (
-        "sum_then_normalize")
+        "sum_then_normalize"
+    )
     scale: Literal["group", "batch", "none"] = "group"
     eps: float = DEFAULT_EPS
     correct_reward: str | None = None
@@ -82,8 +83,12 @@ class AdvantageConfig:
     def validate(self, key: str = "advantages") -> None:
         ESTIMATORS.get(self.estimator, f"{key}.estimator")  # an unknown name lists the registered ones
         if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"{key}.aggregation: expected one of {list(AGGREGATIONS)}, got {self.aggregation!r}")
-        _check_options(self.scale, self.eps, key)  # correct_reward is checked by the recipe, which knows the rewards
+            raise ConfigError(
+                f"{key}.aggregation: expected one of {list(AGGREGATIONS)}, got {self.aggregation!r}"
+            )
+        _check_options(
+            self.scale, self.eps, key
+        )  # correct_reward is checked by the recipe, which knows the rewards
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -149,8 +154,9 @@ def _zscore(x: Tensor, ids: Tensor, k: int, scale: str, eps: float) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-def group_zscore(rewards: Tensor, groups: Groups = None, *, scale: Scale = "group", eps: float = DEFAULT_EPS
-                 ) -> tuple[Tensor, dict[str, float]]:
+def group_zscore(
+    rewards: Tensor, groups: Groups = None, *, scale: Scale = "group", eps: float = DEFAULT_EPS
+) -> tuple[Tensor, dict[str, float]]:
     """GRPO's baseline: subtract the group mean, then divide by a std chosen by ``scale``.
 
     group: (r - mean_g) / (std_g + eps); batch: (r - mean_g) / (std_all + eps), which keeps easy and
@@ -179,8 +185,9 @@ def zero_std_groups(rewards: Tensor, groups: Groups = None, *, eps: float = DEFA
     return _group_std(flat, ids, k) < eps
 
 
-def binary_fallback(advantages: Tensor, correct: Tensor, flat: Tensor, groups: Groups
-                    ) -> tuple[Tensor, dict[str, float]]:
+def binary_fallback(
+    advantages: Tensor, correct: Tensor, flat: Tensor, groups: Groups
+) -> tuple[Tensor, dict[str, float]]:
     """GRPO++: in ``flat`` groups replace the (zero) advantages by +1 if correct, -1 if not.
 
     With small groups (G=3) many groups are all right or all wrong; plain GRPO learns nothing from
@@ -212,7 +219,9 @@ def weighted_sum(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) ->
     sizes = {name: r.numel() for name, r in flat.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"reward components differ in size: {sizes}")
-    return sum((weights[name] * r for name, r in flat.items()), start=torch.zeros_like(next(iter(flat.values()))))
+    return sum(
+        (weights[name] * r for name, r in flat.items()), start=torch.zeros_like(next(iter(flat.values())))
+    )
 
 
 def _check_weights(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
@@ -229,17 +238,29 @@ def _check_weights(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) 
             raise ConfigError(f"advantages.weights.{name}: expected a finite number, got {w!r}")
 
 
-def objective_advantages(rewards: Mapping[str, Tensor], groups: Groups, *, scale: Scale = "group",
-                         eps: float = DEFAULT_EPS, normalizer: Normalizer = group_normalizer) -> dict[str, Tensor]:
+def objective_advantages(
+    rewards: Mapping[str, Tensor],
+    groups: Groups,
+    *,
+    scale: Scale = "group",
+    eps: float = DEFAULT_EPS,
+    normalizer: Normalizer = group_normalizer,
+) -> dict[str, Tensor]:
     """Each reward component normalised within its group on its own: {name: (N,)} (CRPO's first step)."""
     _check_options(scale, eps)
     return {name: normalizer(r.reshape(-1), groups, scale, eps) for name, r in rewards.items()}
 
 
-def multi_objective_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Groups, *,
-                               aggregation: Aggregation = "sum_then_normalize", scale: Scale = "group",
-                               eps: float = DEFAULT_EPS, normalizer: Normalizer = group_normalizer
-                               ) -> tuple[Tensor, Tensor, dict[str, float]]:
+def multi_objective_advantages(
+    rewards: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+    groups: Groups,
+    *,
+    aggregation: Aggregation = "sum_then_normalize",
+    scale: Scale = "group",
+    eps: float = DEFAULT_EPS,
+    normalizer: Normalizer = group_normalizer,
+) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Combine named rewards into one advantage; returns (advantages, flatness signal, stats).
 
     sum_then_normalize: z-score of sum_k w_k r_k (one reward, the usual GRPO setting).
@@ -256,7 +277,9 @@ def multi_objective_advantages(rewards: Mapping[str, Tensor], weights: Mapping[s
     Reward statistics are all here, under one prefix: `reward/...` (total) and `reward/<name>/...`.
     """
     if aggregation not in AGGREGATIONS:
-        raise ConfigError(f"advantages.aggregation: expected one of {list(AGGREGATIONS)}, got {aggregation!r}")
+        raise ConfigError(
+            f"advantages.aggregation: expected one of {list(AGGREGATIONS)}, got {aggregation!r}"
+        )
     _check_options(scale, eps)
     total = weighted_sum(rewards, weights)
     _, ids, _ = group_layout(total, groups)  # layout and NaN check before any work
@@ -265,7 +288,9 @@ def multi_objective_advantages(rewards: Mapping[str, Tensor], weights: Mapping[s
         advantages = normalizer(total, ids, scale, eps)
         signal = total
     else:
-        signal = sum((weights[name] * adv for name, adv in per_objective.items()), start=torch.zeros_like(total))
+        signal = sum(
+            (weights[name] * adv for name, adv in per_objective.items()), start=torch.zeros_like(total)
+        )
         advantages = signal
         if aggregation == "normalize_then_sum":
             k = int(ids.max()) + 1
@@ -291,7 +316,8 @@ def multi_objective_advantages(rewards: Mapping[str, Tensor], weights: Mapping[s
 # the rows' tree index or None, `cfg` the `AdvantageConfig`. `needs_correct=True`: the recipe must name
 # `advantages.correct_reward`.
 ESTIMATORS: Registry[Callable[..., tuple[Tensor, dict[str, float]]]] = Registry(
-    "advantage estimator", ("advantages", "signal", "ids", "correct", "subgroups", "cfg"))
+    "advantage estimator", ("advantages", "signal", "ids", "correct", "subgroups", "cfg")
+)
 
 
 def needs_correct(estimator: str) -> bool:
@@ -300,8 +326,14 @@ def needs_correct(estimator: str) -> bool:
 
 
 @ESTIMATORS.register("grpo")
-def grpo_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
-                   subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+def grpo_estimator(
+    advantages: Tensor,
+    signal: Tensor,
+    ids: Tensor,
+    correct: Tensor | None,
+    subgroups: Tensor | None,
+    cfg: AdvantageConfig,
+) -> tuple[Tensor, dict[str, float]]:
     """GRPO (Shao et al. 2024, "DeepSeekMath", sec. 4.1): the group z-score as it is; (N,) -> (N,).
 
     `correct` (N,) is only logged (`frac_correct`) when given.
@@ -311,8 +343,14 @@ def grpo_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Ten
 
 
 @ESTIMATORS.register("grpo++", needs_correct=True)
-def grpo_plus_plus_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
-                             subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+def grpo_plus_plus_estimator(
+    advantages: Tensor,
+    signal: Tensor,
+    ids: Tensor,
+    correct: Tensor | None,
+    subgroups: Tensor | None,
+    cfg: AdvantageConfig,
+) -> tuple[Tensor, dict[str, float]]:
     """GRPO++ (DermIQ-VLM's GRPO with a binary fallback): the group z-score where a group's signal has spread,
     +1 for a correct / -1 for a wrong completion where it has none (std < eps); (N,) -> (N,), `correct` (N,)."""
     if correct is None:
@@ -323,8 +361,14 @@ def grpo_plus_plus_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, co
 
 
 @ESTIMATORS.register("binary", needs_correct=True)
-def binary_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
-                     subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+def binary_estimator(
+    advantages: Tensor,
+    signal: Tensor,
+    ids: Tensor,
+    correct: Tensor | None,
+    subgroups: Tensor | None,
+    cfg: AdvantageConfig,
+) -> tuple[Tensor, dict[str, float]]:
     """The other reading of GRPO++'s "binary advantage" (DermIQ-VLM): +1 correct / -1 wrong in every group, flat
     or not, the z-score ignored; (N,) -> (N,), `correct` (N,)."""
     if correct is None:
@@ -345,21 +389,31 @@ def bessel_zscore(x: Tensor, ids: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
     return torch.where(flat[ids], torch.zeros_like(x), (x - mean[ids]) / (var.sqrt()[ids] + eps))
 
 
-def tree_advantages(rewards: Tensor, prompt_ids: Tensor, tree_ids: Tensor, eps: float = DEFAULT_EPS
-                    ) -> tuple[Tensor, dict[str, float]]:
+def tree_advantages(
+    rewards: Tensor, prompt_ids: Tensor, tree_ids: Tensor, eps: float = DEFAULT_EPS
+) -> tuple[Tensor, dict[str, float]]:
     """Tree-GRPO: inter-tree (all leaves of a prompt) plus intra-tree (leaves of one tree) Bessel z-scores."""
     flat = rewards.reshape(-1).float()
     _, pid = torch.unique(prompt_ids.reshape(-1).to(flat.device), return_inverse=True)
     _, tid = torch.unique(tree_ids.reshape(-1).to(flat.device), return_inverse=True)
     inter, intra = bessel_zscore(flat, pid, eps), bessel_zscore(flat, tid, eps)
     adv = inter + intra
-    return adv, {"adv/inter_abs_mean": inter.abs().mean().item(), "adv/intra_abs_mean": intra.abs().mean().item(),
-                 **_advantage_stats(adv)}
+    return adv, {
+        "adv/inter_abs_mean": inter.abs().mean().item(),
+        "adv/intra_abs_mean": intra.abs().mean().item(),
+        **_advantage_stats(adv),
+    }
 
 
 @ESTIMATORS.register("tree")
-def tree_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Tensor | None,
-                   subgroups: Tensor | None, cfg: AdvantageConfig) -> tuple[Tensor, dict[str, float]]:
+def tree_estimator(
+    advantages: Tensor,
+    signal: Tensor,
+    ids: Tensor,
+    correct: Tensor | None,
+    subgroups: Tensor | None,
+    cfg: AdvantageConfig,
+) -> tuple[Tensor, dict[str, float]]:
     """Tree-GRPO (Ji et al. 2025, "Tree Search for LLM Agent Reinforcement Learning"): inter-tree plus intra-tree
     z-scores of the combined signal (N,) -> (N,); `subgroups` (N,) is each row's tree."""
     if subgroups is None:
@@ -367,9 +421,15 @@ def tree_estimator(advantages: Tensor, signal: Tensor, ids: Tensor, correct: Ten
     return tree_advantages(signal, ids, subgroups, cfg.eps)
 
 
-def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Groups,
-                       config: AdvantageConfig | None = None, *, correct: Tensor | None = None,
-                       subgroups: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+def compute_advantages(
+    rewards: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+    groups: Groups,
+    config: AdvantageConfig | None = None,
+    *,
+    correct: Tensor | None = None,
+    subgroups: Tensor | None = None,
+) -> tuple[Tensor, dict[str, float]]:
     """The RL loop's entry point: named rewards (each (N,)) -> advantages (N,) and float stats.
 
     ``groups``: the batch's `group_index` (or G for contiguous groups). ``correct`` (bool (N,), e.g. from
@@ -377,13 +437,16 @@ def compute_advantages(rewards: Mapping[str, Tensor], weights: Mapping[str, floa
     (the rows' tree index) is required by ``tree``.
     """
     cfg = config or AdvantageConfig()
-    advantages, signal, stats = multi_objective_advantages(rewards, weights, groups, aggregation=cfg.aggregation,
-                                                           scale=cfg.scale, eps=cfg.eps)
+    advantages, signal, stats = multi_objective_advantages(
+        rewards, weights, groups, aggregation=cfg.aggregation, scale=cfg.scale, eps=cfg.eps
+    )
     _, ids, _ = group_layout(signal, groups)
     estimator = ESTIMATORS.get(cfg.estimator, "advantages.estimator")
     advantages, extra = estimator(advantages, signal, ids, correct, subgroups, cfg)
     stats.update(extra)
-    stats["adv/frac_flat_groups"] = zero_std_groups(signal, ids, eps=cfg.eps).float().mean().item()  # no spread
+    stats["adv/frac_flat_groups"] = (
+        zero_std_groups(signal, ids, eps=cfg.eps).float().mean().item()
+    )  # no spread
     return advantages, stats
 
 
@@ -395,5 +458,9 @@ def _advantage_stats(advantages: Tensor) -> dict[str, float]:
 
 def _summary(prefix: str, x: Tensor) -> dict[str, float]:
     x = x.detach().float()
-    return {f"{prefix}/mean": x.mean().item(), f"{prefix}/std": x.std(unbiased=False).item(),
-            f"{prefix}/min": x.min().item(), f"{prefix}/max": x.max().item()}
+    return {
+        f"{prefix}/mean": x.mean().item(),
+        f"{prefix}/std": x.std(unbiased=False).item(),
+        f"{prefix}/min": x.min().item(),
+        f"{prefix}/max": x.max().item(),
+    }

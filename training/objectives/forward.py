@@ -54,8 +54,11 @@ def naive_hidden(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
         ln, p = lengths[r], len(prompt)
         rows.append(torch.cat([prompt.input_ids, batch.completion_ids[r, :ln].to(device)]))
         if mrope:
-            pt = prompt.mm_token_type_ids if prompt.mm_token_type_ids is not None else mm_token_types(
-                base.model, prompt.input_ids)
+            pt = (
+                prompt.mm_token_type_ids
+                if prompt.mm_token_type_ids is not None
+                else mm_token_types(base.model, prompt.input_ids)
+            )
             types.append(torch.cat([pt.to(device), torch.zeros(ln, dtype=pt.dtype, device=device)]))
         gather[r, : max(ln, 1)] = torch.arange(p - 1, p - 1 + max(ln, 1))
     width = max(len(x) for x in rows)
@@ -78,9 +81,15 @@ def naive_hidden(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
     return hidden.reshape(n * width, -1).index_select(0, flat)
 
 
-def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, *, method: str = "grouped",
-                        head: str = "auto", temperature: float = 1.0, entropy: EntropyMode = "none"
-                        ) -> CompletionLogProbs:
+def completion_logprobs(
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    *,
+    method: str = "grouped",
+    head: str = "auto",
+    temperature: float = 1.0,
+    entropy: EntropyMode = "none",
+) -> CompletionLogProbs:
     """The one entry point for every loss: `method` picks the forward, `head` the output head (see module doc)."""
     if method == "naive":
         hidden = naive_hidden(model, batch)
@@ -96,8 +105,9 @@ def completion_logprobs(model: torch.nn.Module, batch: RolloutBatch, *, method: 
     device = hidden.device
     mask = batch.completion_mask.bool().to(device)
     targets = batch.completion_ids.to(device)[mask]
-    logp, ent = head_logprobs(base.get_output_embeddings(), hidden, targets, temperature=temperature,
-                              entropy=entropy, mode=head)
+    logp, ent = head_logprobs(
+        base.get_output_embeddings(), hidden, targets, temperature=temperature, entropy=entropy, mode=head
+    )
     return CompletionLogProbs(_scatter(logp, mask), None if ent is None else _scatter(ent, mask))
 
 
@@ -108,14 +118,23 @@ def _scatter(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def frozen_logprobs(model: torch.nn.Module, batch: RolloutBatch, *, method: str, head: str = "auto",
-                    temperature: float = 1.0, adapter_off: bool = False) -> torch.Tensor:
+def frozen_logprobs(
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    *,
+    method: str,
+    head: str = "auto",
+    temperature: float = 1.0,
+    adapter_off: bool = False,
+) -> torch.Tensor:
     """Log-probs without a graph, in eval mode (no dropout): the old policy's and the reference's."""
     was_training = model.training
     model.eval()
     try:
         ctx = model.disable_adapter() if adapter_off else nullcontext()
         with ctx:
-            return completion_logprobs(model, batch, method=method, head=head, temperature=temperature).logprobs
+            return completion_logprobs(
+                model, batch, method=method, head=head, temperature=temperature
+            ).logprobs
     finally:
         model.train(was_training)

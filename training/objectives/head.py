@@ -98,20 +98,30 @@ def head_nll(
     return -logp.sum(), int(index.numel())
 
 
-def _check(hidden: Tensor, targets: Tensor, temperature: float, entropy: str, mode: str, chunk_rows: int | None,
-           mask: Tensor | None) -> None:
+def _check(
+    hidden: Tensor,
+    targets: Tensor,
+    temperature: float,
+    entropy: str,
+    mode: str,
+    chunk_rows: int | None,
+    mask: Tensor | None,
+) -> None:
     if hidden.dim() < 1 or hidden.shape[:-1] != targets.shape:
         raise ValueError(f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} do not align")
     if mask is not None and mask.shape != targets.shape:
         raise ValueError(f"mask {tuple(mask.shape)} and targets {tuple(targets.shape)} do not align")
-    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-                                             and temperature > 0):
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+    ):
         raise ValueError(f"temperature must be a finite float > 0, got {temperature!r}")
     if entropy not in ENTROPY_MODES:
         raise ValueError(f"entropy must be one of {list(ENTROPY_MODES)}, got {entropy!r}")
     if mode not in HEAD_MODES:
         raise ValueError(f"mode must be one of {list(HEAD_MODES)}, got {mode!r}")
-    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+    if chunk_rows is not None and (
+        isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1
+    ):
         raise ValueError(f"chunk_rows must be an int >= 1 or None, got {chunk_rows!r}")
 
 
@@ -120,8 +130,15 @@ def _scatter(values: Tensor, index: Tensor, size: int) -> Tensor:
     return values.new_zeros(size).index_copy(0, index, values)
 
 
-def _row_logprobs(head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, entropy: str, mode: str,
-                  chunk_rows: int | None) -> tuple[Tensor, Tensor | None]:
+def _row_logprobs(
+    head: nn.Module,
+    rows: Tensor,
+    targets: Tensor,
+    temperature: float,
+    entropy: str,
+    mode: str,
+    chunk_rows: int | None,
+) -> tuple[Tensor, Tensor | None]:
     """(n,) log-probs and entropy of (n, H) rows."""
     if rows.shape[0] == 0:
         dtype = torch.promote_types(rows.dtype, torch.float32)
@@ -132,7 +149,9 @@ def _row_logprobs(head: nn.Module, rows: Tensor, targets: Tensor, temperature: f
     targets = targets.to(rows.device).long()
     if mode == "full":
         return _full(head, rows, targets, temperature, entropy)
-    return _chunked(head, rows, targets, temperature, entropy, chunk_rows or default_chunk_rows(_vocab(head, rows)))
+    return _chunked(
+        head, rows, targets, temperature, entropy, chunk_rows or default_chunk_rows(_vocab(head, rows))
+    )
 
 
 def _vocab(head: nn.Module, rows: Tensor) -> int:
@@ -160,8 +179,9 @@ def _logits(head: nn.Module, rows: Tensor, temperature: float) -> Tensor:
     return logits if temperature == 1.0 else logits / temperature
 
 
-def _full(head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, entropy: str
-          ) -> tuple[Tensor, Tensor | None]:
+def _full(
+    head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, entropy: str
+) -> tuple[Tensor, Tensor | None]:
     """The old head: one call, a full fp32 log_softmax kept for backward (about 16 * V bytes per row)."""
     logp_all = torch.log_softmax(_logits(head, rows, temperature), -1)
     logp = logp_all.gather(-1, targets[:, None])[:, 0]
@@ -172,8 +192,9 @@ def _full(head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, en
     return logp, ent
 
 
-def _chunked(head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, entropy: str, chunk_rows: int
-             ) -> tuple[Tensor, Tensor | None]:
+def _chunked(
+    head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, entropy: str, chunk_rows: int
+) -> tuple[Tensor, Tensor | None]:
     graph = torch.is_grad_enabled()  # not "does anything require grad": a head may close over such tensors
     logps, ents = [], []
     for h, t in zip(rows.split(chunk_rows), targets.split(chunk_rows)):
@@ -194,15 +215,18 @@ def _chunked(head: nn.Module, rows: Tensor, targets: Tensor, temperature: float,
     return logp, torch.cat(ents) if len(ents) > 1 else ents[0]
 
 
-def _chunk(head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, entropy: str, sink: list[Tensor]
-           ) -> tuple[Tensor, Tensor | None]:
+def _chunk(
+    head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, entropy: str, sink: list[Tensor]
+) -> tuple[Tensor, Tensor | None]:
     """One chunk, run twice under checkpointing (forward, then recomputed in backward).
 
     "stats" entropy is computed without a graph on the first run only and handed out through ``sink``: the
     recompute saves the same tensors without it, and skips a softmax over the chunk.
     """
     logits = _logits(head, rows, temperature)
-    blocks = logits.shape[0]  # one block: smaller ones measured worse on the CPU (heap fragmentation, not mmap)
+    blocks = logits.shape[
+        0
+    ]  # one block: smaller ones measured worse on the CPU (heap fragmentation, not mmap)
     logp = selective_log_softmax(logits, targets, chunk_rows=blocks)
     if entropy == "grad":
         return logp, entropy_from_logits(logits, chunk_rows=blocks)

@@ -33,7 +33,9 @@ HEADS: tuple[str, ...] = ("auto", "chunked", "full")
 # One signature: fn(logps, old_logps, advantages, mask, config, ref_logps, entropy, normalizer) -> (loss, stats);
 # `policy_loss` checks the shapes and calls the one `config.policy_loss` names.
 POLICY_LOSSES: Registry[Callable[..., tuple[Tensor, dict[str, float]]]] = Registry(
-    "policy loss", ("logps", "old_logps", "advantages", "mask", "config", "ref_logps", "entropy", "normalizer"))
+    "policy loss",
+    ("logps", "old_logps", "advantages", "mask", "config", "ref_logps", "entropy", "normalizer"),
+)
 
 
 def _is_number(x: object) -> bool:

@@ -75,7 +75,9 @@ def _segment(start: int, prompt_len: int, lengths: list[int], device: torch.devi
     t = torch.arange(tmax, device=device)
     valid = t[None] < lens[:, None]  # (G, Tmax)
     c0 = start + prompt_len
-    pad_index = torch.where(valid, c0 + offsets[:, None] + t[None], torch.full_like(valid, c0, dtype=torch.long))
+    pad_index = torch.where(
+        valid, c0 + offsets[:, None] + t[None], torch.full_like(valid, c0, dtype=torch.long)
+    )
     unpad_index = valid.flatten().nonzero().flatten()
     own_g = own[None] & valid[:, None, :]
     prompt_part = torch.ones(len(lengths), tmax, prompt_len, dtype=torch.bool, device=device)
@@ -103,8 +105,9 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
 
 
-def _segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: _Segment, scale: float | None,
-                       dropout: float) -> torch.Tensor:
+def _segment_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: _Segment, scale: float | None, dropout: float
+) -> torch.Tensor:
     """q, k, v: (H, L, D) of the packed row. Returns (H, segment length, D)."""
     a, p = seg.start, seg.prompt_len
     qp, kp, vp = q[None, :, a : a + p], k[None, :, a : a + p], v[None, :, a : a + p]
@@ -113,40 +116,57 @@ def _segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: _
     c0 = a + p
     h, _, d = q.shape
     if seg.pad_index is None:  # equal lengths: a view, no gather
+
         def split(x: torch.Tensor) -> torch.Tensor:
             return x[:, c0 : c0 + n].reshape(h, g, tmax, d).transpose(0, 1)
     else:
+
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.index_select(1, seg.pad_index).reshape(h, g, tmax, d).transpose(0, 1)
+
     qc, kc, vc = split(q), split(k), split(v)
     keys = torch.cat([kp.expand(g, h, p, d), kc], 2)
     values = torch.cat([vp.expand(g, h, p, d), vc], 2)
-    out_c = F.scaled_dot_product_attention(qc, keys, values, attn_mask=seg.mask, scale=scale, dropout_p=dropout)
+    out_c = F.scaled_dot_product_attention(
+        qc, keys, values, attn_mask=seg.mask, scale=scale, dropout_p=dropout
+    )
     out_c = out_c.transpose(0, 1).reshape(h, g * tmax, d)
     if seg.unpad_index is not None:
         out_c = out_c.index_select(1, seg.unpad_index)
     return torch.cat([out_p, out_c], 1)
 
 
-def prefix_grouper_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                             attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                             **kwargs: Any) -> tuple[torch.Tensor, None]:
+def prefix_grouper_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """The registered attention: grouped when a PackSpec is passed to a causal layer, plain SDPA otherwise."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     spec: PackSpec | None = kwargs.get(SPEC_KWARG)
     if spec is None or not getattr(module, "is_causal", True) or query.shape[2] != spec.length:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     n_rep = getattr(module, "num_key_value_groups", 1)
-    attend = getattr(spec, "attend", None)  # another packing's own attention (Tree-GRPO: training.objectives.tree_pack.TreeSpec)
+    attend = getattr(
+        spec, "attend", None
+    )  # another packing's own attention (Tree-GRPO: training.objectives.tree_pack.TreeSpec)
     if attend is not None:
         return attend(query, _repeat_kv(key, n_rep), _repeat_kv(value, n_rep), scaling, dropout), None
     if query.shape[0] != 1:
         raise ValueError("the prefix-grouped forward takes one packed row")
     if spec.mode == "dense":
         k, v = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
-        out = F.scaled_dot_product_attention(query, k, v, attn_mask=spec.dense_mask, scale=scaling, dropout_p=dropout)
+        out = F.scaled_dot_product_attention(
+            query, k, v, attn_mask=spec.dense_mask, scale=scaling, dropout_p=dropout
+        )
         return out.transpose(1, 2).contiguous(), None
     q, k, v = query[0], _repeat_kv(key, n_rep)[0], _repeat_kv(value, n_rep)[0]
     pieces = [_segment_attention(q, k, v, s, scaling, dropout) for s in spec.segments]
@@ -188,12 +208,15 @@ def vision_kwargs(prompts: list[Any]) -> dict[str, torch.Tensor]:
     pv = [p.pixel_values for p in prompts if p.pixel_values is not None]
     if not pv:
         return {}
-    return {"pixel_values": torch.cat(pv, 0),
-            "image_grid_thw": torch.cat([p.image_grid_thw for p in prompts if p.pixel_values is not None], 0)}
+    return {
+        "pixel_values": torch.cat(pv, 0),
+        "image_grid_thw": torch.cat([p.image_grid_thw for p in prompts if p.pixel_values is not None], 0),
+    }
 
 
-def pack_batch(base: torch.nn.Module, batch: RolloutBatch, mode: str = "efficient"
-               ) -> tuple[torch.Tensor, torch.Tensor, PackSpec, torch.Tensor, list[Any]]:
+def pack_batch(
+    base: torch.nn.Module, batch: RolloutBatch, mode: str = "efficient"
+) -> tuple[torch.Tensor, torch.Tensor, PackSpec, torch.Tensor, list[Any]]:
     """The packed row: (input_ids (1,L), position_ids ((1,L) or (3,1,L)), spec, gather index (N,T), prompts)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -224,15 +247,27 @@ def pack_batch(base: torch.nn.Module, batch: RolloutBatch, mode: str = "efficien
     input_ids = torch.cat(ids_parts)[None]
     pos = torch.cat(pos_parts, -1)
     position_ids = pos[:, None] if pos.dim() == 2 else pos[None]
-    spec = PackSpec(mode, cursor, segments, _dense_mask(segments, cursor, device) if mode == "dense" else None)
+    spec = PackSpec(
+        mode, cursor, segments, _dense_mask(segments, cursor, device) if mode == "dense" else None
+    )
     return input_ids, position_ids, spec, gather.to(device), prompts
 
 
-def decoder_hidden(base: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor | None,
-                   attention_mask: Any, **kwargs: Any) -> torch.Tensor:
+def decoder_hidden(
+    base: torch.nn.Module,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor | None,
+    attention_mask: Any,
+    **kwargs: Any,
+) -> torch.Tensor:
     """Last hidden states of the inner model (vision tower + decoder), without the lm_head."""
-    out = base.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False,
-                     **kwargs)
+    out = base.model(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=attention_mask,
+        use_cache=False,
+        **kwargs,
+    )
     return out.last_hidden_state
 
 
@@ -249,6 +284,10 @@ def grouped_hidden(model: torch.nn.Module, batch: RolloutBatch, mode: str = "eff
     layer_types = set(getattr(text_cfg, "layer_types", None) or ["full_attention"])
     if "sliding_attention" in layer_types:
         raise NotImplementedError("prefix grouping with sliding-window layers is not supported")
-    masks = dict.fromkeys(layer_types)  # a dict skips transformers' mask building; the spec carries the layout
-    hidden = decoder_hidden(base, input_ids, position_ids, masks, **vision_kwargs(prompts), **{SPEC_KWARG: spec})
+    masks = dict.fromkeys(
+        layer_types
+    )  # a dict skips transformers' mask building; the spec carries the layout
+    hidden = decoder_hidden(
+        base, input_ids, position_ids, masks, **vision_kwargs(prompts), **{SPEC_KWARG: spec}
+    )
     return hidden[0].index_select(0, gather[mask.to(gather.device)])

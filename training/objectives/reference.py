@@ -48,7 +48,9 @@ class ReferenceConfig:
         if self.as_old_policy:
             # Only a recent copy of the policy can be the ratio's denominator: against the base or the start
             # adapter every ratio drifts far outside the clip range and the surrogate stops learning.
-            check(self.kind == "lagged", f"{key}.kind", "lagged when reference.as_old_policy is true", self.kind)
+            check(
+                self.kind == "lagged", f"{key}.kind", "lagged when reference.as_old_policy is true", self.kind
+            )
 
 
 class Reference:
@@ -70,8 +72,15 @@ class Reference:
             self.sync(model)
 
     @torch.no_grad()
-    def logprobs(self, model: torch.nn.Module, batch: RolloutBatch, *, method: str, head: str = "auto",
-                 temperature: float = 1.0) -> torch.Tensor | None:
+    def logprobs(
+        self,
+        model: torch.nn.Module,
+        batch: RolloutBatch,
+        *,
+        method: str,
+        head: str = "auto",
+        temperature: float = 1.0,
+    ) -> torch.Tensor | None:
         if self.kind == "none":
             return None
         kwargs = dict(method=method, head=head, temperature=temperature)
@@ -96,7 +105,7 @@ class Reference:
 
     def restore(self, tensors: dict[str, torch.Tensor], device: torch.device, where: object) -> None:
         """From a checkpoint's trainer tensors; a mismatch is a one-line error naming the checkpoint."""
-        held = {k[len(CHECKPOINT_PREFIX):]: v for k, v in tensors.items() if k.startswith(CHECKPOINT_PREFIX)}
+        held = {k[len(CHECKPOINT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CHECKPOINT_PREFIX)}
         try:
             self.load_state_dict(held, device)
         except ValueError as e:
@@ -107,6 +116,8 @@ class Reference:
             return
         missing = sorted(set(self.weights) - set(state))
         if missing:
-            raise ValueError(f"the checkpoint holds no reference tensor for {missing[0]} "
-                             f"({len(missing)} missing): it was written with another reference.kind")
+            raise ValueError(
+                f"the checkpoint holds no reference tensor for {missing[0]} "
+                f"({len(missing)} missing): it was written with another reference.kind"
+            )
         self.weights = {k: state[k].to(device) for k in self.weights}

@@ -45,16 +45,22 @@ def resolve(names: list[str], modules: list[str]) -> dict[str, RewardFn]:
             except (ModuleNotFoundError, AttributeError):
                 raise ConfigError(f"rewards: cannot find function '{name}'") from None
         else:
-            raise ConfigError(f"rewards: unknown reward '{name}' (registered: {', '.join(REWARDS.names()) or 'none'}; "
-                              "add its module to reward_modules)")
+            raise ConfigError(
+                f"rewards: unknown reward '{name}' (registered: {', '.join(REWARDS.names()) or 'none'}; "
+                "add its module to reward_modules)"
+            )
     return out
 
 
-def score(name: str, fn: RewardFn, prompts: list, completions: list[str], fields: dict[str, list]) -> torch.Tensor:
+def score(
+    name: str, fn: RewardFn, prompts: list, completions: list[str], fields: dict[str, list]
+) -> torch.Tensor:
     """Call one reward and check its answer: one finite float per completion."""
     try:
         values = fn(prompts, completions, **fields)
-    except Exception as e:  # a user's reward code: name it, keep the run's checkpoints, no traceback by default
+    except (
+        Exception
+    ) as e:  # a user's reward code: name it, keep the run's checkpoints, no traceback by default
         raise MedrlError(f"reward '{name}' raised {type(e).__name__}: {e}") from e
     if len(values) != len(completions):
         raise MedrlError(f"reward '{name}' returned {len(values)} values for {len(completions)} completions")

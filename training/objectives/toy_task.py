@@ -23,8 +23,14 @@ def make_records(n: int, seed: int = 0, low: int = 0, high: int = 4, filler: str
     for _ in range(n):
         k = rng.randint(low, high)
         text = (filler + "\n" if filler else "") + PROMPT.format(n=k)
-        out.append({"prompt": [{"role": "user", "content": text}], "images": [], "answer": str(k),
-                    "meta": {"task": "toy_number"}})
+        out.append(
+            {
+                "prompt": [{"role": "user", "content": text}],
+                "images": [],
+                "answer": str(k),
+                "meta": {"task": "toy_number"},
+            }
+        )
     return out
 
 

@@ -26,7 +26,9 @@ from training.rollout.tree import Tree
 def _row_leaves(batch: RolloutBatch) -> list[tuple[Tree, int]]:
     """(tree, leaf id) of every row: a tree's rows are its kept leaves, in order (also after `select_groups`)."""
     if batch.tree_index is None or not batch.trees:
-        raise ValueError("loss.forward 'tree' needs a Tree-GRPO batch (rollout.env set: rows with their trees)")
+        raise ValueError(
+            "loss.forward 'tree' needs a Tree-GRPO batch (rollout.env set: rows with their trees)"
+        )
     by_index = {t.index: t for t in batch.trees}
     seen: dict[int, int] = {}
     out = []
@@ -38,9 +40,9 @@ def _row_leaves(batch: RolloutBatch) -> list[tuple[Tree, int]]:
     return out
 
 
-def pack_trees(base: torch.nn.Module, batch: RolloutBatch, dense: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                                  torch.Tensor, list[PromptInputs],
-                                                                                  TreeSpec]:
+def pack_trees(
+    base: torch.nn.Module, batch: RolloutBatch, dense: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[PromptInputs], TreeSpec]:
     """The trees of each prompt packed once, one right-padded row per prompt: [prompt; tree 1's nodes; tree 2's ...].
 
     Returns (input_ids (B,L), position_ids, mask (B,1,L,L) bool, only when ``dense`` (else None): each token sees
@@ -50,7 +52,9 @@ def pack_trees(base: torch.nn.Module, batch: RolloutBatch, dense: bool = False) 
     position + 1, in all three rows)."""
     device = model_device(base)
     rows = _row_leaves(batch)
-    groups: dict[int, list[Tree]] = {}  # prompt (index into batch.prompts, remapped by select_groups) -> its trees
+    groups: dict[
+        int, list[Tree]
+    ] = {}  # prompt (index into batch.prompts, remapped by select_groups) -> its trees
     needed: dict[int, set[int]] = {}
     for (tree, leaf), g in zip(rows, batch.group_index.tolist()):
         if tree.index not in needed:
@@ -90,11 +94,15 @@ def pack_trees(base: torch.nn.Module, batch: RolloutBatch, dense: bool = False) 
                 anc[x, y] = True
                 y = parents[y]
         own = torch.cat(owner)
-        packed.append((torch.cat(ids), torch.cat(pos, -1), anc[own[:, None], own[None, :]].tril() if dense else None))
+        packed.append(
+            (torch.cat(ids), torch.cat(pos, -1), anc[own[:, None], own[None, :]].tril() if dense else None)
+        )
     n_rows, width = len(packed), max(x[0].shape[0] for x in packed)
     input_ids = torch.full((n_rows, width), batch.pad_token_id, dtype=torch.long, device=device)
     mrope = packed[0][1].dim() == 2
-    position_ids = torch.zeros((3, n_rows, width) if mrope else (n_rows, width), dtype=torch.long, device=device)
+    position_ids = torch.zeros(
+        (3, n_rows, width) if mrope else (n_rows, width), dtype=torch.long, device=device
+    )
     mask = torch.eye(width, dtype=torch.bool, device=device).repeat(n_rows, 1, 1) if dense else None
     for b, (ids, pos, m) in enumerate(packed):
         ln = ids.shape[0]
@@ -123,7 +131,9 @@ def pack_trees(base: torch.nn.Module, batch: RolloutBatch, dense: bool = False) 
         p_len = prompt_end[tindex][1] + 1
         segments.append((b, s0, e0, torch.tensor(list(range(p_len)) + ctx, dtype=torch.long, device=device)))
     prompt_lens = [len(p) for p in prompts]
-    spec = TreeSpec(width, sorted(segments, key=lambda x: (x[0], x[1])), prompt_lens, [len(x[0]) for x in packed])
+    spec = TreeSpec(
+        width, sorted(segments, key=lambda x: (x[0], x[1])), prompt_lens, [len(x[0]) for x in packed]
+    )
     return input_ids, position_ids, None if mask is None else mask[:, None], gather.to(device), prompts, spec
 
 
@@ -138,23 +148,35 @@ class TreeSpec:
     prompt_lens: list[int]
     row_lens: list[int]
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None, dropout: float
-               ) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None, dropout: float
+    ) -> torch.Tensor:
         """q, k, v: (B, H, L, D) -> (B, L, H, D)."""
         import torch.nn.functional as F
 
         rows: list[list[torch.Tensor]] = [[] for _ in range(q.shape[0])]
         for b, p in enumerate(self.prompt_lens):
-            rows[b].append(F.scaled_dot_product_attention(q[b:b + 1, :, :p], k[b:b + 1, :, :p], v[b:b + 1, :, :p],
-                                                          is_causal=True, scale=scale, dropout_p=dropout)[0])
+            rows[b].append(
+                F.scaled_dot_product_attention(
+                    q[b : b + 1, :, :p],
+                    k[b : b + 1, :, :p],
+                    v[b : b + 1, :, :p],
+                    is_causal=True,
+                    scale=scale,
+                    dropout_p=dropout,
+                )[0]
+            )
         for b, s0, e0, ctx in self.segments:
             n = e0 - s0
             keys = torch.cat([k[b].index_select(1, ctx), k[b, :, s0:e0]], 1)[None]
             vals = torch.cat([v[b].index_select(1, ctx), v[b, :, s0:e0]], 1)[None]
             own = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
             mask = torch.cat([torch.ones(n, ctx.numel(), dtype=torch.bool, device=q.device), own], 1)
-            rows[b].append(F.scaled_dot_product_attention(q[b:b + 1, :, s0:e0], keys, vals, attn_mask=mask,
-                                                          scale=scale, dropout_p=dropout)[0])
+            rows[b].append(
+                F.scaled_dot_product_attention(
+                    q[b : b + 1, :, s0:e0], keys, vals, attn_mask=mask, scale=scale, dropout_p=dropout
+                )[0]
+            )
         h, d = q.shape[1], q.shape[3]
         out = []
         for b, pieces in enumerate(rows):
@@ -186,8 +208,14 @@ def tree_hidden(model: torch.nn.Module, batch: RolloutBatch, mode: str = "effici
         layer_types = set(getattr(base.config.get_text_config(), "layer_types", None) or ["full_attention"])
         if "sliding_attention" in layer_types:
             raise NotImplementedError("the tree forward with sliding-window layers is not supported")
-        hidden = decoder_hidden(base, input_ids, position_ids, dict.fromkeys(layer_types), **vision_kwargs(prompts),
-                                **{SPEC_KWARG: spec})
+        hidden = decoder_hidden(
+            base,
+            input_ids,
+            position_ids,
+            dict.fromkeys(layer_types),
+            **vision_kwargs(prompts),
+            **{SPEC_KWARG: spec},
+        )
     else:
         hidden = decoder_hidden(base, input_ids, position_ids, mask4d, **vision_kwargs(prompts))
     return hidden.reshape(-1, hidden.shape[-1]).index_select(0, gather[mask.to(gather.device)])

@@ -115,8 +115,13 @@ def eos_ids(base: torch.nn.Module, tokenizer: Any, config: SamplingConfig) -> se
 # Placeholders a processor puts where an image or video goes. A completion holding one would no longer match the
 # image features the training forward inserts ("Image features and image tokens do not match"): seen on a GPU with
 # random 3B weights, which sample any of 151,936 ids. The sampler never draws them; log-probs stay the policy's.
-PLACEHOLDER_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
-                    "vision_token_id")
+PLACEHOLDER_KEYS = (
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "vision_token_id",
+)
 
 
 def never_sampled_ids(base: torch.nn.Module, device: torch.device | str = "cpu") -> torch.Tensor | None:
@@ -127,13 +132,19 @@ def never_sampled_ids(base: torch.nn.Module, device: torch.device | str = "cpu")
     return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
 
 
-def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None,
-                banned: torch.Tensor | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator | None,
+    banned: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Temperature, then top-k, then top-p (transformers' order), then one multinomial draw per row; `banned` ids
     (`never_sampled_ids`) are never drawn."""
     if config.greedy:
         return (logits if banned is None else logits.index_fill(-1, banned, float("-inf"))).argmax(-1)
-    scores = logits / config.temperature  # a new tensor: the bans go in place, the caller's logits stay the policy's
+    scores = (
+        logits / config.temperature
+    )  # a new tensor: the bans go in place, the caller's logits stay the policy's
     if banned is not None:
         scores.index_fill_(-1, banned, float("-inf"))
     if config.top_k > 0 and config.top_k < scores.shape[-1]:
@@ -150,8 +161,12 @@ def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.G
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def sample_with_logprobs(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None,
-                         banned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_with_logprobs(
+    logits: torch.Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator | None,
+    banned: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(the sampled ids, their log-probs at the log-prob temperature): one decode step of every sampler."""
     nxt = sample_next(logits, config, generator, banned)
     return nxt, torch.log_softmax(logits / config.logprob_temperature, -1).gather(-1, nxt[:, None])[:, 0]
@@ -171,8 +186,9 @@ class Decoding:
     stops: StopStrings
 
 
-def decoding(model: torch.nn.Module, processor: Any, config: SamplingConfig,
-             generator: torch.Generator | None = None) -> Decoding:
+def decoding(
+    model: torch.nn.Module, processor: Any, config: SamplingConfig, generator: torch.Generator | None = None
+) -> Decoding:
     """Resolve a sampler call's EOS, pad id, generator and stop strings; `processor` is the tokenizer or a
     processor with `.tokenizer`."""
     base = unwrap_model(model)
@@ -200,13 +216,21 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 # ---------------------------------------------------------------- the decode forward, compiled or not
 
-def _decode_forward(base: torch.nn.Module, cache: RolloutKVCache, ids: torch.Tensor, positions: torch.Tensor
-                    ) -> torch.Tensor:
+
+def _decode_forward(
+    base: torch.nn.Module, cache: RolloutKVCache, ids: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
     """One token per row -> (rows, vocab) float logits. The attention (`rollout_attention`) reads its masks from
     the cache; the mask argument is a placeholder so transformers builds none."""
     masks = {"full_attention": cache.prompt_mask}
-    out = base(input_ids=ids, position_ids=positions, attention_mask=masks, cache=cache, use_cache=True,
-               **{CACHE_KWARG: cache})
+    out = base(
+        input_ids=ids,
+        position_ids=positions,
+        attention_mask=masks,
+        cache=cache,
+        use_cache=True,
+        **{CACHE_KWARG: cache},
+    )
     return out.logits[:, -1].float()
 
 
@@ -228,16 +252,21 @@ def _compiled_forward() -> Callable:
 
 # ---------------------------------------------------------------- the engine
 
+
 def _check_model(base: torch.nn.Module) -> torch.dtype | None:
     """The prefill mask's form: None for a bool mask (SDPA, registered functions), else the additive dtype."""
     text = base.config.get_text_config()
     if "sliding_attention" in (getattr(text, "layer_types", None) or []):
-        raise MedrlError("rollout: sliding-window attention layers are not supported by the rollout cache "
-                         "(set use_sliding_window: false in the model config)")
+        raise MedrlError(
+            "rollout: sliding-window attention layers are not supported by the rollout cache "
+            "(set use_sliding_window: false in the model config)"
+        )
     impl = text._attn_implementation
     if impl and "flash" in impl:
-        raise MedrlError(f"rollout: attention '{impl}' cannot take the rollout's per-row 4-D mask; load the policy "
-                         "with model.attn_implementation=sdpa (or eager)")
+        raise MedrlError(
+            f"rollout: attention '{impl}' cannot take the rollout's per-row 4-D mask; load the policy "
+            "with model.attn_implementation=sdpa (or eager)"
+        )
     return torch.float32 if impl == "eager" else None
 
 
@@ -248,8 +277,14 @@ def _pad_token(base: torch.nn.Module, pad_id: int) -> int:
     return pad_id if pad_id not in media else 0
 
 
-def _prefill(base: torch.nn.Module, cache: RolloutKVCache, prompts: Sequence[PromptInputs],
-             positions: Sequence[torch.Tensor], fill: int, additive: torch.dtype | None) -> None:
+def _prefill(
+    base: torch.nn.Module,
+    cache: RolloutKVCache,
+    prompts: Sequence[PromptInputs],
+    positions: Sequence[torch.Tensor],
+    fill: int,
+    additive: torch.dtype | None,
+) -> None:
     """Every prompt but its last token, in left-padded chunks of at most PREFILL_TOKENS padded tokens."""
     i = 0
     while i < len(prompts):
@@ -262,29 +297,47 @@ def _prefill(base: torch.nn.Module, cache: RolloutKVCache, prompts: Sequence[Pro
             device = chunk[0].input_ids.device
             ids = torch.full((len(chunk), w), fill, dtype=torch.long, device=device)
             mrope = pos[0].dim() == 2
-            pp = torch.zeros((3, len(chunk), w) if mrope else (len(chunk), w), dtype=torch.long, device=device)
+            pp = torch.zeros(
+                (3, len(chunk), w) if mrope else (len(chunk), w), dtype=torch.long, device=device
+            )
             pad = torch.tensor([w - (len(p) - 1) for p in chunk], device=device)
             for r, (p, q) in enumerate(zip(chunk, pos)):
                 n = len(p) - 1
                 if n:
-                    ids[r, w - n:] = p.input_ids[:n]
-                    pp[..., r, w - n:] = q[..., :n]
+                    ids[r, w - n :] = p.input_ids[:n]
+                    pp[..., r, w - n :] = q[..., :n]
             kwargs: dict[str, Any] = {}
             pixels = [p.pixel_values for p in chunk if p.pixel_values is not None]
             if pixels:
-                kwargs.update(pixel_values=torch.cat(pixels),
-                              image_grid_thw=torch.cat([p.image_grid_thw for p in chunk if p.pixel_values is not None]))
+                kwargs.update(
+                    pixel_values=torch.cat(pixels),
+                    image_grid_thw=torch.cat([p.image_grid_thw for p in chunk if p.pixel_values is not None]),
+                )
             cache.begin_prefill(i, w)
-            base(input_ids=ids, position_ids=pp, attention_mask={"full_attention": prefill_mask(pad, w, additive)},
-                 cache=cache, use_cache=True, logits_to_keep=1, **kwargs)
+            base(
+                input_ids=ids,
+                position_ids=pp,
+                attention_mask={"full_attention": prefill_mask(pad, w, additive)},
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            )
         i = j
 
 
 _STATIC_CACHE: dict[str, Any] = {}
 
 
-def _cache_for(base: torch.nn.Module, prompts: int, group: int, width: int, steps: int, prompt_mask: torch.Tensor,
-               static: bool) -> RolloutKVCache:
+def _cache_for(
+    base: torch.nn.Module,
+    prompts: int,
+    group: int,
+    width: int,
+    steps: int,
+    prompt_mask: torch.Tensor,
+    static: bool,
+) -> RolloutKVCache:
     """A new cache, or (static mode) the last one when the shapes repeat, so CUDA graphs are not re-recorded for
     new buffer addresses every rollout."""
     layers = base.config.get_text_config().num_hidden_layers
@@ -311,9 +364,17 @@ class _Rows:
 
 
 @torch.no_grad()
-def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: SamplingConfig, eos: set[int],
-                stops: StopStrings, pad_id: int, generator: torch.Generator | None, static: bool,
-                forward: Callable = _decode_forward) -> tuple[torch.Tensor, torch.Tensor, list[int], list[bool]]:
+def _decode_all(
+    base: torch.nn.Module,
+    prompts: Sequence[PromptInputs],
+    config: SamplingConfig,
+    eos: set[int],
+    stops: StopStrings,
+    pad_id: int,
+    generator: torch.Generator | None,
+    static: bool,
+    forward: Callable = _decode_forward,
+) -> tuple[torch.Tensor, torch.Tensor, list[int], list[bool]]:
     """All prompts -> (tokens (steps, rows), logprobs (steps, rows), done_at per row, truncated per row).
 
     `static`: fixed shapes for a compiled step (bucketed prompt width, whole own buffer, no group dropping)."""
@@ -325,7 +386,9 @@ def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: 
         if len(p) == 0:
             raise ValueError("empty prompt")
         if p.mm_token_type_ids is not None and int(p.mm_token_type_ids[-1]) != 0:
-            raise ValueError("a prompt must end with a text token (the generation prompt), not an image placeholder")
+            raise ValueError(
+                "a prompt must end with a text token (the generation prompt), not an image placeholder"
+            )
     additive = _check_model(base)
     banned = never_sampled_ids(base, device)
     positions = [prompt_positions(base, p) for p in prompts]
@@ -354,18 +417,24 @@ def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: 
                 cache.begin_decode(t)
                 logits = forward(base, cache, step_ids, pos[..., None])
                 finite = torch.isfinite(logits).all(-1)
-                logits = logits.masked_fill(~finite[:, None], 0.0)  # sample something; the step is an error below
+                logits = logits.masked_fill(
+                    ~finite[:, None], 0.0
+                )  # sample something; the step is an error below
                 nxt, lp = sample_with_logprobs(logits, config, generator, banned)
                 if index is None:
                     tokens[t], logps[t] = nxt, lp
                 else:
                     tokens[t].index_copy_(0, index, nxt)
                     logps[t].index_copy_(0, index, lp)
-                host = torch.cat([nxt, finite.all().long()[None]]).tolist()  # the step's one device-to-host copy
+                host = torch.cat(
+                    [nxt, finite.all().long()[None]]
+                ).tolist()  # the step's one device-to-host copy
                 bar.update(1)
                 if not host[-1]:
-                    raise MedrlError(f"the policy's logits are not finite at sampling step {t}: the weights have "
-                                     "diverged (lower optim.lr or check the last checkpoint)")
+                    raise MedrlError(
+                        f"the policy's logits are not finite at sampling step {t}: the weights have "
+                        "diverged (lower optim.lr or check the last checkpoint)"
+                    )
                 for i, alive in enumerate(book.alive):
                     if not alive:
                         continue
@@ -376,17 +445,22 @@ def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: 
                     if hit:
                         book.alive[i] = False
                         done_at[book.ids[i]] = t + 1
-                live_groups = [k for k in range(len(groups)) if any(book.alive[k * g: (k + 1) * g])]
+                live_groups = [k for k in range(len(groups)) if any(book.alive[k * g : (k + 1) * g])]
                 if not live_groups:
                     break
                 step_ids, pos = nxt[:, None], pos + 1
-                if not static and len(live_groups) <= len(groups) // 2:  # drop finished groups: one cache copy
+                if (
+                    not static and len(live_groups) <= len(groups) // 2
+                ):  # drop finished groups: one cache copy
                     keep = [k * g + r for k in live_groups for r in range(g)]
                     sel = torch.tensor(keep, device=device)
                     cache.select_groups(torch.tensor(live_groups, device=device))
                     step_ids, pos = step_ids[sel], pos[..., sel]
-                    book = _Rows([book.ids[i] for i in keep], [book.alive[i] for i in keep],
-                                 [book.stop_state[i] for i in keep])
+                    book = _Rows(
+                        [book.ids[i] for i in keep],
+                        [book.alive[i] for i in keep],
+                        [book.stop_state[i] for i in keep],
+                    )
                     groups = [groups[k] for k in live_groups]
                     index = torch.tensor(book.ids, device=device)
     finally:
@@ -397,8 +471,9 @@ def _decode_all(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: 
     return tokens, logps, done_at, truncated
 
 
-def _decode_with_compile(base: torch.nn.Module, prompts: Sequence[PromptInputs], config: SamplingConfig,
-                         *args: Any) -> tuple[torch.Tensor, torch.Tensor, list[int], list[bool]]:
+def _decode_with_compile(
+    base: torch.nn.Module, prompts: Sequence[PromptInputs], config: SamplingConfig, *args: Any
+) -> tuple[torch.Tensor, torch.Tensor, list[int], list[bool]]:
     """The compiled decode when asked for; under `auto`, a compile failure is logged once and decoding goes on
     uncompiled (the failure is remembered for the process)."""
     if not _use_compile(config, model_device(base)):
@@ -416,13 +491,21 @@ def _decode_with_compile(base: torch.nn.Module, prompts: Sequence[PromptInputs],
         _STATIC_CACHE.clear()
         if state is not None:  # the uncompiled run draws what it would have drawn from the start
             generator.set_state(state)
-        log.warning("rollout.compile=auto: compiling the decode step failed (%s: %s); decoding uncompiled",
-                    type(e).__name__, e)
+        log.warning(
+            "rollout.compile=auto: compiling the decode step failed (%s: %s); decoding uncompiled",
+            type(e).__name__,
+            e,
+        )
         return _decode_all(base, prompts, config, *args, static=False)
 
 
-def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[PromptInputs],
-                      config: SamplingConfig, generator: torch.Generator | None = None) -> RolloutBatch:
+def generate_rollouts(
+    model: torch.nn.Module,
+    processor: Any,
+    prompts: Sequence[PromptInputs],
+    config: SamplingConfig,
+    generator: torch.Generator | None = None,
+) -> RolloutBatch:
     """Sample `config.num_generations` completions per prompt; the model is put in eval mode and restored after.
 
     `processor` is the tokenizer or a processor with `.tokenizer` (for decoding, EOS and pad ids).
@@ -434,15 +517,24 @@ def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[
     moved = [p.to(device) for p in prompts]
     if not moved:
         empty = torch.zeros((0, 0), dtype=torch.long, device=device)
-        return RolloutBatch([], empty, empty.bool(), torch.zeros(0, dtype=torch.long, device=device), int(pad_id),
-                            empty.float(), [], torch.zeros(0, dtype=torch.bool, device=device),
-                            config.logprob_temperature)
+        return RolloutBatch(
+            [],
+            empty,
+            empty.bool(),
+            torch.zeros(0, dtype=torch.long, device=device),
+            int(pad_id),
+            empty.float(),
+            [],
+            torch.zeros(0, dtype=torch.bool, device=device),
+            config.logprob_temperature,
+        )
     with eval_mode(model):
         # inference_mode skips autograd's version counters (~15% of a tiny model's decode step); the clones
         # below turn the results back into ordinary tensors the loss can use.
         with torch.inference_mode():
-            tokens, logps, done_at, truncated = _decode_with_compile(base, moved, config, d.eos, stops, pad_id,
-                                                                     d.generator)
+            tokens, logps, done_at, truncated = _decode_with_compile(
+                base, moved, config, d.eos, stops, pad_id, d.generator
+            )
             width = max(done_at)
             lengths = torch.tensor(done_at, device=device)
             mask = torch.arange(width, device=device)[None] < lengths[:, None]
@@ -453,5 +545,14 @@ def generate_rollouts(model: torch.nn.Module, processor: Any, prompts: Sequence[
     for row, n_tok in zip(ids.tolist(), done_at):
         texts.append(stops.cut(tokenizer.decode(row[:n_tok], skip_special_tokens=True)))
     group_index = torch.arange(len(moved), device=device).repeat_interleave(g)
-    return RolloutBatch(list(moved), ids, mask, group_index, int(pad_id), lp, texts,
-                        torch.tensor(truncated, dtype=torch.bool, device=device), config.logprob_temperature)
+    return RolloutBatch(
+        list(moved),
+        ids,
+        mask,
+        group_index,
+        int(pad_id),
+        lp,
+        texts,
+        torch.tensor(truncated, dtype=torch.bool, device=device),
+        config.logprob_temperature,
+    )

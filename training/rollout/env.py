@@ -77,8 +77,10 @@ def make_env(name: str, modules: list[str] | tuple[str, ...] = (), **kwargs: Any
         except ImportError as e:
             raise ConfigError(f"rollout.env_modules: cannot import {mod!r} ({e})") from e
     if name not in ENVIRONMENTS:
-        raise ConfigError(f"rollout.env: unknown environment {name!r}; registered: {sorted(ENVIRONMENTS)} "
-                          "(list the module that registers it under rollout.env_modules)")
+        raise ConfigError(
+            f"rollout.env: unknown environment {name!r}; registered: {sorted(ENVIRONMENTS)} "
+            "(list the module that registers it under rollout.env_modules)"
+        )
     env = ENVIRONMENTS[name](**kwargs)
     if not isinstance(env, Environment):
         raise ConfigError(f"rollout.env: {name!r} made a {type(env).__name__}, which has no reset/step")

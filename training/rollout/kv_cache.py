@@ -57,24 +57,27 @@ class _RolloutLayer(CacheLayerMixin):
                 torch._dynamo.mark_static_address(t)
         self.is_initialized = True
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.owner
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        if o.prefill is not None:  # (first prompt, first column) of this chunk: attention sees the chunk's own keys
+        if (
+            o.prefill is not None
+        ):  # (first prompt, first column) of this chunk: attention sees the chunk's own keys
             first, col = o.prefill
             n, w = key_states.shape[0], key_states.shape[2]
-            self.prompt_keys[first: first + n, :, col: col + w] = key_states
-            self.prompt_values[first: first + n, :, col: col + w] = value_states
+            self.prompt_keys[first : first + n, :, col : col + w] = key_states
+            self.prompt_values[first : first + n, :, col : col + w] = value_states
             return key_states, value_states
         if o.static:
             self.keys.index_copy_(2, o.write_pos, key_states.to(self.keys.dtype))
             self.values.index_copy_(2, o.write_pos, value_states.to(self.values.dtype))
             return self.keys, self.values
         t = o.step
-        self.keys[:, :, t: t + 1] = key_states
-        self.values[:, :, t: t + 1] = value_states
+        self.keys[:, :, t : t + 1] = key_states
+        self.values[:, :, t : t + 1] = value_states
         return self.keys[:, :, : t + 1], self.values[:, :, : t + 1]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -97,8 +100,16 @@ class _RolloutLayer(CacheLayerMixin):
 class RolloutKVCache(Cache):
     """`prompts` groups of `group` rows; prompt keys `width` columns wide, own keys `steps` columns."""
 
-    def __init__(self, num_layers: int, prompts: int, group: int, width: int, steps: int, prompt_mask: torch.Tensor,
-                 static: bool = False):
+    def __init__(
+        self,
+        num_layers: int,
+        prompts: int,
+        group: int,
+        width: int,
+        steps: int,
+        prompt_mask: torch.Tensor,
+        static: bool = False,
+    ):
         self.prompts, self.group, self.width, self.steps, self.static = prompts, group, width, steps, static
         self.prompt_mask = prompt_mask  # (prompts, 1, 1, width) bool
         self.prefill: tuple[int, int] | None = None
@@ -143,9 +154,16 @@ class RolloutKVCache(Cache):
         return self.layers[layer_idx].get_seq_length()
 
 
-def rollout_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                      **kwargs: Any) -> tuple[torch.Tensor, None]:
+def rollout_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """One query per row over [its prompt's keys (shared by the group); its own keys]: one softmax, in fp32.
 
     Calls without a rollout cache (anything outside the decode loop) go to transformers' SDPA unchanged."""
@@ -153,14 +171,15 @@ def rollout_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     if cache is None or cache.prefill is not None or query.shape[2] != 1:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     layer = cache.layers[module.layer_idx]
     pk, pv = layer.prompt_keys, layer.prompt_values
     n, kv_heads, width, d = pk.shape
     rows, heads = query.shape[0], query.shape[1]
     g, rep = rows // n, heads // kv_heads
-    scale = scaling if scaling is not None else d ** -0.5
+    scale = scaling if scaling is not None else d**-0.5
     q = query.reshape(n, g, kv_heads, rep, d)  # head h reads kv head h // rep, as repeat_kv does
     qg = q.permute(0, 2, 1, 3, 4).reshape(n, kv_heads, g * rep, d)
     s_prompt = torch.matmul(qg, pk.transpose(-1, -2)).float() * scale  # (n, kv, g*rep, width)
@@ -171,13 +190,19 @@ def rollout_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         s_own = s_own.masked_fill(cols > cache.write_pos, float("-inf"))
     s_prompt = s_prompt.view(n, kv_heads, g, rep, width).permute(0, 2, 1, 3, 4)  # (n, g, kv, rep, width) view
     s_own = s_own.view(n, g, kv_heads, rep, -1)
-    top = torch.maximum(s_prompt.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True))  # own column t is finite
+    top = torch.maximum(
+        s_prompt.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True)
+    )  # own column t is finite
     e_prompt, e_own = (s_prompt - top).exp(), (s_own - top).exp()
     denom = e_prompt.sum(-1, keepdim=True) + e_own.sum(-1, keepdim=True)
     p_prompt = e_prompt.permute(0, 2, 1, 3, 4).reshape(n, kv_heads, g * rep, width).to(pv.dtype)
     out = torch.matmul(p_prompt, pv).view(n, kv_heads, g, rep, d).permute(0, 2, 1, 3, 4).float()
-    out = out + torch.matmul(e_own.reshape(rows, kv_heads, rep, -1).to(value.dtype), value).view(
-        n, g, kv_heads, rep, d).float()
+    out = (
+        out
+        + torch.matmul(e_own.reshape(rows, kv_heads, rep, -1).to(value.dtype), value)
+        .view(n, g, kv_heads, rep, d)
+        .float()
+    )
     out = (out / denom).to(query.dtype)
     return out.reshape(rows, 1, heads, d), None
 
@@ -213,5 +238,6 @@ def prefill_mask(pad: torch.Tensor, width: int, additive_dtype: torch.dtype | No
     m = (m | torch.eye(width, dtype=torch.bool, device=pad.device)[None])[:, None]
     if additive_dtype is None:
         return m
-    return torch.zeros(m.shape, dtype=additive_dtype, device=m.device).masked_fill(~m,
-                                                                                    torch.finfo(additive_dtype).min)
+    return torch.zeros(m.shape, dtype=additive_dtype, device=m.device).masked_fill(
+        ~m, torch.finfo(additive_dtype).min
+    )

@@ -64,14 +64,21 @@ def tag_counts(text: str) -> dict[str, int]:
 
 @functools.lru_cache(maxsize=2)
 def _layout(ignore_case: bool) -> re.Pattern:
-    return re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S | (re.I if ignore_case else 0))
+    return re.compile(
+        r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S | (re.I if ignore_case else 0)
+    )
 
 
 def strict_parts(text: str, ignore_case: bool = True) -> tuple[str, str] | None:
     """(think, answer) as written when the text is exactly the layout: whitespace, one think part, whitespace, one
     answer part, whitespace; each tag once (counted case-insensitively); neither part blank. None otherwise."""
     m = _layout(ignore_case).fullmatch(text)
-    if not m or any(n != 1 for n in tag_counts(text).values()) or not m.group(1).strip() or not m.group(2).strip():
+    if (
+        not m
+        or any(n != 1 for n in tag_counts(text).values())
+        or not m.group(1).strip()
+        or not m.group(2).strip()
+    ):
         return None
     return m.group(1), m.group(2)
 

@@ -93,7 +93,7 @@ class StopStrings:
         """(the row's new state, whether a stop string has just been completed)."""
         if self.table is None:
             state.append(token)
-            tail = self.tokenizer.decode(state[-self.window:], skip_special_tokens=False)
+            tail = self.tokenizer.decode(state[-self.window :], skip_special_tokens=False)
             return state, any(s in tail for s in self.stops)
         key = (state, token)
         hit = self.memo.get(key)
@@ -103,9 +103,9 @@ class StopStrings:
                 hit = (b"", True)
             else:
                 k = min(len(text), self.longest - 1)
-                while k > 0 and text[len(text) - k:] not in self.prefixes:
+                while k > 0 and text[len(text) - k :] not in self.prefixes:
                     k -= 1
-                hit = (text[len(text) - k:] if k else b"", False)
+                hit = (text[len(text) - k :] if k else b"", False)
             self.memo[key] = hit
         return hit
 

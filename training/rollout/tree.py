@@ -41,7 +41,9 @@ class TreeConfig:
     n: int = 2  # nodes expanded per tree in each round
     l: int = 1  # noqa: E741 (the paper's name) expansion rounds
     k: int | None = None  # None: every leaf (1 + n*l)
-    expand: Literal["uniform", "internal"] = "uniform"  # uniform: root + non-terminal nodes; internal: without root
+    expand: Literal["uniform", "internal"] = (
+        "uniform"  # uniform: root + non-terminal nodes; internal: without root
+    )
 
     @property
     def leaves(self) -> int:
@@ -54,8 +56,12 @@ class TreeConfig:
     def validate(self, key: str = "rollout.tree") -> None:
         check(self.m >= 1, f"{key}.m", "an integer >= 1", self.m)
         check(self.n >= 0 and self.l >= 0, f"{key}.n/l", "integers >= 0", (self.n, self.l))
-        check(self.k is None or 1 <= self.k <= self.leaves, f"{key}.k", f"null or an integer in [1, 1+n*l="
-              f"{self.leaves}]", self.k)
+        check(
+            self.k is None or 1 <= self.k <= self.leaves,
+            f"{key}.k",
+            f"null or an integer in [1, 1+n*l={self.leaves}]",
+            self.k,
+        )
 
 
 @dataclass
@@ -85,8 +91,12 @@ class RolloutConfig(SamplingConfig):
         self.tree.validate(f"{key}.tree")
         check(self.max_turns >= 1, f"{key}.max_turns", "an integer >= 1", self.max_turns)
         if self.strategy == "tree":
-            check(self.env is not None, f"{key}.env", "an environment name (tree nodes are environment turns)",
-                  self.env)
+            check(
+                self.env is not None,
+                f"{key}.env",
+                "an environment name (tree nodes are environment turns)",
+                self.env,
+            )
 
     @property
     def multi_turn(self) -> bool:
@@ -149,10 +159,14 @@ class Tree:
 def choose(n: int, k: int, generator: torch.Generator | None) -> list[int]:
     """k indices of range(n), distinct when k <= n, by the sampling generator (reproducible)."""
     if k <= n:
-        return sorted(torch.randperm(n, generator=generator, device="cpu" if generator is None
-                                     else generator.device).tolist()[:k])
-    return torch.randint(n, (k,), generator=generator, device="cpu" if generator is None
-                         else generator.device).tolist()
+        return sorted(
+            torch.randperm(
+                n, generator=generator, device="cpu" if generator is None else generator.device
+            ).tolist()[:k]
+        )
+    return torch.randint(
+        n, (k,), generator=generator, device="cpu" if generator is None else generator.device
+    ).tolist()
 
 
 def expansion_candidates(tree: Tree, cfg: TreeConfig) -> list[Node]:

@@ -73,8 +73,14 @@ class BranchDecoder:
         return pos[None].expand(3, *pos.shape) if self.mrope else pos
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, attn: torch.Tensor, cache: Any) -> Any:
-        return self.base(input_ids=ids, position_ids=self._positions(pos), attention_mask=attn, cache=cache,
-                         use_cache=True, logits_to_keep=1)
+        return self.base(
+            input_ids=ids,
+            position_ids=self._positions(pos),
+            attention_mask=attn,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
 
     def root(self, prompt: PromptInputs) -> PathCache:
         """Prefill the prompt but its last token, once; every tree of the prompt starts from this cache."""
@@ -86,12 +92,21 @@ class BranchDecoder:
         if prompt.pixel_values is not None:
             kwargs.update(pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw)
         pre = pos[..., : p - 1]
-        out = self.base(input_ids=prompt.input_ids[None, : p - 1], position_ids=pre[:, None] if pre.dim() == 2
-                        else pre[None], use_cache=True, logits_to_keep=1, **kwargs)
+        out = self.base(
+            input_ids=prompt.input_ids[None, : p - 1],
+            position_ids=pre[:, None] if pre.dim() == 2 else pre[None],
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
         self.count.tokens_encoded += p - 1
         layers = [(lay.keys[0], lay.values[0]) for lay in out.cache.layers]
-        return PathCache(layers, torch.ones(p - 1, dtype=torch.bool, device=self.device), int(prompt.input_ids[-1]),
-                         int(pos[..., -1].max()))
+        return PathCache(
+            layers,
+            torch.ones(p - 1, dtype=torch.bool, device=self.device),
+            int(prompt.input_ids[-1]),
+            int(pos[..., -1].max()),
+        )
 
     def _stack(self, states: list[PathCache]) -> tuple[Any, torch.Tensor]:
         """One left-padded batch cache (and its key mask) from per-path caches."""
@@ -106,12 +121,12 @@ class BranchDecoder:
             vs = k0.new_zeros(len(states), h, s, states[0].layers[li][1].shape[-1])
             for b, st in enumerate(states):
                 n = st.valid.shape[0]
-                ks[b, :, s - n:] = st.layers[li][0]
-                vs[b, :, s - n:] = st.layers[li][1]
+                ks[b, :, s - n :] = st.layers[li][0]
+                vs[b, :, s - n :] = st.layers[li][1]
             data.append((ks, vs))
         valid = torch.zeros(len(states), s, dtype=torch.long, device=self.device)
         for b, st in enumerate(states):
-            valid[b, s - st.valid.shape[0]:] = st.valid.long()
+            valid[b, s - st.valid.shape[0] :] = st.valid.long()
         return DynamicCache(ddp_cache_data=data), valid
 
     @torch.inference_mode()
@@ -137,7 +152,9 @@ class BranchDecoder:
                 cache = out.cache
                 logits = out.logits[:, -1].float()
                 if not bool(torch.isfinite(logits).all()):
-                    raise MedrlError("the policy's logits are not finite while sampling: the weights have diverged")
+                    raise MedrlError(
+                        "the policy's logits are not finite while sampling: the weights have diverged"
+                    )
                 nxt, lp = sample_with_logprobs(logits, self.cfg, self.gen, self.banned)
                 pending = torch.where(alive, nxt, pending)
                 pos = pos + alive.long()
@@ -158,8 +175,14 @@ class BranchDecoder:
             for r, br in enumerate(live):
                 tree = br.tree
                 parent = tree.nodes[parents[r]]
-                node = Node(len(tree.nodes), parent.id, parent.depth + 1, toks[r], lps[r],
-                            action=self.stops.cut(self.tok.decode(toks[r], skip_special_tokens=True)))
+                node = Node(
+                    len(tree.nodes),
+                    parent.id,
+                    parent.depth + 1,
+                    toks[r],
+                    lps[r],
+                    action=self.stops.cut(self.tok.decode(toks[r], skip_special_tokens=True)),
+                )
                 obs, done, info = envs[r].step(node.action)
                 self.count.env_calls += 1
                 node.info = dict(info)
@@ -179,7 +202,11 @@ class BranchDecoder:
             if len(keep) < bsz:
                 cache.batch_select_indices(idx)
                 attn, pending, pos = attn[idx], pending[idx], pos[idx]
-                live, parents, envs = [live[r] for r in keep], [parents[r] for r in keep], [envs[r] for r in keep]
+                live, parents, envs = (
+                    [live[r] for r in keep],
+                    [parents[r] for r in keep],
+                    [envs[r] for r in keep],
+                )
             # feed the observations (the model's last token first), padded to the longest; pads are masked out
             c = max(len(x) for x in chunks)
             ids = torch.full((len(keep), c), self.pad, dtype=torch.long, device=self.device)
@@ -197,6 +224,10 @@ class BranchDecoder:
                 node = br.tree.nodes[parents[i]]
                 pending[i] = node.obs_tokens[-1]
                 s = attn.shape[1]
-                node.state = PathCache([(lay.keys[i], lay.values[i]) for lay in cache.layers], attn[i, :s].bool(),
-                                       int(pending[i]), int(pos[i]))
+                node.state = PathCache(
+                    [(lay.keys[i], lay.values[i]) for lay in cache.layers],
+                    attn[i, :s].bool(),
+                    int(pending[i]),
+                    int(pos[i]),
+                )
                 node.env = copy.deepcopy(envs[i])

@@ -17,8 +17,12 @@ from training.rollout.env import OBSERVATION
 from training.rollout.tree import Tree
 
 
-def tree_json(tree: Tree, rewards: dict[int, float] | None = None, advantages: dict[int, float] | None = None,
-              step: int | None = None) -> dict:
+def tree_json(
+    tree: Tree,
+    rewards: dict[int, float] | None = None,
+    advantages: dict[int, float] | None = None,
+    step: int | None = None,
+) -> dict:
     """Nodes with parents, text, and per-node reward/advantage (a leaf's own; an inner node's: the mean over
     its kept leaves below), the layout the app's tree viewer reads."""
     rewards, advantages = rewards or {}, advantages or {}
@@ -36,15 +40,31 @@ def tree_json(tree: Tree, rewards: dict[int, float] | None = None, advantages: d
     nodes = []
     for n in tree.nodes:
         text = n.action + (OBSERVATION.format(n.observation) if n.observation else "")
-        nodes.append({"id": n.id, "parent": n.parent, "depth": n.depth, "text": text if n.parent is not None
-                      else "(prompt)", "tokens": len(n.tokens), "leaf": n.done, "kept": n.id in tree.kept,
-                      "reward": mean(rewards, below[n.id]), "advantage": mean(advantages, below[n.id]),
-                      "info": n.info})
+        nodes.append(
+            {
+                "id": n.id,
+                "parent": n.parent,
+                "depth": n.depth,
+                "text": text if n.parent is not None else "(prompt)",
+                "tokens": len(n.tokens),
+                "leaf": n.done,
+                "kept": n.id in tree.kept,
+                "reward": mean(rewards, below[n.id]),
+                "advantage": mean(advantages, below[n.id]),
+                "info": n.info,
+            }
+        )
     return {"step": step, "prompt": tree.prompt, "tree": tree.index, "nodes": nodes}
 
 
-def save_trees(path: str | Path, batch: RolloutBatch, tokenizer: Any, step: int, rewards: torch.Tensor,
-               advantages: torch.Tensor) -> Path:
+def save_trees(
+    path: str | Path,
+    batch: RolloutBatch,
+    tokenizer: Any,
+    step: int,
+    rewards: torch.Tensor,
+    advantages: torch.Tensor,
+) -> Path:
     """`trees/step-N.jsonl`: one tree per line (see `tree_json`); rewards/advantages are the batch rows'.
     The node texts are already decoded: `tokenizer` is not read."""
     path = Path(path)

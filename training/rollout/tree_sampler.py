@@ -21,7 +21,9 @@ from training.rollout.tree import Node, RolloutConfig, Tree, TreeConfig, choose,
 from training.rollout.tree_decode import Branch, BranchDecoder, Counters
 
 
-def _initial_prompts(processor: Any, records: Sequence[dict], envs: list[Any], is_vlm: bool) -> list[PromptInputs]:
+def _initial_prompts(
+    processor: Any, records: Sequence[dict], envs: list[Any], is_vlm: bool
+) -> list[PromptInputs]:
     """Each record's prompt with the environment's first observation appended to its last user message."""
     from training.data.records import load_images
     from training.models.chat import render
@@ -34,8 +36,14 @@ def _initial_prompts(processor: Any, records: Sequence[dict], envs: list[Any], i
     return encode_prompts(processor, texts, images)
 
 
-def sample_trees(model: torch.nn.Module, processor: Any, records: Sequence[dict], cfg: RolloutConfig,
-                 generator: torch.Generator | None = None, is_vlm: bool = False) -> RolloutBatch:
+def sample_trees(
+    model: torch.nn.Module,
+    processor: Any,
+    records: Sequence[dict],
+    cfg: RolloutConfig,
+    generator: torch.Generator | None = None,
+    is_vlm: bool = False,
+) -> RolloutBatch:
     """Multi-turn rollouts for `records`: trees (``strategy: tree``) or G independent chains (``group``).
 
     Rows are grouped by prompt (`group_index`) and by tree (`tree_index`); `infos` holds each row's last
@@ -78,8 +86,15 @@ def sample_trees(model: torch.nn.Module, processor: Any, records: Sequence[dict]
     return _to_batch(trees, prompts, d.tokenizer, d.pad_id, cfg, engine.count, device)
 
 
-def _to_batch(trees: list[Tree], prompts: list[PromptInputs], tokenizer: Any, pad_id: int, cfg: RolloutConfig,
-              count: Counters, device: torch.device) -> RolloutBatch:
+def _to_batch(
+    trees: list[Tree],
+    prompts: list[PromptInputs],
+    tokenizer: Any,
+    pad_id: int,
+    cfg: RolloutConfig,
+    count: Counters,
+    device: torch.device,
+) -> RolloutBatch:
     """One row per kept leaf, tree by tree: its path's model tokens (mask 1, their log-probs) and observation tokens
     (mask 0), its text, its last environment info; the counters and per-trajectory means as `stats`."""
     rows_ids, rows_mask, rows_lp, texts, group, tree_idx, infos, truncated = [], [], [], [], [], [], [], []
@@ -110,17 +125,29 @@ def _to_batch(trees: list[Tree], prompts: list[PromptInputs], tokenizer: Any, pa
         ids[i, : len(a)] = torch.tensor(a)
         mask[i, : len(b)] = torch.tensor(b)
         lp[i, : len(c)] = torch.tensor(c)
-    stats = {"rollout/tokens_generated": float(count.tokens_generated),
-             "rollout/tokens_encoded": float(count.tokens_encoded), "rollout/env_calls": float(count.env_calls),
-             "rollout/trajectories": float(n), "rollout/tokens_per_trajectory": float(mask.sum()) / max(n, 1),
-             "rollout/turns_per_trajectory": sum(x["turns_taken"] for x in infos) / max(n, 1)}
+    stats = {
+        "rollout/tokens_generated": float(count.tokens_generated),
+        "rollout/tokens_encoded": float(count.tokens_encoded),
+        "rollout/env_calls": float(count.env_calls),
+        "rollout/trajectories": float(n),
+        "rollout/tokens_per_trajectory": float(mask.sum()) / max(n, 1),
+        "rollout/turns_per_trajectory": sum(x["turns_taken"] for x in infos) / max(n, 1),
+    }
     for key, name in (("questions", "questions_asked"), ("answered", "answer_rate")):
         vals = [float(x[key]) for x in infos if key in x]
         if vals:
             stats[f"rollout/{name}"] = sum(vals) / len(vals)
-    batch = RolloutBatch(list(prompts), ids.to(device), mask.to(device), torch.tensor(group, device=device),
-                         int(pad_id), lp.to(device), texts, torch.tensor(truncated, device=device),
-                         cfg.logprob_temperature)
+    batch = RolloutBatch(
+        list(prompts),
+        ids.to(device),
+        mask.to(device),
+        torch.tensor(group, device=device),
+        int(pad_id),
+        lp.to(device),
+        texts,
+        torch.tensor(truncated, device=device),
+        cfg.logprob_temperature,
+    )
     batch.tree_index = torch.tensor(tree_idx, device=device)
     batch.infos, batch.trees, batch.stats = infos, trees, stats
     return batch

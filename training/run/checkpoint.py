@@ -67,8 +67,10 @@ def load_trainable(model, src: Path) -> None:
         result = set_peft_model_state_dict(model, load_file(str(adapter)))
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
-            raise MedrlError(f"{adapter}: {len(unexpected)} unexpected keys (e.g. {unexpected[0]}): the "
-                             "checkpoint was written by a different LoRA setup")
+            raise MedrlError(
+                f"{adapter}: {len(unexpected)} unexpected keys (e.g. {unexpected[0]}): the "
+                "checkpoint was written by a different LoRA setup"
+            )
         return
     full = src / "model.safetensors"
     if not full.is_file():
@@ -79,8 +81,16 @@ def load_trainable(model, src: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- folders
-def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, state: dict[str, Any],
-                    tensors: dict[str, torch.Tensor] | None = None, keep: int = 0) -> Path:
+def save_checkpoint(
+    run: RunDir,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    state: dict[str, Any],
+    tensors: dict[str, torch.Tensor] | None = None,
+    keep: int = 0,
+) -> Path:
     """Everything a resume needs, in one atomically published folder: the trainer's own tensors (sampling
     generator, reference adapter, ...) go in with the weights, and `trainer_state.json` is written last, so a
     published `step-N/` is always complete. Older checkpoints are pruned only after it is published."""
@@ -94,8 +104,9 @@ def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, state: 
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(capture_rng(), tmp / "rng.pt")
         if tensors:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                      str(tmp / TRAINER_TENSORS))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TRAINER_TENSORS)
+            )
         (tmp / CHECKPOINT_MARKER).write_text(json.dumps({**state, "step": step}, indent=2))
     if keep > 0:
         for _, old in run.checkpoints()[:-keep]:
@@ -103,7 +114,9 @@ def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, state: 
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_checkpoint(
+    path: Path, model, optimizer, scheduler
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore weights, optimizer, scheduler and RNG from `path`; returns (trainer state, trainer tensors)."""
     from safetensors.torch import load_file
 
@@ -117,5 +130,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[dict[str, 
         restore_rng(torch.load(path / "rng.pt", weights_only=True))
         tensors = load_file(str(path / TRAINER_TENSORS)) if (path / TRAINER_TENSORS).is_file() else {}
     except (OSError, ValueError, RuntimeError) as e:
-        raise MedrlError(f"{path}: cannot resume from this checkpoint ({str(e).splitlines()[0][:160]})") from None
+        raise MedrlError(
+            f"{path}: cannot resume from this checkpoint ({str(e).splitlines()[0][:160]})"
+        ) from None
     return state, tensors

@@ -41,7 +41,7 @@ class Dist:
     # ------------------------------------------------------------------------------------ data
     def shard(self, items: Sequence[T]) -> list[T]:
         """This rank's share of a global list (every rank holds the same list: same seed, same data order)."""
-        return list(items[self.rank::self.world])
+        return list(items[self.rank :: self.world])
 
     # ------------------------------------------------------------------------------------ collectives
     def sum(self, values: Sequence[float]) -> list[float]:
@@ -95,7 +95,7 @@ class Dist:
         offset = 0
         for p, g in zip(params, grads):
             n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+            p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
             offset += n
 
     def broadcast_params(self, params: Sequence[torch.nn.Parameter]) -> None:

@@ -79,8 +79,11 @@ class RunDir:
         """Published checkpoints, oldest first (temporary folders of a write in progress are not listed)."""
         if not self.checkpoints_dir.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.checkpoints_dir.iterdir()
-                 if p.is_dir() and (m := STEP_RE.match(p.name)) and (p / CHECKPOINT_MARKER).is_file()]
+        found = [
+            (int(m.group(1)), p)
+            for p in self.checkpoints_dir.iterdir()
+            if p.is_dir() and (m := STEP_RE.match(p.name)) and (p / CHECKPOINT_MARKER).is_file()
+        ]
         return sorted(found)
 
     def latest_checkpoint(self) -> Path | None:

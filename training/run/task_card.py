@@ -37,13 +37,20 @@ class TaskConfig:
         temperature (float, default 0.0): how evaluations and the app sample; 0 is greedy.
     """
 
-    max_new_tokens: int | None = None  # the answer length the model is asked for; None: the RL rollout length,
+    max_new_tokens: int | None = (
+        None  # the answer length the model is asked for; None: the RL rollout length,
+    )
     #                                    else the reader's own default (DermIQ 160, Clinical-R1 512)
     temperature: float = 0.0  # how evaluations and the app sample; 0 is greedy
 
     def validate(self, key: str) -> None:
         if self.max_new_tokens is not None:
-            check(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an integer >= 1 (or null)", self.max_new_tokens)
+            check(
+                self.max_new_tokens >= 1,
+                f"{key}.max_new_tokens",
+                "an integer >= 1 (or null)",
+                self.max_new_tokens,
+            )
         check(self.temperature >= 0, f"{key}.temperature", "a float >= 0 (0: greedy)", self.temperature)
 
 
@@ -65,7 +72,9 @@ def _slots(messages: list[dict]) -> list[dict]:
     for m in messages:
         content = m.get("content")
         if isinstance(content, list):
-            content = [{"type": "image"} if isinstance(p, dict) and p.get("type") == "image" else p for p in content]
+            content = [
+                {"type": "image"} if isinstance(p, dict) and p.get("type") == "image" else p for p in content
+            ]
         out.append({"role": m.get("role"), "content": content})
     return out
 
@@ -91,14 +100,28 @@ def build_card(cfg: Any, records: list[dict], skipped: int = 0) -> dict:
     """The card of a run about to train on `records` with config `cfg` (an SFT, RL or DPO config)."""
     task = getattr(cfg, "task", None) or TaskConfig()
     rollout = getattr(cfg, "rollout", None)
-    max_new = task.max_new_tokens or (getattr(rollout, "max_new_tokens", None) if rollout is not None else None)
+    max_new = task.max_new_tokens or (
+        getattr(rollout, "max_new_tokens", None) if rollout is not None else None
+    )
     prompt = _slots(prompt_of(records[0])) if records else []
-    this = {"trainer": cfg.trainer, "run": cfg.run.name, "data": str(cfg.data.train), "records": len(records),
-            "skipped": skipped}
-    return {"version": VERSION, "prompt": prompt, "max_new_tokens": max_new, "temperature": task.temperature,
-            "image_side": image_side(records), "base_model": cfg.model.name, "start_adapter": cfg.model.adapter,
-            "trained_on": [*lineage(cfg.model.adapter), this],
-            "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    this = {
+        "trainer": cfg.trainer,
+        "run": cfg.run.name,
+        "data": str(cfg.data.train),
+        "records": len(records),
+        "skipped": skipped,
+    }
+    return {
+        "version": VERSION,
+        "prompt": prompt,
+        "max_new_tokens": max_new,
+        "temperature": task.temperature,
+        "image_side": image_side(records),
+        "base_model": cfg.model.name,
+        "start_adapter": cfg.model.adapter,
+        "trained_on": [*lineage(cfg.model.adapter), this],
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def image_side(records: list[dict], n: int = 8) -> int | None:
@@ -161,14 +184,22 @@ def _inferred(run_path: Path) -> dict | None:
         return None
     task = cfg.get("task") or {}
     max_new = task.get("max_new_tokens") or (cfg.get("rollout") or {}).get("max_new_tokens")
-    images = [p if Path(p).is_absolute() else str(Path(train).parent / p) for p in first.get("images") or []
-              if isinstance(p, str)]
-    return {"version": VERSION, "prompt": _slots(prompt_of(first)), "max_new_tokens": max_new,
-            "temperature": float(task.get("temperature") or 0.0), "image_side": image_side([{"images": images}]),
-            "base_model": (cfg.get("model") or {}).get("name"),
-            "start_adapter": (cfg.get("model") or {}).get("adapter"),
-            "trained_on": [{"trainer": cfg.get("trainer"), "data": train, "records": None, "skipped": None}],
-            "inferred": True}
+    images = [
+        p if Path(p).is_absolute() else str(Path(train).parent / p)
+        for p in first.get("images") or []
+        if isinstance(p, str)
+    ]
+    return {
+        "version": VERSION,
+        "prompt": _slots(prompt_of(first)),
+        "max_new_tokens": max_new,
+        "temperature": float(task.get("temperature") or 0.0),
+        "image_side": image_side([{"images": images}]),
+        "base_model": (cfg.get("model") or {}).get("name"),
+        "start_adapter": (cfg.get("model") or {}).get("adapter"),
+        "trained_on": [{"trainer": cfg.get("trainer"), "data": train, "records": None, "skipped": None}],
+        "inferred": True,
+    }
 
 
 def system_text(card: dict | None) -> str | None:
@@ -176,5 +207,9 @@ def system_text(card: dict | None) -> str | None:
     for m in (card or {}).get("prompt") or []:
         if m.get("role") == "system":
             c = m.get("content")
-            return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
+            return (
+                c
+                if isinstance(c, str)
+                else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
+            )
     return None

@@ -19,13 +19,30 @@ from training.run.rundir import RunDir
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",
-             enabled: bool = True, unit: str = "it", leave: bool = True, initial: int = 0) -> tqdm:
+def progress(
+    iterable: Iterable[T] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    enabled: bool = True,
+    unit: str = "it",
+    leave: bool = True,
+    initial: int = 0,
+) -> tqdm:
     """One progress-bar style for every loop a person waits for; off when `enabled` is false or
     MEDRL_PROGRESS=0 (CI logs)."""
     disable = (not enabled) or os.environ.get("MEDRL_PROGRESS", "1") == "0"
-    return tqdm(iterable, total=total, desc=desc, disable=disable, unit=unit, leave=leave, initial=initial,
-                dynamic_ncols=True, file=sys.stderr)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        disable=disable,
+        unit=unit,
+        leave=leave,
+        initial=initial,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
 
 
 def _jsonable(v: Any) -> Any:
@@ -43,7 +60,9 @@ class MetricsLogger:
     duplicated or orphaned rows.
     """
 
-    def __init__(self, run_dir: str | Path | RunDir, tensorboard: bool = True, resume_step: int | None = None):
+    def __init__(
+        self, run_dir: str | Path | RunDir, tensorboard: bool = True, resume_step: int | None = None
+    ):
         self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.run.path.mkdir(parents=True, exist_ok=True)
         self.path = self.run.metrics_path

@@ -31,12 +31,22 @@ class Arm:
 
     name: str  # its row in the tables
     overrides: dict = field(default_factory=dict)  # merged over the section (nested keys merge)
-    replaces: tuple[str, ...] = ()  # keys of the section dropped first, so `overrides` sets them whole (a reward table)
+    replaces: tuple[
+        str, ...
+    ] = ()  # keys of the section dropped first, so `overrides` sets them whole (a reward table)
     folder: str | None = None  # its run folders' prefix, OUT/<folder>_s<seed> (None: its name)
 
 
-def run_arms(pipeline: Pipeline, raw: dict, stage: str, out: Path, seeds: list[int], arms: list[Arm],
-             extra: dict, measure: Callable[[Path, Arm], dict]) -> list[dict]:
+def run_arms(
+    pipeline: Pipeline,
+    raw: dict,
+    stage: str,
+    out: Path,
+    seeds: list[int],
+    arms: list[Arm],
+    extra: dict,
+    measure: Callable[[Path, Arm], dict],
+) -> list[dict]:
     """Train (or reuse) every (seed, arm) run of section ``stage`` with ``extra`` (what all arms share: the start
     adapter, the data) and the arm's changes, seeds outer; one row per run: arm, seed, ``measure(run folder, arm)``."""
     rows = []
@@ -44,8 +54,9 @@ def run_arms(pipeline: Pipeline, raw: dict, stage: str, out: Path, seeds: list[i
         for arm in arms:
             name = f"{arm.folder or arm.name}_s{seed}"
             section = {k: v for k, v in raw[stage].items() if k not in arm.replaces}
-            cfg = pipeline.stage_config({**raw, stage: section}, stage, out, seed, merge(extra, arm.overrides),
-                                        name=name)
+            cfg = pipeline.stage_config(
+                {**raw, stage: section}, stage, out, seed, merge(extra, arm.overrides), name=name
+            )
             train_or_reuse(cfg)
             rows.append({"arm": arm.name, "seed": seed, **measure(Path(out) / name, arm)})
     return rows
@@ -81,7 +92,9 @@ class AblationTable:
             lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
         lines += ["", "| arm | seed | " + " | ".join(self.shown) + " |", sep]
         for r in result["runs"]:
-            lines.append(f"| {r['arm']} | {r['seed']} | " + " | ".join(fmt(r.get(k)) for k in self.shown) + " |")
+            lines.append(
+                f"| {r['arm']} | {r['seed']} | " + " | ".join(fmt(r.get(k)) for k in self.shown) + " |"
+            )
         return "\n".join(lines)
 
     def write(self, out: Path, header: dict, runs: list[dict]) -> dict:

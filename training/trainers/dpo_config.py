@@ -46,13 +46,25 @@ class DPOLossSettings:
 
     def validate(self, key: str = "dpo") -> None:
         check(self.beta > 0, f"{key}.beta", "a float > 0", self.beta)
-        check(self.loss_type in DPO_LOSS_TYPES, f"{key}.loss_type", f"one of {list(DPO_LOSS_TYPES)}",
-              self.loss_type)
-        check(0.0 <= self.label_smoothing < 0.5, f"{key}.label_smoothing", "a float in [0, 0.5)",
-              self.label_smoothing)
+        check(
+            self.loss_type in DPO_LOSS_TYPES,
+            f"{key}.loss_type",
+            f"one of {list(DPO_LOSS_TYPES)}",
+            self.loss_type,
+        )
+        check(
+            0.0 <= self.label_smoothing < 0.5,
+            f"{key}.label_smoothing",
+            "a float in [0, 0.5)",
+            self.label_smoothing,
+        )
         if self.label_smoothing:
-            check(self.loss_type == "sigmoid", f"{key}.loss_type", "sigmoid when label_smoothing > 0",
-                  self.loss_type)
+            check(
+                self.loss_type == "sigmoid",
+                f"{key}.loss_type",
+                "sigmoid when label_smoothing > 0",
+                self.loss_type,
+            )
 
 
 @dataclass
@@ -99,13 +111,27 @@ class DPOConfig(TrainerConfig):
 
     def validate(self, key: str) -> None:
         super().validate(key)
-        check(self.batch_size > 0, "batch_size", "a positive integer (pairs per micro-batch)", self.batch_size)
+        check(
+            self.batch_size > 0, "batch_size", "a positive integer (pairs per micro-batch)", self.batch_size
+        )
         check(self.grad_accum > 0, "grad_accum", "a positive integer", self.grad_accum)
-        check(self.reference.kind != "none", "reference.kind",
-              "start, base or lagged (DPO's loss is relative to a reference policy)", self.reference.kind)
-        check(not self.reference.as_old_policy, "reference.as_old_policy", "false (DPO has no ratio to clip)",
-              self.reference.as_old_policy)
+        check(
+            self.reference.kind != "none",
+            "reference.kind",
+            "start, base or lagged (DPO's loss is relative to a reference policy)",
+            self.reference.kind,
+        )
+        check(
+            not self.reference.as_old_policy,
+            "reference.as_old_policy",
+            "false (DPO has no ratio to clip)",
+            self.reference.as_old_policy,
+        )
         if self.reference.kind == "base":
             # `base` switches the adapter off; a full fine-tune has none to switch off.
-            check(self.model.adapter is not None or self.model.lora.enabled, "reference.kind",
-                  "start or lagged when the model has no adapter (model.lora.enabled is false)", self.reference.kind)
+            check(
+                self.model.adapter is not None or self.model.lora.enabled,
+                "reference.kind",
+                "start or lagged when the model has no adapter (model.lora.enabled is false)",
+                self.reference.kind,
+            )

@@ -67,8 +67,10 @@ def encode_pairs(policy, records: Sequence[dict], max_length: int, where: object
         room = max_length - len(prompt)
         if room < 1:
             prefix = f"{where}: " if where else ""
-            raise DataError(f"{prefix}a prompt of {len(prompt)} tokens leaves no room for its completions under "
-                            f"data.max_length={max_length}; raise data.max_length")
+            raise DataError(
+                f"{prefix}a prompt of {len(prompt)} tokens leaves no room for its completions under "
+                f"data.max_length={max_length}; raise data.max_length"
+            )
         for side in SIDES:
             ids = tok(completion_text(rec[side]), add_special_tokens=False)["input_ids"] + [end]
             if len(ids) > room:
@@ -85,8 +87,14 @@ def pair_logprobs(token_logprobs: torch.Tensor, mask: torch.Tensor) -> tuple[tor
 
 
 # ---------------------------------------------------------------------------------------------- one step
-def dpo_update(model, micro: list[RolloutBatch], reference: Reference, cfg: DPOConfig, device: torch.device,
-               normalizer: float | None = None) -> tuple[float, dict[str, float]]:
+def dpo_update(
+    model,
+    micro: list[RolloutBatch],
+    reference: Reference,
+    cfg: DPOConfig,
+    device: torch.device,
+    normalizer: float | None = None,
+) -> tuple[float, dict[str, float]]:
     """Backward of one optimizer step's loss over its micro-batches; returns (loss, pair-weighted stats). No
     optimizer step. `normalizer`: the step's pair count over every rank (default: these micro-batches' own)."""
     fwd = {"method": cfg.loss.forward, "head": cfg.loss.head}
@@ -95,15 +103,26 @@ def dpo_update(model, micro: list[RolloutBatch], reference: Reference, cfg: DPOC
     if normalizer is None:
         normalizer = sum(m.num_rows // 2 for m in micro)
 
-    def micro_loss(item: tuple[RolloutBatch, tuple[torch.Tensor, torch.Tensor]]
-                   ) -> tuple[torch.Tensor, dict[str, float], float]:
+    def micro_loss(
+        item: tuple[RolloutBatch, tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, dict[str, float], float]:
         m, (ref_c, ref_r) = item
         with autocast_context(cfg.run.precision, device):
             out = completion_logprobs(model, m, **fwd)
         pol_c, pol_r = pair_logprobs(out.logprobs, m.completion_mask)
-        loss, stats = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta=cfg.dpo.beta, loss_type=cfg.dpo.loss_type,
-                               label_smoothing=cfg.dpo.label_smoothing, normalizer=normalizer)
-        stats.update({"logps/chosen": float(pol_c.detach().mean()), "logps/rejected": float(pol_r.detach().mean())})
+        loss, stats = dpo_loss(
+            pol_c,
+            pol_r,
+            ref_c,
+            ref_r,
+            beta=cfg.dpo.beta,
+            loss_type=cfg.dpo.loss_type,
+            label_smoothing=cfg.dpo.label_smoothing,
+            normalizer=normalizer,
+        )
+        stats.update(
+            {"logps/chosen": float(pol_c.detach().mean()), "logps/rejected": float(pol_r.detach().mean())}
+        )
         return loss, stats, int(pol_c.shape[0])
 
     return accumulate(zip(micro, refs), micro_loss)
@@ -119,22 +138,32 @@ def train_dpo(cfg: DPOConfig, resume: bool = False) -> dict:
         reference.restore(loop.resume_tensors, policy.device, loop.resume_from)
 
     def step() -> StepResult:
-        encoded = [encode_pairs(policy, records, cfg.data.max_length, where=loop.data.path)
-                   for records in loop.micro_batches(cfg.batch_size, cfg.grad_accum)]
+        encoded = [
+            encode_pairs(policy, records, cfg.data.max_length, where=loop.data.path)
+            for records in loop.micro_batches(cfg.batch_size, cfg.grad_accum)
+        ]
         micro = [e.batch.to(policy.device) for e in encoded]
         pairs = sum(e.num_pairs for e in encoded)
-        loss, stats = dpo_update(loop.model, micro, reference, cfg, policy.device, normalizer=dist.sum([pairs])[0])
+        loss, stats = dpo_update(
+            loop.model, micro, reference, cfg, policy.device, normalizer=dist.sum([pairs])[0]
+        )
         if dist.enabled:  # pair-weighted means over ranks, the loss summed (each rank's is its share)
             keys = sorted(stats)
             sums = dist.sum([loss, pairs] + [stats[k] * pairs for k in keys])
             loss, stats = sums[0], {k: v / max(sums[1], 1) for k, v in zip(keys, sums[2:])}
         grad_norm = loop.update(loss)
         reference.maybe_sync(loop.model, loop.step + 1)
-        tokens, truncated = dist.sum([sum(int(m.completion_mask.sum()) for m in micro),
-                                      sum(e.truncated for e in encoded)])
+        tokens, truncated = dist.sum(
+            [sum(int(m.completion_mask.sum()) for m in micro), sum(e.truncated for e in encoded)]
+        )
         rows = 2 * cfg.batch_size * cfg.grad_accum * dist.world
-        return StepResult(loss, grad_norm, tokens, {**stats, "completion_tokens": int(tokens),
-                                                    "truncated_frac": truncated / rows})
+        return StepResult(
+            loss,
+            grad_norm,
+            tokens,
+            {**stats, "completion_tokens": int(tokens), "truncated_frac": truncated / rows},
+        )
 
-    return loop.run(step, postfix={"loss": "loss", "margin": "rewards/margins"},
-                    tensors=reference.checkpoint_tensors)
+    return loop.run(
+        step, postfix={"loss": "loss", "margin": "rewards/margins"}, tensors=reference.checkpoint_tensors
+    )

@@ -42,7 +42,9 @@ def write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> 
     atomic_write_text(path, buf.getvalue())
 
 
-def write_eval(folder: Path, tag: str, metrics: dict, rows: list[dict], predictions: str | None = None) -> None:
+def write_eval(
+    folder: Path, tag: str, metrics: dict, rows: list[dict], predictions: str | None = None
+) -> None:
     """RUN/eval/<tag>.json and the per-record CSV (``predictions``, default ``<tag>_predictions.csv``)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / f"{tag}.json", metrics)
@@ -73,10 +75,18 @@ def model_config_of(run) -> tuple[object, Path]:
 class Evaluation:
     """One run evaluated on one data file; a domain subclasses it with `ask`, `respond` and `score`."""
 
-    default_max_new_tokens = 160  # the answer length when the run has neither a task card nor a rollout length
+    default_max_new_tokens = (
+        160  # the answer length when the run has neither a task card nor a rollout length
+    )
 
-    def __init__(self, run_path: str | Path, data: str | Path, limit: int | None = None,
-                 max_new_tokens: int | None = None, tag: str = "metrics"):
+    def __init__(
+        self,
+        run_path: str | Path,
+        data: str | Path,
+        limit: int | None = None,
+        max_new_tokens: int | None = None,
+        tag: str = "metrics",
+    ):
         from training.data.records import read_jsonl
         from training.run.rundir import RunDir
         from training.run.task_card import read_card
@@ -84,7 +94,9 @@ class Evaluation:
         self.run = RunDir(run_path)
         self.model_cfg, self.adapter = model_config_of(self.run)
         self.data = data
-        self.records = read_jsonl(data, "rl", limit=limit).records  # never empty: that is an error naming the file
+        self.records = read_jsonl(
+            data, "rl", limit=limit
+        ).records  # never empty: that is an error naming the file
         self.card = read_card(self.run.path)  # how the run was trained to be asked (None: an older run)
         self.tag = tag
         self.max_new_tokens = max_new_tokens or self.answer_length()
@@ -122,7 +134,13 @@ class Evaluation:
         responses = self.respond(policy, asked)
         del policy
         rows, summary = self.score(asked, responses)
-        metrics = {"run": str(self.run.path), "adapter": str(self.adapter), "data": str(self.data),
-                   "max_new_tokens": self.max_new_tokens, **summary, "seconds": round(time.time() - t0, 1)}
+        metrics = {
+            "run": str(self.run.path),
+            "adapter": str(self.adapter),
+            "data": str(self.data),
+            "max_new_tokens": self.max_new_tokens,
+            **summary,
+            "seconds": round(time.time() - t0, 1),
+        }
         self.write(metrics, rows, responses)
         return metrics

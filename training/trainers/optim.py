@@ -13,8 +13,9 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch
     params = [p for p in params if p.requires_grad]
     if not params:
         raise RuntimeError("no trainable parameters: is LoRA enabled, or the model frozen by mistake?")
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                             weight_decay=cfg.weight_decay, foreach=False)
+    return torch.optim.AdamW(
+        params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=False
+    )
 
 
 def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:
@@ -35,8 +36,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: Opt
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
 
 
-def clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, max_grad_norm: float,
-                  loss_value: float) -> tuple[float, bool]:
+def clip_and_step(
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float,
+    loss_value: float,
+) -> tuple[float, bool]:
     """Clip (max_grad_norm <= 0: no clipping), then step only if the loss and gradient are finite; always clears
     the gradients. Returns (pre-clip gradient norm, whether the step was taken)."""
     max_norm = max_grad_norm if max_grad_norm > 0 else math.inf

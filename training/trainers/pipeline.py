@@ -39,7 +39,9 @@ EVALUATE = ("last", "all", "none")  # which stages `Pipeline.run` evaluates on t
 class PipelineSettings:
     """The `pipeline:` keys every pipeline has; a domain's settings class adds its data keys to these."""
 
-    stages: list[str] | None = None  # the stages to run (any order; they run in pipeline order); None: every stage
+    stages: list[str] | None = (
+        None  # the stages to run (any order; they run in pipeline order); None: every stage
+    )
     seed: int = 0  # the data seed, and every stage's run.seed
     start_adapter: str | None = None  # where the first stage starts when no earlier stage is finished in OUT
     eval_limit: int | None = None  # test records evaluated after the last stage (None: all of them; 0: none)
@@ -72,7 +74,9 @@ class Stage:
         return self.folder or self.name
 
 
-def data_folder(data: str, builtin: str, out: Path, write_builtin: Callable[[Path], None], importer: str) -> Path:
+def data_folder(
+    data: str, builtin: str, out: Path, write_builtin: Callable[[Path], None], importer: str
+) -> Path:
     """A pipeline's data folder: the user's folder ``data`` (train.jsonl and test.jsonl from ``importer``), or, when
     ``data`` is the pipeline's ``builtin`` keyword, OUT/data, filled by ``write_builtin`` unless its test.jsonl (the
     last split written) is already there."""
@@ -119,7 +123,9 @@ class Pipeline:
     stages: tuple[Stage, ...]  # in pipeline order: the order they run in and chain along
     settings_class: type[PipelineSettings]  # the recipe's `pipeline:` section
     recipes: dict[str, str]  # short names a command offers (tiny, 3b) -> shipped recipe names
-    prepare_data: Callable[[PipelineSettings, Path], Path]  # (settings, OUT) -> the data folder (train/test.jsonl)
+    prepare_data: Callable[
+        [PipelineSettings, Path], Path
+    ]  # (settings, OUT) -> the data folder (train/test.jsonl)
     evaluate: Callable[[Path, Path, PipelineSettings], dict]  # (run folder, test.jsonl, settings) -> metrics
 
     @property
@@ -143,11 +149,15 @@ class Pipeline:
         raw = merge(read_yaml(path), parse_overrides(overrides or []))
         raw = {k: v for k, v in raw.items() if not str(k).startswith("_")}  # YAML anchors (`_model: &model`)
         if not isinstance(raw.get("pipeline"), dict):
-            raise ConfigError(f"{path}: expected a 'pipeline:' section (a pipeline recipe, not a `medrl train` one)")
+            raise ConfigError(
+                f"{path}: expected a 'pipeline:' section (a pipeline recipe, not a `medrl train` one)"
+            )
         known = ("pipeline", *self.names)
         unknown = set(raw) - set(known)
         if unknown:
-            raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+            raise ConfigError(
+                f"{path}: unknown section(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})"
+            )
         raw["_path"] = str(path)
         return raw
 
@@ -159,7 +169,9 @@ class Pipeline:
                 section["stages"] = [self.stage(s).name for s in section["stages"]]
             pc = from_dict(self.settings_class, section, "pipeline")
             if pc.stages is not None and not pc.stages:
-                raise ConfigError(f"pipeline.stages: expected a non-empty list of {', '.join(self.names)}, got []")
+                raise ConfigError(
+                    f"pipeline.stages: expected a non-empty list of {', '.join(self.names)}, got []"
+                )
         except ConfigError as e:
             raise ConfigError(f"{raw['_path']}: {e}") from None
         pc.stages = list(self.names) if pc.stages is None else pc.stages
@@ -168,14 +180,17 @@ class Pipeline:
                 raise ConfigError(f"{raw['_path']}: stage '{s}' has no '{s}:' section")
         return pc
 
-    def stage_config(self, raw: dict, stage: str, out: Path, seed: int, extra: dict | None = None,
-                     name: str | None = None):
+    def stage_config(
+        self, raw: dict, stage: str, out: Path, seed: int, extra: dict | None = None, name: str | None = None
+    ):
         """The trainer config of section ``stage`` with ``extra`` merged over it, its run folder OUT/<name> (default:
         the stage's folder); errors name the recipe and the section."""
         s = self.stage(stage)
         if not isinstance(raw.get(s.name), dict):
             raise ConfigError(f"{raw['_path']}: stage '{s.name}' has no '{s.name}:' section")
-        section = merge(raw[s.name], {"run": {"name": name or s.run_name, "output_dir": str(out), "seed": seed}})
+        section = merge(
+            raw[s.name], {"run": {"name": name or s.run_name, "output_dir": str(out), "seed": seed}}
+        )
         try:
             return from_dict(config_class(s.trainer), merge(section, extra or {}))
         except ConfigError as e:

@@ -13,23 +13,36 @@ import json
 from collections.abc import Callable
 
 
-def add_recipe_args(p: argparse.ArgumentParser, out: str, recipe_help: str, data_help: str, steps_help: str) -> None:
+def add_recipe_args(
+    p: argparse.ArgumentParser, out: str, recipe_help: str, data_help: str, steps_help: str
+) -> None:
     """The flags that pick and adjust a pipeline recipe: --recipe, --data, --out, --seed, --steps."""
     p.add_argument("--recipe", default="tiny", help=recipe_help)
     p.add_argument("--data", default=None, help=data_help)
     p.add_argument("--out", default=out, help="output folder: one run folder per stage")
-    p.add_argument("--seed", type=int, default=None, help="data and training seed (the recipe's pipeline.seed)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="data and training seed (the recipe's pipeline.seed)"
+    )
     p.add_argument("--steps", type=int, default=None, help=steps_help)
 
 
 def add_train_args(p: argparse.ArgumentParser, stages_help: str) -> None:
     """--stages, --start-adapter, --eval (and --no-eval, the same as --eval none), --json."""
     p.add_argument("--stages", default=None, help=stages_help)
-    p.add_argument("--start-adapter", default=None, help="adapter the first stage starts from when no earlier stage "
-                   "is finished in --out")
-    p.add_argument("--eval", choices=["last", "all", "none"], default="last",
-                   help="evaluate the last stage, every stage run, or none on the held-out test.jsonl")
-    p.add_argument("--no-eval", dest="eval", action="store_const", const="none", help="the same as --eval none")
+    p.add_argument(
+        "--start-adapter",
+        default=None,
+        help="adapter the first stage starts from when no earlier stage is finished in --out",
+    )
+    p.add_argument(
+        "--eval",
+        choices=["last", "all", "none"],
+        default="last",
+        help="evaluate the last stage, every stage run, or none on the held-out test.jsonl",
+    )
+    p.add_argument(
+        "--no-eval", dest="eval", action="store_const", const="none", help="the same as --eval none"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -38,23 +51,37 @@ def add_eval_args(p: argparse.ArgumentParser, run_example: str, data_help: str, 
     p.add_argument("run", help=f"a run folder, e.g. {run_example}")
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help=f"default: the run's task card or rollout length, else {default_tokens}")
-    p.add_argument("--tag", default="metrics", help="file names under eval/: TAG.json and its tables (default: "
-                   "metrics)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help=f"default: the run's task card or rollout length, else {default_tokens}",
+    )
+    p.add_argument(
+        "--tag", default="metrics", help="file names under eval/: TAG.json and its tables (default: metrics)"
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
 def add_ablate_args(p: argparse.ArgumentParser, seeds: str) -> None:
     """--seeds, --limit, --json."""
     p.add_argument("--seeds", default=seeds, help="comma-separated RL seeds")
-    p.add_argument("--limit", type=int, default=None, help="held-out records evaluated (default: the recipe's "
-                   "pipeline.eval_limit)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="held-out records evaluated (default: the recipe's pipeline.eval_limit)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON (default: a table)")
 
 
-def recipe_from_args(pipeline, args: argparse.Namespace, settings: tuple[str, ...], steps: dict[str, int | None],
-                     extra: dict | None = None) -> dict:
+def recipe_from_args(
+    pipeline,
+    args: argparse.Namespace,
+    settings: tuple[str, ...],
+    steps: dict[str, int | None],
+    extra: dict | None = None,
+) -> dict:
     """The recipe the command runs: the file with its `--key=value` overrides, then the flags: each of
     ``settings`` (pipeline keys, same-named flags) that was given, ``steps`` ({stage: max_steps or None}), ``extra``."""
     from training.config import merge
@@ -65,8 +92,12 @@ def recipe_from_args(pipeline, args: argparse.Namespace, settings: tuple[str, ..
     return merge(raw, merge({"pipeline": pipe, **runs}, extra or {}))
 
 
-def train(pipeline, args: argparse.Namespace, recipe: Callable[[argparse.Namespace, dict], dict],
-          metrics_table: Callable[[dict], str]) -> int:
+def train(
+    pipeline,
+    args: argparse.Namespace,
+    recipe: Callable[[argparse.Namespace, dict], dict],
+    metrics_table: Callable[[dict], str],
+) -> int:
     """`train`: the recipe's stages (--stages, --start-adapter), then the evaluation --eval asks for; prints each
     stage's run and adapter and the metrics tables (or the whole result as JSON)."""
     extra: dict = {"pipeline": {}}

@@ -66,27 +66,58 @@ class RLConfig(TrainerConfig):
         super().validate(key)
         check(bool(self.rewards), "rewards", "at least one reward: {name: weight}", self.rewards)
         check(self.prompts_per_step >= 1, "prompts_per_step", "an integer >= 1", self.prompts_per_step)
-        check(1 <= self.grad_accum <= self.prompts_per_step, "grad_accum",
-              f"an integer in [1, prompts_per_step={self.prompts_per_step}]", self.grad_accum)
+        check(
+            1 <= self.grad_accum <= self.prompts_per_step,
+            "grad_accum",
+            f"an integer in [1, prompts_per_step={self.prompts_per_step}]",
+            self.grad_accum,
+        )
         check(self.num_iterations >= 1, "num_iterations", "an integer >= 1", self.num_iterations)
-        check(self.rollout.temperature > 0, "rollout.temperature", "a float > 0 (RL samples)",
-              self.rollout.temperature)
-        check(rows_per_prompt(self.rollout) >= 2,
-              "rollout.tree (m * kept leaves)" if self.rollout.strategy == "tree" else "rollout.num_generations",
-              f"an integer >= 2 (the '{self.advantages.estimator}' advantage is relative to the other completions "
-              "of a group; one completion has nothing to compare with)", self.rollout.num_generations)
+        check(
+            self.rollout.temperature > 0,
+            "rollout.temperature",
+            "a float > 0 (RL samples)",
+            self.rollout.temperature,
+        )
+        check(
+            rows_per_prompt(self.rollout) >= 2,
+            "rollout.tree (m * kept leaves)"
+            if self.rollout.strategy == "tree"
+            else "rollout.num_generations",
+            f"an integer >= 2 (the '{self.advantages.estimator}' advantage is relative to the other completions "
+            "of a group; one completion has nothing to compare with)",
+            self.rollout.num_generations,
+        )
         if self.advantages.estimator == "tree":
-            check(self.rollout.multi_turn, "rollout.env", "an environment (the 'tree' advantage needs each row's "
-                  "tree: rollout.strategy tree, or group chains, which are trees of one leaf)", self.rollout.env)
+            check(
+                self.rollout.multi_turn,
+                "rollout.env",
+                "an environment (the 'tree' advantage needs each row's "
+                "tree: rollout.strategy tree, or group chains, which are trees of one leaf)",
+                self.rollout.env,
+            )
         if self.loss.beta > 0 or self.reference.as_old_policy:
-            check(self.reference.kind != "none", "reference.kind", "base, start or lagged when loss.beta > 0 or "
-                  "reference.as_old_policy", self.reference.kind)
+            check(
+                self.reference.kind != "none",
+                "reference.kind",
+                "base, start or lagged when loss.beta > 0 or reference.as_old_policy",
+                self.reference.kind,
+            )
         if needs_correct(self.advantages.estimator):
-            check(self.advantages.correct_reward is not None, "advantages.correct_reward",
-                  f"the name of a reward ({self.advantages.estimator} needs a correctness signal)",
-                  self.advantages.correct_reward)
+            check(
+                self.advantages.correct_reward is not None,
+                "advantages.correct_reward",
+                f"the name of a reward ({self.advantages.estimator} needs a correctness signal)",
+                self.advantages.correct_reward,
+            )
         if self.advantages.correct_reward is not None:
-            check(self.advantages.correct_reward in self.rewards, "advantages.correct_reward",
-                  f"one of the rewards ({', '.join(self.rewards)})", self.advantages.correct_reward)
+            check(
+                self.advantages.correct_reward in self.rewards,
+                "advantages.correct_reward",
+                f"one of the rewards ({', '.join(self.rewards)})",
+                self.advantages.correct_reward,
+            )
         for name, weight in self.rewards.items():
-            check(weight == weight and abs(weight) != float("inf"), f"rewards.{name}", "a finite weight", weight)
+            check(
+                weight == weight and abs(weight) != float("inf"), f"rewards.{name}", "a finite weight", weight
+            )

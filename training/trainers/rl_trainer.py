@@ -52,11 +52,18 @@ def _checkpoint_tensors(generator: torch.Generator, reference: Reference) -> dic
     return {GENERATOR_KEY: generator.get_state(), **reference.checkpoint_tensors()}
 
 
-def _restore_tensors(tensors: dict[str, torch.Tensor], generator: torch.Generator, reference: Reference,
-                     device: torch.device, where: object) -> None:
+def _restore_tensors(
+    tensors: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    reference: Reference,
+    device: torch.device,
+    where: object,
+) -> None:
     if GENERATOR_KEY not in tensors:
-        raise MedrlError(f"{where}: the checkpoint has no RL state (sampling generator): it was not written by the "
-                         "RL trainer")
+        raise MedrlError(
+            f"{where}: the checkpoint has no RL state (sampling generator): it was not written by the "
+            "RL trainer"
+        )
     generator.set_state(tensors[GENERATOR_KEY].cpu())
     reference.restore(tensors, device, where)
 
@@ -66,8 +73,10 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
     reward_fns = resolve(list(cfg.rewards), cfg.reward_modules)
     world = setup().world  # before the model loads: a batch that cannot be dealt out fails at once
     if cfg.prompts_per_step % world:
-        raise MedrlError(f"prompts_per_step={cfg.prompts_per_step} does not split over {world} processes: "
-                         "make it a multiple of the process count")
+        raise MedrlError(
+            f"prompts_per_step={cfg.prompts_per_step} does not split over {world} processes: "
+            "make it a multiple of the process count"
+        )
     loop = StepLoop(cfg, "rl", resume, updates_per_step=cfg.num_iterations)
     policy, model, dist, session = loop.policy, loop.model, loop.dist, loop.session
     reference = Reference(cfg.reference, model)
@@ -100,23 +109,36 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
         row_reward = weighted_sum(rewards, cfg.rewards)  # this process's rows, for the saved trees
         correct = None
         if cfg.advantages.correct_reward is not None:
-            correct = correct_from_reward(rewards, cfg.advantages.correct_reward, cfg.advantages.correct_threshold)
+            correct = correct_from_reward(
+                rewards, cfg.advantages.correct_reward, cfg.advantages.correct_threshold
+            )
         rows_here = slice(0, batch.num_rows)
         group_index = batch.group_index.cpu()
         if dist.enabled:  # the global batch's rewards on every rank, groups numbered rank after rank
             rewards, correct, group_index, rows_here = _gather_rewards(dist, rewards, correct, group_index)
-        adv, adv_stats = compute_advantages(rewards, cfg.rewards, group_index, cfg.advantages, correct=correct,
-                                            subgroups=None if batch.tree_index is None
-                                            else global_tree_index(dist, batch.tree_index.cpu()))
+        adv, adv_stats = compute_advantages(
+            rewards,
+            cfg.rewards,
+            group_index,
+            cfg.advantages,
+            correct=correct,
+            subgroups=None if batch.tree_index is None else global_tree_index(dist, batch.tree_index.cpu()),
+        )
         adv = adv[rows_here].to(policy.device)
 
         if batch.trees and dist.is_main:  # Tree-GRPO: the step's trees for the app (trees/step-N.jsonl)
-            save_trees(session.run.trees_dir / f"step-{loop.step + 1}.jsonl", batch, policy.processor,
-                       loop.step + 1, row_reward, adv)
+            save_trees(
+                session.run.trees_dir / f"step-{loop.step + 1}.jsonl",
+                batch,
+                policy.processor,
+                loop.step + 1,
+                row_reward,
+                adv,
+            )
 
         # old / reference log-probs: computed once per rollout batch, before any update
         groups = list(range(len(records)))
-        chunks = [groups[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
+        chunks = [groups[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
         micro = [select_groups(batch, c) for c in chunks]
         rows = [torch.cat([(batch.group_index == g).nonzero().flatten() for g in c]) for c in chunks]
         with autocast_context(cfg.run.precision, policy.device):
@@ -134,8 +156,16 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
             with autocast_context(cfg.run.precision, policy.device):
                 out = completion_logprobs(model, m, entropy=entropy, **fwd)
             mask = m.completion_mask.to(out.logprobs.dtype)
-            loss, st = policy_loss(out.logprobs, old, adv[r], mask, loss_cfg, ref_logps=ref, entropy=out.entropy,
-                                   normalizer=normalizer)
+            loss, st = policy_loss(
+                out.logprobs,
+                old,
+                adv[r],
+                mask,
+                loss_cfg,
+                ref_logps=ref,
+                entropy=out.entropy,
+                normalizer=normalizer,
+            )
             return loss, st, float(mask.sum())
 
         t1 = time.time()
@@ -145,19 +175,28 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
             grad_norm = loop.update(step_loss, hint="check the rewards")
         reference.maybe_sync(model, loop.step + 1)
         lengths = batch.completion_mask.sum(-1).float()
-        metrics = {"completion_len_mean": float(lengths.mean()), "completion_len_max": float(lengths.max()),
-                   "truncated_frac": float(batch.truncated.float().mean()) if batch.truncated is not None else 0.0,
-                   "rollout_s": t_roll, "update_s": time.time() - t1}
-        metrics.update({k if k.startswith(("adv/", "reward/")) else f"adv/{k}": v for k, v in adv_stats.items()})
+        metrics = {
+            "completion_len_mean": float(lengths.mean()),
+            "completion_len_max": float(lengths.max()),
+            "truncated_frac": float(batch.truncated.float().mean()) if batch.truncated is not None else 0.0,
+            "rollout_s": t_roll,
+            "update_s": time.time() - t1,
+        }
+        metrics.update(
+            {k if k.startswith(("adv/", "reward/")) else f"adv/{k}": v for k, v in adv_stats.items()}
+        )
         metrics.update({f"loss/{k}": v for k, v in loss_stats.items()})
         metrics.update(batch.stats)  # multi-turn: tokens generated/encoded, env calls, questions, answer rate
         return StepResult(step_loss, grad_norm, float(lengths.sum()), metrics, per_rank=True)
 
-    return loop.run(step, postfix={"reward": "reward/mean"}, tensors=lambda: _checkpoint_tensors(generator, reference))
+    return loop.run(
+        step, postfix={"reward": "reward/mean"}, tensors=lambda: _checkpoint_tensors(generator, reference)
+    )
 
 
-def _gather_rewards(dist, rewards: dict[str, torch.Tensor], correct: torch.Tensor | None,
-                    group_index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor, slice]:
+def _gather_rewards(
+    dist, rewards: dict[str, torch.Tensor], correct: torch.Tensor | None, group_index: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor, slice]:
     """Every rank's rewards, correctness and groups concatenated in rank order; this rank's rows in them."""
     parts = dist.gather((rewards, correct, group_index))
     offsets_rows, offsets_groups, rows, groups = [], [], 0, 0

@@ -49,7 +49,10 @@ def graceful_interrupt() -> Iterator[None]:
         if _STOP.is_set():
             raise KeyboardInterrupt
         _STOP.set()
-        print("\nmedrl: stopping after this step and saving a checkpoint (Ctrl-C again to stop now)", file=sys.stderr)
+        print(
+            "\nmedrl: stopping after this step and saving a checkpoint (Ctrl-C again to stop now)",
+            file=sys.stderr,
+        )
 
     _STOP.clear()
     previous = signal.signal(signal.SIGINT, handler)
@@ -92,8 +95,9 @@ class Session:
         run = RunDir(cfg.run.dir)
         ckpt = run.latest_checkpoint() if resume else None
         if not resume and run.has_checkpoints():
-            raise MedrlError(f"{run.path} already holds a run: pass --resume to continue it, or choose another "
-                             "--run.name")
+            raise MedrlError(
+                f"{run.path} already holds a run: pass --resume to continue it, or choose another --run.name"
+            )
         if resume and ckpt is None and run.adapter_dir.is_dir():
             raise MedrlError(f"{run.path}: nothing to resume (the run finished; its adapter is in adapter/)")
         resume_step = int(ckpt.name.split("-")[1]) if ckpt is not None else -1
@@ -116,8 +120,15 @@ class Session:
         # How this model is to be asked (the app and the evaluations read it); rewritten on resume, same content.
         write_card(self.run.path, build_card(self.cfg, data.records, len(data.skipped)))
         if step == 0:
-            self.metrics.log(0, {"event": "start", **{k: v for k, v in describe(policy).items() if k != "path"},
-                                 "records": len(data), "records_skipped": len(data.skipped)})
+            self.metrics.log(
+                0,
+                {
+                    "event": "start",
+                    **{k: v for k, v in describe(policy).items() if k != "path"},
+                    "records": len(data),
+                    "records_skipped": len(data.skipped),
+                },
+            )
         if data.skipped:
             print(f"medrl: {data.summary()}")
 
@@ -128,8 +139,15 @@ class Session:
         state, tensors = load_checkpoint(self.resume_from, model, optimizer, scheduler)
         return state, _rank_tensors(tensors, self.dist.rank)
 
-    def checkpoint(self, step: int, model, optimizer, scheduler, state: dict,
-                   tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    def checkpoint(
+        self,
+        step: int,
+        model,
+        optimizer,
+        scheduler,
+        state: dict,
+        tensors: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
         """Save atomically; after a Ctrl-C, stop here with `Interrupted` (the checkpoint is complete).
 
         Several ranks: rank 0 writes; each other rank's trainer tensors (its sampling generator) go in under
@@ -139,8 +157,16 @@ class Session:
         if self.dist.enabled and tensors:
             tensors = _merge_rank_tensors(self.dist.gather({k: v.detach().cpu() for k, v in tensors.items()}))
         if self.dist.is_main:
-            path = save_checkpoint(self.run, step, model, optimizer, scheduler, state, tensors=tensors,
-                                   keep=self.cfg.run.keep_checkpoints)
+            path = save_checkpoint(
+                self.run,
+                step,
+                model,
+                optimizer,
+                scheduler,
+                state,
+                tensors=tensors,
+                keep=self.cfg.run.keep_checkpoints,
+            )
         self.dist.barrier()
         if self._stop or (not self.dist.enabled and _STOP.is_set()):
             self.metrics.close()
@@ -162,12 +188,16 @@ class Session:
             from training.models.loading import trainable_parameters
 
             diff = self.dist.replica_divergence([p for _, p in trainable_parameters(model)])
-            self.metrics.log(self.cfg.run.max_steps, {"event": "finish", "processes": self.dist.world,
-                                                      "replicas_max_abs_diff": diff})
+            self.metrics.log(
+                self.cfg.run.max_steps,
+                {"event": "finish", "processes": self.dist.world, "replicas_max_abs_diff": diff},
+            )
             if diff > 1e-5:
                 self.metrics.close()
-                raise MedrlError(f"{self.run.path}: the {self.dist.world} processes' weights diverged (max |diff| "
-                                 f"{diff:.3g}); the adapter was not written")
+                raise MedrlError(
+                    f"{self.run.path}: the {self.dist.world} processes' weights diverged (max |diff| "
+                    f"{diff:.3g}); the adapter was not written"
+                )
         if self.dist.is_main:
             with atomic_dir(self.run.adapter_dir) as tmp:
                 save_trainable(model, tmp)
@@ -192,8 +222,10 @@ def check_disk_space(folder: Path, model) -> None:
     need = 7 * trainable + 64 * 2**20
     free = shutil.disk_usage(folder).free
     if free < need:
-        raise MedrlError(f"{folder}: {free / 2**20:,.0f} MB free on this disk, but the run's checkpoints need about "
-                         f"{need / 2**20:,.0f} MB: free some space or choose another --run.output_dir")
+        raise MedrlError(
+            f"{folder}: {free / 2**20:,.0f} MB free on this disk, but the run's checkpoints need about "
+            f"{need / 2**20:,.0f} MB: free some space or choose another --run.output_dir"
+        )
 
 
 def _merge_rank_tensors(per_rank: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -206,5 +238,5 @@ def _merge_rank_tensors(per_rank: list[dict[str, torch.Tensor]]) -> dict[str, to
 def _rank_tensors(tensors: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
     """This rank's view of a checkpoint's trainer tensors (its own `rank<R>/` entries over rank 0's)."""
     prefix = f"rank{rank}/"
-    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     return {**{k: v for k, v in tensors.items() if not _RANK_KEY.match(k)}, **own}

@@ -46,8 +46,10 @@ def train_sft(cfg: SFTConfig, resume: bool = False) -> dict:
         return loss, {}, 0.0
 
     def step() -> StepResult:
-        micro = [encode_conversations(policy, records, cfg.data.max_length)
-                 for records in loop.micro_batches(cfg.batch_size, cfg.grad_accum)]
+        micro = [
+            encode_conversations(policy, records, cfg.data.max_length)
+            for records in loop.micro_batches(cfg.batch_size, cfg.grad_accum)
+        ]
         tokens = dist.sum([sum(count_label_tokens(b) for b in micro)])[0]  # the step's, over every rank
         loss, _ = accumulate(micro, lambda b: micro_loss(b, tokens))
         loss = dist.sum([loss])[0]

@@ -48,8 +48,10 @@ class NonFinite:
         self.total += 1
         self.in_a_row += 1
         if self.in_a_row > self.limit:
-            raise MedrlError(f"{where}: {self.in_a_row} policy updates in a row had a non-finite loss or gradient "
-                             f"(step {step}); lower optim.lr, raise optim.max_grad_norm clipping, or {hint}")
+            raise MedrlError(
+                f"{where}: {self.in_a_row} policy updates in a row had a non-finite loss or gradient "
+                f"(step {step}); lower optim.lr, raise optim.max_grad_norm clipping, or {hint}"
+            )
 
     def state(self) -> dict[str, int]:
         """The counters for `trainer_state.json`, only those that are not 0 (a missing one reads as 0)."""
@@ -94,8 +96,9 @@ class StepResult:
     per_rank: bool = False  # metrics are this rank's share: reduced over ranks (`Dist.reduce_metrics`)
 
 
-def accumulate(micro: Iterable[M], micro_loss: Callable[[M], tuple[torch.Tensor, dict[str, float], float]]
-               ) -> tuple[float, dict[str, float]]:
+def accumulate(
+    micro: Iterable[M], micro_loss: Callable[[M], tuple[torch.Tensor, dict[str, float], float]]
+) -> tuple[float, dict[str, float]]:
     """Gradient accumulation: `micro_loss(m)` -> (loss, stats, weight) per micro-batch, each loss already divided
     by the whole step's normalizer, so the backward passes sum to the gradient of one big batch.
 
@@ -134,9 +137,14 @@ class StepLoop:
         self.scheduler = build_scheduler(self.optimizer, cfg.run.max_steps * updates_per_step, cfg.optim)
         state, self.resume_tensors = self.session.restore(self.model, self.optimizer, self.scheduler)
         self.step = int(state["step"])
-        self.order = DataOrder(len(self.data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0)))
-        self.nonfinite = NonFinite(cfg.max_nonfinite_in_a_row, in_a_row=int(state.get("nonfinite_in_a_row", 0)),
-                                   total=int(state.get("skipped_nonfinite", 0)))
+        self.order = DataOrder(
+            len(self.data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0))
+        )
+        self.nonfinite = NonFinite(
+            cfg.max_nonfinite_in_a_row,
+            in_a_row=int(state.get("nonfinite_in_a_row", 0)),
+            total=int(state.get("skipped_nonfinite", 0)),
+        )
 
     @property
     def resume_from(self) -> Path | None:
@@ -159,8 +167,12 @@ class StepLoop:
         self.nonfinite.record(stepped, self.session.dir, self.step + 1, hint)
         return grad_norm
 
-    def run(self, step_fn: Callable[[], StepResult], postfix: dict[str, str],
-            tensors: Callable[[], dict[str, torch.Tensor]] | None = None) -> dict:
+    def run(
+        self,
+        step_fn: Callable[[], StepResult],
+        postfix: dict[str, str],
+        tensors: Callable[[], dict[str, torch.Tensor]] | None = None,
+    ) -> dict:
         """Train to `cfg.run.max_steps` and write the final adapter; returns the last metrics row.
 
         `step_fn` runs one step (its micro-batches, backward passes and `update` calls); `postfix` maps progress
@@ -171,17 +183,28 @@ class StepLoop:
         session.start(self.policy, self.data, self.step)
         self.model.train()
         last: dict = {}
-        with progress(total=cfg.run.max_steps, initial=self.step, desc=f"{self.kind} {cfg.run.name}",
-                      enabled=cfg.run.progress and dist.is_main, unit="step") as bar:
+        with progress(
+            total=cfg.run.max_steps,
+            initial=self.step,
+            desc=f"{self.kind} {cfg.run.name}",
+            enabled=cfg.run.progress and dist.is_main,
+            unit="step",
+        ) as bar:
             while self.step < cfg.run.max_steps:
                 t0 = time.time()
                 out = step_fn()
                 self.step += 1
                 dt = time.time() - t0
-                last = {"loss": out.loss, "grad_norm": out.grad_norm, "lr": self.scheduler.get_last_lr()[0],
-                        "tokens_per_s": out.tokens / max(dt, 1e-9), "step_time_s": dt,
-                        "skipped_nonfinite": self.nonfinite.total, "epoch": self.order.pos / len(self.data),
-                        **out.metrics}
+                last = {
+                    "loss": out.loss,
+                    "grad_norm": out.grad_norm,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "tokens_per_s": out.tokens / max(dt, 1e-9),
+                    "step_time_s": dt,
+                    "skipped_nonfinite": self.nonfinite.total,
+                    "epoch": self.order.pos / len(self.data),
+                    **out.metrics,
+                }
                 if out.per_rank:
                     last = dist.reduce_metrics(last)
                 if self.step % cfg.run.log_every == 0 or self.step == cfg.run.max_steps:
@@ -189,8 +212,13 @@ class StepLoop:
                 bar.update(1)
                 bar.set_postfix({label: f"{last[key]:.3f}" for label, key in postfix.items()})
                 if session.should_save(self.step):
-                    session.checkpoint(self.step, self.model, self.optimizer, self.scheduler,
-                                       {"data_pos": self.order.pos, **self.nonfinite.state()},
-                                       tensors=tensors() if tensors is not None else None)
+                    session.checkpoint(
+                        self.step,
+                        self.model,
+                        self.optimizer,
+                        self.scheduler,
+                        {"data_pos": self.order.pos, **self.nonfinite.state()},
+                        tensors=tensors() if tensors is not None else None,
+                    )
         session.finish(self.model, self.policy)
         return last

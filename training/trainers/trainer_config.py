@@ -76,5 +76,9 @@ class TrainerConfig:
     max_nonfinite_in_a_row: int = 3
 
     def validate(self, key: str) -> None:
-        check(self.max_nonfinite_in_a_row >= 0, "max_nonfinite_in_a_row", "an integer >= 0 (0: stop at the first)",
-              self.max_nonfinite_in_a_row)
+        check(
+            self.max_nonfinite_in_a_row >= 0,
+            "max_nonfinite_in_a_row",
+            "an integer >= 0 (0: stop at the first)",
+            self.max_nonfinite_in_a_row,
+        )

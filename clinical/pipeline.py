@@ -63,7 +63,10 @@ def prepare_data(pc: PipelineConfig, out: Path) -> Path:
 
 
 def sft_traces(pc: PipelineConfig, data: Path, out: Path) -> Path:
-    """The cold-start SFT file: the user's traces, or boxed traces built from the train split's vignettes."""
+    """The cold-start SFT file: the user's traces; else boxed traces built from the train split's KG vignettes; else,
+    when the questions name no KG condition (an imported MedQA or MedMCQA), from the KG's own vignette bank, so the
+    cold start still teaches the boxed layout the CRPO stage rewards (the model learns the format there and the
+    questions' content in CRPO, as the README says)."""
     if pc.sft_data is not None:
         return Path(pc.sft_data)
     from training.data.records import read_jsonl, write_jsonl
@@ -74,9 +77,22 @@ def sft_traces(pc: PipelineConfig, data: Path, out: Path) -> Path:
     if not path.is_file():
         rows = boxed_sft_records(read_jsonl(data / "train.jsonl", "rl").records, style=pc.trace_style)
         if not rows:
+            from .data import import_data
+
+            bank = out / "data" / "vignettes"
+            if not (bank / "train.jsonl").is_file():
+                import_data(
+                    "vignettes", "embedded", bank, val_frac=0.1, test_frac=0.2, seed=pc.seed, n=pc.vignettes
+                )
+            rows = boxed_sft_records(read_jsonl(bank / "train.jsonl", "rl").records, style=pc.trace_style)
+            print(
+                f"{data / 'train.jsonl'}: no question names a KG condition, so the cold start's {len(rows)} traces "
+                f"come from KG vignettes ({bank}); give your own with --sft-data FILE",
+                flush=True,
+            )
+        if not rows:
             raise DataError(
-                f"{data / 'train.jsonl'}: no record carries a KG condition to build a trace from; "
-                "give your own traces with --sft-data FILE (JSONL of messages)"
+                f"{data / 'train.jsonl'}: no trace could be built; give your own with --sft-data FILE"
             )
         write_jsonl(path, rows)
     return path

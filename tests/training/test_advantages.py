@@ -1,4 +1,5 @@
-"""Advantage estimators against values worked out by hand (population std throughout)."""
+"""Advantage estimators against values worked out by hand, with the population std (``std="population"``) so the
+numbers stay simple; the default, unbiased std is checked against TRL's own trainer in test_advantages_trl.py."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def close(actual: torch.Tensor, expected: list[float], tol: float = 1e-6) -> Non
 
 def test_group_scale_by_hand() -> None:
     # group 0: [1, 3] mean 2, population std 1; group 1: [0, 4] mean 2, std 2.
-    adv, stats = group_zscore(torch.tensor([[1.0, 3.0], [0.0, 4.0]]))
+    adv, stats = group_zscore(torch.tensor([[1.0, 3.0], [0.0, 4.0]]), std="population")
     close(adv, [-1 / (1 + EPS), 1 / (1 + EPS), -2 / (2 + EPS), 2 / (2 + EPS)])
     assert adv.shape == (4,)
     assert stats["reward/mean"] == pytest.approx(2.0)
@@ -46,7 +47,7 @@ def test_group_scale_by_hand() -> None:
 def test_batch_scale_by_hand() -> None:
     # centred within groups: [-1, 1, -2, 2]; batch [1, 3, 0, 4]: mean 2,
     # population var (1 + 1 + 4 + 4) / 4 = 2.5, so every value is divided by sqrt(2.5) + eps.
-    adv, _ = group_zscore(torch.tensor([1.0, 3.0, 0.0, 4.0]), 2, scale="batch")
+    adv, _ = group_zscore(torch.tensor([1.0, 3.0, 0.0, 4.0]), 2, scale="batch", std="population")
     d = math.sqrt(2.5) + EPS
     close(adv, [-1 / d, 1 / d, -2 / d, 2 / d])
 
@@ -59,7 +60,7 @@ def test_none_scale_is_dr_grpo_centering() -> None:
 def test_population_std_at_g3() -> None:
     # [1, 0, 0]: mean 1/3, deviations 2/3, -1/3, -1/3; population var (4 + 1 + 1) / 27 = 2/9, std sqrt(2)/3.
     # (TRL's unbiased std is sqrt(1/3), i.e. sqrt(3/2) times larger, giving 1.1547 instead of 1.4142.)
-    adv, _ = group_zscore(torch.tensor([1.0, 0.0, 0.0]), 3, eps=1e-8)
+    adv, _ = group_zscore(torch.tensor([1.0, 0.0, 0.0]), 3, eps=1e-8, std="population")
     s = math.sqrt(2) / 3
     close(adv, [(2 / 3) / s, (-1 / 3) / s, (-1 / 3) / s], tol=1e-5)
     assert adv[0].item() == pytest.approx(math.sqrt(2), rel=1e-5)
@@ -115,7 +116,7 @@ def grpo_pp_advantages(rewards: torch.Tensor, correct: torch.Tensor, groups, **o
 def test_grpo_plus_plus_binary_fallback_by_hand() -> None:
     # group 0 has spread: z-score [sqrt2, -1/sqrt2, -1/sqrt2]; group 1 all right -> +1; group 2 all wrong -> -1.
     rewards = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
-    adv, stats = grpo_pp_advantages(rewards, rewards >= 0.5, 3, eps=1e-8)
+    adv, stats = grpo_pp_advantages(rewards, rewards >= 0.5, 3, eps=1e-8, std="population")
     r2 = math.sqrt(2)
     close(adv, [r2, -1 / r2, -1 / r2, 1, 1, 1, -1, -1, -1], tol=1e-5)
     assert stats["frac_binary_groups"] == pytest.approx(2 / 3)
@@ -159,7 +160,7 @@ def test_sum_then_normalize_by_hand() -> None:
     # total = [1, 0.5 | 1.5, 1]; each group: mean +-0.25 away, std 0.25 -> [1, -1 | 1, -1].
     rewards = {"acc": ACC, "fmt": FMT}
     close(weighted_sum(rewards, W), [1.0, 0.5, 1.5, 1.0])
-    adv, _, stats = multi_objective_advantages(rewards, W, 2, eps=1e-8)
+    adv, _, stats = multi_objective_advantages(rewards, W, 2, eps=1e-8, std="population")
     close(adv, [1.0, -1.0, 1.0, -1.0], tol=1e-5)
     assert stats["reward/mean"] == pytest.approx(1.0)
 
@@ -168,10 +169,10 @@ def test_normalize_then_weighted_sum_by_hand() -> None:
     # z(acc) = [1, -1 | 0, 0] (group 1 flat); z(fmt) = [-1, 1 | 1, -1]
     # 1 * z(acc) + 0.5 * z(fmt) = [0.5, -0.5 | 0.5, -0.5], not re-normalised.
     rewards = {"acc": ACC, "fmt": FMT}
-    per = objective_advantages(rewards, 2, eps=1e-8)
+    per = objective_advantages(rewards, 2, eps=1e-8, std="population")
     close(per["acc"], [1.0, -1.0, 0.0, 0.0], tol=1e-5)
     close(per["fmt"], [-1.0, 1.0, 1.0, -1.0], tol=1e-5)
-    cfg = AdvantageConfig(aggregation="normalize_then_weighted_sum", eps=1e-8)
+    cfg = AdvantageConfig(aggregation="normalize_then_weighted_sum", eps=1e-8, std="population")
     adv, stats = compute_advantages(rewards, W, 2, cfg)
     close(adv, [0.5, -0.5, 0.5, -0.5], tol=1e-5)
     assert stats["reward/acc/mean"] == pytest.approx(0.75)
@@ -187,11 +188,12 @@ def test_normalize_then_sum_is_trls_batch_normalised_sum() -> None:
     # z(acc) = [1, -1 | 1, -1], z(fmt) = [-1, 1 | 0, 0]; sum = [0.5, -0.5 | 1, -1]; batch mean 0,
     # population std sqrt((0.25 + 0.25 + 1 + 1) / 4) = sqrt(0.625); advantage = sum / sqrt(0.625).
     rewards = {"acc": torch.tensor([1.0, 0.0, 1.0, 0.0]), "fmt": torch.tensor([0.0, 1.0, 1.0, 1.0])}
-    adv, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_sum", eps=1e-8))
+    P = {"eps": 1e-8, "std": "population"}
+    adv, _ = compute_advantages(rewards, W, 2, AdvantageConfig(aggregation="normalize_then_sum", **P))
     d = math.sqrt(0.625)
     close(adv, [0.5 / d, -0.5 / d, 1 / d, -1 / d], tol=1e-5)
     unscaled, _ = compute_advantages(
-        rewards, W, 2, AdvantageConfig(aggregation="normalize_then_weighted_sum", eps=1e-8)
+        rewards, W, 2, AdvantageConfig(aggregation="normalize_then_weighted_sum", **P)
     )
     close(unscaled, [0.5, -0.5, 1.0, -1.0], tol=1e-5)
     # a group flat on every objective stays exactly 0 after the batch z-score
@@ -213,7 +215,9 @@ def test_aggregations_agree_without_scaling() -> None:
 
 def test_zero_weight_only_logs() -> None:
     rewards = {"acc": ACC, "fmt": FMT}
-    adv, stats = compute_advantages(rewards, {"acc": 1.0, "fmt": 0.0}, 2, AdvantageConfig(eps=1e-8))
+    adv, stats = compute_advantages(
+        rewards, {"acc": 1.0, "fmt": 0.0}, 2, AdvantageConfig(eps=1e-8, std="population")
+    )
     # acc alone: [1, -1 | 0, 0]
     close(adv, [1.0, -1.0, 0.0, 0.0], tol=1e-5)
     assert stats["reward/fmt/mean"] == 0.5
@@ -278,7 +282,7 @@ def test_entry_point_normalize_then_sum_flatness_is_on_the_combined_advantage() 
         rewards,
         weights,
         2,
-        AdvantageConfig(estimator="grpo++", aggregation="sum_then_normalize", eps=1e-8),
+        AdvantageConfig(estimator="grpo++", aggregation="sum_then_normalize", eps=1e-8, std="population"),
         correct=correct,
     )
     close(adv, [1.0, -1.0], tol=1e-5)  # z-score of [1, 0.5], not the fallback
@@ -339,7 +343,7 @@ def test_estimator_table_with_uneven_groups() -> None:
         r,
         {"acc": 1.0},
         torch.tensor([0, 0, 0, 1]),
-        AdvantageConfig(estimator="grpo++", eps=1e-8),
+        AdvantageConfig(estimator="grpo++", eps=1e-8, std="population"),
         correct=r["acc"] > 0.5,
     )
     r2 = math.sqrt(2)
@@ -370,7 +374,7 @@ def test_binary_is_plus_minus_one_everywhere_by_hand() -> None:
         {"acc": acc, "fmt": fmt},
         {"acc": 1.0, "fmt": 0.0},
         3,
-        AdvantageConfig(estimator="grpo++", correct_reward="acc"),
+        AdvantageConfig(estimator="grpo++", correct_reward="acc", std="population"),
         correct=correct,
     )
     r2 = math.sqrt(2)

@@ -38,7 +38,16 @@ def close(actual: torch.Tensor, expected: list | float, tol: float = 1e-6) -> No
         ({"epsilon_high": 0.0}, "loss.epsilon_high: expected a float > 0 or null, got 0.0"),
         ({"dual_clip": 1.0}, "loss.dual_clip: expected a float > 1 or null, got 1.0"),
         ({"beta": -0.1}, "loss.beta: expected a float >= 0, got -0.1"),
-        ({"kl_estimator": "k2"}, "loss.kl_estimator: expected one of ['k1', 'k3'], got 'k2'"),
+        ({"kl_estimator": "k4"}, "loss.kl_estimator: expected one of ['k1', 'k2', 'k3'], got 'k4'"),
+        ({"importance_sampling": "batch"}, "loss.importance_sampling: expected one of ['token', 'sequence']"),
+        (
+            {"type": "dr_grpo", "aggregation": "token_mean"},
+            "loss.aggregation: type 'dr_grpo' fixes it to 'constant'",
+        ),
+        (
+            {"type": "gspo", "importance_sampling": "token"},
+            "loss.importance_sampling: type 'gspo' fixes it to",
+        ),
         ({"entropy_coef": float("nan")}, "loss.entropy_coef: expected a float >= 0, got nan"),
         ({"aggregation": "mean"}, "loss.aggregation: expected one of"),
         ({"max_completion_length": 0}, "loss.max_completion_length: expected an int >= 1 or null, got 0"),

@@ -40,9 +40,10 @@ def test_an_unknown_name_lists_the_registered_ones():
     ):
         AdvantageConfig(estimator="mcts")
     with pytest.raises(
-        ConfigError, match=r"loss.policy_loss: unknown policy loss 'gspo' \(registered: clipped\)"
+        ConfigError,
+        match=r"loss.type: unknown policy loss 'ppo' \(registered: bnpo, cispo, clipped, dapo, dr_grpo, grpo, gspo\)",
     ):
-        PolicyLossConfig(policy_loss="gspo")
+        PolicyLossConfig(type="ppo")
     with pytest.raises(ConfigError, match="rewards: unknown reward 'nope' \\(registered: .*toy_correct"):
         resolve(["nope"], ["training.objectives.toy_task"])
 

@@ -1,4 +1,5 @@
-"""Tree-GRPO advantages against hand-computed values (Bessel std; groups of one and flat groups give zero)."""
+"""Tree-GRPO advantages against hand-computed values (Bessel std; flat groups give zero, a group of one passes its
+reward through, as the authors' verl code does)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def test_bessel_zscore_by_hand():
     x = torch.tensor([1.0, 0.0, 1.0, 5.0, 2.0, 2.0])
     ids = torch.tensor([0, 0, 0, 1, 2, 2])  # a group of three, a group of one, a flat group
     sd = math.sqrt((1 / 9 + 4 / 9 + 1 / 9) / 2)  # mean 2/3, unbiased std
-    want = [(1 / 3) / sd, (-2 / 3) / sd, (1 / 3) / sd, 0.0, 0.0, 0.0]
+    want = [(1 / 3) / sd, (-2 / 3) / sd, (1 / 3) / sd, 5.0, 0.0, 0.0]
     assert bessel_zscore(x, ids, eps=0.0).tolist() == pytest.approx(want, abs=1e-6)
 
 
@@ -54,7 +55,8 @@ def test_estimator_entry_point_uses_the_weighted_signal_and_needs_trees():
     assert torch.allclose(adv, want) and "adv/intra_abs_mean" in stats
     chains, _ = compute_advantages(
         r, {"a": 1.0, "b": 0.0}, torch.zeros(4, dtype=torch.long), cfg, subgroups=torch.arange(4)
-    )  # one leaf per tree: no intra-tree part
-    assert torch.allclose(chains, bessel_zscore(r["a"], torch.zeros(4, dtype=torch.long), 1e-6))
+    )  # one leaf per tree: the intra-tree part is the leaf's own reward (the reference's lone-sample rule)
+    inter = bessel_zscore(r["a"], torch.zeros(4, dtype=torch.long), 1e-6)
+    assert torch.allclose(chains, inter + r["a"] / (1 + 1e-6))
     with pytest.raises(ValueError, match="tree index"):
         compute_advantages(r, {"a": 1.0, "b": 0.5}, torch.zeros(4, dtype=torch.long), cfg)

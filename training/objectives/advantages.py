@@ -5,10 +5,13 @@ Groups may have any size and any order, as Tree-GRPO's trees need. For convenien
 int G (contiguous groups of G, the rollout's layout) and rewards may come as (num_groups, G). Advantages come
 back flat, (N,), in the input order, with a dict of float stats.
 
-Std convention: the **population** std (``unbiased=False``) within a group. TRL's GRPO uses ``torch.std``
-(unbiased), larger by sqrt(G / (G - 1)), 22% at G=3. With the population std a z-scored group has unit RMS
-whatever G is, and a two-valued group split half/half gets +1/-1 (up to eps), the same magnitude as the GRPO++
-binary fallback. A group whose rewards are all equal gets exactly 0 (no float residue divided by eps).
+Std convention: by default the **unbiased** (Bessel-corrected) std within a group, as TRL's GRPO (``torch.std``)
+and verl compute it, so that advantages equal TRL's for the same settings (tested against TRL's own trainer).
+``std: population`` divides by G instead of G - 1: the z-scored group then has unit RMS whatever G is and a
+two-valued group split half/half gets +1/-1; the unbiased std is larger by sqrt(G / (G - 1)) (22% at G=3), so
+its advantages are that much smaller. The batch std (``scale: batch``, ``normalize_then_sum``'s last step)
+follows the same setting. A group whose rewards are all equal gets exactly 0 (no float residue divided by eps),
+and so does a group of one.
 
 Estimators (``compute_advantages`` is the one entry point the RL loop calls; ``ESTIMATORS`` is the registry, one
 signature, see `training.registry`):
@@ -24,7 +27,9 @@ signature, see `training.registry`):
   (per-objective group z-scores, weighted sum, no re-normalisation: the weights keep their absolute scale).
 - ``tree`` (Tree-GRPO): inter-tree z-score over all leaves of the prompt plus intra-tree z-score over the leaves
   of the same tree (``subgroups``: the batch's `tree_index`), each with the **Bessel-corrected** std as the paper
-  writes it; a group of one, or a flat group, contributes 0. Applied to the combined signal (the weighted sum).
+  writes it; a flat group contributes 0 and a group of one passes its reward through, r / (1 + eps), as the
+  authors' code does (verl's GRPO estimator gives a lone sample mean 0 and std 1). Applied to the combined signal
+  (the weighted sum).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ Scale = Literal["group", "batch", "none"]
 Aggregation = Literal["sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum"]
 SCALES: tuple[str, ...] = ("group", "batch", "none")
 AGGREGATIONS: tuple[str, ...] = ("sum_then_normalize", "normalize_then_sum", "normalize_then_weighted_sum")
+StdKind = Literal["unbiased", "population"]
+STDS: tuple[str, ...] = ("unbiased", "population")
 DEFAULT_EPS = 1e-4
 Groups = int | Tensor | None
 
@@ -62,7 +69,9 @@ class AdvantageConfig:
         scale (one of group, batch, none; default group): the z-score's std: the group's, the batch's (TRL
             `scale_rewards="batch"`), or none: centre only (Dr. GRPO, Liu et al. 2025, "Understanding R1-Zero-Like
             Training"; TRL `scale_rewards="none"`).
-        eps (float, default 1e-4): added to the std, > 0; a group with std < eps is flat (no signal).
+        std (one of unbiased, population; default unbiased): the std's divisor, G - 1 (TRL's and verl's
+            ``torch.std``) or G; see the module docstring.
+        eps (float, default 1e-4): added to the std, > 0 (TRL's 1e-4); a group with std < eps is flat (no signal).
         correct_reward (str | None, default None): the reward that says a completion is correct; required by
             grpo++ and binary, logged by grpo.
         correct_threshold (float, default 1.0): a completion is correct when that reward is >= this.
@@ -73,6 +82,7 @@ class AdvantageConfig:
         "sum_then_normalize"
     )
     scale: Literal["group", "batch", "none"] = "group"
+    std: Literal["unbiased", "population"] = "unbiased"
     eps: float = DEFAULT_EPS
     correct_reward: str | None = None
     correct_threshold: float = 1.0
@@ -86,9 +96,7 @@ class AdvantageConfig:
             raise ConfigError(
                 f"{key}.aggregation: expected one of {list(AGGREGATIONS)}, got {self.aggregation!r}"
             )
-        _check_options(
-            self.scale, self.eps, key
-        )  # correct_reward is checked by the recipe, which knows the rewards
+        _check_options(self.scale, self.eps, key, self.std)  # correct_reward: the recipe checks it
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -122,7 +130,9 @@ def group_layout(rewards: Tensor, groups: Groups = None) -> tuple[Tensor, Tensor
     return flat, ids, k
 
 
-def _check_options(scale: str, eps: float, key: str = "advantages") -> None:
+def _check_options(scale: str, eps: float, key: str = "advantages", std: str = "unbiased") -> None:
+    if std not in STDS:
+        raise ConfigError(f"{key}.std: expected one of {list(STDS)}, got {std!r}")
     if scale not in SCALES:
         raise ConfigError(f"{key}.scale: expected one of {list(SCALES)}, got {scale!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
@@ -137,52 +147,64 @@ def _segment(x: Tensor, ids: Tensor, k: int, reduce: str) -> Tensor:
     return out.scatter_reduce(0, ids, x, reduce=reduce, include_self=False)
 
 
-def _group_std(x: Tensor, ids: Tensor, k: int) -> Tensor:
+def _group_std(x: Tensor, ids: Tensor, k: int, std: str = "unbiased") -> Tensor:
+    """(K,) per-group std; the unbiased one divides by G - 1 (a group of one has std 0)."""
     mean = _segment(x, ids, k, "mean")
-    return _segment((x - mean[ids]) ** 2, ids, k, "mean").sqrt()
+    squares = _segment((x - mean[ids]) ** 2, ids, k, "sum")
+    count = _segment(torch.ones_like(x), ids, k, "sum")
+    return (squares / ((count - 1).clamp(min=1) if std == "unbiased" else count)).sqrt()
 
 
-def _zscore(x: Tensor, ids: Tensor, k: int, scale: str, eps: float) -> Tensor:
+def _batch_std(x: Tensor, std: str) -> Tensor:
+    return x.std(unbiased=std == "unbiased") if x.numel() > 1 else x.new_zeros(())
+
+
+def _zscore(x: Tensor, ids: Tensor, k: int, scale: str, eps: float, std: str = "unbiased") -> Tensor:
     mean = _segment(x, ids, k, "mean")
-    flat = _segment(x, ids, k, "amax") == _segment(x, ids, k, "amin")
-    centered = torch.where(flat[ids], torch.zeros_like(x), x - mean[ids])
+    flat = (_segment(x, ids, k, "amax") == _segment(x, ids, k, "amin"))[ids]
+    centered = x - mean[ids]
     if scale == "group":
-        return centered / (_group_std(x, ids, k)[ids] + eps)
-    if scale == "batch":
-        return centered / (x.std(unbiased=False) + eps)
-    return centered
+        centered = centered / (_group_std(x, ids, k, std)[ids] + eps)
+    elif scale == "batch":
+        centered = centered / (_batch_std(x, std) + eps)
+    return torch.where(flat, torch.zeros_like(x), centered)  # exact 0, never 0 / 0
 
 
 # ---------------------------------------------------------------------------------------------- pieces
 def group_zscore(
-    rewards: Tensor, groups: Groups = None, *, scale: Scale = "group", eps: float = DEFAULT_EPS
+    rewards: Tensor,
+    groups: Groups = None,
+    *,
+    scale: Scale = "group",
+    eps: float = DEFAULT_EPS,
+    std: StdKind = "unbiased",
 ) -> tuple[Tensor, dict[str, float]]:
     """GRPO's baseline: subtract the group mean, then divide by a std chosen by ``scale``.
 
     group: (r - mean_g) / (std_g + eps); batch: (r - mean_g) / (std_all + eps), which keeps easy and
     hard prompts on one scale; none: r - mean_g (Dr. GRPO, no per-prompt difficulty weighting).
     """
-    _check_options(scale, eps)
+    _check_options(scale, eps, std=std)
     flat, ids, k = group_layout(rewards, groups)
-    advantages = _zscore(flat, ids, k, scale, eps)
+    advantages = _zscore(flat, ids, k, scale, eps, std)
     stats = {**_summary("reward", flat), **_advantage_stats(advantages)}
-    stats["frac_zero_std_groups"] = (_group_std(flat, ids, k) < eps).float().mean().item()
+    stats["frac_zero_std_groups"] = (_group_std(flat, ids, k, "population") < eps).float().mean().item()
     return advantages, stats
 
 
-def group_normalizer(scores: Tensor, groups: Groups, scale: str, eps: float) -> Tensor:
+def group_normalizer(scores: Tensor, groups: Groups, scale: str, eps: float, std: str = "unbiased") -> Tensor:
     """The group z-score as a flat (N,) tensor (the normaliser of every estimator here)."""
     flat, ids, k = group_layout(scores, groups)
-    return _zscore(flat, ids, k, scale, eps)
-
-
-Normalizer = Callable[[Tensor, Groups, str, float], Tensor]
+    return _zscore(flat, ids, k, scale, eps, std)
 
 
 def zero_std_groups(rewards: Tensor, groups: Groups = None, *, eps: float = DEFAULT_EPS) -> Tensor:
-    """Bool (num_groups,): groups whose rewards have no spread (population std < eps), i.e. no signal."""
+    """Bool (num_groups,): groups whose rewards have no spread (population std < eps), i.e. no signal.
+
+    A threshold, not a normaliser: it uses the population std whatever ``std`` the advantages use, so which
+    groups count as flat (GRPO++'s fallback, the logged fractions) does not move with that setting."""
     flat, ids, k = group_layout(rewards, groups)
-    return _group_std(flat, ids, k) < eps
+    return _group_std(flat, ids, k, "population") < eps
 
 
 def binary_fallback(
@@ -244,11 +266,11 @@ def objective_advantages(
     *,
     scale: Scale = "group",
     eps: float = DEFAULT_EPS,
-    normalizer: Normalizer = group_normalizer,
+    std: StdKind = "unbiased",
 ) -> dict[str, Tensor]:
     """Each reward component normalised within its group on its own: {name: (N,)} (CRPO's first step)."""
-    _check_options(scale, eps)
-    return {name: normalizer(r.reshape(-1), groups, scale, eps) for name, r in rewards.items()}
+    _check_options(scale, eps, std=std)
+    return {name: group_normalizer(r.reshape(-1), groups, scale, eps, std) for name, r in rewards.items()}
 
 
 def multi_objective_advantages(
@@ -259,7 +281,7 @@ def multi_objective_advantages(
     aggregation: Aggregation = "sum_then_normalize",
     scale: Scale = "group",
     eps: float = DEFAULT_EPS,
-    normalizer: Normalizer = group_normalizer,
+    std: StdKind = "unbiased",
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Combine named rewards into one advantage; returns (advantages, flatness signal, stats).
 
@@ -280,12 +302,12 @@ def multi_objective_advantages(
         raise ConfigError(
             f"advantages.aggregation: expected one of {list(AGGREGATIONS)}, got {aggregation!r}"
         )
-    _check_options(scale, eps)
+    _check_options(scale, eps, std=std)
     total = weighted_sum(rewards, weights)
     _, ids, _ = group_layout(total, groups)  # layout and NaN check before any work
-    per_objective = objective_advantages(rewards, ids, scale=scale, eps=eps, normalizer=normalizer)
+    per_objective = objective_advantages(rewards, ids, scale=scale, eps=eps, std=std)
     if aggregation == "sum_then_normalize":
-        advantages = normalizer(total, ids, scale, eps)
+        advantages = group_normalizer(total, ids, scale, eps, std)
         signal = total
     else:
         signal = sum(
@@ -295,7 +317,7 @@ def multi_objective_advantages(
         if aggregation == "normalize_then_sum":
             k = int(ids.max()) + 1
             flat = _segment(signal, ids, k, "amax") == _segment(signal, ids, k, "amin")
-            batch = (signal - signal.mean()) / (signal.std(unbiased=False) + eps)
+            batch = (signal - signal.mean()) / (_batch_std(signal, std) + eps)
             advantages = torch.where(flat[ids], torch.zeros_like(signal), batch)
     stats = {**_summary("reward", total), **_advantage_stats(advantages)}
     stats["frac_zero_std_groups"] = zero_std_groups(signal, ids, eps=eps).float().mean().item()
@@ -380,13 +402,11 @@ def binary_estimator(
 
 
 def bessel_zscore(x: Tensor, ids: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """(x - group mean) / (unbiased group std + eps); 0 in groups of one and in flat groups."""
+    """(x - group mean) / (unbiased group std + eps), as verl's GRPO estimator (which Tree-GRPO's code calls) gives
+    it: 0 in flat groups, and a group of one passes its value through as x / (1 + eps) (mean 0, std 1 there)."""
     k = int(ids.max()) + 1
     count = _segment(torch.ones_like(x), ids, k, "sum")
-    mean = _segment(x, ids, k, "mean")
-    var = _segment((x - mean[ids]) ** 2, ids, k, "sum") / (count - 1).clamp(min=1)
-    flat = (_segment(x, ids, k, "amax") == _segment(x, ids, k, "amin")) | (count < 2)
-    return torch.where(flat[ids], torch.zeros_like(x), (x - mean[ids]) / (var.sqrt()[ids] + eps))
+    return torch.where(count[ids] < 2, x / (1 + eps), _zscore(x, ids, k, "group", eps, "unbiased"))
 
 
 def tree_advantages(
@@ -438,7 +458,7 @@ def compute_advantages(
     """
     cfg = config or AdvantageConfig()
     advantages, signal, stats = multi_objective_advantages(
-        rewards, weights, groups, aggregation=cfg.aggregation, scale=cfg.scale, eps=cfg.eps
+        rewards, weights, groups, aggregation=cfg.aggregation, scale=cfg.scale, eps=cfg.eps, std=cfg.std
     )
     _, ids, _ = group_layout(signal, groups)
     estimator = ESTIMATORS.get(cfg.estimator, "advantages.estimator")

@@ -21,17 +21,21 @@ from torch import Tensor
 from training.errors import ConfigError
 from training.registry import Registry
 
-KLEstimator = Literal["k1", "k3"]
+KLEstimator = Literal["k1", "k2", "k3"]
 LossAggregation = Literal["token_mean", "sequence_mean", "constant"]
+ImportanceSampling = Literal["token", "sequence"]
 DPOLossType = Literal["sigmoid", "ipo", "hinge"]
-KL_ESTIMATORS: tuple[str, ...] = ("k1", "k3")
+KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
+IMPORTANCE_SAMPLING: tuple[str, ...] = ("token", "sequence")
 AGGREGATIONS: tuple[str, ...] = ("token_mean", "sequence_mean", "constant")
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge")
 FORWARDS: tuple[str, ...] = ("grouped", "dense", "naive", "tree")
 HEADS: tuple[str, ...] = ("auto", "chunked", "full")
 
 # One signature: fn(logps, old_logps, advantages, mask, config, ref_logps, entropy, normalizer) -> (loss, stats);
-# `policy_loss` checks the shapes and calls the one `config.policy_loss` names.
+# `policy_loss` checks the shapes and calls the one `config.type` names. An entry may fix the aggregation and the
+# importance-sampling level (`register(name, aggregation=..., importance_sampling=...)`): TRL's `loss_type` names are
+# entries of this kind, so `loss.type: dr_grpo` means what it means in TRL.
 POLICY_LOSSES: Registry[Callable[..., tuple[Tensor, dict[str, float]]]] = Registry(
     "policy loss",
     ("logps", "old_logps", "advantages", "mask", "config", "ref_logps", "entropy", "normalizer"),
@@ -48,23 +52,42 @@ class PolicyLossConfig:
     construction, so a bad recipe fails before a rollout.
 
     Fields:
-        policy_loss (str, default "clipped"): a registered policy loss (`POLICY_LOSSES`, one signature); clipped
-            is PPO's clipped surrogate as GRPO and DAPO use it (verl `policy_loss.loss_mode`).
+        type (str, default "clipped"): a registered policy loss (`POLICY_LOSSES`, one signature). clipped is PPO's
+            clipped surrogate with the aggregation and importance sampling set below (verl `policy_loss.loss_mode`).
+            TRL 1.16's `loss_type` names are registered too and fix those two settings as TRL does: grpo (sequence
+            mean), bnpo (token mean), dr_grpo (constant), dapo (token mean over the whole batch), gspo (TRL's grpo
+            with `importance_sampling_level="sequence"`; Zheng et al. 2025, "Group Sequence Policy Optimization"),
+            cispo (the clipped, detached ratio weighs the log-prob: REINFORCE with truncated importance sampling;
+            MiniMax et al. 2025, "MiniMax-M1"; token mean). Each equals TRL's `_compute_loss` on the same tensors (tested).
         epsilon (float, default 0.2): the ratio is clipped to [1 - epsilon, 1 + epsilon_high], epsilon in (0, 1)
             (PPO's epsilon, Schulman et al. 2017; TRL `epsilon`).
         epsilon_high (float | None, default None): the upper clip; None means epsilon (symmetric), larger is
-            DAPO's clip-higher (Yu et al. 2025, "DAPO"; TRL `epsilon_high`).
+            DAPO's clip-higher (Yu et al. 2025, "DAPO"; TRL `epsilon_high`). For cispo it is the ratio's cap itself
+            (TRL's meaning; ScaleRL recommends 5.0).
         dual_clip (float | None, default None): c > 1: for A < 0 the per-token loss is capped at -c * A (dual-clip
             PPO, Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep Reinforcement Learning"; verl
             `clip_ratio_c`).
         beta (float, default 0.0): the KL coefficient, >= 0; > 0 needs a reference (TRL `beta`).
-        kl_estimator (one of k1, k3; default k3): k1 = logp - ref, k3 = exp(ref - logp) - (ref - logp) - 1
-            (Schulman 2020, "Approximating KL Divergence"; k3 is GRPO's and TRL's).
+        kl_estimator (one of k1, k2, k3; default k3): the per-token KL(policy || ref) estimate added to the loss
+            (Schulman 2020, "Approximating KL Divergence"), with x = ref - logp: k1 = -x, k2 = x^2 / 2,
+            k3 = exp(x) - x - 1 (TRL's and GRPO's). As a loss term on samples of the current policy their expected
+            gradients differ: k1's is zero (it does not pull towards the reference at all), k2's is the gradient of
+            KL(policy || ref), k3's the gradient of KL(ref || policy) (Tang & Munos 2025, "On a few pitfalls in KL
+            divergence gradient estimation for RL"). See docs/methods/losses.md.
+        kl_ratio (bool, default false): multiply the per-token KL by the importance ratio (it keeps its gradient), so
+            that, with k3, the KL term's expected gradient is that of KL(policy || ref) even off-policy (DeepSeek-AI
+            et al. 2025, "DeepSeek-V3.2"; TRL `use_bias_correction_kl`, whose default is true). With k1 it turns the
+            inert k1 into a real reverse-KL anchor. Off by default here so recipes keep their measured behaviour.
         entropy_coef (float, default 0.0): weight of the entropy bonus subtracted from the loss, >= 0 (verl
             `entropy_coeff`).
-        aggregation (one of token_mean, sequence_mean, constant; default token_mean): token_mean is DAPO's (TRL
-            `loss_type="dapo"`), sequence_mean GRPO's (TRL `loss_type="grpo"`), constant Dr. GRPO's: sum /
-            (sequences x max_completion_length) (TRL `loss_type="dr_grpo"`).
+        aggregation (one of token_mean, sequence_mean, constant, or null; default null): how per-token losses
+            become one number. token_mean is DAPO's (TRL `loss_type="dapo"`), sequence_mean GRPO's (TRL
+            `loss_type="grpo"`), constant Dr. GRPO's: sum / (sequences x max_completion_length) (TRL
+            `loss_type="dr_grpo"`). null takes the one `type` fixes, else token_mean; a value that contradicts the
+            one `type` fixes is an error.
+        importance_sampling (one of token, sequence, or null; default null): the ratio per token (PPO, GRPO) or one
+            per sequence, exp of the mean log-ratio over its tokens (GSPO; TRL `importance_sampling_level`). null
+            takes the one `type` fixes, else token.
         max_completion_length (int | None, default None): the constant aggregation's length; None takes the
             rollout's longest row (max_new_tokens, times max_turns with an environment) (TRL
             `max_completion_length`).
@@ -75,23 +98,39 @@ class PolicyLossConfig:
             token; full is one lm_head call, for comparison.
     """
 
-    policy_loss: str = "clipped"
+    type: str = "clipped"
     epsilon: float = 0.2
     epsilon_high: float | None = None
     dual_clip: float | None = None
     beta: float = 0.0
     kl_estimator: KLEstimator = "k3"
+    kl_ratio: bool = False
     entropy_coef: float = 0.0
-    aggregation: LossAggregation = "token_mean"
+    aggregation: LossAggregation | None = None
+    importance_sampling: ImportanceSampling | None = None
     max_completion_length: int | None = None
     forward: Literal["grouped", "dense", "naive", "tree"] = "grouped"
     head: Literal["auto", "chunked", "full"] = "auto"
 
     def __post_init__(self) -> None:
+        POLICY_LOSSES.get(self.type, "loss.type")  # an unknown name lists the registered ones
+        fixed = POLICY_LOSSES.info(self.type)
+        for name, default in (("aggregation", "token_mean"), ("importance_sampling", "token")):
+            if getattr(self, name) is None:  # resolved once, so the loop reads one concrete value
+                object.__setattr__(self, name, fixed.get(name, default))
         self.validate()
 
     def validate(self, key: str = "loss") -> None:
-        POLICY_LOSSES.get(self.policy_loss, f"{key}.policy_loss")  # an unknown name lists the registered ones
+        POLICY_LOSSES.get(self.type, f"{key}.type")
+        for name, choices in (("aggregation", AGGREGATIONS), ("importance_sampling", IMPORTANCE_SAMPLING)):
+            value, fixed = getattr(self, name), POLICY_LOSSES.info(self.type).get(name)
+            if value not in choices:
+                raise ConfigError(f"{key}.{name}: expected one of {list(choices)}, got {value!r}")
+            if fixed is not None and value != fixed:
+                raise ConfigError(
+                    f"{key}.{name}: type {self.type!r} fixes it to {fixed!r}, got {value!r} (drop the key, or use "
+                    f"type: clipped to choose it)"
+                )
         if not (_is_number(self.epsilon) and 0 < self.epsilon < 1):
             raise ConfigError(f"{key}.epsilon: expected a float in (0, 1), got {self.epsilon!r}")
         if self.epsilon_high is not None and not (_is_number(self.epsilon_high) and self.epsilon_high > 0):
@@ -104,12 +143,10 @@ class PolicyLossConfig:
             raise ConfigError(
                 f"{key}.kl_estimator: expected one of {list(KL_ESTIMATORS)}, got {self.kl_estimator!r}"
             )
+        if not isinstance(self.kl_ratio, bool):
+            raise ConfigError(f"{key}.kl_ratio: expected true or false, got {self.kl_ratio!r}")
         if not (_is_number(self.entropy_coef) and self.entropy_coef >= 0):
             raise ConfigError(f"{key}.entropy_coef: expected a float >= 0, got {self.entropy_coef!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(
-                f"{key}.aggregation: expected one of {list(AGGREGATIONS)}, got {self.aggregation!r}"
-            )
         length = self.max_completion_length
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             raise ConfigError(f"{key}.max_completion_length: expected an int >= 1 or null, got {length!r}")
@@ -124,15 +161,17 @@ class PolicyLossConfig:
 
 
 def kl_penalty(logps: Tensor, ref_logps: Tensor, estimator: KLEstimator = "k3") -> Tensor:
-    """Per-token estimate of KL(policy || ref) from samples of the policy.
+    """Per-token estimate of KL(policy || ref) from samples of the policy, x = ref - logp.
 
-    k1 = logp - ref (unbiased, can be negative; as a loss its gradient is zero in expectation, so it
-    mostly matters as a reward-style penalty); k3 = exp(ref - logp) - (ref - logp) - 1 (>= 0, low
-    variance; TRL's choice).
+    k1 = -x (unbiased, can be negative; its expected gradient as a loss is zero: it anchors nothing);
+    k2 = x^2 / 2 (biased, >= 0; expected gradient that of KL(policy || ref)); k3 = exp(x) - x - 1 (unbiased,
+    >= 0, low variance; expected gradient that of KL(ref || policy); TRL's choice). See `PolicyLossConfig`.
     """
     log_ratio = ref_logps - logps
     if estimator == "k1":
         return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
     if estimator == "k3":
         return torch.exp(log_ratio) - log_ratio - 1
     raise ConfigError(f"loss.kl_estimator: expected one of {list(KL_ESTIMATORS)}, got {estimator!r}")
@@ -198,7 +237,7 @@ def policy_loss(
     entropy: Tensor | None = None,
     normalizer: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """The policy loss `config.policy_loss` names (`POLICY_LOSSES`), after checking what every one relies on.
+    """The policy loss `config.type` names (`POLICY_LOSSES`), after checking what every one relies on.
 
     Inputs are (B, T) over completion tokens (``logps``, ``old_logps``, ``ref_logps``, ``entropy``), ``mask`` 1 for
     real tokens, ``advantages`` (B,). ``old_logps=None`` means the sampling policy is the current one (one update
@@ -215,11 +254,55 @@ def policy_loss(
         raise ValueError("beta > 0 needs ref_logps")
     if config.entropy_coef > 0 and entropy is None:
         raise ValueError("entropy_coef > 0 needs the per-token entropy")
-    loss_fn = POLICY_LOSSES.get(config.policy_loss, "loss.policy_loss")
+    loss_fn = POLICY_LOSSES.get(config.type, "loss.type")
     return loss_fn(logps, old_logps, advantages, mask, config, ref_logps, entropy, normalizer)
 
 
+def importance_ratio(logps: Tensor, old_logps: Tensor | None, mask: Tensor, level: str) -> Tensor:
+    """pi / pi_old per token (B, T), or per sequence (GSPO: exp of the mean log-ratio over its real tokens,
+    broadcast to (B, T)). ``old_logps=None``: the sampling policy is the current one, r = 1 with its gradient."""
+    log_ratio = logps - (logps.detach() if old_logps is None else old_logps)
+    if level == "sequence":
+        m = mask.to(log_ratio.dtype)
+        log_ratio = ((log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)).expand_as(
+            logps
+        )
+    return torch.exp(log_ratio)
+
+
+def _penalised_loss(
+    per_token: Tensor,
+    ratio: Tensor,
+    logps: Tensor,
+    mask: Tensor,
+    config: PolicyLossConfig,
+    ref_logps: Tensor | None,
+    entropy: Tensor | None,
+    normalizer: float | None,
+) -> tuple[Tensor, Tensor | None]:
+    """+ beta * KL (times the ratio with `kl_ratio`) - entropy_coef * entropy per token, then the configured
+    aggregation: (loss, per-token KL)."""
+    kl = kl_penalty(logps, ref_logps, config.kl_estimator) if ref_logps is not None else None
+    if config.beta > 0:
+        per_token = per_token + config.beta * (kl * ratio if config.kl_ratio else kl)
+    if config.entropy_coef > 0:
+        per_token = per_token - config.entropy_coef * entropy
+    loss = aggregate(
+        per_token,
+        mask,
+        config.aggregation,
+        max_completion_length=config.max_completion_length,
+        normalizer=normalizer,
+    )
+    return loss, kl
+
+
 @POLICY_LOSSES.register("clipped")
+@POLICY_LOSSES.register("grpo", aggregation="sequence_mean", importance_sampling="token")
+@POLICY_LOSSES.register("bnpo", aggregation="token_mean", importance_sampling="token")
+@POLICY_LOSSES.register("dapo", aggregation="token_mean", importance_sampling="token")
+@POLICY_LOSSES.register("dr_grpo", aggregation="constant", importance_sampling="token")
+@POLICY_LOSSES.register("gspo", aggregation="sequence_mean", importance_sampling="sequence")
 def clipped_surrogate(
     logps: Tensor,
     old_logps: Tensor | None,
@@ -231,38 +314,58 @@ def clipped_surrogate(
     normalizer: float | None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped surrogate + beta * KL - entropy_coef * entropy, aggregated: PPO (Schulman et al. 2017, "Proximal
-    Policy Optimization Algorithms") as GRPO (Shao et al. 2024) uses it, with DAPO's clip-higher (Yu et al. 2025)
-    and dual-clip PPO (Ye et al. 2020) as settings.
+    Policy Optimization Algorithms") as GRPO (Shao et al. 2024) uses it, with DAPO's clip-higher (Yu et al. 2025),
+    dual-clip PPO (Ye et al. 2020) and GSPO's sequence-level ratio (Zheng et al. 2025) as settings. Registered as
+    clipped (every setting free) and under TRL's names grpo, bnpo, dapo, dr_grpo, gspo (settings fixed as TRL's).
 
-    Per token, with r = exp(logp - old_logp) and A the sequence's advantage:
+    Per token, with r = exp(logp - old_logp) (or GSPO's one ratio per sequence) and A the sequence's advantage:
         objective = min(r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A)
         dual clip (A < 0 only): objective = max(objective, c * A), so the loss is at most -c * A
         loss_t = -objective + beta * kl_t - entropy_coef * entropy_t
     Shapes: ``logps``, ``old_logps``, ``ref_logps``, ``entropy``, ``mask`` (B, T); ``advantages`` (B,).
     ``old_logps=None``: r = 1 with the policy gradient intact. Stats are token-level over real tokens, as floats.
+    Gradient accumulation: bnpo divides each micro-batch by its own tokens in TRL; here every token-mean loss
+    divides by the whole batch's tokens (``normalizer``), which is DAPO's and equals bnpo on one micro-batch.
     """
-    if old_logps is None:
-        old_logps = logps.detach()
     adv = advantages.to(device=logps.device, dtype=logps.dtype)[:, None]
-    ratio = torch.exp(logps - old_logps)
+    ratio = importance_ratio(logps, old_logps, mask, config.importance_sampling)
     clipped = torch.clamp(ratio, 1 - config.epsilon, 1 + config.clip_high)
     objective = torch.min(ratio * adv, clipped * adv)
     if config.dual_clip is not None:
         objective = torch.where(adv < 0, torch.max(objective, config.dual_clip * adv), objective)
-    per_token = -objective
-    kl = kl_penalty(logps, ref_logps, config.kl_estimator) if ref_logps is not None else None
-    if config.beta > 0:
-        per_token = per_token + config.beta * kl
-    if config.entropy_coef > 0:
-        per_token = per_token - config.entropy_coef * entropy
-    loss = aggregate(
-        per_token,
-        mask,
-        config.aggregation,
-        max_completion_length=config.max_completion_length,
-        normalizer=normalizer,
+    loss, kl = _penalised_loss(-objective, ratio, logps, mask, config, ref_logps, entropy, normalizer)
+    stats = _policy_stats(ratio, adv, mask, config, kl=kl, entropy=entropy)
+    return loss, stats
+
+
+@POLICY_LOSSES.register("cispo", aggregation="token_mean", importance_sampling="token")
+def cispo_loss(
+    logps: Tensor,
+    old_logps: Tensor | None,
+    advantages: Tensor,
+    mask: Tensor,
+    config: PolicyLossConfig,
+    ref_logps: Tensor | None,
+    entropy: Tensor | None,
+    normalizer: float | None,
+) -> tuple[Tensor, dict[str, float]]:
+    """CISPO (MiniMax et al. 2025, "MiniMax-M1: Scaling Test-Time Compute Efficiently with Lightning Attention"): clip the
+    importance weight, not the update. Per token, with r = exp(logp - old_logp):
+        loss_t = -min(r, epsilon_high).detach() * A * logp + beta * kl_t - entropy_coef * entropy_t
+    so every token keeps a gradient (PPO's clip zeroes it outside the trust region), weighted by a truncated,
+    constant ratio. Shapes: ``logps``, ``old_logps``, ``ref_logps``, ``entropy``, ``mask`` (B, T); ``advantages`` (B,).
+    As TRL's `loss_type="cispo"`: epsilon_high is the cap itself (ScaleRL recommends 5.0); token-mean aggregation.
+    """
+    adv = advantages.to(device=logps.device, dtype=logps.dtype)[:, None]
+    ratio = importance_ratio(logps, old_logps, mask, config.importance_sampling)
+    weight = torch.clamp(ratio, max=config.clip_high).detach()
+    loss, kl = _penalised_loss(
+        -weight * adv * logps, ratio, logps, mask, config, ref_logps, entropy, normalizer
     )
     stats = _policy_stats(ratio, adv, mask, config, kl=kl, entropy=entropy)
+    stats["clip/cispo_frac"] = ((ratio > config.clip_high) & (adv > 0) & mask.bool()).sum().item() / max(
+        1.0, float(mask.sum().item())
+    )
     return loss, stats
 
 

@@ -1,11 +1,19 @@
-"""`medrl clinical ablate`: GRPO vs CRPO from the same cold-start adapter, same budget, evaluated side by side.
+"""`medrl clinical ablate`: GRPO vs CRPO and CRPO's parts, one change per arm, from the same cold-start adapter.
 
-Arms (both from the recipe's `crpo:` section, so the sampler, loss, reference and optimiser are the same):
-- ``grpo``: accuracy + format + language only (weights 10 / 1 / 0.5), ``sum_then_normalize`` (plain GRPO);
-- ``crpo``: the recipe's five objectives and aggregation (recommended weights, ``normalize_then_sum``).
+Every arm is the recipe's `crpo:` section (sampler, loss, reference, optimiser, budget the same) with one change
+from the arm it is compared with (`training.trainers.ablation`: paired differences over seeds, 95% intervals):
+
+| arm | changes | versus |
+|---|---|---|
+| ``grpo`` | GRPO's rewards: accuracy + format + language (10 / 1 / 0.5), the recipe's aggregation | |
+| ``crpo`` | CRPO's five objectives (+ faithfulness, comprehensiveness): the recipe | grpo |
+| ``crpo:sum_then_normalize`` | aggregation: z-score of the weighted sum | crpo |
+| ``crpo:normalize_then_weighted_sum`` | aggregation: per-objective z-scores, weighted sum, no batch z-score | crpo |
+| ``crpo-<objective>`` | that objective's weight 0 (logged, not trained on), for each of the five | crpo |
+
 One SFT run (OUT/sft) is the start of every arm; each arm and seed is its own run (OUT/<arm>_s<seed>), evaluated
-greedily on the held-out test split (vignettes never seen in SFT or RL). The table (`training.trainers.ablation`: per arm the
-mean over seeds ± half their spread, then each run) goes to OUT/ablation.json, OUT/ablation.csv and OUT/ablation.md.
+greedily on the held-out test split (vignettes never seen in SFT or RL). The tables go to OUT/ablation.json,
+OUT/ablation.csv and OUT/ablation.md. `--arms` picks arms (default grpo,crpo; every arm: `--arms all`).
 """
 
 from __future__ import annotations
@@ -18,15 +26,39 @@ from .evaluate import FIELDS, evaluate_run
 from .pipeline import PIPELINE
 
 GRPO_REWARDS = {"clinical_accuracy": 10.0, "clinical_format": 1.0, "clinical_language": 0.5}
-# The GRPO arm replaces the reward table whole (the CRPO objectives are not merged back in).
-ARMS = (
-    Arm(
-        "grpo",
-        {"rewards": GRPO_REWARDS, "advantages": {"aggregation": "sum_then_normalize"}},
-        replaces=("rewards",),
-    ),
-    Arm("crpo"),
+OBJECTIVES = (
+    "clinical_accuracy",
+    "clinical_format",
+    "clinical_language",
+    "clinical_faithfulness",
+    "clinical_comprehensiveness",
 )
+# The GRPO arm replaces the reward table whole (the CRPO objectives are not merged back in).
+ARM_SPECS = (
+    Arm("grpo", {"rewards": GRPO_REWARDS}, replaces=("rewards",), changes="GRPO rewards"),
+    Arm("crpo", changes="CRPO rewards", versus="grpo"),
+    *(
+        Arm(
+            f"crpo:{agg}",
+            {"advantages": {"aggregation": agg}},
+            folder=f"crpo_{agg}",
+            changes=agg,
+            versus="crpo",
+        )
+        for agg in ("sum_then_normalize", "normalize_then_weighted_sum")
+    ),
+    *(
+        Arm(
+            f"crpo-{name.removeprefix('clinical_')}",
+            {"rewards": {name: 0.0}},
+            changes=f"{name} weight 0",
+            versus="crpo",
+        )
+        for name in OBJECTIVES
+    ),
+)
+ARMS = tuple(a.name for a in ARM_SPECS)
+DEFAULT_ARMS = ("grpo", "crpo")
 SHOWN = (
     "accuracy",
     "format_ok",
@@ -44,14 +76,20 @@ SHOWN = (
 # truncated: the share of answers that hit the token limit (a longer answer loses its box)
 MEASURES = (*FIELDS, "truncated")
 TABLE = AblationTable(
-    "GRPO vs CRPO from {start}, {steps} RL steps, seeds {seeds}, {n} held-out questions ({test}), greedy",
+    "GRPO vs CRPO, one change per arm, from {start}, {steps} RL steps, seeds {seeds}, {n} held-out questions "
+    "({test}), greedy",
     MEASURES,
     SHOWN,
 )
 
 
 def run_ablation(
-    raw: dict, out: str | Path, seeds: list[int], limit: int | None = None, max_new_tokens: int | None = None
+    raw: dict,
+    out: str | Path,
+    seeds: list[int],
+    limit: int | None = None,
+    max_new_tokens: int | None = None,
+    arms: tuple[str, ...] = DEFAULT_ARMS,
 ) -> dict:
     """Train the shared SFT start, then every (seed, arm) run for the recipe's crpo.run.max_steps; evaluate each."""
     ctx = PIPELINE.context(raw, out)
@@ -70,13 +108,14 @@ def run_ablation(
     )
     runs = [{"arm": "start (sft)", "seed": ctx.settings.seed, **pick(start)}]
     extra = {"data": {"train": str(ctx.data / "train.jsonl")}, "model": {"adapter": str(adapter)}}
+    chosen = [a for a in ARM_SPECS if a.name in arms]
     runs += run_arms(
         PIPELINE,
         raw,
         "crpo",
         ctx.out,
         seeds,
-        list(ARMS),
+        chosen,
         extra,
         lambda run, arm: pick(measure(run, max_new_tokens)),
     )
@@ -87,9 +126,9 @@ def run_ablation(
         "n": start["n"],
         "start": str(adapter),
     }
-    return TABLE.write(ctx.out, header, runs)
+    return TABLE.write(ctx.out, header, runs, chosen)
 
 
 def table(result: dict) -> str:
-    """Markdown: arm means (± half the seed spread), then every run."""
+    """Markdown: arm means (± sd over seeds), paired differences with 95% intervals, then every run."""
     return TABLE.markdown(result)

@@ -62,10 +62,10 @@ def register(subparsers) -> None:
     )
     e.set_defaults(handler=_eval)
     a = sub.add_parser(
-        "ablate", help="GRPO vs CRPO arms from the same cold-start adapter, evaluated side by side"
+        "ablate", help="GRPO vs CRPO and CRPO's parts, one change per arm, from the same cold-start adapter"
     )
     _recipe_args(a, "runs/clinical_ablation")
-    cli.add_ablate_args(a, "0,1")
+    cli.add_ablate_args(a, "0,1,2", "grpo,crpo", "clinical/ablate.py")
     a.set_defaults(handler=_ablate, accepts_overrides=True)
 
 
@@ -114,10 +114,12 @@ def _eval(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     from training.config import parse_seeds
 
-    from .ablate import run_ablation, table
+    from .ablate import ARMS, run_ablation, table
 
-    seeds = parse_seeds(args.seeds)
-    return cli.show(run_ablation(_recipe(args), args.out, seeds, limit=args.limit), args.json, table)
+    seeds, arms = parse_seeds(args.seeds), cli.parse_arms(args.arms, ARMS)
+    return cli.show(
+        run_ablation(_recipe(args), args.out, seeds, limit=args.limit, arms=arms), args.json, table
+    )
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -1,27 +1,63 @@
-"""`medrl dermiq ablate`: GRPO vs the two GRPO++ readings from the same start, same budget, G=3.
+"""`medrl dermiq ablate`: from plain GRPO to GRPO++ and its variants, one change per arm, same start, same budget.
 
-Arms (all the recipe's `grpo++:` section, so sampler, rewards, loss, reference and optimiser are the same; only
-`advantages.estimator` differs):
-- ``grpo``: group z-score of the summed rewards; a group whose G samples score alike teaches nothing;
-- ``grpo++``: the same, with a binary fallback (+1 right / -1 wrong) for groups with no spread;
-- ``binary``: +1 right / -1 wrong for every sample (the "different binary advantage" reading).
+Every arm is the recipe's `grpo++:` section (sampler, rewards, loss, optimiser, budget the same) with one change
+from the arm it is compared with (`training.trainers.ablation`: paired differences over seeds, 95% intervals):
+
+| arm | changes | versus |
+|---|---|---|
+| ``grpo`` | plain GRPO: group z-score, no reference (the ratio's old policy is the sampler), no KL | |
+| ``grpo+lag`` | the lagged reference (re-synced every 10 steps) as the ratio's old policy | grpo |
+| ``grpo+lag+k1`` | + the k1 KL to it (beta 1e-3): the seed's GRPO++ settings with GRPO's estimator | grpo+lag |
+| ``grpo++`` | the `grpo++` estimator (a flat group gets +1 / -1 by correctness): the recipe | grpo+lag+k1 |
+| ``binary`` | the `binary` estimator (+1 / -1 by correctness in every group) | grpo++ |
+| ``grpo++k3`` | the k3 KL estimator instead of k1 | grpo++ |
+
 The start is the warm-up adapter (OUT/warmup, trained first when missing, or `pipeline.start_adapter`). Per arm and
 seed (OUT/<arm>_s<seed>): the share of groups whose rewards spread (``spread``: all a plain z-score can learn from),
 the share of groups that get a non-zero advantage (``signal``), the share whose G answers are not all right or all
-wrong (``mixed``), the mean reward over the run, and the held-out balanced accuracy (`dermiq.evaluate`). The table
-(`training.trainers.ablation`: per arm the mean over seeds ± half their spread, then every run) goes to OUT/ablation.md,
-OUT/ablation.csv and OUT/ablation.json.
+wrong (``mixed``), the mean reward over the run, and the held-out balanced accuracy (`dermiq.evaluate`). The tables
+go to OUT/ablation.md, OUT/ablation.csv and OUT/ablation.json.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from training.config import merge
 from training.trainers.ablation import AblationTable, Arm, run_arms
 
 from .pipeline import FOLDERS, PIPELINE
 
-ARMS = ("grpo", "grpo++", "binary")
+NO_REFERENCE = {"reference": {"kind": "none"}, "loss": {"beta": 0.0}}
+ARM_SPECS = (
+    Arm(
+        "grpo",
+        {**NO_REFERENCE, "advantages": {"estimator": "grpo"}},
+        replaces=("reference",),
+        changes="plain GRPO",
+    ),
+    Arm(
+        "grpo+lag",
+        {"advantages": {"estimator": "grpo"}, "loss": {"beta": 0.0}},
+        folder="grpo_lag",
+        changes="lagged old policy",
+        versus="grpo",
+    ),
+    Arm(
+        "grpo+lag+k1",
+        {"advantages": {"estimator": "grpo"}},
+        folder="grpo_lag_k1",
+        changes="+ k1 KL 1e-3",
+        versus="grpo+lag",
+    ),
+    Arm("grpo++", folder="grpopp", changes="estimator grpo++", versus="grpo+lag+k1"),
+    Arm("binary", {"advantages": {"estimator": "binary"}}, changes="estimator binary", versus="grpo++"),
+    Arm(
+        "grpo++k3", {"loss": {"kl_estimator": "k3"}}, folder="grpopp_k3", changes="k3 for k1", versus="grpo++"
+    ),
+)
+ARMS = tuple(a.name for a in ARM_SPECS)
 RUN_STATS = ("spread", "signal", "mixed", "reward", "accuracy_reward")  # read from a run's metrics.jsonl
 SHOWN = (
     "spread",
@@ -34,7 +70,7 @@ SHOWN = (
     "kg_faithfulness",
 )
 TABLE = AblationTable(
-    "GRPO vs GRPO++ (both readings) from {start}, G={group_size}, {steps} steps, seeds {seeds}; "
+    "GRPO to GRPO++, one change per arm, from {start}, G={group_size}, {steps} steps, seeds {seeds}; "
     "held-out {test} (greedy)",
     SHOWN,
     SHOWN,
@@ -91,12 +127,9 @@ def run_ablation(
     if warmup.is_dir():
         runs.append({"arm": "start", "seed": pc.seed, **dict.fromkeys(RUN_STATS), **evaluate(warmup)})
     chosen = [
-        Arm(
-            a,
-            {"advantages": {"estimator": a}, "rollout": {"num_generations": group_size}},
-            folder=FOLDERS.get(a, a),
-        )
-        for a in arms
+        replace(spec, overrides=merge(spec.overrides, {"rollout": {"num_generations": group_size}}))
+        for spec in ARM_SPECS
+        if spec.name in arms
     ]
     extra = {"data": {"train": str(ctx.data / "train.jsonl")}, "model": {"adapter": str(start)}}
     runs += run_arms(
@@ -107,7 +140,10 @@ def run_ablation(
         seeds,
         chosen,
         extra,
-        lambda run, arm: {**run_stats(run, arm.name), **evaluate(run)},
+        lambda run, arm: {
+            **run_stats(run, arm.overrides.get("advantages", {}).get("estimator", "grpo++")),
+            **evaluate(run),
+        },
     )
     header = {
         "seeds": seeds,
@@ -116,7 +152,7 @@ def run_ablation(
         "start": str(start),
         "test": str(test),
     }
-    return TABLE.write(ctx.out, header, runs)
+    return TABLE.write(ctx.out, header, runs, chosen)
 
 
 def table(result: dict) -> str:

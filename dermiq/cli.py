@@ -72,10 +72,11 @@ def register(subparsers) -> None:
     e.add_argument("--vote", type=int, default=0, help="also the majority answer of K samples (K >= 2)")
     e.add_argument("--vote-temperature", type=float, default=0.7)
     e.set_defaults(handler=_eval)
-    a = sub.add_parser("ablate", help="GRPO vs GRPO++ vs binary advantages from the same start at G=3")
+    a = sub.add_parser(
+        "ablate", help="plain GRPO to GRPO++ and its variants, one change per arm, from the same start at G=3"
+    )
     _recipe_args(a, "runs/dermiq_ablation")
-    cli.add_ablate_args(a, "0")
-    a.add_argument("--arms", default="grpo,grpo++,binary", help="comma-separated estimators")
+    cli.add_ablate_args(a, "0,1,2", "all", "dermiq/ablate.py")
     a.add_argument("--group-size", type=int, default=3, help="G, samples per prompt")
     a.set_defaults(handler=_ablate, accepts_overrides=True)
 
@@ -139,9 +140,7 @@ def _ablate(args: argparse.Namespace) -> int:
     from .ablate import ARMS, run_ablation, table
 
     seeds = parse_seeds(args.seeds)
-    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
-    if not arms or any(a not in ARMS for a in arms):
-        raise DataError(f"--arms: expected arms from {', '.join(ARMS)}, got {args.arms!r}")
+    arms = cli.parse_arms(args.arms, ARMS)
     if args.group_size < 2:
         raise DataError(f"--group-size: expected an integer >= 2, got {args.group_size}")
     result = run_ablation(_recipe(args), args.out, seeds, arms, args.group_size, limit=args.limit)

@@ -175,10 +175,13 @@ def test_ablate_arms_share_the_start(trained, cli, capsys):
     grpo = yaml.safe_load((trained / "grpo_s0" / "config.yaml").read_text())
     crpo = yaml.safe_load((trained / "crpo_s0" / "config.yaml").read_text())
     assert set(grpo["rewards"]) == {"clinical_accuracy", "clinical_format", "clinical_language"}
-    assert grpo["advantages"]["aggregation"] == "sum_then_normalize" and len(crpo["rewards"]) == 5
+    assert (
+        grpo["advantages"]["aggregation"] == crpo["advantages"]["aggregation"] and len(crpo["rewards"]) == 5
+    )
     assert grpo["model"]["adapter"] == crpo["model"]["adapter"] == str(trained / "sft" / "adapter")
     assert grpo["run"]["max_steps"] == crpo["run"]["max_steps"] == 1
-    assert (trained / "ablation.md").read_text().startswith("GRPO vs CRPO")
+    md = (trained / "ablation.md").read_text()
+    assert md.startswith("GRPO vs CRPO") and "| crpo | CRPO rewards | grpo |" in md
 
 
 def test_bad_recipe_and_stage_are_one_line_errors(tmp_path, cli, capsys):

@@ -141,7 +141,21 @@ def test_eval_writes_isic_csv_and_metrics(trained, cli):
 def test_ablate_smoke(trained, cli):
     out = trained  # reuses the warm-up adapter as the common start
     assert (
-        cli("dermiq", "ablate", "--out", out, "--arms", "grpo,binary", "--steps", "1", "--limit", "2", *TINY)
+        cli(
+            "dermiq",
+            "ablate",
+            "--out",
+            out,
+            "--arms",
+            "grpo,binary",
+            "--seeds",
+            "0",
+            "--steps",
+            "1",
+            "--limit",
+            "2",
+            *TINY,
+        )
         == 0
     )
     res = json.loads((out / "ablation.json").read_text())

@@ -12,6 +12,8 @@ import argparse
 import json
 from collections.abc import Callable
 
+from training.errors import DataError
+
 
 def add_recipe_args(
     p: argparse.ArgumentParser, out: str, recipe_help: str, data_help: str, steps_help: str
@@ -63,9 +65,10 @@ def add_eval_args(p: argparse.ArgumentParser, run_example: str, data_help: str, 
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
-def add_ablate_args(p: argparse.ArgumentParser, seeds: str) -> None:
-    """--seeds, --limit, --json."""
+def add_ablate_args(p: argparse.ArgumentParser, seeds: str, arms: str, where: str) -> None:
+    """--seeds, --arms (default ``arms``; ``where`` says what each arm changes), --limit, --json."""
     p.add_argument("--seeds", default=seeds, help="comma-separated RL seeds")
+    p.add_argument("--arms", default=arms, help=f"comma-separated arms, or all ({where}: what each changes)")
     p.add_argument(
         "--limit",
         type=int,
@@ -73,6 +76,17 @@ def add_ablate_args(p: argparse.ArgumentParser, seeds: str) -> None:
         help="held-out records evaluated (default: the recipe's pipeline.eval_limit)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON (default: a table)")
+
+
+def parse_arms(value: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """--arms as a tuple of known arm names, in the order given; ``all`` is every arm."""
+    if value.strip() == "all":
+        return names
+    arms = tuple(a.strip() for a in value.split(",") if a.strip())
+    unknown = [a for a in arms if a not in names]
+    if not arms or unknown:
+        raise DataError(f"--arms: expected arms from {', '.join(names)} (or all), got {value!r}")
+    return arms
 
 
 def recipe_from_args(

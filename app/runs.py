@@ -24,6 +24,7 @@ from .safety import Refused, confine
 MAX_DEPTH = 3  # runs/<pipeline>/<run> and one level more
 MAX_TABLE_ROWS = 200
 FINAL = "final"
+BEST = "best"  # RUN/best/: the adapter of the best held-out evaluation during training (`run.keep_best`)
 # Metrics worth plotting first, in this order; the rest follow alphabetically.
 PREFERRED_METRICS = (
     "reward/mean",
@@ -152,6 +153,7 @@ class RunsReader:
         cfg = run.read_config()
         base = str((cfg.get("model") or {}).get("name", "?"))
         stages = [FINAL] if run.is_finished() else []
+        stages += [BEST] if run.read_best() else []
         stages += [
             f"step-{s}" for s, p in reversed(run.checkpoints()) if (p / "adapter" / ADAPTER_WEIGHTS).is_file()
         ]
@@ -186,6 +188,8 @@ class RunsReader:
         run = self.run(run_id)
         if stage == FINAL:
             path = run.adapter_dir
+        elif stage == BEST:
+            path = run.best_dir
         else:
             path = confine(run.checkpoints_dir, stage) / "adapter"
         if not (path / ADAPTER_WEIGHTS).is_file():
@@ -196,11 +200,16 @@ class RunsReader:
     def metric_names(self, run_id: str) -> list[str]:
         """Numeric per-step metrics the run logged, the usual ones first."""
         names: set[str] = set()
-        for r in self.run(run_id).read_metrics():
+        run = self.run(run_id)
+        headline = f"eval/{(run.read_config().get('eval') or {}).get('metric') or ''}"
+        for r in run.read_metrics():
             if r.get("event") is None:
                 names |= {k for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         names -= _SKIP_METRICS
-        first = [m for m in PREFERRED_METRICS if m in names]
+        first = [m for m in PREFERRED_METRICS[:1] if m in names]
+        # held-out metrics right beside the reward, the recipe's headline (`eval.metric`) first
+        first += sorted((m for m in names if m.startswith("eval/")), key=lambda m: (m != headline, m))
+        first += [m for m in PREFERRED_METRICS[1:] if m in names]
         return first + sorted(names - set(first))
 
     def series(self, run_id: str, metric: str) -> list[tuple[int, float]]:

@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from training.errors import MedrlError
-from training.trainers.evaluation import Evaluation, metrics_lines, write_eval
+from training.trainers.evaluation import EVALUATORS, Evaluation, metrics_lines, write_eval
 
 from . import task
 
@@ -88,6 +88,7 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+@EVALUATORS.register("clinical")
 class ClinicalEvaluation(Evaluation):
     """Each question asked under the run's task card, answered greedily, scored by the CRPO rules."""
 

@@ -113,9 +113,9 @@ def run_ablation(
 
     ctx = PIPELINE.context(raw, out)
     pc, test = ctx.settings, ctx.data / "test.jsonl"
-    start = PIPELINE.previous_adapter(ctx.out, "grpo++", pc.start_adapter) or PIPELINE.run_stage(
-        ctx, "warmup"
-    )
+    start = PIPELINE.previous_adapter(
+        ctx.out, "grpo++", pc.start_adapter, pc.chain_from
+    ) or PIPELINE.run_stage(ctx, "warmup")
     limit = limit or pc.eval_limit or None
 
     def evaluate(run: Path) -> dict:

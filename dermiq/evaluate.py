@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from training.errors import MedrlError
-from training.trainers.evaluation import Evaluation, fmt, metrics_lines, write_csv
+from training.trainers.evaluation import EVALUATORS, Evaluation, fmt, metrics_lines, write_csv
 from training.trainers.evaluation import write_eval as write_eval_files
 
 from . import task
@@ -164,6 +164,7 @@ def image_id(record: dict, i: int) -> str:
     return Path(imgs[0]).stem if imgs and isinstance(imgs[0], str) else f"row{i}"
 
 
+@EVALUATORS.register("dermiq")
 class DermEvaluation(Evaluation):
     """Asked with the run's label set (its task card's, else the data's own), answered greedily, with the class
     likelihoods after the model's own analysis and, with ``vote`` >= 2, ``vote`` samples per image."""
@@ -180,10 +181,11 @@ class DermEvaluation(Evaluation):
         vote: int = 0,
         vote_temperature: float = 0.7,
         seed: int = 0,
+        policy=None,
     ):
         from .prompts import labels_of
 
-        super().__init__(run_path, data, limit, max_new_tokens, tag)
+        super().__init__(run_path, data, limit, max_new_tokens, tag, policy)
         self.vote, self.vote_temperature, self.seed = vote, vote_temperature, seed
         # Asked as the run was trained: its task card's label set (the data's own labels when the run has no card,
         # e.g. one trained on another prompt).
@@ -266,7 +268,9 @@ def write_eval(folder: Path, tag: str, metrics: dict, rows: list[dict], labels: 
     write_csv(
         folder / f"{tag}_probabilities.csv",
         [
-            dict(zip(columns, [row["image"], *(f"{x:.6f}" for x in p)], strict=True))
+            # repr: the shortest text that reads back as the same float, so scikit-learn on this CSV gives the AUC
+            # in metrics.json exactly (6 decimals made ties of small probabilities and moved it by 0.002-0.004)
+            dict(zip(columns, [row["image"], *(repr(float(x)) for x in p)], strict=True))
             for row, p in zip(rows, probs, strict=True)
         ],
         columns,

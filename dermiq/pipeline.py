@@ -42,6 +42,10 @@ class PipelineConfig(PipelineSettings):
     conditions: list[str] | None = None  # synthetic: condition names or ids (default: the 13 default classes)
     train_per_class: int = 12  # synthetic images per condition, train split
     test_per_class: int = 6  # synthetic images per condition, held-out test split (other seeds)
+    val_per_class: int = (
+        4  # synthetic images per condition, validation split (its own seed): what `eval:` during
+    )
+    # training and `run.keep_best` select on, so the test split stays unseen by every choice
     image_size: int = 112
     # The warm-up stands in for a pretrained VLM: it writes the format but has seen few cases of each condition, so
     # GRPO++ meets images it has not been taught. The warm-up learns from the first N train records per condition
@@ -95,25 +99,37 @@ def prepare_data(pc: PipelineConfig, out: Path) -> Path:
         "synthetic",
         out,
         lambda folder: write_synthetic(
-            folder, pc.conditions, pc.train_per_class, pc.test_per_class, pc.seed, pc.image_size
+            folder,
+            pc.conditions,
+            pc.train_per_class,
+            pc.test_per_class,
+            pc.seed,
+            pc.image_size,
+            pc.val_per_class,
         ),
         "medrl dermiq import",
     )
 
 
-def write_synthetic(folder: Path, conditions, n_train: int, n_test: int, seed: int, size: int) -> None:
-    """train/ and test/ image folders (different seeds: no image in both) and train.jsonl/test.jsonl beside them."""
+def write_synthetic(
+    folder: Path, conditions, n_train: int, n_test: int, seed: int, size: int, n_val: int = 0
+) -> None:
+    """train/, test/ (and with ``n_val`` val/) image folders (different seeds: no image in two) and their JSONL
+    files beside them."""
     from training.data.records import write_jsonl
 
     from .synthetic import generate_dataset
 
-    for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1000)):
+    splits = [("train", n_train, seed), ("test", n_test, seed + 1000)] + (
+        [("val", n_val, seed + 2000)] if n_val else []
+    )
+    for split, n, s in splits:
         recs = generate_dataset(folder / split, conditions, n, s, size, progress=False)
         for r in recs:
             r["images"] = [f"{split}/{p}" for p in r["images"]]
             r["meta"]["image_id"] = f"{split}_{Path(r['images'][0]).parent.name}_{Path(r['images'][0]).stem}"
         write_jsonl(folder / f"{split}.jsonl", recs)
-    print(f"synthetic lesions: {n_train} train / {n_test} test images per class in {folder}")
+    print(f"synthetic lesions: {n_train} train / {n_val} val / {n_test} test images per class in {folder}")
 
 
 def _records(path: Path) -> list[dict]:
@@ -261,7 +277,7 @@ def write_pairs(raw: dict, out: str | Path) -> Path:
     clinician to review (`medrl kg audit`) before `--stages dpo` trains on them (an existing pair file is kept)."""
     pc = pipeline_config(raw)
     out = Path(out)
-    start = previous_adapter(out, "dpo", pc.start_adapter)
+    start = previous_adapter(out, "dpo", pc.start_adapter, pc.chain_from)
     if start is None:
         raise ConfigError(
             f"dpo pairs: no SFT adapter in {out} (run --stages sft first, or set pipeline.start_adapter)"
@@ -293,7 +309,18 @@ def _sft_stage(kind: str):
 
 
 def _grpo_inputs(ctx: StageContext, start: Path | None) -> dict:
-    return {"data": {"train": str(ctx.data / "train.jsonl")}, **_asked(ctx)}
+    """The train split; and, when the data has a validation split and the recipe names no eval data, what
+    `--grpo++.eval.every=N` needs: the DermIQ evaluator on val.jsonl, balanced accuracy as its headline."""
+    inputs = {"data": {"train": str(ctx.data / "train.jsonl")}, **_asked(ctx)}
+    val = ctx.data / "val.jsonl"
+    if val.is_file() and not ((ctx.raw.get("grpo++") or {}).get("eval") or {}).get("data"):
+        inputs["eval"] = {
+            "data": str(val),
+            "evaluator": "dermiq",
+            "modules": ["dermiq.evaluate"],
+            "metric": "balanced_accuracy",
+        }
+    return inputs
 
 
 def _dpo_inputs(ctx: StageContext, start: Path | None) -> dict:

@@ -165,6 +165,12 @@ class RunConfig:
         tensorboard (bool, default True): also write TensorBoard events (TRL `report_to`).
         progress (bool, default True): show a progress bar (also off with MEDRL_PROGRESS=0; TRL
             `disable_tqdm`, negated).
+        keep_best (str | None, default None): a metric of the evaluations during training (`eval:`); the adapter
+            of the best evaluation so far is kept in RUN/best/ (best.json: step, value), so a run whose training
+            reward rises while its held-out metric falls keeps its best point (TRL `metric_for_best_model` with
+            `load_best_model_at_end`). Needs `eval.every` > 0.
+        keep_best_mode (one of max, min; default max): whether a larger or a smaller value of `keep_best` is better
+            (TRL `greater_is_better`).
     """
 
     name: str = "run"
@@ -177,6 +183,8 @@ class RunConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     tensorboard: bool = True
     progress: bool = True
+    keep_best: str | None = None
+    keep_best_mode: Literal["max", "min"] = "max"
 
     def validate(self, key: str) -> None:
         check(bool(self.name) and "/" not in self.name, f"{key}.name", "a folder name without '/'", self.name)

@@ -94,6 +94,6 @@ def test_summary_and_files(tmp_path):
     write_eval(tmp_path, "metrics", m, rows, LABELS, probs)
     with open(tmp_path / "metrics_probabilities.csv") as f:
         table = list(csv.reader(f))
-    assert table[0] == ["image", *LABELS] and table[1] == ["img0", "0.700000", "0.200000", "0.100000"]
+    assert table[0] == ["image", *LABELS] and table[1] == ["img0", "0.7", "0.2", "0.1"]
     assert json.loads((tmp_path / "metrics.json").read_text())["balanced_accuracy"] == pytest.approx(2 / 3)
     assert (tmp_path / "metrics_confusion.png").stat().st_size > 0

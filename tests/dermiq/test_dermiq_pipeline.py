@@ -22,6 +22,7 @@ CONDS = "[melanoma,psoriasis,vitiligo]"
 TINY = [
     "--pipeline.train_per_class=2",
     "--pipeline.test_per_class=1",
+    "--pipeline.val_per_class=1",
     f"--pipeline.conditions={CONDS}",
     "--warmup.run.max_steps=1",
     "--grpo++.run.max_steps=1",
@@ -128,6 +129,14 @@ def test_eval_writes_isic_csv_and_metrics(trained, cli):
     assert rows[0] == ["image", *labels] and len(rows) == 4
     for r in rows[1:]:
         assert sum(float(x) for x in r[1:]) == pytest.approx(1.0, abs=1e-4)
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    gold = [labels.index(p) for p in (json.loads(line)["answer"] for line in test.read_text().splitlines())]
+    probs = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+    probs /= probs.sum(1, keepdims=True)  # as the evaluation normalises over the labels present
+    if m["auc_macro_ovr"] is not None:  # the figure recomputes exactly from the CSV written beside it
+        assert roc_auc_score(gold, probs, multi_class="ovr", average="macro") == m["auc_macro_ovr"]
     with open(ev / "metrics_predictions.csv") as f:
         preds = list(csv.DictReader(f))
     assert [p["image"] for p in preds] == [r[0] for r in rows[1:]]
@@ -136,6 +145,61 @@ def test_eval_writes_isic_csv_and_metrics(trained, cli):
     )
     assert (ev / "metrics_confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sum(map(sum, m["confusion"])) == 3
+
+
+def test_eval_during_training_keeps_the_best_adapter_and_the_next_stage_starts_from_it(
+    trained, cli, tmp_path
+):
+    """`--grpo++.eval.every` evaluates the live policy on the validation split with the DermIQ evaluator; its
+    metrics sit in the same metrics.jsonl row as the step's reward, the app lists them right after the reward, and
+    `run.keep_best` keeps the best evaluation's adapter, which `pipeline.chain_from=best` hands to the next stage."""
+    from app.runs import RunsReader
+
+    out = tmp_path / "evalrun"
+    args = [
+        *("dermiq", "train", "--out", out, "--eval", "none", "--stages", "grpo++,sft"),
+        *("--start-adapter", trained / "warmup" / "adapter", *TINY),
+        *("--grpo++.run.max_steps=2", "--grpo++.eval.every=1", "--grpo++.eval.limit=3"),
+        *(
+            "--grpo++.eval.max_new_tokens=6",
+            "--grpo++.run.keep_best=balanced_accuracy",
+            "--pipeline.chain_from=best",
+        ),
+    ]
+    assert cli(*args) == 0
+    rl = out / "grpopp"
+    rows = [r for r in map(json.loads, (rl / "metrics.jsonl").read_text().splitlines()) if "reward/mean" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:  # held-out metrics beside the training reward, in the same row
+        assert 0.0 <= r["eval/balanced_accuracy"] <= 1.0 and "eval/format_valid" in r
+        assert (rl / "eval" / f"step{r['step']:05d}.json").is_file()  # recomputable from the files beside it
+    best = json.loads((rl / "best" / "best.json").read_text())
+    assert best["metric"] == "balanced_accuracy" and best["mode"] == "max"
+    assert best["value"] == max(r["eval/balanced_accuracy"] for r in rows)  # the first step reaching the max
+    assert best["step"] == next(r["step"] for r in rows if r["eval/balanced_accuracy"] == best["value"])
+    assert (rl / "best" / "adapter_model.safetensors").is_file()
+    sft = yaml.safe_load((out / "sft" / "config.yaml").read_text())
+    assert sft["model"]["adapter"] == str(rl / "best")  # chained from the best adapter, not the last
+    reader = RunsReader(out)
+    assert reader.metric_names("grpopp")[:2] == ["reward/mean", "eval/balanced_accuracy"]
+    assert "best" in reader.info("grpopp").stages and reader.adapter_dir("grpopp", "best") == rl / "best"
+
+
+def test_a_seeded_pipeline_repeats_bit_for_bit(trained, tmp_path, one_thread):
+    """Runs that repeat: the same recipe and seed, run again in another folder on the same machine, gives every
+    stage's adapter byte for byte (the base model is the shipped one, whatever built the model cache)."""
+    import hashlib
+
+    from app.cli import main
+
+    again = tmp_path / "again"
+    assert main(["dermiq", "train", "--out", str(again), "--eval", "none", *TINY]) == 0
+    for folder in FOLDERS.values():
+        a, b = (
+            hashlib.sha256((root / folder / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest()
+            for root in (trained, again)
+        )
+        assert a == b, folder
 
 
 def test_ablate_smoke(trained, cli):

@@ -8,7 +8,8 @@ runs/<name>/metrics.jsonl        one JSON row per logged step
 runs/<name>/tensorboard/         TensorBoard events
 runs/<name>/checkpoints/step-N/  everything a resume needs (written atomically)
 runs/<name>/adapter/             the final adapter
-runs/<name>/eval/                evaluations
+runs/<name>/best/                the adapter of the best evaluation so far (`run.keep_best`), best.json says which
+runs/<name>/eval/                evaluations (step<N>.json: the evaluations during training, `eval.every`)
 runs/<name>/trees/               Tree-GRPO trees per step
 ```
 """
@@ -52,6 +53,19 @@ class RunDir:
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / "tensorboard"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.path / "best"
+
+    def read_best(self) -> dict | None:
+        """best/best.json ({step, metric, value, mode}) when a best adapter was kept, else None."""
+        path = self.best_dir / "best.json"
+        return (
+            json.loads(path.read_text())
+            if (self.best_dir / ADAPTER_WEIGHTS).is_file() and path.is_file()
+            else None
+        )
 
     @property
     def checkpoints_dir(self) -> Path:

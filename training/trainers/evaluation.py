@@ -6,8 +6,10 @@ else the task card's, else the run's rollout length, else the domain's default),
 before scoring, time the whole, and write `<tag>.json` (run, adapter, data, answer length, the domain's metrics,
 seconds) and the per-record CSV. A domain's subclass supplies only its own part: how each record is asked (`ask`:
 the run's task card over the record), what is read from the model (`respond`), and how responses become rows and
-metrics (`score`); it may write more files (`write`). The helpers below format and write the tables the
-evaluations and ablations print.
+metrics (`score`); it may write more files (`write`). A domain registers its subclass in `EVALUATORS` by name, so
+a recipe's `eval:` section (`training.trainers.trainer_config.EvalConfig`) evaluates the live policy during
+training with the same code (``policy=``: no adapter is loaded, the run need not have one yet). The helpers below
+format and write the tables the evaluations and ablations print.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import Any
 
 from training.atomic import atomic_write_text
 from training.errors import MedrlError
+from training.registry import Registry
+
+# A domain's `Evaluation` subclass by name, for `eval.evaluator`; constructed with these parameters (and policy=).
+EVALUATORS: Registry[Any] = Registry("evaluator", ("run_path", "data", "limit", "max_new_tokens", "tag"))
 
 
 def fmt(value) -> str:
@@ -73,7 +79,8 @@ def model_config_of(run) -> tuple[object, Path]:
 
 
 class Evaluation:
-    """One run evaluated on one data file; a domain subclasses it with `ask`, `respond` and `score`."""
+    """One run evaluated on one data file; a domain subclasses it with `ask`, `respond` and `score`, and registers
+    it in `EVALUATORS` (``@EVALUATORS.register("name")``)."""
 
     default_max_new_tokens = (
         160  # the answer length when the run has neither a task card nor a rollout length
@@ -86,13 +93,17 @@ class Evaluation:
         limit: int | None = None,
         max_new_tokens: int | None = None,
         tag: str = "metrics",
+        policy: Any = None,
     ):
         from training.data.records import read_jsonl
         from training.run.rundir import RunDir
         from training.run.task_card import read_card
 
         self.run = RunDir(run_path)
-        self.model_cfg, self.adapter = model_config_of(self.run)
+        self.policy = policy  # a live policy (evaluation during training), else the run's adapter is loaded
+        self.model_cfg, self.adapter = (
+            (None, "(training)") if policy is not None else model_config_of(self.run)
+        )
         self.data = data
         self.records = read_jsonl(
             data, "rl", limit=limit
@@ -130,7 +141,7 @@ class Evaluation:
 
         asked = self.ask()
         t0 = time.time()
-        policy = load_policy(self.model_cfg, adapter=self.adapter, trainable=False)
+        policy = self.policy or load_policy(self.model_cfg, adapter=self.adapter, trainable=False)
         responses = self.respond(policy, asked)
         del policy
         rows, summary = self.score(asked, responses)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from training.config import from_dict, merge, parse_overrides, read_yaml
 from training.errors import ConfigError, DataError
@@ -45,6 +46,10 @@ class PipelineSettings:
     seed: int = 0  # the data seed, and every stage's run.seed
     start_adapter: str | None = None  # where the first stage starts when no earlier stage is finished in OUT
     eval_limit: int | None = None  # test records evaluated after the last stage (None: all of them; 0: none)
+    chain_from: Literal["final", "best"] = (
+        "final"  # a stage starts from the previous one's final adapter, or its
+    )
+    # best/ (the adapter of its best evaluation during training, `run.keep_best`) when it kept one
 
 
 @dataclass
@@ -196,15 +201,17 @@ class Pipeline:
         except ConfigError as e:
             raise ConfigError(f"{raw['_path']}: {s.name}.{e}") from None
 
-    def previous_adapter(self, out: Path, stage: str, start: str | None) -> Path | None:
-        """Where ``stage`` starts (the chaining rule): the adapter of the nearest earlier stage finished in OUT,
-        else ``start`` (None: the bare base model)."""
+    def previous_adapter(
+        self, out: Path, stage: str, start: str | None, chain_from: str = "final"
+    ) -> Path | None:
+        """Where ``stage`` starts (the chaining rule): the adapter of the nearest earlier stage finished in OUT (its
+        best/ with ``chain_from="best"`` when it kept one), else ``start`` (None: the bare base model)."""
         from training.run.rundir import RunDir
 
         for prev in reversed(self.stages[: self.names.index(self.stage(stage).name)]):
             run = RunDir(Path(out) / prev.run_name)
             if run.is_finished():
-                return run.adapter_dir
+                return run.best_dir if chain_from == "best" and run.read_best() else run.adapter_dir
         return Path(start) if start else None
 
     def context(self, raw: dict, out: str | Path) -> StageContext:
@@ -221,7 +228,7 @@ class Pipeline:
         done = finished_adapter(ctx.out / s.run_name)
         if done is not None:
             return done
-        start = self.previous_adapter(ctx.out, s.name, ctx.settings.start_adapter)
+        start = self.previous_adapter(ctx.out, s.name, ctx.settings.start_adapter, ctx.settings.chain_from)
         extra = s.inputs(ctx, start)
         if start is not None:
             extra = merge(extra, {"model": {"adapter": str(start)}})

@@ -178,6 +178,17 @@ class Session:
         self._stop = self.dist.any(_STOP.is_set()) if self.dist.enabled else _STOP.is_set()
         return self._stop or step == self.cfg.run.max_steps or (every > 0 and step % every == 0)
 
+    def save_best(self, policy, record: dict) -> Path:
+        """Write the adapter as RUN/best/ (atomically, with best.json = ``record``: step, metric, value, mode); main
+        process only (`training.trainers.training_eval`)."""
+        import json
+
+        with atomic_dir(self.run.best_dir) as tmp:
+            save_trainable(policy.model, tmp)
+            (policy.processor if policy.is_vlm else policy.tokenizer).save_pretrained(str(tmp))
+            (tmp / "best.json").write_text(json.dumps(record, indent=1) + "\n")
+        return self.run.best_dir
+
     def finish(self, model, policy=None) -> Path:
         """Write the final adapter (atomically) and close the metrics.
 

@@ -2,7 +2,8 @@
 
 `StepLoop` owns everything around a step: seeding, reading the records, opening (or resuming) the run, loading
 the policy, AdamW and its schedule, restoring a checkpoint (weights, optimizer, scheduler, RNG, data position,
-the non-finite counters), the progress bar, the metrics row (metrics.jsonl and TensorBoard), the checkpoint
+the non-finite counters), the progress bar, the metrics row (metrics.jsonl and TensorBoard), held-out evaluation
+during training and the best adapter (`eval:`, `run.keep_best`: `training.trainers.training_eval`), the checkpoint
 cadence, a graceful Ctrl-C (through `Session`) and the final adapter. A trainer supplies only its step: how the
 step's micro-batches are made and what their loss is (`accumulate` runs the backward passes), calling `update`
 once per optimizer update, and the metrics and checkpoint tensors that are its own.
@@ -29,6 +30,7 @@ from training.models.loading import load_policy, trainable_parameters
 from training.run.tracking import progress
 from training.trainers.optim import build_optimizer, build_scheduler, clip_and_step
 from training.trainers.session import Session, seed_everything
+from training.trainers.training_eval import TrainingEval
 
 M = TypeVar("M")
 
@@ -140,6 +142,7 @@ class StepLoop:
         self.order = DataOrder(
             len(self.data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0))
         )
+        self.evaluation = TrainingEval(cfg, self.session, self.policy)
         self.nonfinite = NonFinite(
             cfg.max_nonfinite_in_a_row,
             in_a_row=int(state.get("nonfinite_in_a_row", 0)),
@@ -207,7 +210,9 @@ class StepLoop:
                 }
                 if out.per_rank:
                     last = dist.reduce_metrics(last)
-                if self.step % cfg.run.log_every == 0 or self.step == cfg.run.max_steps:
+                evaluated = self.evaluation.after_step(self.step)  # held-out metrics, beside the reward
+                last.update(evaluated)
+                if evaluated or self.step % cfg.run.log_every == 0 or self.step == cfg.run.max_steps:
                     session.metrics.log(self.step, last)
                 bar.update(1)
                 bar.set_postfix({label: f"{last[key]:.3f}" for label, key in postfix.items()})

@@ -53,6 +53,46 @@ class TokenizedDataConfig(DataConfig):
 
 
 @dataclass
+class EvalConfig:
+    """The `eval:` section: held-out evaluation during training, by the domain's own evaluator (the metrics its
+    `eval` command reports, not the training reward), logged as `eval/<metric>` beside the training metrics.
+
+    Fields:
+        every (int, default 0): evaluate every N optimizer steps and after the last; 0 never (TRL `eval_steps`).
+        data (str, default ""): the held-out records (the RL record format: prompt, answer, images), required
+            when `every` > 0 (TRL `eval_dataset`).
+        evaluator (str, default ""): a registered evaluator (`training.trainers.evaluation.EVALUATORS`): dermiq,
+            clinical; required when `every` > 0.
+        modules (list[str], default []): modules imported first so their evaluators register (dermiq.evaluate).
+        metric (str, default ""): the headline metric, shown in the progress bar; "" shows none. Every numeric
+            metric the evaluator returns is logged.
+        limit (int | None, default None): evaluate the first N records; None all.
+        max_new_tokens (int | None, default None): the answer length; None the run's task card's.
+    """
+
+    every: int = 0
+    data: str = ""
+    evaluator: str = ""
+    modules: list[str] = field(default_factory=list)
+    metric: str = ""
+    limit: int | None = None
+    max_new_tokens: int | None = None
+
+    def validate(self, key: str) -> None:
+        check(self.every >= 0, f"{key}.every", "an integer >= 0 (0: no evaluation)", self.every)
+        if self.every:
+            check(bool(self.data), f"{key}.data", "held-out records (a JSONL file) when every > 0", self.data)
+            check(
+                bool(self.evaluator),
+                f"{key}.evaluator",
+                "a registered evaluator when every > 0",
+                self.evaluator,
+            )
+        if self.limit is not None:
+            check(self.limit > 0, f"{key}.limit", "a positive integer or null", self.limit)
+
+
+@dataclass
 class TrainerConfig:
     """The sections every recipe has; each trainer's recipe class fixes `trainer` and its `data` type.
 
@@ -63,6 +103,7 @@ class TrainerConfig:
         data (DataConfig): the records, the trainer's own subclass of `DataConfig`.
         task (TaskConfig): how the trained model is asked, written to RUN/task.json.
         optim (OptimConfig): AdamW, its schedule and gradient clipping, see `OptimConfig`.
+        eval (EvalConfig): held-out evaluation during training, see `EvalConfig`.
         max_nonfinite_in_a_row (int, default 3): an update whose loss or gradient is not finite is skipped and
             counted (`skipped_nonfinite`); more than this many in a row stop the run, >= 0 (0: the first one does).
     """
@@ -73,9 +114,17 @@ class TrainerConfig:
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     max_nonfinite_in_a_row: int = 3
 
     def validate(self, key: str) -> None:
+        if self.run.keep_best:
+            check(
+                self.eval.every > 0,
+                "run.keep_best",
+                "eval.every > 0 (it keeps the best evaluation)",
+                self.eval.every,
+            )
         check(
             self.max_nonfinite_in_a_row >= 0,
             "max_nonfinite_in_a_row",

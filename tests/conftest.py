@@ -89,6 +89,16 @@ def sft_adapter(tmp_path_factory, text_sft_file) -> Path:
 
 
 @pytest.fixture
+def arm_inputs(tmp_path) -> dict:
+    """What every ablation arm shares (`training.trainers.ablation.run_arms`' ``extra``): a start adapter folder (the
+    config only checks it holds adapter_config.json) and a train file, for resolving arms' configs without training."""
+    start = tmp_path / "start" / "adapter"
+    start.mkdir(parents=True)
+    (start / "adapter_config.json").write_text("{}")
+    return {"data": {"train": "x.jsonl"}, "model": {"adapter": str(start)}}
+
+
+@pytest.fixture
 def cli():
     """Run `medrl ARGS...` through the real entry point; returns the exit code."""
     from app.cli import main

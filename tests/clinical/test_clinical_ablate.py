@@ -10,13 +10,9 @@ from training.trainers.ablation import arm_config, config_diff
 
 
 @pytest.mark.parametrize("recipe", ["tiny", "3b"])
-def test_each_arm_changes_one_thing_from_the_arm_it_is_compared_with(recipe, tmp_path):
+def test_each_arm_changes_one_thing_from_the_arm_it_is_compared_with(recipe, tmp_path, arm_inputs):
     raw = load_recipe(recipe)
-    start = tmp_path / "sft" / "adapter"
-    start.mkdir(parents=True)
-    (start / "adapter_config.json").write_text("{}")  # the config only checks the folder is an adapter's
-    extra = {"data": {"train": "x.jsonl"}, "model": {"adapter": str(start)}}
-    cfgs = {a.name: arm_config(PIPELINE, raw, "crpo", tmp_path, 0, a, extra) for a in ARM_SPECS}
+    cfgs = {a.name: arm_config(PIPELINE, raw, "crpo", tmp_path, 0, a, arm_inputs) for a in ARM_SPECS}
     grpo, crpo = cfgs["grpo"], cfgs["crpo"]
     # GRPO vs CRPO: the reward table only, under the same aggregation
     assert set(config_diff(grpo, crpo)) == {"rewards"}

@@ -18,13 +18,9 @@ ONE_CHANGE = {  # arm -> the settings it changes from its `versus` arm
 
 
 @pytest.mark.parametrize("recipe", ["tiny", "3b"])
-def test_each_arm_changes_one_setting_from_the_arm_it_is_compared_with(recipe, tmp_path):
+def test_each_arm_changes_one_setting_from_the_arm_it_is_compared_with(recipe, tmp_path, arm_inputs):
     raw = load_recipe(recipe)
-    start = tmp_path / "warmup" / "adapter"
-    start.mkdir(parents=True)
-    (start / "adapter_config.json").write_text("{}")  # the config only checks the folder is an adapter's
-    extra = {"data": {"train": "x.jsonl"}, "model": {"adapter": str(start)}}
-    cfgs = {a.name: arm_config(PIPELINE, raw, "grpo++", tmp_path, 0, a, extra) for a in ARM_SPECS}
+    cfgs = {a.name: arm_config(PIPELINE, raw, "grpo++", tmp_path, 0, a, arm_inputs) for a in ARM_SPECS}
     assert list(cfgs) == list(ARMS) and ARM_SPECS[0].versus is None
     for arm in ARM_SPECS[1:]:
         assert set(config_diff(cfgs[arm.name], cfgs[arm.versus])) == ONE_CHANGE[arm.name], arm.name

@@ -20,12 +20,18 @@ from app.safety import MAX_PIXELS, Refused, check_upload, load_upload, upload_pa
 
 
 def make_run(
-    root: Path, run_id: str, metrics: dict[str, list[float]], eval_png: tuple[int, int] | None = None
+    root: Path,
+    run_id: str,
+    metrics: dict[str, list[float]],
+    eval_png: tuple[int, int] | None = None,
+    config: dict | None = None,
 ) -> Path:
-    """A run as the app reads it: config.yaml, metrics.jsonl (one row a step), optionally eval/confusion.png."""
+    """A run as the app reads it: config.yaml (plus ``config``), metrics.jsonl (one row a step), optionally
+    eval/confusion.png."""
     d = root / run_id
     d.mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump({"trainer": "sft", "model": {"name": "embedded:qwen2"}}))
+    cfg = {"trainer": "sft", "model": {"name": "embedded:qwen2"}, **(config or {})}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     steps = max(len(v) for v in metrics.values())
     rows = [{"step": i + 1, **{k: v[i] for k, v in metrics.items() if i < len(v)}} for i in range(steps)]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

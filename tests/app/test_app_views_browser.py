@@ -138,6 +138,36 @@ def test_plot_a_then_b_shows_only_b(page, choose, tmp_path):
     page.screenshot(path=str(tmp_path / "2-run-b.png"), full_page=True)
 
 
+def test_held_out_evaluation_is_drawn_beside_the_reward(page, choose, views_app, tmp_path):
+    """A run that evaluated during training (`eval.every`): its headline held-out metric is the chart right after the
+    reward, read from the same metrics.jsonl rows."""
+    _, root = views_app
+    metrics = {
+        "reward/mean": [0.2, 0.6, 0.9],
+        "eval/accuracy": [0.3, 0.4, 0.5],
+        "eval/balanced_accuracy": [0.25, 0.5, 0.375],
+        "loss": [1.0, 0.8, 0.7],
+    }
+    make_run(
+        root,
+        "p/evaluated",
+        metrics,
+        config={"trainer": "rl", "eval": {"every": 1, "metric": "balanced_accuracy"}},
+    )
+    page.reload()
+    page.get_by_role("tab", name="Training runs").click()
+    choose(page, "runs-a", "p/evaluated")
+    page.locator("#runs-plot").click()
+    reward, held_out = wait_for_charts(page, ["reward/mean", "eval/balanced_accuracy"])
+    assert held_out["points"] == [
+        (1.0, 0.25, "p/evaluated"),
+        (2.0, 0.5, "p/evaluated"),
+        (3.0, 0.375, "p/evaluated"),
+    ]
+    assert [p[1] for p in reward["points"]] == [0.2, 0.6, 0.9]
+    page.screenshot(path=str(tmp_path / "eval-beside-reward.png"), full_page=True)
+
+
 def test_deleted_run_is_refused_then_gone_after_refresh(page, choose, views_app, tmp_path):
     _, root = views_app
     page.get_by_role("tab", name="Training runs").click()

@@ -86,10 +86,20 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+# Loggers whose warnings say nothing a user can act on. bitsandbytes' CPU backend, on a CPU with avx512_bf16, tries
+# to fetch a kernel from the Hub at import and warns on every command when it cannot (no network, or an unverified
+# publisher); it then uses its own kernels, which is what medrl's CPU runs use anyway. --debug shows them.
+QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere, not only before the subcommand
     argv = [a for a in argv if a != "--debug"]
+    for name in QUIET_LOGGERS if not debug else ():
+        logging.getLogger(name).setLevel(logging.ERROR)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.debug = debug

@@ -319,9 +319,9 @@ FIELDS = (
 
 
 def metrics_table(m: dict) -> str:
-    lines = metrics_lines(m, "images", FIELDS, 22)
+    lines = metrics_lines(m, "images", FIELDS, 24)
     for k in ("vote_balanced_accuracy", "vote_accuracy"):
         if k in m:
-            lines.append(f"{k:<22}{fmt(m[k])}  (k={m['vote']})")
+            lines.append(f"{k:<24}{fmt(m[k])}  (k={m['vote']})")
     lines += [f"recall[{c}]".ljust(34) + fmt(v) for c, v in m["per_class_recall"].items()]
     return "\n".join(lines)

@@ -103,7 +103,7 @@ tags: [{tags}]
 {banner}
 ## Base model
 `{model.get("name", "")}` (loaded from `{base_path}`), quantization during training: `{model.get("quantization", "none")}`.
-{"This is medrl's *embedded default*: a tiny randomly initialised model of the real architecture, for exercising the pipeline. It has no medical skill. Rebuild its base with `medrl` on the same version (`training.models.embedded.ensure_embedded`)." if str(model.get("name", "")).startswith("embedded:") else ""}
+{"This is medrl's *embedded default*: a tiny model of the real architecture built by code (randomly initialised, then taught only to copy text and read simple images), for exercising the pipeline. It has no medical skill. Rebuild its base with `medrl` on the same version (`training.models.embedded.ensure_embedded`)." if str(model.get("name", "")).startswith("embedded:") else ""}
 
 ## Data
 `{data.get("train", "")}`: {start.get("records", "?")} records used, {start.get("records_skipped", 0)} skipped.

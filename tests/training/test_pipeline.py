@@ -165,6 +165,26 @@ def test_rerun_reuses_finished_stages_and_resumes_an_interrupted_one(tmp_path, c
     assert len(calls(out)) == 3  # all finished: nothing trains
 
 
+def test_a_reused_stage_says_which_new_settings_it_did_not_train_with(tmp_path, capsys):
+    out = tmp_path / "out"
+    run(tmp_path, ["--pipeline.stages=[rl++]"])
+    (out / "rlpp" / "config.yaml").write_text(
+        yaml.safe_dump({"lr": 0.5, "run": {"name": "rlpp", "max_steps": 10}})
+    )
+    capsys.readouterr()
+    run(tmp_path, ["--pipeline.stages=[rl++]", "--rl++.lr=2e-1", "--rl++.run.max_steps=10"])
+    said = capsys.readouterr().out
+    assert len(calls(out)) == 1  # reused, not retrained
+    assert (
+        "warning: rl++ is reused as it finished, but the recipe now says lr: '2e-1' (it ran with 0.5)" in said
+    )
+    assert (
+        "max_steps" not in said and f"use another --out than {out}" in said
+    )  # an equal setting is not named
+    run(tmp_path, ["--pipeline.stages=[rl++]", "--rl++.lr=5.0e-1"])  # 5.0e-1 == 0.5: nothing to say
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_a_stage_alone_starts_from_the_nearest_finished_earlier_stage_else_the_start_adapter(tmp_path):
     out = tmp_path / "out"
     run(tmp_path, ["--pipeline.stages=[last]", "--pipeline.start_adapter=base/adapter"])

@@ -31,6 +31,7 @@ from typing import Literal
 
 from training.config import from_dict, merge, parse_overrides, read_yaml
 from training.errors import ConfigError, DataError
+from training.run.rundir import RunDir
 from training.trainers.trainer_kinds import config_class, train_function
 
 EVALUATE = ("last", "all", "none")  # which stages `Pipeline.run` evaluates on the held-out test.jsonl
@@ -105,6 +106,29 @@ def finished_adapter(run_dir: Path) -> Path | None:
         return None
     print(f"medrl: {run.path} already finished; using {run.adapter_dir}")
     return run.adapter_dir
+
+
+def changed_settings(section: dict, ran: dict, prefix: str = "") -> dict[str, tuple]:
+    """{dotted key: (the recipe's value, the finished run's)} for each setting the recipe section (after overrides)
+    gives that the run's config.yaml holds with another value; what the pipeline sets itself (run.name,
+    run.output_dir, run.seed) is left out."""
+    out: dict[str, tuple] = {}
+    for key, value in section.items():
+        dotted = f"{prefix}{key}"
+        if dotted in ("run.name", "run.output_dir", "run.seed") or key not in ran:
+            continue
+        if isinstance(value, dict) and isinstance(ran[key], dict):
+            out.update(changed_settings(value, ran[key], dotted + "."))
+        elif not _same(value, ran[key]):
+            out[dotted] = (value, ran[key])
+    return out
+
+
+def _same(a, b) -> bool:
+    try:  # YAML reads 1e-3 as a string and 1.0e-3 as a float: the same setting
+        return a == b or (not isinstance(a, (bool, list, dict)) and float(a) == float(b))
+    except (TypeError, ValueError):
+        return False
 
 
 def train(cfg) -> Path:
@@ -227,6 +251,13 @@ class Pipeline:
         s = self.stage(stage)
         done = finished_adapter(ctx.out / s.run_name)
         if done is not None:
+            changed = changed_settings(ctx.raw.get(s.name) or {}, RunDir(ctx.out / s.run_name).read_config())
+            if changed:
+                print(
+                    f"medrl: warning: {s.name} is reused as it finished, but the recipe now says "
+                    + ", ".join(f"{k}: {new!r} (it ran with {old!r})" for k, (new, old) in changed.items())
+                    + f"; to train with these, use another --out than {ctx.out}"
+                )
             return done
         start = self.previous_adapter(ctx.out, s.name, ctx.settings.start_adapter, ctx.settings.chain_from)
         extra = s.inputs(ctx, start)

@@ -199,6 +199,7 @@ def dpo_pairs(pc: PipelineConfig, raw: dict, data: Path, out: Path, sft_adapter:
 
     path = out / "data" / "dpo_pairs.jsonl"
     if path.is_file():
+        print(f"medrl: using the existing pairs {path} (delete it to sample and judge them again)")
         return path
     kg = load_builtin("derm")
     records = [r for r in _records(data / "train.jsonl") if (r.get("meta") or {}).get("condition_id")]

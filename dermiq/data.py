@@ -196,8 +196,16 @@ def read_ham10000(path: Path) -> Iterator[tuple[str, Row | RowError]]:
             }
             if r.get("dataset"):
                 meta["dataset"] = r["dataset"]
-            image = index.get(image_id, table.parent / f"{image_id}.jpg")
-            yield where, Row([image], dx, f"lesion:{lesion_id}", meta, prefix="ham10000", where=where)
+            if image_id not in index:
+                raise RowError(
+                    "missing_image",
+                    f"{image_id}.jpg is in no folder under {table.parent} (HAM10000 ships its images in "
+                    "HAM10000_images_part_1/ and HAM10000_images_part_2/: unpack both there)",
+                )
+            yield (
+                where,
+                Row([index[image_id]], dx, f"lesion:{lesion_id}", meta, prefix="ham10000", where=where),
+            )
         except RowError as e:
             yield where, e
 

@@ -121,7 +121,10 @@ def test_ham10000_import_skips_and_reports_quirks(ham, tmp_path, kg):
         "unreadable_image": 1,
     }
     assert s["unmapped"] == {"xyz": 1}
-    assert any("ISIC_missing" in e for e in s["examples"]["missing_image"])
+    assert any(
+        "ISIC_missing.jpg is in no folder under" in e and "HAM10000_images_part_2/" in e
+        for e in s["examples"]["missing_image"]
+    )
     recs = records(tmp_path / "out")
     assert sum(len(v) for v in recs.values()) == 60 and all(recs.values())
     r = next(r for r in recs["train"] + recs["val"] + recs["test"] if r["meta"]["dataset_label"] == "akiec")

@@ -165,6 +165,9 @@ class RunConfig:
         tensorboard (bool, default True): also write TensorBoard events (TRL `report_to`).
         progress (bool, default True): show a progress bar (also off with MEDRL_PROGRESS=0; TRL
             `disable_tqdm`, negated).
+        log_rollouts (int, default 2): RL: the first N groups of each step (all G completions of each), with their
+            reward parts and advantages, written to RUN/rollouts/step-N.jsonl for people to read (see
+            `training.trainers.rollout_records`); 0 writes none.
         keep_best (str | None, default None): a metric of the evaluations during training (`eval:`); the adapter
             of the best evaluation so far is kept in RUN/best/ (best.json: step, value), so a run whose training
             reward rises while its held-out metric falls keeps its best point (TRL `metric_for_best_model` with
@@ -183,6 +186,7 @@ class RunConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     tensorboard: bool = True
     progress: bool = True
+    log_rollouts: int = 2
     keep_best: str | None = None
     keep_best_mode: Literal["max", "min"] = "max"
 
@@ -192,6 +196,7 @@ class RunConfig:
         check(self.log_every > 0, f"{key}.log_every", "a positive integer", self.log_every)
         check(self.save_every >= 0, f"{key}.save_every", "an integer >= 0", self.save_every)
         check(self.keep_checkpoints >= 0, f"{key}.keep_checkpoints", "an integer >= 0", self.keep_checkpoints)
+        check(self.log_rollouts >= 0, f"{key}.log_rollouts", "an integer >= 0 (0: none)", self.log_rollouts)
 
     @property
     def dir(self) -> Path:

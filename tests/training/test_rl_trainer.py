@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from training.objectives.toy_task import write_records
@@ -113,3 +114,32 @@ def test_reward_errors_are_clear(cli, tmp_path, toy_file, capsys):
     )
     assert rc == 2
     assert "rewards: unknown reward 'nope'" in capsys.readouterr().err
+
+
+def test_each_step_writes_a_sample_of_its_rollouts_with_reward_parts(cli, tmp_path, toy_file):
+    """`run.log_rollouts: 1`: RUN/rollouts/step-N.jsonl holds the first group's G completions, each with its raw and
+    weighted reward parts, their sum and its advantage; the group's advantages are its reward z-scores."""
+    common = [f"--data.train={toy_file}", f"--run.output_dir={tmp_path}", "--run.name=r", "--run.max_steps=2"]
+    opts = [
+        "--prompts_per_step=2",
+        "--rollout.num_generations=3",
+        "--run.log_rollouts=1",
+        "--rollout.max_new_tokens=4",
+    ]
+    assert cli("train", "configs/grpopp_qwen2_toy.yaml", *common, *opts) == 0
+    weights = yaml.safe_load(open("configs/grpopp_qwen2_toy.yaml"))["rewards"]
+    for step in (1, 2):
+        got = [
+            json.loads(x)
+            for x in (tmp_path / "r" / "rollouts" / f"step-{step}.jsonl").read_text().splitlines()
+        ]
+        assert len(got) == 3 and {r["group"] for r in got} == {0} and {r["step"] for r in got} == {step}
+        for r in got:
+            assert set(r["rewards"]) == set(weights) and r["prompt"] and isinstance(r["completion"], str)
+            assert r["weighted"] == {k: weights[k] * v for k, v in r["rewards"].items()}
+            assert r["reward"] == pytest.approx(sum(r["weighted"].values()))
+        totals = torch.tensor([r["reward"] for r in got])
+        adv = torch.tensor([r["advantage"] for r in got])
+        if totals.std() > 1e-3:  # a group with spread: the advantages are its z-scores (grpo++ keeps them)
+            want = (totals - totals.mean()) / (totals.std() + 1e-4)
+            torch.testing.assert_close(adv, want, atol=1e-4, rtol=0)

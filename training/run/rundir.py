@@ -11,6 +11,7 @@ runs/<name>/adapter/             the final adapter
 runs/<name>/best/                the adapter of the best evaluation so far (`run.keep_best`), best.json says which
 runs/<name>/eval/                evaluations (step<N>.json: the evaluations during training, `eval.every`)
 runs/<name>/trees/               Tree-GRPO trees per step
+runs/<name>/rollouts/            RL: a sample of each step's completions with their reward parts (`run.log_rollouts`)
 ```
 """
 
@@ -82,6 +83,10 @@ class RunDir:
     @property
     def trees_dir(self) -> Path:
         return self.path / "trees"
+
+    @property
+    def rollouts_dir(self) -> Path:
+        return self.path / "rollouts"
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step}"

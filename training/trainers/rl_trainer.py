@@ -35,6 +35,7 @@ from training.rollout.tree_io import save_trees
 from training.rollout.tree_sampler import global_tree_index, sample_trees
 from training.run.distributed import setup
 from training.trainers.rl_config import RLConfig
+from training.trainers.rollout_records import rollout_rows, write_rollouts
 from training.trainers.step_loop import StepLoop, StepResult, accumulate
 
 GENERATOR_KEY = "generator"
@@ -114,6 +115,7 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
             )
         rows_here = slice(0, batch.num_rows)
         group_index = batch.group_index.cpu()
+        local_rewards = rewards  # this process's rows (the gather below makes `rewards` the global batch's)
         if dist.enabled:  # the global batch's rewards on every rank, groups numbered rank after rank
             rewards, correct, group_index, rows_here = _gather_rewards(dist, rewards, correct, group_index)
         adv, adv_stats = compute_advantages(
@@ -126,6 +128,23 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
         )
         adv = adv[rows_here].to(policy.device)
 
+        if (
+            cfg.run.log_rollouts and dist.is_main
+        ):  # what was sampled, with its reward parts: rollouts/step-N.jsonl
+            write_rollouts(
+                session.run.rollouts_dir / f"step-{loop.step + 1}.jsonl",
+                rollout_rows(
+                    loop.step + 1,
+                    records,
+                    batch.texts,
+                    batch.group_index,
+                    local_rewards,
+                    cfg.rewards,
+                    adv,
+                    cfg.run.log_rollouts,
+                    batch.tree_index,
+                ),
+            )
         if batch.trees and dist.is_main:  # Tree-GRPO: the step's trees for the app (trees/step-N.jsonl)
             save_trees(
                 session.run.trees_dir / f"step-{loop.step + 1}.jsonl",

@@ -44,6 +44,11 @@ mark.medrl-hallucination {background: #fecaca; padding: 0 2px}
 .medrl-turn-case {background: #eff6ff; border-left: 4px solid #1d4ed8}
 .medrl-turn-model {background: #f9fafb; border-left: 4px solid #6b7280; font-family: ui-monospace, monospace}
 .medrl-turn-clinician {background: #f0fdf4; border-left: 4px solid #15803d; font-family: ui-monospace, monospace}
+.medrl-rollout-prompt {white-space: pre-wrap; font-size: 0.88em; color: #374151; margin: 4px 0 6px 0}
+.medrl-rollout-text {white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 0.85em}
+.medrl-adv-pos {color: #166534; font-weight: 600}
+.medrl-adv-neg {color: #991b1b; font-weight: 600}
+.medrl-adv-zero {color: #4b5563}
 """
 
 

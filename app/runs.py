@@ -38,6 +38,7 @@ PREFERRED_METRICS = (
     "completion_len_mean",
 )
 _SKIP_METRICS = {"step", "time", "epoch"}
+_ROLLOUT_FILE = re.compile(r"^step-(\d+)\.jsonl$")
 
 
 @dataclass
@@ -195,6 +196,29 @@ class RunsReader:
         if not (path / ADAPTER_WEIGHTS).is_file():
             raise Refused(f"{run_id!r} has no adapter for stage {stage!r}")
         return path
+
+    # ---- rollouts -----------------------------------------------------------------------------------------------
+    def rollout_steps(self, run_id: str) -> list[int]:
+        """Steps with a rollouts/step-N.jsonl (`run.log_rollouts`), in order."""
+        folder = self.run(run_id).rollouts_dir
+        if not folder.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _ROLLOUT_FILE.match(p.name)))
+
+    def rollouts(self, run_id: str, step: int) -> list[dict]:
+        """The rows of one step's rollouts file (unreadable lines skipped); Refused if the step has none."""
+        path = self.run(run_id).rollouts_dir / f"step-{int(step)}.jsonl"
+        if not path.is_file():
+            raise Refused(f"{run_id!r} has no rollouts for step {step}")
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
 
     # ---- metrics ------------------------------------------------------------------------------------------------
     def metric_names(self, run_id: str) -> list[str]:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from . import html
 from .context import AppContext, user_errors
+from .rollouts_view import ALL_PARTS, parts_of, rollouts_html
 from .safety import Refused, load_upload
 
 N_PLOTS = 4
@@ -183,6 +184,27 @@ def run_lists(ctx: AppContext, run_a: str | None = None, run_b: str | None = Non
     )
 
 
+def rollout_choices(ctx: AppContext, run_id: str | None):
+    """The steps run A wrote rollouts for (the last chosen) and the reward parts of that step; the view cleared."""
+    steps = ctx.reader.rollout_steps(run_id) if run_id else []
+    parts = parts_of(ctx.reader.rollouts(run_id, steps[-1])) if steps else []
+    return (
+        gr.Dropdown(choices=[str(s) for s in steps], value=str(steps[-1]) if steps else None),
+        gr.Dropdown(choices=[("every group", ALL_PARTS), *[(p, p) for p in parts]], value=ALL_PARTS),
+        "" if steps else html.notice("This run wrote no rollouts (RL runs do: run.log_rollouts)."),
+    )
+
+
+def show_rollouts(ctx: AppContext, run_id: str | None, step: str | None, part: str | None) -> str:
+    if not run_id or not step:
+        return html.notice("Choose run A and a step.")
+    try:
+        n = int(step)
+    except ValueError:
+        raise Refused(f"step: expected a step number, got {step!r}") from None
+    return rollouts_html(ctx.reader.rollouts(run_id, n), part or ALL_PARTS)
+
+
 def build(ctx: AppContext) -> dict:
     """The tab's components; returns the run dropdowns and the refresh (fn, inputs, outputs) the page runs on load."""
     choices = ctx.run_choices()
@@ -233,6 +255,28 @@ def build(ctx: AppContext) -> dict:
         elem_id="runs-gallery",
     )
     view = [*plots, sum_a, sum_b, gallery]
+    with gr.Accordion("Rollouts: what an RL step sampled, beside what scored it (run A)", open=False):
+        with gr.Row():
+            roll_step = gr.Dropdown([], label="Step", allow_custom_value=True, elem_id="runs-rollout-step")
+            roll_part = gr.Dropdown(
+                [("every group", ALL_PARTS)],
+                value=ALL_PARTS,
+                label="Only groups this reward part told apart",
+                allow_custom_value=True,
+                elem_id="runs-rollout-part",
+            )
+            roll_show = gr.Button("Show", scale=0, min_width=80, elem_id="runs-rollout-show")
+        roll_html = gr.HTML(elem_id="runs-rollouts")
+
+    @user_errors
+    @readable
+    def on_rollout_choices(run_a: str | None):
+        return rollout_choices(ctx, run_a)
+
+    @user_errors
+    @readable
+    def on_rollouts(run_a: str | None, step: str | None, part: str | None):
+        return show_rollouts(ctx, run_a, step, part)
 
     @user_errors
     @readable
@@ -253,6 +297,8 @@ def build(ctx: AppContext) -> dict:
         on_compare, [run_a, run_b, metrics], view, api_name="runs_compare"
     )
     run_a.change(on_runs_changed, [run_a, run_b], metrics, api_name=False)
+    run_a.change(on_rollout_choices, [run_a], [roll_step, roll_part, roll_html], api_name=False)
+    roll_show.click(on_rollouts, [run_a, roll_step, roll_part], roll_html, api_name="runs_rollouts")
     run_b.change(on_runs_changed, [run_a, run_b], metrics, api_name=False)
     refresh.click(on_refresh, [run_a, run_b], [run_a, run_b, no_runs], api_name="runs_list")
     return {"run_a": run_a, "run_b": run_b, "refresh": (on_refresh, [run_a, run_b], [run_a, run_b, no_runs])}

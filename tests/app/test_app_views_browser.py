@@ -6,6 +6,7 @@ may delete runs without touching the session's trained ones. Screenshots go to e
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -166,6 +167,55 @@ def test_held_out_evaluation_is_drawn_beside_the_reward(page, choose, views_app,
     ]
     assert [p[1] for p in reward["points"]] == [0.2, 0.6, 0.9]
     page.screenshot(path=str(tmp_path / "eval-beside-reward.png"), full_page=True)
+
+
+def test_rollout_inspector_shows_a_steps_groups_and_filters_by_reward_part(page, choose, views_app, tmp_path):
+    """An RL run's rollouts/step-N.jsonl: each group's completions side by side with their reward parts, total and
+    advantage; a reward part keeps only the groups it told apart."""
+    _, root = views_app
+    run = make_run(root, "p/rl", {"reward/mean": [0.5, 0.75]}, config={"trainer": "rl"})
+    rows = [
+        {
+            "step": 2,
+            "group": g,
+            "row": 2 * g + i,
+            "prompt": f"case {g}",
+            "answer": "A",
+            "completion": text,
+            "rewards": {"acc": acc, "fmt": fmt},
+            "weighted": {"acc": acc, "fmt": 0.5 * fmt},
+            "reward": acc + 0.5 * fmt,
+            "advantage": adv,
+        }
+        for g, i, text, acc, fmt, adv in [
+            (0, 0, "<answer>A</answer>", 1.0, 1.0, 0.707),
+            (0, 1, "<answer>B</answer>", 0.0, 1.0, -0.707),
+            (1, 0, "A, surely", 1.0, 0.0, -0.707),
+            (1, 1, "<answer>A</answer>", 1.0, 1.0, 0.707),
+        ]
+    ]
+    (run / "rollouts").mkdir()
+    (run / "rollouts" / "step-1.jsonl").write_text(json.dumps({**rows[0], "step": 1}) + "\n")
+    (run / "rollouts" / "step-2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page.reload()
+    page.get_by_role("tab", name="Training runs").click()
+    choose(page, "runs-a", "p/rl")
+    page.get_by_text("Rollouts: what an RL step sampled").click()
+    page.wait_for_function(
+        "() => document.querySelector('#runs-rollout-step input').value === '2'"
+    )  # the last
+    page.locator("#runs-rollout-show").click()
+    view = page.locator("#runs-rollouts")
+    view.get_by_text("step 2: 2 group(s)").wait_for()
+    cards = view.locator(".medrl-card")
+    assert cards.count() == 2 and "<answer>B</answer>" in cards.nth(0).inner_text()
+    assert view.locator(".medrl-adv-neg").count() == 2 and view.locator(".medrl-adv-pos").count() == 2
+    page.screenshot(path=str(tmp_path / "1-rollouts.png"), full_page=True)
+    choose(page, "runs-rollout-part", "fmt")
+    page.locator("#runs-rollout-show").click()
+    view.get_by_text("step 2: 1 group(s)").wait_for()  # only group 1's format differed
+    assert "A, surely" in view.inner_text() and "<answer>B</answer>" not in view.inner_text()
+    page.screenshot(path=str(tmp_path / "2-rollouts-fmt.png"), full_page=True)
 
 
 def test_deleted_run_is_refused_then_gone_after_refresh(page, choose, views_app, tmp_path):

@@ -20,6 +20,7 @@ REGISTRARS = [
     ("bench.cli", "register"),
     ("app.cli", "register_app"),
     ("app.reproduce", "register"),
+    ("app.feedback_export", "register"),
 ]
 
 

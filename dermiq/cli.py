@@ -55,6 +55,11 @@ def register(subparsers) -> None:
         "comma-separated stages, e.g. grpo++,sft,dpo or dpo (default: the recipe's; a stage starts "
         "from the nearest earlier stage's adapter in --out)",
     )
+    t.add_argument(
+        "--pairs",
+        default=None,
+        help="DPO stage: train on this pair file (e.g. from `medrl feedback export`) instead of the KG-judged pairs",
+    )
     t.set_defaults(handler=_train, accepts_overrides=True)
     pr = sub.add_parser(
         "pairs",
@@ -96,7 +101,8 @@ def _recipe_args(p, out: str) -> None:
 def _recipe(args: argparse.Namespace, extra: dict | None = None) -> dict:
     from .pipeline import PIPELINE
 
-    return cli.recipe_from_args(PIPELINE, args, ("data", "seed"), {"grpo++": args.steps}, extra)
+    settings = ("data", "seed", "pairs") if hasattr(args, "pairs") else ("data", "seed")
+    return cli.recipe_from_args(PIPELINE, args, settings, {"grpo++": args.steps}, extra)
 
 
 def _train(args: argparse.Namespace) -> int:

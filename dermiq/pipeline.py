@@ -42,10 +42,12 @@ class PipelineConfig(PipelineSettings):
     conditions: list[str] | None = None  # synthetic: condition names or ids (default: the 13 default classes)
     train_per_class: int = 12  # synthetic images per condition, train split
     test_per_class: int = 6  # synthetic images per condition, held-out test split (other seeds)
-    val_per_class: int = (
-        4  # synthetic images per condition, validation split (its own seed): what `eval:` during
-    )
-    # training and `run.keep_best` select on, so the test split stays unseen by every choice
+    # synthetic images per condition, validation split (its own seed): what `eval:` during training and
+    # `run.keep_best` select on, so the test split stays unseen by every choice
+    val_per_class: int = 4
+    # the DPO stage's pair file (e.g. clinicians' verdicts from `medrl feedback export`); None: the KG-judged pairs
+    # sampled from the SFT policy (data/dpo_pairs.jsonl)
+    pairs: str | None = None
     image_size: int = 112
     # The warm-up stands in for a pretrained VLM: it writes the format but has seen few cases of each condition, so
     # GRPO++ meets images it has not been taught. The warm-up learns from the first N train records per condition
@@ -330,6 +332,12 @@ def _dpo_inputs(ctx: StageContext, start: Path | None) -> dict:
         raise ConfigError(
             "dpo: needs the SFT stage's adapter (run --stages sft first, or set pipeline.start_adapter)"
         )
+    pairs = ctx.settings.pairs
+    if pairs is not None:
+        if not Path(pairs).is_file():
+            raise ConfigError(f"pipeline.pairs: expected a DPO pair file (JSONL), got {pairs!r}: not found")
+        print(f"medrl: the DPO stage trains on {pairs} (pipeline.pairs), not on KG-judged pairs")
+        return {"data": {"train": str(Path(pairs).resolve())}, **_asked(ctx)}
     return {"data": {"train": str(dpo_pairs(ctx.settings, ctx.raw, ctx.data, ctx.out, start))}, **_asked(ctx)}
 
 

@@ -202,6 +202,28 @@ def test_a_seeded_pipeline_repeats_bit_for_bit(trained, tmp_path, one_thread):
         assert a == b, folder
 
 
+def test_the_dpo_stage_trains_on_a_given_pair_file(trained, cli, tmp_path, capsys):
+    """`--pairs FILE` (e.g. from `medrl feedback export`): the DPO stage trains on it instead of building KG pairs."""
+    pairs = tmp_path / "reviewed.jsonl"
+    pairs.write_text((trained / "data" / "dpo_pairs.jsonl").read_text())
+    out = tmp_path / "dpo_only"
+    args = [
+        "dermiq",
+        "train",
+        "--out",
+        out,
+        "--stages",
+        "dpo",
+        "--start-adapter",
+        trained / "sft" / "adapter",
+    ]
+    assert cli(*args, "--pairs", pairs, "--eval", "none", *TINY) == 0
+    assert f"the DPO stage trains on {pairs}" in capsys.readouterr().out
+    cfg = yaml.safe_load((out / "dpo" / "config.yaml").read_text())
+    assert cfg["data"]["train"] == str(pairs.resolve()) and not (out / "data" / "dpo_pairs.jsonl").exists()
+    assert cli(*args, "--pairs", tmp_path / "none.jsonl", "--out", tmp_path / "x", *TINY) == 2
+
+
 def test_ablate_smoke(trained, cli):
     out = trained  # reuses the warm-up adapter as the common start
     assert (

@@ -47,10 +47,9 @@ class PipelineSettings:
     seed: int = 0  # the data seed, and every stage's run.seed
     start_adapter: str | None = None  # where the first stage starts when no earlier stage is finished in OUT
     eval_limit: int | None = None  # test records evaluated after the last stage (None: all of them; 0: none)
-    chain_from: Literal["final", "best"] = (
-        "final"  # a stage starts from the previous one's final adapter, or its
-    )
-    # best/ (the adapter of its best evaluation during training, `run.keep_best`) when it kept one
+    # a stage starts from the previous one's final adapter, or from its best/ (the adapter of its best evaluation
+    # during training, `run.keep_best`) when it kept one
+    chain_from: Literal["final", "best"] = "final"
 
 
 @dataclass

@@ -41,6 +41,13 @@ class AppContext:
         self.reader = RunsReader(self.runs_root)
         self.service = InferenceService(self.reader, self.max_loaded, self.max_new_tokens)
 
+    @functools.cached_property
+    def feedback(self):
+        """The clinicians' verdicts (`app.feedback.FeedbackStore`), RUNS/feedback.sqlite, opened on first use."""
+        from .feedback import FeedbackStore
+
+        return FeedbackStore(self.runs_root / "feedback.sqlite")
+
     def kg(self, name: str) -> KnowledgeGraph:
         """The built-in KG `derm` or `clinical`, loaded once."""
         if name not in ("derm", "clinical"):

@@ -11,7 +11,7 @@ import gradio as gr
 
 from training.errors import MedrlError
 
-from . import answer_view, html, tab_adapters, tab_case, tab_clinical, tab_derm, tab_kg, tab_runs
+from . import answer_view, html, tab_adapters, tab_case, tab_clinical, tab_derm, tab_kg, tab_review, tab_runs
 from .context import AppContext
 from .safety import MAX_UPLOAD_BYTES, guard_pil
 
@@ -47,6 +47,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 case = tab_case.build(ctx)
             with gr.Tab("Training runs", id="runs"):
                 runs = tab_runs.build(ctx)
+            with gr.Tab("Review pairs", id="review"):
+                review = tab_review.build(ctx)
             with gr.Tab("Adapters", id="adapters"):
                 adapters = tab_adapters.build(ctx)
             with gr.Tab("Knowledge graph", id="kg"):
@@ -62,7 +64,12 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         demo.load(on_load, None, [head, derm["adapter"], clin["adapter"]], api_name=False)
         # every run list as the runs folder is now, not as it was when the app started
-        for fn, inputs, outputs in [runs["refresh"], *case["refresh"], *adapters["refresh"]]:
+        for fn, inputs, outputs in [
+            runs["refresh"],
+            *case["refresh"],
+            *adapters["refresh"],
+            *review["refresh"],
+        ]:
             demo.load(fn, inputs, outputs, api_name=False)
         fn, inputs, outputs = kg["lookup"]
         demo.load(fn, inputs, outputs, api_name=False)

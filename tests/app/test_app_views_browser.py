@@ -218,6 +218,68 @@ def test_rollout_inspector_shows_a_steps_groups_and_filters_by_reward_part(page,
     page.screenshot(path=str(tmp_path / "2-rollouts-fmt.png"), full_page=True)
 
 
+def test_a_review_session_keeps_swaps_rejects_and_exports(page, choose, views_app, tmp_path):
+    """The Review pairs tab: three KG-judged pairs reviewed (keep, swap with a reason, reject), each verdict stored
+    as it is given, the running agreement shown, and the reviewed pairs downloaded as DPO JSONL."""
+    from app.feedback import FeedbackStore
+
+    _, root = views_app
+    pairs = root / "p" / "pipe" / "data" / "dpo_pairs.jsonl"
+    pairs.parent.mkdir(parents=True)
+    q = [
+        {"role": "user", "content": "A changing pigmented lesion with an irregular border: which condition?"}
+    ]
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": q,
+                    "chosen": [{"role": "assistant", "content": f"good {n}"}],
+                    "rejected": [{"role": "assistant", "content": f"poor {n}"}],
+                    "images": [],
+                    "meta": {"condition_id": "melanoma", "decided_by": ["findings"], "margin": 0.5},
+                }
+            )
+            + "\n"
+            for n in (1, 2, 3)
+        )
+    )
+    page.reload()
+    page.get_by_role("tab", name="Review pairs").click()
+    choose(page, "review-file", "p/pipe/data/dpo_pairs.jsonl")
+    page.locator("#review-name textarea, #review-name input").first.fill("ana")
+    page.locator("#review-start").click()
+    view = page.locator("#review-pair")
+    view.get_by_text("pair 1 of 3").wait_for()
+    assert "good 1" in view.inner_text() and "decided by findings; margin 0.5" in view.inner_text()
+    page.screenshot(path=str(tmp_path / "1-pair.png"), full_page=True)
+    page.locator("#review-keep").click()
+    view.get_by_text("pair 2 of 3").wait_for()
+    page.locator("#review-reason textarea, #review-reason input").first.fill("answer 2 names the ABCDE signs")
+    page.locator("#review-swap").click()
+    view.get_by_text("pair 3 of 3").wait_for()
+    page.locator("#review-reject").click()
+    view.get_by_text("All 3 pairs of p/pipe/data/dpo_pairs.jsonl reviewed").wait_for()
+    agreement = page.locator("#review-agreement").inner_text()
+    assert "0.500" in agreement and "melanoma" in agreement
+    page.screenshot(path=str(tmp_path / "2-reviewed.png"), full_page=True)
+    rows = FeedbackStore(root / "feedback.sqlite").rows("pair")
+    assert [(r["line"], r["verdict"], r["reviewer"]) for r in rows] == [
+        (1, "keep", "ana"),
+        (2, "swap", "ana"),
+        (3, "reject", "ana"),
+    ]
+    assert rows[1]["reason"] == "answer 2 names the ABCDE signs"
+    with page.expect_download() as dl:
+        page.locator("#review-export").click()
+        page.locator("#review-download a").first.click()
+    exported = [json.loads(x) for x in open(dl.value.path()).read().splitlines()]
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in exported] == [
+        ("good 1", "poor 1"),
+        ("poor 2", "good 2"),
+    ]
+
+
 def test_deleted_run_is_refused_then_gone_after_refresh(page, choose, views_app, tmp_path):
     _, root = views_app
     page.get_by_role("tab", name="Training runs").click()

@@ -18,7 +18,7 @@ from clinical.prompts import BOX_RE, parse_response
 from clinical.rewards import format_score
 from clinical.synthetic import generate_vignettes
 
-from . import crpo, html
+from . import answer_feedback, crpo, html
 from .answer_view import Flag, answer_card, answer_flags, record_card
 from .context import AppContext, user_errors
 from .kgcheck import check, condition_in
@@ -205,6 +205,10 @@ def answer(
         "flags": [f.kind for f in flags],
         "crpo": parts,
         "check": res.to_dict(),
+        "prompt": task.messages(
+            ctx.card(run_id), case, options or None
+        ),  # what was asked (app.answer_feedback)
+        "images": [],
         "disclaimer": html.DISCLAIMER,
     }
     return (
@@ -254,6 +258,7 @@ def build(ctx: AppContext) -> dict:
             out_record = gr.HTML(elem_id="clin-record")
             with gr.Accordion("Raw result (JSON)", open=False):
                 out_json = gr.JSON()
+            answer_feedback.build(ctx, "clinical", out_json)
 
     @user_errors
     def on_sample(sample_key: str | None):

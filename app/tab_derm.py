@@ -20,7 +20,7 @@ from dermiq.prompts import parse_response
 from dermiq.rewards import resolve_answer
 from dermiq.synthetic import DEFAULT_CONDITIONS, make_sample
 
-from . import html
+from . import answer_feedback, html
 from .answer_view import answer_card, answer_flags, record_card
 from .context import AppContext, user_errors
 from .kgcheck import check
@@ -79,6 +79,26 @@ def default_labels(kg) -> tuple[str, ...]:
     return tuple(kg.label(kg.require(c, "condition")) for c in DEFAULT_CONDITIONS)
 
 
+def asked_messages(ctx: AppContext, run_id: str) -> list[dict]:
+    """The messages one image is asked with, as the run was trained (its task card; the KG's labels without one)."""
+    return task.messages(ctx.card(run_id), 1, fallback_labels=list(default_labels(ctx.kg("derm"))))
+
+
+def saved_image(ctx: AppContext, img) -> str:
+    """The asked image as a PNG in the app's scratch folder (named by its content), for a verdict to keep."""
+    import hashlib
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = buf.getvalue()
+    path = ctx.scratch / "answers" / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return str(path)
+
+
 def ask(ctx: AppContext, run_id: str, stage: str, img, max_new_tokens: float | None):
     """The run's greedy answer to one image, asked as it was trained (its task card: labels, layout, length).
 
@@ -87,7 +107,7 @@ def ask(ctx: AppContext, run_id: str, stage: str, img, max_new_tokens: float | N
     """
     card = ctx.card(run_id)
     labels = task.labels(card)
-    messages = task.messages(card, 1, fallback_labels=list(default_labels(ctx.kg("derm"))))
+    messages = asked_messages(ctx, run_id)
     trained = task.max_new_tokens(card)
     gen = ctx.service.generate(run_id, stage, messages, [img], ctx.answer_budget(trained, max_new_tokens))
     return gen, parse_response(gen.text), labels, trained
@@ -144,6 +164,10 @@ def answer(
         "truncated": gen.truncated,
         "flags": [f.kind for f in flags],
         "check": res.to_dict(),
+        "prompt": asked_messages(
+            ctx, run_id
+        ),  # what was asked, for a clinician's verdict (app.answer_feedback)
+        "images": [saved_image(ctx, img)],
         "disclaimer": html.DISCLAIMER,
     }
     return (
@@ -208,6 +232,7 @@ def build(ctx: AppContext) -> dict:
             out_record = gr.HTML(elem_id="derm-record")
             with gr.Accordion("Raw result (JSON)", open=False):
                 out_json = gr.JSON()
+            answer_feedback.build(ctx, "derm", out_json)
 
     @user_errors
     def on_sample(sample_key: str | None):

@@ -2,12 +2,15 @@
 
 Reads RUN/rollouts/step-N.jsonl (`training.trainers.rollout_records`). Each group is one prompt's G completions side
 by side, one column each, so a reader compares them as the advantage did: the completion, every reward part (raw,
-and its weighted share), the total and the advantage (green above zero, red below). A reward part can be chosen to
-keep only the groups where that part differs between completions, i.e. where it is what told them apart.
+and its weighted share), the total and the advantage (green above zero, red below), and, for runs whose rewards read
+a knowledge graph, each completion's claims as the KG judges them (supported / contradicted / unverifiable / hedged).
+A reward part can be chosen to keep only the groups where that part differs between completions, i.e. where it is
+what told them apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 
 ALL_PARTS = ""  # the filter's "every group"
@@ -43,8 +46,9 @@ def _advantage(x) -> str:
     return f'<span class="medrl-adv-{kind}">{x:+.3f}</span>'
 
 
-def group_html(rows: list[dict]) -> str:
-    """One group: its prompt and gold answer, then a table with one column per completion."""
+def group_html(rows: list[dict], claims: Callable[[dict], str] | None = None) -> str:
+    """One group: its prompt and gold answer, then a table with one column per completion (``claims``: a
+    completion's KG check as HTML, one more row)."""
     first = rows[0]
     parts = parts_of(rows)
     head = (
@@ -65,6 +69,8 @@ def group_html(rows: list[dict]) -> str:
             for r in rows
         )
         body.append(f"<tr><td>{escape(p)} (weighted)</td>{cells}</tr>")
+    if claims is not None:
+        body.append("<tr><td>KG claims</td>" + "".join(f"<td>{claims(r)}</td>" for r in rows) + "</tr>")
     body.append(
         "<tr><td><b>reward</b></td>"
         + "".join(f"<td><b>{_num(r.get('reward'))}</b></td>" for r in rows)
@@ -75,11 +81,16 @@ def group_html(rows: list[dict]) -> str:
         + "".join(f"<td>{_advantage(r.get('advantage'))}</td>" for r in rows)
         + "</tr>"
     )
-    table = f'<table class="medrl-table medrl-rollouts"><thead><tr><th></th>{cols}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    table = (
+        f'<table class="medrl-table medrl-rollouts"><thead><tr><th></th>{cols}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
     return f'<div class="medrl-card">{head}{table}</div>'
 
 
-def rollouts_html(rows: list[dict], part: str = ALL_PARTS) -> str:
+def rollouts_html(
+    rows: list[dict], part: str = ALL_PARTS, claims: Callable[[dict], str] | None = None
+) -> str:
     """Every group of one step (or those ``part`` told apart), or a line saying there is none."""
     groups = groups_of(rows, part)
     if not groups:
@@ -87,4 +98,4 @@ def rollouts_html(rows: list[dict], part: str = ALL_PARTS) -> str:
         return f'<div class="medrl-card"><span class="medrl-muted">No group {escape(what)} at this step.</span></div>'
     step = rows[0].get("step")
     lead = f'<div class="medrl-muted">step {escape(str(step))}: {len(groups)} group(s)</div>'
-    return lead + "".join(group_html(g) for g in groups)
+    return lead + "".join(group_html(g, claims) for g in groups)

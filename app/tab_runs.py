@@ -202,7 +202,42 @@ def show_rollouts(ctx: AppContext, run_id: str | None, step: str | None, part: s
         n = int(step)
     except ValueError:
         raise Refused(f"step: expected a step number, got {step!r}") from None
-    return rollouts_html(ctx.reader.rollouts(run_id, n), part or ALL_PARTS)
+    return rollouts_html(ctx.reader.rollouts(run_id, n), part or ALL_PARTS, kg_claims(ctx, run_id))
+
+
+# The KG a run's rewards read, by its reward modules: its completions' claims are judged against it.
+REWARD_KGS = {"dermiq.rewards": "derm", "clinical.rewards": "clinical"}
+
+
+def kg_claims(ctx: AppContext, run_id: str):
+    """A function row -> its completion's claims as badges, for runs whose rewards use a KG; None for others.
+    A row whose gold answer is a KG condition (DermIQ's label) is judged against it; others (Clinical-R1's letters)
+    against the case in their prompt."""
+    from .kgcheck import check
+
+    modules = ctx.reader.run(run_id).read_config().get("reward_modules") or []
+    name = next((REWARD_KGS[m] for m in modules if m in REWARD_KGS), None)
+    if name is None:
+        return None
+    kg = ctx.kg(name)
+
+    def reference(answer) -> str | None:
+        """The row's gold answer as a KG condition id (DermIQ's label), None when it names none (a letter)."""
+        from knowledge_graph.errors import KGError
+
+        try:
+            return kg.require(str(answer), "condition") if answer else None
+        except KGError:
+            return None
+
+    def claims(row: dict) -> str:
+        text, ref = str(row.get("completion", "")), reference(row.get("answer"))
+        res = check(text, kg, ref) if ref else check(text, kg, case_text=str(row.get("prompt", "")))
+        if not res.claims:
+            return '<span class="medrl-muted">no KG term</span>'
+        return " ".join(f"{html.escape(c.label)} {html.badge(c.badge)}" for c in res.claims)
+
+    return claims
 
 
 def build(ctx: AppContext) -> dict:

@@ -173,14 +173,19 @@ def test_rollout_inspector_shows_a_steps_groups_and_filters_by_reward_part(page,
     """An RL run's rollouts/step-N.jsonl: each group's completions side by side with their reward parts, total and
     advantage; a reward part keeps only the groups it told apart."""
     _, root = views_app
-    run = make_run(root, "p/rl", {"reward/mean": [0.5, 0.75]}, config={"trainer": "rl"})
+    run = make_run(
+        root,
+        "p/rl",
+        {"reward/mean": [0.5, 0.75]},
+        config={"trainer": "rl", "reward_modules": ["dermiq.rewards"]},
+    )
     rows = [
         {
             "step": 2,
             "group": g,
             "row": 2 * g + i,
             "prompt": f"case {g}",
-            "answer": "A",
+            "answer": "melanoma",
             "completion": text,
             "rewards": {"acc": acc, "fmt": fmt},
             "weighted": {"acc": acc, "fmt": 0.5 * fmt},
@@ -188,7 +193,7 @@ def test_rollout_inspector_shows_a_steps_groups_and_filters_by_reward_part(page,
             "advantage": adv,
         }
         for g, i, text, acc, fmt, adv in [
-            (0, 0, "<answer>A</answer>", 1.0, 1.0, 0.707),
+            (0, 0, "<think>asymmetric, irregular border</think><answer>melanoma</answer>", 1.0, 1.0, 0.707),
             (0, 1, "<answer>B</answer>", 0.0, 1.0, -0.707),
             (1, 0, "A, surely", 1.0, 0.0, -0.707),
             (1, 1, "<answer>A</answer>", 1.0, 1.0, 0.707),
@@ -210,6 +215,10 @@ def test_rollout_inspector_shows_a_steps_groups_and_filters_by_reward_part(page,
     cards = view.locator(".medrl-card")
     assert cards.count() == 2 and "<answer>B</answer>" in cards.nth(0).inner_text()
     assert view.locator(".medrl-adv-neg").count() == 2 and view.locator(".medrl-adv-pos").count() == 2
+    assert (
+        "KG claims" in view.inner_text()
+    )  # the run's rewards read the dermatology KG: claims judged against it
+    assert cards.nth(0).locator(".medrl-badge.medrl-supported").count() >= 1
     page.screenshot(path=str(tmp_path / "1-rollouts.png"), full_page=True)
     choose(page, "runs-rollout-part", "fmt")
     page.locator("#runs-rollout-show").click()

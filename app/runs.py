@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from training.run.rundir import ADAPTER_WEIGHTS, RunDir
+from training.run.rundir import ADAPTER_WEIGHTS, RunDir, read_json_lines
 
 from .safety import Refused, confine
 
@@ -210,15 +210,7 @@ class RunsReader:
         path = self.run(run_id).rollouts_dir / f"step-{int(step)}.jsonl"
         if not path.is_file():
             raise Refused(f"{run_id!r} has no rollouts for step {step}")
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+        return read_json_lines(path)
 
     # ---- metrics ------------------------------------------------------------------------------------------------
     def metric_names(self, run_id: str) -> list[str]:

@@ -131,14 +131,20 @@ class RunDir:
 
     def read_metrics(self) -> list[dict]:
         """Rows of metrics.jsonl (unreadable lines skipped)."""
-        if not self.metrics_path.is_file():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+        return read_json_lines(self.metrics_path)
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file a run writes as it goes (metrics, rollouts): a line being written or
+    broken is skipped, not an error; a missing file is no rows."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

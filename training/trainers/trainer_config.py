@@ -64,8 +64,8 @@ class EvalConfig:
         evaluator (str, default ""): a registered evaluator (`training.trainers.evaluation.EVALUATORS`): dermiq,
             clinical; required when `every` > 0.
         modules (list[str], default []): modules imported first so their evaluators register (dermiq.evaluate).
-        metric (str, default ""): the headline metric, shown in the progress bar; "" shows none. Every numeric
-            metric the evaluator returns is logged.
+        metric (str, default ""): the headline metric, which the app plots right after the reward. Every numeric
+            metric the evaluator returns is logged (`eval/<metric>`) whatever this says.
         limit (int | None, default None): evaluate the first N records; None all.
         max_new_tokens (int | None, default None): the answer length; None the run's task card's.
     """

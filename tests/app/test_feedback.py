@@ -178,3 +178,63 @@ def test_a_dpo_run_trains_on_exported_clinician_pairs(tmp_path, cli, capsys):
     assert (tmp_path / "dpo" / "adapter" / "adapter_model.safetensors").is_file()
     rows = [json.loads(x) for x in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_served_app_keeps_every_verdict_through_20_reviewers_and_a_kill(tmp_path):
+    """`medrl app` in its own process: 20 reviewers submit verdicts on live answers at once through its API; every
+    verdict the app acknowledged is in the store after the app is killed with SIGKILL."""
+    import socket
+
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = tmp_path / "runs"
+    root.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "MEDRL_APP_AUTH"}
+    env["PYTHONPATH"] = os.getcwd()
+    app = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "app", "--runs", str(root), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=os.getcwd(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        client = None
+        while client is None and time.monotonic() < deadline:
+            try:
+                client = Client(url, verbose=False)
+            except Exception:
+                time.sleep(0.5)
+        assert client is not None, "the app did not start"
+
+        def review(i: int) -> list[str]:
+            c = Client(url, verbose=False)
+            said = []
+            for n in range(5):
+                result = {
+                    "run": "p/lm",
+                    "stage": "final",
+                    "prompt": [{"role": "user", "content": f"case {i}-{n}"}],
+                    "text": f"answer {i}-{n}",
+                }
+                said.append(
+                    c.predict(result, f"reviewer{i}", f"fix {i}-{n}", api_name="/clinical_feedback_wrong")
+                )
+            return said
+
+        with ThreadPoolExecutor(20) as pool:
+            acknowledged = [x for chunk in pool.map(review, range(20)) for x in chunk]
+    finally:
+        os.kill(app.pid, signal.SIGKILL)
+        app.wait()
+    assert len(acknowledged) == 100 and all("Stored: wrong" in a for a in acknowledged)
+    rows = FeedbackStore(root / "feedback.sqlite").rows("answer")
+    assert len(rows) == 100 and {r["correction"] for r in rows} == {
+        f"fix {i}-{n}" for i in range(20) for n in range(5)
+    }

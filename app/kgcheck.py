@@ -12,26 +12,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from knowledge_graph.case_check import check_case, invented
+from knowledge_graph.case_check import CASE_TYPES, check_case, invented
 from knowledge_graph.claims import CONTRADICTED, HEDGED, Verdict, diagnosis, extract_claims, judge
 from knowledge_graph.kg import KnowledgeGraph
 
-FINDING_TYPES = (
-    "morphology",
-    "colour",
-    "border",
-    "shape",
-    "surface",
-    "distribution",
-    "size",
-    "dermoscopic_feature",
-    "site",
-    "symptom",
-    "sign",
-    "lab_finding",
-    "imaging_finding",
-    "risk_factor",
-)
+# The finding types a claim about the patient can be checked on: the case's (`CASE_TYPES`) but body site, which
+# says where a lesion is, not what it is (one list, so the two checks cannot drift apart).
+FINDING_TYPES = tuple(t for t in CASE_TYPES if t != "body_site")
 REFERENCE_LABEL = {
     "sample": "the synthetic sample's true label",
     "key": "the answer key",

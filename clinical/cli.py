@@ -1,7 +1,9 @@
 """`medrl clinical synth`: MedQA-format synthetic vignettes from the clinical KG; `medrl clinical import`: clinical QA
 data sets (or the vignette bank) -> RL records split into train/val/test; `medrl clinical train`: cold-start SFT ->
 CRPO (`clinical.pipeline`); `medrl clinical eval`: greedy answers scored by the CRPO rules (`clinical.evaluate`);
-`medrl clinical ablate`: GRPO vs CRPO from the same start (`clinical.ablate`)."""
+`medrl clinical ablate`: GRPO vs CRPO from the same start (`clinical.ablate`); `medrl clinical tree-ablate`: Tree-GRPO
+vs chains on multi-step cases at equal sampled tokens (`clinical.tree_ablate`); `medrl clinical case-eval`: a case run
+plays held-out cases greedily (`clinical.case_eval`)."""
 
 from __future__ import annotations
 
@@ -67,6 +69,33 @@ def register(subparsers) -> None:
     _recipe_args(a, "runs/clinical_ablation")
     cli.add_ablate_args(a, "0,1,2", "grpo,crpo", "clinical/ablate.py")
     a.set_defaults(handler=_ablate, accepts_overrides=True)
+    t = sub.add_parser(
+        "tree-ablate",
+        help="Tree-GRPO vs chains on multi-step cases at equal sampled tokens, from one cold start",
+    )
+    cli.add_recipe_args(
+        t,
+        "runs/tree_ablation",
+        "tiny (embedded Qwen2, CPU), a shipped case pipeline recipe's name (`medrl recipes`) or a YAML",
+        "folder of case records: train.jsonl, test.jsonl, sft.jsonl (default: written from the KGs)",
+        "RL steps at most (a cap; the recipe's rl.run.max_steps)",
+    )
+    t.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="tokens each RL run samples (the recipe's rl.max_generated_tokens)",
+    )
+    t.add_argument(
+        "--sft-steps", type=int, default=None, help="cold-start SFT steps (the recipe's sft.run.max_steps)"
+    )
+    cli.add_ablate_args(t, "0,1,2", "all", "clinical/tree_ablate.py")
+    t.set_defaults(handler=_tree_ablate, accepts_overrides=True)
+    c = sub.add_parser(
+        "case-eval", help="a case run plays held-out cases greedily: accuracy, questions -> RUN/eval/"
+    )
+    cli.add_eval_args(c, "runs/tree_ablation/tree_s0", "case records (JSONL), e.g. OUT/data/test.jsonl", 16)
+    c.set_defaults(handler=_case_eval)
 
 
 def _recipe_args(p, out: str) -> None:
@@ -120,6 +149,29 @@ def _ablate(args: argparse.Namespace) -> int:
     return cli.show(
         run_ablation(_recipe(args), args.out, seeds, limit=args.limit, arms=arms), args.json, table
     )
+
+
+def _tree_ablate(args: argparse.Namespace) -> int:
+    from training.config import parse_seeds
+
+    from .case_pipeline import PIPELINE as CASES
+    from .tree_ablate import ARMS, run_ablation, table
+
+    seeds, arms = parse_seeds(args.seeds), cli.parse_arms(args.arms, ARMS)
+    budget = {"rl": {"max_generated_tokens": args.budget}} if args.budget else None
+    raw = cli.recipe_from_args(
+        CASES, args, ("data", "seed"), {"rl": args.steps, "sft": args.sft_steps}, budget
+    )
+    return cli.show(run_ablation(raw, args.out, seeds, limit=args.limit, arms=arms), args.json, table)
+
+
+def _case_eval(args: argparse.Namespace) -> int:
+    from training.trainers.evaluation import metrics_lines
+
+    from .case_eval import FIELDS, CaseEvaluation
+
+    m = CaseEvaluation(args.run, args.data, args.limit, args.max_new_tokens, args.tag)()
+    return cli.show(m, args.json, lambda r: "\n".join(metrics_lines(r, "cases", FIELDS, 14)))
 
 
 def _synth(args: argparse.Namespace) -> int:

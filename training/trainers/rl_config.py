@@ -48,6 +48,10 @@ class RLConfig(TrainerConfig):
             (TRL `gradient_accumulation_steps`).
         num_iterations (int, default 1): policy updates per rollout batch (TRL `num_iterations`, GRPO's mu); > 1
             computes the old policy's log-probs once, before the updates.
+        max_generated_tokens (int | None, default None): a sampling budget: the run ends after the step in which
+            the tokens it has sampled (every process, every turn; observations are not sampled) reach this many,
+            or at `run.max_steps`, whichever comes first; `tokens_generated_total` in metrics.jsonl counts them.
+            How samplers are compared at equal cost (Tree-GRPO's trees vs chains); None: no budget.
     """
 
     trainer: Literal["rl"] = "rl"
@@ -61,6 +65,7 @@ class RLConfig(TrainerConfig):
     prompts_per_step: int = 4
     grad_accum: int = 1
     num_iterations: int = 1
+    max_generated_tokens: int | None = None
 
     def validate(self, key: str) -> None:
         super().validate(key)
@@ -73,6 +78,13 @@ class RLConfig(TrainerConfig):
             self.grad_accum,
         )
         check(self.num_iterations >= 1, "num_iterations", "an integer >= 1", self.num_iterations)
+        if self.max_generated_tokens is not None:
+            check(
+                self.max_generated_tokens > 0,
+                "max_generated_tokens",
+                "a positive integer or null (no budget)",
+                self.max_generated_tokens,
+            )
         check(
             self.rollout.temperature > 0,
             "rollout.temperature",

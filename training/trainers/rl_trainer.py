@@ -206,10 +206,17 @@ def train_rl(cfg: RLConfig, resume: bool = False) -> dict:
         )
         metrics.update({f"loss/{k}": v for k, v in loss_stats.items()})
         metrics.update(batch.stats)  # multi-turn: tokens generated/encoded, env calls, questions, answer rate
-        return StepResult(step_loss, grad_norm, float(lengths.sum()), metrics, per_rank=True)
+        # sampled tokens: every turn of every node for trees and chains (a tree's shared nodes once), else the rows'
+        generated = batch.stats.get("rollout/tokens_generated", float(lengths.sum()))
+        return StepResult(
+            step_loss, grad_norm, float(lengths.sum()), metrics, per_rank=True, generated=generated
+        )
 
     return loop.run(
-        step, postfix={"reward": "reward/mean"}, tensors=lambda: _checkpoint_tensors(generator, reference)
+        step,
+        postfix={"reward": "reward/mean"},
+        tensors=lambda: _checkpoint_tensors(generator, reference),
+        token_budget=cfg.max_generated_tokens,
     )
 
 

@@ -96,6 +96,7 @@ class StepResult:
     tokens: float  # tokens trained on, for tokens_per_s
     metrics: dict[str, Any] = field(default_factory=dict)  # the trainer's own, logged after the shared ones
     per_rank: bool = False  # metrics are this rank's share: reduced over ranks (`Dist.reduce_metrics`)
+    generated: float = 0.0  # tokens this rank sampled in the step (RL rollouts), for a run's token budget
 
 
 def accumulate(
@@ -143,6 +144,7 @@ class StepLoop:
             len(self.data), cfg.run.seed, cfg.data.shuffle, pos=int(state.get("data_pos", 0))
         )
         self.evaluation = TrainingEval(cfg, self.session, self.policy)
+        self.generated = int(state.get("tokens_generated", 0))  # over every rank, since the run started
         self.nonfinite = NonFinite(
             cfg.max_nonfinite_in_a_row,
             in_a_row=int(state.get("nonfinite_in_a_row", 0)),
@@ -175,11 +177,14 @@ class StepLoop:
         step_fn: Callable[[], StepResult],
         postfix: dict[str, str],
         tensors: Callable[[], dict[str, torch.Tensor]] | None = None,
+        token_budget: int | None = None,
     ) -> dict:
         """Train to `cfg.run.max_steps` and write the final adapter; returns the last metrics row.
 
         `step_fn` runs one step (its micro-batches, backward passes and `update` calls); `postfix` maps progress
         bar labels to metric keys; `tensors` gives the trainer's own checkpoint tensors (generator, reference).
+        `token_budget` ends the run after the step in which the tokens sampled since the start (every rank's
+        `StepResult.generated`, logged as `tokens_generated_total`) reach it: samplers compared at equal cost.
         """
         cfg, dist, session = self.cfg, self.dist, self.session
         dist.broadcast_params(self.params)
@@ -193,11 +198,12 @@ class StepLoop:
             enabled=cfg.run.progress and dist.is_main,
             unit="step",
         ) as bar:
-            while self.step < cfg.run.max_steps:
+            while self.step < cfg.run.max_steps and not self._spent(token_budget):
                 t0 = time.time()
                 out = step_fn()
                 self.step += 1
                 dt = time.time() - t0
+                self.generated += int(dist.sum([out.generated])[0] if out.per_rank else out.generated)
                 last = {
                     "loss": out.loss,
                     "grad_norm": out.grad_norm,
@@ -210,20 +216,36 @@ class StepLoop:
                 }
                 if out.per_rank:
                     last = dist.reduce_metrics(last)
-                evaluated = self.evaluation.after_step(self.step)  # held-out metrics, beside the reward
+                if token_budget is not None or out.generated:
+                    last["tokens_generated_total"] = float(self.generated)
+                done = self.step == cfg.run.max_steps or self._spent(token_budget)
+                evaluated = self.evaluation.after_step(self.step, done)  # held-out metrics, beside the reward
                 last.update(evaluated)
-                if evaluated or self.step % cfg.run.log_every == 0 or self.step == cfg.run.max_steps:
+                if evaluated or self.step % cfg.run.log_every == 0 or done:
                     session.metrics.log(self.step, last)
                 bar.update(1)
                 bar.set_postfix({label: f"{last[key]:.3f}" for label, key in postfix.items()})
-                if session.should_save(self.step):
+                if session.should_save(self.step) or done:
                     session.checkpoint(
                         self.step,
                         self.model,
                         self.optimizer,
                         self.scheduler,
-                        {"data_pos": self.order.pos, **self.nonfinite.state()},
+                        {
+                            "data_pos": self.order.pos,
+                            "tokens_generated": self.generated,
+                            **self.nonfinite.state(),
+                        },
                         tensors=tensors() if tensors is not None else None,
                     )
+        if self._spent(token_budget) and self.step < cfg.run.max_steps and dist.is_main:
+            print(
+                f"medrl: {cfg.run.name}: token budget spent ({self.generated} tokens sampled >= {token_budget}) "
+                f"after {self.step} of {cfg.run.max_steps} steps",
+                flush=True,
+            )
         session.finish(self.model, self.policy)
         return last
+
+    def _spent(self, token_budget: int | None) -> bool:
+        return token_budget is not None and self.generated >= token_budget

@@ -37,12 +37,12 @@ class TrainingEval:
         best = session.run.read_best() if cfg.run.keep_best else None
         self.best = None if best is None else float(best["value"])
 
-    def due(self, step: int) -> bool:
-        return bool(self.every) and (step % self.every == 0 or step == self.cfg.run.max_steps)
+    def due(self, step: int, last: bool = False) -> bool:
+        return bool(self.every) and (step % self.every == 0 or step == self.cfg.run.max_steps or last)
 
-    def after_step(self, step: int) -> dict[str, float]:
-        """{eval/<metric>: value} when `step` is an evaluation step (main process), else {}."""
-        if not self.due(step):
+    def after_step(self, step: int, last: bool = False) -> dict[str, float]:
+        """{eval/<metric>: value} when `step` is an evaluation step or the run's ``last`` (main process), else {}."""
+        if not self.due(step, last):
             return {}
         out: dict[str, float] = {}
         if self.session.dist.is_main:

@@ -1,0 +1,108 @@
+"""`medrl clinical tree-ablate`: Tree-GRPO vs chains at equal sampled tokens. The arms change one setting each (resolved
+through the code that trains them); an RL run stops at its token budget and counts every sampled token; the whole
+command runs on the embedded default (cold start, three arms to a tiny budget, held-out cases played greedily) and
+writes its table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clinical.case_pipeline import PIPELINE
+from clinical.tree_ablate import ARM_SPECS
+from training.trainers.ablation import arm_config, config_diff
+
+
+def test_each_tree_arm_changes_one_setting_from_the_arm_it_is_compared_with(tmp_path, arm_inputs):
+    raw = PIPELINE.load_recipe("tiny")
+    cfgs = {a.name: arm_config(PIPELINE, raw, "rl", tmp_path, 0, a, arm_inputs) for a in ARM_SPECS}
+    assert config_diff(cfgs["tree:grpo"], cfgs["chains"]) == {"rollout.strategy": ("tree", "group")}
+    assert config_diff(cfgs["tree"], cfgs["tree:grpo"]) == {"advantages.estimator": ("tree", "grpo")}
+    chains, tree = cfgs["chains"], cfgs["tree"]
+    # the same trajectories per prompt (G chains = M trees x their leaves) and the same token budget
+    assert chains.rollout.num_generations == tree.rollout.tree.m * (
+        1 + tree.rollout.tree.n * tree.rollout.tree.l
+    )
+    assert chains.max_generated_tokens == tree.max_generated_tokens == raw["rl"]["max_generated_tokens"]
+
+
+def _rows(run_dir):
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "reward/mean" in r]  # the steps' rows
+
+
+@pytest.mark.slow
+def test_a_run_stops_at_its_token_budget_and_checkpoints_the_count(cli, tmp_path, one_thread, capsys):
+    from training.run.rundir import RunDir
+
+    data = tmp_path / "cases.jsonl"
+    from clinical.cases import make_case_records
+    from training.data.records import write_jsonl
+
+    write_jsonl(data, make_case_records(8, seed=0))
+    small = ["--rollout.max_turns=2", "--rollout.env_args.max_turns=2", "--rollout.max_new_tokens=8"]
+    args = [f"--data.train={data}", f"--run.output_dir={tmp_path}", "--prompts_per_step=2", *small]
+    assert (
+        cli(
+            "train",
+            "clinical_cases_tiny",
+            "--run.name=b",
+            "--run.max_steps=6",
+            "--max_generated_tokens=60",
+            *args,
+        )
+        == 0
+    )
+    rows = _rows(tmp_path / "b")
+    totals = [r["tokens_generated_total"] for r in rows]
+    assert totals == [sum(r["rollout/tokens_generated"] for r in rows[: i + 1]) for i in range(len(rows))]
+    assert (
+        totals[-1] >= 60 and (len(totals) == 1 or totals[-2] < 60) and len(rows) < 6
+    )  # stopped by the budget
+    assert "token budget spent" in capsys.readouterr().out
+    run = RunDir(tmp_path / "b")
+    assert run.is_finished()
+    state = json.loads(next(run.path.glob("checkpoints/*/trainer_state.json")).read_text())
+    assert state["tokens_generated"] == totals[-1] and state["step"] == len(rows)
+
+
+@pytest.mark.slow
+def test_tree_ablate_runs_every_arm_to_the_budget_and_writes_the_table(cli, tmp_path, one_thread, capsys):
+    out = tmp_path / "abl"
+    assert (
+        cli(
+            "clinical",
+            "tree-ablate",
+            f"--out={out}",
+            "--seeds=0",
+            "--sft-steps=2",
+            "--steps=3",
+            "--budget=40",
+            "--limit=2",
+            "--pipeline.cases=8",
+            "--pipeline.test_cases=2",
+            "--rl.prompts_per_step=1",
+            "--rl.rollout.max_turns=2",
+            "--rl.rollout.env_args.max_turns=2",
+            "--rl.rollout.max_new_tokens=8",
+        )
+        == 0
+    )
+    table = capsys.readouterr().out
+    result = json.loads((out / "ablation.json").read_text())
+    assert result["budget"] == 40 and result["n"] == 2
+    runs = {r["arm"]: r for r in result["runs"]}
+    assert set(runs) == {"start (sft)", "chains", "tree:grpo", "tree"}
+    for arm in ("chains", "tree:grpo", "tree"):
+        r = runs[arm]
+        assert r["tokens_sampled"] >= 40 and 1 <= r["steps"] <= 3, (arm, r)
+        assert 0 <= r["accuracy"] <= 1 and r["tokens"] > 0
+        assert r["trajectories"] == 6 * r["steps"]  # one prompt a step, six trajectories each
+    recorded = {
+        a: json.loads((out / f"{a}_s0" / "trees" / "step-1.jsonl").read_text().splitlines()[0])
+        for a in ("chains", "tree")
+    }
+    assert len(recorded["chains"]["nodes"]) == 1 + 2  # the prompt and one two-turn chain (a tree of one leaf)
+    assert "| tree | advantage: + intra-tree | tree:grpo |" in table
+    assert (out / "ablation.md").read_text().startswith("Tree-GRPO vs chains at 40 sampled tokens")

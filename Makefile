@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(VENV)/bin/medrl bench head
 	$(VENV)/bin/medrl bench grpo-step
 	$(VENV)/bin/medrl bench rollout
+	$(VENV)/bin/medrl bench contention
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

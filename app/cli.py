@@ -96,6 +96,9 @@ QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
 def main(argv: list[str] | None = None) -> int:
     import logging
 
+    from training.run.threads import configure
+
+    configure()  # before torch loads: threads sleep at barriers, so jobs can share the cores (training.run.threads)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere, not only before the subcommand
     argv = [a for a in argv if a != "--debug"]

@@ -125,6 +125,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gpu.add_argument("--json", action="store_true")
     gpu.set_defaults(handler=_gpu)
 
+    cont = sub.add_parser(
+        "contention", help="a short RL run alone, then two at once on the same cores, per OpenMP wait policy"
+    )
+    cont.add_argument("--steps", type=int, default=8, help="RL steps per job (the first untimed)")
+    cont.add_argument(
+        "--policies", default="PASSIVE,ACTIVE", help="comma-separated OMP_WAIT_POLICY values to measure"
+    )
+    cont.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cont.set_defaults(handler=_contention)
+
 
 def _device(name: str) -> str:
     if name != "auto":
@@ -283,4 +293,19 @@ def _tree(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     print(json.dumps(result, indent=2) if args.json else tree.table(result))
+    return 0
+
+
+def _contention(args: argparse.Namespace) -> int:
+    from bench import contention
+    from training.errors import ConfigError
+
+    if args.steps < 2:
+        raise ConfigError(f"--steps: must be >= 2 (the first is untimed), got {args.steps}")
+    policies = tuple(p.strip().upper() for p in args.policies.split(",") if p.strip())
+    bad = [p for p in policies if p not in ("PASSIVE", "ACTIVE")]
+    if not policies or bad:
+        raise ConfigError(f"--policies: expected PASSIVE and/or ACTIVE, got {args.policies!r}")
+    result = contention.run(steps=args.steps, policies=policies)
+    print(json.dumps(result, indent=2) if args.json else contention.table(result))
     return 0

@@ -46,7 +46,8 @@ def _recipes(args: argparse.Namespace) -> int:
         print(f"{p.stem:<{width}}  {recipes.header(p)}")
     print(
         f"\n{len(paths)} recipes in {recipes.RECIPES_DIR}; `medrl train NAME` runs one (a pipeline recipe: "
-        "`medrl dermiq train --recipe NAME`, `medrl clinical train --recipe NAME`)."
+        "`medrl dermiq train --recipe NAME`, `medrl clinical train --recipe NAME`, "
+        "`medrl clinical tree-ablate --recipe NAME` for the case pipeline)."
     )
     return 0
 

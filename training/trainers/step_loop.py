@@ -27,6 +27,7 @@ import torch
 from training.data.records import DataOrder, read_jsonl
 from training.errors import MedrlError
 from training.models.loading import load_policy, trainable_parameters
+from training.run.threads import describe
 from training.run.tracking import progress
 from training.trainers.optim import build_optimizer, build_scheduler, clip_and_step
 from training.trainers.session import Session, seed_everything
@@ -133,6 +134,10 @@ class StepLoop:
         self.data = read_jsonl(cfg.data.train, kind, limit=cfg.data.max_records)
         self.session = Session.open(cfg, resume)
         self.dist = self.session.dist
+        if (
+            self.dist.is_main and cfg.run.progress
+        ):  # what the run's speed depends on, and how it shares the CPU
+            print(describe(), flush=True)
         self.policy = load_policy(cfg.model)
         self.model = self.policy.model
         self.params = [p for _, p in trainable_parameters(self.model)]

@@ -1,0 +1,60 @@
+"""Thread settings: medrl chooses the PASSIVE OpenMP wait policy unless the environment gives one, before torch
+loads, and says what is in force; `medrl bench contention` validates its flags and prints its table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from training.run import threads
+
+
+def test_passive_unless_the_environment_chose_a_policy():
+    env: dict = {}
+    assert threads.configure(env) == "PASSIVE" and env["MEDRL_SET_OMP_WAIT_POLICY"] == "1"
+    mine = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert threads.configure(mine) == "ACTIVE" and "MEDRL_SET_OMP_WAIT_POLICY" not in mine
+
+
+def test_the_cli_sets_the_policy_before_torch_loads_and_describes_it():
+    code = (
+        "import os, sys; from app.cli import main; rc = main(['kg', 'stats']); "
+        "assert 'torch' not in sys.modules, 'torch loaded'; "
+        "print(os.environ['OMP_WAIT_POLICY']); from training.run.threads import describe; print(describe())"
+    )
+    env = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if k not in ("OMP_WAIT_POLICY", "MEDRL_SET_OMP_WAIT_POLICY")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    lines = out.strip().splitlines()
+    assert lines[-2] == "PASSIVE"
+    assert "OMP_WAIT_POLICY=PASSIVE (medrl's default" in lines[-1] and "intra-op of" in lines[-1]
+
+
+@pytest.mark.parametrize("flags", [["--steps", "1"], ["--policies", "spin"]])
+def test_contention_refuses_bad_flags(cli, capsys, flags):
+    assert cli("bench", "contention", *flags) == 2
+    assert "medrl: error: --" in capsys.readouterr().err
+
+
+def test_contention_table_names_the_ratio_and_the_goal():
+    from bench.contention import table
+
+    result = {
+        "config": {
+            "recipe": "grpopp_qwen2_toy",
+            "steps_timed": 7,
+            "cpus": 2,
+            "torch_threads_per_job": 2,
+            "goal_ratio": 2.5,
+        },
+        "rows": [{"policy": "PASSIVE", "alone_s": 2.0, "beside_s": 4.4, "ratio": 2.2, "meets_goal": True}],
+    }
+    text = table(result)
+    assert "at most 2.5x" in text and "PASSIVE" in text and "2.20" in text and "True" in text

@@ -1,0 +1,48 @@
+"""How a medrl process's CPU threads wait, so two jobs can share one machine.
+
+PyTorch's CPU kernels run on OpenMP threads. With OpenMP's default wait policy, a thread that reaches a barrier
+spins for a while before sleeping; alone on its cores that saves a wake-up, but beside another job the spinning
+threads take the cores the other job's threads are waiting for, and a tiny model's step (thousands of small ops,
+each ending at a barrier) measured up to 30x slower instead of about 2x (issue 30: a second `medrl demo` on the
+same 2 cores). A clinician's app beside a training run is the normal case on one workstation, so medrl starts
+every command with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at barriers) unless the environment already sets a
+policy; `medrl bench contention` measures both policies alone and side by side. The variable is read when the
+OpenMP runtime loads (with torch), so `configure` runs before any torch import; a program that imported torch
+first keeps the policy it started with, and `describe` says which one is in force.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_WAIT_POLICY = "PASSIVE"
+_SET_BY_MEDRL = "MEDRL_SET_OMP_WAIT_POLICY"  # marks a policy medrl chose (children inherit it and the mark)
+
+
+def configure(environ: dict | None = None) -> str:
+    """Set ``OMP_WAIT_POLICY`` to PASSIVE unless the environment gives one; returns the policy in force."""
+    env = os.environ if environ is None else environ
+    if not env.get("OMP_WAIT_POLICY"):
+        env["OMP_WAIT_POLICY"] = DEFAULT_WAIT_POLICY
+        env[_SET_BY_MEDRL] = "1"
+    return env["OMP_WAIT_POLICY"]
+
+
+def describe() -> str:
+    """One line: torch's intra-op threads, the CPUs this process may use, and the OpenMP wait policy (and whether
+    medrl or the user chose it)."""
+    import torch
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    if not policy:
+        policy, who = "unset", "OpenMP's default: spin, then sleep"
+    else:
+        who = "medrl's default" if os.environ.get(_SET_BY_MEDRL) else "from the environment"
+    return (
+        f"medrl: threads: {torch.get_num_threads()} intra-op of {cpus} CPUs, OMP_WAIT_POLICY={policy} ({who}; "
+        "PASSIVE shares the cores with other jobs, ACTIVE can be faster alone)"
+    )

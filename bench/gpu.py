@@ -23,44 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import pin_device_env, run_child
+from training.models.shapes import resize_config
 
-# The published Qwen2.5 3B configs' sizes (config.json of Qwen/Qwen2.5-3B-Instruct, Qwen/Qwen2.5-VL-3B-Instruct).
-TEXT_3B = {
-    "hidden_size": 2048,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 36,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-    "max_position_embeddings": 32768,
-    "tie_word_embeddings": True,
-}
-VISION_3B = {
-    "depth": 32,
-    "hidden_size": 1280,
-    "intermediate_size": 3420,
-    "num_heads": 16,
-    "out_hidden_size": 2048,
-    "fullatt_block_indexes": [7, 15, 23, 31],
-    "window_size": 112,
-}
-MROPE_3B = [16, 24, 24]
 SHAPES = ("3b", "tiny")
 GOAL_PEAK_MB = 12 * 1024
-
-
-def resize_config(config, kind: str) -> None:
-    """An embedded model's config (its special-token ids kept) at the published 3B sizes, in place."""
-    text = config.text_config if kind == "qwen25vl" else config
-    for k, v in TEXT_3B.items():
-        setattr(text, k, v)
-    text.layer_types = ["full_attention"] * TEXT_3B["num_hidden_layers"]
-    text.max_window_layers = TEXT_3B["num_hidden_layers"]
-    if kind == "qwen25vl":
-        config.tie_word_embeddings = True
-        text.rope_parameters = {**text.rope_parameters, "mrope_section": MROPE_3B}
-        for k, v in VISION_3B.items():
-            setattr(config.vision_config, k, v)
 
 
 def build_shape(kind: str, shape: str, root: Path) -> Path:

@@ -52,6 +52,19 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from training.errors import ConfigError
+    from training.plan import Shape, plan_recipe, table
+
+    for key in ("gpu_gb", "prompt_tokens", "image_px", "processes"):
+        if getattr(args, key) <= 0:
+            raise ConfigError(f"--{key.replace('_', '-')}: must be > 0, got {getattr(args, key)}")
+    shape = Shape(args.prompt_tokens, max(args.images, 0), args.image_px, args.processes)
+    result = plan_recipe(args.recipe, args.gpu_gb, shape, args.overrides)
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0 if result["fits"] else 1
+
+
 def _export(args: argparse.Namespace) -> int:
     from training.export import export_run
 
@@ -98,3 +111,15 @@ def register(sub) -> None:
         help="dtype of the merged model",
     )
     p.set_defaults(handler=_export)
+
+    p = sub.add_parser(
+        "plan", help="a recipe's planned peak GPU memory per stage, part by part, and whether it fits"
+    )
+    p.add_argument("recipe", help="a recipe name (`medrl recipes`), single-stage or pipeline, or a YAML path")
+    p.add_argument("--gpu-gb", type=float, default=12.0, help="the GPU's memory in GiB (default 12)")
+    p.add_argument("--prompt-tokens", type=int, default=512, help="text tokens per RL prompt (default 512)")
+    p.add_argument("--images", type=int, default=1, help="images per prompt for a VLM (default 1)")
+    p.add_argument("--image-px", type=int, default=448, help="image side in pixels (default 448: 256 tokens)")
+    p.add_argument("--processes", type=int, default=1, help="torchrun processes sharing a step (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_plan, accepts_overrides=True)

@@ -23,7 +23,8 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------------- sections
 @dataclass
 class LoraConfig:
-    """The `model.lora:` section: peft LoRA on the language model's linear layers, never the vision tower.
+    """The `model.lora:` section: peft LoRA on the language model's linear layers, and on a VLM's vision side when
+    asked (`vision`).
 
     LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") trains W + (alpha / r) B A with
     A (r x in) and B (out x r); QLoRA (Dettmers et al. 2023) does the same over 4-bit weights.
@@ -40,6 +41,10 @@ class LoraConfig:
             change a norm's gain, which bounds how confident its logits get.
         init_weights (bool, default True): peft's initialisation (B = 0, the adapter starts as a no-op; peft
             `init_lora_weights`); tests turn it off to get non-zero gradients everywhere.
+        vision (one of none, merger, all; default none): LoRA on a VLM's vision side too, with `target_modules:
+            auto`: `merger` adapts the patch merger's two linear layers (the projection of image features into the
+            language model), `all` also every vision block's attention (qkv, proj) and MLP (Unsloth's
+            `finetune_vision_layers`). The vision tower is never quantized, so its LoRA sits on 16/32-bit weights.
     """
 
     enabled: bool = True
@@ -49,9 +54,17 @@ class LoraConfig:
     target_modules: list[str] | str = "auto"
     modules_to_save: list[str] | None = None
     init_weights: bool = True
+    vision: Literal["none", "merger", "all"] = "none"
 
     def validate(self, key: str) -> None:
         check(self.r > 0, f"{key}.r", "a positive integer", self.r)
+        if self.vision != "none":
+            check(
+                self.target_modules == "auto",
+                f"{key}.target_modules",
+                f"auto when {key}.vision is {self.vision} (the vision targets are added to auto's)",
+                self.target_modules,
+            )
         check(self.alpha > 0, f"{key}.alpha", "a positive integer", self.alpha)
         check(0.0 <= self.dropout < 1.0, f"{key}.dropout", "a float in [0, 1)", self.dropout)
 

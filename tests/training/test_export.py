@@ -6,7 +6,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-from training.config import ModelConfig
+from training.config import LoraConfig, ModelConfig
+from training.errors import ConfigError
 from training.models.embedded import resolve_model_path
 from training.models.loading import disable_cpu_bf16_repack, load_policy, quantization_config
 from training.run.checkpoint import load_trainable
@@ -189,7 +190,11 @@ def test_merge_of_lora_on_tied_head(cli, tmp_path, text_sft_file):
     assert (a - b).abs().max() < 1e-4
 
 
-def test_vlm_export_merge(cli, tmp_path, vlm_sft_file):
+def test_vlm_export_merge_with_vision_lora(cli, tmp_path, vlm_sft_file):
+    """QLoRA with `lora.vision: all`: LoRA on the vision blocks and merger (over unquantized weights) learns through
+    the image (its B starts at 0), exports, reloads in plain PEFT and merges into the vision weights."""
+    from safetensors.torch import load_file
+
     assert (
         cli(
             "train",
@@ -199,13 +204,43 @@ def test_vlm_export_merge(cli, tmp_path, vlm_sft_file):
             "--run.name=v",
             "--run.max_steps=2",
             "--optim.lr=1e-2",
+            "--model.quantization=4bit",
+            "--model.lora.vision=all",
         )
         == 0
     )
     assert cli("export", tmp_path / "v", "--out", tmp_path / "e", "--merge", "--dtype", "float32") == 0
+    weights = load_file(tmp_path / "e" / "adapter_model.safetensors")
+    vision_b = {k: v for k, v in weights.items() if ".visual." in k and "lora_B" in k}
+    assert any(".merger.mlp.0." in k for k in vision_b) and any(".blocks.0.attn.qkv." in k for k in vision_b)
+    assert all(v.abs().max() > 0 for v in vision_b.values())  # every vision LoRA learned from the image
+    base = AutoModelForImageTextToText.from_pretrained(resolve_model_path("embedded:qwen25vl"))
+    reloaded = PeftModel.from_pretrained(base, tmp_path / "e")
+    assert any("visual.blocks.0.attn.qkv.lora_A" in n for n, _ in reloaded.named_parameters())
     merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "e" / "merged")
     assert merged.config.model_type == "qwen2_5_vl"
     assert (tmp_path / "e" / "merged" / "processor_config.json").is_file()
+    plain = AutoModelForImageTextToText.from_pretrained(resolve_model_path("embedded:qwen25vl"))
+    key = "model.visual.blocks.0.attn.qkv.weight"
+    assert (
+        merged.state_dict()[key] - plain.state_dict()[key]
+    ).abs().max() > 0  # the vision LoRA is in the merge
+
+
+def test_vision_lora_targets_and_refusals(tmp_path):
+    for vision, blocks in (("none", False), ("merger", False), ("all", True)):
+        policy = load_policy(ModelConfig(name="embedded:qwen25vl", lora=LoraConfig(vision=vision)))
+        names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+        assert all("lora_" in n for n in names)
+        assert any(".merger.mlp.2.lora_A" in n for n in names) == (vision != "none"), vision
+        assert any(".visual.blocks." in n for n in names) == blocks, vision
+        assert sum(".language_model." in n for n in names) == 4 * 7 * 2  # the language model's LoRA unchanged
+    with pytest.raises(ConfigError, match="needs a vision-language model"):
+        load_policy(ModelConfig(name="embedded:qwen2", lora=LoraConfig(vision="merger")))
+    with pytest.raises(ConfigError, match="target_modules"):
+        from training.config import from_dict
+
+        from_dict(ModelConfig, {"lora": {"vision": "all", "target_modules": ["q_proj"]}}, "model")
 
 
 def test_export_errors(cli, tmp_path):

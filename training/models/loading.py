@@ -21,7 +21,13 @@ from training.models.embedded import resolve_model_path
 # Language-model projections of Qwen2 / Qwen2.5-VL; the regex keeps LoRA off the vision tower (whose MLP
 # reuses the names gate_proj/up_proj/down_proj).
 LM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-AUTO_TARGETS = r"^(?!.*\bvisual\b).*\.(" + "|".join(LM_PROJECTIONS) + r")$"
+_LM_TARGETS = r"(?!.*\bvisual\b).*\.(" + "|".join(LM_PROJECTIONS) + ")"
+AUTO_TARGETS = f"^{_LM_TARGETS}$"
+# `lora.vision`: Qwen2.5-VL's patch merger (mlp.0, mlp.2) and, for `all`, every vision block's attention and MLP.
+VISION_TARGETS = {
+    "merger": r".*\bvisual\.merger\.mlp\.[02]",
+    "all": r".*\bvisual\.(merger\.mlp\.[02]|blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate_proj|up_proj|down_proj)))",
+}
 # Matched from the start of module names by transformers' bnb integration (ENVIRONMENT.md).
 QUANT_SKIP = ["model.visual", "visual", "lm_head"]
 
@@ -145,7 +151,13 @@ def load_base(cfg: ModelConfig):
 
 
 def lora_targets(lora: LoraConfig) -> str | list[str]:
-    return AUTO_TARGETS if lora.target_modules == "auto" else lora.target_modules
+    """peft's `target_modules`: the language model's projections (`auto`), plus the vision side `lora.vision` asks
+    for, as one regex; or the recipe's own list."""
+    if lora.target_modules != "auto":
+        return lora.target_modules
+    if lora.vision == "none":
+        return AUTO_TARGETS
+    return f"^(?:{_LM_TARGETS}|{VISION_TARGETS[lora.vision]})$"
 
 
 def peft_lora_config(lora: LoraConfig):
@@ -180,6 +192,10 @@ def load_policy(cfg: ModelConfig, adapter: str | Path | None = None, trainable: 
     if adapter is not None:
         check_adapter(adapter)
     model, processor, tokenizer, vlm, device, dtype, path = load_base(cfg)
+    if cfg.lora.enabled and cfg.lora.vision != "none" and adapter is None and not vlm:
+        raise ConfigError(
+            f"model.lora.vision: {cfg.lora.vision} needs a vision-language model; {cfg.name} is text only"
+        )
     for p in model.parameters():
         p.requires_grad_(False)
     if cfg.gradient_checkpointing:

@@ -145,7 +145,18 @@ def worker(args: dict) -> dict:
     if args["device"] != "cpu":
         out["gpu"] = torch.cuda.get_device_name(0)
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(0) / 2**20
+    out["planned_mb"] = planned_allocated(cfg, args) / 2**20  # `medrl plan`'s figure for this very config
     return out
+
+
+def planned_allocated(cfg, args: dict) -> int:
+    """What `medrl plan` predicts torch allocates for this run (its peak less the CUDA context and slack, which
+    `torch.cuda.max_memory_allocated` does not count), on the device's dtype."""
+    from training.plan import Shape, plan_stage
+
+    shape = Shape(prompt_tokens=args["p"], images=1 if args["images"] else 0, image_px=448)
+    plan = plan_stage(cfg, shape, device_dtype="bfloat16" if args["device"] != "cpu" else "float32")
+    return plan["peak"] - plan["parts"]["overhead"]
 
 
 def run(
@@ -254,6 +265,7 @@ def table(result: dict) -> str:
             ("median_step_s", "step s", ".2f"),
             ("tokens_per_s", "tok/s", ".0f"),
             ("peak_cuda_mb", "peak MB", ".0f"),
+            ("planned_mb", "planned MB", ".0f"),
         ],
     )
     tail = (

@@ -50,5 +50,6 @@ def test_the_measuring_path_runs_on_the_embedded_sizes(tmp_path):
     )
     for key in ("vlm_grpopp", "text_crpo"):
         assert r[key]["median_step_s"] > 0 and r[key]["tokens_per_s"] > 0, key
+        assert r[key]["planned_mb"] > 0, key  # medrl plan beside the measured peak (a GPU gives both)
     assert (tmp_path / "qwen25vl-tiny" / "config.json").is_file()
     assert "VLM GRPO++ (ours)" in gpu.table(r)

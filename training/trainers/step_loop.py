@@ -134,9 +134,7 @@ class StepLoop:
         self.data = read_jsonl(cfg.data.train, kind, limit=cfg.data.max_records)
         self.session = Session.open(cfg, resume)
         self.dist = self.session.dist
-        if (
-            self.dist.is_main and cfg.run.progress
-        ):  # what the run's speed depends on, and how it shares the CPU
+        if self.dist.is_main and cfg.run.progress:  # the threads a run's speed depends on, and how they share
             print(describe(), flush=True)
         self.policy = load_policy(cfg.model)
         self.model = self.policy.model

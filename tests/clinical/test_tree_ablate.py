@@ -105,4 +105,22 @@ def test_tree_ablate_runs_every_arm_to_the_budget_and_writes_the_table(cli, tmp_
     }
     assert len(recorded["chains"]["nodes"]) == 1 + 2  # the prompt and one two-turn chain (a tree of one leaf)
     assert "| tree | advantage: + intra-tree | tree:grpo |" in table
+    # the command a user runs on one run gives the ablation's figures for it
+    assert (
+        cli(
+            "clinical",
+            "case-eval",
+            out / "tree_s0",
+            "--data",
+            out / "data" / "test.jsonl",
+            "--limit",
+            "2",
+            "--json",
+        )
+        == 0
+    )
+    again = json.loads(capsys.readouterr().out)
+    assert {k: again[k] for k in ("accuracy", "questions", "tokens")} == {
+        k: runs["tree"][k] for k in ("accuracy", "questions", "tokens")
+    }
     assert (out / "ablation.md").read_text().startswith("Tree-GRPO vs chains at 40 sampled tokens")

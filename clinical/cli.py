@@ -155,14 +155,16 @@ def _tree_ablate(args: argparse.Namespace) -> int:
     from training.config import parse_seeds
 
     from .case_pipeline import PIPELINE as CASES
-    from .tree_ablate import ARMS, run_ablation, table
+    from .tree_ablate import ARMS, TABLE, run_ablation
 
     seeds, arms = parse_seeds(args.seeds), cli.parse_arms(args.arms, ARMS)
     budget = {"rl": {"max_generated_tokens": args.budget}} if args.budget else None
     raw = cli.recipe_from_args(
         CASES, args, ("data", "seed"), {"rl": args.steps, "sft": args.sft_steps}, budget
     )
-    return cli.show(run_ablation(raw, args.out, seeds, limit=args.limit, arms=arms), args.json, table)
+    return cli.show(
+        run_ablation(raw, args.out, seeds, limit=args.limit, arms=arms), args.json, TABLE.markdown
+    )
 
 
 def _case_eval(args: argparse.Namespace) -> int:

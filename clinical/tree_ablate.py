@@ -108,8 +108,3 @@ def run_ablation(
         "start": str(adapter),
     }
     return TABLE.write(ctx.out, header, runs, chosen)
-
-
-def table(result: dict) -> str:
-    """Markdown: arm means (± sd over seeds), paired differences with 95% intervals, then every run."""
-    return TABLE.markdown(result)

@@ -25,9 +25,8 @@ NO_RUNS = (
 @dataclass
 class AppContext:
     runs_root: Path
-    max_new_tokens: int | None = (
-        None  # None: each run's own answer length (its task card); a number caps every answer
-    )
+    # None: each run's own answer length (its task card); a number caps every answer
+    max_new_tokens: int | None = None
     max_loaded: int = 2
     concurrency: int = 1
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="medrl-app-")))

@@ -39,9 +39,8 @@ def sample_choices(ctx: AppContext) -> list[tuple[str, str]]:
     ]
 
 
-SAMPLE_SIDE = (
-    224  # what the page shows; the model gets the sample rendered at its training side (the task card)
-)
+# what the page shows; the model gets the sample rendered at its training side (the task card)
+SAMPLE_SIDE = 224
 
 
 def sample(ctx: AppContext, key: str, side: int | None = None):

@@ -29,14 +29,12 @@ class PipelineConfig(PipelineSettings):
     """The recipe's `pipeline:` section: `stages`, `seed`, `start_adapter`, `eval_limit` (`PipelineSettings`), and
     the Clinical-R1 data and trace settings."""
 
-    data: str = (
-        "embedded"  # a folder with train.jsonl/val.jsonl/test.jsonl (medrl clinical import), or 'embedded'
-    )
+    # a folder with train.jsonl/val.jsonl/test.jsonl (medrl clinical import), or 'embedded'
+    data: str = "embedded"
     vignettes: int = 300  # vignettes imported for 'embedded'
     sft_data: str | None = None  # JSONL of {"messages": [...]} traces; None: boxed traces built from the KG
-    trace_style: str = (
-        "full"  # built traces: full (every finding, options named), brief or lead (tiny models)
-    )
+    # built traces: full (every finding, options named), brief or lead (tiny models)
+    trace_style: str = "full"
     eval_limit: int | None = 40  # test questions evaluated after the last stage (0: no evaluation)
 
     def validate(self, key: str) -> None:

@@ -26,9 +26,8 @@ ATTRIBUTE_QUESTIONS = {
     "size": "How large is the lesion?",
     "distribution": "Is it one lesion or several?",
 }
-CAPTIONS_PER_IMAGE = (
-    3  # copies of the full description per image after the warm start (its share of the pairs)
-)
+# copies of the full description per image after the warm start (its share of the pairs)
+CAPTIONS_PER_IMAGE = 3
 SIZE = 112  # the synthetic data sets' default image side
 
 

@@ -222,9 +222,8 @@ def score_response(
     mnm = kg.must_not_miss(cond)
     missed = mnm and (ruled_out or (dx_level in ("none", "wrong") and not kept_open))
     if missed and (ruled_out or dx_level == "wrong"):
-        dx_level = (
-            "missed"  # a confident other diagnosis, or the condition ruled out: worse than no diagnosis
-        )
+        # a confident other diagnosis, or the condition ruled out: worse than no diagnosis
+        dx_level = "missed"
     if not mnm:
         safety = "not_applicable"
     elif dx_level in ("exact", "group") and not ruled_out:

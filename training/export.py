@@ -165,9 +165,8 @@ def merge_adapter(base_cfg: ModelConfig, adapter_dir: Path, out: Path, dtype: st
     return {"dtype": dtype, "max_logit_diff": diff}
 
 
-MERGE_TOLERANCE = (
-    1.0  # max logit difference of a correct merge: rounding only (bf16 reaches ~0.1 on a 3B model)
-)
+# max logit difference of a correct merge: rounding only (bf16 reaches ~0.1 on a 3B model)
+MERGE_TOLERANCE = 1.0
 TIED = ("lm_head", "embed_tokens")
 
 

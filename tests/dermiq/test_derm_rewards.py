@@ -59,9 +59,8 @@ Shape and border: round with a well-defined border.
 Distribution: multiple.
 </think>
 <answer>melanoma</answer>"""
-LAZY = (
-    "<think>It looks like melanoma.</think><answer>melanoma</answer>"  # tags + label, no heading, no finding
-)
+# tags + label, no heading, no finding
+LAZY = "<think>It looks like melanoma.</think><answer>melanoma</answer>"
 MALFORMED = "Colour and pigmentation: dark brown and black. The diagnosis is melanoma."  # no tags at all
 # Absent findings count: blue-white veil and atypical pigment network are absent features of seborrheic keratosis,
 # so saying they are absent is supported; with light brown, dark brown, stuck-on, oval, well-defined, multiple: 8/8.

@@ -7,9 +7,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-MAX_PIXELS = (
-    40_000_000  # a clinical photo is under 25 MP; larger is a bomb or not a photo (PIL's own limit is 89 MP)
-)
+# a clinical photo is under 25 MP; larger is a bomb or not a photo (PIL's own limit is 89 MP)
+MAX_PIXELS = 40_000_000
 
 
 class ImageError(ValueError):

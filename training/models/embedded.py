@@ -38,9 +38,8 @@ from training.models.embedded_pretrain import (
 
 EMBEDDED_PREFIX = "embedded:"
 KINDS = ("qwen2", "qwen25vl")
-BUILDER_VERSION = (
-    4  # bump when a change below (or in embedded_pretrain.py) alters the built files; then re-ship
-)
+# bump when a change below (or in embedded_pretrain.py) alters the built files; then re-ship
+BUILDER_VERSION = 4
 SHIPPED = (
     Path(__file__).resolve().parent / "embedded_weights"
 )  # the built folders, MANIFEST.json, kg_text.json.gz

@@ -16,9 +16,8 @@ PRETRAIN_STEPS = 200
 BATCH = 8
 SEQ = 64
 LR = 1e-3  # 3e-3 erased the copy skill the phase before it grows
-COPY_STEPS = (
-    600  # repeat-after-me batches from random init, before the prose warm-up (400 copied only nearby)
-)
+# repeat-after-me batches from random init, before the prose warm-up (400 copied only nearby)
+COPY_STEPS = 600
 COPY_BATCH = 16
 COPY_LR = 1e-3
 # What the repeat chats are drawn from: option letters as the Clinical-R1 traces write them, and a few words.

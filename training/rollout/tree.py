@@ -41,9 +41,8 @@ class TreeConfig:
     n: int = 2  # nodes expanded per tree in each round
     l: int = 1  # noqa: E741 (the paper's name) expansion rounds
     k: int | None = None  # None: every leaf (1 + n*l)
-    expand: Literal["uniform", "internal"] = (
-        "uniform"  # uniform: root + non-terminal nodes; internal: without root
-    )
+    # uniform: root + non-terminal nodes; internal: without root
+    expand: Literal["uniform", "internal"] = "uniform"
 
     @property
     def leaves(self) -> int:

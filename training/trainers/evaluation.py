@@ -82,9 +82,8 @@ class Evaluation:
     """One run evaluated on one data file; a domain subclasses it with `ask`, `respond` and `score`, and registers
     it in `EVALUATORS` (``@EVALUATORS.register("name")``)."""
 
-    default_max_new_tokens = (
-        160  # the answer length when the run has neither a task card nor a rollout length
-    )
+    # the answer length when the run has neither a task card nor a rollout length
+    default_max_new_tokens = 160
 
     def __init__(
         self,

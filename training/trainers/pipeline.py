@@ -41,9 +41,8 @@ EVALUATE = ("last", "all", "none")  # which stages `Pipeline.run` evaluates on t
 class PipelineSettings:
     """The `pipeline:` keys every pipeline has; a domain's settings class adds its data keys to these."""
 
-    stages: list[str] | None = (
-        None  # the stages to run (any order; they run in pipeline order); None: every stage
-    )
+    # the stages to run (any order; they run in pipeline order); None: every stage
+    stages: list[str] | None = None
     seed: int = 0  # the data seed, and every stage's run.seed
     start_adapter: str | None = None  # where the first stage starts when no earlier stage is finished in OUT
     eval_limit: int | None = None  # test records evaluated after the last stage (None: all of them; 0: none)

@@ -1,5 +1,5 @@
 """`medrl plan`: each part of the planned memory against the tensors actually allocated on the CPU (the embedded
-models and a mid-size shape at the real vocabulary): the stored weights (16/32-bit and 4-bit), LoRA with its
+models and a mid-size shape): the stored weights (16/32-bit and 4-bit), LoRA with its
 gradient and AdamW state, the tensors autograd keeps for backward, the rollout's key/value cache. Then the plan of the
 shipped 3B recipes at 12 GB through the command."""
 
@@ -92,14 +92,14 @@ def _saved_bytes(model, fn) -> int:
 
 @pytest.fixture(scope="module")
 def mid_size(tmp_path_factory):
-    """A mid-size Qwen2 (8 layers of 512, Qwen's 151,936-token vocabulary), random weights, a normal HF folder."""
+    """A mid-size Qwen2 (8 layers of 512, 8 heads, 2 key/value heads), random weights, a normal HF folder."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from training.models.embedded import ensure_embedded
 
     c = AutoConfig.from_pretrained(ensure_embedded("qwen2"))
     c.hidden_size, c.intermediate_size, c.num_hidden_layers = 512, 1408, 8
-    c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.vocab_size = 8, 2, 64, 151936
+    c.num_attention_heads, c.num_key_value_heads, c.head_dim = 8, 2, 64
     c.layer_types = ["full_attention"] * 8
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("mid")

@@ -16,6 +16,7 @@ resumed run counts on.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -135,7 +136,7 @@ class StepLoop:
         self.session = Session.open(cfg, resume)
         self.dist = self.session.dist
         if self.dist.is_main and cfg.run.progress:  # the threads a run's speed depends on, and how they share
-            print(describe(), flush=True)
+            print(describe(), file=sys.stderr, flush=True)  # stdout stays a command's result (--json)
         self.policy = load_policy(cfg.model)
         self.model = self.policy.model
         self.params = [p for _, p in trainable_parameters(self.model)]

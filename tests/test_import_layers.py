@@ -39,6 +39,7 @@ TRAINING_RANK = {
     "objectives": 5,
     "trainers": 6,
     "export": 7,
+    "plan": 7,
     "cli": 7,
 }
 # third-party modules a package must not import

@@ -237,7 +237,8 @@ class StepLoop:
                         self.scheduler,
                         {
                             "data_pos": self.order.pos,
-                            "tokens_generated": self.generated,
+                            # sampled tokens (RL), for a budget that survives a resume
+                            **({"tokens_generated": self.generated} if self.generated else {}),
                             **self.nonfinite.state(),
                         },
                         tensors=tensors() if tensors is not None else None,

@@ -130,7 +130,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cont.add_argument("--steps", type=int, default=8, help="RL steps per job (the first untimed)")
     cont.add_argument(
-        "--policies", default="PASSIVE,ACTIVE", help="comma-separated OMP_WAIT_POLICY values to measure"
+        "--policies",
+        default="PASSIVE,ACTIVE,default",
+        help="comma-separated: PASSIVE, ACTIVE (OMP_WAIT_POLICY), default (OpenMP's own), spin:N (GOMP_SPINCOUNT), "
+        "threads:N (OMP_NUM_THREADS)",
     )
     cont.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cont.set_defaults(handler=_contention)
@@ -302,10 +305,15 @@ def _contention(args: argparse.Namespace) -> int:
 
     if args.steps < 2:
         raise ConfigError(f"--steps: must be >= 2 (the first is untimed), got {args.steps}")
-    policies = tuple(p.strip().upper() for p in args.policies.split(",") if p.strip())
-    bad = [p for p in policies if p not in ("PASSIVE", "ACTIVE")]
-    if not policies or bad:
-        raise ConfigError(f"--policies: expected PASSIVE and/or ACTIVE, got {args.policies!r}")
+    policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    policies = tuple(p.upper() if p.upper() in ("PASSIVE", "ACTIVE") else p for p in policies)
+    for p in policies or ("",):
+        try:
+            contention.policy_env(p)
+        except ValueError:
+            raise ConfigError(
+                f"--policies: expected PASSIVE, ACTIVE, default, spin:N or threads:N, got {args.policies!r}"
+            ) from None
     result = contention.run(steps=args.steps, policies=policies)
     print(json.dumps(result, indent=2) if args.json else contention.table(result))
     return 0

@@ -16,6 +16,9 @@ def test_passive_unless_the_environment_chose_a_policy():
     assert threads.configure(env) == "PASSIVE" and env["MEDRL_SET_OMP_WAIT_POLICY"] == "1"
     mine = {"OMP_WAIT_POLICY": "ACTIVE"}
     assert threads.configure(mine) == "ACTIVE" and "MEDRL_SET_OMP_WAIT_POLICY" not in mine
+    for chosen in ({"GOMP_SPINCOUNT": "10000"}, {"MEDRL_OMP": "default"}):  # OpenMP's own default, kept
+        env = dict(chosen)
+        assert threads.configure(env) == "default" and "OMP_WAIT_POLICY" not in env
 
 
 def test_the_cli_sets_the_policy_before_torch_loads_and_describes_it():
@@ -37,10 +40,20 @@ def test_the_cli_sets_the_policy_before_torch_loads_and_describes_it():
     assert "OMP_WAIT_POLICY=PASSIVE (medrl's default" in lines[-1] and "intra-op of" in lines[-1]
 
 
-@pytest.mark.parametrize("flags", [["--steps", "1"], ["--policies", "spin"]])
+@pytest.mark.parametrize("flags", [["--steps", "1"], ["--policies", "spin"], ["--policies", "threads:0"]])
 def test_contention_refuses_bad_flags(cli, capsys, flags):
     assert cli("bench", "contention", *flags) == 2
     assert "medrl: error: --" in capsys.readouterr().err
+
+
+def test_contention_policies_set_what_they_name():
+    from bench.contention import policy_env
+
+    assert policy_env("PASSIVE") == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert policy_env("default") == {"MEDRL_OMP": "default"}
+    assert policy_env("spin:5000") == {"GOMP_SPINCOUNT": "5000"} and policy_env("threads:1") == {
+        "OMP_NUM_THREADS": "1"
+    }
 
 
 def test_contention_table_names_the_ratio_and_the_goal():

@@ -5,8 +5,8 @@ spins for a while before sleeping; alone on its cores that saves a wake-up, but 
 threads take the cores the other job's threads are waiting for, and a tiny model's step (thousands of small ops,
 each ending at a barrier) measured up to 30x slower instead of about 2x (issue 30: a second `medrl demo` on the
 same 2 cores). A clinician's app beside a training run is the normal case on one workstation, so medrl starts
-every command with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at barriers) unless the environment already sets a
-policy; `medrl bench contention` measures both policies alone and side by side. The variable is read when the
+every command with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at barriers) unless the environment already chose (a
+policy, ``GOMP_SPINCOUNT``, or ``MEDRL_OMP=default`` for OpenMP's own default); `medrl bench contention` measures both policies alone and side by side. The variable is read when the
 OpenMP runtime loads (with torch), so `configure` runs before any torch import; a program that imported torch
 first keeps the policy it started with, and `describe` says which one is in force.
 """
@@ -19,13 +19,20 @@ DEFAULT_WAIT_POLICY = "PASSIVE"
 _SET_BY_MEDRL = "MEDRL_SET_OMP_WAIT_POLICY"  # marks a policy medrl chose (children inherit it and the mark)
 
 
+OPT_OUT = "MEDRL_OMP"  # MEDRL_OMP=default: leave OpenMP's own default (spin a while, then sleep) in force
+
+
 def configure(environ: dict | None = None) -> str:
-    """Set ``OMP_WAIT_POLICY`` to PASSIVE unless the environment gives one; returns the policy in force."""
+    """Set ``OMP_WAIT_POLICY`` to PASSIVE unless the environment already chose how threads wait (a policy, a
+    ``GOMP_SPINCOUNT``, or ``MEDRL_OMP=default``); returns the policy in force ("default": OpenMP's own)."""
     env = os.environ if environ is None else environ
-    if not env.get("OMP_WAIT_POLICY"):
-        env["OMP_WAIT_POLICY"] = DEFAULT_WAIT_POLICY
-        env[_SET_BY_MEDRL] = "1"
-    return env["OMP_WAIT_POLICY"]
+    if "OMP_WAIT_POLICY" in env:
+        return env["OMP_WAIT_POLICY"]
+    if "GOMP_SPINCOUNT" in env or env.get(OPT_OUT) == "default":
+        return "default"
+    env["OMP_WAIT_POLICY"] = DEFAULT_WAIT_POLICY
+    env[_SET_BY_MEDRL] = "1"
+    return DEFAULT_WAIT_POLICY
 
 
 def describe() -> str:
@@ -39,7 +46,8 @@ def describe() -> str:
         cpus = os.cpu_count() or 1
     policy = os.environ.get("OMP_WAIT_POLICY")
     if not policy:
-        policy, who = "unset", "OpenMP's default: spin, then sleep"
+        spin = os.environ.get("GOMP_SPINCOUNT")
+        policy, who = "unset", f"OpenMP's default: spin{' ' + spin + ' times' if spin else ''}, then sleep"
     else:
         who = "medrl's default" if os.environ.get(_SET_BY_MEDRL) else "from the environment"
     return (

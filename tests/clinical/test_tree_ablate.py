@@ -54,12 +54,13 @@ def test_tree_ablate_runs_every_arm_to_the_budget_and_writes_the_table(cli, tmp_
         )
         == 0
     )
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     result = json.loads((out / "ablation.json").read_text())
     assert result["budget"] == 60 and result["n"] == 2
     runs = {r["arm"]: r for r in result["runs"]}
     assert set(runs) == {"start (sft)", "chains", "tree:grpo", "tree"}
-    assert "token budget spent" in table
+    assert "token budget spent" in captured.err and "token budget" not in table  # status on stderr
     for arm, folder in (("chains", "chains"), ("tree:grpo", "tree_grpo"), ("tree", "tree")):
         r = runs[arm]
         assert 0 <= r["accuracy"] <= 1 and r["tokens"] > 0

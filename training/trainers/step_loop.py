@@ -247,6 +247,7 @@ class StepLoop:
             print(
                 f"medrl: {cfg.run.name}: token budget spent ({self.generated} tokens sampled >= {token_budget}) "
                 f"after {self.step} of {cfg.run.max_steps} steps",
+                file=sys.stderr,  # a status line: stdout stays the command's result
                 flush=True,
             )
         session.finish(self.model, self.policy)

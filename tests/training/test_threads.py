@@ -21,6 +21,13 @@ def test_passive_unless_the_environment_chose_a_policy():
         assert threads.configure(env) == "default" and "OMP_WAIT_POLICY" not in env
 
 
+def test_a_build_child_drops_medrls_policy_but_keeps_a_users():
+    medrl = {"OMP_WAIT_POLICY": "PASSIVE", "MEDRL_SET_OMP_WAIT_POLICY": "1", "PATH": "/bin"}
+    assert threads.without_medrl_policy(medrl) == {"PATH": "/bin"}
+    users = {"OMP_WAIT_POLICY": "PASSIVE", "PATH": "/bin"}
+    assert threads.without_medrl_policy(users) == users
+
+
 def test_the_cli_sets_the_policy_before_torch_loads_and_describes_it():
     code = (
         "import os, sys; from app.cli import main; rc = main(['kg', 'stats']); "

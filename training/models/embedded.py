@@ -396,7 +396,12 @@ def _build_in_child(kind: str, out: Path, pairs: str | None = None) -> None:
     process cannot switch); its progress bars reach this process's stderr."""
     if kind == "qwen25vl":
         _pairs_plugin(pairs)  # a missing plug-in stops here, in one line, not in the child
-    env = {**os.environ, **BUILD_ENV}
+    from training.run.threads import without_medrl_policy
+
+    env = {
+        **without_medrl_policy(dict(os.environ)),
+        **BUILD_ENV,
+    }  # a one-off job: OpenMP's default spin is fastest
     cmd = [sys.executable, "-m", "training.models.embedded", "build", kind, str(out)] + (
         ["--pairs", pairs] if pairs else []
     )

@@ -12,6 +12,9 @@ import pytest
 # tests read the last stderr line, and a bar's closing refresh would land after the error it should follow.
 os.environ["MEDRL_PROGRESS"] = "0"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tests' child processes keep OpenMP's own wait policy (what `medrl` would set is tested in test_threads.py):
+# alone on the machine it is the fastest (docs/training.md), and `make test` runs one test at a time.
+os.environ.setdefault("MEDRL_OMP", "default")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

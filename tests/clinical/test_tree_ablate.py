@@ -41,12 +41,12 @@ def test_tree_ablate_runs_every_arm_to_the_budget_and_writes_the_table(cli, tmp_
             "tree-ablate",
             f"--out={out}",
             "--seeds=0",
-            "--sft-steps=2",
+            "--sft-steps=1",
             "--steps=6",
             "--budget=60",
-            "--limit=2",
-            "--pipeline.cases=8",
-            "--pipeline.test_cases=2",
+            "--limit=1",
+            "--pipeline.cases=4",
+            "--pipeline.test_cases=1",
             "--rl.prompts_per_step=1",
             "--rl.rollout.max_turns=2",
             "--rl.rollout.env_args.max_turns=2",
@@ -57,7 +57,7 @@ def test_tree_ablate_runs_every_arm_to_the_budget_and_writes_the_table(cli, tmp_
     captured = capsys.readouterr()
     table = captured.out
     result = json.loads((out / "ablation.json").read_text())
-    assert result["budget"] == 60 and result["n"] == 2
+    assert result["budget"] == 60 and result["n"] == 1
     runs = {r["arm"]: r for r in result["runs"]}
     assert set(runs) == {"start (sft)", "chains", "tree:grpo", "tree"}
     assert "token budget spent" in captured.err and "token budget" not in table  # status on stderr
@@ -93,7 +93,7 @@ def test_tree_ablate_runs_every_arm_to_the_budget_and_writes_the_table(cli, tmp_
             "--data",
             out / "data" / "test.jsonl",
             "--limit",
-            "2",
+            "1",
             "--json",
         )
         == 0

@@ -3,6 +3,7 @@ loads, and says what is in force; `medrl bench contention` validates its flags a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -28,23 +29,23 @@ def test_a_build_child_drops_medrls_policy_but_keeps_a_users():
     assert threads.without_medrl_policy(users) == users
 
 
-def test_the_cli_sets_the_policy_before_torch_loads_and_describes_it():
+def test_the_cli_sets_the_policy_before_torch_loads_and_describes_it(monkeypatch):
     code = (
         "import os, sys; from app.cli import main; rc = main(['kg', 'stats']); "
-        "assert 'torch' not in sys.modules, 'torch loaded'; "
-        "print(os.environ['OMP_WAIT_POLICY']); from training.run.threads import describe; print(describe())"
+        "assert 'torch' not in sys.modules, 'torch loaded'; print(os.environ['OMP_WAIT_POLICY'])"
     )
-    env = {
-        k: v
-        for k, v in __import__("os").environ.items()
-        if k not in ("OMP_WAIT_POLICY", "MEDRL_SET_OMP_WAIT_POLICY")
-    }
+    drop = ("OMP_WAIT_POLICY", "MEDRL_SET_OMP_WAIT_POLICY", "MEDRL_OMP", "GOMP_SPINCOUNT")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     ).stdout
-    lines = out.strip().splitlines()
-    assert lines[-2] == "PASSIVE"
-    assert "OMP_WAIT_POLICY=PASSIVE (medrl's default" in lines[-1] and "intra-op of" in lines[-1]
+    assert out.strip().splitlines()[-1] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("MEDRL_SET_OMP_WAIT_POLICY", "1")
+    line = threads.describe()
+    assert "OMP_WAIT_POLICY=PASSIVE (medrl's default" in line and "intra-op of" in line
+    monkeypatch.delenv("MEDRL_SET_OMP_WAIT_POLICY")
+    assert "(from the environment" in threads.describe()
 
 
 @pytest.mark.parametrize("flags", [["--steps", "1"], ["--policies", "spin"], ["--policies", "threads:0"]])

@@ -10,7 +10,6 @@ default: threads sleep at barriers; ACTIVE: they spin), so the table shows what 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -68,7 +67,9 @@ def _start(out: Path, name: str, data: Path, steps: int, policy: str) -> subproc
 
 
 def _step_seconds(run: Path) -> float:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    from training.run.tracking import read_metrics
+
+    rows = read_metrics(run)
     times = [r["step_time_s"] for r in rows if "step_time_s" in r]
     return sum(times[1:])  # the first step pays one-off costs (allocations, first kernels)
 

@@ -318,6 +318,8 @@ def image_tokens(shape: Shape, vlm: bool) -> int:
 
 def plan_stage(cfg, shape: Shape = Shape(), config=None, device_dtype: str = "bfloat16") -> dict[str, Any]:
     """The parts (bytes) of one trainer config's peak on a GPU, and what they assume."""
+    from training.rollout.tree import rows_per_prompt
+
     config = config if config is not None else model_config(cfg.model.name)
     arch = arch_of(cfg.model, config)
     dtype_name = cfg.model.dtype if cfg.model.dtype != "auto" else device_dtype
@@ -327,7 +329,7 @@ def plan_stage(cfg, shape: Shape = Shape(), config=None, device_dtype: str = "bf
     prompt = shape.prompt_tokens + image_tokens(shape, arch.vlm)
     notes = []
     if cfg.trainer == "rl":
-        g = _rows_per_prompt(cfg)
+        g = rows_per_prompt(cfg.rollout)
         answer = cfg.rollout.max_new_tokens * (cfg.rollout.max_turns if cfg.rollout.env else 1)
         prompts = math.ceil(cfg.prompts_per_step / shape.processes)
         per_micro = math.ceil(prompts / cfg.grad_accum)
@@ -385,12 +387,6 @@ def plan_stage(cfg, shape: Shape = Shape(), config=None, device_dtype: str = "bf
         "peak": allocated + parts["overhead"],
         "notes": notes,
     }
-
-
-def _rows_per_prompt(cfg) -> int:
-    from training.rollout.tree import rows_per_prompt
-
-    return rows_per_prompt(cfg.rollout)
 
 
 def stage_configs(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -153,3 +153,87 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+# The embedded models' rebuild (tests/training/test_embedded.py) is about six minutes of two cores, a third of the
+# suite. It needs no other test, so it starts in the background when the session starts, at the lowest CPU priority:
+# it takes the cycles the other tests leave idle (imports, subprocess starts, the browser, single-threaded Python)
+# and barely slows them. Its test runs last and waits for it. Niceness and the wait policy change when a thread
+# runs, never what it computes: the build child keeps its pinned kernels and thread count, so the bits are the same.
+REBUILD_TEST = "test_build_reproduces_the_shipped_weights_bit_for_bit"
+REBUILD_KEY = pytest.StashKey[dict]()
+REBUILD_CHILD = """
+import sys
+from pathlib import Path
+from training.models import embedded
+embedded.SHIPPED = Path(sys.argv[1])
+for kind in embedded.KINDS:
+    embedded.ensure_embedded(kind)
+"""
+
+
+def start_rebuild(root: Path) -> dict:
+    """Start building both embedded models from the shipped manifest alone (no weights) into `root`/cache."""
+    import shutil
+    import subprocess
+    import sys
+
+    from training.models.embedded import SHIPPED
+
+    (root / "manifest-only").mkdir(parents=True)
+    shutil.copy(SHIPPED / "MANIFEST.json", root / "manifest-only")  # it names the VLM's plug-in
+    env = {
+        **os.environ,
+        "MEDRL_CACHE": str(root / "cache"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        # the build child keeps a wait policy set here (training.run.threads.without_medrl_policy): sleeping, not
+        # spinning, when the other tests take its core
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+    env.pop("MEDRL_OMP", None)
+    log = open(root / "build.log", "wb")  # noqa: SIM115 - the child writes it until the test reads it
+    proc = subprocess.Popen(
+        [sys.executable, "-c", REBUILD_CHILD, str(root / "manifest-only")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: os.nice(19),  # noqa: PLW1509 - nice only, no threads started yet
+    )
+    return {"proc": proc, "root": root, "log": log}
+
+
+def pytest_collection_finish(session):
+    """After -k/-m deselection (a deselected rebuild starts nothing): move the rebuild last and start it."""
+    config, items = session.config, session.items
+    rebuild = [i for i in items if i.name == REBUILD_TEST]
+    if not rebuild or config.option.collectonly:
+        return
+    if any(m.args and m.args[0] for m in rebuild[0].iter_markers("skipif")):
+        return
+    import tempfile
+
+    items[:] = [i for i in items if i.name != REBUILD_TEST] + rebuild
+    config.stash[REBUILD_KEY] = start_rebuild(Path(tempfile.mkdtemp(prefix="medrl-rebuild-")))
+
+
+def pytest_unconfigure(config):
+    """A run stopped early (-x, Ctrl-C) leaves no build running and no folder behind."""
+    import shutil
+    import signal
+
+    job = config.stash.get(REBUILD_KEY, None)
+    if job is None:
+        return
+    if job["proc"].poll() is None:
+        os.killpg(job["proc"].pid, signal.SIGKILL)
+        job["proc"].wait()
+    job["log"].close()
+    shutil.rmtree(job["root"], ignore_errors=True)
+
+
+@pytest.fixture
+def background_rebuild(request, tmp_path) -> dict:
+    """The rebuild started with the session (started now when the session did not: a run of this test alone)."""
+    job = request.config.stash.get(REBUILD_KEY, None)
+    return job if job is not None else start_rebuild(tmp_path / "rebuild")

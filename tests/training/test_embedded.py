@@ -44,23 +44,26 @@ def test_a_vlm_build_without_its_pairs_plugin_stops_in_one_line(tmp_path, pairs,
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_avx2(), reason="the shipped bits are pinned to AVX2 kernels; this CPU has none")
-def test_build_reproduces_the_shipped_weights_bit_for_bit(tmp_path, monkeypatch):
-    """With no model folder shipped, both models build into the cache (in the pinned child) and equal the shipped files byte
-    for byte; a second call reuses them and no temp folder is left."""
+def test_build_reproduces_the_shipped_weights_bit_for_bit(background_rebuild, monkeypatch):
+    """With no model folder shipped (only the manifest), both models build into the cache (in the pinned child) and
+    equal the shipped files byte for byte; a later call reuses them and no temp folder is left. The build started with
+    the session, in the background (tests/conftest.py); this test, the session's last, waits for it."""
+    job = background_rebuild
+    rc = job["proc"].wait(timeout=3600)
+    log = (job["root"] / "build.log").read_text(errors="replace")
+    assert rc == 0, log[-3000:]
+    cache = job["root"] / "cache"
+    monkeypatch.setattr(embedded, "SHIPPED", job["root"] / "manifest-only")
+    monkeypatch.setenv("MEDRL_CACHE", str(cache))
     manifest = json.loads((SHIPPED / "MANIFEST.json").read_text())
-    (tmp_path / "manifest-only").mkdir()
-    (tmp_path / "manifest-only" / "MANIFEST.json").write_text(json.dumps(manifest))  # names the VLM's plug-in
-    monkeypatch.setattr(embedded, "SHIPPED", tmp_path / "manifest-only")
-    monkeypatch.setenv("MEDRL_CACHE", str(tmp_path / "cache"))
     want = {kind: entry["files"] for kind, entry in manifest.items()}
-    built = {kind: ensure_embedded(kind) for kind in embedded.KINDS}
+    built = {kind: cache / "embedded" / f"{kind}-v{embedded.BUILDER_VERSION}" for kind in embedded.KINDS}
+    mtime = {kind: (folder / "model.safetensors").stat().st_mtime for kind, folder in built.items()}
     for kind, folder in built.items():
-        assert folder.parent == tmp_path / "cache" / "embedded"
         assert embedded.file_hashes(folder) == want[kind], kind
-    mtime = (built["qwen2"] / "model.safetensors").stat().st_mtime
-    assert ensure_embedded("qwen2") == built["qwen2"]
-    assert (built["qwen2"] / "model.safetensors").stat().st_mtime == mtime  # reused, not rebuilt
-    assert not [p for p in built["qwen2"].parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+        assert ensure_embedded(kind) == folder  # found in the cache ...
+        assert (folder / "model.safetensors").stat().st_mtime == mtime[kind]  # ... and reused, not rebuilt
+    assert sorted(p.name for p in (cache / "embedded").iterdir()) == sorted(f.name for f in built.values())
 
 
 def test_tokenizer_has_qwen_specials_and_chat_template():

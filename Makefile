@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medrl-installed
 export MEDRL_PROGRESS ?= 1
 
-.PHONY: demo test test-fast bench lint install clean app browser
+.PHONY: demo test test-fast bench lint install clean app browser gguf
 
 install: $(STAMP)
 
@@ -47,6 +47,12 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PKGS) >/dev/null && \
 	  test -x $(CHROMIUM); }
+
+# `medrl export --format gguf` needs llama.cpp's converter and llama-cpp-python, compiled here for this CPU from one
+# pinned source package: about four minutes on 2 cores, once (a second run checks and returns). `make test` builds
+# them in the background while the other tests run (tests/conftest.py).
+gguf: $(STAMP)
+	$(VENV)/bin/medrl gguf-setup
 
 app: $(STAMP)
 	$(VENV)/bin/medrl app $(APP_ARGS)

@@ -155,13 +155,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-# The embedded models' rebuild (tests/training/test_embedded.py) is about six minutes of two cores, a third of the
-# suite. It needs no other test, so it starts in the background when the session starts, at the lowest CPU priority:
-# it takes the cycles the other tests leave idle (imports, subprocess starts, the browser, single-threaded Python)
-# and barely slows them. Its test runs last and waits for it. Niceness and the wait policy change when a thread
-# runs, never what it computes: the build child keeps its pinned kernels and thread count, so the bits are the same.
+# Two jobs of minutes that no other test needs start in the background when the session starts, at the lowest CPU
+# priority: the embedded models' rebuild (tests/training/test_embedded.py, about six minutes of two cores) and the
+# GGUF tools' build (`medrl gguf-setup`: llama.cpp compiled for this CPU, about four; a second or so when `make gguf`
+# already ran). They take the cycles the other tests leave idle (imports, subprocess starts, the browser,
+# single-threaded Python) and barely slow them; the tests that need them run last and wait. Niceness and the wait
+# policy change when a thread runs, never what it computes: the rebuild keeps its pinned kernels and thread count, so
+# its bits are the same.
 REBUILD_TEST = "test_build_reproduces_the_shipped_weights_bit_for_bit"
-REBUILD_KEY = pytest.StashKey[dict]()
+JOBS_KEY = pytest.StashKey[dict]()
 REBUILD_CHILD = """
 import sys
 from pathlib import Path
@@ -170,12 +172,12 @@ embedded.SHIPPED = Path(sys.argv[1])
 for kind in embedded.KINDS:
     embedded.ensure_embedded(kind)
 """
+REPO = Path(__file__).resolve().parents[1]
 
 
-def start_rebuild(root: Path) -> dict:
-    """Start building both embedded models from the shipped manifest alone (no weights) into `root`/cache."""
+def _rebuild(root: Path) -> tuple[list[str], dict]:
+    """Build both embedded models from the shipped manifest alone (no weights) into `root`/cache."""
     import shutil
-    import subprocess
     import sys
 
     from training.models.embedded import SHIPPED
@@ -185,16 +187,37 @@ def start_rebuild(root: Path) -> dict:
     env = {
         **os.environ,
         "MEDRL_CACHE": str(root / "cache"),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         # the build child keeps a wait policy set here (training.run.threads.without_medrl_policy): sleeping, not
         # spinning, when the other tests take its core
         "OMP_WAIT_POLICY": "PASSIVE",
     }
     env.pop("MEDRL_OMP", None)
-    log = open(root / "build.log", "wb")  # noqa: SIM115 - the child writes it until the test reads it
+    return [sys.executable, "-c", REBUILD_CHILD, str(root / "manifest-only")], env
+
+
+def _gguf_setup(root: Path) -> tuple[list[str], dict]:
+    import sys
+
+    return [sys.executable, "-m", "app.cli", "gguf-setup"], dict(os.environ)
+
+
+# name -> (which collected tests need it, what to run); the needing tests run last, in this order
+JOBS = {
+    "gguf": (lambda item: item.get_closest_marker("gguf") is not None, _gguf_setup),
+    "rebuild": (lambda item: item.name == REBUILD_TEST, _rebuild),
+}
+
+
+def start_job(name: str, root: Path) -> dict:
+    import subprocess
+
+    root.mkdir(parents=True, exist_ok=True)
+    cmd, env = JOBS[name][1](root)
+    log = open(root / "job.log", "wb")  # noqa: SIM115 - the child writes it until the test reads it
     proc = subprocess.Popen(
-        [sys.executable, "-c", REBUILD_CHILD, str(root / "manifest-only")],
-        env=env,
+        cmd,
+        env={**env, "PYTHONPATH": str(REPO), "MEDRL_PROGRESS": "0"},
+        cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -203,37 +226,56 @@ def start_rebuild(root: Path) -> dict:
     return {"proc": proc, "root": root, "log": log}
 
 
+def wait_job(job: dict, timeout: float = 3600) -> str:
+    """Wait for a background job; its log, or a failed assertion with the log's end."""
+    rc = job["proc"].wait(timeout=timeout)
+    log = (job["root"] / "job.log").read_text(errors="replace")
+    assert rc == 0, log[-3000:]
+    return log
+
+
 def pytest_collection_finish(session):
-    """After -k/-m deselection (a deselected rebuild starts nothing): move the rebuild last and start it."""
-    config, items = session.config, session.items
-    rebuild = [i for i in items if i.name == REBUILD_TEST]
-    if not rebuild or config.option.collectonly:
-        return
-    if any(m.args and m.args[0] for m in rebuild[0].iter_markers("skipif")):
-        return
+    """After -k/-m deselection (a deselected test starts nothing): move the tests that need a job last, start it."""
     import tempfile
 
-    items[:] = [i for i in items if i.name != REBUILD_TEST] + rebuild
-    config.stash[REBUILD_KEY] = start_rebuild(Path(tempfile.mkdtemp(prefix="medrl-rebuild-")))
+    config, items = session.config, session.items
+    if config.option.collectonly:
+        return
+    jobs = {}
+    for name, (needs, _) in JOBS.items():
+        chosen = [i for i in items if needs(i)]
+        runnable = [i for i in chosen if not any(m.args and m.args[0] for m in i.iter_markers("skipif"))]
+        items[:] = [i for i in items if not needs(i)] + chosen
+        if runnable:
+            jobs[name] = start_job(name, Path(tempfile.mkdtemp(prefix=f"medrl-{name}-")))
+    config.stash[JOBS_KEY] = jobs
 
 
 def pytest_unconfigure(config):
-    """A run stopped early (-x, Ctrl-C) leaves no build running and no folder behind."""
+    """A run stopped early (-x, Ctrl-C) leaves no job running and no folder behind."""
     import shutil
     import signal
 
-    job = config.stash.get(REBUILD_KEY, None)
-    if job is None:
-        return
-    if job["proc"].poll() is None:
-        os.killpg(job["proc"].pid, signal.SIGKILL)
-        job["proc"].wait()
-    job["log"].close()
-    shutil.rmtree(job["root"], ignore_errors=True)
+    for job in config.stash.get(JOBS_KEY, {}).values():
+        if job["proc"].poll() is None:
+            os.killpg(job["proc"].pid, signal.SIGKILL)
+            job["proc"].wait()
+        job["log"].close()
+        shutil.rmtree(job["root"], ignore_errors=True)
 
 
 @pytest.fixture
-def background_rebuild(request, tmp_path) -> dict:
-    """The rebuild started with the session (started now when the session did not: a run of this test alone)."""
-    job = request.config.stash.get(REBUILD_KEY, None)
-    return job if job is not None else start_rebuild(tmp_path / "rebuild")
+def background_rebuild(request, tmp_path) -> Path:
+    """The folder the rebuild started with the session has finished building into (started now when the session
+    did not: a run of this test alone)."""
+    job = request.config.stash.get(JOBS_KEY, {}).get("rebuild") or start_job("rebuild", tmp_path / "rebuild")
+    wait_job(job)
+    return job["root"]
+
+
+@pytest.fixture(scope="session")
+def gguf_tools(request) -> None:
+    """The GGUF tools installed (`medrl gguf-setup`, started with the session): waits for the build."""
+    job = request.config.stash.get(JOBS_KEY, {}).get("gguf")
+    if job is not None:
+        wait_job(job)

@@ -1,10 +1,15 @@
-"""`medrl train RECIPE [--key=value ...] [--resume]`, `medrl recipes [--data]` and `medrl export RUN_DIR --out DIR
-[--merge]`. RECIPE is a shipped recipe's name or a YAML path (`training.recipes.resolve`)."""
+"""`medrl train RECIPE [--key=value ...] [--resume]`, `medrl recipes [--data]`, `medrl export RUN_DIR --out DIR
+[--merge] [--format gguf]`, `medrl gguf-setup` and `medrl plan`. RECIPE is a shipped recipe's name or a YAML path (`training.recipes.resolve`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from training.errors import ConfigError, MedrlError
+from training.gguf import LLAMA_CPP_PYTHON
+from training.gguf import TYPES as GGUF_TYPES
 
 
 def run_recipe(path: str | None, overrides: list[str], resume: bool = False) -> dict:
@@ -53,7 +58,6 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from training.errors import ConfigError
     from training.plan import Shape, plan_recipe, table
 
     for key in ("gpu_gb", "prompt_tokens", "image_px", "processes"):
@@ -68,8 +72,31 @@ def _plan(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from training.export import export_run
 
-    result = export_run(args.run_dir, args.out, merge=args.merge, dtype=args.dtype)
+    gguf = (args.quant or "f16") if args.format == "gguf" else None
+    if args.quant and args.format != "gguf":
+        raise ConfigError("--quant: only with --format gguf")
+    result = export_run(
+        args.run_dir,
+        args.out,
+        merge=args.merge,
+        dtype=args.dtype,
+        gguf=gguf or None,
+        llama_cpp=args.llama_cpp,
+    )
     print(json.dumps(result, indent=2))
+    if "check" in result:
+        from training.export_gguf import summary
+
+        print(f"medrl: {summary(result['check'])}", file=sys.stderr)
+        if result.get("verdict"):
+            raise MedrlError(f"{result['gguf']}: {result['verdict']} (the file is kept for inspection)")
+    return 0
+
+
+def _gguf_setup(args: argparse.Namespace) -> int:
+    from training.gguf import setup
+
+    print(json.dumps(setup(args.home, args.version), indent=2))
     return 0
 
 
@@ -110,7 +137,27 @@ def register(sub) -> None:
         choices=["bfloat16", "float16", "float32"],
         help="dtype of the merged model",
     )
+    p.add_argument(
+        "--format",
+        choices=["peft", "gguf"],
+        default="peft",
+        help="gguf: also a llama.cpp/Ollama file (text models), merged, converted and checked in llama.cpp",
+    )
+    p.add_argument(
+        "--quant",
+        choices=list(GGUF_TYPES),
+        help="the GGUF's number type (default f16; q4_k_m etc. through llama.cpp's quantizer)",
+    )
+    p.add_argument("--llama-cpp", help="a llama.cpp checkout whose converter to use (default: `make gguf`'s)")
     p.set_defaults(handler=_export)
+
+    p = sub.add_parser(
+        "gguf-setup",
+        help="install the GGUF tools: llama.cpp's converter and llama-cpp-python, built for this CPU (minutes)",
+    )
+    p.add_argument("--home", help="where the converter goes (default: $MEDRL_CACHE/llama.cpp-VERSION)")
+    p.add_argument("--version", default=LLAMA_CPP_PYTHON, help="the llama-cpp-python source package to use")
+    p.set_defaults(handler=_gguf_setup)
 
     p = sub.add_parser(
         "plan", help="a recipe's planned peak GPU memory per stage, part by part, and whether it fits"

@@ -69,7 +69,14 @@ def asking(card: dict | None) -> str:
 FENCE = "`" * 3
 
 
-def model_card(run: RunDir, raw_cfg: dict, adapter_src: Path, base_path: str, merged: dict | None) -> str:
+def model_card(
+    run: RunDir,
+    raw_cfg: dict,
+    adapter_src: Path,
+    base_path: str,
+    merged: dict | None,
+    gguf: dict | None = None,
+) -> str:
     task = read_card(run.path)
     rows = run.read_metrics()
     start = next((r for r in rows if r.get("event") == "start"), {})
@@ -90,6 +97,10 @@ def model_card(run: RunDir, raw_cfg: dict, adapter_src: Path, base_path: str, me
             f"\n## Merged model\n`merged/` holds the adapter merged onto a {merged['dtype']} copy of the base "
             f"(max |logit difference| vs base+adapter on a probe: {merged['max_logit_diff']:.3g}).\n"
         )
+    if gguf:
+        from training.export_gguf import gguf_section
+
+        merged_txt += gguf_section(gguf)
     notices = card_notices()
     tags = ", ".join(dict.fromkeys(["medrl", "lora", *(t for n in notices for t in n.tags)]))
     banner = "".join(f"\n> **{n.notice}**\n" for n in notices)
@@ -189,7 +200,17 @@ def _untie_output_embeddings(base: torch.nn.Module) -> None:
         cfg.tie_word_embeddings = False
 
 
-def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype: str = "bfloat16") -> dict:
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    merge: bool = False,
+    dtype: str = "bfloat16",
+    gguf: str | None = None,
+    llama_cpp: str | None = None,
+) -> dict:
+    """Write the adapter and its model card into `out` (atomically); `merge`: also merged/; `gguf` (a type from
+    training.gguf.TYPES): also a llama.cpp file checked in llama.cpp, and an Ollama Modelfile (training.export_gguf).
+    A GGUF whose check fails is still written (for inspection); the result's `verdict` says why it does not stand."""
     run, out = RunDir(run_dir), Path(out)
     if not run.path.is_dir():
         raise MedrlError(f"{run.path}: run folder not found")
@@ -207,12 +228,22 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype:
         if task is not None:
             write_card(tmp, task)  # how to ask it travels with the adapter
             result["task_card"] = str(out / CARD_FILE)
-        merged = None
-        if merge:
+        merged = found = None
+        if gguf:
+            from training.export_gguf import export_gguf
+
+            found = export_gguf(
+                run, raw, model_cfg, src, tmp, gguf, dtype, llama_cpp, tmp / "merged" if merge else None
+            )
+            found = json.loads(json.dumps(found).replace(str(tmp), str(out)))
+            result.update(found)
+            merged = {k: found[k] for k in ("dtype", "max_logit_diff")} if merge else None
+        elif merge:
             merged = merge_adapter(model_cfg, src, tmp / "merged", dtype)
+        if merge:
             result["merged"] = str(out / "merged")
             result.update(merged)
-        card = model_card(run, raw, src, base_path, merged)
+        card = model_card(run, raw, src, base_path, merged, found)
         (tmp / "README.md").write_text(card)
         if merge:
             (tmp / "merged" / "README.md").write_text(card)

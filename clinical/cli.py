@@ -91,6 +91,24 @@ def register(subparsers) -> None:
     )
     cli.add_ablate_args(t, "0,1,2", "all", "clinical/tree_ablate.py")
     t.set_defaults(handler=_tree_ablate, accepts_overrides=True)
+    h = sub.add_parser(
+        "harness",
+        help="write lm-evaluation-harness tasks over imported records (asked and scored as `clinical eval` does)",
+    )
+    h.add_argument(
+        "--data", required=True, help="a folder from `medrl clinical import` (its test.jsonl) or a file"
+    )
+    h.add_argument("--out", required=True, help="the tasks folder (lm_eval --include_path)")
+    h.add_argument(
+        "--run",
+        help="the run whose task card sets the system turn and answer length (default: Clinical-R1's)",
+    )
+    h.add_argument("--limit", type=int, default=None, help="first N records only")
+    h.add_argument(
+        "--max-new-tokens", type=int, default=None, help="max_gen_toks (default: the card's, else 512)"
+    )
+    h.add_argument("--json", action="store_true", help="print the summary as JSON")
+    h.set_defaults(handler=_harness)
     c = sub.add_parser(
         "case-eval", help="a case run plays held-out cases greedily: accuracy, questions -> RUN/eval/"
     )
@@ -138,6 +156,22 @@ def _eval(args: argparse.Namespace) -> int:
 
     m = evaluate_run(args.run, args.data, limit=args.limit, max_new_tokens=args.max_new_tokens, tag=args.tag)
     return cli.show(m, args.json, metrics_table)
+
+
+def _harness(args: argparse.Namespace) -> int:
+    from .harness import write_tasks
+
+    done = write_tasks(args.data, args.out, args.run, args.limit, args.max_new_tokens)
+    return cli.show(done, args.json, _harness_text)
+
+
+def _harness_text(done: dict) -> str:
+    return (
+        f"{done['questions']} questions ({done['skipped']} records skipped) -> {done['out']}: tasks "
+        f"{', '.join(done['tasks'])}, group {done['group']} (max_gen_toks {done['max_gen_toks']}). Run:\n"
+        f"  lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER,dtype=float32 --include_path {done['out']} "
+        f"--tasks {done['group']} --apply_chat_template --batch_size 1"
+    )
 
 
 def _ablate(args: argparse.Namespace) -> int:

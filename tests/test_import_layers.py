@@ -39,6 +39,8 @@ TRAINING_RANK = {
     "objectives": 5,
     "trainers": 6,
     "export": 7,
+    "export_gguf": 7,
+    "gguf": 7,
     "plan": 7,
     "cli": 7,
 }

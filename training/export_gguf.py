@@ -25,7 +25,8 @@ PROBES = 4  # prompts from the run's training file, beside the task card's
 
 
 def probe_messages(run: RunDir, raw_cfg: dict) -> list[list[dict]]:
-    """Text prompts the run was trained on: the task card's, then the first records' of its training file."""
+    """Text prompts the run was trained on: the task card's, then the first records' of its training file. A VLM's
+    prompts lose their images: the check runs the language model, which llama.cpp holds in the main file."""
     card = read_card(run.path)
     found = [card["prompt"]] if card and card.get("prompt") else []
     train = (raw_cfg.get("data") or {}).get("train")
@@ -39,9 +40,7 @@ def probe_messages(run: RunDir, raw_cfg: dict) -> list[list[dict]]:
                 except (ValueError, AttributeError):
                     continue
     text_only = [
-        [{"role": m.get("role"), "content": _text(m.get("content"))} for m in msgs]
-        for msgs in found
-        if msgs and not any(isinstance(m.get("content"), list) and _has_image(m["content"]) for m in msgs)
+        [{"role": m.get("role"), "content": _text(m.get("content"))} for m in msgs] for msgs in found if msgs
     ]
     unique = list({json.dumps(m): m for m in text_only}.values())
     return unique or [[{"role": "user", "content": "Summarise what you were trained to do."}]]
@@ -49,19 +48,15 @@ def probe_messages(run: RunDir, raw_cfg: dict) -> list[list[dict]]:
 
 def _text(content) -> str:
     if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return " ".join(str(p["text"]) for p in content if isinstance(p, dict) and p.get("text"))
     return str(content or "")
 
 
-def _has_image(parts: list) -> bool:
-    return any(isinstance(p, dict) and p.get("type") == "image" for p in parts)
-
-
-def reference(merged_dir: Path, base_cfg: ModelConfig, messages: list[list[dict]]) -> dict:
+def reference(merged_dir: Path, base_cfg: ModelConfig, messages: list[list[dict]], vlm: bool = False) -> dict:
     """The probe prompts as token ids and the greedy answers of the merged model and of the base (Hugging Face, fp32
     compute): what every GGUF of this export is held against."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
     from training.gguf import hf_greedy
     from training.models.loading import load_base
@@ -70,7 +65,8 @@ def reference(merged_dir: Path, base_cfg: ModelConfig, messages: list[list[dict]
     texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
     ids = [tok(t, add_special_tokens=False).input_ids for t in texts]
     stop = {i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")) if isinstance(i, int)}
-    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    auto = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+    merged = auto.from_pretrained(merged_dir, dtype=torch.float32).eval()
     want = hf_greedy(merged, ids, PROBE_TOKENS, stop)
     del merged
     cfg = ModelConfig(**{**base_cfg.__dict__, "quantization": "none", "dtype": "float32", "device": "cpu"})
@@ -100,6 +96,45 @@ def check(gguf: Path, ref: dict) -> dict:
             k: ref["decode"](v[0]) for k, v in (("llama_cpp", got), ("merged", want), ("base", base))
         },
     }
+
+
+def projector_check(proj: Path, merged_dir: Path) -> dict:
+    """What is verified of a VLM's projector file without llama.cpp's multimodal library (not built by gguf-setup):
+    it reads as a GGUF of type mmproj, and its tensors hold exactly as many numbers as the merged model's vision tower
+    and merger (the converter renames, splits or fuses tensors, so counts are compared, not names)."""
+    import sys
+
+    from safetensors import safe_open
+
+    from training.gguf import find_converter
+
+    sys.path.insert(0, str(find_converter() / "gguf-py"))
+    try:
+        from gguf import GGUFReader
+    finally:
+        sys.path.pop(0)
+    reader = GGUFReader(str(proj))
+    gguf_numbers = sum(int(t.n_elements) for t in reader.tensors)
+    hf_numbers = 0
+    for f in sorted(merged_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():
+                if ".visual." in k or k.startswith("visual."):
+                    hf_numbers += _numel(st.get_slice(k).get_shape())
+    kind = reader.fields.get("general.type")
+    return {
+        "type": bytes(kind.parts[-1]).decode() if kind else None,
+        "tensors": len(reader.tensors),
+        "numbers": gguf_numbers,
+        "vision_numbers_in_merged": hf_numbers,
+    }
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
 
 
 def _common(a: list[int], b: list[int]) -> int:
@@ -167,15 +202,20 @@ CHATML = """{{- if .System }}<|im_start|>system
 """
 
 
-def modelfile(gguf_name: str, card: dict | None, chat_template: str) -> str:
-    """An Ollama Modelfile: the file, the chat template (ChatML, the Qwen family's), the stop tokens, and the task
-    card's system turn and sampling, so `ollama run` asks the model the way it was trained."""
+def modelfile(gguf_name: str, card: dict | None, chat_template: str, projector: str | None = None) -> str:
+    """An Ollama Modelfile: the file (and a VLM's projector, as a second FROM), the chat template (ChatML, the Qwen
+    family's), the stop tokens, and the task card's system turn and sampling, so `ollama run` asks the model the way
+    it was trained."""
     from training.run.task_card import system_text
 
     if "<|im_start|>" not in chat_template:
         raise MedrlError("GGUF export: the Modelfile knows the ChatML template only (Qwen2/Qwen2.5 models)")
     system = system_text(card) or ""
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{CHATML}"""']
+    lines = (
+        [f"FROM ./{gguf_name}"]
+        + ([f"FROM ./{projector}"] if projector else [])
+        + [f'TEMPLATE """{CHATML}"""']
+    )
     if system:
         lines.append(f'SYSTEM """{system.replace(chr(34) * 3, chr(39) * 3)}"""')
     lines += ['PARAMETER stop "<|im_end|>"', 'PARAMETER stop "<|endoftext|>"']
@@ -203,20 +243,22 @@ def export_gguf(
 
     tools = find_converter(llama_dir)
     bindings()  # the check needs them: fail before minutes of merging, not after
-    if is_vlm_config(_load_config(resolve_model_path(model_cfg.name))):
-        raise MedrlError(
-            f"{run.path}: GGUF export covers text models (Qwen2/Qwen2.5) so far; a VLM run exports as an adapter "
-            "or --merge"
-        )
+    vlm = is_vlm_config(_load_config(resolve_model_path(model_cfg.name)))
     with tempfile.TemporaryDirectory(prefix="medrl-gguf-") as tmp:
         merged = merged_dir or Path(tmp) / "merged"
         merge_info = merge_adapter(model_cfg, adapter, merged, dtype)
         written = "f16" if quant in QUANTIZED else quant
         f16 = out / f"{run.name}-{written}.gguf"
         seconds = {"convert_s": convert(merged, f16, written, tools, run.name)}
-        ref = reference(merged, model_cfg, probe_messages(run, raw_cfg))
+        result: dict = {"gguf": str(f16), **merge_info}
+        if vlm:  # the vision tower and merger, in llama.cpp's multimodal projector file
+            proj = out / f"mmproj-{run.name}-f16.gguf"
+            seconds["mmproj_s"] = convert(merged, proj, "f16", tools, run.name, mmproj=True)
+            result["mmproj"] = str(proj)
+            result["mmproj_check"] = projector_check(proj, merged)
+        ref = reference(merged, model_cfg, probe_messages(run, raw_cfg), vlm)
         exact = check(f16, ref)
-        result = {"gguf": str(f16), **merge_info, "check": exact, "verdict": verdict(exact, exact=True)}
+        result.update(check=exact, verdict=verdict(exact, exact=True))
         final = f16
         if quant in QUANTIZED:
             final = out / f"{run.name}-{quant}.gguf"
@@ -230,7 +272,8 @@ def export_gguf(
         template = tok_cfg.get("chat_template") or ""
         if not template and (merged / "chat_template.jinja").is_file():
             template = (merged / "chat_template.jinja").read_text()
-    (out / "Modelfile").write_text(modelfile(final.name, read_card(run.path), template))
+    proj_name = Path(result["mmproj"]).name if vlm else None
+    (out / "Modelfile").write_text(modelfile(final.name, read_card(run.path), template, proj_name))
     result["modelfile"] = str(out / "Modelfile")
     result.update({k: round(v, 1) for k, v in seconds.items()})
     return result

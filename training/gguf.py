@@ -106,22 +106,29 @@ def stated_pre_tokenizer(model_dir: Path) -> str:
     return "qwen2" if same else ""
 
 
-def convert(model_dir: Path, out_file: Path, outtype: str, tools: Path, name: str | None = None) -> float:
+def convert(
+    model_dir: Path, out_file: Path, outtype: str, tools: Path, name: str | None = None, mmproj: bool = False
+) -> float:
     """Run llama.cpp's converter on a Hugging Face folder (`name`: the file's general.name, which llama.cpp and
-    Ollama show; else the folder's name); returns its wall time in seconds."""
+    Ollama show, else the folder's name; `mmproj`: a VLM's vision side instead of its language model); returns its
+    wall time in seconds."""
     start = time.perf_counter()
-    cmd = [
-        sys.executable,
-        "-c",
-        DRIVER,
-        str(tools),
-        stated_pre_tokenizer(model_dir),
-        str(model_dir),
-        "--outfile",
-        str(out_file),
-        "--outtype",
-        outtype,
-    ] + (["--model-name", name] if name else [])
+    cmd = (
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            str(tools),
+            stated_pre_tokenizer(model_dir),
+            str(model_dir),
+            "--outfile",
+            str(out_file),
+            "--outtype",
+            outtype,
+        ]
+        + (["--model-name", name] if name else [])
+        + (["--mmproj"] if mmproj else [])
+    )
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not out_file.is_file():
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -151,3 +151,40 @@ def test_tools_are_the_pinned_ones(gguf_tools):
     llama_cpp = bindings()
 
     assert llama_cpp.__version__ == LLAMA_CPP_PYTHON
+
+
+@pytest.mark.slow
+@pytest.mark.gguf
+def test_vlm_gguf_language_model_checked_and_projector_written(gguf_tools, cli, tmp_path, vlm_sft_file):
+    """A DermIQ-shaped run (the tiny Qwen2.5-VL, LoRA on the language model and the vision tower): the language model's
+    GGUF answers the run's prompts (their images dropped) as the merged model does in llama.cpp, and the projector
+    file holds every number of the merged vision tower and merger. The projector is not run: llama.cpp's multimodal
+    library is not part of `make gguf` (docs/export.md)."""
+    assert (
+        cli(
+            "train",
+            "configs/sft_qwen25vl_tiny.yaml",
+            f"--data.train={vlm_sft_file}",
+            f"--run.output_dir={tmp_path}",
+            "--run.name=v",
+            "--run.max_steps=4",
+            "--optim.lr=2e-2",
+            "--model.lora.vision=all",
+        )
+        == 0
+    )
+    assert cli("export", tmp_path / "v", "--out", tmp_path / "e", "--format", "gguf", "--merge") == 0
+    found = {p.name for p in (tmp_path / "e").iterdir()}
+    assert {"v-f16.gguf", "mmproj-v-f16.gguf", "Modelfile"} <= found
+    modelfile_lines = (tmp_path / "e" / "Modelfile").read_text().splitlines()
+    assert modelfile_lines[:2] == ["FROM ./v-f16.gguf", "FROM ./mmproj-v-f16.gguf"]
+    from training.export import run_model_config
+    from training.export_gguf import check, probe_messages, projector_check, reference
+    from training.run.rundir import RunDir
+
+    run, merged = RunDir(tmp_path / "v"), tmp_path / "e" / "merged"
+    model_cfg, raw = run_model_config(run)
+    c = check(tmp_path / "e" / "v-f16.gguf", reference(merged, model_cfg, probe_messages(run, raw), vlm=True))
+    assert c["tokenizer_agrees"] == c["prompts"] and c["llama_cpp_equals_merged"] == c["prompts"], c
+    proj = projector_check(tmp_path / "e" / "mmproj-v-f16.gguf", merged)
+    assert proj["type"] == "mmproj" and proj["numbers"] == proj["vision_numbers_in_merged"] > 0, proj

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medrl-installed
 export MEDRL_PROGRESS ?= 1
 
-.PHONY: demo test test-fast bench lint install clean app browser gguf
+.PHONY: demo test test-gguf test-fast bench lint install clean app browser gguf
 
 install: $(STAMP)
 
@@ -24,11 +24,16 @@ demo: $(STAMP)
 	$(VENV)/bin/medrl recipes --data
 	$(VENV)/bin/medrl demo
 
-# CI's command: lint and format first (seconds), then every test.
+# CI's command: lint and format first (seconds), then every test but the GGUF round trips, which need llama.cpp
+# compiled (`make test-gguf`, CI's second command: about four minutes of compiling on 2 cores, once).
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not gguf"
+
+# The GGUF export checked in llama.cpp itself (tests marked gguf), after `make gguf` builds the tools.
+test-gguf: gguf
+	$(PY) -m pytest tests -m gguf
 
 # The inner loop: the unit tests without the end-to-end ones marked slow (no browser needed).
 test-fast: $(STAMP)
@@ -49,20 +54,18 @@ browser:
 	  test -x $(CHROMIUM); }
 
 # `medrl export --format gguf` needs llama.cpp's converter and llama-cpp-python, compiled here for this CPU from one
-# pinned source package: about four minutes on 2 cores, once (a second run checks and returns). `make test` builds
-# them in the background while the other tests run (tests/conftest.py).
+# pinned source package: about four minutes on 2 cores, once (a second run checks and returns).
 gguf: $(STAMP)
 	$(VENV)/bin/medrl gguf-setup
 
 app: $(STAMP)
 	$(VENV)/bin/medrl app $(APP_ARGS)
 
+# Every CPU benchmark, each as `medrl bench NAME --json` in a fresh process; their tables, JSON and this machine (CPU,
+# flags, torch's kernels, threads, versions) replace this CPU kind's section of docs/benchmarks.md. Run it again under
+# `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` for the AVX2 section.
 bench: $(STAMP)
-	$(VENV)/bin/medrl bench prefix
-	$(VENV)/bin/medrl bench head
-	$(VENV)/bin/medrl bench grpo-step
-	$(VENV)/bin/medrl bench rollout
-	$(VENV)/bin/medrl bench contention
+	$(VENV)/bin/medrl bench report
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -124,6 +125,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gpu.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also run TRL (text)")
     gpu.add_argument("--json", action="store_true")
     gpu.set_defaults(handler=_gpu)
+
+    rep = sub.add_parser(
+        "report",
+        help="run the CPU benchmarks and write their tables, JSON and this machine into docs/benchmarks.md",
+    )
+    rep.add_argument(
+        "--out", default="docs/benchmarks.md", help="the file whose section for this CPU kind is replaced"
+    )
+    rep.add_argument("--only", default=None, help="comma-separated bench names (default: all)")
+    rep.add_argument("--json", action="store_true", help="print the report as JSON too")
+    rep.set_defaults(handler=_report)
 
     cont = sub.add_parser(
         "contention", help="a short RL run alone, then two at once on the same cores, per OpenMP wait policy"
@@ -317,3 +329,16 @@ def _contention(args: argparse.Namespace) -> int:
     result = contention.run(steps=args.steps, policies=policies)
     print(json.dumps(result, indent=2) if args.json else contention.table(result))
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import report
+
+    only = {x.strip() for x in args.only.split(",") if x.strip()} if args.only else None
+    result = report.run_all(only, log=lambda line: print(line, file=sys.stderr))
+    path = report.write(result, Path(args.out))
+    print(json.dumps(result, indent=2) if args.json else report.section(result))
+    print(f"medrl bench report: written to {path}", file=sys.stderr)
+    return 0 if all("result" in r for r in result["benches"]) else 1

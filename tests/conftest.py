@@ -155,13 +155,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-# Two jobs of minutes that no other test needs start in the background when the session starts, at the lowest CPU
-# priority: the embedded models' rebuild (tests/training/test_embedded.py, about six minutes of two cores) and the
-# GGUF tools' build (`medrl gguf-setup`: llama.cpp compiled for this CPU, about four; a second or so when `make gguf`
-# already ran). They take the cycles the other tests leave idle (imports, subprocess starts, the browser,
-# single-threaded Python) and barely slow them; the tests that need them run last and wait. Niceness and the wait
-# policy change when a thread runs, never what it computes: the rebuild keeps its pinned kernels and thread count, so
-# its bits are the same.
+# The embedded models' rebuild (tests/training/test_embedded.py) is about six minutes of two cores, a third of the
+# suite, and needs no other test: it starts in the background when the session starts, in a session of its own, and
+# its test runs last and waits for it. Linux's autogroup scheduler gives each session an equal share of the CPU, so
+# the rebuild takes about half of it while tests run and all of it while they wait on subprocesses, the browser or
+# single-threaded Python (measured: `make test` from a fresh clone 933 s -> 697 s). Inside the tests' own session a
+# nice-19 job got almost nothing: their OpenMP threads spin while they wait and look busy. The scheduling changes when
+# a thread runs, never what it computes: the build keeps its pinned kernels and thread count, so its bits are the same.
 REBUILD_TEST = "test_build_reproduces_the_shipped_weights_bit_for_bit"
 JOBS_KEY = pytest.StashKey[dict]()
 REBUILD_CHILD = """
@@ -195,17 +195,8 @@ def _rebuild(root: Path) -> tuple[list[str], dict]:
     return [sys.executable, "-c", REBUILD_CHILD, str(root / "manifest-only")], env
 
 
-def _gguf_setup(root: Path) -> tuple[list[str], dict]:
-    import sys
-
-    return [sys.executable, "-m", "app.cli", "gguf-setup"], dict(os.environ)
-
-
-# name -> (which collected tests need it, what to run); the needing tests run last, in this order
-JOBS = {
-    "gguf": (lambda item: item.get_closest_marker("gguf") is not None, _gguf_setup),
-    "rebuild": (lambda item: item.name == REBUILD_TEST, _rebuild),
-}
+# name -> (which collected tests need it, what to run); the needing tests run last
+JOBS = {"rebuild": (lambda item: item.name == REBUILD_TEST, _rebuild)}
 
 
 def start_job(name: str, root: Path) -> dict:
@@ -220,11 +211,7 @@ def start_job(name: str, root: Path) -> dict:
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
-        # Its own process group (killed as one), but the session's: Linux's autogroup scheduler gives every session
-        # an equal share of the CPU whatever its processes' niceness, so a job in a new session would take half the
-        # cores from the tests; inside the session, nice 19 yields to them.
-        process_group=0,
-        preexec_fn=lambda: os.nice(19),  # noqa: PLW1509 - nice only, no threads started yet
+        start_new_session=True,  # its own autogroup (above), and killed as one group
     )
     return {"proc": proc, "root": root, "log": log}
 
@@ -277,8 +264,10 @@ def background_rebuild(request, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gguf_tools(request) -> None:
-    """The GGUF tools installed (`medrl gguf-setup`, started with the session): waits for the build."""
-    job = request.config.stash.get(JOBS_KEY, {}).get("gguf")
-    if job is not None:
-        wait_job(job)
+def gguf_tools() -> None:
+    """The GGUF tools (llama.cpp's converter and llama-cpp-python), which `make test-gguf` installs first
+    (`make gguf`): without them the tests that need them fail with the command to run, never skip."""
+    from training.gguf import bindings, find_converter
+
+    find_converter()
+    bindings()

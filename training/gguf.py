@@ -39,6 +39,9 @@ TYPES = CONVERTER_TYPES + tuple(QUANTIZED)
 QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 # Run in a fresh interpreter with the converter's folder first on the path: state the pre-tokenizer when asked, then
 # run the converter exactly as its own command line would.
+# The projector's name table is sized by the vision tower's depth, and Qwen2.5-VL's merger is named like a block
+# (`visual.merger.mlp.2`): a tower under 3 blocks deep (the embedded default's has 2) would lose the merger's second
+# linear, so the table is built for at least 3 blocks (extra names only; a real tower has 32).
 DRIVER = """
 import runpy, sys
 tools, pre, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -46,6 +49,10 @@ sys.path[:0] = [tools, tools + "/gguf-py"]
 if pre:
     from conversion import base
     base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+if "--mmproj" in argv:
+    import gguf
+    table = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = lambda arch, n_blocks: table(arch, max(n_blocks, 3))
 sys.argv = [tools + "/convert_hf_to_gguf.py", *argv]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

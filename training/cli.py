@@ -1,5 +1,6 @@
 """`medrl train RECIPE [--key=value ...] [--resume]`, `medrl recipes [--data]`, `medrl export RUN_DIR --out DIR
-[--merge] [--format gguf]`, `medrl gguf-setup` and `medrl plan`. RECIPE is a shipped recipe's name or a YAML path (`training.recipes.resolve`)."""
+[--merge] [--format gguf]`, `medrl gguf-setup` and `medrl plan`. RECIPE is a shipped recipe's name or a YAML path
+(`training.recipes.resolve`)."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def _export(args: argparse.Namespace) -> int:
         args.out,
         merge=args.merge,
         dtype=args.dtype,
-        gguf=gguf or None,
+        gguf=gguf,
         llama_cpp=args.llama_cpp,
     )
     print(json.dumps(result, indent=2))
@@ -141,7 +142,8 @@ def register(sub) -> None:
         "--format",
         choices=["peft", "gguf"],
         default="peft",
-        help="gguf: also a llama.cpp/Ollama file (text models), merged, converted and checked in llama.cpp",
+        help="gguf: also a llama.cpp/Ollama file (a VLM's language model + its projector), merged, converted and "
+        "checked in llama.cpp",
     )
     p.add_argument(
         "--quant",

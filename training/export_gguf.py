@@ -184,11 +184,25 @@ def gguf_section(found: dict) -> str:
     verdict_txt = (
         "The check passed." if not found.get("verdict") else f"**The check failed: {found['verdict']}.**"
     )
+    proj = ""
+    if found.get("mmproj"):
+        p = found["mmproj_check"]
+        proj = (
+            f" `{Path(found['mmproj']).name}` holds the vision tower and merger (llama.cpp's projector file: "
+            f"{p['tensors']} tensors, {p['numbers']:,} numbers, as many as the merged model's vision side; not run "
+            "here, the bindings are built without llama.cpp's multimodal library)."
+        )
+    run_line = (
+        f"llama-mtmd-cli -m {name} --mmproj {Path(found['mmproj']).name}"
+        if proj
+        else f"llama-cli -m {name} -cnv"
+    )
     return f"""
 ## GGUF (llama.cpp, Ollama, LM Studio)
-`{name}`: the merged model converted by llama.cpp's own converter. {summary(found["check"])}. {verdict_txt}
+`{name}`: the merged (language) model converted by llama.cpp's own converter.{proj} {summary(found["check"])}.
+{verdict_txt}
 ```bash
-llama-cli -m {name} -cnv                                  # llama.cpp
+{run_line}    # llama.cpp
 ollama create {Path(name).stem} -f Modelfile && ollama run {Path(name).stem}   # Ollama: the Modelfile asks as trained
 ```
 """

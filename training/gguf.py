@@ -233,7 +233,7 @@ def setup(home: Path | None = None, version: str = LLAMA_CPP_PYTHON, log=print) 
         log(f"medrl: the GGUF tools are installed (llama-cpp-python {version}; converter in {home})")
         return done
     with tempfile.TemporaryDirectory(prefix="medrl-gguf-") as tmp:
-        sdist = _download(version, Path(tmp))
+        sdist = _download(version, Path(tmp))  # one source package: the converter and the bindings agree
         if need_converter:
             start = time.perf_counter()
             _extract_converter(sdist, home)

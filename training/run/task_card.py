@@ -37,9 +37,9 @@ class TaskConfig:
         temperature (float, default 0.0): how evaluations and the app sample; 0 is greedy.
     """
 
-    # the answer length the model is asked for; None: the RL rollout length,
+    # the answer length the model is asked for; None: the RL rollout length, else the reader's own default
+    # (DermIQ 160, Clinical-R1 512)
     max_new_tokens: int | None = None
-    #                                    else the reader's own default (DermIQ 160, Clinical-R1 512)
     temperature: float = 0.0  # how evaluations and the app sample; 0 is greedy
 
     def validate(self, key: str) -> None:

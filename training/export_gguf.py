@@ -71,7 +71,18 @@ def reference(merged_dir: Path, base_cfg: ModelConfig, messages: list[list[dict]
     del merged
     cfg = ModelConfig(**{**base_cfg.__dict__, "quantization": "none", "dtype": "float32", "device": "cpu"})
     base = hf_greedy(load_base(cfg)[0].eval(), ids, PROBE_TOKENS, stop)
-    return {"texts": texts, "ids": ids, "stop": stop, "merged": want, "base": base, "decode": tok.decode}
+    bare = tok.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False)
+    head = "<|im_start|>system\n"  # the system turn the template adds to a conversation without one
+    default_system = bare[len(head) : bare.index("<|im_end|>")] if bare.startswith(head) else ""
+    return {
+        "texts": texts,
+        "ids": ids,
+        "stop": stop,
+        "merged": want,
+        "base": base,
+        "decode": tok.decode,
+        "default_system": default_system,
+    }
 
 
 def check(gguf: Path, ref: dict) -> dict:
@@ -216,15 +227,22 @@ CHATML = """{{- if .System }}<|im_start|>system
 """
 
 
-def modelfile(gguf_name: str, card: dict | None, chat_template: str, projector: str | None = None) -> str:
+def modelfile(
+    gguf_name: str,
+    card: dict | None,
+    chat_template: str,
+    projector: str | None = None,
+    default_system: str = "",
+) -> str:
     """An Ollama Modelfile: the file (and a VLM's projector, as a second FROM), the chat template (ChatML, the Qwen
     family's), the stop tokens, and the task card's system turn and sampling, so `ollama run` asks the model the way
-    it was trained."""
+    it was trained. A run trained without a system turn saw the one its chat template adds (`default_system`), and
+    Ollama's template adds none, so the Modelfile states it."""
     from training.run.task_card import system_text
 
     if "<|im_start|>" not in chat_template:
         raise MedrlError("GGUF export: the Modelfile knows the ChatML template only (Qwen2/Qwen2.5 models)")
-    system = system_text(card) or ""
+    system = system_text(card) or default_system
     lines = (
         [f"FROM ./{gguf_name}"]
         + ([f"FROM ./{projector}"] if projector else [])
@@ -287,7 +305,8 @@ def export_gguf(
         if not template and (merged / "chat_template.jinja").is_file():
             template = (merged / "chat_template.jinja").read_text()
     proj_name = Path(result["mmproj"]).name if vlm else None
-    (out / "Modelfile").write_text(modelfile(final.name, read_card(run.path), template, proj_name))
+    text = modelfile(final.name, read_card(run.path), template, proj_name, ref["default_system"])
+    (out / "Modelfile").write_text(text)
     result["modelfile"] = str(out / "Modelfile")
     result.update({k: round(v, 1) for k, v in seconds.items()})
     return result

@@ -45,6 +45,14 @@ def test_modelfile_asks_the_way_the_run_was_trained():
     assert "PARAMETER temperature 0.0" in lines
     with pytest.raises(MedrlError, match="ChatML"):
         modelfile("m.gguf", card, "{{ bos_token }}[INST]")
+    no_system = {
+        **card,
+        "prompt": card["prompt"][1:],
+    }  # trained without one: the template's default is stated
+    assert 'SYSTEM """You are a helpful assistant."""' in modelfile(
+        "m.gguf", no_system, "<|im_start|>", None, "You are a helpful assistant."
+    )
+    assert "SYSTEM" not in modelfile("m.gguf", no_system, "<|im_start|>")
 
 
 @pytest.mark.parametrize(
@@ -125,6 +133,9 @@ def test_gguf_round_trip_answers_like_the_merged_model_and_not_like_the_base(ggu
     assert c["llama_cpp_equals_base"] < c["prompts"], c
     assert verdict(c, exact=True) is None
     assert f"FROM ./{run.name}-f16.gguf" in (out / "Modelfile").read_text()
+    assert (
+        'SYSTEM """You are a helpful assistant."""' in (out / "Modelfile").read_text()
+    )  # the template's default
     assert "The check passed" in (out / "README.md").read_text()
 
 

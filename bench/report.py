@@ -12,6 +12,7 @@ section prints.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import os
 import platform

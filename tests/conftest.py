@@ -163,7 +163,7 @@ def pytest_collection_modifyitems(config, items):
 # nice-19 job got almost nothing: their OpenMP threads spin while they wait and look busy. The scheduling changes when
 # a thread runs, never what it computes: the build keeps its pinned kernels and thread count, so its bits are the same.
 REBUILD_TEST = "test_build_reproduces_the_shipped_weights_bit_for_bit"
-JOBS_KEY = pytest.StashKey[dict]()
+REBUILD_KEY = pytest.StashKey[dict]()
 REBUILD_CHILD = """
 import sys
 from pathlib import Path
@@ -175,9 +175,10 @@ for kind in embedded.KINDS:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _rebuild(root: Path) -> tuple[list[str], dict]:
-    """Build both embedded models from the shipped manifest alone (no weights) into `root`/cache."""
+def start_rebuild(root: Path) -> dict:
+    """Start building both embedded models from the shipped manifest alone (no weights) into `root`/cache."""
     import shutil
+    import subprocess
     import sys
 
     from training.models.embedded import SHIPPED
@@ -187,27 +188,17 @@ def _rebuild(root: Path) -> tuple[list[str], dict]:
     env = {
         **os.environ,
         "MEDRL_CACHE": str(root / "cache"),
+        "PYTHONPATH": str(REPO),
+        "MEDRL_PROGRESS": "0",
         # the build child keeps a wait policy set here (training.run.threads.without_medrl_policy): sleeping, not
         # spinning, when the other tests take its core
         "OMP_WAIT_POLICY": "PASSIVE",
     }
     env.pop("MEDRL_OMP", None)
-    return [sys.executable, "-c", REBUILD_CHILD, str(root / "manifest-only")], env
-
-
-# name -> (which collected tests need it, what to run); the needing tests run last
-JOBS = {"rebuild": (lambda item: item.name == REBUILD_TEST, _rebuild)}
-
-
-def start_job(name: str, root: Path) -> dict:
-    import subprocess
-
-    root.mkdir(parents=True, exist_ok=True)
-    cmd, env = JOBS[name][1](root)
     log = open(root / "job.log", "wb")  # noqa: SIM115 - the child writes it until the test reads it
     proc = subprocess.Popen(
-        cmd,
-        env={**env, "PYTHONPATH": str(REPO), "MEDRL_PROGRESS": "0"},
+        [sys.executable, "-c", REBUILD_CHILD, str(root / "manifest-only")],
+        env=env,
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -216,50 +207,41 @@ def start_job(name: str, root: Path) -> dict:
     return {"proc": proc, "root": root, "log": log}
 
 
-def wait_job(job: dict, timeout: float = 3600) -> str:
-    """Wait for a background job; its log, or a failed assertion with the log's end."""
-    rc = job["proc"].wait(timeout=timeout)
-    log = (job["root"] / "job.log").read_text(errors="replace")
-    assert rc == 0, log[-3000:]
-    return log
-
-
 def pytest_collection_finish(session):
-    """After -k/-m deselection (a deselected test starts nothing): move the tests that need a job last, start it."""
+    """After -k/-m deselection (a deselected rebuild starts nothing): move the rebuild test last and start it."""
     import tempfile
 
     config, items = session.config, session.items
-    if config.option.collectonly:
+    rebuild = [i for i in items if i.name == REBUILD_TEST]
+    if not rebuild or config.option.collectonly:
         return
-    jobs = {}
-    for name, (needs, _) in JOBS.items():
-        chosen = [i for i in items if needs(i)]
-        runnable = [i for i in chosen if not any(m.args and m.args[0] for m in i.iter_markers("skipif"))]
-        items[:] = [i for i in items if not needs(i)] + chosen
-        if runnable:
-            jobs[name] = start_job(name, Path(tempfile.mkdtemp(prefix=f"medrl-{name}-")))
-    config.stash[JOBS_KEY] = jobs
+    items[:] = [i for i in items if i.name != REBUILD_TEST] + rebuild
+    if not any(m.args and m.args[0] for m in rebuild[0].iter_markers("skipif")):
+        config.stash[REBUILD_KEY] = start_rebuild(Path(tempfile.mkdtemp(prefix="medrl-rebuild-")))
 
 
 def pytest_unconfigure(config):
-    """A run stopped early (-x, Ctrl-C) leaves no job running and no folder behind."""
+    """A run stopped early (-x, Ctrl-C) leaves no build running and no folder behind."""
     import shutil
     import signal
 
-    for job in config.stash.get(JOBS_KEY, {}).values():
-        if job["proc"].poll() is None:
-            os.killpg(job["proc"].pid, signal.SIGKILL)
-            job["proc"].wait()
-        job["log"].close()
-        shutil.rmtree(job["root"], ignore_errors=True)
+    job = config.stash.get(REBUILD_KEY, None)
+    if job is None:
+        return
+    if job["proc"].poll() is None:
+        os.killpg(job["proc"].pid, signal.SIGKILL)
+        job["proc"].wait()
+    job["log"].close()
+    shutil.rmtree(job["root"], ignore_errors=True)
 
 
 @pytest.fixture
 def background_rebuild(request, tmp_path) -> Path:
     """The folder the rebuild started with the session has finished building into (started now when the session
     did not: a run of this test alone)."""
-    job = request.config.stash.get(JOBS_KEY, {}).get("rebuild") or start_job("rebuild", tmp_path / "rebuild")
-    wait_job(job)
+    job = request.config.stash.get(REBUILD_KEY, None) or start_rebuild(tmp_path / "rebuild")
+    rc = job["proc"].wait(timeout=3600)
+    assert rc == 0, (job["root"] / "job.log").read_text(errors="replace")[-3000:]
     return job["root"]
 
 

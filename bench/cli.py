@@ -90,7 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tree.add_argument("--k", type=int, default=3, help="leaves kept per tree")
     tree.add_argument("--turns", type=int, default=3, help="turns per trajectory")
     tree.add_argument(
-        "--repeats", type=int, default=3, help="timed forward+backward runs after one warm-up (median)"
+        "--repeats", type=int, default=3, help="timed forward+backward runs after one warm-up (fastest)"
+    )
+    tree.add_argument(
+        "--sweep",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure bench.tree.SWEEP's shapes (shorter and longer turns, two rounds)",
     )
     tree.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
     tree.add_argument("--seed", type=int, default=0)
@@ -306,6 +312,7 @@ def _tree(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         seed=args.seed,
         threads=args.threads,
+        sweep=args.sweep,
     )
     print(json.dumps(result, indent=2) if args.json else tree.table(result))
     return 0

@@ -138,15 +138,97 @@ def pack_trees(
 
 
 @dataclass
+class _Bucket:
+    """Nodes of similar shape attended in one batched call: queries and keys gathered into (S, Nq) / (S, K)."""
+
+    query_index: (
+        torch.Tensor
+    )  # (S*Nq,) flat (row * L + column) of each node's queries, padded with its first one
+    key_index: (
+        torch.Tensor
+    )  # (S*K,) flat index of [context keys; own keys], padded with the row's first column
+    mask: (
+        torch.Tensor
+    )  # (S, 1, Nq, K) bool: context all visible, own keys causal; a padded query sees key 0 only
+    shape: tuple[int, int, int]  # (S, Nq, K)
+
+
+def _buckets(
+    segments: list[tuple[int, int, int, torch.Tensor]], width: int, device: torch.device, slack: float = 0.8
+) -> tuple[list[_Bucket], list[tuple[int, int, int, int]]]:
+    """Nodes clustered by query count, then by key count, each cluster cut where its shortest node falls under
+    ``slack`` of its longest, so padding wastes at most about 1 - slack per side of a bucket's attention and a tree
+    costs a handful of calls per layer instead of one per node. Also returns, per bucket entry, (row, start, end,
+    offset of its first query in the concatenated bucket outputs)."""
+
+    def cut(items: list[int], size) -> list[list[int]]:
+        out: list[list[int]] = []
+        for i in sorted(items, key=lambda i: -size(i)):
+            if out and size(i) >= slack * size(out[-1][0]):
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
+    def queries(i: int) -> int:
+        return segments[i][2] - segments[i][1]
+
+    def keys(i: int) -> int:
+        return segments[i][3].numel() + queries(i)
+
+    groups = [g for by_q in cut(list(range(len(segments))), queries) for g in cut(by_q, keys)]
+    buckets, placed, offset = [], [], 0
+    for grp in groups:
+        segs = [segments[i] for i in grp]
+        nq = max(e - s for _, s, e, _ in segs)
+        nk = max(c.numel() + e - s for _, s, e, c in segs)
+        qi = torch.empty(len(segs), nq, dtype=torch.long)
+        ki = torch.empty(len(segs), nk, dtype=torch.long)
+        mask = torch.zeros(len(segs), 1, nq, nk, dtype=torch.bool)
+        for j, (b, s0, e0, ctx) in enumerate(segs):
+            n, c = e0 - s0, ctx.numel()
+            qi[j] = b * width + s0
+            qi[j, :n] = b * width + torch.arange(s0, e0)
+            ki[j] = b * width
+            ki[j, :c] = b * width + ctx.cpu()
+            ki[j, c : c + n] = b * width + torch.arange(s0, e0)
+            mask[j, 0, :n, :c] = True
+            mask[j, 0, :n, c : c + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            mask[j, 0, n:, 0] = True
+            placed.append((b, s0, e0, offset + j * nq))
+        offset += len(segs) * nq
+        buckets.append(
+            _Bucket(qi.flatten().to(device), ki.flatten().to(device), mask.to(device), (len(segs), nq, nk))
+        )
+    return buckets, placed
+
+
+@dataclass
 class TreeSpec:
-    """The packed rows' layout for the attention (a forward kwarg, dispatched by `training.objectives.prefix_grouper`): per row
-    the prompt runs causally once; every node's queries attend to [prompt + ancestors' keys (all visible) + own keys
-    (causal)], so the cost follows the tokens actually seen, not a dense L x L mask."""
+    """The packed rows' layout for the attention (a forward kwarg, dispatched by `training.objectives.prefix_grouper`):
+    every row's prompt runs causally once (one call for all rows); every node's queries attend to [prompt +
+    ancestors' keys (all visible) + own keys (causal)], nodes of similar key count batched into one call
+    (`_buckets`), so the cost follows the tokens actually seen in a few calls per layer, not a dense L x L mask nor
+    one call per node. Index tensors are built once per forward and reused by every layer."""
 
     length: int
     segments: list[tuple[int, int, int, torch.Tensor]]  # (row, start, end, context key positions)
     prompt_lens: list[int]
     row_lens: list[int]
+
+    def __post_init__(self) -> None:
+        device = self.segments[0][3].device if self.segments else torch.device("cpu")
+        self.buckets, placed = _buckets(self.segments, self.length, device)
+        rows, width, pmax = len(self.prompt_lens), self.length, max(self.prompt_lens)
+        n_prompt = rows * pmax
+        n_nodes = sum(b.shape[0] * b.shape[1] for b in self.buckets)
+        # where each packed position's output lies in [prompt outputs (B*Pmax); bucket outputs; one zero row]
+        source = torch.full((rows, width), n_prompt + n_nodes, dtype=torch.long)
+        for b, p in enumerate(self.prompt_lens):
+            source[b, :p] = b * pmax + torch.arange(p)
+        for b, s0, e0, at in placed:
+            source[b, s0:e0] = n_prompt + at + torch.arange(e0 - s0)
+        self.source = source.flatten().to(device)
 
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None, dropout: float
@@ -154,43 +236,32 @@ class TreeSpec:
         """q, k, v: (B, H, L, D) -> (B, L, H, D)."""
         import torch.nn.functional as F
 
-        rows: list[list[torch.Tensor]] = [[] for _ in range(q.shape[0])]
-        for b, p in enumerate(self.prompt_lens):
-            rows[b].append(
-                F.scaled_dot_product_attention(
-                    q[b : b + 1, :, :p],
-                    k[b : b + 1, :, :p],
-                    v[b : b + 1, :, :p],
-                    is_causal=True,
-                    scale=scale,
-                    dropout_p=dropout,
-                )[0]
-            )
-        for b, s0, e0, ctx in self.segments:
-            n = e0 - s0
-            keys = torch.cat([k[b].index_select(1, ctx), k[b, :, s0:e0]], 1)[None]
-            vals = torch.cat([v[b].index_select(1, ctx), v[b, :, s0:e0]], 1)[None]
-            own = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-            mask = torch.cat([torch.ones(n, ctx.numel(), dtype=torch.bool, device=q.device), own], 1)
-            rows[b].append(
-                F.scaled_dot_product_attention(
-                    q[b : b + 1, :, s0:e0], keys, vals, attn_mask=mask, scale=scale, dropout_p=dropout
-                )[0]
-            )
-        h, d = q.shape[1], q.shape[3]
-        out = []
-        for b, pieces in enumerate(rows):
-            pad = self.length - self.row_lens[b]
-            if pad:
-                pieces.append(q.new_zeros(h, pad, d))
-            out.append(torch.cat(pieces, 1))
-        return torch.stack(out).transpose(1, 2).contiguous()
+        bsz, h, width, d = q.shape
+        pmax = max(self.prompt_lens)
+        # right-padded prompts under one causal call: a prompt's queries never reach the columns after it
+        out_p = F.scaled_dot_product_attention(
+            q[:, :, :pmax], k[:, :, :pmax], v[:, :, :pmax], is_causal=True, scale=scale, dropout_p=dropout
+        )
+        pieces = [out_p.transpose(1, 2).reshape(bsz * pmax, h, d)]
+        if self.buckets:
+            flat = [x.transpose(1, 2).reshape(bsz * width, h, d) for x in (q, k, v)]
+            for bk in self.buckets:
+                s, nq, nk = bk.shape
+                qb = flat[0].index_select(0, bk.query_index).view(s, nq, h, d).transpose(1, 2)
+                kb = flat[1].index_select(0, bk.key_index).view(s, nk, h, d).transpose(1, 2)
+                vb = flat[2].index_select(0, bk.key_index).view(s, nk, h, d).transpose(1, 2)
+                ob = F.scaled_dot_product_attention(
+                    qb, kb, vb, attn_mask=bk.mask, scale=scale, dropout_p=dropout
+                )
+                pieces.append(ob.transpose(1, 2).reshape(s * nq, h, d))
+        pieces.append(q.new_zeros(1, h, d))
+        return torch.cat(pieces).index_select(0, self.source).view(bsz, width, h, d)
 
 
 def tree_hidden(model: torch.nn.Module, batch: RolloutBatch, mode: str = "efficient") -> torch.Tensor:
     """(M, H) hidden states predicting the masked completion tokens (row-major, as the other forwards), each prompt
     and each tree node encoded once; a token shared by several rows is one hidden state gathered into each.
-    ``efficient``: per-node attention over [prompt + ancestors + own causal] keys (`TreeSpec`); ``dense``: the same
+    ``efficient``: nodes of similar shape attended together over [prompt + ancestors + own causal] keys (`TreeSpec`); ``dense``: the same
     as one (B,1,L,L) mask under SDPA (a reference for tests)."""
     from training.objectives.prefix_grouper import (
         SPEC_KWARG,

@@ -9,6 +9,7 @@ compared with (`training.trainers.ablation`: paired differences over seeds, 95% 
 | ``chains`` | G independent chains per prompt (as many as a tree pair's leaves), GRPO advantages | |
 | ``tree:grpo`` | the sampler: trees (2 per prompt, 2 nodes expanded), the same GRPO advantages | chains |
 | ``tree`` | the advantage: + the intra-tree z-score (Tree-GRPO) | tree:grpo |
+| ``tree:internal`` | the expansion: only internal nodes branch (the root never does: no branch is a whole new chain) | tree |
 
 Each run stops when it has sampled the budget's tokens (every turn of every node; a tree's shared nodes once), so
 the arms are compared at equal generation cost, which is the paper's claim: trees get more trajectories, and so
@@ -40,6 +41,13 @@ ARM_SPECS = (
         versus="chains",
     ),
     Arm("tree", changes="advantage: + intra-tree", versus="tree:grpo"),
+    Arm(
+        "tree:internal",
+        {"rollout": {"tree": {"expand": "internal"}}},
+        folder="tree_internal",
+        changes="expansion: internal nodes only",
+        versus="tree",
+    ),
 )
 ARMS = tuple(a.name for a in ARM_SPECS)
 RUN_STATS = ("steps", "tokens_sampled", "trajectories", "reward")  # read from a run's metrics.jsonl

@@ -261,8 +261,8 @@ class TreeSpec:
 def tree_hidden(model: torch.nn.Module, batch: RolloutBatch, mode: str = "efficient") -> torch.Tensor:
     """(M, H) hidden states predicting the masked completion tokens (row-major, as the other forwards), each prompt
     and each tree node encoded once; a token shared by several rows is one hidden state gathered into each.
-    ``efficient``: nodes of similar shape attended together over [prompt + ancestors + own causal] keys (`TreeSpec`); ``dense``: the same
-    as one (B,1,L,L) mask under SDPA (a reference for tests)."""
+    ``efficient``: nodes of similar shape attended together over [prompt + ancestors + own causal] keys
+    (`TreeSpec`); ``dense``: the same as one (B,1,L,L) mask under SDPA (a reference for tests)."""
     from training.objectives.prefix_grouper import (
         SPEC_KWARG,
         decoder_hidden,

@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="also P in {256,512,1024} x G in {4,8} at --s",
     )
+    prefix.add_argument(
+        "--vlm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the VLM row: embedded Qwen2.5-VL, one 448x448 image and a short text, --s, --g",
+    )
     prefix.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     prefix.add_argument("--threads", type=int, default=None, help="torch threads (default: available CPUs)")
     prefix.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -183,6 +189,7 @@ def _prefix(args: argparse.Namespace) -> int:
         g=args.g,
         repeats=args.repeats,
         sweep=args.sweep,
+        vlm=args.vlm,
         device=_device(args.device),
         threads=args.threads,
         dtype=args.dtype,

@@ -1,7 +1,10 @@
 """`medrl bench prefix`: forward+backward of completion log-probs, naive vs Prefix-Grouper, on the tiny LM.
 
-The model is the embedded Qwen2 (the VLM's text sizes), fp32, LoRA r=16 on all projections with non-zero B, one
-prompt of P random tokens and G completions of S tokens. Each (config, path) runs in a fresh process: warm-up
+The model is the embedded Qwen2 (the VLM's text sizes), fp32, LoRA r=16 on all language-model projections with
+non-zero B, one prompt of P random tokens and G completions of S tokens. The `vlm` row is the embedded Qwen2.5-VL with
+one 448x448 image in the prompt (256 visual tokens after the 2x2 merge) and a text of `VLM_TEXT` random tokens,
+decoded, through the chat template (the row's P is the whole prompt as encoded): the naive forward runs the vision tower and the prompt once per completion (as TRL does), the grouped one
+once per group, so its speedup also counts G-1 saved image encodings. Each (config, path) runs in a fresh process: warm-up
 (which is also the peak-memory run: peak RSS delta on CPU, `max_memory_allocated` on CUDA), then the median of
 `repeats` timed runs. `ideal_token_ratio` = G(P+S) / (P+GS): how many fewer tokens the grouped row holds.
 """
@@ -16,11 +19,12 @@ from typing import Any
 
 from bench.common import available_cpus, format_table, omp_wait_policy, peak_rss_bytes, run_child, time_median
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+VLM_TEXT = 256  # random tokens decoded into the VLM row's text (fewer once re-encoded)
 SWEEP_P = (256, 512, 1024)
 SWEEP_G = (4, 8)
 GOAL = 0.75  # speedup >= GOAL * ideal_token_ratio at the headline config
 COLUMNS = [
+    ("model", "model", "s"),
     ("p", "P", "d"),
     ("s", "S", "d"),
     ("g", "G", "d"),
@@ -39,17 +43,19 @@ def ideal_token_ratio(p: int, s: int, g: int) -> float:
     return g * (p + s) / (p + g * s)
 
 
-def _model(device: str, dtype_name: str):
+def _model(device: str, dtype_name: str, kind: str = "qwen2"):
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     from training.models.embedded import ensure_embedded
+    from training.models.loading import AUTO_TARGETS
 
     dtype = getattr(torch, dtype_name)
-    model = AutoModelForCausalLM.from_pretrained(ensure_embedded("qwen2"), dtype=dtype).to(device)
+    auto = AutoModelForImageTextToText if kind == "qwen25vl" else AutoModelForCausalLM
+    model = auto.from_pretrained(ensure_embedded(kind), dtype=dtype).to(device)
     torch.manual_seed(0)  # lora_A's init draws from the global RNG: same adapter in every child
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS))
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=AUTO_TARGETS))
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, prm in model.named_parameters():
@@ -58,13 +64,30 @@ def _model(device: str, dtype_name: str):
     return model
 
 
-def _batch(vocab: int, p: int, s: int, g: int):
+def _batch(vocab: int, p: int, s: int, g: int, kind: str = "qwen2"):
+    """One prompt of ``p`` random tokens (VLM: a random 448x448 image and ``p`` random text tokens through the
+    chat template) and ``g`` random completions of ``s`` ordinary tokens (no special or vision placeholder ids)."""
+    import numpy as np
     import torch
+    from PIL import Image
 
     from training.data.batch import PromptInputs, RolloutBatch
 
     gen = torch.Generator().manual_seed(1)
-    prompt = PromptInputs(torch.randint(0, vocab, (p,), generator=gen))
+    if kind == "qwen25vl":
+        from transformers import AutoProcessor
+
+        from training.models.embedded import ensure_embedded
+
+        proc = AutoProcessor.from_pretrained(ensure_embedded(kind))
+        vocab = proc.tokenizer.vocab_size  # the ordinary tokens; specials and vision placeholders come after
+        words = proc.tokenizer.decode(torch.randint(0, vocab, (p,), generator=gen).tolist())
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": words}]}]
+        text = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (448, 448, 3), dtype=np.uint8))
+        prompt = PromptInputs.from_encoding(proc(text=[text], images=[img], return_tensors="pt"))
+    else:
+        prompt = PromptInputs(torch.randint(0, vocab, (p,), generator=gen))
     comps = [torch.randint(0, vocab, (s,), generator=gen).tolist() for _ in range(g)]
     return RolloutBatch.from_completions([prompt], comps, pad_token_id=0)
 
@@ -78,9 +101,11 @@ def worker(a: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(a["threads"])
     device = a["device"]
     cuda = device.startswith("cuda")
-    model = _model(device, a["dtype"])
+    kind = a.get("model", "qwen2")
+    model = _model(device, a["dtype"], kind)
     model.train()
-    batch = _batch(model.get_base_model().config.vocab_size, a["p"], a["s"], a["g"]).to(device)
+    vocab = model.get_base_model().config.get_text_config().vocab_size
+    batch = _batch(vocab, a["p"], a["s"], a["g"], kind).to(device)
     method = "naive" if a["path"] == "naive" else "grouped"
 
     def step() -> torch.Tensor:
@@ -101,7 +126,7 @@ def worker(a: dict[str, Any]) -> dict[str, Any]:
     peak = (torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()) - before
     median, times = time_median(step, a["repeats"])
     torch.save(logprobs.float().cpu(), a["out"])
-    return {"median_s": median, "times": times, "peak_bytes": peak}
+    return {"median_s": median, "times": times, "peak_bytes": peak, "prompt_tokens": len(batch.prompts[0])}
 
 
 def run(
@@ -113,25 +138,31 @@ def run(
     device: str = "cpu",
     threads: int | None = None,
     dtype: str = "float32",
+    vlm: bool = True,
 ) -> dict[str, Any]:
+    """The headline (P, S, G) on the text model, then (``sweep``) other P and G, then (``vlm``) the VLM row."""
     import torch
 
     from training.models.embedded import ensure_embedded
 
     ensure_embedded("qwen2")  # build once, outside the measured children
     threads = threads or available_cpus()
-    configs = [(p, s, g)]
+    configs = [("qwen2", p, s, g)]
     if sweep:
-        configs += [(pp, s, gg) for pp in SWEEP_P for gg in SWEEP_G if (pp, s, gg) != (p, s, g)]
+        configs += [("qwen2", pp, s, gg) for pp in SWEEP_P for gg in SWEEP_G if (pp, s, gg) != (p, s, g)]
+    if vlm:
+        ensure_embedded("qwen25vl")
+        configs.append(("qwen25vl", VLM_TEXT, s, g))
     rows = []
     with tempfile.TemporaryDirectory(prefix="medrl-bench-prefix-") as tmp:
-        for cp, cs, cg in configs:
+        for kind, cp, cs, cg in configs:
             res, lps = {}, {}
             for path in ("naive", "grouped"):
-                out = str(Path(tmp) / f"{path}-{cp}-{cs}-{cg}.pt")
+                out = str(Path(tmp) / f"{kind}-{path}-{cp}-{cs}-{cg}.pt")
                 res[path] = run_child(
                     "bench.prefix",
                     {
+                        "model": kind,
                         "p": cp,
                         "s": cs,
                         "g": cg,
@@ -144,11 +175,13 @@ def run(
                     },
                 )
                 lps[path] = torch.load(out, weights_only=True)
-            ideal = ideal_token_ratio(cp, cs, cg)
+            prompt_len = res["naive"]["prompt_tokens"]  # the VLM's: image placeholders + template + text
+            ideal = ideal_token_ratio(prompt_len, cs, cg)
             speedup = res["naive"]["median_s"] / res["grouped"]["median_s"]
             rows.append(
                 {
-                    "p": cp,
+                    "model": "vlm+image" if kind == "qwen25vl" else "text",
+                    "p": prompt_len,
                     "s": cs,
                     "g": cg,
                     "naive_s": res["naive"]["median_s"],
@@ -173,7 +206,8 @@ def run(
             "device": device,
             "threads": threads,
             "dtype": dtype,
-            "model": "embedded:qwen2 + LoRA r=16",
+            "model": "embedded:qwen2 + LoRA r=16"
+            + (" (vlm row: embedded:qwen25vl, one 448x448 image)" if vlm else ""),
             "torch": torch.__version__,
             "omp_wait_policy": omp_wait_policy(),
             "memory": "peak RSS delta per fresh process" if device == "cpu" else "max_memory_allocated",
@@ -183,7 +217,7 @@ def run(
             "goal": f"speedup >= {GOAL} x ideal",
             "goal_met": head["speedup"] >= GOAL * head["ideal_token_ratio"],
         },
-        "rows": [head] + sorted(rows[1:], key=lambda r: (r["p"], r["g"])),
+        "rows": [head] + sorted(rows[1:], key=lambda r: (r["model"] != "text", r["p"], r["g"])),
     }
 
 

@@ -59,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     step.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="also run TRL")
     step.add_argument("--prompts", type=int, default=1, help="prompts per step (TRL: the same global batch)")
     step.add_argument(
+        "--vlm",
+        action="store_true",
+        help="the VLM row: embedded Qwen2.5-VL (unless --model names another VLM), one 448x448 image per prompt",
+    )
+    step.add_argument(
         "--profile",
         action="store_true",
         help="also time our step's phases (prefill, decode, rewards, reference, loss forward, "
@@ -212,12 +217,13 @@ def _grpo_step(args: argparse.Namespace) -> int:
         steps=args.steps,
         warmup=args.warmup,
         threads=args.threads or available_cpus(),
-        model=args.model,
+        model="embedded:qwen25vl" if args.vlm and args.model == "embedded:qwen2" else args.model,
         with_trl=args.trl,
         device=resolve_device(args.device),
         dtype=args.dtype,
         prompts=args.prompts,
         profile=args.profile,
+        images=args.vlm,
     )
     print(json.dumps(result, indent=2) if args.json else grpo_step.table(result))
     return 0

@@ -55,32 +55,12 @@ def build_shape(kind: str, shape: str, root: Path) -> Path:
     return out
 
 
-def _records(tokenizer, prompt_tokens: int, n: int, image_dir: Path | None) -> list[dict]:
-    from bench.grpo_step import prompt_records
-
-    recs = prompt_records(tokenizer, prompt_tokens, n)
-    if image_dir is None:
-        return recs
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for i, rec in enumerate(
-        recs
-    ):  # a 448x448 image: 256 visual tokens after the 2x2 merge, as a dermoscopy crop
-        path = image_dir / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 255, (448, 448, 3), dtype=np.uint8)).save(path)
-        text = rec["prompt"][-1]["content"]
-        rec["prompt"][-1]["content"] = [{"type": "image"}, {"type": "text", "text": text}]
-        rec["images"] = [str(path)]
-    return recs
-
-
 def worker(args: dict) -> dict:
     """One model's RL steps in this (fresh) process: our trainer, `args['steps']` steps, the first `warmup` untimed."""
     import torch
     from transformers import AutoTokenizer
 
+    from bench.grpo_step import prompt_records
     from training.config import load_config
     from training.data.records import write_jsonl
     from training.run.tracking import read_metrics
@@ -91,7 +71,7 @@ def worker(args: dict) -> dict:
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "prompts.jsonl"
         images = Path(d) if args["images"] else None
-        write_jsonl(data, _records(tok, args["p"], args["steps"] * args["prompts"], images))
+        write_jsonl(data, prompt_records(tok, args["p"], args["steps"] * args["prompts"], images))
         precision = "bf16" if args["device"] != "cpu" else "fp32"
         cfg = load_config(
             RLConfig,

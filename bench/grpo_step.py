@@ -38,13 +38,28 @@ FILLER = (
 )
 
 
-def prompt_records(tokenizer, prompt_tokens: int, n: int) -> list[dict]:
+def prompt_records(tokenizer, prompt_tokens: int, n: int, image_dir: Path | None = None) -> list[dict]:
+    """``n`` toy prompts of about ``prompt_tokens`` text tokens; with ``image_dir``, each also gets its own random
+    448x448 image there (256 visual tokens after the 2x2 merge, as a dermoscopy crop), first in its user turn."""
     from training.objectives.toy_task import make_records
 
     filler = ""
     while len(tokenizer(filler).input_ids) < prompt_tokens - 40:
         filler += FILLER
-    return make_records(n, seed=0, filler=filler)
+    recs = make_records(n, seed=0, filler=filler)
+    if image_dir is None:
+        return recs
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i, rec in enumerate(recs):
+        path = image_dir / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (448, 448, 3), dtype=np.uint8)).save(path)
+        text = rec["prompt"][-1]["content"]
+        rec["prompt"][-1]["content"] = [{"type": "image"}, {"type": "text", "text": text}]
+        rec["images"] = [str(path)]
+    return recs
 
 
 def _peak_rss_mb() -> float:
@@ -84,6 +99,29 @@ def _machine(device: str, weights_device, weights_dtype, precision: str) -> dict
         out["gpu"] = torch.cuda.get_device_name(dev)
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     return out
+
+
+class VisionCount:
+    """Images through the vision tower in this process, whichever trainer runs it: a global forward hook on
+    modules whose class is a vision transformer (Qwen2.5-VL's), counting rows of its `grid_thw` (one per image)."""
+
+    def __init__(self):
+        self.images = 0
+        self._handle = None
+
+    def _hook(self, module, args, kwargs, output) -> None:
+        if type(module).__name__.endswith("VisionTransformerPretrainedModel"):
+            grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+            self.images += int(grid.shape[0]) if grid is not None else 1
+
+    def __enter__(self) -> VisionCount:
+        from torch.nn.modules.module import register_module_forward_hook
+
+        self._handle = register_module_forward_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
 
 
 class StepProfile:
@@ -212,7 +250,8 @@ def worker_ours(args: dict) -> dict:
     tok = AutoTokenizer.from_pretrained(resolve_model_path(args["model"]))
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "prompts.jsonl"
-        write_jsonl(data, prompt_records(tok, args["p"], args["steps"] * args["prompts"]))
+        images = Path(d) if args.get("images") else None
+        write_jsonl(data, prompt_records(tok, args["p"], args["steps"] * args["prompts"], images))
         cfg = load_config(
             RLConfig,
             None,
@@ -247,7 +286,8 @@ def worker_ours(args: dict) -> dict:
         if profile is not None:
             profile.install()
         try:
-            train_rl(cfg)
+            with VisionCount() as seen:
+                train_rl(cfg)
         finally:
             if profile is not None:
                 profile.uninstall()
@@ -261,6 +301,7 @@ def worker_ours(args: dict) -> dict:
         "step_times": times,
         "median_step_s": statistics.median(times[skip:]),
         "median_rollout_s": statistics.median(rollout[skip:]),
+        "images_encoded_per_step": seen.images / max(len(times), 1),
         **extra,
         **_machine(
             args["device"],
@@ -275,7 +316,14 @@ def worker_trl(args: dict) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from PIL import Image
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+        TrainerCallback,
+    )
     from trl import GRPOConfig, GRPOTrainer
 
     from training.config import ModelConfig
@@ -285,8 +333,19 @@ def worker_trl(args: dict) -> dict:
     torch.set_num_threads(args["threads"])
     path = resolve_model_path(args["model"])
     tok = AutoTokenizer.from_pretrained(path)
-    recs = prompt_records(tok, args["p"], args["steps"] * args["prompts"])
-    ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in recs])
+    image_dir = Path(tempfile.mkdtemp(prefix="medrl-bench-trl-")) if args.get("images") else None
+    recs = prompt_records(tok, args["p"], args["steps"] * args["prompts"], image_dir)
+    if image_dir is None:
+        ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in recs])
+    else:  # TRL's VLM input: a text-only conversation and an `image` column, which it places first in the turn
+        rows = []
+        for r in recs:
+            text = r["prompt"][-1]["content"][-1]["text"]
+            prompt = [*r["prompt"][:-1], {"role": r["prompt"][-1]["role"], "content": text}]
+            rows.append(
+                {"prompt": prompt, "answer": r["answer"], "image": Image.open(r["images"][0]).convert("RGB")}
+            )
+        ds = Dataset.from_list(rows)
 
     def reward(completions, answer, **_):
         from training.objectives.toy_task import correct
@@ -332,7 +391,8 @@ def worker_trl(args: dict) -> dict:
             getattr(torch, args["dtype"]),
         )
         extra = {} if quant is None else {"quantization_config": quant, "device_map": {"": args["device"]}}
-        model = AutoModelForCausalLM.from_pretrained(
+        auto = AutoModelForImageTextToText if image_dir is not None else AutoModelForCausalLM
+        model = auto.from_pretrained(
             path, dtype=getattr(torch, args["dtype"]), attn_implementation="sdpa", **extra
         )
         trainer = GRPOTrainer(
@@ -340,13 +400,14 @@ def worker_trl(args: dict) -> dict:
             reward_funcs=reward,
             args=cfg,
             train_dataset=ds,
-            processing_class=tok,
+            processing_class=AutoProcessor.from_pretrained(path) if image_dir is not None else tok,
             peft_config=LoraConfig(
                 r=16, lora_alpha=32, lora_dropout=0.0, target_modules=AUTO_TARGETS, task_type="CAUSAL_LM"
             ),
             callbacks=[Timer()],
         )
-        trainer.train()
+        with VisionCount() as seen:
+            trainer.train()
         base = next(p for n, p in trainer.model.named_parameters() if "lora_" not in n)
         precision = {"no": "fp32"}.get(
             trainer.accelerator.mixed_precision, trainer.accelerator.mixed_precision
@@ -356,6 +417,7 @@ def worker_trl(args: dict) -> dict:
     return {
         "step_times": times,
         "median_step_s": statistics.median(times[skip:]),
+        "images_encoded_per_step": seen.images / max(len(times), 1),
         **machine,
         "quantization": args.get("quantization", "none"),
     }
@@ -390,9 +452,11 @@ def run(
     dtype: str = "float32",
     prompts: int = 1,
     profile: bool = False,
+    images: bool = False,
 ) -> dict[str, Any]:
     """`device` is `cpu` or `cuda:N` (bench.common.resolve_device); `dtype` float32 or bfloat16, both sides;
-    `prompts` per step (global batch prompts x G on both sides); `profile`: our step's phase times."""
+    `prompts` per step (global batch prompts x G on both sides); `profile`: our step's phase times; `images`: one
+    448x448 image per prompt (a VLM `model`, e.g. embedded:qwen25vl), given to TRL as its `image` column."""
     import torch
 
     from training.models.embedded import resolve_model_path
@@ -413,6 +477,7 @@ def run(
         "dtype": dtype,
         "prompts": prompts,
         "profile": profile,
+        "images": images,
     }
     config = {
         **{k: v for k, v in args.items() if k not in ("forward", "profile")},
@@ -437,16 +502,19 @@ def run(
 def table(result: dict) -> str:
     c = result["config"]
     lines = [
-        f"grpo-step: {c['model']}, {c.get('prompts', 1)} prompt(s) per step, P~{c['p']}, G={c['g']}, "
+        f"grpo-step: {c['model']}, {c.get('prompts', 1)} prompt(s) per step, P~{c['p']}"
+        f"{' + one 448x448 image' if c.get('images') else ''}, G={c['g']}, "
         f"{c['s']} new tokens, LoRA r=16, "
         f"{c['steps']} steps ({c['warmup']} warm-up), {c['threads']} threads, device={c['device']}, "
         f"{c['dtype']} (autocast {c['precision']}), both sides; torch {c['torch']}, TRL {c['trl']}",
-        f"{'impl':<8}{'median step s':>15}{'peak RSS MB':>14}",
+        f"{'impl':<8}{'median step s':>15}{'peak RSS MB':>14}{'images encoded/step':>21}",
     ]
     for impl in ("ours", "trl"):
         if impl in result:
+            r = result[impl]
             lines.append(
-                f"{impl:<8}{result[impl]['median_step_s']:>15.3f}{result[impl]['peak_rss_mb']:>14.0f}"
+                f"{impl:<8}{r['median_step_s']:>15.3f}{r['peak_rss_mb']:>14.0f}"
+                f"{r.get('images_encoded_per_step', 0):>21.1f}"
             )
     if "speedup_vs_trl" in result:
         lines.append(

@@ -22,12 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-# (name, module, arguments): what `make bench` has always run, plus the 8-prompt RL step and the tree bench
+# (name, module, arguments): what `make bench` has always run, plus the 8-prompt and VLM RL steps and the tree bench
 BENCHES = [
     ("prefix", "prefix", []),
     ("head", "head", []),
     ("grpo-step", "grpo_step", []),
     ("grpo-step", "grpo_step", ["--prompts", "8"]),
+    ("grpo-step", "grpo_step", ["--vlm"]),
     ("rollout", "rollout", []),
     ("tree", "tree", []),
     ("contention", "contention", []),

@@ -39,6 +39,7 @@ from training.data.batch import (
 from training.errors import MedrlError
 from training.models.loading import disable_cpu_bf16_repack
 from training.rollout.kv_cache import CACHE_KWARG, RolloutKVCache, decode_attention, prefill_mask
+from training.rollout.merged_lora import MERGE_MODES, merged_lora
 from training.rollout.stops import StopStrings
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class SamplingConfig:
         seed (int | None, default None): seeds a private torch.Generator when the caller passes none.
         progress (bool, default False): a progress bar over decode steps.
         compile (str, default "auto"): `auto` compiles the decode step on CUDA only, `on` everywhere, `off` never.
+        merge_lora (str, default "auto"): sample on LoRA deltas merged into fp32 base weights, restored exactly
+            after (`training.rollout.merged_lora`): `auto` on the CPU, `on` on any device, `off` never.
     """
 
     num_generations: int = 8  # G
@@ -80,6 +83,7 @@ class SamplingConfig:
     seed: int | None = None  # seeds a private torch.Generator when none is passed
     progress: bool = False  # tqdm bar over decode steps
     compile: str = "auto"  # auto | on | off: torch.compile the decode step (auto: on CUDA)
+    merge_lora: str = "auto"  # auto | on | off: sample on merged LoRA weights (auto: on the CPU)
 
     def validate(self, key: str = "rollout") -> None:
         check(self.num_generations >= 1, f"{key}.num_generations", "an integer >= 1", self.num_generations)
@@ -88,6 +92,7 @@ class SamplingConfig:
         check(0 < self.top_p <= 1, f"{key}.top_p", "a float in (0, 1]", self.top_p)
         check(self.top_k >= 0, f"{key}.top_k", "an integer >= 0 (0: off)", self.top_k)
         check(self.compile in COMPILE_MODES, f"{key}.compile", " | ".join(COMPILE_MODES), self.compile)
+        check(self.merge_lora in MERGE_MODES, f"{key}.merge_lora", " | ".join(MERGE_MODES), self.merge_lora)
 
     @property
     def greedy(self) -> bool:
@@ -528,7 +533,7 @@ def generate_rollouts(
             torch.zeros(0, dtype=torch.bool, device=device),
             config.logprob_temperature,
         )
-    with eval_mode(model):
+    with eval_mode(model), merged_lora(model, config.merge_lora):
         # inference_mode skips autograd's version counters (~15% of a tiny model's decode step); the clones
         # below turn the results back into ordinary tensors the loss can use.
         with torch.inference_mode():

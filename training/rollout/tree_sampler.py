@@ -17,6 +17,7 @@ from training.data.batch import PromptInputs, RolloutBatch, encode_prompts
 from training.errors import MedrlError
 from training.rollout.engine import decoding, eval_mode
 from training.rollout.env import OBSERVATION, make_env, with_first_observation
+from training.rollout.merged_lora import merged_lora
 from training.rollout.tree import Node, RolloutConfig, Tree, TreeConfig, choose, expansion_candidates
 from training.rollout.tree_decode import Branch, BranchDecoder, Counters
 
@@ -59,7 +60,7 @@ def sample_trees(
     prompts = [p.to(device) for p in _initial_prompts(processor, records, envs, is_vlm)]
     engine = BranchDecoder(d, cfg)
     trees: list[Tree] = []
-    with eval_mode(model):
+    with eval_mode(model), merged_lora(model, cfg.merge_lora):
         branches = []
         for pi, (prompt, env) in enumerate(zip(prompts, envs)):
             with torch.inference_mode():

@@ -7,9 +7,9 @@ compared with (`training.trainers.ablation`: paired differences over seeds, 95% 
 | arm | changes | versus |
 |---|---|---|
 | ``chains`` | G independent chains per prompt (as many as a tree pair's leaves), GRPO advantages | |
-| ``tree:grpo`` | the sampler: trees (2 per prompt, 2 nodes expanded), the same GRPO advantages | chains |
+| ``tree:grpo`` | the sampler: trees (2 per prompt, 2 nodes below the root expanded), the same GRPO advantages | chains |
 | ``tree`` | the advantage: + the intra-tree z-score (Tree-GRPO) | tree:grpo |
-| ``tree:internal`` | the expansion: only internal nodes branch (the root never does: no branch is a whole new chain) | tree |
+| ``tree:uniform`` | the expansion: the root may branch too (a branch from it is a whole new chain), the paper's | tree |
 
 Each run stops when it has sampled the budget's tokens (every turn of every node; a tree's shared nodes once), so
 the arms are compared at equal generation cost, which is the paper's claim: trees get more trajectories, and so
@@ -42,10 +42,10 @@ ARM_SPECS = (
     ),
     Arm("tree", changes="advantage: + intra-tree", versus="tree:grpo"),
     Arm(
-        "tree:internal",
-        {"rollout": {"tree": {"expand": "internal"}}},
-        folder="tree_internal",
-        changes="expansion: internal nodes only",
+        "tree:uniform",
+        {"rollout": {"tree": {"expand": "uniform"}}},
+        folder="tree_uniform",
+        changes="expansion: the root may branch too",
         versus="tree",
     ),
 )

@@ -19,6 +19,7 @@ def test_each_tree_arm_changes_one_setting_from_the_arm_it_is_compared_with(tmp_
     cfgs = {a.name: arm_config(PIPELINE, raw, "rl", tmp_path, 0, a, arm_inputs) for a in ARM_SPECS}
     assert config_diff(cfgs["tree:grpo"], cfgs["chains"]) == {"rollout.strategy": ("tree", "group")}
     assert config_diff(cfgs["tree"], cfgs["tree:grpo"]) == {"advantages.estimator": ("tree", "grpo")}
+    assert config_diff(cfgs["tree:uniform"], cfgs["tree"]) == {"rollout.tree.expand": ("uniform", "internal")}
     chains, tree = cfgs["chains"], cfgs["tree"]
     # the same trajectories per prompt (G chains = M trees x their leaves) and the same token budget
     assert chains.rollout.num_generations == tree.rollout.tree.m * (
@@ -41,6 +42,7 @@ def test_tree_ablate_runs_every_arm_to_the_budget_and_writes_the_table(cli, tmp_
             "tree-ablate",
             f"--out={out}",
             "--seeds=0",
+            "--arms=chains,tree:grpo,tree",  # tree:uniform is the same code path with one setting changed
             "--sft-steps=1",
             "--steps=6",
             "--budget=60",

@@ -74,7 +74,7 @@ def _sample(policy):
         env_args={"max_turns": 3},
         max_turns=3,
         stop_strings=["</ask>", "</answer>", "e"],
-        tree=TreeConfig(m=2, n=2, l=1, k=2),
+        tree=TreeConfig(m=2, n=2, l=1, k=2, expand="uniform"),  # pinned before `internal` became the default
     )
     recs = make_case_records(2, seed=3)
     return sample_trees(policy.model, policy.processor, recs, cfg, torch.Generator().manual_seed(7))

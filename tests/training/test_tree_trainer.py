@@ -109,6 +109,7 @@ def test_tree_grpo_reward_rises_after_cold_start(cli, tmp_path, cases, one_threa
             "--run.max_steps=14",
             "--optim.lr=1e-2",
             "--rewards={case_correct: 1.0, case_valid: 1.0}",
+            "--rollout.tree.expand=uniform",  # the margins below were measured with it (the default until 2026-12)
             *SMALL,
         )
         == 0

@@ -33,16 +33,19 @@ class TreeConfig:
         n (int, default 2): nodes expanded per tree in each round (N).
         l (int, default 1): expansion rounds (L); a tree has 1 + n*l leaves.
         k (int | None, default None): leaves kept per tree for the loss (K); None keeps every leaf.
-        expand (str, default "uniform"): which nodes may be expanded: `uniform`, the root and every non-terminal
-            node; `internal`, non-terminal nodes below the root (more shared prefix per trajectory).
+        expand (str, default "internal"): which nodes may be expanded: `internal`, non-terminal nodes below the
+            root (every branch shares at least the first turn: 1.5 trajectories per chain's tokens at the default
+            shape); `uniform`, the root too (the paper's choice among all nodes; a branch from the root is a whole
+            new chain: 1.33). The default since `medrl clinical tree-ablate --arms tree,tree:uniform` showed no
+            difference beyond the seed noise (docs/methods/tree_grpo.md).
     """
 
     m: int = 2  # trees per prompt
     n: int = 2  # nodes expanded per tree in each round
     l: int = 1  # noqa: E741 (the paper's name) expansion rounds
     k: int | None = None  # None: every leaf (1 + n*l)
-    # uniform: root + non-terminal nodes; internal: without root
-    expand: Literal["uniform", "internal"] = "uniform"
+    # internal: non-terminal nodes below the root; uniform: the root too
+    expand: Literal["uniform", "internal"] = "internal"
 
     @property
     def leaves(self) -> int:

@@ -14,6 +14,8 @@ def test_the_vlm_row_encodes_each_image_once_per_pass():
     )
     assert r["config"]["images"] is True
     assert r["ours"]["images_encoded_per_step"] == 2.0
-    assert r["trl"]["images_encoded_per_step"] >= 2 * 2  # a copy of the image per completion, at least in the loss
+    assert (
+        r["trl"]["images_encoded_per_step"] >= 2 * 2
+    )  # a copy of the image per completion, at least in the loss
     assert r["speedup_vs_trl"] > 0 and len(r["ours"]["step_times"]) == 2
     assert "+ one 448x448 image" in grpo_step.table(r)

@@ -79,3 +79,38 @@ def test_contention_table_names_the_ratio_and_the_goal():
     }
     text = table(result)
     assert "at most 2.5x" in text and "PASSIVE" in text and "2.20" in text and "True" in text
+
+
+def test_small_decode_steps_run_on_one_thread_and_the_count_is_restored():
+    """`rollout.decode_threads: 0` (auto): one thread for the tiny model's decode steps on the CPU (a step too small
+    to share), the process's threads for big steps; a set value wins; the rollout leaves torch's count as it was."""
+    import torch
+
+    from training.config import ModelConfig
+    from training.data.batch import encode_prompts
+    from training.models.loading import load_policy
+    from training.rollout.engine import SMALL_STEP_MACS, SamplingConfig, decode_threads, generate_rollouts
+
+    pol = load_policy(ModelConfig(name="embedded:qwen2"))
+    text = pol.model.config.get_text_config()
+    per_row = text.hidden_size * text.intermediate_size
+    assert decode_threads(pol.model, 8, SamplingConfig()) == 1
+    assert decode_threads(pol.model, SMALL_STEP_MACS // per_row + 1, SamplingConfig()) is None
+    assert decode_threads(pol.model, 8, SamplingConfig(decode_threads=3)) == 3
+    seen = []
+    hook = pol.model.get_base_model().lm_head.register_forward_hook(
+        lambda *a: seen.append(torch.get_num_threads())
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = SamplingConfig(num_generations=2, max_new_tokens=3, ignore_eos=True)
+        generate_rollouts(pol.model, pol.processor, encode_prompts(pol.processor, ["Fever."]), cfg)
+        assert torch.get_num_threads() == 2
+        assert seen[0] == 2 and set(seen[1:]) == {1}  # the prefill on the process's threads, decode on one
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    with threads.intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

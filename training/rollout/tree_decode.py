@@ -24,9 +24,10 @@ import torch
 
 from training.data.batch import PromptInputs, prompt_positions
 from training.errors import MedrlError
-from training.rollout.engine import Decoding, never_sampled_ids, sample_with_logprobs
+from training.rollout.engine import Decoding, decode_threads, never_sampled_ids, sample_with_logprobs
 from training.rollout.env import OBSERVATION
 from training.rollout.tree import Node, RolloutConfig, Tree
+from training.run.threads import intra_op_threads
 
 
 @dataclass
@@ -146,30 +147,31 @@ class BranchDecoder:
             toks: list[list[int]] = [[] for _ in range(bsz)]
             lps: list[list[float]] = [[] for _ in range(bsz)]
             stop_state = [self.stops.start() for _ in range(bsz)]
-            for _ in range(self.cfg.max_new_tokens):
-                attn = torch.cat([attn, alive.long()[:, None]], 1)
-                out = self._forward(pending[:, None], pos[:, None], attn, cache)
-                cache = out.cache
-                logits = out.logits[:, -1].float()
-                if not bool(torch.isfinite(logits).all()):
-                    raise MedrlError(
-                        "the policy's logits are not finite while sampling: the weights have diverged"
-                    )
-                nxt, lp = sample_with_logprobs(logits, self.cfg, self.gen, self.banned)
-                pending = torch.where(alive, nxt, pending)
-                pos = pos + alive.long()
-                nl, ll = nxt.tolist(), lp.tolist()
-                for r in alive.nonzero().flatten().tolist():
-                    toks[r].append(nl[r])
-                    lps[r].append(ll[r])
-                    self.count.tokens_generated += 1
-                    hit = nl[r] in self.eos
-                    if not hit and self.stops:
-                        stop_state[r], hit = self.stops.feed(stop_state[r], nl[r])
-                    if hit:
-                        alive[r] = False
-                if not bool(alive.any()):
-                    break
+            with intra_op_threads(decode_threads(self.base, bsz, self.cfg)):
+                for _ in range(self.cfg.max_new_tokens):
+                    attn = torch.cat([attn, alive.long()[:, None]], 1)
+                    out = self._forward(pending[:, None], pos[:, None], attn, cache)
+                    cache = out.cache
+                    logits = out.logits[:, -1].float()
+                    if not bool(torch.isfinite(logits).all()):
+                        raise MedrlError(
+                            "the policy's logits are not finite while sampling: the weights have diverged"
+                        )
+                    nxt, lp = sample_with_logprobs(logits, self.cfg, self.gen, self.banned)
+                    pending = torch.where(alive, nxt, pending)
+                    pos = pos + alive.long()
+                    nl, ll = nxt.tolist(), lp.tolist()
+                    for r in alive.nonzero().flatten().tolist():
+                        toks[r].append(nl[r])
+                        lps[r].append(ll[r])
+                        self.count.tokens_generated += 1
+                        hit = nl[r] in self.eos
+                        if not hit and self.stops:
+                            stop_state[r], hit = self.stops.feed(stop_state[r], nl[r])
+                        if hit:
+                            alive[r] = False
+                    if not bool(alive.any()):
+                        break
             # the environment answers each turn; terminal rows leave the batch
             keep, chunks = [], []
             for r, br in enumerate(live):

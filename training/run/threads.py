@@ -13,7 +13,9 @@ first keeps the policy it started with, and `describe` says which one is in forc
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 DEFAULT_WAIT_POLICY = "PASSIVE"
 _SET_BY_MEDRL = "MEDRL_SET_OMP_WAIT_POLICY"  # marks a policy medrl chose (children inherit it and the mark)
@@ -63,3 +65,21 @@ def without_medrl_policy(env: dict) -> dict:
     if env.get(_SET_BY_MEDRL):
         env = {k: v for k, v in env.items() if k not in ("OMP_WAIT_POLICY", _SET_BY_MEDRL)}
     return env
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block (None: unchanged), restored after: for a loop of
+    operations too small to share (a small model's decode step), where waking a second thread for each one costs
+    more than it saves, most of all under PASSIVE waiting, where the woken thread was asleep."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -139,18 +139,17 @@ def pack_trees(
 
 @dataclass
 class _Bucket:
-    """Nodes of similar shape attended in one batched call: queries and keys gathered into (S, Nq) / (S, K)."""
+    """Nodes of similar shape attended in one batched call: queries and keys gathered into (S, Nq) / (S, K).
 
-    query_index: (
-        torch.Tensor
-    )  # (S*Nq,) flat (row * L + column) of each node's queries, padded with its first one
-    key_index: (
-        torch.Tensor
-    )  # (S*K,) flat index of [context keys; own keys], padded with the row's first column
-    mask: (
-        torch.Tensor
-    )  # (S, 1, Nq, K) bool: context all visible, own keys causal; a padded query sees key 0 only
-    shape: tuple[int, int, int]  # (S, Nq, K)
+    ``query_index`` (S*Nq,): the flat position (row * L + column) of each node's queries, padded with its first
+    one; ``key_index`` (S*K,): the flat positions of [context keys; own keys], padded with the row's first column;
+    ``mask`` (S, 1, Nq, K) bool: context all visible, own keys causal, a padded query sees key 0 only (no empty
+    softmax row, so no NaN in the backward); ``shape``: (S, Nq, K)."""
+
+    query_index: torch.Tensor
+    key_index: torch.Tensor
+    mask: torch.Tensor
+    shape: tuple[int, int, int]
 
 
 def _buckets(
@@ -207,7 +206,7 @@ def _buckets(
 class TreeSpec:
     """The packed rows' layout for the attention (a forward kwarg, dispatched by `training.objectives.prefix_grouper`):
     every row's prompt runs causally once (one call for all rows); every node's queries attend to [prompt +
-    ancestors' keys (all visible) + own keys (causal)], nodes of similar key count batched into one call
+    ancestors' keys (all visible) + own keys (causal)], nodes of similar query and key counts batched into one call
     (`_buckets`), so the cost follows the tokens actually seen in a few calls per layer, not a dense L x L mask nor
     one call per node. Index tensors are built once per forward and reused by every layer."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -346,6 +347,7 @@ def worker_trl(args: dict) -> dict:
                 {"prompt": prompt, "answer": r["answer"], "image": Image.open(r["images"][0]).convert("RGB")}
             )
         ds = Dataset.from_list(rows)
+        shutil.rmtree(image_dir)  # the images are in memory now
 
     def reward(completions, answer, **_):
         from training.objectives.toy_task import correct

@@ -231,8 +231,8 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 # Below this many multiply-adds in a decode step's largest matmul (rows x hidden x MLP width), the decode runs on one
-# thread: measured on 2 vCPUs under PASSIVE waiting, the tiny Qwen2 (256 x 768) decoding 8 rows took 0.50 s on one
-# thread against 0.77 s on two, and 64 rows (12.6M) 2.13 s against 2.16 s.
+# thread. Measured on 2 vCPUs under PASSIVE waiting, whole rollouts of the tiny Qwen2 (256 x 768; P=512, 64 tokens):
+# 8 rows took 0.50 s on one thread against 0.77 s on two; 64 rows (12.6M) 2.13 s against 2.16 s.
 SMALL_STEP_MACS = 1 << 24
 
 

@@ -104,10 +104,13 @@ def _machine(device: str, weights_device, weights_dtype, precision: str) -> dict
 
 class VisionCount:
     """Images through the vision tower in this process, whichever trainer runs it: a global forward hook on
-    modules whose class is a vision transformer (Qwen2.5-VL's), counting rows of its `grid_thw` (one per image)."""
+    modules whose class is a vision transformer (Qwen2.5-VL's), counting rows of its `grid_thw` (one per image).
+    Registered only when ``active`` (a run with images): a global hook puts every module call of the timed steps
+    on torch's slower hooked path, on both sides."""
 
-    def __init__(self):
+    def __init__(self, active: bool = True):
         self.images = 0
+        self.active = active
         self._handle = None
 
     def _hook(self, module, args, kwargs, output) -> None:
@@ -118,11 +121,13 @@ class VisionCount:
     def __enter__(self) -> VisionCount:
         from torch.nn.modules.module import register_module_forward_hook
 
-        self._handle = register_module_forward_hook(self._hook, with_kwargs=True)
+        if self.active:
+            self._handle = register_module_forward_hook(self._hook, with_kwargs=True)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._handle.remove()
+        if self._handle is not None:
+            self._handle.remove()
 
 
 class StepProfile:
@@ -287,7 +292,7 @@ def worker_ours(args: dict) -> dict:
         if profile is not None:
             profile.install()
         try:
-            with VisionCount() as seen:
+            with VisionCount(bool(args.get("images"))) as seen:
                 train_rl(cfg)
         finally:
             if profile is not None:
@@ -408,7 +413,7 @@ def worker_trl(args: dict) -> dict:
             ),
             callbacks=[Timer()],
         )
-        with VisionCount() as seen:
+        with VisionCount(bool(args.get("images"))) as seen:
             trainer.train()
         base = next(p for n, p in trainer.model.named_parameters() if "lora_" not in n)
         precision = {"no": "fp32"}.get(

@@ -50,12 +50,14 @@ def _model(device: str, dtype_name: str, kind: str = "qwen2"):
 
     from training.models.embedded import ensure_embedded
     from training.models.loading import AUTO_TARGETS
+    from training.models.lora_forward import fuse_lora_forward
 
     dtype = getattr(torch, dtype_name)
     auto = AutoModelForImageTextToText if kind == "qwen25vl" else AutoModelForCausalLM
     model = auto.from_pretrained(ensure_embedded(kind), dtype=dtype).to(device)
     torch.manual_seed(0)  # lora_A's init draws from the global RNG: same adapter in every child
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=AUTO_TARGETS))
+    fuse_lora_forward(model)  # our training forward, as load_policy sets it up
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, prm in model.named_parameters():

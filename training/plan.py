@@ -240,6 +240,7 @@ def _probe(widths: tuple, lora_key: tuple, precision_bf16: bool, tokens: int) ->
 
     from training.config import LoraConfig
     from training.models.loading import peft_lora_config
+    from training.models.lora_forward import fuse_lora_forward
 
     hidden, inter, heads, kv_heads = widths
     dtype = torch.bfloat16 if precision_bf16 else torch.float32
@@ -271,6 +272,7 @@ def _probe(widths: tuple, lora_key: tuple, precision_bf16: bool, tokens: int) ->
             p.requires_grad_(False)
         if lora is not None:  # modules_to_save copies are trained state, not activations: not in the slice
             model = get_peft_model(model, peft_lora_config(lora))
+            fuse_lora_forward(model)  # the training forward load_policy gives
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
         seen: dict[int, int] = {}
 

@@ -9,8 +9,9 @@ import torch
 from training.config import ModelConfig
 from training.data.batch import encode_prompts
 from training.models.loading import load_policy
+from training.models.lora_forward import lora_layers
 from training.rollout.engine import SamplingConfig, generate_rollouts
-from training.rollout.merged_lora import lora_layers, merged_lora
+from training.rollout.merged_lora import merged_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

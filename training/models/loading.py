@@ -17,6 +17,7 @@ import torch
 from training.config import LoraConfig, ModelConfig
 from training.errors import ConfigError
 from training.models.embedded import resolve_model_path
+from training.models.lora_forward import fuse_lora_forward
 
 # Language-model projections of Qwen2 / Qwen2.5-VL; the regex keeps LoRA off the vision tower (whose MLP
 # reuses the names gate_proj/up_proj/down_proj).
@@ -211,6 +212,7 @@ def load_policy(cfg: ModelConfig, adapter: str | Path | None = None, trainable: 
             p.requires_grad_(True)
     if cfg.quantization != "none":
         disable_cpu_bf16_repack(model)  # LoRA wrapping keeps the bnb layers; set again to be sure
+    fuse_lora_forward(model)  # fp32 plain LoRA: one addmm per layer (training.models.lora_forward)
     return Policy(
         model=model,
         processor=processor,

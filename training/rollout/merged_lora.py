@@ -21,28 +21,9 @@ from collections.abc import Iterator
 
 import torch
 
+from training.models.lora_forward import lora_layers, plain_fp32_lora
+
 MERGE_MODES = ("auto", "on", "off")
-
-
-def _mergeable(layer: torch.nn.Module) -> bool:
-    base = getattr(layer, "base_layer", None)
-    weight = getattr(base, "weight", None)
-    return (
-        type(base) is torch.nn.Linear
-        and weight is not None
-        and weight.dtype == torch.float32
-        and not getattr(layer, "merged", False)
-        and not getattr(layer, "lora_variant", {})  # DoRA and the other variants: not a plain delta
-    )
-
-
-def lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """peft's LoRA layers of ``model`` with an active adapter (an empty list for a model without adapters)."""
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # peft is a dependency; a model without it has no LoRA layers
-        return []
-    return [m for m in model.modules() if isinstance(m, LoraLayer) and m.active_adapters]
 
 
 @contextlib.contextmanager
@@ -55,7 +36,7 @@ def merged_lora(model: torch.nn.Module, mode: str = "auto") -> Iterator[bool]:
     if layers and mode == "auto":
         devices = {p.device.type for layer in layers for p in layer.base_layer.parameters()}
         layers = layers if devices == {"cpu"} else []
-    if not layers or not all(_mergeable(layer) for layer in layers):
+    if not layers or not all(plain_fp32_lora(layer) for layer in layers):
         yield False
         return
     saved = [layer.base_layer.weight.detach().clone() for layer in layers]

@@ -212,3 +212,32 @@ def test_packed_layout_positions_and_cost(vlm_setup):
     assert gather[1, 0] == p - 1 and gather[1, 1] == p + seg.lengths[0]
     # the efficient mask holds only (G, T, P + T) entries, never the packed L x L
     assert seg.mask.numel() <= 3 * max(seg.lengths) * (p + max(seg.lengths))
+
+
+@pytest.mark.parametrize("setup", ["text_setup", "vlm_setup"])
+def test_last_layer_runs_only_the_rows_that_are_read(request, setup):
+    """The last layer's MLP sees each group's last prompt position and its completions, the other layers the whole
+    packed row (the equivalence tests above check that the log-probs and gradients stay those of the naive
+    forward); a plain forward runs the whole last layer."""
+    model, prompts, pad = request.getfixturevalue(setup)
+    batch = _batch(prompts, 3, pad, _vocab(model), seed=11)
+    base = model.get_base_model()
+    layers = [m for m in base.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
+    seen: list[tuple[int, int]] = []
+    hooks = [
+        layer.mlp.register_forward_hook(lambda m, a, o, i=i: seen.append((i, a[0].shape[1])))
+        for i, layer in enumerate(layers)
+    ]
+    try:
+        with torch.no_grad():
+            grouped_completion_logprobs(model, batch)
+            length = pack_batch(base, batch)[2].length
+            read = len(prompts) + int(batch.completion_mask.sum())
+            assert seen == [(i, length) for i in range(len(layers) - 1)] + [(len(layers) - 1, read)]
+            assert read < length
+            seen.clear()
+            model(input_ids=torch.tensor([[11, 12, 13, 14, 15]]))
+            assert seen == [(i, 5) for i in range(len(layers))]
+    finally:
+        for h in hooks:
+            h.remove()

@@ -3,7 +3,8 @@
 A full-vocabulary head keeps about 16 * V bytes per scored token for backward (fp32 logits, log_softmax,
 entropy temporaries): 6 GB for 2,048 completion tokens at Qwen's V = 151,936. Here the scored rows go through the
 head in chunks of ``chunk_rows`` (default: about 64 MB of fp32 logits per chunk); each chunk keeps only its input
-(a view of ``hidden``) and its outputs, and is recomputed in backward.
+(a view of ``hidden``) and its outputs, and is recomputed in backward. Rows that fit in one chunk run once and keep
+that chunk's logits for backward instead: the same peak, without the recomputation.
 
 Why ``torch.utils.checkpoint`` around a per-chunk function rather than a hand-written ``autograd.Function`` on
 ``weight``: the head may be a plain ``nn.Linear``, a peft LoRA-wrapped Linear (a user targeting ``lm_head``) or a
@@ -196,6 +197,10 @@ def _chunked(
     head: nn.Module, rows: Tensor, targets: Tensor, temperature: float, entropy: str, chunk_rows: int
 ) -> tuple[Tensor, Tensor | None]:
     graph = torch.is_grad_enabled()  # not "does anything require grad": a head may close over such tensors
+    if graph and rows.shape[0] <= chunk_rows:
+        # One chunk: its logits are the head's peak whether they are kept for backward or recomputed there, so
+        # recomputing would only cost a second head matmul and softmax.
+        return _chunk(head, rows, targets, temperature, entropy, [])
     logps, ents = [], []
     for h, t in zip(rows.split(chunk_rows), targets.split(chunk_rows)):
         if not graph:

@@ -11,9 +11,15 @@ Positions restart after the prompt for every completion: P, P+1, ... for a text 
 three rows. Only the hidden states that predict completion tokens leave this module (`grouped_hidden`), in the
 same order as the naive forward's, so `training.objectives.forward` applies one output head whichever forward ran.
 
+The last decoder layer computes only what is read: the hidden states that predict completion tokens (each
+group's last prompt position and its completions). Its prompt positions still give keys and values (the
+completions attend to them), but their queries' attention and their MLP rows are skipped (the spec's `rows`; a
+hook on that layer's MLP), about half of one layer's work at the embedded shapes, with the same outputs.
+
 Registering the attention switches the model's (text) attention implementation to `medrl_prefix_grouper`; calls
-without a packing spec (generation, plain forwards) go to transformers' SDPA unchanged. The switch is permanent
-on purpose: gradient checkpointing replays layers during backward and must find the same function.
+without a packing spec (generation, plain forwards) go to transformers' SDPA unchanged. The switch (and the last
+layer's hooks) is permanent on purpose: gradient checkpointing replays layers during backward and must find the
+same functions.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ class _Segment:
     start: int  # row offset of the prompt
     prompt_len: int
     lengths: list[int]  # completion lengths, in row order
-    pad_index: torch.Tensor | None  # (G*Tmax,) row offsets of completions in (G, Tmax) layout; None if equal
+    pad_index: (
+        torch.Tensor | None
+    )  # (G*Tmax,) offsets in the completions' span, (G, Tmax) layout; None if equal
     unpad_index: torch.Tensor | None  # (sum T,) positions of real tokens in the (G*Tmax) layout
     mask: torch.Tensor  # (G or 1, 1, Tmax, P + Tmax) bool: prompt keys all visible, own keys causal
 
@@ -62,6 +70,8 @@ class PackSpec:
     length: int
     segments: list[_Segment]
     dense_mask: torch.Tensor | None = None  # (1, 1, L, L) bool, mode == "dense" only
+    rows: torch.Tensor | None = None  # positions the last layer computes (see module doc); None: all of them
+    last_layer: int = -1  # that layer's index
 
 
 def _segment(start: int, prompt_len: int, lengths: list[int], device: torch.device) -> _Segment:
@@ -74,10 +84,7 @@ def _segment(start: int, prompt_len: int, lengths: list[int], device: torch.devi
     offsets = torch.cumsum(lens, 0) - lens
     t = torch.arange(tmax, device=device)
     valid = t[None] < lens[:, None]  # (G, Tmax)
-    c0 = start + prompt_len
-    pad_index = torch.where(
-        valid, c0 + offsets[:, None] + t[None], torch.full_like(valid, c0, dtype=torch.long)
-    )
+    pad_index = torch.where(valid, offsets[:, None] + t[None], torch.zeros_like(valid, dtype=torch.long))
     unpad_index = valid.flatten().nonzero().flatten()
     own_g = own[None] & valid[:, None, :]
     prompt_part = torch.ones(len(lengths), tmax, prompt_len, dtype=torch.bool, device=device)
@@ -106,25 +113,34 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def _segment_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: _Segment, scale: float | None, dropout: float
+    prompt: tuple[torch.Tensor, ...],
+    completions: tuple[torch.Tensor, ...],
+    seg: _Segment,
+    scale: float | None,
+    dropout: float,
+    last_prompt_only: bool = False,
 ) -> torch.Tensor:
-    """q, k, v: (H, L, D) of the packed row. Returns (H, segment length, D)."""
-    a, p = seg.start, seg.prompt_len
-    qp, kp, vp = q[None, :, a : a + p], k[None, :, a : a + p], v[None, :, a : a + p]
-    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=scale, dropout_p=dropout)[0]
-    g, tmax, n = len(seg.lengths), max(seg.lengths), sum(seg.lengths)
-    c0 = a + p
-    h, _, d = q.shape
+    """`prompt`: (q, k, v) of one group's prompt, each (H, P, D); `completions`: the same of its completions,
+    (H, sum T, D). Returns (H, P + sum T, D); with `last_prompt_only`, the prompt's positions but its last are
+    zeros (the last layer: nothing reads them)."""
+    qp, kp, vp = (x[None] for x in prompt)
+    if last_prompt_only:  # the last prompt query sees every prompt key: no mask
+        last = F.scaled_dot_product_attention(qp[:, :, -1:], kp, vp, scale=scale, dropout_p=dropout)[0]
+        out_p = torch.cat([last.new_zeros(last.shape[0], seg.prompt_len - 1, last.shape[2]), last], 1)
+    else:
+        out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=scale, dropout_p=dropout)[0]
+    g, tmax, p = len(seg.lengths), max(seg.lengths), seg.prompt_len
+    h, _, d = prompt[0].shape
     if seg.pad_index is None:  # equal lengths: a view, no gather
 
         def split(x: torch.Tensor) -> torch.Tensor:
-            return x[:, c0 : c0 + n].reshape(h, g, tmax, d).transpose(0, 1)
+            return x.reshape(h, g, tmax, d).transpose(0, 1)
     else:
 
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.index_select(1, seg.pad_index).reshape(h, g, tmax, d).transpose(0, 1)
 
-    qc, kc, vc = split(q), split(k), split(v)
+    qc, kc, vc = (split(x) for x in completions)
     keys = torch.cat([kp.expand(g, h, p, d), kc], 2)
     values = torch.cat([vp.expand(g, h, p, d), vc], 2)
     out_c = F.scaled_dot_product_attention(
@@ -169,7 +185,22 @@ def prefix_grouper_attention(
         )
         return out.transpose(1, 2).contiguous(), None
     q, k, v = query[0], _repeat_kv(key, n_rep)[0], _repeat_kv(value, n_rep)[0]
-    pieces = [_segment_attention(q, k, v, s, scaling, dropout) for s in spec.segments]
+    last = spec.rows is not None and getattr(module, "layer_idx", None) == spec.last_layer
+    # one split per tensor (its backward is one concatenation; a slice per piece would zero-fill the whole row's
+    # gradient once per piece): prompt, completions, next prompt, ...
+    sizes = [n for s in spec.segments for n in (s.prompt_len, sum(s.lengths))]
+    qs, ks, vs = q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1)
+    pieces = [
+        _segment_attention(
+            (qs[2 * i], ks[2 * i], vs[2 * i]),
+            (qs[2 * i + 1], ks[2 * i + 1], vs[2 * i + 1]),
+            s,
+            scaling,
+            dropout,
+            last,
+        )
+        for i, s in enumerate(spec.segments)
+    ]
     out = torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0]
     return out.transpose(0, 1)[None].contiguous(), None
 
@@ -191,7 +222,52 @@ def enable_prefix_grouper(model: torch.nn.Module) -> torch.nn.Module:
     if getattr(text_cfg, "_attn_implementation", None) != ATTN_NAME:
         subs = getattr(base.config, "sub_configs", {}) or {}
         base.set_attn_implementation({"text_config": ATTN_NAME} if "text_config" in subs else ATTN_NAME)
+    _prune_last_layer(base)
     return base
+
+
+def _last_decoder_layer(base: torch.nn.Module) -> torch.nn.Module | None:
+    """The text decoder's last layer: the module with `self_attn` (of that layer index) and an `mlp`."""
+    last = base.config.get_text_config().num_hidden_layers - 1
+    for module in base.modules():
+        attn, mlp = getattr(module, "self_attn", None), getattr(module, "mlp", None)
+        if isinstance(mlp, torch.nn.Module) and getattr(attn, "layer_idx", None) == last:
+            return module
+    return None
+
+
+PRUNE_ATTR = "_medrl_prefix_rows"
+
+
+def _prune_last_layer(base: torch.nn.Module) -> None:
+    """Hooks (once) on the last layer: a packed forward's MLP runs on the spec's `rows` only, and the rows it
+    skips come out as zeros (nothing reads them). The layer's pre-hook reads the spec from its own kwargs, so a
+    checkpointed layer replayed in backward prunes the same way; any other call runs the whole MLP."""
+    layer = _last_decoder_layer(base)
+    if layer is None or hasattr(layer.mlp, PRUNE_ATTR):
+        return
+    mlp = layer.mlp
+    setattr(mlp, PRUNE_ATTR, None)
+
+    def read_spec(module, args, kwargs):
+        spec = kwargs.get(SPEC_KWARG)
+        keep = isinstance(spec, PackSpec) and spec.rows is not None
+        setattr(mlp, PRUNE_ATTR, (spec.rows, spec.length) if keep else None)
+
+    def select(module, args):
+        pruned = getattr(module, PRUNE_ATTR)
+        return None if pruned is None else (args[0].index_select(1, pruned[0]), *args[1:])
+
+    def scatter(module, args, out):
+        pruned = getattr(module, PRUNE_ATTR)
+        if pruned is None:
+            return None
+        rows, length = pruned
+        return out.new_zeros(out.shape[0], length, out.shape[2]).index_copy(1, rows, out)
+
+    layer.register_forward_pre_hook(read_spec, with_kwargs=True)
+    mlp.register_forward_pre_hook(select)
+    mlp.register_forward_hook(scatter)
 
 
 def _group_rows(batch: RolloutBatch) -> tuple[list[int], list[list[int]], list[int]]:
@@ -247,8 +323,15 @@ def pack_batch(
     input_ids = torch.cat(ids_parts)[None]
     pos = torch.cat(pos_parts, -1)
     position_ids = pos[:, None] if pos.dim() == 2 else pos[None]
+    dense = mode == "dense"
+    read = [torch.arange(s.start + s.prompt_len - 1, s.end, device=device) for s in segments]
     spec = PackSpec(
-        mode, cursor, segments, _dense_mask(segments, cursor, device) if mode == "dense" else None
+        mode,
+        cursor,
+        segments,
+        _dense_mask(segments, cursor, device) if dense else None,
+        None if dense or not read else torch.cat(read),
+        base.config.get_text_config().num_hidden_layers - 1,
     )
     return input_ids, position_ids, spec, gather.to(device), prompts
 

@@ -62,9 +62,8 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     ):
         return type(self).forward(self, x, *args, **kwargs)
     out = self.base_layer(x)
-    low = (
-        self.lora_A[name](self.lora_dropout[name](x)) * self.scaling[name]
-    )  # (..., r): the cheap place to scale
+    # scaled at (..., r), the narrow end, then added into the base output by the matmul itself
+    low = self.lora_A[name](self.lora_dropout[name](x)) * self.scaling[name]
     flat = torch.addmm(
         out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), self.lora_B[name].weight.t()
     )

@@ -51,9 +51,8 @@ class _Segment:
     start: int  # row offset of the prompt
     prompt_len: int
     lengths: list[int]  # completion lengths, in row order
-    pad_index: (
-        torch.Tensor | None
-    )  # (G*Tmax,) offsets in the completions' span, (G, Tmax) layout; None if equal
+    # (G*Tmax,) offsets into the group's completions, in (G, Tmax) layout; None if all lengths are equal
+    pad_index: torch.Tensor | None
     unpad_index: torch.Tensor | None  # (sum T,) positions of real tokens in the (G*Tmax) layout
     mask: torch.Tensor  # (G or 1, 1, Tmax, P + Tmax) bool: prompt keys all visible, own keys causal
 

@@ -42,6 +42,8 @@ from training.data.batch import (
 ATTN_NAME = "medrl_prefix_grouper"
 MODES = ("efficient", "dense")
 SPEC_KWARG = "prefix_grouper"
+PRUNE_ATTR = "_medrl_prefix_rows"  # on the last layer's MLP: (rows, length) of the packed call, else None
+PRUNE_HOOKED = "_medrl_last_layer_hooked"  # on the model: the hooks are in place (or it has no such layer)
 
 
 @dataclass
@@ -235,23 +237,22 @@ def _last_decoder_layer(base: torch.nn.Module) -> torch.nn.Module | None:
     return None
 
 
-PRUNE_ATTR = "_medrl_prefix_rows"
-
-
 def _prune_last_layer(base: torch.nn.Module) -> None:
     """Hooks (once) on the last layer: a packed forward's MLP runs on the spec's `rows` only, and the rows it
     skips come out as zeros (nothing reads them). The layer's pre-hook reads the spec from its own kwargs, so a
     checkpointed layer replayed in backward prunes the same way; any other call runs the whole MLP."""
-    layer = _last_decoder_layer(base)
-    if layer is None or hasattr(layer.mlp, PRUNE_ATTR):
+    if hasattr(base, PRUNE_HOOKED):  # once per model, not once per forward
         return
-    mlp = layer.mlp
-    setattr(mlp, PRUNE_ATTR, None)
+    layer = _last_decoder_layer(base)
+    setattr(base, PRUNE_HOOKED, True)
+    if layer is None:
+        return
+    setattr(layer.mlp, PRUNE_ATTR, None)
 
     def read_spec(module, args, kwargs):
         spec = kwargs.get(SPEC_KWARG)
         keep = isinstance(spec, PackSpec) and spec.rows is not None
-        setattr(mlp, PRUNE_ATTR, (spec.rows, spec.length) if keep else None)
+        setattr(module.mlp, PRUNE_ATTR, (spec.rows, spec.length) if keep else None)
 
     def select(module, args):
         pruned = getattr(module, PRUNE_ATTR)
@@ -265,8 +266,8 @@ def _prune_last_layer(base: torch.nn.Module) -> None:
         return out.new_zeros(out.shape[0], length, out.shape[2]).index_copy(1, rows, out)
 
     layer.register_forward_pre_hook(read_spec, with_kwargs=True)
-    mlp.register_forward_pre_hook(select)
-    mlp.register_forward_hook(scatter)
+    layer.mlp.register_forward_pre_hook(select)
+    layer.mlp.register_forward_hook(scatter)
 
 
 def _group_rows(batch: RolloutBatch) -> tuple[list[int], list[list[int]], list[int]]:
